@@ -1,0 +1,68 @@
+# GPU Commons: the two commands are `make run` and `make test` (see README.md).
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+# The test suite runs against real PostgreSQL, Redis and Slurm (see .ci/run and deploy/).
+TEST_ENV := DATABASE_URL=$${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/gpucommons} \
+	CELERY_BROKER_URL=$${TEST_BROKER_URL:-redis://127.0.0.1:6379/14} \
+	CACHE_URL=$${TEST_CACHE_URL:-redis://127.0.0.1:6379/15}
+
+.PHONY: install run test lint fmt typecheck services-up slurm-up slurm-down bench clean
+
+$(BIN)/activate: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(BIN)/activate
+
+install: $(BIN)/activate
+
+## make run: install, migrate, create the demo tenant, start a worker with beat and the web server.
+run: install
+	@mkdir -p var
+	$(BIN)/python manage.py migrate --noinput
+	@$(BIN)/python manage.py bootstrap_demo --json > var/demo.json
+	@$(BIN)/celery -A portal worker --beat --loglevel=INFO --concurrency=2 \
+		--schedule var/celerybeat-schedule > var/celery.log 2>&1 & echo $$! > var/celery.pid
+	@$(BIN)/python -c 'import json; d = json.load(open("var/demo.json")); \
+		print("\n  GPU Commons is starting on http://127.0.0.1:$(PORT)/"); \
+		print(f"  Sign in as {d[\"username\"]} / {d[\"password\"]}   API token: {d[\"token\"]}"); \
+		print("  Celery worker + beat log: var/celery.log\n")'
+	@trap 'kill $$(cat var/celery.pid) 2>/dev/null' EXIT INT TERM; \
+		$(BIN)/python manage.py runserver 127.0.0.1:$(PORT)
+
+## make test: install, start PostgreSQL/Redis/Slurm if needed, lint, and run the whole suite.
+test: install services-up slurm-up lint
+	$(TEST_ENV) $(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+fmt: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck: install
+	$(BIN)/mypy portal accounts quotas jobs
+
+services-up:
+	bash deploy/services-up.sh
+
+slurm-up:
+	bash deploy/slurm/up.sh
+
+slurm-down:
+	bash deploy/slurm/down.sh
+
+## make bench: every benchmark, printing its figures (needs services-up and slurm-up).
+bench: install services-up slurm-up
+	$(TEST_ENV) $(BIN)/python bench/ledger.py
+	$(TEST_ENV) $(BIN)/python bench/joblist.py
+	$(TEST_ENV) $(BIN)/python bench/sync.py
+	$(TEST_ENV) $(BIN)/python bench/submit.py
+
+clean:
+	rm -rf $(VENV) var staticfiles

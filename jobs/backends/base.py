@@ -1,0 +1,141 @@
+"""The contract every compute backend implements (Slurm, Kubernetes, local, simulated).
+
+Plain frozen dataclasses cross the boundary; ORM objects never do. A backend raises
+BackendError for permanent failures (the job is rejected) and BackendUnavailable for
+transient ones (the caller retries later).
+"""
+
+from __future__ import annotations
+
+import abc
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, BinaryIO
+
+
+class BackendError(Exception):
+    """A permanent failure: the request will never succeed as it is."""
+
+
+class BackendUnavailable(Exception):
+    """A transient failure (cluster or API down): retry later."""
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything a backend needs to start one portal job."""
+
+    uuid: uuid.UUID
+    name: str
+    project: str  # project slug (namespaces, accounts)
+    cluster_user: str  # the cluster account the job runs as
+    script: str = ""
+    image: str = ""
+    command: Sequence[str] = ()
+    partition: str = ""
+    gpus: int = 0
+    gpu_type: str = ""
+    cpus: int = 1
+    memory_mb: int = 1024
+    time_limit_minutes: int = 60
+    array: str = ""
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class JobRef:
+    """Identifies a job already handed to a backend."""
+
+    uuid: uuid.UUID
+    backend_id: str
+    cluster_user: str
+    project: str = ""
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """What the backend says about one job. `state` is a portal state name (Job.State values)."""
+
+    backend_id: str
+    state: str
+    exit_code: int | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class UsageRecord:
+    """Accounting for one finished job: what was allocated and for how long."""
+
+    backend_id: str
+    elapsed_seconds: int
+    gpus: int
+    gpu_type: str
+    cpus: int
+    memory_mb: int
+    tasks: int = 1
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LogChunk:
+    data: bytes
+    next_offset: int
+    eof: bool
+
+
+@dataclass(frozen=True)
+class ResultFile:
+    path: str
+    size: int
+    modified: datetime | None = None
+
+
+class ComputeBackend(abc.ABC):
+    """One cluster's scheduler. Instances are cached per cluster configuration."""
+
+    def __init__(self, *, name: str, options: Mapping[str, Any]) -> None:
+        self.name = name
+        self.options = dict(options)
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> list[str]:
+        """Problems with a cluster's options, as sentences (empty when valid)."""
+        return []
+
+    @abc.abstractmethod
+    def submit(self, spec: JobSpec) -> str:
+        """Start the job and return its backend id. Tags the job with spec.uuid."""
+
+    @abc.abstractmethod
+    def find(self, uuids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
+        """Backend ids of jobs already carrying these portal uuids (one call for all)."""
+
+    @abc.abstractmethod
+    def cancel(self, ref: JobRef) -> None:
+        """Ask the scheduler to stop the job; cancelling a finished job is not an error."""
+
+    @abc.abstractmethod
+    def poll(self, refs: Sequence[JobRef]) -> dict[str, JobStatus]:
+        """Status of many jobs in one batched call, keyed by backend id; unknown ids absent."""
+
+    @abc.abstractmethod
+    def read_log(self, ref: JobRef, stream: str, offset: int, limit: int) -> LogChunk:
+        """Up to `limit` bytes of stdout/stderr from byte `offset` (negative: from the end)."""
+
+    @abc.abstractmethod
+    def list_results(self, ref: JobRef) -> list[ResultFile]:
+        """Files the job wrote under its output directory, paths relative to it."""
+
+    @abc.abstractmethod
+    def open_result(self, ref: JobRef, path: str) -> BinaryIO:
+        """Open one result file for streaming; refuses paths escaping the job directory."""
+
+    @abc.abstractmethod
+    def usage(self, refs: Sequence[JobRef]) -> dict[str, UsageRecord]:
+        """Accounting records of finished jobs, keyed by backend id (one call for all)."""

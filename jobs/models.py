@@ -1,0 +1,177 @@
+"""Cluster accounts, jobs, their timelines and templates."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from accounts.models import Project
+from quotas.models import SU, Cluster, Hold
+
+
+class ClusterAccount(models.Model):
+    """The Unix/cluster user a portal user's jobs run as on one cluster (never root)."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="cluster_accounts"
+    )
+    cluster = models.ForeignKey(Cluster, on_delete=models.CASCADE, related_name="accounts")
+    username = models.CharField(max_length=32)
+    uid = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "cluster"], name="cluster_account_one_per_user"
+            ),
+            models.UniqueConstraint(
+                fields=["cluster", "username"], name="cluster_account_unique_name"
+            ),
+            models.CheckConstraint(
+                condition=Q(uid__isnull=True) | Q(uid__gte=1000), name="cluster_account_not_system"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.username}@{self.cluster.name}"
+
+
+class Job(models.Model):
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"  # held, waiting to be forwarded
+        SUBMITTING = "submitting", "Submitting"  # claimed by a forwarder
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        COMPLETED = "completed", "Completed"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+        TIMEOUT = "timeout", "Timeout"
+        NODE_FAIL = "node_fail", "Node failure"
+        REJECTED = "rejected", "Rejected"
+
+    ACTIVE_STATES = (State.PENDING, State.SUBMITTING, State.QUEUED, State.RUNNING)
+    FINAL_STATES = (
+        State.COMPLETED,
+        State.FAILED,
+        State.CANCELLED,
+        State.TIMEOUT,
+        State.NODE_FAIL,
+        State.REJECTED,
+    )
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="jobs")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="jobs"
+    )
+    cluster = models.ForeignKey(Cluster, on_delete=models.PROTECT, related_name="jobs")
+    name = models.CharField(max_length=128)
+    script = models.TextField(blank=True)
+    image = models.CharField(max_length=255, blank=True)
+    command = models.JSONField(default=list, blank=True)
+    partition = models.CharField(max_length=64, blank=True)
+    gpus = models.PositiveIntegerField(default=0)
+    gpu_type = models.CharField(max_length=64, blank=True)
+    cpus = models.PositiveIntegerField(default=1)
+    memory_mb = models.PositiveIntegerField(default=1024)
+    time_limit_minutes = models.PositiveIntegerField(default=60)
+    array = models.CharField(max_length=64, blank=True)
+    array_size = models.PositiveIntegerField(default=1)
+    env = models.JSONField(default=dict, blank=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    state_reason = models.CharField(max_length=500, blank=True)
+    backend_id = models.CharField(max_length=128, blank=True)
+    cluster_username = models.CharField(max_length=32, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    finalized_at = models.DateTimeField(null=True, blank=True)
+    exit_code = models.IntegerField(null=True, blank=True)
+    elapsed_seconds = models.PositiveIntegerField(null=True, blank=True)
+    usage = models.JSONField(default=dict, blank=True)
+    estimated_cost = models.DecimalField(**SU, default=0)
+    charged_cost = models.DecimalField(**SU, null=True, blank=True)
+    hold = models.OneToOneField(
+        Hold, on_delete=models.PROTECT, null=True, blank=True, related_name="job"
+    )
+    idempotency_key = models.CharField(max_length=200, blank=True)
+    forward_attempts = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["project", "-created_at", "-id"], name="job_project_keyset"),
+            models.Index(fields=["user", "-created_at", "-id"], name="job_user_keyset"),
+            models.Index(fields=["cluster", "state"], name="job_cluster_state"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "idempotency_key"],
+                condition=~Q(idempotency_key=""),
+                name="job_unique_idempotency_key",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.uuid})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.state in self.ACTIVE_STATES
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in self.FINAL_STATES
+
+
+class JobEvent(models.Model):
+    """One state transition (or notable event) of a job: the job page's timeline."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="events")
+    created_at = models.DateTimeField(default=timezone.now)
+    from_state = models.CharField(max_length=16, blank=True)
+    to_state = models.CharField(max_length=16, blank=True)
+    message = models.CharField(max_length=1000, blank=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.job_id}: {self.from_state} → {self.to_state}"
+
+
+class JobTemplate(models.Model):
+    """Prefills the submit form; global when project is empty."""
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, null=True, blank=True, related_name="job_templates"
+    )
+    name = models.CharField(max_length=128)
+    description = models.CharField(max_length=500, blank=True)
+    cluster = models.ForeignKey(Cluster, on_delete=models.SET_NULL, null=True, blank=True)
+    script = models.TextField(blank=True)
+    image = models.CharField(max_length=255, blank=True)
+    command = models.JSONField(default=list, blank=True)
+    gpus = models.PositiveIntegerField(default=0)
+    gpu_type = models.CharField(max_length=64, blank=True)
+    cpus = models.PositiveIntegerField(default=1)
+    memory_mb = models.PositiveIntegerField(default=1024)
+    time_limit_minutes = models.PositiveIntegerField(default=60)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name

@@ -1,0 +1,85 @@
+"""API plumbing shared by every app: the one exception handler and cursor pagination."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404
+from rest_framework import exceptions as drf_exceptions
+from rest_framework import pagination
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from portal.errors import DomainError
+
+
+def _first_message(detail: Any) -> tuple[str | None, str]:
+    """Return (field, message) of the first error in a DRF error structure."""
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            field, msg = _first_message(value)
+            name = key if key != "non_field_errors" else None
+            return (f"{name}.{field}" if name and field else name or field), msg
+    if isinstance(detail, list) and detail:
+        return _first_message(detail[0])
+    return None, str(detail)
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """Answer every error as ``{"detail": "...", "code": "..."}`` (plus ``field``/``errors``)."""
+    if isinstance(exc, DomainError):
+        return Response(exc.as_dict(), status=exc.status)
+    if isinstance(exc, DjangoValidationError):
+        exc = drf_exceptions.ValidationError(
+            exc.message_dict if hasattr(exc, "error_dict") else exc.messages
+        )
+    if isinstance(exc, Http404):
+        exc = drf_exceptions.NotFound()
+    if isinstance(exc, DjangoPermissionDenied):
+        exc = drf_exceptions.PermissionDenied()
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, drf_exceptions.ValidationError):
+        field, message = _first_message(exc.detail)
+        body: dict[str, Any] = {
+            "detail": f"{field}: {message}" if field else message,
+            "code": "invalid",
+            "errors": exc.detail,
+        }
+        if field:
+            body["field"] = field
+        response.data = body
+    elif isinstance(exc, drf_exceptions.APIException):
+        codes = exc.get_codes()
+        response.data = {
+            "detail": str(exc.detail),
+            "code": codes if isinstance(codes, str) else exc.default_code,
+        }
+    return response
+
+
+class CursorPagination(pagination.CursorPagination):
+    """Keyset pagination, newest first; stable under inserts."""
+
+    ordering = ("-created_at", "-id")
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 200
+
+
+class StrictFieldsMixin:
+    """Reject request bodies carrying fields the serializer does not know (400 naming them)."""
+
+    initial_data: Any
+    fields: Any
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict):
+            writable = {name for name, f in self.fields.items() if not f.read_only}
+            unknown = sorted(set(data) - writable)
+            if unknown:
+                raise drf_exceptions.ValidationError({name: ["Unknown field."] for name in unknown})
+        return super().to_internal_value(data)  # type: ignore[misc]

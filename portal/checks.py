@@ -1,0 +1,1 @@
+"""Startup checks: configuration problems are reported by `manage.py check`, not at first use."""

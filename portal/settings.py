@@ -1,0 +1,336 @@
+"""GPU Commons settings: every value comes from the environment (see .env.example).
+
+With nothing set, development defaults work: SQLite, an in-process/filesystem Celery
+transport, the local compute backend and console email. Production (DJANGO_DEBUG=false)
+refuses to start without a real SECRET_KEY.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import environ
+from celery.schedules import crontab
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(environ.Env().str("GPUC_VAR_DIR", default=str(BASE_DIR / "var")))
+
+env = environ.Env()
+# Secrets may come from files: SECRET_KEY_FILE=/run/secrets/key and so on (django-environ).
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DEBUG = env.bool("DJANGO_DEBUG", default=True)
+_DEV_SECRET = "dev-insecure-secret-key-never-use-in-production-0123456789abcdef"  # noqa: S105 (dev only; refused in production)
+SECRET_KEY = env.str("SECRET_KEY", default=_DEV_SECRET if DEBUG else "")
+if not DEBUG and (not SECRET_KEY or SECRET_KEY == _DEV_SECRET or len(SECRET_KEY) < 50):
+    raise ImproperlyConfigured(
+        "SECRET_KEY must be set to a random value of at least 50 characters when DJANGO_DEBUG=false"
+    )
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "django_htmx",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "simple_history",
+    "allauth",
+    "allauth.account",
+    "allauth.mfa",
+    "allauth.socialaccount",
+    "allauth.socialaccount.providers.github",
+    "allauth.socialaccount.providers.google",
+    "allauth.socialaccount.providers.orcid",
+    "allauth.socialaccount.providers.openid_connect",
+    "allauth.socialaccount.providers.saml",
+    "accounts",
+    "quotas",
+    "quotas.billing",
+    "jobs",
+    "portal",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "allauth.account.middleware.AccountMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+    "simple_history.middleware.HistoryRequestMiddleware",
+]
+
+ROOT_URLCONF = "portal.urls"
+WSGI_APPLICATION = "portal.wsgi.application"
+ASGI_APPLICATION = "portal.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "portal.context_processors.portal",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
+DATABASES["default"]["ATOMIC_REQUESTS"] = False
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=0)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL + a busy timeout so the web server and the in-process worker can share the file.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL;"}
+    )
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://gpuc")}
+
+AUTH_USER_MODEL = "accounts.User"
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "allauth.account.auth_backends.AuthenticationBackend",
+]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "account_login"
+LOGIN_REDIRECT_URL = "dashboard"
+
+# django-allauth
+ACCOUNT_LOGIN_METHODS = {"email", "username"}
+ACCOUNT_SIGNUP_FIELDS = ["email*", "username*", "password1*", "password2*"]
+ACCOUNT_EMAIL_VERIFICATION = "mandatory"
+ACCOUNT_UNIQUE_EMAIL = True
+ACCOUNT_LOGIN_ON_EMAIL_CONFIRMATION = True
+ACCOUNT_RATE_LIMITS = {
+    "login": "30/m/ip",
+    "login_failed": "10/m/ip,5/5m/key",
+    "signup": "20/m/ip",
+    "confirm_email": "1/3m/key",
+    "reset_password": "20/m/ip,5/m/key",
+}
+ACCOUNT_ADAPTER = "accounts.adapters.AccountAdapter"
+SOCIALACCOUNT_ADAPTER = "accounts.adapters.SocialAccountAdapter"
+ACCOUNT_DEFAULT_HTTP_PROTOCOL = "http" if DEBUG else "https"
+MFA_SUPPORTED_TYPES = ["totp", "recovery_codes", "webauthn"]
+MFA_PASSKEY_LOGIN_ENABLED = True
+MFA_WEBAUTHN_ALLOW_INSECURE_ORIGIN = DEBUG
+MFA_TOTP_ISSUER = "GPU Commons"
+
+
+def _social_providers() -> dict[str, dict[str, object]]:
+    """Social login providers, each switched on only by its environment variables."""
+    providers: dict[str, dict[str, object]] = {}
+    for name, key in (("github", "GITHUB"), ("google", "GOOGLE"), ("orcid", "ORCID")):
+        client_id = env.str(f"{key}_CLIENT_ID", default="")
+        if client_id:
+            providers[name] = {
+                "APPS": [{"client_id": client_id, "secret": env.str(f"{key}_SECRET", default="")}],
+            }
+    if orcid := providers.get("orcid"):
+        orcid["BASE_DOMAIN"] = env.str("ORCID_BASE_DOMAIN", default="orcid.org")
+    if oidc_id := env.str("OIDC_CLIENT_ID", default=""):
+        providers["openid_connect"] = {
+            "APPS": [
+                {
+                    "provider_id": env.str("OIDC_PROVIDER_ID", default="institution"),
+                    "name": env.str("OIDC_NAME", default="Institution login"),
+                    "client_id": oidc_id,
+                    "secret": env.str("OIDC_SECRET", default=""),
+                    "settings": {"server_url": env.str("OIDC_SERVER_URL")},
+                }
+            ]
+        }
+    if saml_entity := env.str("SAML_IDP_ENTITY_ID", default=""):
+        providers["saml"] = {
+            "APPS": [
+                {
+                    "provider_id": env.str("SAML_PROVIDER_ID", default="institution-saml"),
+                    "name": env.str("SAML_NAME", default="Institution SSO"),
+                    "client_id": env.str("SAML_CLIENT_ID", default="gpucommons"),
+                    "settings": {
+                        "attribute_mapping": {
+                            "uid": "urn:oid:0.9.2342.19200300.100.1.1",
+                            "email": "urn:oid:0.9.2342.19200300.100.1.3",
+                        },
+                        "idp": {
+                            "entity_id": saml_entity,
+                            "metadata_url": env.str("SAML_IDP_METADATA_URL"),
+                        },
+                    },
+                }
+            ]
+        }
+    return providers
+
+
+SOCIALACCOUNT_PROVIDERS = _social_providers()
+SOCIALACCOUNT_EMAIL_VERIFICATION = "mandatory"
+
+EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
+vars().update(EMAIL_CONFIG)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="GPU Commons <noreply@localhost>")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+ADMINS = [("Facility admins", a) for a in env.list("ADMIN_EMAILS", default=[])]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
+MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media")))
+MEDIA_URL = "media/"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
+}
+DATA_UPLOAD_MAX_MEMORY_SIZE = 3 * 1024 * 1024
+
+# Security: strict in production, relaxed for local development.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+SESSION_COOKIE_SECURE = not DEBUG
+CSRF_COOKIE_SECURE = not DEBUG
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
+SECURE_HSTS_PRELOAD = not DEBUG
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+
+# REST API
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "accounts.authentication.BearerTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": [
+        "rest_framework.permissions.IsAuthenticated",
+        "accounts.authentication.TokenScopePermission",
+    ],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "portal.api.CursorPagination",
+    "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "portal.api.exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.UserRateThrottle",
+        "rest_framework.throttling.AnonRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "user": env.str("API_THROTTLE_USER", default="100000/hour"),
+        "anon": env.str("API_THROTTLE_ANON", default="600/hour"),
+    },
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "GPU Commons API",
+    "DESCRIPTION": "Grants, quotas, jobs and billing for shared GPU clusters.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI is served from the vendored drf-spectacular-sidecar package: no CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+# Celery: no broker server needed by default (filesystem transport under var/).
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+if CELERY_BROKER_URL == "filesystem://":
+    _q = VAR_DIR / "celery"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_q / "queue"),
+        "data_folder_out": str(_q / "queue"),
+        "processed_folder": str(_q / "processed"),
+        "store_processed": False,
+    }
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 4
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TIMEZONE = "UTC"
+CELERY_BEAT_SCHEDULE = {
+    "jobs-sync-all-clusters": {
+        "task": "jobs.tasks.sync_all_clusters_task",
+        "schedule": timedelta(seconds=env.int("JOBS_SYNC_INTERVAL_SECONDS", default=5)),
+    },
+    "jobs-forward-pending": {
+        "task": "jobs.tasks.forward_pending_task",
+        "schedule": timedelta(seconds=30),
+    },
+    "quotas-daily-expiry": {
+        "task": "quotas.tasks.allocations_expire_task",
+        "schedule": crontab(hour=0, minute=10),
+    },
+    "quotas-nightly-reconcile": {
+        "task": "quotas.tasks.reconcile_ledger_task",
+        "schedule": crontab(hour=2, minute=0),
+    },
+    "billing-report-meter-events": {
+        "task": "quotas.billing.tasks.meter_events_report_task",
+        "schedule": timedelta(minutes=5),
+    },
+}
+
+# Compute: local backend (subprocesses in per-job directories) enabled by default in dev only.
+GPUC_LOCAL_BACKEND_ENABLED = env.bool("GPUC_LOCAL_BACKEND_ENABLED", default=DEBUG)
+GPUC_LOCAL_BACKEND_ROOT = Path(
+    env.str("GPUC_LOCAL_BACKEND_ROOT", default=str(VAR_DIR / "local-jobs"))
+)
+GPUC_BACKENDS = {
+    "local": "jobs.backends.local.LocalBackend",
+    "slurm": "jobs.backends.slurm.SlurmBackend",
+    "kubernetes": "jobs.backends.kubernetes.KubernetesBackend",
+    "simulated": "jobs.backends.simulated.SimulatedBackend",
+}
+GPUC_DEMO_BACKEND = env.str("GPUC_DEMO_BACKEND", default="local")
+GPUC_MAX_SCRIPT_BYTES = 1024 * 1024
+
+# Stripe: billing is off unless keys are set.
+STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="")
+STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="")
+STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="")
+STRIPE_WEBHOOK_TOLERANCE_SECONDS = env.int("STRIPE_WEBHOOK_TOLERANCE_SECONDS", default=300)
+STRIPE_METER_EVENT_NAME = env.str("STRIPE_METER_EVENT_NAME", default="gpu_commons_su")
+BILLING_PAYMENT_GRACE_DAYS = env.int("BILLING_PAYMENT_GRACE_DAYS", default=7)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

@@ -1,0 +1,1 @@
+"""Stripe customers, SU packs, checkout sessions, webhook events, meter reports, invoices."""

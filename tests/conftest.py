@@ -1,0 +1,113 @@
+"""Three people: alice owns the organization and leads its project, bob is a member,
+mallory is an outsider with a tenant of her own."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+import pytest
+from rest_framework.test import APIClient
+
+from accounts.models import Membership, Organization, Project, ProjectMember, User
+from quotas.models import Allocation, Cluster, Rate
+from quotas.services import ledger_credit
+from tests import factories
+
+
+@dataclass
+class Tenant:
+    org: Organization
+    project: Project
+
+
+@pytest.fixture
+def alice(db: None) -> User:
+    return factories.UserFactory(username="alice", email="alice@uni.example")
+
+
+@pytest.fixture
+def bob(db: None) -> User:
+    return factories.UserFactory(username="bob", email="bob@uni.example")
+
+
+@pytest.fixture
+def mallory(db: None) -> User:
+    return factories.UserFactory(username="mallory", email="mallory@evil.example")
+
+
+@pytest.fixture
+def tenant(alice: User, bob: User) -> Tenant:
+    org = factories.OrganizationFactory(name="Vision Lab", slug="vision-lab")
+    Membership.objects.create(organization=org, user=alice, role=Membership.Role.OWNER)
+    Membership.objects.create(organization=org, user=bob, role=Membership.Role.MEMBER)
+    project = factories.ProjectFactory(organization=org, name="Protein folding", slug="folding")
+    ProjectMember.objects.create(project=project, user=alice, role=ProjectMember.Role.PI)
+    ProjectMember.objects.create(project=project, user=bob, role=ProjectMember.Role.MEMBER)
+    return Tenant(org=org, project=project)
+
+
+@pytest.fixture
+def mallory_tenant(mallory: User) -> Tenant:
+    org = factories.OrganizationFactory(
+        name="Evil Corp", slug="evil", kind=Organization.Kind.COMPANY
+    )
+    Membership.objects.create(organization=org, user=mallory, role=Membership.Role.OWNER)
+    project = factories.ProjectFactory(organization=org, name="Heist", slug="heist")
+    ProjectMember.objects.create(project=project, user=mallory, role=ProjectMember.Role.PI)
+    return Tenant(org=org, project=project)
+
+
+@pytest.fixture
+def cluster(db: None) -> Cluster:
+    """A simulated cluster priced at 2 SU/GPU-hour (h100), 1 SU/GPU-hour otherwise,
+    0.1 SU/CPU-hour and 0.01 SU/GB-hour."""
+    c = factories.ClusterFactory(name="sim", kind=Cluster.Kind.SIMULATED)
+    factories.RateFactory(
+        cluster=c, resource=Rate.Resource.GPU_HOUR, gpu_type="h100", su_per_unit=Decimal("2")
+    )
+    factories.RateFactory(
+        cluster=c, resource=Rate.Resource.GPU_HOUR, gpu_type="", su_per_unit=Decimal("1")
+    )
+    factories.RateFactory(cluster=c, resource=Rate.Resource.CPU_HOUR, su_per_unit=Decimal("0.1"))
+    factories.RateFactory(
+        cluster=c, resource=Rate.Resource.MEM_GB_HOUR, su_per_unit=Decimal("0.01")
+    )
+    return c
+
+
+@pytest.fixture
+def allocation(tenant: Tenant, cluster: Cluster, alice: User) -> Allocation:
+    """1000 SU for alice's project on the simulated cluster."""
+    alloc = factories.AllocationFactory(project=tenant.project, clusters=[cluster])
+    ledger_credit(
+        actor=None,
+        allocation=alloc,
+        amount=Decimal("1000"),
+        key=f"test-credit-{alloc.pk}",
+        memo="test grant",
+    )
+    alloc.refresh_from_db()
+    return alloc
+
+
+def _api_client(user: User | None) -> APIClient:
+    client = APIClient()
+    if user is not None:
+        client.force_authenticate(user)
+    return client
+
+
+@pytest.fixture
+def api_alice(alice: User) -> APIClient:
+    return _api_client(alice)
+
+
+@pytest.fixture
+def api_bob(bob: User) -> APIClient:
+    return _api_client(bob)
+
+
+@pytest.fixture
+def api_mallory(mallory: User) -> APIClient:
+    return _api_client(mallory)
