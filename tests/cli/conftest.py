@@ -1,0 +1,118 @@
+"""A tiny real HTTP server speaking the API's shape, for the CLI's client-side tests."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import pytest
+
+TOKEN = "gpuc_test_secret"
+
+
+@dataclass
+class Seen:
+    """One request the server received."""
+
+    method: str
+    path: str  # below /api/v1/, unquoted
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: Any
+
+
+Answer = tuple[int, Any]  # (status, JSON-able body or raw bytes)
+
+
+@dataclass
+class FakeApi:
+    url: str = ""
+    routes: dict[tuple[str, str], Callable[[Seen], Answer]] = field(default_factory=dict)
+    seen: list[Seen] = field(default_factory=list)
+
+    def on(self, method: str, path: str, *answers: Answer) -> None:
+        """Answer `method path` with these answers in turn (the last one repeats)."""
+        queue = list(answers)
+
+        def reply(_: Seen) -> Answer:
+            return queue.pop(0) if len(queue) > 1 else queue[0]
+
+        self.routes[(method, path)] = reply
+
+    def requests_to(self, path: str) -> list[Seen]:
+        return [s for s in self.seen if s.path == path]
+
+
+def _handler(api: FakeApi) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def _serve(self) -> None:
+            parts = urlsplit(self.path)
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            seen = Seen(
+                method=self.command,
+                path=unquote(parts.path).removeprefix("/api/v1/"),
+                query={k: v[-1] for k, v in parse_qs(parts.query).items()},
+                headers=dict(self.headers.items()),
+                body=json.loads(raw) if raw else None,
+            )
+            api.seen.append(seen)
+            if self.headers.get("Authorization") != f"Bearer {TOKEN}":
+                status, body = 401, {"detail": "Invalid API token", "code": "authentication_failed"}
+            elif route := api.routes.get((seen.method, seen.path)):
+                status, body = route(seen)
+            else:
+                status, body = 404, {"detail": "Not found.", "code": "not_found"}
+            if isinstance(body, bytes):
+                payload, kind = body, "application/octet-stream"
+            elif isinstance(body, str):
+                payload, kind = body.encode(), "text/html"
+            else:
+                payload, kind = json.dumps(body).encode(), "application/json"
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        do_GET = do_POST = _serve
+
+    return Handler
+
+
+@pytest.fixture
+def api() -> Iterator[FakeApi]:
+    fake = FakeApi()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
+    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield fake
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point gpuc at a fresh configuration file and clear GPUC_URL/GPUC_TOKEN."""
+    path = tmp_path / "gpuc" / "config.json"
+    monkeypatch.setenv("GPUC_CONFIG", str(path))
+    monkeypatch.delenv("GPUC_URL", raising=False)
+    monkeypatch.delenv("GPUC_TOKEN", raising=False)
+    return path
+
+
+@pytest.fixture
+def logged_in(api: FakeApi, config_file: Path, monkeypatch: pytest.MonkeyPatch) -> FakeApi:
+    monkeypatch.setenv("GPUC_URL", api.url)
+    monkeypatch.setenv("GPUC_TOKEN", TOKEN)
+    return api

@@ -1,0 +1,99 @@
+"""The CLI's flag parsers: memory, time, environment and array specs."""
+
+from __future__ import annotations
+
+import pytest
+
+from portal.cli import parse_array, parse_env, parse_memory, parse_time
+
+
+@pytest.mark.parametrize(
+    ("text", "megabytes"),
+    [
+        ("8G", 8192),
+        ("8g", 8192),
+        ("8GB", 8192),
+        ("2GiB", 2048),
+        ("8000M", 8000),
+        ("8000", 8000),
+        ("1.5G", 1536),
+        ("1T", 1024 * 1024),
+        ("2048K", 2),
+        ("512K", 1),
+        (" 16G ", 16384),
+    ],
+)
+def test_memory_accepts_slurm_sizes_and_bare_megabytes(text: str, megabytes: int) -> None:
+    assert parse_memory(text) == megabytes
+
+
+@pytest.mark.parametrize("text", ["", "G", "8X", "-1G", "0", "0G", "8B", "1.5.2G", "8 G B", "1e3"])
+def test_memory_rejects_what_is_not_a_positive_size(text: str) -> None:
+    with pytest.raises(ValueError, match="invalid memory"):
+        parse_memory(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "minutes"),
+    [
+        ("90", 90),
+        ("1:30:00", 90),
+        ("01:30:00", 90),
+        ("5:30", 6),  # Slurm's M:S; seconds round up to a whole minute
+        ("0:59", 1),
+        ("1-0", 1440),
+        ("2-12", 3600),
+        ("1-2:30", 1590),
+        ("1-00:00:01", 1441),
+        ("2h", 120),
+        ("90m", 90),
+        ("90min", 90),
+        ("1h30m", 90),
+        ("1d", 1440),
+        ("1d12h", 2160),
+        ("45s", 1),
+        ("2H", 120),
+    ],
+)
+def test_time_accepts_slurm_formats_and_durations(text: str, minutes: int) -> None:
+    assert parse_time(text) == minutes
+
+
+@pytest.mark.parametrize(
+    "text", ["", "0", "0:00", "0-0", "0h", "1:60:00", "1:00:60", "2x", "h", "1:2:3:4", "-5", "1.5h"]
+)
+def test_time_rejects_zero_garbage_and_out_of_range_fields(text: str) -> None:
+    with pytest.raises(ValueError, match="invalid time"):
+        parse_time(text)
+
+
+def test_env_items_split_at_the_first_equals_sign() -> None:
+    assert parse_env("A=1") == ("A", "1")
+    assert parse_env("URL=http://x/?a=b") == ("URL", "http://x/?a=b")
+    assert parse_env("EMPTY=") == ("EMPTY", "")
+
+
+def test_env_item_without_a_value_takes_this_shells_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_PROJECT", "folding")
+    monkeypatch.delenv("NOT_SET_HERE", raising=False)
+
+    assert parse_env("WANDB_PROJECT") == ("WANDB_PROJECT", "folding")
+    with pytest.raises(ValueError, match="not set in this shell"):
+        parse_env("NOT_SET_HERE")
+
+
+@pytest.mark.parametrize("text", ["1A=x", "=x", "A-B=1", "A B=1", ""])
+def test_env_rejects_names_a_shell_could_not_export(text: str) -> None:
+    with pytest.raises(ValueError, match="invalid environment variable name"):
+        parse_env(text)
+
+
+@pytest.mark.parametrize("text", ["0-9", "0-9%2", "1,3,5", "0-15:4", "1-3,7%2", "7"])
+def test_array_accepts_slurm_specs_unchanged(text: str) -> None:
+    assert parse_array(text) == text
+
+
+@pytest.mark.parametrize("text", ["9-0", "0-9%0", "0-9%", "a", "0-9:0", "", "1,,2", "%2", "1-"])
+def test_array_rejects_malformed_specs(text: str) -> None:
+    with pytest.raises(ValueError, match="invalid array"):
+        parse_array(text)
