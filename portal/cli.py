@@ -449,10 +449,11 @@ def _job_body(args: argparse.Namespace, client: Client) -> dict[str, Any]:
     body: dict[str, Any] = {
         "project": resolve_project(client, args.project),
         "cluster": args.cluster,
-        "name": args.name or default_name,
+        "name": args.name or _job_name(default_name),
         "script": script,
     }
     optional = {
+        "partition": args.partition,
         "gpus": args.gpus,
         "gpu_type": args.gpu_type,
         "cpus": args.cpus,
@@ -464,6 +465,12 @@ def _job_body(args: argparse.Namespace, client: Client) -> dict[str, Any]:
     if args.env:
         body["env"] = dict(args.env)
     return body
+
+
+def _job_name(file_name: str) -> str:
+    """A job name the API accepts (letters, digits, '.', '_', '-') from a script's file name."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", file_name).lstrip("._-")[:128]
+    return name or "job"
 
 
 def cmd_estimate(args: argparse.Namespace, client: Client) -> int:
@@ -743,6 +750,7 @@ def _add_job_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--project", "-p", required=True, help="project uuid, slug or org/slug")
     parser.add_argument("--cluster", "-c", required=True, help="cluster name")
     parser.add_argument("--name", "-J", help="job name (default: the script's file name)")
+    parser.add_argument("--partition", help="partition (default: the cluster's default)")
     parser.add_argument("--gpus", "-G", type=_positive_int(0), help="GPUs per task")
     parser.add_argument("--gpu-type", help="GPU type, e.g. h100 (see the cluster's types)")
     parser.add_argument("--cpus", type=_positive_int(1), help="CPUs per task")

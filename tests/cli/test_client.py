@@ -82,6 +82,22 @@ def test_submit_leaves_out_flags_not_given_so_the_server_defaults_apply(
     assert request.body["name"] == "x"
 
 
+@pytest.mark.parametrize(
+    ("file_name", "job_name"),
+    [("train.sh", "train.sh"), ("my run (v2).sh", "my-run-v2-.sh"), (".hidden", "hidden")],
+)
+def test_the_default_job_name_is_the_script_name_made_acceptable(
+    logged_in: FakeApi, tmp_path: Path, file_name: str, job_name: str
+) -> None:
+    (tmp_path / file_name).write_text("echo\n")
+    logged_in.on("POST", "jobs/", (201, {"id": JOB_ID, "state": "pending"}))
+
+    args = ["submit", str(tmp_path / file_name), "-p", PROJECT_ID, "-c", "sim"]
+    assert cli.main([*args, "--partition", "debug"]) == 0
+    assert logged_in.seen[0].body["name"] == job_name
+    assert logged_in.seen[0].body["partition"] == "debug"
+
+
 def test_submit_resolves_a_project_slug_across_pages_of_projects(
     logged_in: FakeApi, script: Path
 ) -> None:
