@@ -110,6 +110,12 @@ class Job(models.Model):
             models.Index(fields=["project", "-created_at", "-id"], name="job_project_keyset"),
             models.Index(fields=["user", "-created_at", "-id"], name="job_user_keyset"),
             models.Index(fields=["cluster", "state"], name="job_cluster_state"),
+            # Sync reads only jobs not yet finalised: keep that index small forever.
+            models.Index(
+                fields=["cluster", "state"],
+                condition=Q(finalized_at__isnull=True),
+                name="job_unfinalized",
+            ),
         ]
         constraints = [
             models.UniqueConstraint(

@@ -126,7 +126,10 @@ class ComputeBackend(abc.ABC):
 
     @abc.abstractmethod
     def read_log(self, ref: JobRef, stream: str, offset: int, limit: int) -> LogChunk:
-        """Up to `limit` bytes of stdout/stderr from byte `offset` (negative: from the end)."""
+        """Up to `limit` bytes of stdout/stderr from byte `offset` (negative: from the end).
+
+        An offset past the end returns empty data with next_offset = the log's size (the
+        caller turns that into a clear 400); never loads the whole log into memory."""
 
     @abc.abstractmethod
     def list_results(self, ref: JobRef) -> list[ResultFile]:
@@ -134,7 +137,9 @@ class ComputeBackend(abc.ABC):
 
     @abc.abstractmethod
     def open_result(self, ref: JobRef, path: str) -> BinaryIO:
-        """Open one result file for streaming; refuses paths escaping the job directory."""
+        """Open one result file for streaming; refuses paths escaping the job directory.
+
+        Raises FileNotFoundError for a missing file, BackendError for a refused path."""
 
     @abc.abstractmethod
     def usage(self, refs: Sequence[JobRef]) -> dict[str, UsageRecord]:

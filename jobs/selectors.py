@@ -1,0 +1,123 @@
+"""Reads served to users, always scoped to the caller: a job of another tenant does not exist."""
+
+from __future__ import annotations
+
+import uuid as uuid_lib
+from typing import Any
+
+from django.db.models import Q, QuerySet
+
+from accounts.models import Project, ProjectMember, User
+from jobs.exceptions import JobNotFound
+from jobs.models import ClusterAccount, Job, JobEvent, JobTemplate
+from quotas.models import Cluster
+
+LIST_FIELDS = (
+    "id",
+    "uuid",
+    "name",
+    "state",
+    "gpus",
+    "gpu_type",
+    "cpus",
+    "memory_mb",
+    "time_limit_minutes",
+    "array",
+    "array_size",
+    "created_at",
+    "started_at",
+    "ended_at",
+    "exit_code",
+    "estimated_cost",
+    "charged_cost",
+    "backend_id",
+    "project__uuid",
+    "project__name",
+    "project__slug",
+    "cluster__name",
+    "user__username",
+)
+
+
+def project_ids_for_user(user: User) -> QuerySet[ProjectMember, Any]:
+    """The ids of the projects the user belongs to, as a subquery."""
+    return ProjectMember.objects.filter(user=user).values("project_id")
+
+
+def projects_for_user(*, user: User) -> QuerySet[Project]:
+    return Project.objects.filter(memberships__user=user, is_active=True).select_related(
+        "organization"
+    )
+
+
+def job_visible_to(*, user: User) -> QuerySet[Job]:
+    """Jobs of the projects the user belongs to."""
+    if not user.is_authenticated:
+        return Job.objects.none()
+    return Job.objects.filter(project_id__in=project_ids_for_user(user))
+
+
+def job_list_for_user(
+    *,
+    user: User,
+    project: str | None = None,
+    state: str | None = None,
+    cluster: str | None = None,
+) -> QuerySet[Job]:
+    """The caller's visible jobs, newest first, filtered by project (uuid or slug), state and
+    cluster (name); light enough for keyset pages over 100,000 rows."""
+    qs = job_visible_to(user=user)
+    if project:
+        try:
+            qs = qs.filter(project__uuid=uuid_lib.UUID(project))
+        except ValueError:
+            qs = qs.filter(project__slug=project)
+    if state:
+        qs = qs.filter(state=state)
+    if cluster:
+        qs = qs.filter(cluster__name=cluster)
+    return qs.select_related("project", "cluster", "user").only(*LIST_FIELDS)
+
+
+def job_get_for_user(*, user: User, job_uuid: uuid_lib.UUID | str) -> Job:
+    """One visible job (with its project, cluster and hold), or JobNotFound."""
+    try:
+        key = job_uuid if isinstance(job_uuid, uuid_lib.UUID) else uuid_lib.UUID(str(job_uuid))
+    except ValueError:
+        raise JobNotFound("No such job") from None
+    job = (
+        job_visible_to(user=user)
+        .select_related("project", "project__organization", "cluster", "user", "hold")
+        .filter(uuid=key)
+        .first()
+    )
+    if job is None:
+        raise JobNotFound("No such job")
+    return job
+
+
+def job_events(*, job: Job) -> QuerySet[JobEvent]:
+    return JobEvent.objects.filter(job=job).select_related("actor").order_by("created_at", "id")
+
+
+def job_templates_for_user(*, user: User) -> QuerySet[JobTemplate]:
+    """Global templates and those of the user's projects."""
+    return JobTemplate.objects.filter(
+        Q(project__isnull=True) | Q(project_id__in=project_ids_for_user(user))
+    ).select_related("project", "cluster")
+
+
+def clusters_for_user(*, user: User) -> QuerySet[Cluster]:
+    """Enabled clusters on which one of the user's projects has an allocation."""
+    return (
+        Cluster.objects.filter(
+            enabled=True,
+            allocations__project_id__in=project_ids_for_user(user),
+        )
+        .distinct()
+        .order_by("name")
+    )
+
+
+def cluster_account_for(*, user: User, cluster: Cluster) -> ClusterAccount | None:
+    return ClusterAccount.objects.filter(user=user, cluster=cluster).first()

@@ -1,0 +1,795 @@
+"""Every write on jobs: submit (validate, estimate, hold), forward, sync, cancel, logs, results.
+
+Scheduler calls never happen inside a database transaction: a slow or dead cluster must not
+hold row locks. Forwarding is idempotent by claim (pending -> submitting) plus the portal uuid
+the backend tags each job with; finalisation is exactly once by claiming finalized_at.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, BinaryIO
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from accounts.models import Project, ProjectMember, User
+from jobs.backends import get_backend
+from jobs.backends.base import (
+    BackendError,
+    BackendUnavailable,
+    JobRef,
+    JobSpec,
+    JobStatus,
+    LogChunk,
+    ResultFile,
+    UsageRecord,
+)
+from jobs.exceptions import ClusterUnavailable, InvalidJob, JobStateError, ResultNotFound
+from jobs.models import ClusterAccount, Job, JobEvent
+from jobs.validation import (
+    JobRequest,
+    check_cluster_account,
+    check_cluster_usable,
+    validate_cluster_username,
+    validate_job,
+)
+from portal.errors import PermissionDenied
+from quotas.models import ZERO, Cluster, Hold, Rate
+from quotas.services import Cost, Usage, cost_of, ledger_hold, ledger_settle
+from quotas.services import estimate as quota_estimate
+
+logger = logging.getLogger(__name__)
+
+STALE_SUBMITTING = timedelta(seconds=60)
+LOG_DEFAULT_LIMIT = 64 * 1024
+LOG_MAX_LIMIT = 1024 * 1024
+FINALIZE_BATCH = 200
+STREAMS = ("stdout", "stderr")
+SPEC_FIELDS = (
+    "name",
+    "script",
+    "image",
+    "command",
+    "partition",
+    "gpus",
+    "gpu_type",
+    "cpus",
+    "memory_mb",
+    "time_limit_minutes",
+    "array",
+    "env",
+)
+
+
+# --- cluster accounts --------------------------------------------------------------------
+
+
+@transaction.atomic
+def cluster_account_create(
+    *, actor: User | None, user: User, cluster: Cluster, username: str, uid: int | None = None
+) -> ClusterAccount:
+    """Map a portal user to their account on a cluster (never root or a system account)."""
+    validate_cluster_username(username, uid)
+    account, _ = ClusterAccount.objects.update_or_create(
+        user=user, cluster=cluster, defaults={"username": username, "uid": uid}
+    )
+    return account
+
+
+# --- estimate and submit -----------------------------------------------------------------
+
+
+def _estimate(request: JobRequest) -> Cost:
+    return quota_estimate(
+        cluster=request.cluster,
+        gpus=request.gpus,
+        gpu_type=request.gpu_type,
+        cpus=request.cpus,
+        memory_mb=request.memory_mb,
+        time_limit_minutes=request.time_limit_minutes,
+        tasks=request.array_size,
+    )
+
+
+def job_estimate(*, user: User, data: Mapping[str, Any]) -> Cost:
+    """The most a job can cost (what submit would hold); `data` holds project, cluster and
+    the submit fields. Checks everything submit checks except the cluster account."""
+    project, cluster = data["project"], data["cluster"]
+    check_cluster_usable(user=user, project=project, cluster=cluster)
+    request = validate_job(
+        project=project, cluster=cluster, **{k: data[k] for k in SPEC_FIELDS if k in data}
+    )
+    return _estimate(request)
+
+
+@transaction.atomic
+def job_submit(
+    *,
+    user: User,
+    project: Project,
+    cluster: Cluster,
+    name: str,
+    script: str = "",
+    image: str = "",
+    command: Sequence[str] = (),
+    partition: str = "",
+    gpus: int = 0,
+    gpu_type: str = "",
+    cpus: int = 1,
+    memory_mb: int = 1024,
+    time_limit_minutes: int = 60,
+    array: str = "",
+    env: Mapping[str, str] | None = None,
+    idempotency_key: str = "",
+) -> Job:
+    """Validate against the cluster, hold the estimate, create the job (pending) and forward
+    it after commit. The same user + idempotency key returns the first job."""
+    idempotency_key = (idempotency_key or "").strip()
+    if len(idempotency_key) > 200:
+        raise InvalidJob("Idempotency-Key must be at most 200 characters", field="idempotency_key")
+    if idempotency_key and (
+        first := Job.objects.filter(user=user, idempotency_key=idempotency_key).first()
+    ):
+        return first
+    check_cluster_usable(user=user, project=project, cluster=cluster)
+    account = check_cluster_account(user=user, cluster=cluster)
+    request = validate_job(
+        project=project,
+        cluster=cluster,
+        name=name,
+        script=script,
+        image=image,
+        command=command,
+        partition=partition,
+        gpus=gpus,
+        gpu_type=gpu_type,
+        cpus=cpus,
+        memory_mb=memory_mb,
+        time_limit_minutes=time_limit_minutes,
+        array=array,
+        env=env,
+    )
+    cost = _estimate(request)
+    job = Job(
+        project=project,
+        user=user,
+        cluster=cluster,
+        name=request.name,
+        script=request.script,
+        image=request.image,
+        command=list(request.command),
+        partition=request.partition,
+        gpus=request.gpus,
+        gpu_type=request.gpu_type,
+        cpus=request.cpus,
+        memory_mb=request.memory_mb,
+        time_limit_minutes=request.time_limit_minutes,
+        array=request.array,
+        array_size=request.array_size,
+        env=request.env,
+        cluster_username=account.username,
+        estimated_cost=cost.total,
+        idempotency_key=idempotency_key,
+    )
+    try:
+        with transaction.atomic():
+            job.save()
+    except IntegrityError:
+        # A concurrent request with the same key won the race: answer with its job.
+        first = Job.objects.filter(user=user, idempotency_key=idempotency_key).first()
+        if idempotency_key and first is not None:
+            return first
+        raise
+    message = "Submitted; nothing to hold (free cluster)"
+    if cost.total > 0:
+        hold = ledger_hold(
+            actor=user,
+            project=project,
+            cluster=cluster,
+            amount=cost.total,
+            key=f"job:{job.uuid}",
+            job_uuid=job.uuid,
+            memo=f"Job {job.name}",
+        )
+        job.hold = hold
+        job.save(update_fields=["hold"])
+        message = f"Submitted; {hold.amount} SU held"
+    JobEvent.objects.create(job=job, from_state="", to_state=Job.State.PENDING, message=message)
+    job_id = job.pk
+    transaction.on_commit(lambda: _enqueue_forward(job_id))
+    return job
+
+
+def _enqueue_forward(job_id: int) -> None:
+    from jobs.tasks import forward_job_task
+
+    try:
+        forward_job_task.delay(job_id)
+    except Exception:
+        # The broker is down: the job stays pending and forward_pending_task picks it up.
+        logger.exception("Could not queue forwarding of job %s", job_id)
+
+
+# --- forwarding ----------------------------------------------------------------------------
+
+
+def job_spec(job: Job) -> JobSpec:
+    return JobSpec(
+        uuid=job.uuid,
+        name=job.name,
+        project=job.project.slug,
+        cluster_user=job.cluster_username,
+        script=job.script,
+        image=job.image,
+        command=tuple(job.command or ()),
+        partition=job.partition,
+        gpus=job.gpus,
+        gpu_type=job.gpu_type,
+        cpus=job.cpus,
+        memory_mb=job.memory_mb,
+        time_limit_minutes=job.time_limit_minutes,
+        array=job.array,
+        env=dict(job.env or {}),
+    )
+
+
+def job_ref(job: Job) -> JobRef:
+    return JobRef(
+        uuid=job.uuid,
+        backend_id=job.backend_id,
+        cluster_user=job.cluster_username,
+        project=job.project.slug,
+    )
+
+
+def job_forward(*, job_id: int) -> Job:
+    """Hand a pending job to its cluster once: claim it, look for a backend job already carrying
+    its uuid, else submit. Unavailable cluster -> back to pending and BackendUnavailable is
+    re-raised (the task retries); permanent BackendError -> rejected and the hold released."""
+    now = timezone.now()
+    claimed = Job.objects.filter(pk=job_id, state=Job.State.PENDING).update(
+        state=Job.State.SUBMITTING, updated_at=now
+    )
+    job = Job.objects.select_related("cluster", "project").get(pk=job_id)
+    if not claimed:
+        return job  # someone else forwarded it (or it was cancelled)
+    try:
+        if not job.cluster.enabled:
+            raise BackendUnavailable(f"Cluster {job.cluster.name} is disabled")
+        backend = get_backend(job.cluster)
+        backend_id = backend.find([job.uuid]).get(job.uuid)
+        found = backend_id is not None
+        if backend_id is None:
+            backend_id = backend.submit(job_spec(job))
+    except BackendError as exc:
+        _reject(job, f"Rejected by the cluster: {exc}")
+        return job
+    except Exception as exc:
+        Job.objects.filter(pk=job_id, state=Job.State.SUBMITTING).update(
+            state=Job.State.PENDING,
+            forward_attempts=F("forward_attempts") + 1,
+            state_reason=f"Cluster unavailable, will retry: {exc}"[:500],
+            updated_at=timezone.now(),
+        )
+        raise
+    _record_forwarded(job, backend_id, found=found)
+    job.refresh_from_db()
+    return job
+
+
+@transaction.atomic
+def _record_forwarded(job: Job, backend_id: str, *, found: bool) -> None:
+    now = timezone.now()
+    updated = Job.objects.filter(
+        pk=job.pk, state__in=(Job.State.SUBMITTING, Job.State.PENDING)
+    ).update(
+        state=Job.State.QUEUED,
+        backend_id=backend_id,
+        submitted_at=now,
+        state_reason="",
+        updated_at=now,
+    )
+    if updated:
+        how = "Found on the cluster" if found else "Submitted to the cluster"
+        JobEvent.objects.create(
+            job=job,
+            from_state=Job.State.SUBMITTING,
+            to_state=Job.State.QUEUED,
+            message=f"{how} as {backend_id}",
+            created_at=now,
+        )
+
+
+@transaction.atomic
+def _reject(job: Job, reason: str) -> None:
+    now = timezone.now()
+    updated = Job.objects.filter(pk=job.pk, state=Job.State.SUBMITTING).update(
+        state=Job.State.REJECTED,
+        state_reason=reason[:500],
+        ended_at=now,
+        finalized_at=now,
+        charged_cost=ZERO,
+        updated_at=now,
+    )
+    if not updated:
+        return
+    if job.hold_id:
+        ledger_settle(actor=None, hold=job.hold, actual=ZERO, memo=f"Job {job.uuid} rejected")
+    JobEvent.objects.create(
+        job=job,
+        from_state=Job.State.SUBMITTING,
+        to_state=Job.State.REJECTED,
+        message=reason[:1000],
+        created_at=now,
+    )
+
+
+def jobs_to_reforward(*, older_than: timedelta, limit: int = 1000) -> list[int]:
+    """Ids of pending jobs whose forwarding seems lost (not touched for `older_than`)."""
+    cutoff = timezone.now() - older_than
+    return list(
+        Job.objects.filter(state=Job.State.PENDING, updated_at__lt=cutoff)
+        .order_by("updated_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+
+
+# --- sync and finalisation ------------------------------------------------------------
+
+
+@dataclass
+class SyncResult:
+    """What one sync of one cluster did; backend_calls counts calls into the backend."""
+
+    cluster: str
+    polled: int = 0
+    transitions: int = 0
+    finalized: int = 0
+    recovered: int = 0
+    missing: int = 0
+    backend_calls: int = 0
+
+
+# Which backend-reported states may follow a portal state (anything active may end).
+_ALLOWED: dict[str, frozenset[str]] = {
+    Job.State.QUEUED: frozenset({Job.State.RUNNING, *Job.FINAL_STATES}),
+    Job.State.RUNNING: frozenset({Job.State.QUEUED, *Job.FINAL_STATES}),
+}
+
+
+def cluster_sync(*, cluster: Cluster) -> SyncResult:
+    """Bring every active job of the cluster up to date with ONE batched poll, record the
+    transitions, then finalise newly finished jobs (one usage call) exactly once."""
+    result = SyncResult(cluster=cluster.name)
+    backend = get_backend(cluster)
+    _recover_stale_submitting(cluster, backend, result)
+
+    active = list(
+        Job.objects.filter(
+            cluster=cluster, state__in=(Job.State.QUEUED, Job.State.RUNNING)
+        ).values_list("pk", "uuid", "backend_id", "cluster_username", "state", "started_at")
+    )
+    if active:
+        refs = [JobRef(uuid=u, backend_id=b, cluster_user=cu) for _, u, b, cu, _, _ in active if b]
+        result.backend_calls += 1
+        statuses = backend.poll(refs)
+        result.polled = len(refs)
+        changes: list[tuple[int, str, datetime | None, JobStatus]] = []
+        for pk, _, backend_id, _, state, started_at in active:
+            status = statuses.get(backend_id)
+            if status is None:
+                result.missing += 1
+                continue
+            if status.state != state and status.state in _ALLOWED.get(state, ()):
+                changes.append((pk, state, started_at, status))
+        result.transitions = _apply_transitions(changes)
+    result.finalized = _finalize_finished(cluster, backend, result)
+    return result
+
+
+def _recover_stale_submitting(cluster: Cluster, backend: Any, result: SyncResult) -> None:
+    """A forwarder that died between claim and record leaves a job in `submitting`: ask the
+    backend (one find call) and either record the job it has or put it back to pending."""
+    cutoff = timezone.now() - STALE_SUBMITTING
+    stale = list(
+        Job.objects.filter(
+            cluster=cluster, state=Job.State.SUBMITTING, updated_at__lt=cutoff
+        ).select_related("project")
+    )
+    if not stale:
+        return
+    result.backend_calls += 1
+    found = backend.find([job.uuid for job in stale])
+    absent: list[int] = []
+    for job in stale:
+        if backend_id := found.get(job.uuid):
+            _record_forwarded(job, backend_id, found=True)
+        else:
+            absent.append(job.pk)
+    if absent:
+        Job.objects.filter(pk__in=absent, state=Job.State.SUBMITTING, updated_at__lt=cutoff).update(
+            state=Job.State.PENDING, updated_at=timezone.now()
+        )
+        for job_id in absent:
+            transaction.on_commit(lambda job_id=job_id: _enqueue_forward(job_id))
+    result.recovered = len(stale)
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _apply_transitions(changes: list[tuple[int, str, datetime | None, JobStatus]]) -> int:
+    """Write the state changes seen in one poll, skipping rows another sync moved already."""
+    applied = 0
+    for batch in _chunks(changes, 2000):
+        now = timezone.now()
+        with transaction.atomic():
+            seen = {pk: state for pk, state, _, _ in batch}
+            current = dict(
+                Job.objects.select_for_update()
+                .filter(pk__in=list(seen), finalized_at__isnull=True)
+                .values_list("pk", "state")
+            )
+            updates: list[Job] = []
+            events: list[JobEvent] = []
+            for pk, state, started_at, status in batch:
+                if current.get(pk) != state:
+                    continue  # changed by a concurrent sync or a cancel meanwhile
+                final = status.state in Job.FINAL_STATES
+                updates.append(
+                    Job(
+                        pk=pk,
+                        state=status.state,
+                        state_reason=status.reason[:500],
+                        started_at=status.started_at or started_at,
+                        ended_at=status.ended_at or (now if final else None),
+                        exit_code=status.exit_code,
+                        updated_at=now,
+                    )
+                )
+                events.append(
+                    JobEvent(
+                        job_id=pk,
+                        from_state=state,
+                        to_state=status.state,
+                        message=_transition_message(status),
+                        created_at=now,
+                    )
+                )
+            Job.objects.bulk_update(
+                updates,
+                ["state", "state_reason", "started_at", "ended_at", "exit_code", "updated_at"],
+                batch_size=1000,
+            )
+            JobEvent.objects.bulk_create(events, batch_size=2000)
+            applied += len(updates)
+    return applied
+
+
+def _transition_message(status: JobStatus) -> str:
+    parts = []
+    if status.exit_code is not None and status.state in Job.FINAL_STATES:
+        parts.append(f"exit code {status.exit_code}")
+    if status.reason:
+        parts.append(status.reason)
+    return "; ".join(parts)[:1000]
+
+
+class _RateBook:
+    """All rates of a cluster loaded once; answers 'rates in force at t' without a query."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.rates = list(
+            Rate.objects.filter(cluster=cluster)
+            .order_by("effective_from")
+            .values_list("resource", "gpu_type", "su_per_unit", "effective_from")
+        )
+
+    def at(self, when: datetime) -> dict[tuple[str, str], Decimal]:
+        current: dict[tuple[str, str], Decimal] = {}
+        for resource, gpu_type, value, since in self.rates:
+            if since <= when:
+                current[(resource, gpu_type)] = value
+        return current
+
+
+def _usage_for(job: Job, record: UsageRecord | None) -> tuple[Usage, dict[str, Any]]:
+    if record is not None:
+        usage = Usage(
+            seconds=max(0, int(record.elapsed_seconds)),
+            gpus=record.gpus,
+            gpu_type=record.gpu_type or job.gpu_type,
+            cpus=record.cpus,
+            memory_mb=record.memory_mb,
+            tasks=max(0, int(record.tasks)),
+        )
+        source = "accounting"
+    else:
+        seconds = 0
+        if job.started_at and job.ended_at:
+            seconds = max(0, round((job.ended_at - job.started_at).total_seconds()))
+        usage = Usage(
+            seconds=seconds,
+            gpus=job.gpus,
+            gpu_type=job.gpu_type,
+            cpus=job.cpus,
+            memory_mb=job.memory_mb,
+            tasks=job.array_size if seconds else 0,
+        )
+        source = "job record"
+    return usage, {
+        "elapsed_seconds": usage.seconds,
+        "gpus": usage.gpus,
+        "gpu_type": usage.gpu_type,
+        "cpus": usage.cpus,
+        "memory_mb": usage.memory_mb,
+        "tasks": usage.tasks,
+        "source": source,
+    }
+
+
+def _finalize_finished(cluster: Cluster, backend: Any, result: SyncResult) -> int:
+    """Charge every finished, unfinalised job of the cluster: one usage call, then claim each
+    (finalized_at IS NULL) and settle its hold in the same transaction."""
+    finished = list(
+        Job.objects.filter(
+            cluster=cluster, finalized_at__isnull=True, state__in=Job.FINAL_STATES
+        ).select_related("project", "hold")
+    )
+    if not finished:
+        return 0
+    refs = [job_ref(job) for job in finished if job.backend_id]
+    records: Mapping[str, UsageRecord] = {}
+    if refs:
+        result.backend_calls += 1
+        try:
+            records = backend.usage(refs)
+        except BackendUnavailable:
+            logger.warning("Usage of cluster %s unavailable; finalising later", cluster.name)
+            return 0
+    book = _RateBook(cluster)
+    finalized = 0
+    for batch in _chunks(finished, FINALIZE_BATCH):
+        finalized += _finalize_batch(cluster, batch, records, book)
+    return finalized
+
+
+@transaction.atomic
+def _finalize_batch(
+    cluster: Cluster, batch: Sequence[Job], records: Mapping[str, UsageRecord], book: _RateBook
+) -> int:
+    now = timezone.now()
+    claimed = set(
+        Job.objects.select_for_update()
+        .filter(pk__in=[job.pk for job in batch], finalized_at__isnull=True)
+        .values_list("pk", flat=True)
+    )
+    if not claimed:
+        return 0
+    updates: list[Job] = []
+    events: list[JobEvent] = []
+    for job in batch:
+        if job.pk not in claimed:
+            continue
+        record = records.get(job.backend_id) if job.backend_id else None
+        usage, usage_json = _usage_for(job, record)
+        at = job.started_at or (record.started_at if record else None) or now
+        actual = cost_of(cluster=cluster, usage=usage, rates=book.at(at)).total
+        usage_json["cost"] = str(actual)
+        charged = ZERO
+        message = f"Charged {actual} SU for {usage.seconds} s"
+        if job.hold_id:
+            hold: Hold = ledger_settle(
+                actor=None, hold=job.hold, actual=actual, memo=f"Job {job.name} ({job.state})"
+            )
+            charged = hold.charged
+            message = f"Charged {hold.charged} SU for {usage.seconds} s; released {hold.released}"
+        updates.append(
+            Job(
+                pk=job.pk,
+                finalized_at=now,
+                elapsed_seconds=usage.seconds,
+                usage=usage_json,
+                charged_cost=charged,
+                updated_at=now,
+            )
+        )
+        events.append(
+            JobEvent(
+                job_id=job.pk,
+                from_state=job.state,
+                to_state=job.state,
+                message=message,
+                created_at=now,
+            )
+        )
+    Job.objects.bulk_update(
+        updates, ["finalized_at", "elapsed_seconds", "usage", "charged_cost", "updated_at"]
+    )
+    JobEvent.objects.bulk_create(events)
+    return len(updates)
+
+
+# --- cancel ----------------------------------------------------------------------------------
+
+
+def _may_manage(user: User, job: Job) -> bool:
+    if job.user_id == user.pk:
+        return True
+    return ProjectMember.objects.filter(
+        project_id=job.project_id,
+        user=user,
+        role__in=(ProjectMember.Role.PI, ProjectMember.Role.MANAGER),
+    ).exists()
+
+
+def job_cancel(*, user: User, job: Job) -> Job:
+    """Pending: cancelled now and the hold released. Queued/running: the cluster is asked to
+    stop it and the next sync records the end (charged for what it ran). Finished: 409."""
+    if not _may_manage(user, job):
+        raise PermissionDenied("Only the job's owner or the project's PI or manager may cancel it")
+    if job.state == Job.State.PENDING and _cancel_pending(user, job):
+        job.refresh_from_db()
+        return job
+    job.refresh_from_db()
+    if job.state == Job.State.SUBMITTING:
+        raise JobStateError("The job is being handed to the cluster; try again in a moment")
+    if job.is_final:
+        raise JobStateError(f"The job has already ended ({job.state})")
+    try:
+        get_backend(job.cluster).cancel(job_ref(job))
+    except BackendUnavailable as exc:
+        raise ClusterUnavailable(f"Cluster {job.cluster.name} did not answer: {exc}") from None
+    JobEvent.objects.create(
+        job=job,
+        from_state=job.state,
+        to_state=job.state,
+        message="Cancellation requested",
+        actor=user,
+    )
+    cluster_id = job.cluster_id
+    transaction.on_commit(lambda: _enqueue_sync(cluster_id))
+    return job
+
+
+@transaction.atomic
+def _cancel_pending(user: User, job: Job) -> bool:
+    now = timezone.now()
+    updated = Job.objects.filter(pk=job.pk, state=Job.State.PENDING).update(
+        state=Job.State.CANCELLED,
+        ended_at=now,
+        finalized_at=now,
+        elapsed_seconds=0,
+        charged_cost=ZERO,
+        updated_at=now,
+    )
+    if not updated:
+        return False
+    if job.hold_id:
+        hold = Hold.objects.get(pk=job.hold_id)
+        ledger_settle(actor=user, hold=hold, actual=ZERO, memo=f"Job {job.uuid} cancelled")
+    JobEvent.objects.create(
+        job=job,
+        from_state=Job.State.PENDING,
+        to_state=Job.State.CANCELLED,
+        message="Cancelled before it reached the cluster; hold released",
+        actor=user,
+        created_at=now,
+    )
+    return True
+
+
+def _enqueue_sync(cluster_id: int) -> None:
+    from jobs.tasks import sync_cluster_task
+
+    try:
+        sync_cluster_task.delay(cluster_id)
+    except Exception:
+        logger.exception("Could not queue a sync of cluster %s", cluster_id)
+
+
+# --- logs and results --------------------------------------------------------------------
+
+
+def _utf8_prefix(data: bytes) -> bytes:
+    """Drop a multi-byte character cut at the end of a chunk (it comes whole next time)."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte & 0xC0 == 0x80:
+            continue  # continuation byte: keep looking for the lead byte
+        if byte & 0x80 == 0:
+            return data
+        needed = 2 if byte & 0xE0 == 0xC0 else 3 if byte & 0xF0 == 0xE0 else 4
+        return data if back >= needed else data[:-back]
+    return data
+
+
+def job_read_log(
+    *, user: User, job: Job, stream: str = "stdout", offset: int = 0, limit: int | None = None
+) -> LogChunk:
+    """Up to `limit` bytes of the job's stdout/stderr from byte `offset` (negative: from the
+    end). `eof` is true once the job has ended and everything was read."""
+    if stream not in STREAMS:
+        raise InvalidJob("stream must be 'stdout' or 'stderr'", field="stream")
+    limit = LOG_DEFAULT_LIMIT if limit is None else limit
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= LOG_MAX_LIMIT:
+        raise InvalidJob(f"limit must be between 1 and {LOG_MAX_LIMIT}", field="limit")
+    if isinstance(offset, bool) or not isinstance(offset, int):
+        raise InvalidJob("offset must be a whole number", field="offset")
+    if not job.backend_id:
+        if offset > 0:
+            raise InvalidJob(
+                f"offset {offset} is past the end of the log (0 bytes)", field="offset"
+            )
+        return LogChunk(data=b"", next_offset=0, eof=job.is_final)
+    try:
+        chunk = get_backend(job.cluster).read_log(job_ref(job), stream, offset, limit)
+    except BackendUnavailable as exc:
+        raise ClusterUnavailable(f"Cluster {job.cluster.name} did not answer: {exc}") from None
+    except BackendError as exc:
+        raise InvalidJob(str(exc), field="stream") from None
+    if offset > 0 and chunk.next_offset < offset:
+        raise InvalidJob(
+            f"offset {offset} is past the end of the log ({chunk.next_offset} bytes)",
+            field="offset",
+        )
+    data = chunk.data
+    at_end = chunk.eof
+    if data and not at_end:
+        trimmed = _utf8_prefix(data)
+        if trimmed is not data:
+            at_end = False
+        next_offset = chunk.next_offset - (len(data) - len(trimmed))
+        data = trimmed
+    else:
+        next_offset = chunk.next_offset
+    return LogChunk(data=data, next_offset=next_offset, eof=at_end and job.is_final)
+
+
+def job_results(*, user: User, job: Job) -> list[ResultFile]:
+    """Files the job wrote under its output directory, with sizes."""
+    if not job.backend_id:
+        return []
+    try:
+        return get_backend(job.cluster).list_results(job_ref(job))
+    except BackendUnavailable as exc:
+        raise ClusterUnavailable(f"Cluster {job.cluster.name} did not answer: {exc}") from None
+
+
+def clean_result_path(path: str) -> str:
+    """A relative path inside the output directory, or InvalidJob naming `path`."""
+    if not isinstance(path, str) or not path or len(path) > 4096:
+        raise InvalidJob("path must name a result file", field="path")
+    if "\x00" in path:
+        raise InvalidJob("path must not contain NUL bytes", field="path")
+    if path.startswith(("/", "\\")) or (len(path) > 1 and path[1] == ":"):
+        raise InvalidJob("path must be relative to the job's output directory", field="path")
+    parts = path.replace("\\", "/").split("/")
+    if any(part == ".." for part in parts):
+        raise InvalidJob("path must not contain '..'", field="path")
+    return "/".join(part for part in parts if part not in ("", "."))
+
+
+def job_open_result(*, user: User, job: Job, path: str) -> BinaryIO:
+    """Open one result file for streaming; paths escaping the output directory are refused."""
+    clean = clean_result_path(path)
+    if not clean:
+        raise InvalidJob("path must name a result file", field="path")
+    if not job.backend_id:
+        raise ResultNotFound("No such result file")
+    try:
+        return get_backend(job.cluster).open_result(job_ref(job), clean)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise ResultNotFound("No such result file") from None
+    except BackendUnavailable as exc:
+        raise ClusterUnavailable(f"Cluster {job.cluster.name} did not answer: {exc}") from None
+    except (BackendError, PermissionError) as exc:
+        raise InvalidJob(f"path: {exc}", field="path") from None
