@@ -1,6 +1,36 @@
 from __future__ import annotations
 
-from django.urls import URLPattern, URLResolver
+from django.urls import URLPattern, URLResolver, path
 
-urlpatterns: list[URLPattern | URLResolver] = []
-api_urlpatterns: list[URLPattern | URLResolver] = []
+from jobs import api, views
+
+urlpatterns: list[URLPattern | URLResolver] = [
+    path("jobs/", views.job_list, name="job-list"),
+    path("jobs/new/", views.job_submit_view, name="job-submit"),
+    path("jobs/estimate/", views.job_estimate_partial, name="job-estimate"),
+    path("jobs/<uuid:job_uuid>/", views.job_detail, name="job-detail"),
+    path("jobs/<uuid:job_uuid>/cancel/", views.job_cancel_view, name="job-cancel"),
+    path("jobs/<uuid:job_uuid>/log/", views.job_log_partial, name="job-log"),
+    path("jobs/<uuid:job_uuid>/status/", views.job_status_partial, name="job-status"),
+    path("jobs/<uuid:job_uuid>/results/", views.job_results_partial, name="job-results"),
+    path(
+        "jobs/<uuid:job_uuid>/results/<path:path>",
+        views.job_result_download,
+        name="job-result-download",
+    ),
+]
+
+api_urlpatterns: list[URLPattern | URLResolver] = [
+    path("jobs/", api.JobListView.as_view(), name="api-job-list"),
+    path("jobs/estimate/", api.JobEstimateView.as_view(), name="api-job-estimate"),
+    path("jobs/<uuid:job_uuid>/", api.JobDetailView.as_view(), name="api-job-detail"),
+    path("jobs/<uuid:job_uuid>/cancel/", api.JobCancelView.as_view(), name="api-job-cancel"),
+    path("jobs/<uuid:job_uuid>/log/", api.JobLogView.as_view(), name="api-job-log"),
+    path("jobs/<uuid:job_uuid>/results/", api.JobResultsView.as_view(), name="api-job-results"),
+    path(
+        "jobs/<uuid:job_uuid>/results/<path:path>",
+        api.JobResultDownloadView.as_view(),
+        name="api-job-result-download",
+    ),
+    path("job-templates/", api.JobTemplateListView.as_view(), name="api-job-templates"),
+]

@@ -6,6 +6,7 @@ Cluster options read here (all optional):
     default_partition  defaults to the first partition
     max_gpus, max_cpus, max_memory_mb, max_time_minutes, max_array_tasks   (per partition too)
     allowed_projects   project slugs allowed to use the cluster (default: any with an allocation)
+    allowed_organizations   organization slugs allowed (as quotas.selectors.clusters_for_user)
 """
 
 from __future__ import annotations
@@ -155,6 +156,12 @@ def check_cluster_usable(*, user: User, project: Project, cluster: Cluster) -> N
         raise InvalidJob(f"Project {project.name} is not active", field="project")
     if not cluster.enabled:
         raise ClusterNotUsable(f"Cluster {cluster.name} is disabled", field="cluster")
+    orgs = cluster.options.get("allowed_organizations")
+    if orgs is not None and project.organization.slug not in orgs:
+        raise ClusterNotUsable(
+            f"Organization of project {project.name} may not use cluster {cluster.name}",
+            field="cluster",
+        )
     allowed = cluster.options.get("allowed_projects")
     if allowed is not None and project.slug not in allowed:
         raise ClusterNotUsable(

@@ -1,1 +1,59 @@
 """Startup checks: configuration problems are reported by `manage.py check`, not at first use."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core import checks
+from django.db import DatabaseError
+from django.utils.module_loading import import_string
+
+
+@checks.register(checks.Tags.compatibility, deploy=False)
+def check_cluster_backends(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Every enabled cluster's backend loads and accepts its options; `local` only when the
+    local backend is enabled."""
+    from jobs.backends.base import ComputeBackend
+    from quotas.models import Cluster
+
+    try:
+        clusters = list(Cluster.objects.filter(enabled=True))
+    except DatabaseError:
+        return []  # no tables yet (before migrate): nothing to check
+    errors: list[checks.CheckMessage] = []
+    for cluster in clusters:
+        try:
+            path = cluster.backend_path
+            backend_class = import_string(path)
+        except (ImportError, KeyError) as exc:
+            errors.append(
+                checks.Error(
+                    f"Cluster '{cluster.name}': backend cannot be loaded ({exc})",
+                    hint="Set Cluster.backend to a dotted path or GPUC_BACKENDS[kind].",
+                    id="portal.E101",
+                )
+            )
+            continue
+        if not (isinstance(backend_class, type) and issubclass(backend_class, ComputeBackend)):
+            errors.append(
+                checks.Error(
+                    f"Cluster '{cluster.name}': {path} is not a ComputeBackend",
+                    id="portal.E102",
+                )
+            )
+            continue
+        for problem in backend_class.check_options(cluster.options or {}):
+            errors.append(checks.Error(f"Cluster '{cluster.name}': {problem}", id="portal.E103"))
+        if path.endswith("backends.local.LocalBackend") and not (
+            settings.GPUC_LOCAL_BACKEND_ENABLED
+        ):
+            errors.append(
+                checks.Error(
+                    f"Cluster '{cluster.name}' uses the local backend, which is disabled",
+                    hint="Set GPUC_LOCAL_BACKEND_ENABLED=true (development only) or disable "
+                    "the cluster.",
+                    id="portal.E104",
+                )
+            )
+    return errors

@@ -1,0 +1,340 @@
+"""REST API for jobs and job templates: thin views over jobs.services and jobs.selectors."""
+
+from __future__ import annotations
+
+import os
+import uuid as uuid_lib
+from http import HTTPStatus
+from typing import Any
+
+from django.db.models import Q
+from django.http import FileResponse
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.models import Project
+from jobs import selectors, services
+from jobs.exceptions import InvalidJob
+from jobs.models import Job, JobEvent, JobTemplate
+from jobs.selectors import projects_for_user
+from portal.api import CursorPagination, StrictFieldsMixin
+from quotas.models import Cluster
+
+
+def resolve_project(user: Any, value: str) -> Project:
+    """One of the caller's projects by uuid or slug; 400 naming `project` otherwise."""
+    projects = projects_for_user(user=user)
+    try:
+        matches = list(projects.filter(uuid=uuid_lib.UUID(str(value))))
+    except ValueError:
+        matches = list(projects.filter(slug=value))
+    if len(matches) != 1:
+        raise InvalidJob(
+            f"Unknown project '{value}'" if not matches else f"Project slug '{value}' is ambiguous",
+            field="project",
+        )
+    return matches[0]
+
+
+def resolve_cluster(value: str) -> Cluster:
+    """A cluster by name or uuid; 400 naming `cluster` otherwise."""
+    try:
+        query = Q(uuid=uuid_lib.UUID(str(value)))
+    except ValueError:
+        query = Q(name=value)
+    cluster = Cluster.objects.filter(query).first()
+    if cluster is None:
+        raise InvalidJob(f"Unknown cluster '{value}'", field="cluster")
+    return cluster
+
+
+class JobRequestSerializer(StrictFieldsMixin, serializers.Serializer):
+    """The body of POST jobs/ and jobs/estimate/ (types only; the service checks the rest)."""
+
+    project = serializers.CharField(max_length=200)
+    cluster = serializers.CharField(max_length=200)
+    name = serializers.CharField(max_length=1000, allow_blank=True)
+    script = serializers.CharField(allow_blank=True, trim_whitespace=False, required=False)
+    image = serializers.CharField(allow_blank=True, required=False, max_length=1000)
+    command = serializers.JSONField(required=False)
+    partition = serializers.CharField(allow_blank=True, required=False, max_length=200)
+    gpus = serializers.IntegerField(required=False)
+    gpu_type = serializers.CharField(allow_blank=True, required=False, max_length=200)
+    cpus = serializers.IntegerField(required=False)
+    memory_mb = serializers.IntegerField(required=False)
+    time_limit_minutes = serializers.IntegerField()
+    array = serializers.CharField(allow_blank=True, required=False, max_length=1000)
+    env = serializers.JSONField(required=False)
+
+    def service_kwargs(self, user: Any) -> dict[str, Any]:
+        data = dict(self.validated_data)
+        data["project"] = resolve_project(user, data["project"])
+        data["cluster"] = resolve_cluster(data["cluster"])
+        if data.get("command") is None:
+            data.pop("command", None)
+        return data
+
+
+class JobEventSerializer(serializers.ModelSerializer):
+    actor = serializers.CharField(source="actor.username", default=None)
+
+    class Meta:
+        model = JobEvent
+        fields = ["created_at", "from_state", "to_state", "message", "actor"]
+
+
+class JobSerializer(serializers.ModelSerializer):
+    id = serializers.UUIDField(source="uuid")
+    project = serializers.UUIDField(source="project.uuid")
+    project_name = serializers.CharField(source="project.name")
+    cluster = serializers.CharField(source="cluster.name")
+    user = serializers.CharField(source="user.username")
+
+    class Meta:
+        model = Job
+        fields = [
+            "id",
+            "name",
+            "project",
+            "project_name",
+            "cluster",
+            "user",
+            "state",
+            "gpus",
+            "gpu_type",
+            "cpus",
+            "memory_mb",
+            "time_limit_minutes",
+            "array",
+            "array_size",
+            "backend_id",
+            "exit_code",
+            "created_at",
+            "started_at",
+            "ended_at",
+            "estimated_cost",
+            "charged_cost",
+        ]
+
+
+class JobDetailSerializer(JobSerializer):
+    held = serializers.SerializerMethodField()
+    events = serializers.SerializerMethodField()
+
+    class Meta(JobSerializer.Meta):
+        fields = [
+            *JobSerializer.Meta.fields,
+            "state_reason",
+            "partition",
+            "script",
+            "image",
+            "command",
+            "env",
+            "submitted_at",
+            "elapsed_seconds",
+            "usage",
+            "held",
+            "events",
+        ]
+
+    def get_held(self, job: Job) -> str:
+        """SU still held for the job (0 once settled)."""
+        hold = job.hold
+        if hold is None or hold.state != hold.State.OPEN:
+            return "0.0000"
+        return str(hold.amount)
+
+    def get_events(self, job: Job) -> list[dict[str, Any]]:
+        return JobEventSerializer(selectors.job_events(job=job), many=True).data  # type: ignore[return-value]
+
+
+class CostLineSerializer(serializers.Serializer):
+    resource = serializers.CharField()
+    quantity = serializers.DecimalField(max_digits=24, decimal_places=4)
+    rate = serializers.DecimalField(max_digits=20, decimal_places=6)
+    cost = serializers.DecimalField(max_digits=24, decimal_places=4)
+
+
+class JobListView(APIView):
+    """GET: the caller's visible jobs, newest first (cursor pages). POST: submit a job."""
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("project", str, description="project uuid or slug"),
+            OpenApiParameter("state", str),
+            OpenApiParameter("cluster", str, description="cluster name"),
+            OpenApiParameter("cursor", str),
+        ],
+        responses=JobSerializer(many=True),
+    )
+    def get(self, request: Request) -> Response:
+        state = request.query_params.get("state") or None
+        if state and state not in Job.State.values:
+            raise InvalidJob(f"Unknown state '{state}'", field="state")
+        qs = selectors.job_list_for_user(
+            user=request.user,
+            project=request.query_params.get("project") or None,
+            state=state,
+            cluster=request.query_params.get("cluster") or None,
+        )
+        paginator = CursorPagination()
+        page = paginator.paginate_queryset(qs, request, view=self)
+        return paginator.get_paginated_response(JobSerializer(page, many=True).data)
+
+    @extend_schema(
+        request=JobRequestSerializer,
+        responses={201: JobDetailSerializer},
+        parameters=[OpenApiParameter("Idempotency-Key", str, location=OpenApiParameter.HEADER)],
+    )
+    def post(self, request: Request) -> Response:
+        serializer = JobRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        kwargs = serializer.service_kwargs(request.user)
+        key = request.headers.get("Idempotency-Key", "").strip()
+        replay = bool(key) and Job.objects.filter(user=request.user, idempotency_key=key).exists()
+        job = services.job_submit(user=request.user, idempotency_key=key, **kwargs)
+        job = selectors.job_get_for_user(user=request.user, job_uuid=job.uuid)
+        status = HTTPStatus.OK if replay else HTTPStatus.CREATED
+        return Response(JobDetailSerializer(job).data, status=status)
+
+
+class JobEstimateView(APIView):
+    @extend_schema(request=JobRequestSerializer)
+    def post(self, request: Request) -> Response:
+        serializer = JobRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        cost = services.job_estimate(
+            user=request.user, data=serializer.service_kwargs(request.user)
+        )
+        return Response(
+            {
+                "estimated_cost": str(cost.total),
+                "breakdown": CostLineSerializer(cost.breakdown, many=True).data,
+            }
+        )
+
+
+class JobDetailView(APIView):
+    @extend_schema(responses=JobDetailSerializer)
+    def get(self, request: Request, job_uuid: uuid_lib.UUID) -> Response:
+        job = selectors.job_get_for_user(user=request.user, job_uuid=job_uuid)
+        return Response(JobDetailSerializer(job).data)
+
+
+class JobCancelView(APIView):
+    @extend_schema(request=None, responses=JobDetailSerializer)
+    def post(self, request: Request, job_uuid: uuid_lib.UUID) -> Response:
+        job = selectors.job_get_for_user(user=request.user, job_uuid=job_uuid)
+        job = services.job_cancel(user=request.user, job=job)
+        job = selectors.job_get_for_user(user=request.user, job_uuid=job_uuid)
+        status = HTTPStatus.OK if job.is_final else HTTPStatus.ACCEPTED
+        return Response(JobDetailSerializer(job).data, status=status)
+
+
+def _int_param(request: Request, name: str, default: int | None) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidJob(f"{name} must be a whole number", field=name) from None
+
+
+class JobLogView(APIView):
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("stream", str, enum=["stdout", "stderr"]),
+            OpenApiParameter("offset", int, description="byte offset; negative = from the end"),
+            OpenApiParameter("limit", int),
+        ]
+    )
+    def get(self, request: Request, job_uuid: uuid_lib.UUID) -> Response:
+        job = selectors.job_get_for_user(user=request.user, job_uuid=job_uuid)
+        chunk = services.job_read_log(
+            user=request.user,
+            job=job,
+            stream=request.query_params.get("stream", "stdout"),
+            offset=_int_param(request, "offset", 0) or 0,
+            limit=_int_param(request, "limit", None),
+        )
+        return Response(
+            {
+                "data": chunk.data.decode("utf-8", errors="replace"),
+                "next_offset": chunk.next_offset,
+                "eof": chunk.eof,
+            }
+        )
+
+
+class JobResultsView(APIView):
+    def get(self, request: Request, job_uuid: uuid_lib.UUID) -> Response:
+        job = selectors.job_get_for_user(user=request.user, job_uuid=job_uuid)
+        files = services.job_results(user=request.user, job=job)
+        return Response(
+            {"results": [{"path": f.path, "size": f.size, "modified": f.modified} for f in files]}
+        )
+
+
+class JobResultDownloadView(APIView):
+    def get(self, request: Request, job_uuid: uuid_lib.UUID, path: str) -> FileResponse:
+        job = selectors.job_get_for_user(user=request.user, job_uuid=job_uuid)
+        handle = services.job_open_result(user=request.user, job=job, path=path)
+        return FileResponse(handle, as_attachment=True, filename=os.path.basename(path))
+
+
+class JobTemplateSerializer(StrictFieldsMixin, serializers.ModelSerializer):
+    id = serializers.UUIDField(source="uuid", read_only=True)
+    project = serializers.CharField(required=False, allow_null=True, allow_blank=True)
+    cluster = serializers.CharField(required=False, allow_null=True, allow_blank=True)
+
+    class Meta:
+        model = JobTemplate
+        fields = [
+            "id",
+            "name",
+            "description",
+            "project",
+            "cluster",
+            "script",
+            "image",
+            "command",
+            "gpus",
+            "gpu_type",
+            "cpus",
+            "memory_mb",
+            "time_limit_minutes",
+            "created_at",
+        ]
+        read_only_fields = ["created_at"]
+
+    def to_representation(self, instance: JobTemplate) -> dict[str, Any]:
+        data = super().to_representation(instance)
+        data["project"] = str(instance.project.uuid) if instance.project else None
+        data["cluster"] = instance.cluster.name if instance.cluster else None
+        return data
+
+
+class JobTemplateListView(APIView):
+    @extend_schema(responses=JobTemplateSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        templates = selectors.job_templates_for_user(user=request.user)
+        return Response({"results": JobTemplateSerializer(templates, many=True).data})
+
+    @extend_schema(request=JobTemplateSerializer, responses={201: JobTemplateSerializer})
+    def post(self, request: Request) -> Response:
+        serializer = JobTemplateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        project = data.pop("project", None)
+        cluster = data.pop("cluster", None)
+        template = services.job_template_create(
+            user=request.user,
+            project=resolve_project(request.user, project) if project else None,
+            cluster=resolve_cluster(cluster) if cluster else None,
+            **data,
+        )
+        return Response(JobTemplateSerializer(template).data, status=HTTPStatus.CREATED)

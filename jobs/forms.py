@@ -1,0 +1,62 @@
+"""The submit form: parses the fields; jobs.services.job_submit checks them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+
+from accounts.models import User
+from jobs.selectors import clusters_for_user, projects_for_user
+
+
+def parse_env(text: str) -> dict[str, str]:
+    """`NAME=value` lines (blank lines and # comments skipped) into a dict."""
+    env: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if "=" not in stripped:
+            raise forms.ValidationError(f"Line {number}: write NAME=value")
+        key, _, value = stripped.partition("=")
+        env[key.strip()] = value
+    return env
+
+
+class JobSubmitForm(forms.Form):
+    project = forms.ModelChoiceField(queryset=None, to_field_name="uuid")
+    cluster = forms.ModelChoiceField(queryset=None, to_field_name="name")
+    name = forms.CharField(max_length=128, initial="job")
+    script = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 10, "spellcheck": "false", "class": "mono"}),
+        strip=False,
+        required=False,
+        initial="#!/bin/bash\necho hello\n",
+    )
+    gpus = forms.IntegerField(initial=1)
+    gpu_type = forms.CharField(required=False, max_length=64)
+    cpus = forms.IntegerField(initial=1)
+    memory_mb = forms.IntegerField(initial=4096, label="Memory (MB)")
+    time_limit_minutes = forms.IntegerField(initial=60, label="Time limit (minutes)")
+    partition = forms.CharField(required=False, max_length=64)
+    array = forms.CharField(required=False, max_length=64, help_text="e.g. 0-99%10")
+    env = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false"}),
+        required=False,
+        help_text="NAME=value, one per line",
+    )
+
+    def __init__(self, *args: Any, user: User, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["project"].queryset = projects_for_user(user=user)
+        self.fields["cluster"].queryset = clusters_for_user(user=user)
+
+    def clean_env(self) -> dict[str, str]:
+        return parse_env(self.cleaned_data.get("env") or "")
+
+    def service_kwargs(self) -> dict[str, Any]:
+        data = dict(self.cleaned_data)
+        for optional in ("gpu_type", "partition", "array"):
+            data[optional] = data.get(optional) or ""
+        return data
