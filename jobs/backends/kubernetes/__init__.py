@@ -1,0 +1,46 @@
+"""Kubernetes: one batch/v1 Job per portal job, through the official `kubernetes` client.
+
+Cluster options (`Cluster.options`, checked by `check_options` at startup):
+
+    connection  `host` (API server URL) with `ca_file` (or `verify_ssl: false`, tests only) and a
+                bearer token read from `token_env` (an environment variable name) or `token_file`
+                (a path, re-read when it changes); or `kubeconfig` (path, optional `context`);
+                or `in_cluster: true`. A token is never stored in the options.
+                `connect_timeout` / `read_timeout` in seconds (5 / 30).
+    namespaces  `namespace_prefix` (default "gpuc-"): one namespace per project, prefix + the
+                project slug made DNS-1123 safe, created on first use and labelled
+                app.kubernetes.io/managed-by=gpu-commons. Or `namespace`: one fixed namespace
+                for every project (for a namespaced token; nothing is created then).
+    images      `allowed_images` (glob patterns, e.g. "nvcr.io/nvidia/pytorch:*") and
+                `default_image` (used when a job names none; must be allowed).
+    GPUs        `gpu_resource` (default "nvidia.com/gpu"), `gpu_types`, `node_selectors`
+                {gpu_type: {label: value}}, optional `gpu_quota` (a ResourceQuota capping
+                requests.<gpu_resource> in each project namespace).
+    scheduling  optional `queue_name` (Kueue label kueue.x-k8s.io/queue-name) and
+                `priority_class`; `run_as_user` / `run_as_group` (default 1000; pods never run
+                as root); `ttl_seconds_after_finished` (default 7 days: logs stay readable
+                that long).
+    results     `results_pvc` (a PersistentVolumeClaim of that name in each job namespace) or
+                `results_nfs` {server, path}; mounted at `results_mount_path` in the pod (the
+                job's working directory) with the job's UUID as sub-path, and seen on the
+                portal host at `results_host_path`, so results are read from
+                <results_host_path>/<job uuid>/.
+    limits      `max_gpus`, `max_cpus`, `max_memory_mb`, `max_time_minutes`, `max_array_tasks`.
+
+Behaviour worth knowing:
+- The Job is named gpuc-<uuid> and labelled gpu-commons/job-uuid, so a retried submission
+  meets 409 AlreadyExists and is treated as already submitted.
+- poll() makes one list call per cluster (all namespaces, or the fixed `namespace`) with the
+  managed-by label selector, plus one pods list only when some jobs failed (exit codes).
+  usage() reuses that listing when it is fresh, so a sync tick costs one Jobs list.
+- The time limit is the Job's activeDeadlineSeconds: for arrays it covers the whole array
+  (Kubernetes enforces it per Job), and usage is wall time x min(parallelism, completions).
+- Kubernetes merges stderr into stdout: the "stderr" stream is always empty with eof. For
+  arrays, stream "stdout.<index>" reads one index ("stdout" is index 0).
+"""
+
+from __future__ import annotations
+
+from jobs.backends.kubernetes.backend import KubernetesBackend
+
+__all__ = ["KubernetesBackend"]

@@ -1,0 +1,662 @@
+"""The Kubernetes backend: portal jobs as batch/v1 Jobs through the official client, which
+is imported lazily here and nowhere else (see the package docstring for the options)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from jobs.backends.base import (
+    BackendError,
+    BackendUnavailable,
+    ComputeBackend,
+    JobRef,
+    JobSpec,
+    JobStatus,
+    LogChunk,
+    ResultFile,
+    UsageRecord,
+)
+from jobs.backends.kubernetes import options as option_checks
+from jobs.backends.kubernetes.objects import (
+    CONTAINER,
+    INDEX_LABEL,
+    JOB_NAME_LABEL,
+    MANAGED_BY_LABEL,
+    MANAGED_SELECTOR,
+    MANAGER,
+    PROJECT_LABEL,
+    QUOTA_NAME,
+    SCRIPT_KEY,
+    SELECTOR_CHUNK,
+    SNAPSHOT_SECONDS,
+    UUID_LABEL,
+    backend_id_of,
+    build_job_manifest,
+    job_name,
+    label_value,
+    namespace_for,
+    needs_exit_code,
+    parse_stream,
+    pod_exit_info,
+    script_configmap_name,
+    split_backend_id,
+    status_from_job,
+    usage_from_job,
+)
+
+
+class KubernetesBackend(ComputeBackend):
+    """Portal jobs as batch/v1 Jobs, one namespace per project."""
+
+    def __init__(self, *, name: str, options: Mapping[str, Any]) -> None:
+        super().__init__(name=name, options=options)
+        self._lock = threading.Lock()
+        self._api_client: Any = None
+        self._namespaces_ready: set[str] = set()
+        self._snapshot: tuple[float, datetime, dict[str, dict[str, Any]]] | None = None
+        self._token_cache: tuple[float, str] | None = None
+
+    # -- configuration ------------------------------------------------------------------
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> list[str]:
+        """Problems with a Kubernetes cluster's options, as sentences (empty when valid)."""
+        return option_checks.check_options(options)
+
+    def validate_spec(self, spec: JobSpec) -> list[tuple[str, str]]:
+        """(field, message) for everything in `spec` this cluster would refuse: call it before
+        holding anything, so bad input is a 400 naming the field and nothing reaches Kubernetes."""
+        return option_checks.validate_spec(spec, self.options, self.name)
+
+    # -- the client -----------------------------------------------------------------------
+
+    def _client(self) -> Any:
+        with self._lock:
+            if self._api_client is None:
+                self._api_client = self._build_client()
+            return self._api_client
+
+    def _build_client(self) -> Any:
+        from kubernetes import client, config
+        from urllib3.util.retry import Retry
+
+        opts = self.options
+        configuration: Any = client.Configuration()
+        try:
+            if opts.get("in_cluster"):
+                config.load_incluster_config(client_configuration=configuration)
+            elif opts.get("kubeconfig"):
+                config.load_kube_config(
+                    config_file=opts["kubeconfig"],
+                    context=opts.get("context"),
+                    client_configuration=configuration,
+                )
+            else:
+                configuration.host = str(opts["host"]).rstrip("/")
+                configuration.api_key_prefix = {"authorization": "Bearer"}
+                # The hook fills the key per request; the entry must exist for it to be asked.
+                configuration.api_key = {"authorization": ""}
+                configuration.refresh_api_key_hook = self._refresh_token
+        except config.ConfigException as exc:
+            raise BackendError(
+                f"Cluster {self.name}: cannot load Kubernetes config: {exc}"
+            ) from exc
+        if opts.get("ca_file"):
+            configuration.ssl_ca_cert = opts["ca_file"]
+        if opts.get("verify_ssl") is False:
+            configuration.verify_ssl = False
+        # Connection failures are retried briefly; the sync/forward tasks retry the rest.
+        configuration.retries = Retry(
+            total=2, connect=2, read=0, status=0, redirect=0, backoff_factor=0.1
+        )
+        api_client = client.ApiClient(configuration)
+        api_client.user_agent = "gpu-commons"
+        return api_client
+
+    def _refresh_token(self, configuration: Any) -> None:
+        """Read the bearer token on every request: rotated tokens are picked up at once."""
+        configuration.api_key = {"authorization": self._token()}
+
+    def _token(self) -> str:
+        if env_name := self.options.get("token_env"):
+            token = os.environ.get(env_name, "").strip()
+            if not token:
+                raise BackendError(
+                    f"Cluster {self.name}: environment variable {env_name} is empty."
+                )
+            return token
+        path = Path(self.options["token_file"])
+        try:
+            mtime = path.stat().st_mtime
+            if self._token_cache is None or self._token_cache[0] != mtime:
+                self._token_cache = (mtime, path.read_text().strip())
+        except OSError as exc:
+            raise BackendError(f"Cluster {self.name}: cannot read token file: {exc}") from exc
+        return self._token_cache[1]
+
+    def _batch(self) -> Any:
+        from kubernetes import client
+
+        return client.BatchV1Api(self._client())
+
+    def _core(self) -> Any:
+        from kubernetes import client
+
+        return client.CoreV1Api(self._client())
+
+    @property
+    def _timeout(self) -> tuple[float, float]:
+        return (
+            float(self.options.get("connect_timeout", 5)),
+            float(self.options.get("read_timeout", 30)),
+        )
+
+    @contextlib.contextmanager
+    def _calling(self, action: str) -> Iterator[None]:
+        """Turn client failures into BackendUnavailable (transient) or BackendError."""
+        import urllib3
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            yield
+        except ApiException as exc:
+            status = exc.status or 0
+            message = _status_message(exc)
+            if status == 0 or status == 429 or status >= 500:
+                raise BackendUnavailable(
+                    f"Kubernetes API of {self.name} failed to {action}: {message}"
+                ) from exc
+            raise BackendError(f"Kubernetes refused to {action}: {message}") from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise BackendUnavailable(
+                f"Kubernetes API of {self.name} unreachable ({action}): {exc}"
+            ) from exc
+        except json.JSONDecodeError as exc:
+            raise BackendUnavailable(
+                f"Kubernetes API of {self.name} answered garbage ({action}): {exc}"
+            ) from exc
+
+    def _json(self, response: Any) -> tuple[dict[str, Any], datetime]:
+        """Body and server time (the Date header) of a raw response."""
+        body = json.loads(response.data or b"{}")
+        return body, _server_time(response.headers.get("Date"))
+
+    def _namespace(self, project: str) -> str:
+        if self.options.get("namespace"):
+            return str(self.options["namespace"])
+        return namespace_for(self.options.get("namespace_prefix", "gpuc-"), project)
+
+    # -- submit ---------------------------------------------------------------------------
+
+    def submit(self, spec: JobSpec) -> str:
+        """Create the Job (and the script's ConfigMap); 409 means it is already there."""
+        errors = self.validate_spec(spec)
+        if errors:
+            raise BackendError("; ".join(f"{field}: {message}" for field, message in errors))
+        namespace = self._namespace(spec.project)
+        self._ensure_namespace(namespace, spec.project)
+        manifest = build_job_manifest(spec, self.options, namespace)
+        name = manifest["metadata"]["name"]
+        created = self._create_job(namespace, manifest)
+        if created is None and not self.options.get("namespace"):
+            # The namespace vanished since this process made it: make it again, once.
+            self._namespaces_ready.discard(namespace)
+            self._ensure_namespace(namespace, spec.project)
+            created = self._create_job(namespace, manifest)
+        if created is None:
+            raise BackendError(f"Namespace {namespace} does not exist on cluster {self.name}.")
+        if created.get("kind") != "Job":  # 409: an earlier attempt created it
+            created = self._existing_job(namespace, name, spec.uuid)
+        if spec.script:
+            self._create_script(namespace, spec, created)
+        return f"{namespace}/{name}"
+
+    def _create_job(self, namespace: str, manifest: dict[str, Any]) -> dict[str, Any] | None:
+        """The created Job; {} when it already exists (409); None when the namespace is gone."""
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        with self._calling("create the Job"):
+            try:
+                response = self._batch().create_namespaced_job(
+                    namespace,
+                    client.V1Job.from_dict(manifest),
+                    _preload_content=False,
+                    _request_timeout=self._timeout,
+                )
+            except ApiException as exc:
+                if exc.status == 409:
+                    return {}
+                if exc.status == 404:
+                    return None
+                raise
+            created, _ = self._json(response)
+        return created
+
+    def _existing_job(self, namespace: str, name: str, job_uuid: uuid.UUID) -> dict[str, Any]:
+        with self._calling("read the existing Job"):
+            response = self._batch().read_namespaced_job(
+                name, namespace, _preload_content=False, _request_timeout=self._timeout
+            )
+        job, _ = self._json(response)
+        owner = (job.get("metadata", {}).get("labels") or {}).get(UUID_LABEL)
+        if owner != str(job_uuid):
+            raise BackendError(f"Job {namespace}/{name} exists but belongs to {owner!r}.")
+        return job
+
+    def _create_script(self, namespace: str, spec: JobSpec, job: Mapping[str, Any]) -> None:
+        """The script as a ConfigMap owned by the Job, so it goes when the Job goes."""
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        meta = job.get("metadata") or {}
+        body = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": script_configmap_name(spec.uuid),
+                "namespace": namespace,
+                "labels": {MANAGED_BY_LABEL: MANAGER, UUID_LABEL: str(spec.uuid)},
+                "ownerReferences": [
+                    {
+                        "apiVersion": "batch/v1",
+                        "kind": "Job",
+                        "name": meta.get("name", job_name(spec.uuid)),
+                        "uid": meta.get("uid", ""),
+                    }
+                ],
+            },
+            "data": {SCRIPT_KEY: spec.script},
+        }
+        with self._calling("store the job script"):
+            try:
+                self._core().create_namespaced_config_map(
+                    namespace,
+                    client.V1ConfigMap.from_dict(body),
+                    _preload_content=False,
+                    _request_timeout=self._timeout,
+                )
+            except ApiException as exc:
+                if exc.status != 409:  # already stored by an earlier attempt
+                    raise
+
+    def _ensure_namespace(self, namespace: str, project: str) -> None:
+        """Create the project's namespace (and GPU quota) on first use; cached per process."""
+        if self.options.get("namespace") or namespace in self._namespaces_ready:
+            return
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        core = self._core()
+        with self._calling("set up the project namespace"):
+            try:
+                response = core.read_namespace(
+                    namespace, _preload_content=False, _request_timeout=self._timeout
+                )
+                existing, _ = self._json(response)
+                labels = existing.get("metadata", {}).get("labels") or {}
+                if labels.get(MANAGED_BY_LABEL) != MANAGER:
+                    raise BackendError(
+                        f"Namespace {namespace} exists and is not managed by GPU Commons."
+                    )
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+                body = {
+                    "apiVersion": "v1",
+                    "kind": "Namespace",
+                    "metadata": {
+                        "name": namespace,
+                        "labels": {MANAGED_BY_LABEL: MANAGER, PROJECT_LABEL: label_value(project)},
+                    },
+                }
+                try:
+                    core.create_namespace(
+                        client.V1Namespace.from_dict(body),
+                        _preload_content=False,
+                        _request_timeout=self._timeout,
+                    )
+                except ApiException as create_exc:
+                    if create_exc.status != 409:  # someone else just made it
+                        raise
+            if self.options.get("gpu_quota") is not None:
+                self._ensure_quota(namespace)
+        self._namespaces_ready.add(namespace)
+
+    def _ensure_quota(self, namespace: str) -> None:
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        resource = f"requests.{self.options.get('gpu_resource', 'nvidia.com/gpu')}"
+        hard = {resource: str(self.options["gpu_quota"])}
+        body = {
+            "apiVersion": "v1",
+            "kind": "ResourceQuota",
+            "metadata": {
+                "name": QUOTA_NAME,
+                "namespace": namespace,
+                "labels": {MANAGED_BY_LABEL: MANAGER},
+            },
+            "spec": {"hard": hard},
+        }
+        core = self._core()
+        try:
+            response = core.read_namespaced_resource_quota(
+                QUOTA_NAME, namespace, _preload_content=False, _request_timeout=self._timeout
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            try:
+                core.create_namespaced_resource_quota(
+                    namespace,
+                    client.V1ResourceQuota.from_dict(body),
+                    _preload_content=False,
+                    _request_timeout=self._timeout,
+                )
+            except ApiException as create_exc:
+                if create_exc.status != 409:
+                    raise
+            return
+        current, _ = self._json(response)
+        if (current.get("spec") or {}).get("hard") != hard:
+            core.replace_namespaced_resource_quota(
+                QUOTA_NAME,
+                namespace,
+                client.V1ResourceQuota.from_dict(body),
+                _preload_content=False,
+                _request_timeout=self._timeout,
+            )
+
+    # -- find, poll, usage ----------------------------------------------------------------
+
+    def _list_jobs(self, selector: str) -> tuple[list[dict[str, Any]], datetime]:
+        """One list call: all namespaces, or the fixed namespace of a namespaced token."""
+        batch = self._batch()
+        with self._calling("list Jobs"):
+            if self.options.get("namespace"):
+                response = batch.list_namespaced_job(
+                    self.options["namespace"],
+                    label_selector=selector,
+                    _preload_content=False,
+                    _request_timeout=self._timeout,
+                )
+            else:
+                response = batch.list_job_for_all_namespaces(
+                    label_selector=selector,
+                    _preload_content=False,
+                    _request_timeout=self._timeout,
+                )
+            body, now = self._json(response)
+        return list(body.get("items") or []), now
+
+    def _list_pods(self, selector: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        core = self._core()
+        namespace = namespace or self.options.get("namespace")
+        with self._calling("list Pods"):
+            if namespace:
+                response = core.list_namespaced_pod(
+                    namespace,
+                    label_selector=selector,
+                    _preload_content=False,
+                    _request_timeout=self._timeout,
+                )
+            else:
+                response = core.list_pod_for_all_namespaces(
+                    label_selector=selector,
+                    _preload_content=False,
+                    _request_timeout=self._timeout,
+                )
+            body, _ = self._json(response)
+        return list(body.get("items") or [])
+
+    def find(self, uuids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
+        """Jobs already carrying these portal uuids: one labelled list call (per 100 uuids)."""
+        found: dict[uuid.UUID, str] = {}
+        wanted = [str(u) for u in uuids]
+        for start in range(0, len(wanted), SELECTOR_CHUNK):
+            chunk = wanted[start : start + SELECTOR_CHUNK]
+            selector = f"{MANAGED_SELECTOR},{UUID_LABEL} in ({','.join(chunk)})"
+            items, _ = self._list_jobs(selector)
+            for job in items:
+                label = (job.get("metadata", {}).get("labels") or {}).get(UUID_LABEL)
+                if label in chunk:
+                    found[uuid.UUID(label)] = backend_id_of(job)
+        return found
+
+    def poll(self, refs: Sequence[JobRef]) -> dict[str, JobStatus]:
+        """One list of every portal-managed Job; a ref whose Job is gone reads as cancelled."""
+        if not refs:
+            return {}
+        items, now = self._list_jobs(MANAGED_SELECTOR)
+        by_id = {backend_id_of(job): job for job in items}
+        with self._lock:
+            self._snapshot = (time.monotonic(), now, by_id)
+        wanted = {ref.backend_id for ref in refs}
+        failed = [job for bid, job in by_id.items() if bid in wanted and needs_exit_code(job)]
+        exit_info: dict[str, tuple[int | None, str]] = {}
+        names = sorted({(job.get("metadata") or {}).get("name", "") for job in failed})
+        for start in range(0, len(names), SELECTOR_CHUNK):
+            chunk = names[start : start + SELECTOR_CHUNK]
+            exit_info.update(
+                pod_exit_info(
+                    self._list_pods(f"{MANAGED_SELECTOR},{JOB_NAME_LABEL} in ({','.join(chunk)})")
+                )
+            )
+        result: dict[str, JobStatus] = {}
+        for ref in refs:
+            job = by_id.get(ref.backend_id)
+            if job is None:
+                result[ref.backend_id] = JobStatus(
+                    ref.backend_id,
+                    "cancelled",
+                    ended_at=now,
+                    reason="The Kubernetes Job no longer exists (deleted).",
+                )
+            else:
+                result[ref.backend_id] = status_from_job(job, now=now, exit_info=exit_info)
+        return result
+
+    def usage(self, refs: Sequence[JobRef]) -> dict[str, UsageRecord]:
+        """Requested resources x wall time, from poll()'s fresh listing or one new list call."""
+        if not refs:
+            return {}
+        with self._lock:
+            snapshot = self._snapshot
+        wanted = {ref.backend_id for ref in refs}
+        if snapshot and time.monotonic() - snapshot[0] < SNAPSHOT_SECONDS:
+            now, by_id = snapshot[1], snapshot[2]
+        else:
+            items, now = self._list_jobs(MANAGED_SELECTOR)
+            by_id = {backend_id_of(job): job for job in items}
+        gpu_resource = self.options.get("gpu_resource", "nvidia.com/gpu")
+        return {
+            bid: usage_from_job(by_id[bid], now=now, gpu_resource=gpu_resource)
+            for bid in wanted
+            if bid in by_id
+        }
+
+    # -- cancel ---------------------------------------------------------------------------
+
+    def cancel(self, ref: JobRef) -> None:
+        """Delete the Job with foreground propagation (its pods go first) and its script."""
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        namespace, name = split_backend_id(ref.backend_id)
+        with self._calling("delete the Job"):
+            try:
+                self._batch().delete_namespaced_job(
+                    name,
+                    namespace,
+                    body=client.V1DeleteOptions(propagation_policy="Foreground"),
+                    _preload_content=False,
+                    _request_timeout=self._timeout,
+                )
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+            try:
+                self._core().delete_namespaced_config_map(
+                    script_configmap_name(ref.uuid),
+                    namespace,
+                    _preload_content=False,
+                    _request_timeout=self._timeout,
+                )
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+        with self._lock:
+            self._snapshot = None
+
+    # -- logs -----------------------------------------------------------------------------
+
+    def read_log(self, ref: JobRef, stream: str, offset: int, limit: int) -> LogChunk:
+        """The pod's log (stdout and stderr merged by Kubernetes), sliced on the portal side."""
+        from kubernetes.client.exceptions import ApiException
+
+        kind, index = parse_stream(stream)
+        if kind == "stderr":  # Kubernetes keeps one stream per container: stderr is in stdout
+            return LogChunk(b"", 0, True)
+        namespace, name = split_backend_id(ref.backend_id)
+        selector = f"{JOB_NAME_LABEL}={name}"
+        if index is not None:
+            selector += f",{INDEX_LABEL}={index}"
+        pods = self._list_pods(selector, namespace)
+        if index is None:
+            first = [p for p in pods if _pod_index(p) in (None, 0)]
+            pods = first or pods
+        if not pods:
+            return LogChunk(b"", max(offset, 0), self._job_finished(namespace, name))
+        pod = max(pods, key=lambda p: (p.get("metadata") or {}).get("creationTimestamp", ""))
+        phase = (pod.get("status") or {}).get("phase")
+        if phase in (None, "Pending"):  # not started: nothing logged yet
+            return LogChunk(b"", 0, False)
+        terminated = phase in ("Succeeded", "Failed")
+        limit_bytes = offset + limit + 1 if offset >= 0 else None
+        try:
+            with self._calling("read the log"):
+                response = self._core().read_namespaced_pod_log(
+                    pod["metadata"]["name"],
+                    namespace,
+                    container=CONTAINER,
+                    limit_bytes=limit_bytes,
+                    _preload_content=False,
+                    _request_timeout=self._timeout,
+                )
+                full = response.data or b""
+        except BackendError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, ApiException) and cause.status in (400, 404):
+                return LogChunk(b"", max(offset, 0), terminated)  # not started or pod gone
+            raise
+        start = offset if offset >= 0 else max(0, len(full) + offset)
+        if start > len(full):  # past the end: say where the end is, like the other backends
+            return LogChunk(b"", len(full), terminated)
+        data = full[start : start + limit]
+        reached_end = len(full) <= start + limit
+        return LogChunk(data, start + len(data), terminated and reached_end)
+
+    def _job_finished(self, namespace: str, name: str) -> bool:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            with self._calling("read the Job"):
+                response = self._batch().read_namespaced_job(
+                    name, namespace, _preload_content=False, _request_timeout=self._timeout
+                )
+        except BackendError as exc:
+            if isinstance(exc.__cause__, ApiException) and exc.__cause__.status == 404:
+                return True
+            raise
+        job, now = self._json(response)
+        return status_from_job(job, now=now).state not in ("queued", "running")
+
+    # -- results --------------------------------------------------------------------------
+
+    def _results_dir(self, ref: JobRef) -> Path:
+        root = self.options.get("results_host_path")
+        if not root:
+            raise BackendError(f"Cluster {self.name} keeps no results (no results_host_path).")
+        return Path(root) / str(ref.uuid)
+
+    def list_results(self, ref: JobRef) -> list[ResultFile]:
+        """Files under <results_host_path>/<uuid>/, never following links out of it."""
+        base = self._results_dir(ref)
+        if not base.is_dir():
+            return []
+        real_base = base.resolve()
+        files: list[ResultFile] = []
+        for dirpath, dirnames, filenames in os.walk(base):
+            here = Path(dirpath)
+            dirnames[:] = sorted(d for d in dirnames if not (here / d).is_symlink())
+            for filename in sorted(filenames):
+                path = here / filename
+                try:
+                    real = path.resolve(strict=True)
+                except (OSError, RuntimeError):
+                    continue
+                if not real.is_relative_to(real_base) or not real.is_file():
+                    continue
+                stat = real.stat()
+                files.append(
+                    ResultFile(
+                        path=path.relative_to(base).as_posix(),
+                        size=stat.st_size,
+                        modified=datetime.fromtimestamp(stat.st_mtime, tz=UTC),
+                    )
+                )
+        return files
+
+    def open_result(self, ref: JobRef, path: str) -> BinaryIO:
+        """Open one result file; refuses absolute paths, `..` and links leaving the job dir."""
+        parts = Path(path).parts
+        if not path or "\x00" in path or Path(path).is_absolute() or ".." in parts:
+            raise BackendError(f"Refused result path {path!r}.")
+        base = self._results_dir(ref).resolve()
+        try:
+            real = (base / path).resolve(strict=True)
+        except (OSError, RuntimeError) as exc:
+            raise FileNotFoundError(path) from exc
+        if not real.is_relative_to(base):
+            raise BackendError(f"Refused result path {path!r}.")
+        if not real.is_file():
+            raise FileNotFoundError(path)
+        return real.open("rb")
+
+
+def _pod_index(pod: Mapping[str, Any]) -> int | None:
+    meta = pod.get("metadata") or {}
+    value = (meta.get("labels") or {}).get(INDEX_LABEL) or (meta.get("annotations") or {}).get(
+        INDEX_LABEL
+    )
+    return int(value) if value is not None and str(value).isdigit() else None
+
+
+def _status_message(exc: Any) -> str:
+    """The `message` of a Kubernetes Status body, else the HTTP reason."""
+    try:
+        body = json.loads(exc.body or "{}")
+    except (TypeError, ValueError):
+        body = {}
+    if isinstance(body, dict) and body.get("message"):
+        return str(body["message"])
+    return f"{exc.status} {exc.reason}".strip()
+
+
+def _server_time(header: str | None) -> datetime:
+    """The API server's clock (its Date header); ours when it sent none."""
+    if header:
+        with contextlib.suppress(TypeError, ValueError):
+            return parsedate_to_datetime(header).astimezone(UTC)
+    return datetime.now(tz=UTC)

@@ -1,0 +1,1073 @@
+"""A local Kubernetes API server for tests: the subset GPU Commons' backend uses, with
+Kubernetes' own object shapes and Status errors, a fake Job controller and a fake kubelet
+driven by a controllable clock. The real `kubernetes` client talks to it over HTTP.
+
+Served (JSON unless noted):
+    /api/v1/namespaces                               GET list, POST
+    /api/v1/namespaces/{ns}                          GET
+    /api/v1/namespaces/{ns}/configmaps[/{name}]      POST, GET, DELETE
+    /api/v1/namespaces/{ns}/resourcequotas[/{name}]  POST, GET, PUT
+    /apis/batch/v1/jobs                              GET (all namespaces)
+    /apis/batch/v1/namespaces/{ns}/jobs[/{name}]     POST, GET (list), GET, DELETE
+    /api/v1/pods, /api/v1/namespaces/{ns}/pods       GET (list)
+    /api/v1/namespaces/{ns}/pods/{name}/log          GET, text/plain (container, limitBytes,
+                                                     tailLines)
+List calls filter by `labelSelector` (=, ==, !=, in, notin, exists, !exists). Errors are
+`Status` objects: 401 Unauthorized, 404 NotFound, 409 AlreadyExists, 422 Invalid (with
+causes), 400 BadRequest (log of a container that has not started).
+
+Time only moves with `server.advance(seconds)`. A Job gets its pods at creation (Pending, so
+the portal sees it queued); on the next advance the fake kubelet starts them at the current
+time and runs the container's program, a tiny shell subset read from `command`
+(["/bin/sh", "-c", TEXT], ["/bin/sh", FILE] with FILE from a mounted ConfigMap, or
+["echo", ...]); lines are split on newlines and ';':
+    echo TEXT            a line of log ($VAR and ${VAR} expand from the container env and
+                         JOB_COMPLETION_INDEX)
+    echo TEXT > PATH     (or >>) write a file: PATH relative to workingDir, landing on the
+                         host under `volumes[claimName] / subPath` when it is on a PVC mount
+    sleep S              S seconds pass
+    exit N               the container exits with N (default 0 at the end)
+Anything else is a command that succeeds at once. activeDeadlineSeconds counts from the
+Job's startTime (Failed, reason DeadlineExceeded); backoffLimit is honoured; Indexed Jobs run
+`parallelism` indexes at a time. DELETE with propagationPolicy Foreground marks the Job and
+its pods deleting (deletionTimestamp, finalizer foregroundDeletion); they disappear on the
+next advance (or at once with `foreground_linger=False`). Owned ConfigMaps go with the Job.
+
+`stop()` makes the server refuse connections; `start()` brings it back on the same port.
+`requests` records (method, path, query) of every call for counting.
+"""
+
+from __future__ import annotations
+
+import copy
+import email.utils
+import json
+import re
+import secrets
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+_LABEL_KEY = re.compile(
+    r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
+INDEX_KEY = "batch.kubernetes.io/job-completion-index"
+
+
+def _ts(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        code: int,
+        reason: str,
+        message: str,
+        *,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+        self.message = message
+        self.details = details or {}
+
+    def status(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        }
+        if self.details:
+            body["details"] = self.details
+        return body
+
+
+def _not_found(resource: str, group: str, name: str) -> ApiError:
+    plural = f"{resource}.{group}" if group else resource
+    return ApiError(
+        404,
+        "NotFound",
+        f'{plural} "{name}" not found',
+        details={"name": name, "group": group, "kind": resource},
+    )
+
+
+def parse_selector(selector: str) -> list[tuple[str, str, set[str]]]:
+    """Requirements (key, op, values) of a label selector; op in =, !=, in, notin, exists, !."""
+    requirements: list[tuple[str, str, set[str]]] = []
+    for part in re.findall(r"(?:[^,(]|\([^)]*\))+", selector or ""):
+        part = part.strip()
+        if not part:
+            continue
+        if match := re.match(r"^(\S+)\s+(in|notin)\s+\(([^)]*)\)$", part):
+            values = {v.strip() for v in match.group(3).split(",") if v.strip()}
+            requirements.append((match.group(1), match.group(2), values))
+        elif match := re.match(r"^([^=!\s]+)\s*(==|=|!=)\s*(\S*)$", part):
+            op = "!=" if match.group(2) == "!=" else "="
+            requirements.append((match.group(1), op, {match.group(3)}))
+        elif part.startswith("!"):
+            requirements.append((part[1:].strip(), "!", set()))
+        elif _LABEL_KEY.match(part):
+            requirements.append((part, "exists", set()))
+        else:
+            raise ApiError(400, "BadRequest", f"unable to parse requirement: {part!r}")
+    return requirements
+
+
+def selector_matches(requirements: list[tuple[str, str, set[str]]], labels: dict[str, str]) -> bool:
+    for key, op, values in requirements:
+        present = key in labels
+        value = labels.get(key)
+        ok = {
+            "=": present and value in values,
+            "in": present and value in values,
+            "!=": not present or value not in values,
+            "notin": not present or value not in values,
+            "exists": present,
+            "!": not present,
+        }[op]
+        if not ok:
+            return False
+    return True
+
+
+@dataclass
+class Run:
+    """One container's run: its log lines and file writes at offsets from its start."""
+
+    started: datetime
+    duration: float
+    exit_code: int
+    log: list[tuple[float, str]] = field(default_factory=list)
+    writes: list[tuple[float, Path, str, bool]] = field(default_factory=list)
+    written: int = 0
+
+    @property
+    def ends(self) -> datetime:
+        return self.started + timedelta(seconds=self.duration)
+
+
+class FakeKubernetes:
+    """The API server, the Job controller and the kubelet, in one object."""
+
+    def __init__(
+        self,
+        *,
+        token: str | None = None,
+        volumes: dict[str, Path] | None = None,
+        foreground_linger: bool = True,
+    ) -> None:
+        self.token = token
+        self.volumes = dict(volumes or {})  # PVC claimName -> directory on this host
+        self.foreground_linger = foreground_linger
+        self.now = datetime.now(tz=UTC).replace(microsecond=0)
+        self.lock = threading.RLock()
+        self.namespaces: dict[str, dict[str, Any]] = {}
+        self.configmaps: dict[tuple[str, str], dict[str, Any]] = {}
+        self.quotas: dict[tuple[str, str], dict[str, Any]] = {}
+        self.jobs: dict[tuple[str, str], dict[str, Any]] = {}
+        self.pods: dict[tuple[str, str], dict[str, Any]] = {}
+        self.runs: dict[tuple[str, str], Run] = {}
+        self.requests: list[tuple[str, str, dict[str, list[str]]]] = []
+        self.deletions: list[tuple[str, str, str]] = []  # (namespace, job, propagation)
+        self.created_jobs: list[dict[str, Any]] = []  # every accepted Job body, as sent
+        self.faults: list[tuple[str, re.Pattern[str], int]] = []
+        self._version = 0
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> FakeKubernetes:
+        server = ThreadingHTTPServer(("127.0.0.1", self.port), _handler(self))
+        server.daemon_threads = True
+        self.port = server.server_address[1]
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Close the socket: connections are refused until start() again (same port)."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def fail_next(self, method: str, path_pattern: str, code: int) -> None:
+        """Answer the next matching request with `code` (e.g. 500, 403) instead."""
+        self.faults.append((method.upper(), re.compile(path_pattern), code))
+
+    def calls(self, method: str | None = None, path: str | None = None) -> list[str]:
+        """Paths of recorded requests, filtered by method and exact path or regex."""
+        with self.lock:
+            return [
+                p
+                for m, p, _ in self.requests
+                if (method is None or m == method)
+                and (path is None or p == path or re.fullmatch(path, p))
+            ]
+
+    # -- the API --------------------------------------------------------------------------
+
+    def handle(
+        self, method: str, path: str, query: dict[str, list[str]], body: Any, auth: str | None
+    ) -> tuple[int, Any]:
+        with self.lock:
+            self.requests.append((method, path, query))
+            for i, (fault_method, pattern, code) in enumerate(self.faults):
+                if fault_method == method and pattern.fullmatch(path):
+                    del self.faults[i]
+                    reason = "InternalError" if code >= 500 else "Forbidden"
+                    raise ApiError(code, reason, f"injected fault {code}")
+            if self.token is not None and auth != f"Bearer {self.token}":
+                raise ApiError(401, "Unauthorized", "Unauthorized")
+            q = {k: v[-1] for k, v in query.items()}
+            for pattern, handlers in self._routes():
+                match = re.fullmatch(pattern, path)
+                if match:
+                    handler = handlers.get(method)
+                    if handler is None:
+                        raise ApiError(405, "MethodNotAllowed", f"{method} is not supported")
+                    return handler(*match.groups(), query=q, body=body)  # type: ignore[no-any-return]
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+
+    def _routes(self) -> list[tuple[str, dict[str, Any]]]:
+        ns = r"([^/]+)"
+        return [
+            (r"/api/v1/namespaces", {"GET": self._list_namespaces, "POST": self._create_ns}),
+            (rf"/api/v1/namespaces/{ns}", {"GET": self._read_ns}),
+            (rf"/api/v1/namespaces/{ns}/configmaps", {"POST": self._create_cm}),
+            (
+                rf"/api/v1/namespaces/{ns}/configmaps/{ns}",
+                {"GET": self._read_cm, "DELETE": self._delete_cm},
+            ),
+            (rf"/api/v1/namespaces/{ns}/resourcequotas", {"POST": self._create_quota}),
+            (
+                rf"/api/v1/namespaces/{ns}/resourcequotas/{ns}",
+                {"GET": self._read_quota, "PUT": self._replace_quota},
+            ),
+            (r"/apis/batch/v1/jobs", {"GET": self._list_jobs}),
+            (
+                rf"/apis/batch/v1/namespaces/{ns}/jobs",
+                {"GET": self._list_jobs, "POST": self._create_job},
+            ),
+            (
+                rf"/apis/batch/v1/namespaces/{ns}/jobs/{ns}",
+                {"GET": self._read_job, "DELETE": self._delete_job},
+            ),
+            (r"/api/v1/pods", {"GET": self._list_pods}),
+            (rf"/api/v1/namespaces/{ns}/pods", {"GET": self._list_pods}),
+            (rf"/api/v1/namespaces/{ns}/pods/{ns}/log", {"GET": self._pod_log}),
+        ]
+
+    def _meta(self, obj: dict[str, Any], namespace: str | None) -> dict[str, Any]:
+        obj = copy.deepcopy(obj)
+        meta = obj.setdefault("metadata", {})
+        if namespace is not None:
+            if meta.get("namespace") not in (None, namespace):
+                raise ApiError(
+                    400, "BadRequest", "the namespace of the provided object does not match"
+                )
+            meta["namespace"] = namespace
+        self._version += 1
+        meta.update(
+            uid=str(uuid.uuid4()),
+            resourceVersion=str(self._version),
+            creationTimestamp=_ts(self.now),
+        )
+        return obj
+
+    def _validate_meta(self, obj: dict[str, Any], kind: str, *, label_name: bool) -> None:
+        meta = obj.get("metadata") or {}
+        name = meta.get("name", "")
+        causes = []
+        pattern = _DNS_LABEL if label_name else _DNS_SUBDOMAIN
+        if not name or len(name) > (63 if label_name else 253) or not pattern.match(name):
+            causes.append(
+                {
+                    "reason": "FieldValueInvalid",
+                    "message": f'Invalid value: "{name}": a lowercase RFC 1123 '
+                    + ("label" if label_name else "subdomain")
+                    + " must consist of lower case alphanumeric characters, '-' or '.'",
+                    "field": "metadata.name",
+                }
+            )
+        for key, value in (meta.get("labels") or {}).items():
+            if not _LABEL_KEY.match(key) or len(key.split("/")[-1]) > 63:
+                causes.append(
+                    {
+                        "reason": "FieldValueInvalid",
+                        "message": f'Invalid value: "{key}": name part must be valid',
+                        "field": "metadata.labels",
+                    }
+                )
+            if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE.match(value):
+                causes.append(
+                    {
+                        "reason": "FieldValueInvalid",
+                        "message": f'Invalid value: "{value}": a valid label must be an empty '
+                        "string or consist of alphanumeric characters, '-', '_' or '.'",
+                        "field": "metadata.labels",
+                    }
+                )
+        if causes:
+            group = "batch" if kind == "Job" else ""
+            raise ApiError(
+                422,
+                "Invalid",
+                f'{kind}{"." + group if group else ""} "{name}" is invalid: '
+                + ", ".join(f"{c['field']}: {c['message']}" for c in causes),
+                details={"name": name, "group": group, "kind": kind, "causes": causes},
+            )
+
+    def _need_ns(self, namespace: str) -> None:
+        if namespace not in self.namespaces:
+            raise _not_found("namespaces", "", namespace)
+
+    def _filtered(self, items: list[dict[str, Any]], query: dict[str, str]) -> list[dict[str, Any]]:
+        requirements = parse_selector(query.get("labelSelector", ""))
+        return [
+            copy.deepcopy(o)
+            for o in items
+            if selector_matches(requirements, (o.get("metadata") or {}).get("labels") or {})
+        ]
+
+    def _list(self, kind: str, api_version: str, items: list[dict[str, Any]]) -> tuple[int, Any]:
+        return 200, {
+            "kind": kind,
+            "apiVersion": api_version,
+            "metadata": {"resourceVersion": str(self._version)},
+            "items": items,
+        }
+
+    # namespaces
+    def _list_namespaces(self, *, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        return self._list(
+            "NamespaceList", "v1", self._filtered(list(self.namespaces.values()), query)
+        )
+
+    def _create_ns(self, *, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        self._validate_meta(body, "Namespace", label_name=True)
+        name = body["metadata"]["name"]
+        if name in self.namespaces:
+            raise ApiError(
+                409,
+                "AlreadyExists",
+                f'namespaces "{name}" already exists',
+                details={"name": name, "kind": "namespaces"},
+            )
+        obj = self._meta(body, None)
+        obj.update(apiVersion="v1", kind="Namespace")
+        obj["spec"] = {"finalizers": ["kubernetes"]}
+        obj["status"] = {"phase": "Active"}
+        obj["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = name
+        self.namespaces[name] = obj
+        return 201, copy.deepcopy(obj)
+
+    def _read_ns(self, name: str, *, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        self._need_ns(name)
+        return 200, copy.deepcopy(self.namespaces[name])
+
+    # configmaps
+    def _create_cm(self, namespace: str, *, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        self._need_ns(namespace)
+        self._validate_meta(body, "ConfigMap", label_name=False)
+        key = (namespace, body["metadata"]["name"])
+        if key in self.configmaps:
+            raise ApiError(
+                409,
+                "AlreadyExists",
+                f'configmaps "{key[1]}" already exists',
+                details={"name": key[1], "kind": "configmaps"},
+            )
+        obj = self._meta(body, namespace)
+        obj.update(apiVersion="v1", kind="ConfigMap")
+        self.configmaps[key] = obj
+        return 201, copy.deepcopy(obj)
+
+    def _read_cm(
+        self, namespace: str, name: str, *, query: dict[str, str], body: Any
+    ) -> tuple[int, Any]:
+        if (namespace, name) not in self.configmaps:
+            raise _not_found("configmaps", "", name)
+        return 200, copy.deepcopy(self.configmaps[(namespace, name)])
+
+    def _delete_cm(
+        self, namespace: str, name: str, *, query: dict[str, str], body: Any
+    ) -> tuple[int, Any]:
+        if self.configmaps.pop((namespace, name), None) is None:
+            raise _not_found("configmaps", "", name)
+        return 200, _success(name, "configmaps")
+
+    # resource quotas
+    def _create_quota(self, namespace: str, *, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        self._need_ns(namespace)
+        self._validate_meta(body, "ResourceQuota", label_name=False)
+        key = (namespace, body["metadata"]["name"])
+        if key in self.quotas:
+            raise ApiError(
+                409,
+                "AlreadyExists",
+                f'resourcequotas "{key[1]}" already exists',
+                details={"name": key[1], "kind": "resourcequotas"},
+            )
+        obj = self._meta(body, namespace)
+        obj.update(apiVersion="v1", kind="ResourceQuota")
+        obj["status"] = {"hard": dict(obj["spec"].get("hard", {})), "used": {}}
+        self.quotas[key] = obj
+        return 201, copy.deepcopy(obj)
+
+    def _read_quota(
+        self, namespace: str, name: str, *, query: dict[str, str], body: Any
+    ) -> tuple[int, Any]:
+        if (namespace, name) not in self.quotas:
+            raise _not_found("resourcequotas", "", name)
+        return 200, copy.deepcopy(self.quotas[(namespace, name)])
+
+    def _replace_quota(
+        self, namespace: str, name: str, *, query: dict[str, str], body: Any
+    ) -> tuple[int, Any]:
+        if (namespace, name) not in self.quotas:
+            raise _not_found("resourcequotas", "", name)
+        obj = self.quotas[(namespace, name)]
+        obj["spec"] = copy.deepcopy(body.get("spec") or {})
+        obj["status"]["hard"] = dict(obj["spec"].get("hard", {}))
+        self._version += 1
+        obj["metadata"]["resourceVersion"] = str(self._version)
+        return 200, copy.deepcopy(obj)
+
+    # jobs
+    def _list_jobs(
+        self, namespace: str | None = None, *, query: dict[str, str], body: Any
+    ) -> tuple[int, Any]:
+        items = [j for (ns, _), j in sorted(self.jobs.items()) if namespace in (None, ns)]
+        return self._list("JobList", "batch/v1", self._filtered(items, query))
+
+    def _read_job(
+        self, namespace: str, name: str, *, query: dict[str, str], body: Any
+    ) -> tuple[int, Any]:
+        if (namespace, name) not in self.jobs:
+            raise _not_found("jobs", "batch", name)
+        return 200, copy.deepcopy(self.jobs[(namespace, name)])
+
+    def _create_job(self, namespace: str, *, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        self._need_ns(namespace)
+        self._validate_meta(body, "Job", label_name=True)
+        name = body["metadata"]["name"]
+        if (namespace, name) in self.jobs:
+            raise ApiError(
+                409,
+                "AlreadyExists",
+                f'jobs.batch "{name}" already exists',
+                details={"name": name, "group": "batch", "kind": "jobs"},
+            )
+        spec = body.get("spec") or {}
+        pod_spec = (spec.get("template") or {}).get("spec") or {}
+        causes = []
+        if pod_spec.get("restartPolicy") not in ("Never", "OnFailure"):
+            causes.append(("spec.template.spec.restartPolicy", "Unsupported value"))
+        if not pod_spec.get("containers") or not all(
+            c.get("image") for c in pod_spec["containers"]
+        ):
+            causes.append(("spec.template.spec.containers", "Required value"))
+        if spec.get("completionMode") == "Indexed" and not spec.get("completions"):
+            causes.append(("spec.completions", "Required value: when completionMode is Indexed"))
+        for c in pod_spec.get("containers") or []:
+            resources = c.get("resources") or {}
+            for key, value in (resources.get("requests") or {}).items():
+                if "/" in key and (resources.get("limits") or {}).get(key) != value:
+                    causes.append(
+                        (
+                            f"spec.template.spec.containers[0].resources.requests[{key}]",
+                            f"Invalid value: must be equal to {key} limit",
+                        )
+                    )
+        if causes:
+            raise ApiError(
+                422,
+                "Invalid",
+                f'Job.batch "{name}" is invalid: ' + ", ".join(f"{f}: {m}" for f, m in causes),
+                details={
+                    "name": name,
+                    "group": "batch",
+                    "kind": "Job",
+                    "causes": [
+                        {"reason": "FieldValueInvalid", "message": m, "field": f} for f, m in causes
+                    ],
+                },
+            )
+        self.created_jobs.append(copy.deepcopy(body))
+        job = self._meta(body, namespace)
+        job.update(apiVersion="batch/v1", kind="Job")
+        meta = job["metadata"]
+        meta["generation"] = 1
+        uid = meta["uid"]
+        spec = job["spec"]
+        spec.setdefault("completions", 1)
+        spec.setdefault("parallelism", 1)
+        spec.setdefault("backoffLimit", 6)
+        spec.setdefault("completionMode", "NonIndexed")
+        spec.setdefault("suspend", False)
+        spec.setdefault("manualSelector", False)
+        spec.setdefault("podReplacementPolicy", "TerminatingOrFailed")
+        spec["selector"] = {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}
+        template_labels = spec["template"].setdefault("metadata", {}).setdefault("labels", {})
+        template_labels.update(
+            {
+                "batch.kubernetes.io/controller-uid": uid,
+                "batch.kubernetes.io/job-name": name,
+                "controller-uid": uid,
+                "job-name": name,
+            }
+        )
+        job["status"] = {}
+        self.jobs[(namespace, name)] = job
+        if spec["suspend"]:
+            job["status"]["conditions"] = [self._cond("Suspended", "JobSuspended", "Job suspended")]
+        else:
+            job["status"].update(startTime=_ts(self.now), active=0, ready=0, terminating=0)
+            self._spawn_pods(job)
+        return 201, copy.deepcopy(job)
+
+    def _delete_job(
+        self, namespace: str, name: str, *, query: dict[str, str], body: Any
+    ) -> tuple[int, Any]:
+        job = self.jobs.get((namespace, name))
+        if job is None:
+            raise _not_found("jobs", "batch", name)
+        policy = (
+            (body or {}).get("propagationPolicy")
+            or query.get("propagationPolicy")
+            or ("Background")
+        )
+        self.deletions.append((namespace, name, policy))
+        if policy == "Foreground" and self.foreground_linger:
+            meta = job["metadata"]
+            meta.setdefault("deletionTimestamp", _ts(self.now))
+            meta["deletionGracePeriodSeconds"] = 0
+            meta["finalizers"] = ["foregroundDeletion"]
+            for pod in self._pods_of(job):
+                self._kill(pod, reason="Terminating")
+                pod["metadata"]["deletionTimestamp"] = _ts(self.now)
+            return 200, copy.deepcopy(job)
+        self._remove_job((namespace, name), keep_pods=policy == "Orphan")
+        return 200, _success(name, "jobs", "batch")
+
+    def _remove_job(self, key: tuple[str, str], *, keep_pods: bool = False) -> None:
+        job = self.jobs.pop(key)
+        uid = job["metadata"]["uid"]
+        if not keep_pods:
+            for pod_key in [k for k, p in self.pods.items() if _owner_uid(p) == uid]:
+                self.pods.pop(pod_key)
+                self.runs.pop(pod_key, None)
+        for cm_key in [k for k, c in self.configmaps.items() if _owner_uid(c) == uid]:
+            self.configmaps.pop(cm_key)
+
+    # pods
+    def _list_pods(
+        self, namespace: str | None = None, *, query: dict[str, str], body: Any
+    ) -> tuple[int, Any]:
+        items = [p for (ns, _), p in sorted(self.pods.items()) if namespace in (None, ns)]
+        return self._list("PodList", "v1", self._filtered(items, query))
+
+    def _pod_log(
+        self, namespace: str, name: str, *, query: dict[str, str], body: Any
+    ) -> tuple[int, Any]:
+        pod = self.pods.get((namespace, name))
+        if pod is None:
+            raise _not_found("pods", "", name)
+        containers = [c["name"] for c in pod["spec"]["containers"]]
+        container = query.get("container") or containers[0]
+        if container not in containers:
+            raise ApiError(400, "BadRequest", f"container {container} is not valid for pod {name}")
+        run = self.runs.get((namespace, name))
+        if run is None:
+            raise ApiError(
+                400,
+                "BadRequest",
+                f'container "{container}" in pod "{name}" is waiting to start: ContainerCreating',
+            )
+        elapsed = (min(self.now, run.ends) - run.started).total_seconds()
+        lines = [text + "\n" for offset, text in run.log if offset <= elapsed]
+        if "tailLines" in query:
+            lines = lines[-int(query["tailLines"]) :] if int(query["tailLines"]) else []
+        data = "".join(lines).encode()
+        if "limitBytes" in query:
+            data = data[: int(query["limitBytes"])]
+        return 200, data
+
+    # -- the Job controller and the kubelet ------------------------------------------------
+
+    def _cond(self, kind: str, reason: str, message: str) -> dict[str, Any]:
+        return {
+            "type": kind,
+            "status": "True",
+            "reason": reason,
+            "message": message,
+            "lastProbeTime": _ts(self.now),
+            "lastTransitionTime": _ts(self.now),
+        }
+
+    def _pods_of(self, job: dict[str, Any]) -> list[dict[str, Any]]:
+        uid = job["metadata"]["uid"]
+        return [p for p in self.pods.values() if _owner_uid(p) == uid]
+
+    def _spawn_pods(self, job: dict[str, Any]) -> None:
+        """Create pods up to `parallelism` for indexes not yet run (the Job controller)."""
+        spec = job["spec"]
+        status = job["status"]
+        if _finished(job) or job["metadata"].get("deletionTimestamp"):
+            return
+        pods = self._pods_of(job)
+        running = [p for p in pods if p["status"]["phase"] in ("Pending", "Running")]
+        indexed = spec["completionMode"] == "Indexed"
+        used = {_index(p) for p in pods if p["status"]["phase"] != "Failed"}
+        free = [i for i in range(spec["completions"]) if i not in used]
+        if not indexed:
+            done = sum(1 for p in pods if p["status"]["phase"] == "Succeeded")
+            free = list(range(max(0, spec["completions"] - done - len(running))))
+        slots = min(spec["parallelism"], spec["completions"]) - len(running)
+        for index in free[: max(0, slots)]:
+            self._make_pod(job, index if indexed else None)
+        status["active"] = len(
+            [p for p in self._pods_of(job) if p["status"]["phase"] in ("Pending", "Running")]
+        )
+
+    def _make_pod(self, job: dict[str, Any], index: int | None) -> None:
+        meta = job["metadata"]
+        name = meta["name"]
+        suffix = secrets.token_hex(3)[:5]
+        pod_name = f"{name}-{index}-{suffix}" if index is not None else f"{name}-{suffix}"
+        template = copy.deepcopy(job["spec"]["template"])
+        labels = template.get("metadata", {}).get("labels", {})
+        annotations = dict(template.get("metadata", {}).get("annotations") or {})
+        if index is not None:
+            labels[INDEX_KEY] = str(index)
+            annotations[INDEX_KEY] = str(index)
+        self._version += 1
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": pod_name,
+                "generateName": pod_name[: -len(suffix)],
+                "namespace": meta["namespace"],
+                "uid": str(uuid.uuid4()),
+                "resourceVersion": str(self._version),
+                "creationTimestamp": _ts(self.now),
+                "labels": labels,
+                "annotations": annotations,
+                "ownerReferences": [
+                    {
+                        "apiVersion": "batch/v1",
+                        "kind": "Job",
+                        "name": name,
+                        "uid": meta["uid"],
+                        "controller": True,
+                        "blockOwnerDeletion": True,
+                    }
+                ],
+                "finalizers": ["batch.kubernetes.io/job-tracking"],
+            },
+            "spec": template["spec"],
+            "status": {
+                "phase": "Pending",
+                "qosClass": "Guaranteed",
+                "conditions": [
+                    {"type": "PodScheduled", "status": "True", "lastTransitionTime": _ts(self.now)}
+                ],
+                "containerStatuses": [
+                    {
+                        "name": c["name"],
+                        "image": c["image"],
+                        "imageID": "",
+                        "ready": False,
+                        "restartCount": 0,
+                        "started": False,
+                        "state": {"waiting": {"reason": "ContainerCreating"}},
+                        "lastState": {},
+                    }
+                    for c in template["spec"]["containers"]
+                ],
+            },
+        }
+        self.pods[(meta["namespace"], pod_name)] = pod
+
+    def _start_pending(self) -> None:
+        for key, pod in list(self.pods.items()):
+            if pod["status"]["phase"] != "Pending" or pod["metadata"].get("deletionTimestamp"):
+                continue
+            program = self._program(pod)
+            if program is None:
+                continue  # a ConfigMap volume is missing: the kubelet keeps retrying the mount
+            self.runs[key] = self._run(pod, program)
+            pod["status"].update(phase="Running", startTime=_ts(self.now), hostIP="10.0.0.7")
+            status = pod["status"]["containerStatuses"][0]
+            status.update(ready=True, started=True, state={"running": {"startedAt": _ts(self.now)}})
+            pod["status"]["conditions"].append(
+                {"type": "Ready", "status": "True", "lastTransitionTime": _ts(self.now)}
+            )
+            job = self._job_of(pod)
+            if job is not None:
+                job["status"]["ready"] = job["status"].get("ready", 0) + 1
+
+    def _job_of(self, pod: dict[str, Any]) -> dict[str, Any] | None:
+        uid = _owner_uid(pod)
+        return next((j for j in self.jobs.values() if j["metadata"]["uid"] == uid), None)
+
+    def _program(self, pod: dict[str, Any]) -> str | None:
+        container = pod["spec"]["containers"][0]
+        command = list(container.get("command") or []) + list(container.get("args") or [])
+        if not command:
+            return ""
+        shells = ("/bin/sh", "sh", "/bin/bash", "bash")
+        if command[0] in shells and len(command) >= 3 and command[1] == "-c":
+            return str(command[2])
+        if command[0] in shells and len(command) >= 2:
+            for mount in container.get("volumeMounts") or []:
+                prefix = mount["mountPath"].rstrip("/") + "/"
+                if not command[1].startswith(prefix):
+                    continue
+                volume = next(
+                    (v for v in pod["spec"].get("volumes") or [] if v["name"] == mount["name"]),
+                    None,
+                )
+                if volume and "configMap" in volume:
+                    cm = self.configmaps.get(
+                        (pod["metadata"]["namespace"], volume["configMap"]["name"])
+                    )
+                    if cm is None:
+                        return None
+                    return str((cm.get("data") or {}).get(command[1][len(prefix) :], ""))
+            return ""
+        if command[0].endswith("echo"):
+            return "echo " + " ".join(command[1:])
+        return ""
+
+    def _run(self, pod: dict[str, Any], program: str) -> Run:
+        container = pod["spec"]["containers"][0]
+        env: dict[str, str] = {}
+        index = (pod["metadata"].get("annotations") or {}).get(INDEX_KEY)
+        if index is not None:
+            env["JOB_COMPLETION_INDEX"] = index
+        for item in container.get("env") or []:
+            if "value" in item:
+                env[item["name"]] = item["value"]
+            elif INDEX_KEY in json.dumps(item.get("valueFrom", {})) and index is not None:
+                env[item["name"]] = index
+        run = Run(started=self.now, duration=0, exit_code=0)
+        clock = 0.0
+        for raw in re.split(r"[;\n]", program):
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            line = re.sub(
+                r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?", lambda m: env.get(m.group(1), ""), line
+            )
+            word, _, rest = line.partition(" ")
+            if word == "echo":
+                if match := re.match(r"^(.*?)\s*(>>?)\s*(\S+)$", rest):
+                    target = self._host_path(pod, container, match.group(3))
+                    text = _unquote(match.group(1)) + "\n"
+                    if target is not None:
+                        run.writes.append((clock, target, text, match.group(2) == ">>"))
+                else:
+                    run.log.append((clock, _unquote(rest)))
+            elif word == "sleep":
+                clock += float(rest or 0)
+            elif word == "exit":
+                run.exit_code = int(rest or 0)
+                break
+        run.duration = clock
+        return run
+
+    def _host_path(self, pod: dict[str, Any], container: dict[str, Any], path: str) -> Path | None:
+        """Where a path inside the container lands on this host (None: ephemeral storage)."""
+        if not path.startswith("/"):
+            path = container.get("workingDir", "/").rstrip("/") + "/" + path
+        if ".." in path.split("/"):
+            return None
+        for mount in container.get("volumeMounts") or []:
+            root = mount["mountPath"].rstrip("/")
+            if path != root and not path.startswith(root + "/"):
+                continue
+            volume = next(
+                (v for v in pod["spec"].get("volumes") or [] if v["name"] == mount["name"]), None
+            )
+            claim = ((volume or {}).get("persistentVolumeClaim") or {}).get("claimName")
+            if claim in self.volumes:
+                base = self.volumes[claim] / mount.get("subPath", "")
+                return base / path[len(root) :].lstrip("/")
+        return None
+
+    def _kill(self, pod: dict[str, Any], *, reason: str, exit_code: int = 137) -> None:
+        if pod["status"]["phase"] not in ("Pending", "Running"):
+            return
+        key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
+        run = self.runs.get(key)
+        if run is not None:
+            run.duration = min(run.duration, (self.now - run.started).total_seconds())
+        self._terminate(pod, exit_code=exit_code, reason="Error", pod_reason=reason)
+
+    def _terminate(
+        self, pod: dict[str, Any], *, exit_code: int, reason: str, pod_reason: str = ""
+    ) -> None:
+        was_running = pod["status"]["phase"] == "Running"
+        phase = "Succeeded" if exit_code == 0 and not pod_reason else "Failed"
+        started = pod["status"].get("startTime") or _ts(self.now)
+        pod["status"]["phase"] = phase
+        if pod_reason:
+            pod["status"]["reason"] = pod_reason
+        pod["status"]["conditions"] = [
+            c for c in pod["status"]["conditions"] if c["type"] != "Ready"
+        ]
+        pod["status"]["containerStatuses"][0].update(
+            ready=False,
+            started=False,
+            state={
+                "terminated": {
+                    "exitCode": exit_code,
+                    "reason": reason,
+                    "startedAt": started,
+                    "finishedAt": _ts(self.now),
+                    "containerID": f"containerd://{secrets.token_hex(8)}",
+                }
+            },
+        )
+        job = self._job_of(pod)
+        if job is not None and was_running:
+            job["status"]["ready"] = max(0, job["status"].get("ready", 0) - 1)
+
+    def _next_event(self, until: datetime) -> tuple[datetime, Any] | None:
+        events: list[tuple[datetime, int, Any]] = []
+        for key, run in self.runs.items():
+            pod = self.pods.get(key)
+            if pod is None or pod["status"]["phase"] != "Running":
+                continue
+            for offset, path, text, append in run.writes[run.written :]:
+                events.append(
+                    (run.started + timedelta(seconds=offset), 0, ("write", run, path, text, append))
+                )
+                break
+            events.append((run.ends, 1, ("exit", pod, run)))
+        for job in self.jobs.values():
+            deadline = job["spec"].get("activeDeadlineSeconds")
+            start = job["status"].get("startTime")
+            if deadline and start and not _finished(job):
+                moment = datetime.fromisoformat(start.replace("Z", "+00:00")) + timedelta(
+                    seconds=deadline
+                )
+                events.append((moment, 2, ("deadline", job)))
+        events = [e for e in events if e[0] <= until]
+        if not events:
+            return None
+        moment, _, action = min(events, key=lambda e: (e[0], e[1]))
+        return moment, action
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock: start pending pods, run programs, finish Jobs, honour deadlines."""
+        with self.lock:
+            until = self.now + timedelta(seconds=seconds)
+            self._reap()
+            self._start_pending()
+            while (event := self._next_event(until)) is not None:
+                moment, action = event
+                self.now = max(self.now, moment)
+                kind = action[0]
+                if kind == "write":
+                    _, run, path, text, append = action
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    with path.open("a" if append else "w") as handle:
+                        handle.write(text)
+                    run.written += 1
+                elif kind == "exit":
+                    _, pod, run = action
+                    self._terminate(
+                        pod,
+                        exit_code=run.exit_code,
+                        reason="Completed" if run.exit_code == 0 else "Error",
+                    )
+                    self._pod_finished(pod)
+                elif kind == "deadline":
+                    self._fail_job(
+                        action[1],
+                        "DeadlineExceeded",
+                        "Job was active longer than specified deadline",
+                    )
+                self._start_pending()
+            self.now = until
+            self._expire_finished()
+
+    def _pod_finished(self, pod: dict[str, Any]) -> None:
+        job = self._job_of(pod)
+        if job is None or _finished(job):
+            return
+        status = job["status"]
+        spec = job["spec"]
+        pods = self._pods_of(job)
+        status["succeeded"] = sum(1 for p in pods if p["status"]["phase"] == "Succeeded")
+        status["failed"] = sum(1 for p in pods if p["status"]["phase"] == "Failed")
+        if spec["completionMode"] == "Indexed":
+            done = sorted(_index(p) for p in pods if p["status"]["phase"] == "Succeeded")
+            status["completedIndexes"] = ",".join(str(i) for i in done)
+        if status["failed"] > spec["backoffLimit"]:
+            self._fail_job(
+                job, "BackoffLimitExceeded", "Job has reached the specified backoff limit"
+            )
+            return
+        if status["succeeded"] >= spec["completions"]:
+            status["active"] = 0
+            status["ready"] = 0
+            status["completionTime"] = _ts(self.now)
+            status["conditions"] = [
+                self._cond(
+                    "SuccessCriteriaMet",
+                    "CompletionsReached",
+                    "Reached expected number of succeeded pods",
+                ),
+                self._cond(
+                    "Complete", "CompletionsReached", "Reached expected number of succeeded pods"
+                ),
+            ]
+            return
+        self._spawn_pods(job)
+
+    def _fail_job(self, job: dict[str, Any], reason: str, message: str) -> None:
+        for pod in self._pods_of(job):
+            self._kill(pod, reason=reason)
+        pods = self._pods_of(job)
+        status = job["status"]
+        status.update(
+            active=0,
+            ready=0,
+            failed=sum(1 for p in pods if p["status"]["phase"] == "Failed"),
+            conditions=[
+                self._cond("FailureTarget", reason, message),
+                self._cond("Failed", reason, message),
+            ],
+        )
+
+    def _reap(self) -> None:
+        """Foreground deletions complete: the pods are gone, so the Job goes too."""
+        for key, job in list(self.jobs.items()):
+            if job["metadata"].get("deletionTimestamp"):
+                self._remove_job(key)
+
+    def _expire_finished(self) -> None:
+        """The TTL-after-finished controller."""
+        for key, job in list(self.jobs.items()):
+            ttl = job["spec"].get("ttlSecondsAfterFinished")
+            ended = _ended(job)
+            if ttl is not None and ended and ended + timedelta(seconds=ttl) <= self.now:
+                self._remove_job(key)
+
+
+def _success(name: str, kind: str, group: str = "") -> dict[str, Any]:
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Success",
+        "details": {"name": name, "group": group, "kind": kind},
+    }
+
+
+def _owner_uid(obj: dict[str, Any]) -> str | None:
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return refs[0].get("uid") if refs else None
+
+
+def _index(pod: dict[str, Any]) -> int:
+    return int((pod["metadata"].get("annotations") or {}).get(INDEX_KEY, 0))
+
+
+def _finished(job: dict[str, Any]) -> bool:
+    return any(
+        c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+        for c in job["status"].get("conditions") or []
+    )
+
+
+def _ended(job: dict[str, Any]) -> datetime | None:
+    for c in job["status"].get("conditions") or []:
+        if c.get("type") in ("Complete", "Failed") and c.get("status") == "True":
+            return datetime.fromisoformat(c["lastTransitionTime"].replace("Z", "+00:00"))
+    return None
+
+
+def _unquote(text: str) -> str:
+    text = text.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        return text[1:-1]
+    return text
+
+
+def _handler(server: FakeKubernetes) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def _serve(self, method: str) -> None:
+            parts = urlsplit(self.path)
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            try:
+                body = json.loads(raw) if raw else None
+                status, payload = server.handle(
+                    method,
+                    parts.path,
+                    parse_qs(parts.query),
+                    body,
+                    self.headers.get("Authorization"),
+                )
+            except ApiError as exc:
+                status, payload = exc.code, exc.status()
+            except json.JSONDecodeError:
+                status, payload = 400, ApiError(400, "BadRequest", "invalid JSON").status()
+            if isinstance(payload, bytes):
+                data, content_type = payload, "text/plain"
+            else:
+                data, content_type = json.dumps(payload).encode(), "application/json"
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            self._serve("GET")
+
+        def do_POST(self) -> None:
+            self._serve("POST")
+
+        def do_PUT(self) -> None:
+            self._serve("PUT")
+
+        def do_DELETE(self) -> None:
+            self._serve("DELETE")
+
+        # BaseHTTPRequestHandler sets its own Date header; ours (the fake clock) wins.
+        def date_time_string(self, timestamp: float | None = None) -> str:
+            return email.utils.format_datetime(server.now, usegmt=True)
+
+    return Handler
