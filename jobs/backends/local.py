@@ -5,7 +5,9 @@ and output/ (its results; the job sees it as $GPUC_OUTPUT_DIR). A detached super
 (local_runner.py) runs `bash script.sh` with an argv list, never a shell string, enforces the
 time limit and records state in status.json, so any process (web, worker) can poll it.
 
-Options: root (default settings.GPUC_LOCAL_BACKEND_ROOT), gpu_types. It refuses to run unless
+Options: root (default settings.GPUC_LOCAL_BACKEND_ROOT), gpu_types, time_limit_scale (default
+1.0: a time limit of N minutes kills the job after N × 60 × scale seconds; tests and demos use
+a small scale to see timeouts quickly). It refuses to run unless
 settings.GPUC_LOCAL_BACKEND_ENABLED. Jobs run as the portal's own Unix user (there is no
 privilege to switch to the cluster account), which is why it is for development only. Array
 tasks run one after another, so usage is the whole array's wall time with one task's
@@ -65,6 +67,9 @@ class LocalBackend(ComputeBackend):
         types = options.get("gpu_types", [])
         if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
             problems.append("option 'gpu_types' must be a list of names")
+        scale = options.get("time_limit_scale", 1.0)
+        if isinstance(scale, bool) or not isinstance(scale, int | float) or scale <= 0:
+            problems.append("option 'time_limit_scale' must be a positive number")
         return problems
 
     @property
@@ -121,7 +126,9 @@ class LocalBackend(ComputeBackend):
             payload = {
                 "uuid": str(spec.uuid),
                 "name": spec.name,
-                "time_limit_seconds": spec.time_limit_minutes * 60,
+                "time_limit_seconds": spec.time_limit_minutes
+                * 60
+                * float(self.options.get("time_limit_scale", 1.0)),
                 "gpus": spec.gpus,
                 "gpu_type": spec.gpu_type,
                 "cpus": spec.cpus,
@@ -234,8 +241,6 @@ class LocalBackend(ComputeBackend):
                 handle.seek(start)
                 data = handle.read(min(limit, size - start))
         except FileNotFoundError:
-            if offset > 0:
-                return LogChunk(data=b"", next_offset=0, eof=True)
             return LogChunk(data=b"", next_offset=0, eof=True)
         end = start + len(data)
         return LogChunk(data=data, next_offset=end, eof=end >= size)
