@@ -3,7 +3,7 @@ from __future__ import annotations
 from decimal import Decimal
 from http import HTTPStatus
 
-from portal.errors import Conflict, DomainError
+from portal.errors import Conflict, DomainError, PermissionDenied
 
 
 class InsufficientQuota(DomainError):
@@ -36,3 +36,32 @@ class AllocationStateError(Conflict):
 
 class RequestStateError(Conflict):
     code = "request_state"
+
+
+class AllocationSuspended(DomainError):
+    """Only suspended allocations could cover the amount; carries their reason."""
+
+    status = HTTPStatus.PAYMENT_REQUIRED
+    code = "allocation_suspended"
+
+
+class InvalidRequest(DomainError):
+    """A grant request (or allocation) field is invalid; `field` names it."""
+
+    code = "invalid"
+
+
+class NotReviewer(PermissionDenied):
+    code = "not_reviewer"
+
+
+class SelfReview(PermissionDenied):
+    code = "self_review"
+
+
+class NotProjectManager(PermissionDenied):
+    code = "not_project_manager"
+
+
+class NotFacilityAdmin(PermissionDenied):
+    code = "not_facility_admin"

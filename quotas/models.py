@@ -9,6 +9,15 @@ Counter rules (LedgerEntry.kind -> Allocation counters), all in the entry's tran
     expire      credited -= amount                       (the unspent remainder at expiry)
     adjustment  credited += amount                       (signed; staff only, memo required)
 Amounts are positive except for adjustments. available = credited - held - charged >= 0.
+
+Further invariants proven by `manage.py reconcile_ledger` (quotas.reconcile):
+    held == sum of the amounts of the allocation's open holds
+    every hold has exactly one `hold` entry of its amount; a settled hold's charge and
+    release entries add up to its amount; an expired allocation has nothing available.
+
+Status: `active` <-> `exhausted` follows the counters (exhausted = nothing available and
+nothing held; a credit, refund or release reactivates it); `suspended` and `expired` are set
+by services only (allocation_suspend/resume, allocations_expire, allocation_extend).
 """
 
 from __future__ import annotations
@@ -116,6 +125,8 @@ class Allocation(models.Model):
     project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="allocations")
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.GRANT)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    # Why the allocation is suspended (shown to its members and in 402 answers) or expired.
+    status_reason = models.CharField(max_length=500, blank=True)
     clusters = models.ManyToManyField(Cluster, related_name="allocations")
     starts_at = models.DateTimeField(default=timezone.now)
     ends_at = models.DateTimeField()
@@ -131,6 +142,9 @@ class Allocation(models.Model):
     class Meta:
         ordering = ["ends_at", "id"]
         indexes = [models.Index(fields=["project", "status", "ends_at"])]
+        permissions = [
+            ("manage_allocation", "Can credit, debit, extend, suspend and resume allocations"),
+        ]
         constraints = [
             models.CheckConstraint(condition=Q(held__gte=0), name="allocation_held_non_negative"),
             models.CheckConstraint(
@@ -202,6 +216,7 @@ class AllocationRequest(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        permissions = [("review_allocationrequest", "Can review allocation requests")]
         constraints = [
             models.CheckConstraint(condition=Q(amount__gt=0), name="request_amount_positive"),
             models.CheckConstraint(
@@ -221,6 +236,8 @@ class AllocationRequestEvent(models.Model):
     from_state = models.CharField(max_length=20, blank=True)
     to_state = models.CharField(max_length=20)
     comment = models.TextField(blank=True)
+    # What the reviewer changed on approval: {"amount": ["1000", "800"], ...}.
+    changes = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -238,6 +255,9 @@ class Hold(models.Model):
         SETTLED = "settled", "Settled"
 
     allocation = models.ForeignKey(Allocation, on_delete=models.PROTECT, related_name="holds")
+    cluster = models.ForeignKey(
+        Cluster, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
     amount = models.DecimalField(**SU)
     charged = models.DecimalField(**SU, default=ZERO)
     released = models.DecimalField(**SU, default=ZERO)
@@ -275,6 +295,10 @@ class LedgerEntry(models.Model):
     allocation = models.ForeignKey(Allocation, on_delete=models.PROTECT, related_name="ledger")
     kind = models.CharField(max_length=16, choices=Kind.choices)
     amount = models.DecimalField(**SU)
+    # Where the SU were spent (hold, release, charge, expire-after-release); null otherwise.
+    cluster = models.ForeignKey(
+        Cluster, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
     hold = models.ForeignKey(
         Hold, on_delete=models.PROTECT, null=True, blank=True, related_name="entries"
     )
@@ -289,6 +313,12 @@ class LedgerEntry(models.Model):
     class Meta:
         ordering = ["created_at", "id"]
         verbose_name_plural = "ledger entries"
+        indexes = [
+            models.Index(
+                fields=["allocation", "kind", "created_at"], name="ledger_alloc_kind_time"
+            ),
+            models.Index(fields=["kind", "created_at"], name="ledger_kind_time"),
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=Q(kind="adjustment") | Q(amount__gt=0), name="ledger_amount_positive"

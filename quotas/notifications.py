@@ -1,0 +1,151 @@
+"""Emails about allocations and grant requests. Every message is sent only after the current
+transaction commits (never from inside it), and a mail failure never undoes a write."""
+
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.core.mail import EmailMessage, get_connection
+from django.db import transaction
+from django.urls import reverse
+
+from accounts.models import Membership, Project, ProjectMember, User
+
+if TYPE_CHECKING:
+    from quotas.models import Allocation, AllocationRequest, AllocationRequestEvent
+
+logger = logging.getLogger(__name__)
+
+
+def _url(name: str, **kwargs: object) -> str:
+    return settings.SITE_URL.rstrip("/") + reverse(name, kwargs=kwargs)
+
+
+def _send_on_commit(messages: list[EmailMessage]) -> None:
+    messages = [m for m in messages if m.to]
+    if not messages:
+        return
+
+    def send() -> None:
+        try:
+            get_connection().send_messages(messages)
+        except Exception:  # a mail outage must not break the write that already committed
+            logger.exception("Could not send %d quota email(s)", len(messages))
+
+    transaction.on_commit(send)
+
+
+def _message(subject: str, body: str, to: list[str]) -> EmailMessage:
+    return EmailMessage(
+        subject=f"[GPU Commons] {subject}",
+        body=body,
+        from_email=settings.DEFAULT_FROM_EMAIL,
+        to=sorted(set(to)),
+    )
+
+
+def pi_emails(project: Project) -> list[str]:
+    """The project's PIs; failing those its managers; failing those the organization's owners."""
+    for role in (ProjectMember.Role.PI, ProjectMember.Role.MANAGER):
+        emails = list(
+            ProjectMember.objects.filter(project=project, role=role, user__is_active=True)
+            .exclude(user__email="")
+            .values_list("user__email", flat=True)
+        )
+        if emails:
+            return emails
+    return list(
+        Membership.objects.filter(
+            organization_id=project.organization_id,
+            role=Membership.Role.OWNER,
+            user__is_active=True,
+        )
+        .exclude(user__email="")
+        .values_list("user__email", flat=True)
+    )
+
+
+def reviewer_emails() -> list[str]:
+    from quotas.policy import REVIEWERS_GROUP
+
+    return list(
+        User.objects.filter(groups__name=REVIEWERS_GROUP, is_active=True)
+        .exclude(email="")
+        .values_list("email", flat=True)
+    )
+
+
+def usage_threshold(*, allocation: Allocation, threshold: int, percent: Decimal) -> None:
+    project = allocation.project
+    body = (
+        f"Project '{project.name}' has used {percent:.1f} % of allocation "
+        f"{allocation.uuid} ({allocation.get_kind_display()}).\n\n"
+        f"Credited: {allocation.credited} SU\nCharged: {allocation.charged} SU\n"
+        f"Held by running jobs: {allocation.held} SU\nAvailable: {allocation.available} SU\n\n"
+    )
+    if threshold >= 100:
+        body += "New jobs on this allocation will be refused until SU are added.\n"
+    body += f"\nDetails: {_url('quotas:allocation_detail', uuid=allocation.uuid)}\n"
+    subject = f"{project.name}: {threshold} % of an allocation used"
+    _send_on_commit([_message(subject, body, pi_emails(project))])
+
+
+def expiry_reminder(*, allocation: Allocation, days: int) -> None:
+    project = allocation.project
+    body = (
+        f"Allocation {allocation.uuid} of project '{project.name}' ends on "
+        f"{allocation.ends_at:%Y-%m-%d %H:%M} UTC (in {days} day{'s' if days != 1 else ''}).\n"
+        f"{allocation.available} SU are still available; whatever is unspent then expires.\n\n"
+        f"To continue, request a renewal: {_url('quotas:allocation_request_create')}"
+        f"?extends={allocation.uuid}&kind=renewal\n"
+        f"Details: {_url('quotas:allocation_detail', uuid=allocation.uuid)}\n"
+    )
+    subject = f"{project.name}: an allocation expires in {days} days"
+    _send_on_commit([_message(subject, body, pi_emails(project))])
+
+
+_TRANSITION_SUBJECTS = {
+    "submitted": "submitted for review",
+    "changes_requested": "changes requested",
+    "approved": "approved",
+    "rejected": "rejected",
+}
+
+
+def request_transition(*, request: AllocationRequest, event: AllocationRequestEvent) -> None:
+    """Tell the requester what happened; on submission, tell the reviewers too."""
+    what = _TRANSITION_SUBJECTS.get(event.to_state, event.to_state)
+    link = _url("quotas:allocation_request_detail", uuid=request.uuid)
+    lines = [
+        f"Allocation request '{request.title}' for project '{request.project.name}' was {what}"
+        f" by {event.actor}.",
+        "",
+        f"Amount: {request.amount} SU, {request.start_date} to {request.end_date}",
+    ]
+    if event.changes:
+        lines += ["", "Changed on approval:"]
+        lines += [f"  {name}: {old} -> {new}" for name, (old, new) in event.changes.items()]
+    if event.comment:
+        lines += ["", "Comment:", event.comment]
+    lines += ["", f"Details: {link}"]
+    messages = [
+        _message(
+            f"Request '{request.title}' {what}", "\n".join(lines), [request.requested_by.email]
+        )
+    ]
+    if event.to_state == "submitted":
+        body = (
+            f"{request.requested_by} submitted '{request.title}' for project "
+            f"'{request.project.name}' ({request.project.organization.name}): "
+            f"{request.amount} SU, {request.start_date} to {request.end_date}.\n\n"
+            f"Review it: {link}\nQueue: {_url('quotas:allocation_review_queue')}\n"
+        )
+        subject = f"To review: '{request.title}'"
+        messages += [
+            _message(subject, body, [email])
+            for email in sorted(set(reviewer_emails()) - {request.requested_by.email})
+        ]
+    _send_on_commit(messages)

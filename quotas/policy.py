@@ -1,0 +1,67 @@
+"""Who may do what in quotas: the staff groups, project roles and which clusters a project may use.
+
+Plain functions over users and rows (no queries served to a page: see selectors for those).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from accounts.models import Membership, Project, ProjectMember
+from quotas.models import Cluster
+
+REVIEWERS_GROUP = "allocation reviewers"
+FACILITY_ADMINS_GROUP = "facility admins"
+MANAGER_PROJECT_ROLES = (ProjectMember.Role.PI, ProjectMember.Role.MANAGER)
+MANAGER_ORG_ROLES = (Membership.Role.OWNER, Membership.Role.ADMIN)
+# Organization roles that see every project's allocations and requests (owners, admins, billing).
+ORG_VIEWER_ROLES = (Membership.Role.OWNER, Membership.Role.ADMIN, Membership.Role.BILLING)
+
+
+def _authenticated(user: Any) -> bool:
+    return bool(user is not None and user.is_authenticated and user.is_active)
+
+
+def is_reviewer(user: Any) -> bool:
+    """Members of the "allocation reviewers" group (and superusers) review grant requests."""
+    if not _authenticated(user):
+        return False
+    return bool(user.is_superuser or user.groups.filter(name=REVIEWERS_GROUP).exists())
+
+
+def is_facility_admin(user: Any) -> bool:
+    """Staff or members of the "facility admins" group manage quotas (credit, extend, suspend)."""
+    if not _authenticated(user):
+        return False
+    return bool(
+        user.is_staff
+        or user.is_superuser
+        or user.groups.filter(name=FACILITY_ADMINS_GROUP).exists()
+    )
+
+
+def can_manage_project(user: Any, project: Project) -> bool:
+    """PIs and managers of the project, and owners/admins of its organization, may request SU."""
+    if not _authenticated(user):
+        return False
+    if ProjectMember.objects.filter(
+        project=project, user=user, role__in=MANAGER_PROJECT_ROLES
+    ).exists():
+        return True
+    return Membership.objects.filter(
+        organization_id=project.organization_id, user=user, role__in=MANAGER_ORG_ROLES
+    ).exists()
+
+
+def cluster_refusal(cluster: Cluster, project: Project) -> str | None:
+    """Why `project` may not use `cluster`, or None when it may.
+
+    A project may use a cluster that is enabled and, when the cluster's options carry
+    "allowed_organizations" (a list of organization slugs), belongs to one of them.
+    """
+    if not cluster.enabled:
+        return f"cluster '{cluster.name}' is disabled"
+    allowed = cluster.options.get("allowed_organizations")
+    if allowed is not None and project.organization.slug not in allowed:
+        return f"cluster '{cluster.name}' is not open to organization '{project.organization.slug}'"
+    return None

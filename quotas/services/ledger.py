@@ -1,0 +1,445 @@
+"""The ledger: every counter change is made in the same transaction as its entry, under a row
+lock on the allocation. Rules are in quotas/models.py's docstring; reconcile proves them."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any, NoReturn
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from accounts.models import Project, User
+from quotas import notifications
+from quotas.exceptions import (
+    AllocationStateError,
+    AllocationSuspended,
+    InsufficientQuota,
+    InvalidAmount,
+    NotFacilityAdmin,
+)
+from quotas.models import ZERO, Allocation, Cluster, Hold, LedgerEntry
+from quotas.policy import is_facility_admin
+from quotas.services.rates import su
+
+# kind -> (credited, held, charged) multipliers applied to the entry's amount.
+_EFFECTS: dict[str, tuple[int, int, int]] = {
+    LedgerEntry.Kind.CREDIT: (1, 0, 0),
+    LedgerEntry.Kind.HOLD: (0, 1, 0),
+    LedgerEntry.Kind.RELEASE: (0, -1, 0),
+    LedgerEntry.Kind.CHARGE: (0, -1, 1),
+    LedgerEntry.Kind.REFUND: (0, 0, -1),
+    LedgerEntry.Kind.EXPIRE: (-1, 0, 0),
+    LedgerEntry.Kind.ADJUSTMENT: (1, 0, 0),
+}
+# Usage thresholds (percent of credited charged) that email the PI once each.
+THRESHOLDS = (80, 100)
+_MAX_SU = Decimal("1e13")  # the counters hold 18 digits with 4 decimals
+
+
+def _post(
+    allocation: Allocation,
+    *,
+    kind: str,
+    amount: Decimal,
+    key: str,
+    actor: User | None,
+    memo: str = "",
+    job_uuid: uuid.UUID | None = None,
+    hold: Hold | None = None,
+    cluster: Cluster | None = None,
+) -> LedgerEntry:
+    """Append one entry and move the allocation's counters by it. Caller holds the row lock.
+
+    Also moves an active allocation to `exhausted` when nothing is left and nothing is held,
+    and back to `active` when SU come back.
+    """
+    c, h, ch = _EFFECTS[kind]
+    entry = LedgerEntry.objects.create(
+        allocation=allocation,
+        kind=kind,
+        amount=amount,
+        idempotency_key=key,
+        actor=actor,
+        memo=memo,
+        job_uuid=job_uuid,
+        hold=hold,
+        cluster=cluster,
+    )
+    Allocation.objects.filter(pk=allocation.pk).update(
+        credited=F("credited") + c * amount,
+        held=F("held") + h * amount,
+        charged=F("charged") + ch * amount,
+    )
+    allocation.credited += c * amount
+    allocation.held += h * amount
+    allocation.charged += ch * amount
+    if kind != LedgerEntry.Kind.EXPIRE:
+        _refresh_status(allocation, actor=actor)
+    return entry
+
+
+def _refresh_status(allocation: Allocation, *, actor: User | None) -> None:
+    """active <-> exhausted from the (locked, current) counters; other statuses are left alone."""
+    if allocation.status not in (Allocation.Status.ACTIVE, Allocation.Status.EXHAUSTED):
+        return
+    empty = allocation.available <= 0 and allocation.held <= 0 and allocation.credited > 0
+    wanted = Allocation.Status.EXHAUSTED if empty else Allocation.Status.ACTIVE
+    if wanted != allocation.status:
+        allocation.status = wanted
+        if actor is not None:
+            allocation._history_user = actor  # type: ignore[attr-defined]
+        allocation.save(update_fields=["status"])
+
+
+def _post_once(allocation: Allocation, **kwargs: object) -> tuple[LedgerEntry, bool]:
+    """_post, or the entry already stored under the same key (a concurrent duplicate)."""
+    try:
+        with transaction.atomic():
+            return _post(allocation, **kwargs), True  # type: ignore[arg-type]
+    except IntegrityError:
+        existing = LedgerEntry.objects.filter(idempotency_key=kwargs["key"]).first()
+        if existing is None:
+            raise
+        return existing, False
+
+
+def _number(amount: Decimal | int | str, *, name: str) -> Decimal:
+    try:
+        value = su(amount)
+    except (ArithmeticError, ValueError, TypeError, InvalidOperation):
+        raise InvalidAmount(f"{name} must be a number of service units", field=name) from None
+    if not value.is_finite() or abs(value) >= _MAX_SU:
+        raise InvalidAmount(f"{name} must be a finite number below 1e13", field=name)
+    return value
+
+
+def _positive(amount: Decimal | int | str, *, name: str = "amount") -> Decimal:
+    value = _number(amount, name=name)
+    if value <= 0:
+        raise InvalidAmount(f"{name} must be greater than zero", field=name)
+    return value
+
+
+def _locked(allocation: Allocation) -> Allocation:
+    return Allocation.objects.select_for_update().get(pk=allocation.pk)
+
+
+def _sync_counters(target: Allocation, source: Allocation) -> None:
+    target.credited, target.held, target.charged = source.credited, source.held, source.charged
+    target.status, target.notified = source.status, source.notified
+
+
+def _refuse_expired(allocation: Allocation, what: str) -> None:
+    if allocation.status == Allocation.Status.EXPIRED:
+        raise AllocationStateError(
+            f"Cannot {what} allocation {allocation.uuid}: it is expired (extend it first)",
+            state=allocation.status,
+        )
+
+
+@transaction.atomic
+def ledger_credit(
+    *,
+    actor: User | None,
+    allocation: Allocation,
+    amount: Decimal,
+    key: str,
+    memo: str = "",
+) -> LedgerEntry:
+    """Add SU to an allocation. A second call with the same key returns the first entry.
+
+    An expired allocation refuses credits (409); an exhausted one becomes active again.
+    """
+    value = _positive(amount)
+    if existing := LedgerEntry.objects.filter(idempotency_key=key).first():
+        return existing
+    locked = _locked(allocation)
+    _refuse_expired(locked, "credit")
+    entry, created = _post_once(
+        locked, kind=LedgerEntry.Kind.CREDIT, amount=value, key=key, actor=actor, memo=memo
+    )
+    if created:
+        _rearm_thresholds(locked)
+    _sync_counters(allocation, locked)
+    return entry
+
+
+def eligible_allocations(
+    *, project: Project, cluster: Cluster, at: datetime | None = None
+) -> Iterable[Allocation]:
+    """Active allocations of `project` valid on `cluster` now, earliest-ending first."""
+    at = at or timezone.now()
+    return Allocation.objects.filter(
+        project=project,
+        clusters=cluster,
+        status=Allocation.Status.ACTIVE,
+        starts_at__lte=at,
+        ends_at__gt=at,
+    ).order_by("ends_at", "id")
+
+
+@transaction.atomic
+def ledger_hold(
+    *,
+    actor: User | None,
+    project: Project,
+    cluster: Cluster,
+    amount: Decimal,
+    key: str,
+    job_uuid: uuid.UUID | None = None,
+    memo: str = "",
+) -> Hold:
+    """Place a lien of `amount` on the earliest-ending eligible allocation that can cover it.
+
+    Raises InsufficientQuota (with the shortfall) when none can, or AllocationSuspended when
+    only suspended allocations could. Same key -> same hold.
+    """
+    value = _positive(amount)
+    if existing := Hold.objects.filter(key=key).first():
+        return existing
+    now = timezone.now()
+    ids = list(
+        eligible_allocations(project=project, cluster=cluster, at=now).values_list("pk", flat=True)
+    )
+    # Lock in one consistent order (ends_at, id) so concurrent holds never deadlock; the
+    # status is checked again on the locked rows (a suspension may have committed meanwhile).
+    candidates = list(
+        Allocation.objects.select_for_update(of=("self",))
+        .filter(pk__in=ids, status=Allocation.Status.ACTIVE, ends_at__gt=now)
+        .order_by("ends_at", "id")
+    )
+    chosen = next((a for a in candidates if a.available >= value), None)
+    if chosen is None:
+        _refuse_hold(project=project, cluster=cluster, value=value, candidates=candidates, at=now)
+    try:
+        with transaction.atomic():
+            hold = Hold.objects.create(
+                allocation=chosen, cluster=cluster, amount=value, key=key, job_uuid=job_uuid
+            )
+    except IntegrityError:
+        return Hold.objects.get(key=key)
+    _post(
+        chosen,
+        kind=LedgerEntry.Kind.HOLD,
+        amount=value,
+        key=f"{key}:hold",
+        actor=actor,
+        memo=memo,
+        job_uuid=job_uuid,
+        hold=hold,
+        cluster=cluster,
+    )
+    return hold
+
+
+def _refuse_hold(
+    *,
+    project: Project,
+    cluster: Cluster,
+    value: Decimal,
+    candidates: list[Allocation],
+    at: datetime,
+) -> NoReturn:
+    suspended = list(
+        Allocation.objects.filter(
+            project=project,
+            clusters=cluster,
+            status=Allocation.Status.SUSPENDED,
+            starts_at__lte=at,
+            ends_at__gt=at,
+        ).order_by("ends_at", "id")
+    )
+    if suspended and (not candidates or any(a.available >= value for a in suspended)):
+        reasons = "; ".join(
+            f"allocation {a.uuid} is suspended: {a.status_reason or 'no reason given'}"
+            for a in suspended
+        )
+        raise AllocationSuspended(
+            f"Project '{project.name}' cannot spend on cluster '{cluster.name}': {reasons}",
+            reason=suspended[0].status_reason,
+            allocation=str(suspended[0].uuid),
+        )
+    best = max((a.available for a in candidates), default=ZERO)
+    raise InsufficientQuota(
+        f"Insufficient quota: this job needs {value} SU but project '{project.name}' has "
+        f"at most {best} SU available on one allocation for cluster '{cluster.name}' "
+        f"(short by {value - best} SU)",
+        required=value,
+        available=best,
+    )
+
+
+@transaction.atomic
+def ledger_settle(*, actor: User | None, hold: Hold, actual: Decimal, memo: str = "") -> Hold:
+    """Charge min(actual, held) out of the hold and release the rest, exactly once.
+
+    Settling an already settled hold changes nothing and returns it. What is released on an
+    allocation that expired while the hold was open expires at once (it was never available).
+    """
+    actual_value = _number(actual, name="actual")
+    if actual_value < 0:
+        raise InvalidAmount("actual must not be negative", field="actual")
+    locked_hold = (
+        Hold.objects.select_for_update(of=("self",)).select_related("cluster").get(pk=hold.pk)
+    )
+    if locked_hold.state == Hold.State.SETTLED:
+        return locked_hold
+    allocation = Allocation.objects.select_for_update().get(pk=locked_hold.allocation_id)
+    charge = min(actual_value, locked_hold.amount)
+    release = locked_hold.amount - charge
+    common: dict[str, Any] = {
+        "actor": actor,
+        "job_uuid": locked_hold.job_uuid,
+        "hold": locked_hold,
+        "cluster": locked_hold.cluster,
+    }
+    if charge > 0:
+        key = f"{locked_hold.key}:charge"
+        _post(allocation, kind=LedgerEntry.Kind.CHARGE, amount=charge, key=key, memo=memo, **common)
+    if release > 0:
+        key = f"{locked_hold.key}:release"
+        _post(
+            allocation, kind=LedgerEntry.Kind.RELEASE, amount=release, key=key, memo=memo, **common
+        )
+        if allocation.status == Allocation.Status.EXPIRED:
+            _post(
+                allocation,
+                kind=LedgerEntry.Kind.EXPIRE,
+                amount=release,
+                key=f"{locked_hold.key}:expire",
+                memo="Released after the allocation expired",
+                **common,
+            )
+    locked_hold.charged = charge
+    locked_hold.released = release
+    locked_hold.state = Hold.State.SETTLED
+    locked_hold.settled_at = timezone.now()
+    locked_hold.save(update_fields=["charged", "released", "state", "settled_at"])
+    hold.charged, hold.released, hold.state = charge, release, Hold.State.SETTLED
+    hold.settled_at = locked_hold.settled_at
+    if charge > 0:
+        _after_charge(allocation)
+    return locked_hold
+
+
+@transaction.atomic
+def ledger_refund(
+    *,
+    actor: User | None,
+    allocation: Allocation,
+    amount: Decimal,
+    key: str,
+    memo: str,
+    job_uuid: uuid.UUID | None = None,
+    cluster: Cluster | None = None,
+) -> LedgerEntry:
+    """Give back SU that were charged (at most what was charged). Same key -> same entry.
+
+    On an expired allocation the refunded SU expire at once.
+    """
+    value = _positive(amount)
+    if existing := LedgerEntry.objects.filter(idempotency_key=key).first():
+        return existing
+    locked = _locked(allocation)
+    if value > locked.charged:
+        raise InvalidAmount(
+            f"Cannot refund {value} SU: only {locked.charged} SU were charged", field="amount"
+        )
+    entry, created = _post_once(
+        locked,
+        kind=LedgerEntry.Kind.REFUND,
+        amount=value,
+        key=key,
+        actor=actor,
+        memo=memo,
+        job_uuid=job_uuid,
+        cluster=cluster,
+    )
+    if created and locked.status == Allocation.Status.EXPIRED:
+        _post(
+            locked,
+            kind=LedgerEntry.Kind.EXPIRE,
+            amount=value,
+            key=f"{key}:expire",
+            actor=actor,
+            memo="Refunded after the allocation expired",
+            job_uuid=job_uuid,
+            cluster=cluster,
+        )
+    _sync_counters(allocation, locked)
+    return entry
+
+
+@transaction.atomic
+def ledger_adjust(
+    *,
+    actor: User,
+    allocation: Allocation,
+    amount: Decimal,
+    key: str,
+    memo: str,
+) -> LedgerEntry:
+    """Facility admin credit (+) or debit (-) with a memo; a debit never takes `available`
+    below 0, and an expired allocation cannot be adjusted (extend it first)."""
+    if not is_facility_admin(actor):
+        raise NotFacilityAdmin("Only facility admins may adjust allocations")
+    if not memo.strip():
+        raise InvalidAmount("A memo is required for an adjustment", field="memo")
+    value = _number(amount, name="amount")
+    if value == 0:
+        raise InvalidAmount("amount must be a non-zero number", field="amount")
+    if existing := LedgerEntry.objects.filter(idempotency_key=key).first():
+        return existing
+    locked = _locked(allocation)
+    _refuse_expired(locked, "adjust")
+    if value < 0 and -value > locked.available:
+        raise InvalidAmount(
+            f"Cannot debit {-value} SU: only {locked.available} SU are available", field="amount"
+        )
+    entry, created = _post_once(
+        locked, kind=LedgerEntry.Kind.ADJUSTMENT, amount=value, key=key, actor=actor, memo=memo
+    )
+    if created:
+        if value > 0:
+            _rearm_thresholds(locked)
+        else:
+            _after_charge(locked)
+    _sync_counters(allocation, locked)
+    return entry
+
+
+def usage_percent(allocation: Allocation) -> Decimal:
+    """Charged as a percentage of credited (0 when nothing was credited)."""
+    if allocation.credited <= 0:
+        return ZERO
+    return allocation.charged * 100 / allocation.credited
+
+
+def _after_charge(allocation: Allocation) -> None:
+    """Email the PI once when usage crosses 80 % and 100 % of what was credited.
+
+    `allocation` is the locked row; the mail goes out only after the transaction commits.
+    """
+    if allocation.status == Allocation.Status.EXPIRED or allocation.credited <= 0:
+        return
+    used = usage_percent(allocation)
+    crossed = [t for t in THRESHOLDS if str(t) not in allocation.notified and used >= t]
+    if not crossed:
+        return
+    allocation.notified = [*allocation.notified, *(str(t) for t in crossed)]
+    Allocation.objects.filter(pk=allocation.pk).update(notified=allocation.notified)
+    notifications.usage_threshold(allocation=allocation, threshold=max(crossed), percent=used)
+
+
+def _rearm_thresholds(allocation: Allocation) -> None:
+    """After new SU arrive, a threshold the usage fell back under may notify again."""
+    used = usage_percent(allocation)
+    keep = [n for n in allocation.notified if not (n.isdigit() and used < int(n))]
+    if keep != allocation.notified:
+        allocation.notified = keep
+        Allocation.objects.filter(pk=allocation.pk).update(notified=keep)
