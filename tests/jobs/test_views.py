@@ -1,0 +1,175 @@
+"""The job pages and the dashboard: render, submit, estimate live, tail the log, tenancy."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+import pytest
+from allauth.account.models import EmailAddress
+from django.test import Client
+
+from jobs.models import Job, JobTemplate
+from jobs.services import cluster_sync, job_forward
+
+
+def _signed_in(user) -> Client:
+    EmailAddress.objects.get_or_create(
+        user=user, email=user.email, defaults={"verified": True, "primary": True}
+    )
+    user.refresh_from_db()  # the factory's set_password is not saved: sign in as stored
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def web_alice(alice) -> Client:
+    return _signed_in(alice)
+
+
+@pytest.fixture
+def web_mallory(mallory, mallory_tenant) -> Client:
+    return _signed_in(mallory)
+
+
+def _form(tenant, **fields):
+    data = {
+        "project": str(tenant.project.uuid),
+        "cluster": "sim",
+        "name": "web-job",
+        "script": "echo web\n",
+        "gpus": "1",
+        "gpu_type": "",
+        "cpus": "2",
+        "memory_mb": "2048",
+        "time_limit_minutes": "30",
+        "partition": "",
+        "array": "",
+        "env": "SIM_DURATION_SECONDS=60\n# comment\n",
+    }
+    data.update(fields)
+    return data
+
+
+def test_the_submit_form_creates_a_job_and_shows_its_page(
+    web_alice, tenant, sim_cluster, allocation, accounts
+):
+    assert web_alice.get("/jobs/new/").status_code == HTTPStatus.OK
+    response = web_alice.post("/jobs/new/", _form(tenant))
+    job = Job.objects.get()
+    assert response.status_code == HTTPStatus.FOUND
+    assert response["Location"] == f"/jobs/{job.uuid}/"
+    assert job.env == {"SIM_DURATION_SECONDS": "60"}
+    page = web_alice.get(response["Location"])
+    assert page.status_code == HTTPStatus.OK
+    assert b"web-job" in page.content
+    assert b'hx-trigger="every 2s"' in page.content
+
+
+def test_the_submit_form_shows_the_services_error_on_the_field(
+    web_alice, tenant, sim_cluster, allocation, accounts
+):
+    response = web_alice.post("/jobs/new/", _form(tenant, name="rm -rf;"))
+    assert response.status_code == HTTPStatus.OK
+    assert "name must start with a letter" in response.content.decode()
+    assert not Job.objects.exists()
+
+
+def test_the_live_estimate_follows_the_fields(web_alice, tenant, sim_cluster, allocation):
+    response = web_alice.post("/jobs/estimate/", _form(tenant, gpus="2", time_limit_minutes="60"))
+    assert response.status_code == HTTPStatus.OK
+    # 2 × 2 + 2 × 0.1 + 2 GB × 0.01 per hour
+    assert "Estimated cost: 4.2200 SU" in response.content.decode()
+    bad = web_alice.post("/jobs/estimate/", _form(tenant, gpu_type="tpu"))
+    assert "Unknown GPU type" in bad.content.decode()
+
+
+def test_a_template_prefills_the_form(web_alice, tenant, sim_cluster):
+    template = JobTemplate.objects.create(
+        project=tenant.project, name="bert", script="python bert.py\n", gpus=4, cpus=8
+    )
+    page = web_alice.get(f"/jobs/new/?template={template.uuid}").content.decode()
+    assert "python bert.py" in page
+    assert 'value="8"' in page
+
+
+def test_the_job_page_tails_the_log_and_stops_polling_when_done(
+    web_alice, submit, sim, sim_cluster
+):
+    job = submit(sim_cluster, env={"SIM_DURATION_SECONDS": "60"})
+    job_forward(job_id=job.pk)
+    cluster_sync(cluster=sim_cluster)
+    chunk = web_alice.get(f"/jobs/{job.uuid}/log/?offset=0")
+    assert chunk.status_code == HTTPStatus.OK
+    assert "[sim] job train queued" in chunk.content.decode()
+    assert 'hx-swap-oob="true"' in chunk.content.decode()
+    assert "every 2s" in chunk.content.decode()
+    sim.advance(60)
+    cluster_sync(cluster=sim_cluster)
+    done = web_alice.get(f"/jobs/{job.uuid}/log/?offset=0").content.decode()
+    assert "completed at" in done
+    assert "every 2s" not in done
+    page = web_alice.get(f"/jobs/{job.uuid}/").content.decode()
+    assert "summary.txt" in page
+    assert "Cancel job" not in page
+
+
+def test_cancel_from_the_job_page(web_alice, submit, sim_cluster):
+    job = submit(sim_cluster)
+    response = web_alice.post(f"/jobs/{job.uuid}/cancel/")
+    assert response.status_code == HTTPStatus.FOUND
+    job.refresh_from_db()
+    assert job.state == Job.State.CANCELLED
+
+
+def test_the_job_list_filters_and_pages_with_a_keyset_cursor(web_alice, submit, sim_cluster):
+    for i in range(55):
+        submit(sim_cluster, name=f"j{i:02d}", gpus=0)
+    first = web_alice.get("/jobs/").content.decode()
+    assert first.count("/jobs/") > 50
+    assert "j54" in first and "j04" not in first
+    assert "cursor=" in first
+    cursor = first.split("cursor=")[1].split('"')[0]
+    second = web_alice.get(f"/jobs/?cursor={cursor}").content.decode()
+    assert "j04" in second and "j00" in second and "j54" not in second
+    assert "j00" not in web_alice.get("/jobs/?state=running").content.decode()
+
+
+def test_mallory_gets_404_on_every_job_page(web_mallory, submit, sim_cluster):
+    job = submit(sim_cluster)
+    for method, url in [
+        ("get", f"/jobs/{job.uuid}/"),
+        ("get", f"/jobs/{job.uuid}/log/?offset=0"),
+        ("get", f"/jobs/{job.uuid}/status/"),
+        ("get", f"/jobs/{job.uuid}/results/"),
+        ("get", f"/jobs/{job.uuid}/results/summary.txt"),
+        ("post", f"/jobs/{job.uuid}/cancel/"),
+    ]:
+        assert getattr(web_mallory, method)(url).status_code == HTTPStatus.NOT_FOUND, url
+    assert "train" not in web_mallory.get("/jobs/").content.decode()
+    job.refresh_from_db()
+    assert job.state == Job.State.PENDING
+
+
+def test_the_dashboard_shows_balances_recent_jobs_and_the_usage_chart(
+    web_alice, submit, sim, sim_cluster, allocation
+):
+    job = submit(sim_cluster, env={"SIM_DURATION_SECONDS": "3600"})
+    job_forward(job_id=job.pk)
+    sim.advance(3600)
+    cluster_sync(cluster=sim_cluster)
+    page = web_alice.get("/")
+    assert page.status_code == HTTPStatus.OK
+    html = page.content.decode()
+    assert "997.89" in html  # 1000 - 2.11 charged
+    assert job.name in html
+    assert "chart-4.6.1.umd.min.js" in html
+    chart = page.context["chart"]
+    assert len(chart["labels"]) == 30
+    assert chart["values"][-1] == pytest.approx(2.11)
+
+
+def test_mallory_sees_none_of_alices_balances(web_mallory, allocation):
+    page = web_mallory.get("/")
+    assert page.status_code == HTTPStatus.OK
+    assert page.context["allocations"] == []
