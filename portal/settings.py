@@ -169,6 +169,20 @@ def _social_providers() -> dict[str, dict[str, object]]:
             ]
         }
     if saml_entity := env.str("SAML_IDP_ENTITY_ID", default=""):
+        # The IdP is described by its metadata URL, or by its SSO URL and signing certificate.
+        idp: dict[str, str] = {"entity_id": saml_entity}
+        if metadata_url := env.str("SAML_IDP_METADATA_URL", default=""):
+            idp["metadata_url"] = metadata_url
+        elif env.str("SAML_IDP_SSO_URL", default="") and env.str("SAML_IDP_X509CERT", default=""):
+            idp["sso_url"] = env.str("SAML_IDP_SSO_URL")
+            idp["x509cert"] = env.str("SAML_IDP_X509CERT")
+            if slo_url := env.str("SAML_IDP_SLO_URL", default=""):
+                idp["slo_url"] = slo_url
+        else:
+            raise ImproperlyConfigured(
+                "SAML_IDP_ENTITY_ID needs SAML_IDP_METADATA_URL, or SAML_IDP_SSO_URL and "
+                "SAML_IDP_X509CERT"
+            )
         providers["saml"] = {
             "APPS": [
                 {
@@ -177,13 +191,17 @@ def _social_providers() -> dict[str, dict[str, object]]:
                     "client_id": env.str("SAML_CLIENT_ID", default="gpucommons"),
                     "settings": {
                         "attribute_mapping": {
-                            "uid": "urn:oid:0.9.2342.19200300.100.1.1",
+                            # uid, then eduPersonPrincipalName; mail; givenName; sn
+                            "uid": [
+                                "urn:oid:0.9.2342.19200300.100.1.1",
+                                "urn:oid:1.3.6.1.4.1.5923.1.1.1.6",
+                            ],
                             "email": "urn:oid:0.9.2342.19200300.100.1.3",
+                            "first_name": "urn:oid:2.5.4.42",
+                            "last_name": "urn:oid:2.5.4.4",
                         },
-                        "idp": {
-                            "entity_id": saml_entity,
-                            "metadata_url": env.str("SAML_IDP_METADATA_URL"),
-                        },
+                        "idp": idp,
+                        "sp": {"entity_id": env.str("SAML_SP_ENTITY_ID", default="")},
                     },
                 }
             ]
@@ -264,6 +282,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "OrganizationRoleEnum": "accounts.models.Membership.Role",
+        "ProjectRoleEnum": "accounts.models.ProjectMember.Role",
+    },
 }
 
 # Celery: no broker server needed by default (filesystem transport under var/).

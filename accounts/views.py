@@ -1,0 +1,403 @@
+"""HTML pages for organizations, projects, members, invitations and API tokens.
+
+Thin: a form parses, one service writes, a selector reads. Objects come from selectors
+scoped to the signed-in user, so another tenant's page answers 404. Domain errors from the
+services become form errors or flash messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods, require_POST
+
+from accounts import selectors, services
+from accounts.forms import (
+    ApiTokenForm,
+    InviteForm,
+    OrganizationForm,
+    OrganizationRoleForm,
+    ProjectForm,
+    ProjectMemberAddForm,
+    ProjectRoleForm,
+)
+from accounts.models import Membership, Organization, Project, ProjectMember
+from portal.errors import DomainError, NotFound
+
+T = TypeVar("T")
+
+
+def _visible(fetch: Callable[..., T], *args: Any) -> T:
+    """Run a scoped selector; NotFound becomes the ordinary 404 page."""
+    try:
+        return fetch(*args)
+    except NotFound as exc:
+        raise Http404(exc.detail) from None
+
+
+def _form_error(form: forms.Form, exc: DomainError) -> None:
+    field = exc.field if exc.field in form.fields else None
+    form.add_error(field, exc.detail)
+
+
+def _run(request: HttpRequest, action: Callable[[], Any], success: str) -> bool:
+    """Call a service for a button-style form (no fields to attach errors to)."""
+    try:
+        action()
+    except NotFound as exc:
+        raise Http404(exc.detail) from None
+    except DomainError as exc:
+        messages.error(request, exc.detail)
+        return False
+    messages.success(request, success)
+    return True
+
+
+# --- organizations ----------------------------------------------------------------------
+
+
+@login_required
+def organization_list(request: HttpRequest) -> HttpResponse:
+    organizations = selectors.organizations_for_user(request.user).order_by("name")
+    return render(request, "accounts/organization_list.html", {"organizations": organizations})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def organization_create(request: HttpRequest) -> HttpResponse:
+    form = OrganizationForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            org = services.org_create(actor=request.user, **form.cleaned_data)
+        except DomainError as exc:
+            _form_error(form, exc)
+        else:
+            messages.success(request, f"Organization {org.name} created: you are its owner.")
+            return redirect("accounts:organization_detail", uuid=org.uuid)
+    return render(request, "accounts/organization_form.html", {"form": form})
+
+
+def _invite_form(request: HttpRequest, org: Organization, data: Any = None) -> InviteForm:
+    return InviteForm(
+        data,
+        projects=selectors.organization_projects_for_user(request.user, org),
+        can_grant_owner=org.my_role == Membership.Role.OWNER,  # type: ignore[attr-defined]
+    )
+
+
+def _organization_page(
+    request: HttpRequest, org: Organization, invite_form: InviteForm | None = None
+) -> HttpResponse:
+    manager = org.my_role in selectors.ORG_MANAGERS  # type: ignore[attr-defined]
+    context = {
+        "org": org,
+        "is_manager": manager,
+        "is_owner": org.my_role == Membership.Role.OWNER,  # type: ignore[attr-defined]
+        "members": selectors.organization_memberships(org),
+        "projects": selectors.organization_projects_for_user(request.user, org),
+        "invitations": selectors.organization_invitations_pending(org) if manager else [],
+        "invite_form": invite_form or (_invite_form(request, org) if manager else None),
+        "role_choices": Membership.Role.choices,
+    }
+    return render(request, "accounts/organization_detail.html", context)
+
+
+@login_required
+def organization_detail(request: HttpRequest, uuid: str) -> HttpResponse:
+    org = _visible(selectors.organization_get_for_user, request.user, uuid)
+    return _organization_page(request, org)
+
+
+@login_required
+@require_POST
+def organization_invite(request: HttpRequest, uuid: str) -> HttpResponse:
+    org = _visible(selectors.organization_get_for_user, request.user, uuid)
+    form = _invite_form(request, org, request.POST)
+    if form.is_valid():
+        try:
+            invitation, _raw = services.invitation_create(
+                actor=request.user, organization=org, **form.cleaned_data
+            )
+        except NotFound as exc:
+            raise Http404(exc.detail) from None
+        except DomainError as exc:
+            _form_error(form, exc)
+        else:
+            messages.success(request, f"Invitation sent to {invitation.email}.")
+            return redirect("accounts:organization_detail", uuid=org.uuid)
+    return _organization_page(request, org, invite_form=form)
+
+
+@login_required
+@require_POST
+def invitation_revoke(request: HttpRequest, uuid: str, invitation_uuid: str) -> HttpResponse:
+    org = _visible(selectors.organization_get_for_user, request.user, uuid)
+    invitation = (
+        selectors.organization_invitations_pending(org).filter(uuid=invitation_uuid).first()
+    )
+    if invitation is None:
+        raise Http404("Invitation not found")
+    _run(
+        request,
+        lambda: services.invitation_revoke(actor=request.user, invitation=invitation),
+        f"Invitation of {invitation.email} revoked.",
+    )
+    return redirect("accounts:organization_detail", uuid=org.uuid)
+
+
+def _membership(request: HttpRequest, uuid: str, user_id: int) -> Membership:
+    org = _visible(selectors.organization_get_for_user, request.user, uuid)
+    membership = selectors.organization_memberships(org).filter(user_id=user_id).first()
+    if membership is None:
+        raise Http404("Member not found")
+    return membership
+
+
+@login_required
+@require_POST
+def organization_member_role(request: HttpRequest, uuid: str, user_id: int) -> HttpResponse:
+    membership = _membership(request, uuid, user_id)
+    form = OrganizationRoleForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose a valid role.")
+    else:
+        role = form.cleaned_data["role"]
+        _run(
+            request,
+            lambda: services.membership_role_change(
+                actor=request.user, membership=membership, role=role
+            ),
+            f"{membership.user.username} is now {Membership.Role(role).label.lower()}.",
+        )
+    return redirect("accounts:organization_detail", uuid=uuid)
+
+
+@login_required
+@require_POST
+def organization_member_remove(request: HttpRequest, uuid: str, user_id: int) -> HttpResponse:
+    membership = _membership(request, uuid, user_id)
+    leaving = membership.user_id == request.user.pk
+    done = _run(
+        request,
+        lambda: services.membership_remove(actor=request.user, membership=membership),
+        "You left the organization." if leaving else f"{membership.user.username} removed.",
+    )
+    if done and leaving:
+        return redirect("accounts:organization_list")
+    return redirect("accounts:organization_detail", uuid=uuid)
+
+
+# --- projects ---------------------------------------------------------------------------
+
+
+def _manageable_organizations(request: HttpRequest) -> Any:
+    return (
+        selectors.organizations_for_user(request.user)
+        .filter(my_role__in=selectors.ORG_MANAGERS)
+        .order_by("name")
+    )
+
+
+@login_required
+def project_list(request: HttpRequest) -> HttpResponse:
+    projects = selectors.projects_for_user(request.user).order_by("organization__name", "name")
+    return render(
+        request,
+        "accounts/project_list.html",
+        {"projects": projects, "can_create": _manageable_organizations(request).exists()},
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def project_create(request: HttpRequest) -> HttpResponse:
+    organizations = _manageable_organizations(request)
+    initial = {"organization": request.GET.get("organization")} if request.method == "GET" else {}
+    form = ProjectForm(request.POST or None, organizations=organizations, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        data = dict(form.cleaned_data)
+        try:
+            project = services.project_create(
+                actor=request.user, organization=data.pop("organization"), **data
+            )
+        except DomainError as exc:
+            _form_error(form, exc)
+        else:
+            messages.success(request, f"Project {project.name} created: you are its PI.")
+            return redirect("accounts:project_detail", uuid=project.uuid)
+    return render(
+        request,
+        "accounts/project_form.html",
+        {"form": form, "has_organizations": organizations.exists()},
+    )
+
+
+def _project_page(
+    request: HttpRequest, project: Project, add_form: ProjectMemberAddForm | None = None
+) -> HttpResponse:
+    manager = selectors.can_manage_project(request.user, project)
+    context = {
+        "project": project,
+        "is_manager": manager,
+        "members": selectors.project_members(project),
+        "add_form": add_form or (ProjectMemberAddForm() if manager else None),
+        "role_choices": ProjectMember.Role.choices,
+        "org_role": selectors.org_role(request.user, project.organization),
+    }
+    return render(request, "accounts/project_detail.html", context)
+
+
+@login_required
+def project_detail(request: HttpRequest, uuid: str) -> HttpResponse:
+    project = _visible(selectors.project_get_for_user, request.user, uuid)
+    return _project_page(request, project)
+
+
+@login_required
+@require_POST
+def project_member_add(request: HttpRequest, uuid: str) -> HttpResponse:
+    project = _visible(selectors.project_get_for_user, request.user, uuid)
+    form = ProjectMemberAddForm(request.POST)
+    if form.is_valid():
+        user = selectors.organization_member_find(project.organization, form.cleaned_data["user"])
+        if user is None:
+            form.add_error(
+                "user",
+                f"No member of {project.organization} has that email or username: "
+                "invite them to the organization first.",
+            )
+        else:
+            try:
+                services.project_member_add(
+                    actor=request.user, project=project, user=user, role=form.cleaned_data["role"]
+                )
+            except NotFound as exc:
+                raise Http404(exc.detail) from None
+            except DomainError as exc:
+                form.add_error("role" if exc.field == "role" else "user", exc.detail)
+            else:
+                messages.success(request, f"{user.username} added to {project.name}.")
+                return redirect("accounts:project_detail", uuid=project.uuid)
+    return _project_page(request, project, add_form=form)
+
+
+def _project_member(request: HttpRequest, uuid: str, user_id: int) -> ProjectMember:
+    project = _visible(selectors.project_get_for_user, request.user, uuid)
+    member = selectors.project_members(project).filter(user_id=user_id).first()
+    if member is None:
+        raise Http404("Member not found")
+    return member
+
+
+@login_required
+@require_POST
+def project_member_role(request: HttpRequest, uuid: str, user_id: int) -> HttpResponse:
+    member = _project_member(request, uuid, user_id)
+    form = ProjectRoleForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose a valid role.")
+    else:
+        role = form.cleaned_data["role"]
+        _run(
+            request,
+            lambda: services.project_member_role_change(
+                actor=request.user, member=member, role=role
+            ),
+            f"{member.user.username} is now {ProjectMember.Role(role).label}.",
+        )
+    return redirect("accounts:project_detail", uuid=uuid)
+
+
+@login_required
+@require_POST
+def project_member_remove(request: HttpRequest, uuid: str, user_id: int) -> HttpResponse:
+    member = _project_member(request, uuid, user_id)
+    leaving = member.user_id == request.user.pk
+    done = _run(
+        request,
+        lambda: services.project_member_remove(actor=request.user, member=member),
+        "You left the project." if leaving else f"{member.user.username} removed.",
+    )
+    if (
+        done
+        and leaving
+        and not selectors.projects_for_user(request.user).filter(pk=member.project_id).exists()
+    ):
+        return redirect("accounts:project_list")
+    return redirect("accounts:project_detail", uuid=uuid)
+
+
+# --- invitations ------------------------------------------------------------------------
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
+    invitation = _visible(selectors.invitation_get_by_token, token)
+    error, status = None, 200
+    if request.method == "POST":
+        try:
+            services.invitation_accept(actor=request.user, raw_token=token)
+        except DomainError as exc:
+            error, status = exc.detail, exc.status
+        else:
+            messages.success(request, f"Welcome to {invitation.organization.name}.")
+            if invitation.project is not None:
+                return redirect("accounts:project_detail", uuid=invitation.project.uuid)
+            return redirect("accounts:organization_detail", uuid=invitation.organization.uuid)
+    return render(
+        request,
+        "accounts/invitation_accept.html",
+        {"invitation": invitation, "error": error},
+        status=status,
+    )
+
+
+# --- API tokens -------------------------------------------------------------------------
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def api_tokens(request: HttpRequest) -> HttpResponse:
+    form = ApiTokenForm(request.POST or None)
+    new_token = None
+    if request.method == "POST" and form.is_valid():
+        try:
+            _token, new_token = services.api_token_create(
+                actor=request.user,
+                name=form.cleaned_data["name"],
+                scope=form.cleaned_data["scope"],
+                expires_at=form.expires_at(),
+            )
+        except DomainError as exc:
+            _form_error(form, exc)
+        else:
+            # Rendered in this response only (never stored or redirected with): shown once.
+            form = ApiTokenForm()
+    context = {
+        "form": form,
+        "new_token": new_token,
+        "tokens": selectors.api_tokens_for_user(request.user),
+    }
+    response = render(request, "accounts/api_tokens.html", context)
+    if new_token:
+        response["Cache-Control"] = "no-store"
+    return response
+
+
+@login_required
+@require_POST
+def api_token_revoke(request: HttpRequest, uuid: str) -> HttpResponse:
+    token = _visible(selectors.api_token_get_for_user, request.user, uuid)
+    _run(
+        request,
+        lambda: services.api_token_revoke(actor=request.user, token=token),
+        f"Token {token.name} revoked.",
+    )
+    return redirect("accounts:api_tokens")
