@@ -1,0 +1,331 @@
+"""HTML pages: organizations, projects, members, invitations and API tokens."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+import pytest
+from django.core import mail
+
+from accounts import services
+from accounts.authentication import hash_token
+from accounts.models import ApiToken, Invitation, Membership, Organization, Project, ProjectMember
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+
+
+def test_the_organizations_page_lists_only_the_users_organizations(
+    web, alice, tenant, mallory_tenant
+):
+    response = web(alice).get("/organizations/")
+
+    assert response.status_code == HTTPStatus.OK
+    assert "Vision Lab" in response.content.decode()
+    assert "Evil Corp" not in response.content.decode()
+
+
+def test_the_organization_page_shows_members_and_the_invite_form_to_owners(web, alice, bob, tenant):
+    owner_view = web(alice).get(f"/organizations/{tenant.org.uuid}/")
+    member_view = web(bob).get(f"/organizations/{tenant.org.uuid}/")
+
+    assert owner_view.status_code == HTTPStatus.OK
+    assert "bob@uni.example" in owner_view.content.decode()
+    assert "Send invitation" in owner_view.content.decode()
+    assert member_view.status_code == HTTPStatus.OK
+    assert "Send invitation" not in member_view.content.decode()
+
+
+def test_creating_an_organization_from_the_form(web, mallory):
+    response = web(mallory).post(
+        "/organizations/new/", {"name": "Garage Startup", "kind": "company", "slug": ""}
+    )
+
+    org = Organization.objects.get(name="Garage Startup")
+    assert response.status_code == HTTPStatus.FOUND
+    assert response["Location"] == f"/organizations/{org.uuid}/"
+    assert Membership.objects.get(organization=org).role == "owner"
+
+
+def test_a_taken_slug_shows_a_form_error(web, mallory, tenant):
+    response = web(mallory).post(
+        "/organizations/new/", {"name": "Copy", "kind": "academic", "slug": "vision-lab"}
+    )
+
+    assert response.status_code == HTTPStatus.OK
+    assert "already in use" in response.content.decode()
+    assert not Organization.objects.filter(name="Copy").exists()
+
+
+def test_an_owner_invites_someone_and_the_email_goes_out(
+    web, alice, tenant, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = web(alice).post(
+            f"/organizations/{tenant.org.uuid}/invite/",
+            {
+                "email": "carol@uni.example",
+                "org_role": "member",
+                "project": str(tenant.project.uuid),
+                "project_role": "member",
+            },
+        )
+
+    assert response.status_code == HTTPStatus.FOUND
+    invitation = Invitation.objects.get(email="carol@uni.example")
+    assert invitation.project == tenant.project
+    assert len(mail.outbox) == 1
+
+
+def test_an_invalid_invitation_email_shows_a_form_error(web, alice, tenant):
+    response = web(alice).post(
+        f"/organizations/{tenant.org.uuid}/invite/",
+        {"email": "not-an-email", "org_role": "member", "project_role": "member"},
+    )
+
+    assert response.status_code == HTTPStatus.OK
+    assert "valid email" in response.content.decode()
+    assert not Invitation.objects.exists()
+
+
+def test_an_admin_cannot_pick_the_owner_role_in_the_invite_form(web, alice, bob, tenant):
+    Membership.objects.filter(organization=tenant.org, user=bob).update(role="admin")
+
+    response = web(bob).post(
+        f"/organizations/{tenant.org.uuid}/invite/",
+        {"email": "carol@uni.example", "org_role": "owner", "project_role": "member"},
+    )
+
+    assert response.status_code == HTTPStatus.OK
+    assert not Invitation.objects.exists()
+
+
+def test_the_invitee_accepts_on_the_invitation_page(
+    web, alice, tenant, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        _invitation, raw = services.invitation_create(
+            actor=alice, organization=tenant.org, email="carol@uni.example"
+        )
+    carol = factories.UserFactory(username="carol", email="carol@uni.example")
+    client = web(carol)
+
+    page = client.get(f"/invitations/{raw}/")
+    accepted = client.post(f"/invitations/{raw}/")
+
+    assert page.status_code == HTTPStatus.OK
+    assert "Accept invitation" in page.content.decode()
+    assert accepted.status_code == HTTPStatus.FOUND
+    assert Membership.objects.get(organization=tenant.org, user=carol).role == "member"
+
+
+def test_someone_else_cannot_accept_an_invitation_on_the_page(web, alice, mallory, tenant):
+    _invitation, raw = services.invitation_create(
+        actor=alice, organization=tenant.org, email="carol@uni.example"
+    )
+
+    response = web(mallory).post(f"/invitations/{raw}/")
+
+    assert response.status_code == HTTPStatus.FORBIDDEN
+    assert "carol@uni.example" in response.content.decode()
+    assert not Membership.objects.filter(organization=tenant.org, user=mallory).exists()
+
+
+def test_an_unknown_invitation_token_is_404(web, alice):
+    response = web(alice).get("/invitations/no-such-token/")
+
+    assert response.status_code == HTTPStatus.NOT_FOUND
+
+
+def test_the_invitation_page_needs_a_signed_in_user(client, alice, tenant):
+    _invitation, raw = services.invitation_create(
+        actor=alice, organization=tenant.org, email="carol@uni.example"
+    )
+
+    response = client.get(f"/invitations/{raw}/")
+
+    assert response.status_code == HTTPStatus.FOUND
+    assert response["Location"].startswith("/accounts/login/")
+
+
+def test_an_owner_changes_a_role_and_removes_a_member(web, alice, bob, tenant):
+    client = web(alice)
+
+    changed = client.post(
+        f"/organizations/{tenant.org.uuid}/members/{bob.id}/role/", {"role": "admin"}
+    )
+    assert changed.status_code == HTTPStatus.FOUND
+    assert Membership.objects.get(organization=tenant.org, user=bob).role == "admin"
+
+    removed = client.post(f"/organizations/{tenant.org.uuid}/members/{bob.id}/remove/")
+    assert removed.status_code == HTTPStatus.FOUND
+    assert not Membership.objects.filter(organization=tenant.org, user=bob).exists()
+
+
+def test_the_last_owner_leaving_shows_an_error_and_changes_nothing(web, alice, tenant):
+    response = web(alice).post(
+        f"/organizations/{tenant.org.uuid}/members/{alice.id}/remove/", follow=True
+    )
+
+    assert response.status_code == HTTPStatus.OK
+    assert "at least one owner" in response.content.decode()
+    assert Membership.objects.filter(organization=tenant.org, user=alice).exists()
+
+
+def test_projects_page_and_project_page(web, bob, tenant, mallory_tenant):
+    client = web(bob)
+
+    listing = client.get("/projects/")
+    detail = client.get(f"/projects/{tenant.project.uuid}/")
+
+    assert listing.status_code == HTTPStatus.OK
+    assert "Protein folding" in listing.content.decode()
+    assert "Heist" not in listing.content.decode()
+    assert detail.status_code == HTTPStatus.OK
+    assert "alice@uni.example" in detail.content.decode()
+
+
+def test_creating_a_project_from_the_form(web, alice, tenant):
+    response = web(alice).post(
+        "/projects/new/",
+        {"organization": str(tenant.org.uuid), "name": "Climate", "slug": "", "description": ""},
+    )
+
+    project = Project.objects.get(name="Climate")
+    assert response.status_code == HTTPStatus.FOUND
+    assert project.organization == tenant.org
+    assert ProjectMember.objects.get(project=project).role == "pi"
+
+
+def test_a_member_cannot_create_a_project_in_their_organization(web, bob, tenant):
+    response = web(bob).post(
+        "/projects/new/", {"organization": str(tenant.org.uuid), "name": "Mine", "slug": ""}
+    )
+
+    assert response.status_code == HTTPStatus.OK
+    assert not Project.objects.filter(name="Mine").exists()
+
+
+def test_a_pi_adds_a_member_changes_their_role_and_removes_them(web, alice, tenant):
+    carol = factories.UserFactory(username="carol", email="carol@uni.example")
+    Membership.objects.create(organization=tenant.org, user=carol)
+    client = web(alice)
+    base = f"/projects/{tenant.project.uuid}/members"
+
+    added = client.post(f"{base}/add/", {"user": "carol", "role": "member"})
+    assert added.status_code == HTTPStatus.FOUND
+    assert ProjectMember.objects.get(project=tenant.project, user=carol).role == "member"
+
+    client.post(f"{base}/{carol.id}/role/", {"role": "manager"})
+    assert ProjectMember.objects.get(project=tenant.project, user=carol).role == "manager"
+
+    client.post(f"{base}/{carol.id}/remove/")
+    assert not ProjectMember.objects.filter(project=tenant.project, user=carol).exists()
+
+
+def test_adding_an_outsider_to_a_project_shows_a_form_error(web, alice, mallory, tenant):
+    response = web(alice).post(
+        f"/projects/{tenant.project.uuid}/members/add/", {"user": "mallory", "role": "member"}
+    )
+
+    assert response.status_code == HTTPStatus.OK
+    assert "invite them to the organization first" in response.content.decode()
+    assert not ProjectMember.objects.filter(project=tenant.project, user=mallory).exists()
+
+
+def test_the_tokens_page_shows_a_new_token_once(web, alice):
+    client = web(alice)
+
+    created = client.post(
+        "/settings/tokens/", {"name": "laptop", "scope": "read", "expires_in_days": "30"}
+    )
+    token = ApiToken.objects.get(user=alice)
+    raw = created.context["new_token"]
+    later = client.get("/settings/tokens/")
+
+    assert created.status_code == HTTPStatus.OK
+    assert raw in created.content.decode()
+    assert created["Cache-Control"] == "no-store"
+    assert token.token_hash == hash_token(raw)
+    assert token.scope == "read"
+    assert token.expires_at is not None
+    assert later.status_code == HTTPStatus.OK
+    assert raw not in later.content.decode()
+    assert "laptop" in later.content.decode()
+
+
+def test_revoking_a_token_from_the_page(web, alice):
+    token, _raw = services.api_token_create(actor=alice, name="old")
+
+    response = web(alice).post(f"/settings/tokens/{token.uuid}/revoke/")
+
+    assert response.status_code == HTTPStatus.FOUND
+    token.refresh_from_db()
+    assert token.revoked_at is not None
+
+
+def test_pages_need_a_signed_in_user(client, tenant):
+    for url in (
+        "/organizations/",
+        "/projects/",
+        "/settings/tokens/",
+        f"/projects/{tenant.project.uuid}/",
+    ):
+        response = client.get(url)
+        assert response.status_code == HTTPStatus.FOUND, url
+        assert response["Location"].startswith("/accounts/login/"), url
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "data"),
+    [
+        ("get", "/organizations/{org}/", None),
+        (
+            "post",
+            "/organizations/{org}/invite/",
+            {"email": "m@evil.example", "org_role": "member", "project_role": "member"},
+        ),
+        ("post", "/organizations/{org}/members/{bob}/role/", {"role": "admin"}),
+        ("post", "/organizations/{org}/members/{bob}/remove/", {}),
+        ("post", "/organizations/{org}/invitations/{invitation}/revoke/", {}),
+        ("get", "/projects/{project}/", None),
+        ("post", "/projects/{project}/members/add/", {"user": "mallory", "role": "pi"}),
+        ("post", "/projects/{project}/members/{bob}/role/", {"role": "pi"}),
+        ("post", "/projects/{project}/members/{bob}/remove/", {}),
+        ("post", "/settings/tokens/{token}/revoke/", {}),
+    ],
+)
+def test_another_tenants_pages_answer_404(
+    web, mallory, mallory_tenant, alice, bob, tenant, method, path, data
+):
+    token, _raw = services.api_token_create(actor=alice, name="alice's")
+    invitation, _ = services.invitation_create(
+        actor=alice, organization=tenant.org, email="carol@uni.example"
+    )
+    url = path.format(
+        org=tenant.org.uuid,
+        project=tenant.project.uuid,
+        bob=bob.id,
+        token=token.uuid,
+        invitation=invitation.uuid,
+    )
+
+    client = web(mallory)
+    response = client.get(url) if method == "get" else client.post(url, data)
+
+    assert response.status_code == HTTPStatus.NOT_FOUND
+    assert Membership.objects.get(organization=tenant.org, user=bob).role == "member"
+    assert ProjectMember.objects.get(project=tenant.project, user=bob).role == "member"
+    assert Invitation.objects.filter(organization=tenant.org).count() == 1
+    invitation.refresh_from_db()
+    assert invitation.revoked_at is None
+    token.refresh_from_db()
+    assert token.revoked_at is None
+
+
+def test_the_navigation_links_to_the_account_pages(web, alice):
+    response = web(alice).get("/organizations/")
+
+    page = response.content.decode()
+    assert 'href="/projects/"' in page
+    assert 'href="/settings/tokens/"' in page
