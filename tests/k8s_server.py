@@ -185,7 +185,7 @@ class FakeKubernetes:
         self.requests: list[tuple[str, str, dict[str, list[str]]]] = []
         self.deletions: list[tuple[str, str, str]] = []  # (namespace, job, propagation)
         self.created_jobs: list[dict[str, Any]] = []  # every accepted Job body, as sent
-        self.faults: list[tuple[str, re.Pattern[str], int]] = []
+        self.faults: list[tuple[str, re.Pattern[str], int, bool]] = []
         self._version = 0
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -215,9 +215,10 @@ class FakeKubernetes:
             self._server.server_close()
             self._server = None
 
-    def fail_next(self, method: str, path_pattern: str, code: int) -> None:
-        """Answer the next matching request with `code` (e.g. 500, 403) instead."""
-        self.faults.append((method.upper(), re.compile(path_pattern), code))
+    def fail_next(self, method: str, path_pattern: str, code: int, *, after: bool = False) -> None:
+        """Answer the next matching request with `code` (e.g. 500, 403) instead; with
+        `after`, carry the request out first (the answer is what gets lost)."""
+        self.faults.append((method.upper(), re.compile(path_pattern), code, after))
 
     def calls(self, method: str | None = None, path: str | None = None) -> list[str]:
         """Paths of recorded requests, filtered by method and exact path or regex."""
@@ -236,22 +237,31 @@ class FakeKubernetes:
     ) -> tuple[int, Any]:
         with self.lock:
             self.requests.append((method, path, query))
-            for i, (fault_method, pattern, code) in enumerate(self.faults):
+            fault = None
+            for i, (fault_method, pattern, code, after) in enumerate(self.faults):
                 if fault_method == method and pattern.fullmatch(path):
                     del self.faults[i]
                     reason = "InternalError" if code >= 500 else "Forbidden"
-                    raise ApiError(code, reason, f"injected fault {code}")
+                    fault = ApiError(code, reason, f"injected fault {code}")
+                    if not after:
+                        raise fault
+                    break
             if self.token is not None and auth != f"Bearer {self.token}":
                 raise ApiError(401, "Unauthorized", "Unauthorized")
-            q = {k: v[-1] for k, v in query.items()}
-            for pattern, handlers in self._routes():
-                match = re.fullmatch(pattern, path)
-                if match:
-                    handler = handlers.get(method)
-                    if handler is None:
-                        raise ApiError(405, "MethodNotAllowed", f"{method} is not supported")
-                    return handler(*match.groups(), query=q, body=body)  # type: ignore[no-any-return]
-            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+            answer = self._route(method, path, {k: v[-1] for k, v in query.items()}, body)
+            if fault is not None:
+                raise fault
+            return answer
+
+    def _route(self, method: str, path: str, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        for pattern, handlers in self._routes():
+            match = re.fullmatch(pattern, path)
+            if match:
+                handler = handlers.get(method)
+                if handler is None:
+                    raise ApiError(405, "MethodNotAllowed", f"{method} is not supported")
+                return handler(*match.groups(), query=query, body=body)  # type: ignore[no-any-return]
+        raise ApiError(404, "NotFound", "the server could not find the requested resource")
 
     def _routes(self) -> list[tuple[str, dict[str, Any]]]:
         ns = r"([^/]+)"

@@ -123,3 +123,19 @@ def test_a_good_job_passes(kube):
 def test_a_job_the_cluster_would_refuse_names_the_field(kube, fields, field):
     errors = kube.validate_spec(_spec(**fields))
     assert [f for f, _ in errors] == [field], errors
+
+
+def test_the_system_check_reports_a_kubernetes_cluster_with_bad_options(db):
+    from portal.checks import check_cluster_backends
+    from quotas.models import Cluster
+    from tests import factories
+
+    factories.ClusterFactory(
+        name="kube-bad", kind=Cluster.Kind.KUBERNETES, options={**GOOD, "token": "eyJhbGciOi"}
+    )
+    factories.ClusterFactory(name="kube-good", kind=Cluster.Kind.KUBERNETES, options=GOOD)
+
+    messages = [m.msg for m in check_cluster_backends()]
+
+    assert any("kube-bad" in m and "Never store a token" in m for m in messages), messages
+    assert not any("kube-good" in m for m in messages)
