@@ -3,12 +3,13 @@ ledger back as the reconcile rules see it."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import Group
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from accounts.models import User
@@ -77,7 +78,7 @@ def assert_reconciles() -> None:
 
 
 def request_body(project: Any, cluster: Cluster, **overrides: Any) -> dict[str, Any]:
-    today = date.today()
+    today = timezone.now().date()
     body = {
         "project": str(project.uuid),
         "title": "Protein folding at scale",
@@ -93,8 +94,10 @@ def request_body(project: Any, cluster: Cluster, **overrides: Any) -> dict[str, 
     return body
 
 
-def draft_request(project: Any, cluster: Cluster, actor: User, **overrides: Any) -> AllocationRequest:
-    today = date.today()
+def draft_request(
+    project: Any, cluster: Cluster, actor: User, **overrides: Any
+) -> AllocationRequest:
+    today = timezone.now().date()
     fields: dict[str, Any] = {
         "title": "Protein folding at scale",
         "amount": Decimal("5000"),
