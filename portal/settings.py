@@ -349,6 +349,11 @@ STRIPE_WEBHOOK_TOLERANCE_SECONDS = env.int("STRIPE_WEBHOOK_TOLERANCE_SECONDS", d
 STRIPE_METER_EVENT_NAME = env.str("STRIPE_METER_EVENT_NAME", default="gpu_commons_su")
 BILLING_PAYMENT_GRACE_DAYS = env.int("BILLING_PAYMENT_GRACE_DAYS", default=7)
 
+# Quotas: reconcile_ledger reports open holds older than this when no hold owner check is
+# registered; QUOTAS_HOLD_OWNER_CHECK is an optional dotted path to such a check.
+QUOTAS_STALE_HOLD_DAYS = env.int("QUOTAS_STALE_HOLD_DAYS", default=14)
+QUOTAS_HOLD_OWNER_CHECK = env.str("QUOTAS_HOLD_OWNER_CHECK", default="")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
