@@ -6,8 +6,9 @@ through a selector scoped to the caller, so another tenant's UUID answers 404.
 
 from __future__ import annotations
 
+import uuid as uuid_lib
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import generics, serializers
@@ -28,6 +29,8 @@ from accounts.models import (
 )
 from portal.api import StrictFieldsMixin
 from portal.errors import DomainError, NotFound
+
+NIL_UUID = uuid_lib.UUID(int=0)
 
 # --- serializers --------------------------------------------------------------------------
 
@@ -78,7 +81,7 @@ class OrganizationDetailSerializer(OrganizationSerializer):
         read_only_fields = fields
 
     @extend_schema_field(MembershipSerializer(many=True))
-    def get_members(self, org: Organization) -> list[dict[str, Any]]:
+    def get_members(self, org: Organization) -> Any:
         return MembershipSerializer(selectors.organization_memberships(org), many=True).data
 
 
@@ -230,17 +233,22 @@ class MeSerializer(serializers.ModelSerializer[User]):
         read_only_fields = fields
 
     @extend_schema_field(OrganizationSerializer(many=True))
-    def get_organizations(self, user: User) -> list[dict[str, Any]]:
+    def get_organizations(self, user: User) -> Any:
         orgs = selectors.organizations_for_user(user).order_by("name")
         return OrganizationSerializer(orgs, many=True).data
 
     @extend_schema_field(ProjectSerializer(many=True))
-    def get_projects(self, user: User) -> list[dict[str, Any]]:
+    def get_projects(self, user: User) -> Any:
         projects = selectors.projects_for_user(user).order_by("organization__name", "name")
         return ProjectSerializer(projects, many=True).data
 
 
 # --- helpers ----------------------------------------------------------------------------
+
+
+def _actor(request: Request) -> User:
+    # Every view here requires an authenticated user (IsAuthenticated is the default).
+    return cast(User, request.user)
 
 
 def _valid(serializer_class: type[serializers.Serializer[Any]], request: Request) -> dict[str, Any]:
@@ -261,7 +269,7 @@ def _require_role(role_value: str, choices: list[str]) -> str:
 class MeView(APIView):
     @extend_schema(responses=MeSerializer, summary="The caller, their organizations and projects")
     def get(self, request: Request) -> Response:
-        return Response(MeSerializer(request.user).data)
+        return Response(MeSerializer(_actor(request)).data)
 
 
 class OrganizationListView(generics.ListAPIView[Organization]):
@@ -277,7 +285,7 @@ class OrganizationListView(generics.ListAPIView[Organization]):
     )
     def post(self, request: Request) -> Response:
         org = services.org_create(
-            actor=request.user, **_valid(OrganizationCreateSerializer, request)
+            actor=_actor(request), **_valid(OrganizationCreateSerializer, request)
         )
         org = selectors.organization_get_for_user(request.user, org.uuid)
         return Response(OrganizationSerializer(org).data, status=HTTPStatus.CREATED)
@@ -312,14 +320,14 @@ class OrganizationMemberDetailView(APIView):
         membership = _org_membership(request.user, uuid, user_id)
         role = _require_role(_valid(RoleSerializer, request)["role"], Membership.Role.values)
         membership = services.membership_role_change(
-            actor=request.user, membership=membership, role=role
+            actor=_actor(request), membership=membership, role=role
         )
         return Response(MembershipSerializer(membership).data)
 
     @extend_schema(request=None, responses={HTTPStatus.NO_CONTENT: None})
     def delete(self, request: Request, uuid: str, user_id: int) -> Response:
         membership = _org_membership(request.user, uuid, user_id)
-        services.membership_remove(actor=request.user, membership=membership)
+        services.membership_remove(actor=_actor(request), membership=membership)
         return Response(status=HTTPStatus.NO_CONTENT)
 
 
@@ -346,7 +354,7 @@ class OrganizationInvitationListView(generics.ListAPIView[Invitation]):
             if project.organization_id != org.pk:
                 raise NotFound("Project not found", field="project")
         invitation, _raw = services.invitation_create(
-            actor=request.user,
+            actor=_actor(request),
             organization=org,
             email=data["email"],
             org_role=data["org_role"],
@@ -362,12 +370,12 @@ class OrganizationInvitationDetailView(APIView):
         org = selectors.organization_get_for_user(request.user, uuid)
         invitation = (
             selectors.organization_invitations_pending(org)
-            .filter(uuid=selectors.as_uuid(invitation_uuid))
+            .filter(uuid=selectors.as_uuid(invitation_uuid) or NIL_UUID)
             .first()
         )
         if invitation is None:
             raise NotFound("Invitation not found")
-        services.invitation_revoke(actor=request.user, invitation=invitation)
+        services.invitation_revoke(actor=_actor(request), invitation=invitation)
         return Response(status=HTTPStatus.NO_CONTENT)
 
 
@@ -379,7 +387,7 @@ class InvitationAcceptView(APIView):
     )
     def post(self, request: Request) -> Response:
         token = _valid(InvitationAcceptSerializer, request)["token"]
-        invitation = services.invitation_accept(actor=request.user, raw_token=token)
+        invitation = services.invitation_accept(actor=_actor(request), raw_token=token)
         return Response(InvitationSerializer(invitation).data)
 
 
@@ -400,7 +408,7 @@ class ProjectListView(generics.ListAPIView[Project]):
             org = selectors.organization_get_for_user(request.user, data.pop("organization"))
         except NotFound:
             raise NotFound("Organization not found", field="organization") from None
-        project = services.project_create(actor=request.user, organization=org, **data)
+        project = services.project_create(actor=_actor(request), organization=org, **data)
         project = selectors.project_get_for_user(request.user, project.uuid)
         return Response(ProjectSerializer(project).data, status=HTTPStatus.CREATED)
 
@@ -436,7 +444,7 @@ class ProjectMemberListView(generics.ListAPIView[ProjectMember]):
                 field=field,
             )
         member = services.project_member_add(
-            actor=request.user, project=project, user=user, role=data["role"]
+            actor=_actor(request), project=project, user=user, role=data["role"]
         )
         return Response(ProjectMemberSerializer(member).data, status=HTTPStatus.CREATED)
 
@@ -454,13 +462,15 @@ class ProjectMemberDetailView(APIView):
     def patch(self, request: Request, uuid: str, user_id: int) -> Response:
         member = _project_member(request.user, uuid, user_id)
         role = _require_role(_valid(RoleSerializer, request)["role"], ProjectMember.Role.values)
-        member = services.project_member_role_change(actor=request.user, member=member, role=role)
+        member = services.project_member_role_change(
+            actor=_actor(request), member=member, role=role
+        )
         return Response(ProjectMemberSerializer(member).data)
 
     @extend_schema(request=None, responses={HTTPStatus.NO_CONTENT: None})
     def delete(self, request: Request, uuid: str, user_id: int) -> Response:
         member = _project_member(request.user, uuid, user_id)
-        services.project_member_remove(actor=request.user, member=member)
+        services.project_member_remove(actor=_actor(request), member=member)
         return Response(status=HTTPStatus.NO_CONTENT)
 
 
@@ -477,7 +487,7 @@ class ApiTokenListView(generics.ListAPIView[ApiToken]):
     )
     def post(self, request: Request) -> Response:
         token, raw = services.api_token_create(
-            actor=request.user, **_valid(ApiTokenCreateSerializer, request)
+            actor=_actor(request), **_valid(ApiTokenCreateSerializer, request)
         )
         token.token = raw  # type: ignore[attr-defined]
         return Response(ApiTokenCreatedSerializer(token).data, status=HTTPStatus.CREATED)
@@ -497,5 +507,5 @@ class ApiTokenDetailView(APIView):
     )
     def delete(self, request: Request, uuid: str) -> Response:
         token = selectors.api_token_get_for_user(request.user, uuid)
-        services.api_token_revoke(actor=request.user, token=token)
+        services.api_token_revoke(actor=_actor(request), token=token)
         return Response(status=HTTPStatus.NO_CONTENT)

@@ -54,6 +54,14 @@ def organizations_for_user(user: AnyUser) -> QuerySet[Organization]:
     return Organization.objects.filter(pk__in=member_of).annotate(my_role=Subquery(role))
 
 
+def organizations_managed_by(user: AnyUser) -> QuerySet[Organization]:
+    """The user's organizations where they are an owner or admin."""
+    if not user.is_authenticated:
+        return Organization.objects.none()
+    managed = Membership.objects.filter(user=user, role__in=ORG_MANAGERS).values("organization_id")
+    return organizations_for_user(user).filter(pk__in=managed)
+
+
 def organization_get_for_user(user: AnyUser, org_uuid: Any) -> Organization:
     """One of the user's organizations, or NotFound (never a hint that it exists)."""
     value = as_uuid(org_uuid)

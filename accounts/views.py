@@ -8,7 +8,7 @@ services become form errors or flash messages.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from django import forms
 from django.contrib import messages
@@ -27,10 +27,15 @@ from accounts.forms import (
     ProjectMemberAddForm,
     ProjectRoleForm,
 )
-from accounts.models import Membership, Organization, Project, ProjectMember
+from accounts.models import Membership, Organization, Project, ProjectMember, User
 from portal.errors import DomainError, NotFound
 
 T = TypeVar("T")
+
+
+def _actor(request: HttpRequest) -> User:
+    # Every view here is behind login_required.
+    return cast(User, request.user)
 
 
 def _visible(fetch: Callable[..., T], *args: Any) -> T:
@@ -74,7 +79,7 @@ def organization_create(request: HttpRequest) -> HttpResponse:
     form = OrganizationForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            org = services.org_create(actor=request.user, **form.cleaned_data)
+            org = services.org_create(actor=_actor(request), **form.cleaned_data)
         except DomainError as exc:
             _form_error(form, exc)
         else:
@@ -122,7 +127,7 @@ def organization_invite(request: HttpRequest, uuid: str) -> HttpResponse:
     if form.is_valid():
         try:
             invitation, _raw = services.invitation_create(
-                actor=request.user, organization=org, **form.cleaned_data
+                actor=_actor(request), organization=org, **form.cleaned_data
             )
         except NotFound as exc:
             raise Http404(exc.detail) from None
@@ -145,7 +150,7 @@ def invitation_revoke(request: HttpRequest, uuid: str, invitation_uuid: str) -> 
         raise Http404("Invitation not found")
     _run(
         request,
-        lambda: services.invitation_revoke(actor=request.user, invitation=invitation),
+        lambda: services.invitation_revoke(actor=_actor(request), invitation=invitation),
         f"Invitation of {invitation.email} revoked.",
     )
     return redirect("accounts:organization_detail", uuid=org.uuid)
@@ -171,7 +176,7 @@ def organization_member_role(request: HttpRequest, uuid: str, user_id: int) -> H
         _run(
             request,
             lambda: services.membership_role_change(
-                actor=request.user, membership=membership, role=role
+                actor=_actor(request), membership=membership, role=role
             ),
             f"{membership.user.username} is now {Membership.Role(role).label.lower()}.",
         )
@@ -185,7 +190,7 @@ def organization_member_remove(request: HttpRequest, uuid: str, user_id: int) ->
     leaving = membership.user_id == request.user.pk
     done = _run(
         request,
-        lambda: services.membership_remove(actor=request.user, membership=membership),
+        lambda: services.membership_remove(actor=_actor(request), membership=membership),
         "You left the organization." if leaving else f"{membership.user.username} removed.",
     )
     if done and leaving:
@@ -197,11 +202,7 @@ def organization_member_remove(request: HttpRequest, uuid: str, user_id: int) ->
 
 
 def _manageable_organizations(request: HttpRequest) -> Any:
-    return (
-        selectors.organizations_for_user(request.user)
-        .filter(my_role__in=selectors.ORG_MANAGERS)
-        .order_by("name")
-    )
+    return selectors.organizations_managed_by(request.user).order_by("name")
 
 
 @login_required
@@ -224,7 +225,7 @@ def project_create(request: HttpRequest) -> HttpResponse:
         data = dict(form.cleaned_data)
         try:
             project = services.project_create(
-                actor=request.user, organization=data.pop("organization"), **data
+                actor=_actor(request), organization=data.pop("organization"), **data
             )
         except DomainError as exc:
             _form_error(form, exc)
@@ -275,7 +276,10 @@ def project_member_add(request: HttpRequest, uuid: str) -> HttpResponse:
         else:
             try:
                 services.project_member_add(
-                    actor=request.user, project=project, user=user, role=form.cleaned_data["role"]
+                    actor=_actor(request),
+                    project=project,
+                    user=user,
+                    role=form.cleaned_data["role"],
                 )
             except NotFound as exc:
                 raise Http404(exc.detail) from None
@@ -307,7 +311,7 @@ def project_member_role(request: HttpRequest, uuid: str, user_id: int) -> HttpRe
         _run(
             request,
             lambda: services.project_member_role_change(
-                actor=request.user, member=member, role=role
+                actor=_actor(request), member=member, role=role
             ),
             f"{member.user.username} is now {ProjectMember.Role(role).label}.",
         )
@@ -321,7 +325,7 @@ def project_member_remove(request: HttpRequest, uuid: str, user_id: int) -> Http
     leaving = member.user_id == request.user.pk
     done = _run(
         request,
-        lambda: services.project_member_remove(actor=request.user, member=member),
+        lambda: services.project_member_remove(actor=_actor(request), member=member),
         "You left the project." if leaving else f"{member.user.username} removed.",
     )
     if (
@@ -343,7 +347,7 @@ def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
     error, status = None, 200
     if request.method == "POST":
         try:
-            services.invitation_accept(actor=request.user, raw_token=token)
+            services.invitation_accept(actor=_actor(request), raw_token=token)
         except DomainError as exc:
             error, status = exc.detail, exc.status
         else:
@@ -370,7 +374,7 @@ def api_tokens(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         try:
             _token, new_token = services.api_token_create(
-                actor=request.user,
+                actor=_actor(request),
                 name=form.cleaned_data["name"],
                 scope=form.cleaned_data["scope"],
                 expires_at=form.expires_at(),
@@ -397,7 +401,7 @@ def api_token_revoke(request: HttpRequest, uuid: str) -> HttpResponse:
     token = _visible(selectors.api_token_get_for_user, request.user, uuid)
     _run(
         request,
-        lambda: services.api_token_revoke(actor=request.user, token=token),
+        lambda: services.api_token_revoke(actor=_actor(request), token=token),
         f"Token {token.name} revoked.",
     )
     return redirect("accounts:api_tokens")

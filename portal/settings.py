@@ -285,6 +285,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "OrganizationRoleEnum": "accounts.models.Membership.Role",
         "ProjectRoleEnum": "accounts.models.ProjectMember.Role",
+        "OrganizationKindEnum": "accounts.models.Organization.Kind",
     },
 }
 
