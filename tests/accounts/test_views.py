@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from http import HTTPStatus
 
 import pytest
@@ -329,3 +330,34 @@ def test_the_navigation_links_to_the_account_pages(web, alice):
     page = response.content.decode()
     assert 'href="/projects/"' in page
     assert 'href="/settings/tokens/"' in page
+
+
+def test_an_invitee_without_an_account_signs_up_verifies_and_lands_on_the_invitation(
+    client, alice, tenant, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        _invitation, raw = services.invitation_create(
+            actor=alice, organization=tenant.org, email="carol@uni.example"
+        )
+    invitation_path = f"/invitations/{raw}/"
+    to_login = client.get(invitation_path)
+    assert to_login["Location"] == f"/accounts/login/?next={invitation_path}"
+
+    client.post(
+        "/accounts/signup/",
+        {
+            "email": "carol@uni.example",
+            "username": "carol",
+            "password1": "a long passphrase for carol 42",
+            "password2": "a long passphrase for carol 42",
+            "next": invitation_path,
+        },
+    )
+    link = re.search(r"http://testserver(/accounts/confirm-email/[^/\s]+/)", mail.outbox[-1].body)
+    assert link is not None
+    confirmed = client.post(link.group(1))
+    assert confirmed["Location"] == invitation_path
+    accepted = client.post(invitation_path)
+
+    assert accepted.status_code == HTTPStatus.FOUND
+    assert Membership.objects.get(organization=tenant.org, user__username="carol").role == "member"
