@@ -5,7 +5,7 @@ driven by a controllable clock. The real `kubernetes` client talks to it over HT
 Served (JSON unless noted):
     /api/v1/namespaces                               GET list, POST
     /api/v1/namespaces/{ns}                          GET
-    /api/v1/namespaces/{ns}/configmaps[/{name}]      POST, GET, DELETE
+    /api/v1/namespaces/{ns}/configmaps[/{name}]      POST, GET, PATCH (merge), DELETE
     /api/v1/namespaces/{ns}/resourcequotas[/{name}]  POST, GET, PUT
     /apis/batch/v1/jobs                              GET (all namespaces)
     /apis/batch/v1/namespaces/{ns}/jobs[/{name}]     POST, GET (list), GET, DELETE
@@ -271,7 +271,7 @@ class FakeKubernetes:
             (rf"/api/v1/namespaces/{ns}/configmaps", {"POST": self._create_cm}),
             (
                 rf"/api/v1/namespaces/{ns}/configmaps/{ns}",
-                {"GET": self._read_cm, "DELETE": self._delete_cm},
+                {"GET": self._read_cm, "DELETE": self._delete_cm, "PATCH": self._patch_cm},
             ),
             (rf"/api/v1/namespaces/{ns}/resourcequotas", {"POST": self._create_quota}),
             (
@@ -423,6 +423,26 @@ class FakeKubernetes:
         if (namespace, name) not in self.configmaps:
             raise _not_found("configmaps", "", name)
         return 200, copy.deepcopy(self.configmaps[(namespace, name)])
+
+    def _patch_cm(
+        self, namespace: str, name: str, *, query: dict[str, str], body: Any
+    ) -> tuple[int, Any]:
+        """A merge patch of metadata labels/annotations/ownerReferences and data."""
+        obj = self.configmaps.get((namespace, name))
+        if obj is None:
+            raise _not_found("configmaps", "", name)
+        patch = body or {}
+        meta = patch.get("metadata") or {}
+        for key in ("labels", "annotations"):
+            if key in meta:
+                obj["metadata"].setdefault(key, {}).update(meta[key])
+        if "ownerReferences" in meta:
+            obj["metadata"]["ownerReferences"] = copy.deepcopy(meta["ownerReferences"])
+        if "data" in patch:
+            obj.setdefault("data", {}).update(patch["data"])
+        self._version += 1
+        obj["metadata"]["resourceVersion"] = str(self._version)
+        return 200, copy.deepcopy(obj)
 
     def _delete_cm(
         self, namespace: str, name: str, *, query: dict[str, str], body: Any
@@ -1077,6 +1097,9 @@ def _handler(server: FakeKubernetes) -> type[BaseHTTPRequestHandler]:
 
         def do_DELETE(self) -> None:
             self._serve("DELETE")
+
+        def do_PATCH(self) -> None:
+            self._serve("PATCH")
 
         # BaseHTTPRequestHandler sets its own Date header; ours (the fake clock) wins.
         def date_time_string(self, timestamp: float | None = None) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import threading
 import time
@@ -53,6 +54,8 @@ from jobs.backends.kubernetes.objects import (
     status_from_job,
     usage_from_job,
 )
+
+logger = logging.getLogger(__name__)
 
 
 class KubernetesBackend(ComputeBackend):
@@ -131,7 +134,7 @@ class KubernetesBackend(ComputeBackend):
         if env_name := self.options.get("token_env"):
             token = os.environ.get(env_name, "").strip()
             if not token:
-                raise BackendError(
+                raise BackendUnavailable(
                     f"Cluster {self.name}: environment variable {env_name} is empty."
                 )
             return token
@@ -141,7 +144,7 @@ class KubernetesBackend(ComputeBackend):
             if self._token_cache is None or self._token_cache[0] != mtime:
                 self._token_cache = (mtime, path.read_text().strip())
         except OSError as exc:
-            raise BackendError(f"Cluster {self.name}: cannot read token file: {exc}") from exc
+            raise BackendUnavailable(f"Cluster {self.name}: cannot read token file: {exc}") from exc
         return self._token_cache[1]
 
     def _batch(self) -> Any:
@@ -172,7 +175,8 @@ class KubernetesBackend(ComputeBackend):
         except ApiException as exc:
             status = exc.status or 0
             message = _status_message(exc)
-            if status == 0 or status == 429 or status >= 500:
+            # 401 is an expired or rotated token, not the job's fault: retry rather than reject.
+            if status in (0, 401, 429) or status >= 500:
                 raise BackendUnavailable(
                     f"Kubernetes API of {self.name} failed to {action}: {message}"
                 ) from exc
@@ -207,18 +211,24 @@ class KubernetesBackend(ComputeBackend):
         self._ensure_namespace(namespace, spec.project)
         manifest = build_job_manifest(spec, self.options, namespace)
         name = manifest["metadata"]["name"]
+        if spec.script:
+            # Before the Job: its pod must find the script even if our answer gets lost and the
+            # retry finds the Job instead of submitting it again.
+            self._create_script(namespace, spec)
         created = self._create_job(namespace, manifest)
         if created is None and not self.options.get("namespace"):
             # The namespace vanished since this process made it: make it again, once.
             self._namespaces_ready.discard(namespace)
             self._ensure_namespace(namespace, spec.project)
+            if spec.script:
+                self._create_script(namespace, spec)
             created = self._create_job(namespace, manifest)
         if created is None:
             raise BackendError(f"Namespace {namespace} does not exist on cluster {self.name}.")
         if created.get("kind") != "Job":  # 409: an earlier attempt created it
             created = self._existing_job(namespace, name, spec.uuid)
         if spec.script:
-            self._create_script(namespace, spec, created)
+            self._adopt_script(namespace, spec, created)
         return f"{namespace}/{name}"
 
     def _create_job(self, namespace: str, manifest: dict[str, Any]) -> dict[str, Any] | None:
@@ -254,12 +264,11 @@ class KubernetesBackend(ComputeBackend):
             raise BackendError(f"Job {namespace}/{name} exists but belongs to {owner!r}.")
         return job
 
-    def _create_script(self, namespace: str, spec: JobSpec, job: Mapping[str, Any]) -> None:
-        """The script as a ConfigMap owned by the Job, so it goes when the Job goes."""
+    def _create_script(self, namespace: str, spec: JobSpec) -> None:
+        """The script as a ConfigMap the pod mounts and runs with /bin/sh."""
         from kubernetes import client
         from kubernetes.client.exceptions import ApiException
 
-        meta = job.get("metadata") or {}
         body = {
             "apiVersion": "v1",
             "kind": "ConfigMap",
@@ -267,14 +276,6 @@ class KubernetesBackend(ComputeBackend):
                 "name": script_configmap_name(spec.uuid),
                 "namespace": namespace,
                 "labels": {MANAGED_BY_LABEL: MANAGER, UUID_LABEL: str(spec.uuid)},
-                "ownerReferences": [
-                    {
-                        "apiVersion": "batch/v1",
-                        "kind": "Job",
-                        "name": meta.get("name", job_name(spec.uuid)),
-                        "uid": meta.get("uid", ""),
-                    }
-                ],
             },
             "data": {SCRIPT_KEY: spec.script},
         }
@@ -289,6 +290,28 @@ class KubernetesBackend(ComputeBackend):
             except ApiException as exc:
                 if exc.status != 409:  # already stored by an earlier attempt
                     raise
+
+    def _adopt_script(self, namespace: str, spec: JobSpec, job: Mapping[str, Any]) -> None:
+        """Make the Job own its script, so the garbage collector removes both together (TTL,
+        cancel). Best effort: a script left unowned is small, labelled, and harmless."""
+        meta = job.get("metadata") or {}
+        owner = {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "name": meta.get("name", job_name(spec.uuid)),
+            "uid": meta.get("uid", ""),
+        }
+        try:
+            with self._calling("attach the script to its Job"):
+                self._core().patch_namespaced_config_map(
+                    script_configmap_name(spec.uuid),
+                    namespace,
+                    {"metadata": {"ownerReferences": [owner]}},
+                    _preload_content=False,
+                    _request_timeout=self._timeout,
+                )
+        except (BackendError, BackendUnavailable):
+            logger.warning("Script of job %s left without an owner", spec.uuid, exc_info=True)
 
     def _ensure_namespace(self, namespace: str, project: str) -> None:
         """Create the project's namespace (and GPU quota) on first use; cached per process."""

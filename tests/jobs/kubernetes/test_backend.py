@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,19 @@ def test_the_script_travels_in_a_configmap_owned_by_the_job(backend, k8s):
     assert configmap["metadata"]["ownerReferences"][0]["uid"] == job["metadata"]["uid"]
 
 
+def test_a_job_found_after_a_lost_answer_still_runs_its_script(backend, k8s):
+    spec = _spec(script="echo found\n")
+    k8s.fail_next("POST", r"/apis/batch/v1/namespaces/[^/]+/jobs", 503, after=True)
+    with pytest.raises(BackendUnavailable):
+        backend.submit(spec)
+    ref = JobRef(uuid=spec.uuid, backend_id=backend.find([spec.uuid])[spec.uuid], cluster_user="a")
+
+    k8s.advance(5)
+
+    assert backend.poll([ref])[ref.backend_id].state == "completed"
+    assert backend.read_log(ref, "stdout", 0, 100).data == b"found\n"
+
+
 def test_the_namespace_is_created_once_per_project(backend, k8s):
     _submit(backend)
     _submit(backend)
@@ -116,11 +130,12 @@ def test_a_server_error_or_no_server_is_transient(backend, k8s):
         backend.poll([JobRef(uuid=uuid.uuid4(), backend_id="gpuc-folding/x", cluster_user="a")])
 
 
-def test_a_wrong_token_is_refused(k8s, results_dir, monkeypatch):
-    monkeypatch.setenv("GPUC_TEST_K8S_TOKEN", "stolen")
+def test_a_refused_token_is_retried_later_not_blamed_on_the_job(k8s, results_dir, monkeypatch):
+    monkeypatch.setenv("GPUC_TEST_K8S_TOKEN", "expired")
     backend = KubernetesBackend(name="kube", options=k8s_options(k8s, results_dir))
-    with pytest.raises(BackendError, match="Unauthorized"):
+    with pytest.raises(BackendUnavailable, match="Unauthorized"):
         _submit(backend)
+    assert k8s.created_jobs == []
 
 
 def test_a_token_file_is_reread_when_it_is_rotated(k8s, results_dir, tmp_path):
@@ -132,17 +147,15 @@ def test_a_token_file_is_reread_when_it_is_rotated(k8s, results_dir, tmp_path):
     k8s.token = "old-token"
     assert backend.find([uuid.uuid4()]) == {}
     token_file.write_text("new-token\n")
-    import os
-
     os.utime(token_file, (1, 1))  # a different mtime, as a rotation makes
     k8s.token = "new-token"
     assert backend.find([uuid.uuid4()]) == {}
 
 
-def test_an_empty_token_variable_is_a_configuration_error(k8s, results_dir, monkeypatch):
+def test_an_empty_token_variable_waits_for_the_operator(k8s, results_dir, monkeypatch):
     monkeypatch.delenv("GPUC_TEST_K8S_TOKEN", raising=False)
     backend = KubernetesBackend(name="kube", options=k8s_options(k8s, results_dir))
-    with pytest.raises(BackendError, match="GPUC_TEST_K8S_TOKEN is empty"):
+    with pytest.raises(BackendUnavailable, match="GPUC_TEST_K8S_TOKEN is empty"):
         backend.find([uuid.uuid4()])
 
 
