@@ -36,7 +36,17 @@ Behaviour worth knowing:
 - The time limit is the Job's activeDeadlineSeconds: for arrays it covers the whole array
   (Kubernetes enforces it per Job), and usage is wall time x min(parallelism, completions).
 - Kubernetes merges stderr into stdout: the "stderr" stream is always empty with eof. For
-  arrays, stream "stdout.<index>" reads one index ("stdout" is index 0).
+  arrays, stream "stdout.<index>" reads one index ("stdout" is index 0). Logs live as long as
+  the pods (ttl_seconds_after_finished); results live on the volume.
+- A script goes into ConfigMap gpuc-<uuid>-script before the Job is created (so a Job found
+  after a lost answer can still start), then the Job is made its owner for garbage collection.
+- A Job that disappears before it finished (deleted, or the foreground deletion completed
+  before the sync saw it) reads as cancelled at the API server's time (its Date header).
+- Connection errors, 5xx, 429 and 401 (expired or rotated token) raise BackendUnavailable:
+  the job waits. Other 4xx raise BackendError with the Status message: the job is rejected.
+- validate_spec(spec) lists (field, message) for what this cluster refuses (image outside
+  allowed_images, label-unsafe name, arrays not of the form 0-N[%P], limits); job submission
+  calls it before holding anything.
 """
 
 from __future__ import annotations
