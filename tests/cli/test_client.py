@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import stat
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from portal import cli
+from portal.cli import commands
 from tests.cli.conftest import TOKEN, FakeApi
 
 JOB_ID = "5b0e7a3c-4f3c-4a53-9b8e-2f1f0c8d7a11"
@@ -74,11 +76,12 @@ def test_submit_leaves_out_flags_not_given_so_the_server_defaults_apply(
 ) -> None:
     logged_in.on("POST", "jobs/", (201, {"id": JOB_ID, "state": "pending"}))
 
-    assert cli.main(["submit", str(script), "-p", PROJECT_ID, "-c", "sim", "--name", "x"]) == 0
+    argv = ["submit", str(script), "-p", PROJECT_ID, "-c", "sim", "-t", "1h", "--name", "x"]
+    assert cli.main(argv) == 0
 
     [request] = logged_in.seen
     assert "Idempotency-Key" not in request.headers
-    assert set(request.body) == {"project", "cluster", "name", "script"}
+    assert set(request.body) == {"project", "cluster", "name", "script", "time_limit_minutes"}
     assert request.body["name"] == "x"
 
 
@@ -92,7 +95,7 @@ def test_the_default_job_name_is_the_script_name_made_acceptable(
     (tmp_path / file_name).write_text("echo\n")
     logged_in.on("POST", "jobs/", (201, {"id": JOB_ID, "state": "pending"}))
 
-    args = ["submit", str(tmp_path / file_name), "-p", PROJECT_ID, "-c", "sim"]
+    args = ["submit", str(tmp_path / file_name), "-p", PROJECT_ID, "-c", "sim", "-t", "1h"]
     assert cli.main([*args, "--partition", "debug"]) == 0
     assert logged_in.seen[0].body["name"] == job_name
     assert logged_in.seen[0].body["partition"] == "debug"
@@ -110,7 +113,7 @@ def test_submit_resolves_a_project_slug_across_pages_of_projects(
     )
     logged_in.on("POST", "jobs/", (201, {"id": JOB_ID, "state": "pending"}))
 
-    assert cli.main(["submit", str(script), "-p", "folding", "-c", "sim"]) == 0
+    assert cli.main(["submit", str(script), "-p", "folding", "-c", "sim", "-t", "1h"]) == 0
 
     assert [s.query for s in logged_in.requests_to("projects/")] == [{}, {"cursor": "p2"}]
     assert logged_in.requests_to("jobs/")[0].body["project"] == PROJECT_ID
@@ -126,12 +129,12 @@ def test_an_ambiguous_project_slug_is_refused_naming_the_choices(
     )
     logged_in.on("POST", "jobs/", (201, {"id": JOB_ID, "state": "pending"}))
 
-    code = cli.main(["submit", str(script), "-p", "ml", "-c", "sim"])
+    code = cli.main(["submit", str(script), "-p", "ml", "-c", "sim", "-t", "1h"])
 
     assert code == cli.EXIT_ERROR
     assert "ambiguous" in capsys.readouterr().err
     assert logged_in.requests_to("jobs/") == []
-    assert cli.main(["submit", str(script), "-p", "nlp-lab/ml", "-c", "sim"]) == 0
+    assert cli.main(["submit", str(script), "-p", "nlp-lab/ml", "-c", "sim", "-t", "1h"]) == 0
     assert logged_in.requests_to("jobs/")[0].body["project"] == OTHER_PROJECT_ID
 
 
@@ -140,7 +143,9 @@ def test_an_unknown_project_slug_is_an_error(
 ) -> None:
     logged_in.on("GET", "projects/", (OK, []))
 
-    assert cli.main(["estimate", str(script), "-p", "nope", "-c", "sim"]) == cli.EXIT_ERROR
+    assert (
+        cli.main(["estimate", str(script), "-p", "nope", "-c", "sim", "-t", "1h"]) == cli.EXIT_ERROR
+    )
     assert capsys.readouterr().err == (
         "error: no project 'nope' among your projects (see 'gpuc whoami')\n"
     )
@@ -154,7 +159,7 @@ def test_submit_reads_the_script_from_stdin_with_a_dash(
     monkeypatch.setattr("sys.stdin", io.StringIO("echo hi\n"))
     logged_in.on("POST", "jobs/", (201, {"id": JOB_ID, "state": "pending"}))
 
-    assert cli.main(["submit", "-", "-p", PROJECT_ID, "-c", "sim"]) == 0
+    assert cli.main(["submit", "-", "-p", PROJECT_ID, "-c", "sim", "-t", "1h"]) == 0
     assert logged_in.seen[0].body["script"] == "echo hi\n"
     assert logged_in.seen[0].body["name"] == "stdin"
 
@@ -172,9 +177,8 @@ def test_submit_wait_follows_the_job_and_exits_with_its_exit_code(
         (OK, {"id": JOB_ID, "state": "failed", "exit_code": 3}),
     )
 
-    code = cli.main(
-        ["submit", str(script), "-p", PROJECT_ID, "-c", "sim", "--wait", "--interval", "0"]
-    )
+    argv = ["submit", str(script), "-p", PROJECT_ID, "-c", "sim", "-t", "1h", "--wait"]
+    code = cli.main([*argv, "--interval", "0"])
 
     assert code == 3
     out, err = capsys.readouterr()
@@ -216,15 +220,66 @@ def test_estimate_prints_the_cost_and_its_breakdown(
         ),
     )
 
-    code = cli.main(
-        ["estimate", str(script), "-p", PROJECT_ID, "-c", "sim", "-G", "2", "--gpu-type", "h100"]
-    )
+    argv = ["estimate", str(script), "-p", PROJECT_ID, "-c", "sim", "-t", "1h", "-G", "2"]
+    code = cli.main([*argv, "--gpu-type", "h100"])
 
     assert code == 0
     out = capsys.readouterr().out
     assert "gpu_hour:h100  3         2        6.0000" in out
     assert "Estimated cost: 6.3000 SU" in out
     assert logged_in.seen[0].body["gpus"] == 2
+
+
+def test_sbatch_lines_in_the_script_are_defaults_that_flags_override(
+    logged_in: FakeApi, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = tmp_path / "job.sh"
+    script.write_text(
+        "#!/bin/bash\n"
+        "#SBATCH --job-name=resnet --time=2:00:00\n"
+        "#SBATCH --gres=gpu:a100:4 -c 16\n"
+        "#SBATCH --mem 64G  # plenty\n"
+        "#SBATCH --output=slurm-%j.out\n"
+        "python train.py\n"
+        "#SBATCH --array=0-9\n"
+    )
+    logged_in.on("POST", "jobs/", (201, {"id": JOB_ID, "state": "pending"}))
+
+    code = cli.main(["submit", str(script), "-p", PROJECT_ID, "-c", "sim", "-t", "30", "-G", "1"])
+
+    assert code == 0
+    body = logged_in.seen[0].body
+    assert {k: body[k] for k in ("name", "time_limit_minutes", "gpus", "gpu_type", "cpus")} == {
+        "name": "resnet",
+        "time_limit_minutes": 30,
+        "gpus": 1,
+        "gpu_type": "a100",
+        "cpus": 16,
+    }
+    assert body["memory_mb"] == 64 * 1024
+    assert "array" not in body  # after the first command: sbatch stops reading there too
+    assert capsys.readouterr().err == (
+        f"warning: {script}: ignoring '#SBATCH --output=slurm-%j.out'\n"
+    )
+
+
+def test_a_job_without_any_time_limit_is_a_usage_error(
+    logged_in: FakeApi, script: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["submit", str(script), "-p", PROJECT_ID, "-c", "sim"]) == cli.EXIT_USAGE
+    assert "give a time limit with --time" in capsys.readouterr().err
+    assert logged_in.seen == []
+
+
+def test_a_bad_sbatch_line_is_a_usage_error_naming_the_line(
+    logged_in: FakeApi, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = tmp_path / "job.sh"
+    script.write_text("#!/bin/bash\n\n#SBATCH --time=soon\necho\n")
+
+    assert cli.main(["submit", str(script), "-p", PROJECT_ID, "-c", "sim"]) == cli.EXIT_USAGE
+    assert f"{script}: line 3: '#SBATCH --time': invalid time" in capsys.readouterr().err
+    assert logged_in.seen == []
 
 
 # --- errors ----------------------------------------------------------------------------
@@ -238,7 +293,7 @@ def test_insufficient_quota_prints_the_detail_and_exits_4(
         "POST", "jobs/", (402, {"detail": detail, "code": "insufficient_quota", "shortfall": "10"})
     )
 
-    code = cli.main(["submit", str(script), "-p", PROJECT_ID, "-c", "sim"])
+    code = cli.main(["submit", str(script), "-p", PROJECT_ID, "-c", "sim", "-t", "1h"])
 
     assert code == cli.EXIT_QUOTA == 4
     out, err = capsys.readouterr()
@@ -254,7 +309,7 @@ def test_a_validation_error_prints_the_detail_and_exits_1(
         (400, {"detail": "gpu_type: no such GPU type", "code": "invalid", "field": "gpu_type"}),
     )
 
-    assert cli.main(["submit", str(script), "-p", PROJECT_ID, "-c", "sim"]) == 1
+    assert cli.main(["submit", str(script), "-p", PROJECT_ID, "-c", "sim", "-t", "1h"]) == 1
     assert capsys.readouterr().err == "error: gpu_type: no such GPU type\n"
 
 
@@ -321,6 +376,7 @@ def test_commands_without_a_login_say_how_to_log_in(
     "argv",
     [
         ["submit", "train.sh", "-p", PROJECT_ID, "-c", "sim", "--mem", "lots"],
+        ["submit", "train.sh", "-p", PROJECT_ID, "-c", "sim", "--cpus", "0"],
         ["submit", "train.sh", "-p", PROJECT_ID, "-c", "sim", "--time", "0"],
         ["submit", "train.sh", "-p", PROJECT_ID, "-c", "sim", "--array", "9-0"],
         ["submit", "train.sh", "-p", PROJECT_ID, "-c", "sim", "--env", "1=2"],
@@ -343,7 +399,9 @@ def test_usage_errors_exit_2_without_calling_the_api(
 def test_a_missing_script_file_is_a_usage_error(
     logged_in: FakeApi, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = cli.main(["submit", str(tmp_path / "nope.sh"), "-p", PROJECT_ID, "-c", "sim"])
+    code = cli.main(
+        ["submit", str(tmp_path / "nope.sh"), "-p", PROJECT_ID, "-c", "sim", "-t", "1h"]
+    )
 
     assert code == cli.EXIT_USAGE
     assert "cannot read the script" in capsys.readouterr().err
@@ -377,7 +435,7 @@ def test_login_prompts_for_the_token_without_echo_when_not_given(
 ) -> None:
     api.on("GET", "me/", (OK, {"username": "alice"}))
     prompts: list[str] = []
-    monkeypatch.setattr(cli.getpass, "getpass", lambda prompt: prompts.append(prompt) or TOKEN)
+    monkeypatch.setattr(commands.getpass, "getpass", lambda prompt: prompts.append(prompt) or TOKEN)
 
     assert cli.main(["login", "--url", api.url]) == 0
     assert len(prompts) == 1
@@ -591,7 +649,7 @@ def test_results_lists_the_output_files(
     logged_in.on(
         "GET",
         f"jobs/{JOB_ID}/results/",
-        (OK, [{"path": "out/model.pt", "size": 1234, "modified_at": "2025-01-02T03:04:05Z"}]),
+        (OK, [{"path": "out/model.pt", "size": 1234, "modified": "2025-01-02T03:04:05Z"}]),
     )
 
     assert cli.main(["results", JOB_ID]) == 0
@@ -622,41 +680,65 @@ def test_a_failed_download_leaves_no_file_behind(
     assert capsys.readouterr().err == "error: Not found.\n"
 
 
-def test_balance_shows_each_allocation_and_the_total(
+def test_balance_shows_each_allocation_and_totals_the_active_ones(
     logged_in: FakeApi, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    def allocation(n: int, credited: str, held: str, charged: str, available: str) -> dict:
+    def allocation(n: int, status: str, credited: str, held: str, charged: str) -> dict:
+        available = Decimal(credited) - Decimal(held) - Decimal(charged)
         return {
             "id": f"00000000-0000-4000-8000-{n:012d}",
-            "project": {"slug": "folding"},
+            "project": PROJECT_ID,
+            "project_name": "Folding",
+            "clusters": ["local", "sim"],
             "kind": "grant",
-            "status": "active",
+            "status": status,
             "ends_at": "2026-01-01T00:00:00Z",
             "credited": credited,
             "held": held,
             "charged": charged,
-            "available": available,
+            "available": str(available),
         }
 
-    logged_in.on(
-        "GET",
-        "allocations/",
-        (
-            OK,
-            {
-                "next": None,
-                "results": [
-                    allocation(1, "1000.0000", "20.0000", "30.5000", "949.5000"),
-                    allocation(2, "50.0000", "0.0000", "0.0000", "50.0000"),
-                ],
-            },
-        ),
-    )
+    allocations = [
+        allocation(1, "active", "1000.0000", "20.0000", "30.5000"),
+        allocation(2, "active", "50.0000", "0.0000", "0.0000"),
+        allocation(3, "expired", "70.0000", "0.0000", "10.0000"),
+    ]
+    logged_in.on("GET", "allocations/", (OK, {"results": allocations}))
 
     assert cli.main(["balance", "--project", PROJECT_ID]) == 0
 
     lines = capsys.readouterr().out.splitlines()
     assert logged_in.seen[0].query == {"project": PROJECT_ID}
-    assert lines[0].split()[-4:] == ["CREDITED", "HELD", "CHARGED", "AVAILABLE"]
-    assert lines[1].split()[-5:] == ["2026-01-01", "1000.0000", "20.0000", "30.5000", "949.5000"]
-    assert lines[-1].split() == ["total", "1050.0000", "20.0000", "30.5000", "999.5000"]
+    assert lines[0].split() == [
+        "ALLOCATION", "PROJECT", "CLUSTERS", "KIND", "STATUS", "ENDS",
+        "CREDITED", "HELD", "CHARGED", "AVAILABLE",
+    ]  # fmt: skip
+    assert lines[1].split()[1:] == [
+        "Folding", "local,sim", "grant", "active", "2026-01-01",
+        "1000.0000", "20.0000", "30.5000", "949.5000",
+    ]  # fmt: skip
+    assert lines[3].split()[4] == "expired"
+    assert lines[-1].split() == ["total", "(active)", "1050.0000", "20.0000", "30.5000", "999.5000"]
+
+
+def test_clusters_lists_gpu_types_and_rates(
+    logged_in: FakeApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cluster = {
+        "name": "sim",
+        "kind": "simulated",
+        "gpu_types": ["h100", "a100"],
+        "rates": [
+            {"resource": "gpu_hour", "gpu_type": "h100", "su_per_unit": "2.000000"},
+            {"resource": "cpu_hour", "gpu_type": "", "su_per_unit": "0.100000"},
+        ],
+    }
+    logged_in.on("GET", "clusters/", (OK, {"results": [cluster]}))
+
+    assert cli.main(["clusters"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "sim  (simulated; GPU types: h100, a100)",
+        "  gpu_hour:h100           2.000000 SU",
+        "  cpu_hour                0.100000 SU",
+    ]

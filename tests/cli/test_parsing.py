@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from portal.cli import parse_array, parse_env, parse_memory, parse_time
+from portal.cli import parse_array, parse_env, parse_memory, parse_time, script_directives
 
 
 @pytest.mark.parametrize(
@@ -97,3 +97,61 @@ def test_array_accepts_slurm_specs_unchanged(text: str) -> None:
 def test_array_rejects_malformed_specs(text: str) -> None:
     with pytest.raises(ValueError, match="invalid array"):
         parse_array(text)
+
+
+def test_sbatch_directives_are_read_like_sbatch_reads_them() -> None:
+    script = (
+        "#!/bin/bash\n"
+        "# a comment\n"
+        "\n"
+        "#SBATCH -J train -p gpu\n"
+        "#SBATCH -t1-00 --mem=8000\n"
+        "#SBATCH --gpus=h100:2 --cpus-per-task 4\n"
+        "#SBATCH --array 0-3%1 --nodes=1 -o out.log\n"
+        " #SBATCH --mem=1G\n"  # indented: a comment to sbatch
+        "srun python train.py\n"
+        "#SBATCH --time=1\n"
+    )
+
+    found, ignored = script_directives(script)
+
+    assert found == {
+        "name": "train",
+        "partition": "gpu",
+        "time_limit_minutes": 1440,
+        "memory_mb": 8000,
+        "gpus": 2,
+        "gpu_type": "h100",
+        "cpus": 4,
+        "array": "0-3%1",
+    }
+    assert ignored == ["--nodes=1", "-o out.log"]
+
+
+@pytest.mark.parametrize(
+    ("line", "gpus", "gpu_type"),
+    [
+        ("--gres=gpu:2", 2, None),
+        ("--gres=gpu", 1, None),
+        ("--gres=gpu:a100:4", 4, "a100"),
+        ("--gres=shard:1,gpu:h100:8", 8, "h100"),
+        ("-G 3", 3, None),
+        ("--gpus=a100:1", 1, "a100"),
+    ],
+)
+def test_sbatch_gpu_requests_give_the_count_and_type(
+    line: str, gpus: int, gpu_type: str | None
+) -> None:
+    found, _ = script_directives(f"#SBATCH {line}\n")
+
+    assert found["gpus"] == gpus
+    assert found.get("gpu_type") == gpu_type
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["--time=soon", "--mem=lots", "-c x", "--gres=shard:1", "--gpus=a:b:c", "--time", "-J 'open"],
+)
+def test_bad_sbatch_directives_are_refused(line: str) -> None:
+    with pytest.raises(ValueError, match="line 2"):
+        script_directives(f"#!/bin/sh\n#SBATCH {line}\necho\n")

@@ -1,0 +1,214 @@
+"""Configuration and the HTTP client of `gpuc`: bearer-token JSON over /api/v1/."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import requests
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_QUOTA = 0, 1, 2, 4
+TIMEOUT = (10, 60)  # seconds: connect, read
+
+
+class CliError(Exception):
+    """A failure to report as `error: <message>` with an exit code."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+
+
+class ApiError(CliError):
+    """The API answered 4xx/5xx; `detail` and `code` come from its `{"detail","code"}` body."""
+
+    def __init__(self, status: int, detail: str, code: str, body: Any = None) -> None:
+        super().__init__(detail, EXIT_QUOTA if code == "insufficient_quota" else EXIT_ERROR)
+        self.status = status
+        self.detail = detail
+        self.code = code
+        self.body = body
+
+
+# --- configuration ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Config:
+    url: str
+    token: str
+
+
+def config_path() -> Path:
+    """$GPUC_CONFIG, else ~/.config/gpuc/config.json."""
+    explicit = os.environ.get("GPUC_CONFIG")
+    return Path(explicit) if explicit else Path.home() / ".config" / "gpuc" / "config.json"
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise CliError(f"cannot read the configuration file {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise CliError(f"the configuration file {path} is not a JSON object")
+    return data
+
+
+def load_config() -> Config:
+    """The URL and token: GPUC_URL / GPUC_TOKEN override the configuration file."""
+    stored = _read_config_file(config_path())
+    url = os.environ.get("GPUC_URL") or stored.get("url") or ""
+    token = os.environ.get("GPUC_TOKEN") or stored.get("token") or ""
+    if not url or not token:
+        raise CliError("not logged in: run 'gpuc login' (or set GPUC_URL and GPUC_TOKEN)")
+    return Config(url=url, token=token)
+
+
+def save_config(path: Path, *, url: str, token: str) -> None:
+    """Write url+token atomically, readable by the owner only (0600, directory 0700)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    data = _read_config_file(path)
+    data.update(url=url, token=token)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".config-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=2)
+            handle.write("\n")
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# --- the HTTP client -------------------------------------------------------------------
+
+
+def _root_url(url: str) -> str:
+    """Normalise what the user typed ('portal.example', '.../api/v1/') to the site root."""
+    url = url.strip().rstrip("/")
+    if not re.match(r"^https?://", url, re.IGNORECASE):
+        url = f"https://{url}"
+    return url.removesuffix("/api/v1")
+
+
+class Client:
+    """Bearer-token JSON client of /api/v1/; raises ApiError/CliError, never returns a 4xx."""
+
+    def __init__(self, url: str, token: str, session: requests.Session | None = None) -> None:
+        self.root = _root_url(url)
+        self.base = f"{self.root}/api/v1/"
+        self.session = session or requests.Session()
+        self.session.headers.update(
+            {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        )
+        self.session.headers["User-Agent"] = f"gpuc/{_version()}"
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        stream: bool = False,
+    ) -> requests.Response:
+        try:
+            response = self.session.request(
+                method,
+                self.base + path,
+                params={k: v for k, v in (params or {}).items() if v not in (None, "")},
+                json=body,
+                headers=headers,
+                stream=stream,
+                timeout=TIMEOUT,
+            )
+        except requests.Timeout:
+            raise CliError(f"{self.root} did not answer in time") from None
+        except requests.RequestException as exc:
+            raise CliError(f"cannot reach {self.root}: {_reason(exc)}") from None
+        if response.status_code >= 400:
+            raise _api_error(response)
+        return response
+
+    def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        return _json(self.request("GET", path, params=params))
+
+    def post(self, path: str, body: Any = None, headers: dict[str, str] | None = None) -> Any:
+        return _json(self.request("POST", path, body=body, headers=headers))
+
+    def paginate(
+        self, path: str, params: dict[str, Any] | None = None, limit: int | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Items of a cursor-paginated (or plain list) endpoint, following `next` up to limit.
+
+        Only the cursor's query string is taken from `next`, so the token never goes to another
+        host and a proxy that rewrites scheme or host does not matter.
+        """
+        params = dict(params or {})
+        count = 0
+        while True:
+            page = self.get(path, params)
+            items = page.get("results", []) if isinstance(page, dict) else page
+            for item in items:
+                if limit is not None and count >= limit:
+                    return
+                yield item
+                count += 1
+            following = page.get("next") if isinstance(page, dict) else None
+            if not following or (limit is not None and count >= limit):
+                return
+            params = dict(parse_qsl(urlsplit(following).query, keep_blank_values=True))
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("gpu-commons")
+    except PackageNotFoundError:
+        return "dev"
+
+
+def _reason(exc: requests.RequestException) -> str:
+    text = str(exc.args[0]) if exc.args else exc.__class__.__name__
+    if match := re.search(r"\] ([^'\")]+)", text):  # urllib3's "[Errno 111] Connection refused"
+        return match[1].strip()
+    return text
+
+
+def _json(response: requests.Response) -> Any:
+    if response.status_code == 204 or not response.content:
+        return {}
+    try:
+        return response.json()
+    except ValueError:
+        raise CliError(
+            f"unexpected answer from {response.url} (HTTP {response.status_code}, not JSON)"
+        ) from None
+
+
+def _api_error(response: requests.Response) -> ApiError:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and "detail" in body:
+        detail, code = str(body["detail"]), str(body.get("code") or "")
+    else:
+        detail, code = f"HTTP {response.status_code} {response.reason or ''}".strip(), ""
+    if response.status_code == 401:
+        detail += " (run 'gpuc login' with a valid token)"
+    return ApiError(response.status_code, detail, code, body)
