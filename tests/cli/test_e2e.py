@@ -1,0 +1,312 @@
+"""`gpuc` end to end: the CLI's main() against the real API served by live_server, a real
+Celery worker (Redis broker) and beat thread, and a local-backend cluster running real scripts.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery.contrib.testing.worker import start_worker
+
+from accounts.models import User
+from accounts.services import api_token_create
+from jobs.models import ClusterAccount, Job
+from portal import cli
+from portal.celery import app as celery_app
+from quotas.models import Allocation, Cluster, Rate
+from quotas.services import ledger_credit
+from tests import factories
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+
+Gpuc = Callable[..., Run]
+
+
+@pytest.fixture
+def local(tmp_path: Path, settings: Any, tenant: Any, alice: User) -> Cluster:
+    """A local-backend cluster priced at 3600 SU per CPU-hour (1 SU per CPU-second),
+    with 1000 SU for alice's project and a cluster account for alice."""
+    settings.GPUC_LOCAL_BACKEND_ENABLED = True
+    cluster = factories.ClusterFactory(
+        name="local", kind=Cluster.Kind.LOCAL, options={"root": str(tmp_path / "jobs")}
+    )
+    factories.RateFactory(
+        cluster=cluster, resource=Rate.Resource.CPU_HOUR, su_per_unit=Decimal(3600)
+    )
+    allocation = factories.AllocationFactory(project=tenant.project, clusters=[cluster])
+    ledger_credit(actor=None, allocation=allocation, amount=Decimal(1000), key="cli-e2e")
+    ClusterAccount.objects.create(user=alice, cluster=cluster, username="alice", uid=1001)
+    return cluster
+
+
+@pytest.fixture
+def celery_worker(local: Cluster) -> Iterator[None]:
+    """A real worker on the Redis broker, and a beat thread asking it to sync every 0.2 s."""
+    from jobs.tasks import sync_all_clusters_task
+
+    celery_app.control.purge()
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(0.2):
+            sync_all_clusters_task.delay()
+
+    with start_worker(celery_app, perform_ping_check=False, shutdown_timeout=30):
+        ticker = threading.Thread(target=beat, daemon=True)
+        ticker.start()
+        yield
+        stop.set()
+        ticker.join()
+    celery_app.control.purge()
+
+
+@pytest.fixture
+def gpuc(
+    live_server: Any,
+    alice: User,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> Gpuc:
+    """Run `gpuc` as alice: logged in through `gpuc login` with a token made by the service."""
+    monkeypatch.setenv("GPUC_CONFIG", str(tmp_path / "gpuc.json"))
+    monkeypatch.delenv("GPUC_URL", raising=False)
+    monkeypatch.delenv("GPUC_TOKEN", raising=False)
+    _, raw = api_token_create(actor=alice, name="cli")
+    assert cli.main(["login", "--url", live_server.url, "--token", raw]) == 0
+    capsys.readouterr()
+
+    def run(*argv: str) -> Run:
+        code = cli.main([str(a) for a in argv])
+        captured = capsys.readouterr()
+        return Run(code, captured.out, captured.err)
+
+    return run
+
+
+def _script(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "job.sh"
+    path.write_text(f"#!/bin/bash\n{body}\n")
+    return path
+
+
+def _wait_for_state(job: Job, states: set[str], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job.refresh_from_db()
+        if job.state in states:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"job stayed {job.state}, expected one of {states}")
+
+
+def test_login_stores_the_verified_token_and_whoami_lists_the_project(
+    gpuc: Gpuc, tmp_path: Path, tenant: Any
+) -> None:
+    stored = json.loads((tmp_path / "gpuc.json").read_text())
+    run = gpuc("whoami")
+
+    assert run.code == 0
+    assert stored["token"].startswith("gpuc_")
+    assert run.out.startswith("alice <alice@uni.example>")
+    assert f"vision-lab/folding  {tenant.project.uuid}" in run.out
+
+
+def test_login_with_a_wrong_token_fails_and_keeps_the_old_login(
+    gpuc: Gpuc, live_server: Any, tmp_path: Path
+) -> None:
+    before = (tmp_path / "gpuc.json").read_text()
+
+    run = gpuc("login", "--url", live_server.url, "--token", "gpuc_deadbeef_wrong")
+
+    assert run.code == 1
+    assert run.err.startswith("error: Invalid API token")
+    assert (tmp_path / "gpuc.json").read_text() == before
+
+
+def test_balance_shows_the_projects_allocation(gpuc: Gpuc, local: Cluster) -> None:
+    allocation = Allocation.objects.get(clusters=local)
+
+    run = gpuc("balance", "--project", "vision-lab/folding")
+
+    assert run.code == 0
+    header, row = run.out.splitlines()
+    assert header.split()[-4:] == ["CREDITED", "HELD", "CHARGED", "AVAILABLE"]
+    assert row.startswith(f"{allocation.uuid}  Protein folding  local  ")
+    assert row.split()[-4:] == ["1000.0000", "0.0000", "0.0000", "1000.0000"]
+
+
+def test_estimate_shows_the_servers_cost_for_the_flags(
+    gpuc: Gpuc, local: Cluster, tmp_path: Path
+) -> None:
+    script = _script(tmp_path, "echo hi")
+
+    run = gpuc("estimate", script, "-p", "folding", "-c", "local", "--cpus", "2", "--time", "5m")
+
+    assert run.code == 0
+    assert "Estimated cost: 600.0000 SU" in run.out  # 2 CPUs x 5 min x 1 SU/CPU-second
+    assert "cpu_hour" in run.out
+
+
+def test_a_job_runs_from_submit_to_results_and_is_charged(
+    gpuc: Gpuc, local: Cluster, celery_worker: None, tmp_path: Path, tenant: Any
+) -> None:
+    script = _script(
+        tmp_path,
+        'echo "hello from $GPUC_JOB_NAME with $GREETING"\n'
+        'echo "oops" >&2\n'
+        'printf "weights" > "$GPUC_OUTPUT_DIR/model.bin"\n'
+        "sleep 1.2\n"  # at 1 SU per CPU-second, a charge to see
+        "exit 3",
+    )
+
+    run = gpuc(
+        "submit", script, "-p", "vision-lab/folding", "-c", "local", "--name", "train",
+        "--time", "2", "--env", "GREETING=hola", "--wait", "--interval", "0.2",
+    )  # fmt: skip
+
+    assert run.code == 3  # the job's own exit code
+    job = Job.objects.get()
+    assert run.out == f"{job.uuid}\n"
+    assert f"{job.uuid}: failed" in run.err
+    assert job.state == Job.State.FAILED
+    assert job.exit_code == 3
+
+    logs = gpuc("logs", job.uuid)
+    assert (logs.code, logs.out) == (0, "hello from train with hola\n")
+    assert gpuc("logs", job.uuid, "--stream", "stderr").out == "oops\n"
+
+    status = gpuc("status", job.uuid)
+    assert status.code == 0
+    assert "State:      failed" in status.out
+    assert "Exit code:  3" in status.out
+    assert "-> pending" in status.out and "-> failed" in status.out
+
+    listing = gpuc("results", job.uuid)
+    assert listing.code == 0 and "model.bin" in listing.out
+    download = gpuc("results", "get", job.uuid, "model.bin", "-o", tmp_path / "got.bin")
+    assert download.code == 0
+    assert (tmp_path / "got.bin").read_bytes() == b"weights"
+
+    jobs = gpuc("ls", "--json")
+    assert [j["name"] for j in json.loads(jobs.out)] == ["train"]
+
+    _wait_for_state(job, {Job.State.FAILED})
+    deadline = time.monotonic() + 30
+    while job.finalized_at is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+        job.refresh_from_db()
+    balance = gpuc("balance", "--json")
+    [allocation] = json.loads(balance.out)
+    assert Decimal(allocation["held"]) == 0
+    assert Decimal(allocation["charged"]) == job.charged_cost > 0
+    assert Decimal(allocation["available"]) == 1000 - job.charged_cost
+
+
+def test_logs_follow_streams_a_running_job_until_it_ends(
+    gpuc: Gpuc, local: Cluster, celery_worker: None, tmp_path: Path
+) -> None:
+    script = _script(tmp_path, "for i in 1 2 3; do echo line $i; sleep 0.3; done")
+    job_id = gpuc("submit", script, "-p", "folding", "-c", "local", "--time", "2").out.strip()
+
+    run = gpuc("logs", job_id, "-f", "--interval", "0.1")
+
+    assert run.code == 0
+    assert run.out == "line 1\nline 2\nline 3\n"
+    assert Job.objects.get(uuid=job_id).state == Job.State.COMPLETED
+
+
+def test_cancel_stops_a_running_job(
+    gpuc: Gpuc, local: Cluster, celery_worker: None, tmp_path: Path
+) -> None:
+    script = _script(tmp_path, "echo started; sleep 60")
+    job_id = gpuc("submit", script, "-p", "folding", "-c", "local", "--time", "5").out.strip()
+    job = Job.objects.get(uuid=job_id)
+    _wait_for_state(job, {Job.State.RUNNING})
+
+    run = gpuc("cancel", job_id)
+
+    assert run.code == 0
+    assert run.out.startswith(f"{job_id}: ")
+    _wait_for_state(job, {Job.State.CANCELLED})
+    assert "State:      cancelled" in gpuc("status", job_id).out
+
+
+def test_ls_filters_by_state_and_follows_pages(
+    gpuc: Gpuc, local: Cluster, tmp_path: Path, tenant: Any
+) -> None:
+    script = _script(tmp_path, "echo hi")
+    ids = [
+        gpuc(
+            "submit", script, "-p", "folding", "-c", "local", "-t", "1", "--name", f"j{n}"
+        ).out.strip()
+        for n in range(5)
+    ]
+    Job.objects.filter(uuid=ids[0]).update(state=Job.State.COMPLETED)
+
+    newest = gpuc("ls", "--limit", "3", "--json")
+    pending = gpuc("ls", "--state", "pending", "--project", "folding", "--limit", "2")
+    everything = gpuc("ls", "--limit", "100", "--json")
+
+    assert [j["name"] for j in json.loads(newest.out)] == ["j4", "j3", "j2"]
+    assert [line.split()[1] for line in pending.out.splitlines()[1:]] == ["j4", "j3"]
+    assert len(json.loads(everything.out)) == 5
+    assert "j0" not in pending.out
+
+
+def test_submitting_beyond_the_allocation_exits_4_and_creates_nothing(
+    gpuc: Gpuc, local: Cluster, tmp_path: Path
+) -> None:
+    script = _script(tmp_path, "echo hi")
+
+    run = gpuc("submit", script, "-p", "folding", "-c", "local", "--cpus", "4", "--time", "5")
+
+    assert run.code == cli.EXIT_QUOTA
+    assert run.out == ""
+    assert run.err.startswith("error: Insufficient quota")
+    assert not Job.objects.exists()
+    allocation = Allocation.objects.get(clusters=local)
+    assert allocation.held == 0
+
+
+def test_the_same_idempotency_key_returns_the_same_job(
+    gpuc: Gpuc, local: Cluster, tmp_path: Path
+) -> None:
+    script = _script(tmp_path, "echo hi")
+    argv = ("submit", script, "-p", "folding", "-c", "local", "-t", "1", "--idempotency-key", "k1")
+
+    first, second = gpuc(*argv), gpuc(*argv)
+
+    assert first.code == second.code == 0
+    assert first.out == second.out
+    assert Job.objects.count() == 1
+
+
+def test_another_tenants_job_is_not_found(
+    gpuc: Gpuc, local: Cluster, tmp_path: Path, mallory: User, mallory_tenant: Any, monkeypatch
+) -> None:
+    script = _script(tmp_path, "echo hi")
+    job_id = gpuc("submit", script, "-p", "folding", "-c", "local", "-t", "1").out.strip()
+    _, raw = api_token_create(actor=mallory, name="cli")
+    monkeypatch.setenv("GPUC_TOKEN", raw)
+
+    for command in ("status", "cancel", "logs", "results"):
+        run = gpuc(command, job_id)
+        assert (run.code, run.out, run.err) == (1, "", "error: No such job\n"), command
+    assert Job.objects.get().state == Job.State.PENDING
