@@ -8,6 +8,7 @@ the backend tags each job with; finalisation is exactly once by claiming finaliz
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -31,6 +32,7 @@ from jobs.backends.base import (
     ResultFile,
     UsageRecord,
 )
+from jobs.bulk import bulk_set
 from jobs.exceptions import ClusterUnavailable, InvalidJob, JobStateError, ResultNotFound
 from jobs.models import ClusterAccount, Job, JobEvent, JobTemplate
 from jobs.validation import (
@@ -44,6 +46,7 @@ from portal.errors import PermissionDenied
 from quotas.models import ZERO, Cluster, Hold, Rate
 from quotas.services import Cost, Usage, cost_of, ledger_hold, ledger_settle
 from quotas.services import estimate as quota_estimate
+from quotas.services.batch import ledger_settle_many
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +89,36 @@ def cluster_account_create(
 # --- estimate and submit -----------------------------------------------------------------
 
 
+def _request_spec(request: JobRequest, *, cluster_user: str) -> JobSpec:
+    return JobSpec(
+        uuid=uuid.UUID(int=0),
+        name=request.name,
+        project=request.project.slug,
+        cluster_user=cluster_user,
+        script=request.script,
+        image=request.image,
+        command=request.command,
+        partition=request.partition,
+        gpus=request.gpus,
+        gpu_type=request.gpu_type,
+        cpus=request.cpus,
+        memory_mb=request.memory_mb,
+        time_limit_minutes=request.time_limit_minutes,
+        array=request.array,
+        env=request.env,
+    )
+
+
+def _check_with_backend(request: JobRequest, *, cluster_user: str = "") -> None:
+    """The cluster's own rules (backend.validate_spec): a 400 naming the first bad field."""
+    problems = get_backend(request.cluster).validate_spec(
+        _request_spec(request, cluster_user=cluster_user)
+    )
+    if problems:
+        field, message = problems[0]
+        raise InvalidJob(message, field=field)
+
+
 def _estimate(request: JobRequest) -> Cost:
     return quota_estimate(
         cluster=request.cluster,
@@ -106,6 +139,7 @@ def job_estimate(*, user: User, data: Mapping[str, Any]) -> Cost:
     request = validate_job(
         project=project, cluster=cluster, **{k: data[k] for k in SPEC_FIELDS if k in data}
     )
+    _check_with_backend(request)
     return _estimate(request)
 
 
@@ -156,6 +190,7 @@ def job_submit(
         array=array,
         env=env,
     )
+    _check_with_backend(request, cluster_user=account.username)
     cost = _estimate(request)
     job = Job(
         project=project,
@@ -437,23 +472,24 @@ def _apply_transitions(changes: list[tuple[int, str, datetime | None, JobStatus]
             current = dict(
                 Job.objects.select_for_update()
                 .filter(pk__in=list(seen), finalized_at__isnull=True)
+                .order_by("pk")
                 .values_list("pk", "state")
             )
-            updates: list[Job] = []
+            updates: list[tuple[Any, ...]] = []
             events: list[JobEvent] = []
             for pk, state, started_at, status in batch:
                 if current.get(pk) != state:
                     continue  # changed by a concurrent sync or a cancel meanwhile
                 final = status.state in Job.FINAL_STATES
                 updates.append(
-                    Job(
-                        pk=pk,
-                        state=status.state,
-                        state_reason=status.reason[:500],
-                        started_at=status.started_at or started_at,
-                        ended_at=status.ended_at or (now if final else None),
-                        exit_code=status.exit_code,
-                        updated_at=now,
+                    (
+                        pk,
+                        status.state,
+                        status.reason[:500],
+                        status.started_at or started_at,
+                        status.ended_at or (now if final else None),
+                        status.exit_code,
+                        now,
                     )
                 )
                 events.append(
@@ -465,10 +501,10 @@ def _apply_transitions(changes: list[tuple[int, str, datetime | None, JobStatus]
                         created_at=now,
                     )
                 )
-            Job.objects.bulk_update(
-                updates,
+            bulk_set(
+                Job,
                 ["state", "state_reason", "started_at", "ended_at", "exit_code", "updated_at"],
-                batch_size=1000,
+                updates,
             )
             JobEvent.objects.bulk_create(events, batch_size=2000)
             applied += len(updates)
@@ -571,38 +607,35 @@ def _finalize_batch(
     claimed = set(
         Job.objects.select_for_update()
         .filter(pk__in=[job.pk for job in batch], finalized_at__isnull=True)
+        .order_by("pk")
         .values_list("pk", flat=True)
     )
     if not claimed:
         return 0
-    updates: list[Job] = []
-    events: list[JobEvent] = []
-    for job in batch:
-        if job.pk not in claimed:
-            continue
+    jobs = [job for job in batch if job.pk in claimed]
+    computed: list[tuple[Job, Usage, dict[str, Any], Decimal]] = []
+    for job in jobs:
         record = records.get(job.backend_id) if job.backend_id else None
         usage, usage_json = _usage_for(job, record)
         at = job.started_at or (record.started_at if record else None) or now
         actual = cost_of(cluster=cluster, usage=usage, rates=book.at(at)).total
         usage_json["cost"] = str(actual)
+        computed.append((job, usage, usage_json, actual))
+    settled = ledger_settle_many(
+        actor=None,
+        settlements=[(job.hold, actual) for job, _, _, actual in computed if job.hold_id],
+        memo=f"Job usage on {cluster.name}",
+    )
+    updates: list[tuple[Any, ...]] = []
+    events: list[JobEvent] = []
+    for job, usage, usage_json, actual in computed:
         charged = ZERO
         message = f"Charged {actual} SU for {usage.seconds} s"
         if job.hold_id:
-            hold: Hold = ledger_settle(
-                actor=None, hold=job.hold, actual=actual, memo=f"Job {job.name} ({job.state})"
-            )
+            hold = settled[job.hold_id]
             charged = hold.charged
             message = f"Charged {hold.charged} SU for {usage.seconds} s; released {hold.released}"
-        updates.append(
-            Job(
-                pk=job.pk,
-                finalized_at=now,
-                elapsed_seconds=usage.seconds,
-                usage=usage_json,
-                charged_cost=charged,
-                updated_at=now,
-            )
-        )
+        updates.append((job.pk, now, usage.seconds, usage_json, charged, now))
         events.append(
             JobEvent(
                 job_id=job.pk,
@@ -612,8 +645,10 @@ def _finalize_batch(
                 created_at=now,
             )
         )
-    Job.objects.bulk_update(
-        updates, ["finalized_at", "elapsed_seconds", "usage", "charged_cost", "updated_at"]
+    bulk_set(
+        Job,
+        ["finalized_at", "elapsed_seconds", "usage", "charged_cost", "updated_at"],
+        updates,
     )
     JobEvent.objects.bulk_create(events)
     return len(updates)

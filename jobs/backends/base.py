@@ -108,6 +108,11 @@ class ComputeBackend(abc.ABC):
         """Problems with a cluster's options, as sentences (empty when valid)."""
         return []
 
+    def validate_spec(self, spec: JobSpec) -> list[tuple[str, str]]:
+        """(field, message) for everything in `spec` this cluster would refuse. Called by
+        job_submit/job_estimate before anything is held: no network calls here."""
+        return []
+
     @abc.abstractmethod
     def submit(self, spec: JobSpec) -> str:
         """Start the job and return its backend id. Tags the job with spec.uuid."""
