@@ -19,6 +19,7 @@ QUANTUM = Decimal("0.0001")
 HOUR = Decimal(3600)
 # A rate may take effect "now": allow for the seconds between the form and the save.
 _BACKDATE_TOLERANCE = timedelta(minutes=5)
+_MAX_RATE = Decimal("1e8")  # Rate.su_per_unit holds 14 digits, 6 of them decimals
 
 
 def su(value: Decimal | int | str) -> Decimal:
@@ -162,8 +163,10 @@ def rate_create(
         value = Decimal(su_per_unit)
     except (InvalidOperation, ValueError, TypeError):
         raise InvalidAmount("su_per_unit must be a number", field="su_per_unit") from None
-    if not value.is_finite() or value < 0:
-        raise InvalidAmount("su_per_unit must be zero or more", field="su_per_unit")
+    if not value.is_finite() or value < 0 or value >= _MAX_RATE:
+        raise InvalidAmount(
+            "su_per_unit must be a number from 0 up to 100,000,000", field="su_per_unit"
+        )
     now = timezone.now()
     when = effective_from or now
     if when < now - _BACKDATE_TOLERANCE:

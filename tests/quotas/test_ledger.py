@@ -41,7 +41,11 @@ def test_settling_twice_charges_once_and_releases_the_rest(allocation, tenant, c
 
     assert counters(allocation) == (Decimal(1000), 0, Decimal("12.5"))
     h.refresh_from_db()
-    assert (h.state, h.charged, h.released) == (Hold.State.SETTLED, Decimal("12.5"), Decimal("27.5"))
+    assert (h.state, h.charged, h.released) == (
+        Hold.State.SETTLED,
+        Decimal("12.5"),
+        Decimal("27.5"),
+    )
     assert LedgerEntry.objects.filter(hold=h, kind=LedgerEntry.Kind.CHARGE).count() == 1
     assert counters(allocation) == ledger_sums(allocation)
     assert_reconciles()
@@ -75,15 +79,11 @@ def test_hold_and_settle_entries_carry_the_cluster(allocation, tenant, cluster):
     ledger_settle(actor=None, hold=h, actual=Decimal(4))
 
     assert h.cluster == cluster
-    kinds = set(
-        LedgerEntry.objects.filter(hold=h, cluster=cluster).values_list("kind", flat=True)
-    )
+    kinds = set(LedgerEntry.objects.filter(hold=h, cluster=cluster).values_list("kind", flat=True))
     assert kinds == {"hold", "charge", "release"}
 
 
-def test_holds_go_to_the_earliest_ending_allocation_that_covers_them(
-    allocation, tenant, cluster
-):
+def test_holds_go_to_the_earliest_ending_allocation_that_covers_them(allocation, tenant, cluster):
     from datetime import timedelta
 
     from django.utils import timezone

@@ -1,0 +1,124 @@
+"""Django admin for every quotas model. Ledger entries and holds are read-only (the ledger is
+append-only and changes only through quotas.services); allocation counters and request states
+are read-only too: use /manage/ (or the services) to credit, adjust, extend or review."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+from simple_history.admin import SimpleHistoryAdmin
+
+from quotas.models import (
+    Allocation,
+    AllocationRequest,
+    AllocationRequestEvent,
+    Cluster,
+    Hold,
+    LedgerEntry,
+    Rate,
+)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class RateInline(admin.TabularInline):  # type: ignore[type-arg]
+    model = Rate
+    extra = 0
+    fields = ["resource", "gpu_type", "su_per_unit", "effective_from"]
+    ordering = ["resource", "gpu_type", "-effective_from"]
+
+
+@admin.register(Cluster)
+class ClusterAdmin(SimpleHistoryAdmin):  # type: ignore[type-arg]
+    list_display = ["name", "display_name", "kind", "enabled", "created_at"]
+    list_filter = ["kind", "enabled"]
+    search_fields = ["name", "display_name"]
+    inlines = [RateInline]
+
+
+@admin.register(Rate)
+class RateAdmin(SimpleHistoryAdmin):  # type: ignore[type-arg]
+    list_display = ["cluster", "resource", "gpu_type", "su_per_unit", "effective_from"]
+    list_filter = ["cluster", "resource"]
+    date_hierarchy = "effective_from"
+
+
+@admin.register(Allocation)
+class AllocationAdmin(SimpleHistoryAdmin):  # type: ignore[type-arg]
+    list_display = [
+        "uuid",
+        "project",
+        "kind",
+        "status",
+        "credited",
+        "held",
+        "charged",
+        "starts_at",
+        "ends_at",
+    ]
+    list_filter = ["kind", "status", "clusters"]
+    search_fields = ["uuid", "project__name", "project__organization__name", "memo"]
+    raw_id_fields = ["project"]
+    readonly_fields = [
+        "uuid",
+        "status",
+        "status_reason",
+        "credited",
+        "held",
+        "charged",
+        "notified",
+        "created_at",
+    ]
+
+
+class AllocationRequestEventInline(admin.TabularInline):  # type: ignore[type-arg]
+    model = AllocationRequestEvent
+    extra = 0
+    can_delete = False
+    readonly_fields = ["actor", "from_state", "to_state", "comment", "changes", "created_at"]
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(AllocationRequest)
+class AllocationRequestAdmin(SimpleHistoryAdmin):  # type: ignore[type-arg]
+    list_display = ["title", "project", "kind", "amount", "state", "requested_by", "created_at"]
+    list_filter = ["state", "kind"]
+    search_fields = ["uuid", "title", "project__name", "funder", "award_number"]
+    raw_id_fields = ["project", "extends", "requested_by", "allocation"]
+    readonly_fields = ["uuid", "state", "allocation", "created_at", "updated_at"]
+    inlines = [AllocationRequestEventInline]
+
+
+@admin.register(AllocationRequestEvent)
+class AllocationRequestEventAdmin(ReadOnlyAdmin):
+    list_display = ["request", "from_state", "to_state", "actor", "created_at"]
+    list_filter = ["to_state"]
+
+
+@admin.register(Hold)
+class HoldAdmin(ReadOnlyAdmin):
+    list_display = ["key", "allocation", "cluster", "amount", "charged", "released", "state"]
+    list_filter = ["state", "cluster"]
+    search_fields = ["key", "job_uuid"]
+    date_hierarchy = "created_at"
+
+
+@admin.register(LedgerEntry)
+class LedgerEntryAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "kind", "amount", "allocation", "cluster", "actor", "memo"]
+    list_filter = ["kind", "cluster"]
+    search_fields = ["idempotency_key", "memo", "job_uuid"]
+    date_hierarchy = "created_at"

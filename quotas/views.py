@@ -1,0 +1,396 @@
+"""HTML pages for clusters and rates, allocations and the grant workflow (requests, review).
+
+Thin: a form parses, one service writes, a selector reads. Objects come from selectors scoped
+to the signed-in user, so another tenant's page answers 404; domain errors from the services
+become form errors or flash messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db.models import Model
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods, require_POST
+
+from portal.errors import DomainError, NotFound
+from quotas import selectors, services
+from quotas.forms import AllocationRequestForm, ReviewForm
+from quotas.models import Allocation, AllocationRequest
+from quotas.policy import can_manage_project, is_reviewer
+
+T = TypeVar("T")
+
+
+def visible(fetch: Callable[..., T], *args: Any) -> T:
+    """Run a scoped selector; NotFound becomes the ordinary 404 page."""
+    try:
+        return fetch(*args)
+    except NotFound as exc:
+        raise Http404(exc.detail) from None
+
+
+def form_error(form: forms.Form, exc: DomainError) -> None:
+    field = exc.field if exc.field in form.fields else None
+    form.add_error(field, exc.detail)
+
+
+def run(request: HttpRequest, action: Callable[[], Any], success: str) -> bool:
+    """Call a service for a button-style form: a flash message either way."""
+    try:
+        action()
+    except NotFound as exc:
+        raise Http404(exc.detail) from None
+    except DomainError as exc:
+        messages.error(request, exc.detail)
+        return False
+    messages.success(request, success)
+    return True
+
+
+def history_rows(obj: Model, *, exclude: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """The object's simple-history records, newest first, each with what changed and who."""
+    records = list(obj.history.select_related("history_user").order_by("-history_date", "-pk"))  # type: ignore[attr-defined]
+    rows = []
+    for i, record in enumerate(records):
+        older = records[i + 1] if i + 1 < len(records) else None
+        changes = []
+        if older is not None:
+            delta = record.diff_against(older, excluded_fields=list(exclude))
+            changes = [(c.field, c.old, c.new) for c in delta.changes]
+        rows.append(
+            {
+                "when": record.history_date,
+                "who": record.history_user,
+                "type": {"+": "created", "~": "changed", "-": "deleted"}[record.history_type],
+                "changes": changes,
+                "reason": record.history_change_reason,
+            }
+        )
+    return rows
+
+
+# --- clusters -------------------------------------------------------------------------------
+
+
+@login_required
+def cluster_list(request: HttpRequest) -> HttpResponse:
+    clusters = selectors.clusters_for_user(request.user)
+    schedule = selectors.rate_schedule(clusters)
+    rows = [
+        {
+            "cluster": c,
+            "options": selectors.public_options(c),
+            "current": [r for r in schedule.get(c.pk, []) if r.current],
+            "upcoming": [r for r in schedule.get(c.pk, []) if not r.current],
+        }
+        for c in clusters
+    ]
+    return render(request, "quotas/cluster_list.html", {"rows": rows})
+
+
+# --- allocations ------------------------------------------------------------------------------
+
+
+@login_required
+def allocation_list(request: HttpRequest) -> HttpResponse:
+    allocations = selectors.allocations_for_user(request.user).filter(
+        project__in=selectors.visible_projects(request.user)
+    )
+    show = request.GET.get("show", "current")
+    if show != "all":
+        allocations = allocations.exclude(status=Allocation.Status.EXPIRED)
+    allocations = allocations.order_by("project__name", "ends_at", "id")
+    return render(
+        request, "quotas/allocation_list.html", {"allocations": allocations, "show": show}
+    )
+
+
+@login_required
+def allocation_detail(request: HttpRequest, uuid: str) -> HttpResponse:
+    allocation = visible(selectors.allocation_for_user, request.user, uuid)
+    ledger = Paginator(selectors.allocation_ledger(allocation), 50).get_page(
+        request.GET.get("page")
+    )
+    burn = selectors.burn_rates([allocation.pk])[allocation.pk]
+    return render(
+        request,
+        "quotas/allocation_detail.html",
+        {
+            "allocation": allocation,
+            "ledger": ledger,
+            "burn": burn,
+            "days_left": burn.days_left(allocation.available),
+            "used_percent": services.usage_percent(allocation),
+            "requests": allocation.extension_requests.order_by("-created_at"),
+            "can_request": can_manage_project(request.user, allocation.project),
+        },
+    )
+
+
+@login_required
+def allocation_history(request: HttpRequest, uuid: str) -> HttpResponse:
+    allocation = visible(selectors.allocation_for_user, request.user, uuid)
+    return render(
+        request,
+        "quotas/history.html",
+        {
+            "object": allocation,
+            "title": f"History of allocation {allocation.uuid}",
+            "back": ("quotas:allocation_detail", allocation.uuid),
+            "rows": history_rows(allocation),
+        },
+    )
+
+
+# --- grant requests ---------------------------------------------------------------------------
+
+
+@login_required
+def allocation_request_list(request: HttpRequest) -> HttpResponse:
+    requests = selectors.my_allocation_requests(request.user)
+    state = request.GET.get("state", "")
+    if state:
+        requests = requests.filter(state=state)
+    page = Paginator(requests.order_by("-created_at", "-id"), 50).get_page(request.GET.get("page"))
+    return render(
+        request,
+        "quotas/request_list.html",
+        {
+            "page": page,
+            "state": state,
+            "states": AllocationRequest.State.choices,
+            "can_request": selectors.manageable_projects(request.user).exists(),
+        },
+    )
+
+
+def _request_form(
+    request: HttpRequest, *, instance: AllocationRequest | None = None
+) -> AllocationRequestForm:
+    clusters = selectors.clusters_for_user(request.user)
+    if instance is not None:
+        clusters = list({*clusters, *instance.clusters.all()})
+        initial = {
+            "title": instance.title,
+            "amount": instance.amount,
+            "clusters": list(instance.clusters.all()),
+            "start_date": instance.start_date,
+            "end_date": instance.end_date,
+            "justification": instance.justification,
+            "funder": instance.funder,
+            "award_number": instance.award_number,
+        }
+        return AllocationRequestForm(
+            request.POST or None,
+            request.FILES or None,
+            projects=None,
+            clusters=clusters,
+            initial=initial,
+        )
+    manageable = selectors.manageable_projects(request.user)
+    allocations = selectors.allocations_for_user(request.user).filter(project__in=manageable)
+    initial: dict[str, Any] = {}
+    if extends := request.GET.get("extends"):
+        base = allocations.filter(uuid=selectors._uuid(extends)).first()
+        if base is not None:
+            initial = {
+                "project": base.project,
+                "extends": base,
+                "kind": request.GET.get("kind", AllocationRequest.Kind.RENEWAL),
+                "clusters": list(base.clusters.all()),
+                "start_date": base.ends_at.date(),
+            }
+    return AllocationRequestForm(
+        request.POST or None,
+        request.FILES or None,
+        projects=manageable,
+        clusters=clusters,
+        allocations=allocations,
+        initial=initial,
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def allocation_request_create(request: HttpRequest) -> HttpResponse:
+    form = _request_form(request)
+    if request.method == "POST" and form.is_valid():
+        data = dict(form.cleaned_data)
+        try:
+            created = services.allocation_request_create(actor=request.user, **data)
+            if "submit" in request.POST:
+                services.allocation_request_submit(actor=request.user, request=created)
+        except DomainError as exc:
+            form_error(form, exc)
+        else:
+            if "submit" in request.POST:
+                messages.success(request, "Request submitted: the reviewers have been notified.")
+            else:
+                messages.success(request, "Draft saved. Submit it when it is ready.")
+            return redirect("quotas:allocation_request_detail", uuid=created.uuid)
+    return render(request, "quotas/request_form.html", {"form": form, "editing": None})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def allocation_request_edit(request: HttpRequest, uuid: str) -> HttpResponse:
+    target = visible(selectors.allocation_request_for_user, request.user, uuid)
+    form = _request_form(request, instance=target)
+    if request.method == "POST" and form.is_valid():
+        data = dict(form.cleaned_data)
+        try:
+            services.allocation_request_update(
+                actor=request.user,
+                request=target,
+                clusters=data.pop("clusters"),
+                document=data.pop("document") or None,
+                **data,
+            )
+            if "submit" in request.POST:
+                services.allocation_request_submit(actor=request.user, request=target)
+        except DomainError as exc:
+            form_error(form, exc)
+        else:
+            messages.success(
+                request, "Request resubmitted." if "submit" in request.POST else "Changes saved."
+            )
+            return redirect("quotas:allocation_request_detail", uuid=target.uuid)
+    return render(request, "quotas/request_form.html", {"form": form, "editing": target})
+
+
+@login_required
+def allocation_request_detail(request: HttpRequest, uuid: str) -> HttpResponse:
+    target = visible(selectors.allocation_request_for_user, request.user, uuid)
+    reviewer = is_reviewer(request.user) and target.requested_by_id != request.user.pk
+    can_edit = can_manage_project(request.user, target.project)
+    review_form = ReviewForm(
+        initial={
+            "amount": target.amount,
+            "start_date": target.start_date,
+            "end_date": target.end_date,
+        }
+    )
+    return render(
+        request,
+        "quotas/request_detail.html",
+        {
+            "req": target,
+            "events": target.events.select_related("actor").order_by("created_at", "id"),
+            "can_edit": can_edit and target.state in services.requests.EDITABLE_STATES,
+            "can_review": reviewer and target.state == AllocationRequest.State.SUBMITTED,
+            "review_form": review_form,
+        },
+    )
+
+
+@login_required
+@require_POST
+def allocation_request_submit(request: HttpRequest, uuid: str) -> HttpResponse:
+    target = visible(selectors.allocation_request_for_user, request.user, uuid)
+    run(
+        request,
+        lambda: services.allocation_request_submit(actor=request.user, request=target),
+        "Request submitted: the reviewers have been notified.",
+    )
+    return redirect("quotas:allocation_request_detail", uuid=target.uuid)
+
+
+@login_required
+@require_POST
+def allocation_request_review(request: HttpRequest, uuid: str) -> HttpResponse:
+    target = visible(selectors.allocation_request_for_user, request.user, uuid)
+    if not is_reviewer(request.user):
+        raise PermissionDenied("Only allocation reviewers may review requests")
+    form = ReviewForm(request.POST)
+    if not form.is_valid():
+        for field, errors in form.errors.items():
+            messages.error(request, f"{field}: {' '.join(errors)}")
+        return redirect("quotas:allocation_request_detail", uuid=target.uuid)
+    data = form.cleaned_data
+    action = data["action"]
+    if action == "approve":
+        done = run(
+            request,
+            lambda: services.allocation_request_approve(
+                actor=request.user,
+                request=target,
+                amount=data["amount"],
+                start_date=data["start_date"],
+                end_date=data["end_date"],
+                comment=data["comment"],
+            ),
+            "Approved: the allocation is credited and the requester notified.",
+        )
+    elif action == "reject":
+        done = run(
+            request,
+            lambda: services.allocation_request_reject(
+                actor=request.user, request=target, comment=data["comment"]
+            ),
+            "Rejected: the requester has been notified.",
+        )
+    else:
+        done = run(
+            request,
+            lambda: services.allocation_request_request_changes(
+                actor=request.user, request=target, comment=data["comment"]
+            ),
+            "Sent back for changes: the requester has been notified.",
+        )
+    if done:
+        return redirect("quotas:allocation_review_queue")
+    return redirect("quotas:allocation_request_detail", uuid=target.uuid)
+
+
+@login_required
+def allocation_request_document(request: HttpRequest, uuid: str) -> FileResponse:
+    target = visible(selectors.allocation_request_for_user, request.user, uuid)
+    if not target.document:
+        raise Http404("This request has no document")
+    name = target.document.name.rsplit("/", 1)[-1]
+    return FileResponse(target.document.open("rb"), as_attachment=True, filename=name)
+
+
+@login_required
+def allocation_request_history(request: HttpRequest, uuid: str) -> HttpResponse:
+    target = visible(selectors.allocation_request_for_user, request.user, uuid)
+    return render(
+        request,
+        "quotas/history.html",
+        {
+            "object": target,
+            "title": f"History of request “{target.title}”",
+            "back": ("quotas:allocation_request_detail", target.uuid),
+            "rows": history_rows(target, exclude=("updated_at",)),
+        },
+    )
+
+
+@login_required
+def allocation_review_queue(request: HttpRequest) -> HttpResponse:
+    if not is_reviewer(request.user):
+        raise Http404("Not a reviewer")
+    state = request.GET.get("state") or AllocationRequest.State.SUBMITTED
+    queue = selectors.review_queue(request.user, state=state)
+    if state != AllocationRequest.State.SUBMITTED:
+        queue = queue.order_by("-updated_at", "-id")
+    page = Paginator(queue, 50).get_page(request.GET.get("page"))
+    return render(
+        request,
+        "quotas/review_queue.html",
+        {
+            "page": page,
+            "state": state,
+            "states": [
+                s for s in AllocationRequest.State.choices if s[0] != AllocationRequest.State.DRAFT
+            ],
+        },
+    )
