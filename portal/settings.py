@@ -326,6 +326,14 @@ CELERY_BEAT_SCHEDULE = {
         "task": "quotas.billing.tasks.meter_events_report_task",
         "schedule": timedelta(minutes=5),
     },
+    "billing-stripe-events-sweep": {
+        "task": "quotas.billing.tasks.stripe_events_sweep_task",
+        "schedule": timedelta(minutes=10),
+    },
+    "billing-daily-payment-grace": {
+        "task": "quotas.billing.tasks.billing_daily_task",
+        "schedule": crontab(hour=1, minute=0),
+    },
 }
 
 # Compute: local backend (subprocesses in per-job directories) enabled by default in dev only.

@@ -1,6 +1,36 @@
+"""Billing pages (namespace "billing"), the Stripe webhook and the API (under /api/v1/)."""
+
 from __future__ import annotations
 
-from django.urls import URLPattern, URLResolver
+from django.urls import URLPattern, URLResolver, include, path
 
-urlpatterns: list[URLPattern | URLResolver] = []
-api_urlpatterns: list[URLPattern | URLResolver] = []
+from quotas.billing import api, views
+
+_pages: list[URLPattern | URLResolver] = [
+    path("billing/", views.billing_home, name="home"),
+    path("billing/<uuid:org_uuid>/", views.billing_page, name="page"),
+    path("billing/<uuid:org_uuid>/checkout/", views.billing_checkout, name="checkout"),
+    path("billing/stripe/webhook/", views.stripe_webhook, name="stripe-webhook"),
+]
+
+urlpatterns: list[URLPattern | URLResolver] = [path("", include((_pages, "billing")))]
+
+api_urlpatterns: list[URLPattern | URLResolver] = [
+    path("billing/packs/", api.PackListView.as_view(), name="api-billing-packs"),
+    path("billing/checkout/", api.CheckoutView.as_view(), name="api-billing-checkout"),
+    path(
+        "billing/organizations/",
+        api.BillingOrganizationListView.as_view(),
+        name="api-billing-organization-list",
+    ),
+    path(
+        "billing/organizations/<str:uuid>/",
+        api.BillingOrganizationDetailView.as_view(),
+        name="api-billing-organization-detail",
+    ),
+    path(
+        "billing/organizations/<str:uuid>/invoices/",
+        api.InvoiceListView.as_view(),
+        name="api-billing-invoice-list",
+    ),
+]
