@@ -183,9 +183,12 @@ def _version() -> str:
 
 
 def _reason(exc: requests.RequestException) -> str:
+    """The useful part of urllib3's nested message ('[Errno 111] Connection refused')."""
+    if isinstance(exc, requests.exceptions.SSLError):
+        return "the TLS handshake failed (if the portal serves plain HTTP, use an http:// URL)"
     text = str(exc.args[0]) if exc.args else exc.__class__.__name__
-    if match := re.search(r"\] ([^'\")]+)", text):  # urllib3's "[Errno 111] Connection refused"
-        return match[1].strip()
+    if match := re.search(r"\[Errno -?\d+\] ([^'\"]+)", text):
+        return match[1].strip().rstrip(")")
     return text
 
 

@@ -305,7 +305,7 @@ def cmd_status(args: argparse.Namespace, client: Client) -> int:
     for label, value in fields:
         if value not in (None, ""):
             print(f"{label + ':':<12}{value}")
-    usage = job.get("usage") or {}
+    usage = {k: v for k, v in (job.get("usage") or {}).items() if v not in (None, "")}
     if usage:
         print("Usage:      " + ", ".join(f"{k}={v}" for k, v in sorted(usage.items())))
     events = job.get("events") or job.get("timeline") or []
@@ -347,7 +347,10 @@ def _print_log(client: Client, job_id: str, stream: str, offset: int) -> int:
 def cmd_cancel(args: argparse.Namespace, client: Client) -> int:
     job = client.post(f"jobs/{args.job_id}/cancel/")
     state = job.get("state") if isinstance(job, dict) else None
-    print(f"{args.job_id}: {state or 'cancel requested'}")
+    if state in FINAL_STATES:
+        print(f"{args.job_id}: {state}")
+    else:  # the cluster was asked; the next sync records the end
+        print(f"{args.job_id}: cancel requested (state: {state or 'unknown'})")
     return EXIT_OK
 
 

@@ -362,7 +362,9 @@ def test_an_unreachable_server_is_an_error(
     monkeypatch.setenv("GPUC_TOKEN", TOKEN)
 
     assert cli.main(["ls"]) == 1
-    assert capsys.readouterr().err.startswith(f"error: cannot reach http://127.0.0.1:{port}")
+    assert capsys.readouterr().err == (
+        f"error: cannot reach http://127.0.0.1:{port}: Connection refused\n"
+    )
 
 
 def test_commands_without_a_login_say_how_to_log_in(
@@ -633,13 +635,20 @@ def test_logs_follow_polls_until_the_job_is_final_and_drains_the_tail(
     assert offsets == ["0", "2", "2", "4"]
 
 
-def test_cancel_posts_and_prints_the_new_state(
-    logged_in: FakeApi, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("status", "state", "printed"),
+    [
+        (200, "cancelled", "cancelled"),
+        (202, "running", "cancel requested (state: running)"),
+    ],
+)
+def test_cancel_posts_and_says_whether_the_job_already_ended(
+    logged_in: FakeApi, capsys: pytest.CaptureFixture[str], status: int, state: str, printed: str
 ) -> None:
-    logged_in.on("POST", f"jobs/{JOB_ID}/cancel/", (OK, {"id": JOB_ID, "state": "cancelled"}))
+    logged_in.on("POST", f"jobs/{JOB_ID}/cancel/", (status, {"id": JOB_ID, "state": state}))
 
     assert cli.main(["cancel", JOB_ID]) == 0
-    assert capsys.readouterr().out == f"{JOB_ID}: cancelled\n"
+    assert capsys.readouterr().out == f"{JOB_ID}: {printed}\n"
     assert logged_in.seen[0].method == "POST"
 
 
