@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
-import django  # noqa: E402
+import django
 
 django.setup()
 
@@ -127,7 +127,7 @@ def make_world(tag: str, *, jobs: int, gpus: int, seed: int) -> tuple[Cluster, S
                     hold=hold,
                     submitted_at=now,
                     created_at=now - timezone.timedelta(microseconds=start + i),
-                )  # fmt: skip
+                )
             )
         Job.objects.bulk_create(rows)
     return cluster, backend
@@ -172,7 +172,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=200_000)
     parser.add_argument("--small", type=int, default=2_000, help="the small run's job count")
-    parser.add_argument("--gpus", type=int, default=20_000)
+    parser.add_argument("--gpus", type=int, default=100_000)
     parser.add_argument("--tick", type=int, default=300, help="simulated seconds per tick")
     parser.add_argument("--max-seconds", type=float, default=90.0, help="sync time budget")
     args = parser.parse_args()

@@ -32,7 +32,6 @@ from jobs.backends.base import (
     ResultFile,
     UsageRecord,
 )
-from jobs.bulk import bulk_set
 from jobs.exceptions import ClusterUnavailable, InvalidJob, JobStateError, ResultNotFound
 from jobs.models import ClusterAccount, Job, JobEvent, JobTemplate
 from jobs.validation import (
@@ -46,7 +45,7 @@ from portal.errors import PermissionDenied
 from quotas.models import ZERO, Cluster, Hold, Rate
 from quotas.services import Cost, Usage, cost_of, ledger_hold, ledger_settle
 from quotas.services import estimate as quota_estimate
-from quotas.services.batch import ledger_settle_many
+from quotas.services.batch import bulk_set, ledger_settle_many
 
 logger = logging.getLogger(__name__)
 
@@ -409,21 +408,21 @@ def cluster_sync(*, cluster: Cluster) -> SyncResult:
     active = list(
         Job.objects.filter(
             cluster=cluster, state__in=(Job.State.QUEUED, Job.State.RUNNING)
-        ).values_list("pk", "uuid", "backend_id", "cluster_username", "state", "started_at")
+        ).values_list("pk", "uuid", "backend_id", "cluster_username", "state")
     )
     if active:
-        refs = [JobRef(uuid=u, backend_id=b, cluster_user=cu) for _, u, b, cu, _, _ in active if b]
+        refs = [JobRef(uuid=u, backend_id=b, cluster_user=cu) for _, u, b, cu, _ in active if b]
         result.backend_calls += 1
         statuses = backend.poll(refs)
         result.polled = len(refs)
-        changes: list[tuple[int, str, datetime | None, JobStatus]] = []
-        for pk, _, backend_id, _, state, started_at in active:
+        changes: list[tuple[int, str, JobStatus]] = []
+        for pk, _, backend_id, _, state in active:
             status = statuses.get(backend_id)
             if status is None:
                 result.missing += 1
                 continue
             if status.state != state and status.state in _ALLOWED.get(state, ()):
-                changes.append((pk, state, started_at, status))
+                changes.append((pk, state, status))
         result.transitions = _apply_transitions(changes)
     result.finalized = _finalize_finished(cluster, backend, result)
     return result
@@ -462,23 +461,24 @@ def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
         yield items[i : i + size]
 
 
-def _apply_transitions(changes: list[tuple[int, str, datetime | None, JobStatus]]) -> int:
+def _apply_transitions(changes: list[tuple[int, str, JobStatus]]) -> int:
     """Write the state changes seen in one poll, skipping rows another sync moved already."""
     applied = 0
     for batch in _chunks(changes, 2000):
         now = timezone.now()
         with transaction.atomic():
-            seen = {pk: state for pk, state, _, _ in batch}
-            current = dict(
-                Job.objects.select_for_update()
-                .filter(pk__in=list(seen), finalized_at__isnull=True)
+            current = {
+                pk: (state, started_at)
+                for pk, state, started_at in Job.objects.select_for_update()
+                .filter(pk__in=[pk for pk, _, _ in batch], finalized_at__isnull=True)
                 .order_by("pk")
-                .values_list("pk", "state")
-            )
+                .values_list("pk", "state", "started_at")
+            }
             updates: list[tuple[Any, ...]] = []
             events: list[JobEvent] = []
-            for pk, state, started_at, status in batch:
-                if current.get(pk) != state:
+            for pk, state, status in batch:
+                now_state, started_at = current.get(pk, ("", None))
+                if now_state != state:
                     continue  # changed by a concurrent sync or a cancel meanwhile
                 final = status.state in Job.FINAL_STATES
                 updates.append(

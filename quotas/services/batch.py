@@ -1,4 +1,5 @@
-"""Settling many holds in one transaction (job sync finalises thousands per tick).
+"""Settling many holds in one transaction (job sync finalises thousands per tick), and
+bulk_set, one statement setting per-row values on many rows (used by jobs' sync too).
 
 Each hold is settled exactly as ledger_settle would (same entries, same keys, same counter
 effects, expiry of what is released on an expired allocation, thresholds after charges), but
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, models, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -20,6 +21,47 @@ from accounts.models import User
 from quotas.exceptions import InvalidAmount
 from quotas.models import ZERO, Allocation, Hold, LedgerEntry
 from quotas.services.ledger import _after_charge, _number, _refresh_status
+
+_BATCH = 2000
+
+
+def bulk_set(
+    model: type[models.Model], fields: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> None:
+    """Set `fields` on many rows; each row is (pk, value of fields[0], value of fields[1], ...)."""
+    if not rows:
+        return
+    if connection.vendor != "postgresql":
+        objects = [model(pk=row[0], **dict(zip(fields, row[1:], strict=True))) for row in rows]
+        model._default_manager.bulk_update(objects, list(fields), batch_size=500)
+        return
+    meta = model._meta
+    qn = connection.ops.quote_name
+    columns = [meta.get_field(name) for name in fields]
+    pk = meta.pk
+    if pk is None:
+        raise TypeError(f"{model.__name__} has no primary key")
+    set_sql = ", ".join(
+        f"{qn(c.column)} = v.{qn(c.column)}::{c.db_type(connection)}" for c in columns
+    )
+    names = ", ".join(["_pk", *(qn(c.column) for c in columns)])
+    row_sql = "(" + ", ".join(["%s"] * (len(columns) + 1)) + ")"
+    for start in range(0, len(rows), _BATCH):
+        batch = rows[start : start + _BATCH]
+        params: list[Any] = []
+        for row in batch:
+            params.append(row[0])
+            params.extend(
+                column.get_db_prep_save(value, connection)
+                for column, value in zip(columns, row[1:], strict=True)
+            )
+        sql = (
+            f"UPDATE {qn(meta.db_table)} AS t SET {set_sql} "  # noqa: S608 (names from model meta)
+            f"FROM (VALUES {', '.join([row_sql] * len(batch))}) AS v({names}) "
+            f"WHERE t.{qn(pk.column)} = v._pk::bigint"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
 
 
 @transaction.atomic
@@ -105,7 +147,11 @@ def ledger_settle_many(
         hold.state, hold.settled_at = Hold.State.SETTLED, now
         settled[hold.pk] = hold
     LedgerEntry.objects.bulk_create(entries, batch_size=1000)
-    Hold.objects.bulk_update(to_settle, ["charged", "released", "state", "settled_at"])
+    bulk_set(
+        Hold,
+        ["charged", "released", "state", "settled_at"],
+        [(h.pk, h.charged, h.released, h.state, h.settled_at) for h in to_settle],
+    )
     for pk, move in moves.items():
         Allocation.objects.filter(pk=pk).update(
             credited=F("credited") + move["credited"],
