@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +18,8 @@ import requests
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_QUOTA = 0, 1, 2, 4
 TIMEOUT = (10, 60)  # seconds: connect, read
+TRANSIENT_STATUSES = frozenset({502, 503, 504})
+RETRY_DELAY = 1.0  # seconds, doubled at each retry
 
 
 class CliError(Exception):
@@ -124,30 +128,51 @@ class Client:
         body: Any = None,
         headers: dict[str, str] | None = None,
         stream: bool = False,
+        retries: int | None = None,
     ) -> requests.Response:
-        try:
-            response = self.session.request(
-                method,
-                self.base + path,
-                params={k: v for k, v in (params or {}).items() if v not in (None, "")},
-                json=body,
-                headers=headers,
-                stream=stream,
-                timeout=TIMEOUT,
-            )
-        except requests.Timeout:
-            raise CliError(f"{self.root} did not answer in time") from None
-        except requests.RequestException as exc:
-            raise CliError(f"cannot reach {self.root}: {_reason(exc)}") from None
-        if response.status_code >= 400:
-            raise _api_error(response)
-        return response
+        """One call; transient failures (network, 502/503/504) are retried `retries` times
+        (default: GETs 3, other methods 0: only an idempotent POST may be repeated)."""
+        retries = (3 if method == "GET" else 0) if retries is None else retries
+        for attempt in range(retries + 1):
+            last = attempt == retries
+            try:
+                response = self.session.request(
+                    method,
+                    self.base + path,
+                    params={k: v for k, v in (params or {}).items() if v not in (None, "")},
+                    json=body,
+                    headers=headers,
+                    stream=stream,
+                    timeout=TIMEOUT,
+                )
+            except requests.RequestException as exc:
+                if isinstance(exc, requests.Timeout):
+                    failure = f"{self.root} did not answer in time"
+                else:
+                    failure = f"cannot reach {self.root}: {_reason(exc)}"
+                if last or not isinstance(exc, (requests.ConnectionError, requests.Timeout)):
+                    raise CliError(failure) from None
+                _pause(attempt, failure)
+                continue
+            if response.status_code in TRANSIENT_STATUSES and not last:
+                _pause(attempt, f"{self.root} answered HTTP {response.status_code}")
+                continue
+            if response.status_code >= 400:
+                raise _api_error(response)
+            return response
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
         return _json(self.request("GET", path, params=params))
 
-    def post(self, path: str, body: Any = None, headers: dict[str, str] | None = None) -> Any:
-        return _json(self.request("POST", path, body=body, headers=headers))
+    def post(
+        self,
+        path: str,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        retries: int = 0,
+    ) -> Any:
+        return _json(self.request("POST", path, body=body, headers=headers, retries=retries))
 
     def paginate(
         self, path: str, params: dict[str, Any] | None = None, limit: int | None = None
@@ -171,6 +196,12 @@ class Client:
             if not following or (limit is not None and count >= limit):
                 return
             params = dict(parse_qsl(urlsplit(following).query, keep_blank_values=True))
+
+
+def _pause(attempt: int, failure: str) -> None:
+    delay = RETRY_DELAY * 2**attempt
+    print(f"warning: {failure}; retrying in {delay:g} s", file=sys.stderr)
+    time.sleep(delay)
 
 
 def _version() -> str:

@@ -203,8 +203,9 @@ def cmd_estimate(args: argparse.Namespace, client: Client) -> int:
 
 def cmd_submit(args: argparse.Namespace, client: Client) -> int:
     body = _job_body(args, client)
-    headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else None
-    job = client.post("jobs/", body, headers=headers)
+    # A key of our own makes the POST safe to repeat when the answer is lost on the way back.
+    key = args.idempotency_key or f"gpuc-{uuid.uuid4()}"
+    job = client.post("jobs/", body, headers={"Idempotency-Key": key}, retries=3)
     if args.json and not args.wait:
         _print_json(job)
         return EXIT_OK

@@ -89,6 +89,12 @@ def _handler(api: FakeApi) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+@pytest.fixture(autouse=True)
+def _no_retry_delay(monkeypatch: pytest.MonkeyPatch) -> None:
+    """gpuc waits 1, 2, 4 s between retries of transient failures; tests need not."""
+    monkeypatch.setattr("portal.cli.client.RETRY_DELAY", 0)
+
+
 @pytest.fixture
 def api() -> Iterator[FakeApi]:
     fake = FakeApi()

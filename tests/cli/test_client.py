@@ -80,7 +80,7 @@ def test_submit_leaves_out_flags_not_given_so_the_server_defaults_apply(
     assert cli.main(argv) == 0
 
     [request] = logged_in.seen
-    assert "Idempotency-Key" not in request.headers
+    assert request.headers["Idempotency-Key"].startswith("gpuc-")
     assert set(request.body) == {"project", "cluster", "name", "script", "time_limit_minutes"}
     assert request.body["name"] == "x"
 
@@ -323,10 +323,10 @@ def test_an_unknown_job_prints_not_found_and_exits_1(
 def test_an_answer_that_is_not_json_is_reported_by_its_status(
     logged_in: FakeApi, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    logged_in.on("GET", f"jobs/{JOB_ID}/", (502, "<html>Bad Gateway</html>"))
+    logged_in.on("GET", f"jobs/{JOB_ID}/", (500, "<html>Server Error</html>"))
 
     assert cli.main(["status", JOB_ID]) == 1
-    assert capsys.readouterr().err == "error: HTTP 502 Bad Gateway\n"
+    assert capsys.readouterr().err == "error: HTTP 500 Internal Server Error\n"
 
 
 def test_a_success_that_is_not_json_is_an_error_not_a_crash(
@@ -336,6 +336,47 @@ def test_a_success_that_is_not_json_is_an_error_not_a_crash(
 
     assert cli.main(["status", JOB_ID]) == 1
     assert "not JSON" in capsys.readouterr().err
+
+
+def test_a_submit_whose_answer_is_lost_is_retried_with_the_same_idempotency_key(
+    logged_in: FakeApi, script: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    logged_in.on(
+        "POST",
+        "jobs/",
+        (502, "<html>Bad Gateway</html>"),
+        (503, {"detail": "Service unavailable", "code": "unavailable"}),
+        (201, {"id": JOB_ID, "state": "pending"}),
+    )
+
+    assert cli.main(["submit", str(script), "-p", PROJECT_ID, "-c", "sim", "-t", "1h"]) == 0
+
+    keys = {s.headers["Idempotency-Key"] for s in logged_in.requests_to("jobs/")}
+    assert len(logged_in.requests_to("jobs/")) == 3
+    assert len(keys) == 1
+    out, err = capsys.readouterr()
+    assert out == f"{JOB_ID}\n"
+    assert "answered HTTP 502; retrying" in err
+
+
+def test_transient_failures_give_up_after_three_retries(
+    logged_in: FakeApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    logged_in.on("GET", f"jobs/{JOB_ID}/", (503, {"detail": "Down for upgrade", "code": "x"}))
+
+    assert cli.main(["status", JOB_ID]) == 1
+    assert len(logged_in.seen) == 4
+    assert capsys.readouterr().err.splitlines()[-1] == "error: Down for upgrade"
+
+
+def test_a_cancel_is_not_repeated_after_a_gateway_error(
+    logged_in: FakeApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    logged_in.on("POST", f"jobs/{JOB_ID}/cancel/", (502, "<html>Bad Gateway</html>"))
+
+    assert cli.main(["cancel", JOB_ID]) == 1
+    assert len(logged_in.seen) == 1
+    assert capsys.readouterr().err == "error: HTTP 502 Bad Gateway\n"
 
 
 def test_a_rejected_token_says_to_log_in_again(
@@ -362,9 +403,14 @@ def test_an_unreachable_server_is_an_error(
     monkeypatch.setenv("GPUC_TOKEN", TOKEN)
 
     assert cli.main(["ls"]) == 1
-    assert capsys.readouterr().err == (
-        f"error: cannot reach http://127.0.0.1:{port}: Connection refused\n"
-    )
+    err = capsys.readouterr().err.splitlines()
+    failure = f"cannot reach http://127.0.0.1:{port}: Connection refused"
+    assert err == [
+        f"warning: {failure}; retrying in 0 s",
+        f"warning: {failure}; retrying in 0 s",
+        f"warning: {failure}; retrying in 0 s",
+        f"error: {failure}",
+    ]
 
 
 def test_commands_without_a_login_say_how_to_log_in(
