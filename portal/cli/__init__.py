@@ -83,8 +83,10 @@ def _positive_int(minimum: int) -> Callable[[str], int]:
 
 def _add_job_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("script", metavar="SCRIPT_FILE", help="batch script ('-' reads stdin)")
-    parser.add_argument("--project", "-p", required=True, help="project uuid, slug or org/slug")
-    parser.add_argument("--cluster", "-c", required=True, help="cluster name")
+    parser.add_argument(
+        "--project", "-p", help="project uuid, slug or org/slug (default: $GPUC_PROJECT)"
+    )
+    parser.add_argument("--cluster", "-c", help="cluster name (default: $GPUC_CLUSTER)")
     parser.add_argument("--name", "-J", help="job name (default: the script's file name)")
     parser.add_argument("--partition", help="partition (default: the cluster's default)")
     parser.add_argument("--gpus", "-G", type=_positive_int(0), help="GPUs per task")

@@ -57,7 +57,7 @@ def config_path() -> Path:
     return Path(explicit) if explicit else Path.home() / ".config" / "gpuc" / "config.json"
 
 
-def _read_config_file(path: Path) -> dict[str, Any]:
+def read_config_file(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -71,7 +71,7 @@ def _read_config_file(path: Path) -> dict[str, Any]:
 
 def load_config() -> Config:
     """The URL and token: GPUC_URL / GPUC_TOKEN override the configuration file."""
-    stored = _read_config_file(config_path())
+    stored = read_config_file(config_path())
     url = os.environ.get("GPUC_URL") or stored.get("url") or ""
     token = os.environ.get("GPUC_TOKEN") or stored.get("token") or ""
     if not url or not token:
@@ -82,7 +82,7 @@ def load_config() -> Config:
 def save_config(path: Path, *, url: str, token: str) -> None:
     """Write url+token atomically, readable by the owner only (0600, directory 0700)."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    data = _read_config_file(path)
+    data = read_config_file(path)
     data.update(url=url, token=token)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".config-", suffix=".json")
     try:
@@ -149,7 +149,7 @@ class Client:
                 if isinstance(exc, requests.Timeout):
                     failure = f"{self.root} did not answer in time"
                 else:
-                    failure = f"cannot reach {self.root}: {_reason(exc)}"
+                    failure = f"cannot reach {self.root}: {failure_reason(exc)}"
                 if last or not isinstance(exc, (requests.ConnectionError, requests.Timeout)):
                     raise CliError(failure) from None
                 _pause(attempt, failure)
@@ -213,7 +213,7 @@ def _version() -> str:
         return "dev"
 
 
-def _reason(exc: requests.RequestException) -> str:
+def failure_reason(exc: requests.RequestException) -> str:
     """The useful part of urllib3's nested message ('[Errno 111] Connection refused')."""
     if isinstance(exc, requests.exceptions.SSLError):
         return "the TLS handshake failed (if the portal serves plain HTTP, use an http:// URL)"

@@ -1,4 +1,5 @@
-"""The `gpuc` commands: each parses nothing, calls the API through Client and prints."""
+"""The `gpuc` commands: each takes the parsed arguments, calls the API through Client and
+prints the answer (a table, or JSON with --json)."""
 
 from __future__ import annotations
 
@@ -25,9 +26,9 @@ from portal.cli.client import (
     EXIT_USAGE,
     Client,
     CliError,
-    _read_config_file,
-    _reason,
     config_path,
+    failure_reason,
+    read_config_file,
     save_config,
 )
 from portal.cli.parsing import parse_job_id, script_directives
@@ -77,10 +78,12 @@ def _mem(mb: Any) -> str:
 
 def cmd_login(args: argparse.Namespace) -> int:
     path = config_path()
-    stored = _read_config_file(path)
+    stored = read_config_file(path)
     url = args.url or os.environ.get("GPUC_URL") or stored.get("url")
     if not url:
-        raise CliError("give the portal address with --url (e.g. https://gpu.example.org)", 2)
+        raise CliError(
+            "give the portal address with --url (e.g. https://gpu.example.org)", EXIT_USAGE
+        )
     token = args.token or os.environ.get("GPUC_TOKEN")
     if not token:
         token = getpass.getpass("API token (create one under 'API tokens' in the portal): ")
@@ -162,10 +165,21 @@ def _job_body(args: argparse.Namespace, client: Client) -> dict[str, Any]:
     }
     values = {**directives, **{k: v for k, v in given.items() if v is not None}}
     if "time_limit_minutes" not in values:
-        raise CliError("give a time limit with --time (or '#SBATCH --time' in the script)", 2)
+        raise CliError(
+            "give a time limit with --time (or '#SBATCH --time' in the script)", EXIT_USAGE
+        )
+    project = args.project or _default("project")
+    cluster = args.cluster or _default("cluster")
+    if not project or not cluster:
+        missing = "--project" if not project else "--cluster"
+        raise CliError(
+            f"give {missing} (or set GPUC_{missing[2:].upper()}, or '{missing[2:]}' in "
+            f"{config_path()})",
+            EXIT_USAGE,
+        )
     body: dict[str, Any] = {
-        "project": resolve_project(client, args.project),
-        "cluster": args.cluster,
+        "project": resolve_project(client, project),
+        "cluster": cluster,
         "name": _job_name(default_name),
         "script": script,
         **values,
@@ -173,6 +187,12 @@ def _job_body(args: argparse.Namespace, client: Client) -> dict[str, Any]:
     if args.env:
         body["env"] = dict(args.env)
     return body
+
+
+def _default(key: str) -> str | None:
+    """A default for --project/--cluster: $GPUC_PROJECT/$GPUC_CLUSTER, else the config file."""
+    value = os.environ.get(f"GPUC_{key.upper()}") or read_config_file(config_path()).get(key)
+    return str(value) if value else None
 
 
 def _job_name(file_name: str) -> str:
@@ -402,7 +422,7 @@ def _results_get(client: Client, job_id: str, path: str, output: str | None) -> 
             os.replace(tmp, target)
         except requests.RequestException as exc:
             Path(tmp).unlink(missing_ok=True)
-            raise CliError(f"download of {path} broke off: {_reason(exc)}") from None
+            raise CliError(f"download of {path} broke off: {failure_reason(exc)}") from None
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise

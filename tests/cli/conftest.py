@@ -109,11 +109,11 @@ def api() -> Iterator[FakeApi]:
 
 @pytest.fixture
 def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Point gpuc at a fresh configuration file and clear GPUC_URL/GPUC_TOKEN."""
+    """Point gpuc at a fresh configuration file and clear the GPUC_* variables."""
     path = tmp_path / "gpuc" / "config.json"
     monkeypatch.setenv("GPUC_CONFIG", str(path))
-    monkeypatch.delenv("GPUC_URL", raising=False)
-    monkeypatch.delenv("GPUC_TOKEN", raising=False)
+    for name in ("GPUC_URL", "GPUC_TOKEN", "GPUC_PROJECT", "GPUC_CLUSTER"):
+        monkeypatch.delenv(name, raising=False)
     return path
 
 

@@ -101,6 +101,31 @@ def test_the_default_job_name_is_the_script_name_made_acceptable(
     assert logged_in.seen[0].body["partition"] == "debug"
 
 
+def test_project_and_cluster_default_to_the_environment_then_the_config_file(
+    logged_in: FakeApi,
+    script: Path,
+    config_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    logged_in.on("POST", "jobs/", (201, {"id": JOB_ID, "state": "pending"}))
+    config_file.parent.mkdir(parents=True)
+    config_file.write_text(json.dumps({"project": OTHER_PROJECT_ID, "cluster": "sim"}))
+
+    assert cli.main(["submit", str(script), "-t", "1h"]) == 0
+    monkeypatch.setenv("GPUC_PROJECT", PROJECT_ID)
+    monkeypatch.setenv("GPUC_CLUSTER", "big")
+    assert cli.main(["submit", str(script), "-t", "1h"]) == 0
+    assert cli.main(["submit", str(script), "-t", "1h", "-c", "flag"]) == 0
+
+    sent = [(s.body["project"], s.body["cluster"]) for s in logged_in.seen]
+    assert sent == [(OTHER_PROJECT_ID, "sim"), (PROJECT_ID, "big"), (PROJECT_ID, "flag")]
+    config_file.write_text("{}")
+    monkeypatch.delenv("GPUC_CLUSTER")
+    assert cli.main(["submit", str(script), "-t", "1h"]) == cli.EXIT_USAGE
+    assert "give --cluster (or set GPUC_CLUSTER" in capsys.readouterr().err
+
+
 def test_submit_resolves_a_project_slug_across_pages_of_projects(
     logged_in: FakeApi, script: Path
 ) -> None:

@@ -86,8 +86,8 @@ def gpuc(
 ) -> Gpuc:
     """Run `gpuc` as alice: logged in through `gpuc login` with a token made by the service."""
     monkeypatch.setenv("GPUC_CONFIG", str(tmp_path / "gpuc.json"))
-    monkeypatch.delenv("GPUC_URL", raising=False)
-    monkeypatch.delenv("GPUC_TOKEN", raising=False)
+    for name in ("GPUC_URL", "GPUC_TOKEN", "GPUC_PROJECT", "GPUC_CLUSTER"):
+        monkeypatch.delenv(name, raising=False)
     _, raw = api_token_create(actor=alice, name="cli")
     assert cli.main(["login", "--url", live_server.url, "--token", raw]) == 0
     capsys.readouterr()
