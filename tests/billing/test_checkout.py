@@ -10,6 +10,7 @@ from django.utils import timezone
 from quotas.billing.models import BillingAccount, Purchase, RefundShortfall, StripeEvent
 from quotas.billing.stripe_api import stripe_client
 from quotas.models import Allocation, LedgerEntry
+from quotas.reconcile import reconcile_ledger
 from tests.billing.helpers import CHECKOUT_URL, checkout, spend
 
 
@@ -208,6 +209,7 @@ def test_a_refund_takes_back_what_is_unspent_and_records_the_rest_as_owed(
     )
     [debit] = LedgerEntry.objects.filter(allocation=allocation, kind=LedgerEntry.Kind.EXPIRE)
     assert debit.amount == Decimal("100")
+    assert reconcile_ledger().ok
 
 
 def test_partial_refunds_debit_in_proportion_and_replays_change_nothing(

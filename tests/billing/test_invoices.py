@@ -179,6 +179,25 @@ def test_an_admin_suspension_is_not_lifted_by_a_payment(
     )
 
 
+def test_an_overdue_invoice_without_a_postpaid_plan_suspends_nothing(
+    api_alice, tenant, cluster, pack, stripe_on, send_webhook
+):
+    from tests.billing.helpers import checkout
+
+    checkout(api_alice, tenant.project)  # the organization has a customer, no plan
+    customer = BillingAccount.objects.get(organization=tenant.org).stripe_customer_id
+    invoice = stripe_on.create_invoice(customer, amount_due=5, created=int(time.time()) - 30 * DAY)
+    failed = stripe_on.update_invoice(invoice["id"], status="open", attempt_count=1)
+
+    send_webhook(
+        stripe_on.event("invoice.payment_failed", failed, created=int(time.time()) - 20 * DAY)
+    )
+
+    assert Invoice.objects.get().first_payment_failed_at is not None
+    assert BillingAccount.objects.get(organization=tenant.org).suspended_at is None
+    assert mail.outbox == []
+
+
 def test_an_invoice_of_a_customer_we_do_not_know_is_ignored(plan, stripe_on, send_webhook):
     stranger = stripe_client_customer(stripe_on)
     invoice = stripe_on.create_invoice(stranger, amount_due=5)

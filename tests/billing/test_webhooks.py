@@ -13,6 +13,7 @@ from django.utils import timezone
 from quotas.billing.models import BillingAccount, Invoice, Purchase, StripeEvent
 from quotas.billing.stripe_api import stripe_client
 from quotas.models import Allocation, LedgerEntry
+from quotas.reconcile import reconcile_ledger
 from tests.billing.conftest import WEBHOOK_SECRET, WEBHOOK_URL
 from tests.billing.helpers import checkout, open_postpaid
 from tests.stripe_server import sign_payload
@@ -190,6 +191,7 @@ def _state(tenant, plan, card, delayed, invoice):
         ),
         "postpaid": (plan.allocation.status, account.suspended_at, account.suspended_allocations),
         "events": sorted(StripeEvent.objects.values_list("status", flat=True)),
+        "ledger_reconciles": reconcile_ledger().ok,
     }
 
 
@@ -202,6 +204,7 @@ EXPECTED = {
     "invoice": ("paid", "GPUC-0001", 12345, 12345, 2, True, True),
     "postpaid": ("active", None, []),
     "events": ["ignored"] + ["processed"] * 10,
+    "ledger_reconciles": True,
 }
 
 

@@ -128,22 +128,25 @@ def payment_enforce(*, organization: Organization, now: datetime | None = None) 
         ).order_by("first_payment_failed_at")
     )
     if overdue and account.suspended_at is None:
+        targets = list(
+            Allocation.objects.filter(
+                project__organization=organization,
+                kind=Allocation.Kind.POSTPAID,
+                status__in=(Allocation.Status.ACTIVE, Allocation.Status.EXHAUSTED),
+            ).order_by("pk")
+        )
+        if not targets:
+            return account  # nothing post-paid to stop (the daily check looks again)
         invoice = overdue[0]
         reason = (
             f"Post-paid usage is suspended: invoice {invoice.number or invoice.stripe_id} is "
             f"unpaid since {invoice.first_payment_failed_at:%Y-%m-%d}. Pay it on the billing page "
             "to resume."
         )
-        suspended = []
-        for allocation in Allocation.objects.filter(
-            project__organization=organization,
-            kind=Allocation.Kind.POSTPAID,
-            status__in=(Allocation.Status.ACTIVE, Allocation.Status.EXHAUSTED),
-        ).order_by("pk"):
+        for allocation in targets:
             allocation_suspend(actor=None, allocation=allocation, reason=reason)
-            suspended.append(allocation.pk)
         account.suspended_at = now
-        account.suspended_allocations = suspended
+        account.suspended_allocations = [a.pk for a in targets]
         account.save(update_fields=["suspended_at", "suspended_allocations", "updated_at"])
         _notify(
             organization,

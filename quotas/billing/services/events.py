@@ -28,8 +28,10 @@ logger = logging.getLogger(__name__)
 
 # Deferred events (a refund whose checkout has not completed yet) are retried this long.
 DEFERRED_FOR = timedelta(days=7)
-# A received event no task has finished after this long is queued again.
+# A received event no task has finished after this long is queued again; a failing one is
+# retried by the sweep until it has failed this often (then it waits for an admin action).
 STUCK_AFTER = timedelta(minutes=10)
+MAX_ATTEMPTS = 50
 
 
 def webhook_receive(*, payload: bytes, signature: str | None) -> tuple[StripeEvent, bool]:
@@ -189,6 +191,7 @@ def stripe_events_sweep(*, now: datetime | None = None) -> list[str]:
         StripeEvent.objects.filter(
             status__in=(StripeEvent.Status.RECEIVED, StripeEvent.Status.FAILED),
             received_at__lt=now - STUCK_AFTER,
+            attempts__lt=MAX_ATTEMPTS,
         ).values_list("stripe_id", flat=True)[:1000]
     ) + list(
         StripeEvent.objects.filter(status=StripeEvent.Status.DEFERRED).values_list(
