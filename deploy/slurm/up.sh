@@ -53,39 +53,89 @@ for u in "${EXTRA_USERS[@]}"; do
 done
 [ "$(id -u)" = 0 ] || die "must run as root"
 
+# One up.sh at a time (tests may call `up.sh --user X` in parallel). fd 9 is
+# closed for every daemon started below so they do not inherit the lock.
+mkdir -p /run/lock
+exec 9>/run/lock/gpucommons-slurm-up.lock
+flock -w 300 9 || die "another up.sh is still running"
+
 # ---------------------------------------------------------------- helpers
+# running PID -> 0 if PID exists and is not a zombie (PID 1 here may reap late)
+running() {
+    local st
+    st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
+    [ -n "$st" ] && [ "$st" != Z ]
+}
+
 # pid_alive PIDFILE COMM -> 0 if the pid in PIDFILE is a live process named COMM
 pid_alive() {
     local pid
     [ -s "$1" ] || return 1
     pid=$(tr -dc '0-9' < "$1")
-    [ -n "$pid" ] && [ -r "/proc/$pid/comm" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$2" ]
+    [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$2" ] && running "$pid"
 }
 
 stop_pidfile() {  # PIDFILE COMM
-    local pid i
+    local pid
     pid_alive "$1" "$2" || { rm -f "$1"; return 0; }
     pid=$(tr -dc '0-9' < "$1")
     say "stopping $2 (pid $pid)"
     kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 1 100); do
-        [ -d "/proc/$pid" ] || break
+    for _ in $(seq 1 100); do
+        running "$pid" || break
         sleep 0.1
     done
-    [ -d "/proc/$pid" ] && kill -KILL "$pid" 2>/dev/null || true
+    running "$pid" && kill -KILL "$pid" 2>/dev/null || true
     rm -f "$1"
 }
 
-wait_for() {  # SECONDS DESCRIPTION LOGFILE CMD...
-    local secs=$1 what=$2 logf=$3 i
+wait_for() {  # SECONDS DESCRIPTION LOGFILE CMD...  (CMD silences itself)
+    local end=$((SECONDS + $1)) what=$2 logf=$3
     shift 3
-    for i in $(seq 1 $((secs * 5))); do
-        if "$@" >/dev/null 2>&1; then return 0; fi
+    while [ "$SECONDS" -lt "$end" ]; do
+        if "$@"; then return 0; fi
         sleep 0.2
     done
     say "timed out waiting for $what"
     [ -n "$logf" ] && [ -f "$logf" ] && tail -n 30 "$logf" >&2
     die "$what did not come up"
+}
+
+# spawn CMD... : run CMD with no inherited file descriptors other than 0-2,
+# which the caller redirects (daemons must not keep a caller's pipe open, or
+# e.g. `out=$(up.sh)` in CI would wait for them; fd 9 holds our lock).
+spawn() {
+    (
+        for fd in /proc/$BASHPID/fd/*; do
+            fd=${fd##*/}
+            if [ "$fd" -gt 2 ]; then eval "exec $fd>&-" 2>/dev/null || true; fi
+        done
+        exec "$@"
+    )
+}
+spawn_bg() {  # like spawn, in the background, without a waiting parent shell
+    (
+        for fd in /proc/$BASHPID/fd/*; do
+            fd=${fd##*/}
+            if [ "$fd" -gt 2 ]; then eval "exec $fd>&-" 2>/dev/null || true; fi
+        done
+        exec "$@"
+    ) &
+}
+
+# start_once NAME PIDFILE COMM CMD... : run CMD (which starts a daemon) unless
+# the daemon is alive or was started by this script less than 20 s ago (it may
+# not have written its pid file yet; slurmctld started twice kills the first).
+declare -A STARTED_AT=()
+start_once() {
+    local name=$1 pidfile=$2 comm=$3 last
+    shift 3
+    pid_alive "$pidfile" "$comm" && return 0
+    last=${STARTED_AT[$name]:-}
+    if [ -n "$last" ] && [ $((SECONDS - last)) -lt 20 ]; then return 0; fi
+    STARTED_AT[$name]=$SECONDS
+    say "starting $name"
+    "$@"
 }
 
 # install_if_changed SRC DEST MODE OWNER -> returns 0 if DEST was (re)written
@@ -113,11 +163,12 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # ---------------------------------------------------------------- MariaDB
-mysql_ok() { mysqladmin -uroot --connect-timeout=2 ping >/dev/null 2>&1; }
+mysql_ok() { timeout 5 mysqladmin -uroot --connect-timeout=2 ping >/dev/null 2>&1; }
 if ! mysql_ok; then
     say "starting MariaDB"
     install -d -o mysql -g mysql /run/mysqld
-    start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
+    spawn start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd \
+        </dev/null >/dev/null 2>&1
     wait_for 60 "MariaDB" /var/log/mysql/error.log mysql_ok
 fi
 
@@ -128,8 +179,14 @@ getent passwd "$REST_USER" >/dev/null ||
 
 install -d -m 0755 -o root -g root "$ROOT" "$CONF_DIR" "$SHARED" "$ROOT/spool" "$ROOT/spool/slurmd"
 install -d -m 0755 -o slurm -g slurm "$LOG" "$RUN" "$ROOT/state" "$ROOT/state/slurmctld"
+# Fake GPUs: clones of /dev/null (char 1,3) so the gres/gpu plugin sets
+# CUDA_VISIBLE_DEVICES; ordinary files if mknod is not permitted (GPUs are
+# then still scheduled and accounted, but CUDA_VISIBLE_DEVICES stays empty).
 for i in $(seq 0 $((GPU_COUNT - 1))); do
-    [ -e "$ROOT/fakegpu$i" ] || { : > "$ROOT/fakegpu$i"; chmod 0666 "$ROOT/fakegpu$i"; }
+    f=$ROOT/fakegpu$i
+    [ -c "$f" ] && continue
+    rm -f "$f"
+    mknod -m 0666 "$f" c 1 3 2>/dev/null || { : > "$f"; chmod 0666 "$f"; }
 done
 
 # ---------------------------------------------------------------- munge
@@ -137,6 +194,7 @@ if [ ! -s /etc/munge/munge.key ]; then
     say "creating munge key"
     install -d -m 0700 -o munge -g munge /etc/munge
     mungekey --create --keyfile=/etc/munge/munge.key --force
+    chown munge:munge /etc/munge/munge.key
 fi
 chown munge:munge /etc/munge/munge.key
 chmod 0400 /etc/munge/munge.key
@@ -145,8 +203,9 @@ install -d -m 0700 -o munge -g munge /var/lib/munge /var/log/munge
 if ! pid_alive /run/munge/munged.pid munged; then
     say "starting munged"
     rm -f /run/munge/munged.pid /run/munge/munge.socket.2 /run/munge/munge.socket.2.lock
-    runuser -u munge -- /usr/sbin/munged --pid-file=/run/munge/munged.pid
-    munge_ok() { munge -n | unmunge; }
+    spawn runuser -u munge -- /usr/sbin/munged --pid-file=/run/munge/munged.pid \
+        </dev/null >>"$LOG/daemon-start.log" 2>&1
+    munge_ok() { munge -n 2>/dev/null | unmunge >/dev/null 2>&1; }
     wait_for 20 "munged" /var/log/munge/munged.log munge_ok
 fi
 
@@ -217,7 +276,9 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=1024
 GresTypes=gpu
-MinJobAge=30
+MinJobAge=60
+MaxJobCount=50000
+JobRequeue=0
 KillWait=2
 OverTimeLimit=0
 InactiveLimit=0
@@ -281,12 +342,15 @@ fi
 [ $dbd_changed = 1 ] && stop_pidfile "$RUN/slurmdbd.pid" slurmdbd
 
 # ---------------------------------------------------------------- slurmdbd
-dbd_ok() { sacctmgr -nP show cluster format=cluster; }
-if ! pid_alive "$RUN/slurmdbd.pid" slurmdbd; then
-    say "starting slurmdbd"
-    /usr/sbin/slurmdbd
-    wait_for 60 "slurmdbd" "$LOG/slurmdbd.log" dbd_ok
-fi
+# Each start_* starts its daemon unless it is alive; the *_ok checks call it
+# again, so a daemon that was still shutting down when first looked at (pid
+# alive, then gone) is started on the next round instead of waited for forever.
+# Daemons' own start-up messages (before they daemonise) go to daemon-start.log.
+start_daemon() { spawn "$@" </dev/null >>"$LOG/daemon-start.log" 2>&1; }
+start_dbd() { start_once slurmdbd "$RUN/slurmdbd.pid" slurmdbd start_daemon /usr/sbin/slurmdbd; }
+dbd_ok() { start_dbd && timeout 10 sacctmgr -nP show cluster format=cluster >/dev/null 2>&1; }
+start_dbd
+wait_for 60 "slurmdbd" "$LOG/slurmdbd.log" dbd_ok
 
 # ---------------------------------------------------------------- accounting objects
 ensure_cluster_and_account() {
@@ -301,31 +365,25 @@ ensure_cluster_and_account() {
 ensure_cluster_and_account
 
 # ---------------------------------------------------------------- slurmctld / slurmd
-node_state() { sinfo -h -N -n "$HOST" -o '%T' 2>/dev/null | head -n1; }
-ctld_ok() { scontrol ping | grep -q 'is UP'; }
-if ! pid_alive "$RUN/slurmctld.pid" slurmctld; then
-    say "starting slurmctld"
-    /usr/sbin/slurmctld
-    wait_for 60 "slurmctld" "$LOG/slurmctld.log" ctld_ok
-fi
-if ! pid_alive "$RUN/slurmd.pid" slurmd; then
-    say "starting slurmd"
-    /usr/sbin/slurmd
-fi
+start_ctld() { start_once slurmctld "$RUN/slurmctld.pid" slurmctld start_daemon /usr/sbin/slurmctld; }
+start_slurmd() { start_once slurmd "$RUN/slurmd.pid" slurmd start_daemon /usr/sbin/slurmd; }
+ctld_ok() { start_ctld && timeout 5 scontrol ping 2>/dev/null | grep -q 'is UP'; }
 node_ready() {
     local s
-    s=$(node_state)
+    start_ctld && start_slurmd || return 1
+    s=$(timeout 5 sinfo -h -N -n "$HOST" -o '%T' 2>/dev/null | head -n1)
     case "$s" in
         idle|mixed|allocated|completing) return 0 ;;
-        down*|drain*|fail*)
-            scontrol update nodename="$HOST" state=resume >/dev/null 2>&1 || true
+        down*|drain*|fail*)  # e.g. drained by down.sh, or down after a crash
+            timeout 5 scontrol update nodename="$HOST" state=resume >/dev/null 2>&1 || true
             return 1 ;;
         *) return 1 ;;
     esac
 }
-if ! node_ready; then
-    wait_for 60 "node $HOST to become idle" "$LOG/slurmd.log" node_ready
-fi
+start_ctld
+wait_for 60 "slurmctld" "$LOG/slurmctld.log" ctld_ok
+start_slurmd
+node_ready || wait_for 60 "node $HOST to become idle" "$LOG/slurmd.log" node_ready
 
 # ---------------------------------------------------------------- cluster users
 ensure_user() {  # NAME
@@ -335,7 +393,8 @@ ensure_user() {  # NAME
         useradd -m -U -s /bin/bash -K UID_MIN=1000 "$u"
     fi
     uid=$(id -u "$u")
-    [ "$uid" -ge 1000 ] || die "user $u has uid $uid < 1000; refusing to use a system account"
+    [ "$uid" -ge 1000 ] && [ "$uid" -lt 60000 ] ||
+        die "user $u has uid $uid (not in 1000..59999); refusing to use a system account"
     if [ ! -d "$SHARED/$u" ]; then
         install -d -m 0755 -o "$u" -g "$(id -gn "$u")" "$SHARED/$u"
     fi
@@ -353,7 +412,8 @@ done
 
 # ---------------------------------------------------------------- slurmrestd
 rest_ok() {
-    python3 - "$REST_PORT" <<'PY'
+    start_restd || return 1
+    python3 - "$REST_PORT" <<'PY' >/dev/null 2>&1
 import sys, urllib.request, urllib.error
 try:
     urllib.request.urlopen("http://127.0.0.1:%s/openapi/v3" % sys.argv[1], timeout=2)
@@ -361,16 +421,21 @@ except urllib.error.HTTPError:
     pass  # any HTTP answer means it is listening
 PY
 }
-if ! pid_alive "$RUN/slurmrestd.pid" slurmrestd; then
-    say "starting slurmrestd on 127.0.0.1:$REST_PORT"
+launch_restd() {
     rm -f "$RUN/slurmrestd.pid"
-    setsid bash -c '
+    spawn_bg setsid bash -c '
         echo $$ > "$1"
         exec setpriv --reuid="$2" --regid="$2" --init-groups \
             env SLURM_CONF="$3" SLURM_JWT=daemon /usr/sbin/slurmrestd \
             -s openapi/v0.0.38,openapi/dbv0.0.38 -a rest_auth/jwt "127.0.0.1:$4"
     ' up.sh "$RUN/slurmrestd.pid" "$REST_USER" "$SLURM_CONF_FILE" "$REST_PORT" \
-        </dev/null >>"$LOG/slurmrestd.log" 2>&1 &
+        </dev/null >>"$LOG/slurmrestd.log" 2>&1
+}
+start_restd() {
+    start_once "slurmrestd on 127.0.0.1:$REST_PORT" "$RUN/slurmrestd.pid" slurmrestd launch_restd
+}
+if ! pid_alive "$RUN/slurmrestd.pid" slurmrestd; then
+    start_restd
     wait_for 30 "slurmrestd" "$LOG/slurmrestd.log" rest_ok
 fi
 
