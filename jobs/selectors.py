@@ -68,14 +68,19 @@ def job_list_for_user(
     cluster (name); light enough for keyset pages over 100,000 rows."""
     qs = job_visible_to(user=user)
     if project:
+        # Resolve to ids first: `project_id = <constant>` lets PostgreSQL walk the
+        # (project, -created_at, -id) index and stop after one page.
+        projects = Project.objects.filter(memberships__user=user)
         try:
-            qs = qs.filter(project__uuid=uuid_lib.UUID(project))
+            projects = projects.filter(uuid=uuid_lib.UUID(project))
         except ValueError:
-            qs = qs.filter(project__slug=project)
+            projects = projects.filter(slug=project)
+        qs = qs.filter(project_id__in=list(projects.values_list("pk", flat=True)))
     if state:
         qs = qs.filter(state=state)
     if cluster:
-        qs = qs.filter(cluster__name=cluster)
+        cluster_ids = list(Cluster.objects.filter(name=cluster).values_list("pk", flat=True))
+        qs = qs.filter(cluster_id__in=cluster_ids)
     return qs.select_related("project", "cluster", "user").only(*LIST_FIELDS)
 
 
