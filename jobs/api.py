@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import uuid as uuid_lib
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 
 from django.db.models import Q
 from django.http import FileResponse
@@ -15,13 +15,18 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.models import Project
+from accounts.models import Project, User
 from jobs import selectors, services
 from jobs.exceptions import InvalidJob
 from jobs.models import Job, JobEvent, JobTemplate
 from jobs.selectors import projects_for_user
 from portal.api import CursorPagination, StrictFieldsMixin
 from quotas.models import Cluster
+
+
+def _user(request: Request) -> User:
+    """The authenticated caller (IsAuthenticated is the default permission)."""
+    return cast(User, request.user)
 
 
 def resolve_project(user: Any, value: str) -> Project:
@@ -175,7 +180,7 @@ class JobListView(APIView):
         if state and state not in Job.State.values:
             raise InvalidJob(f"Unknown state '{state}'", field="state")
         qs = selectors.job_list_for_user(
-            user=request.user,
+            user=_user(request),
             project=request.query_params.get("project") or None,
             state=state,
             cluster=request.query_params.get("cluster") or None,
@@ -192,11 +197,11 @@ class JobListView(APIView):
     def post(self, request: Request) -> Response:
         serializer = JobRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        kwargs = serializer.service_kwargs(request.user)
+        kwargs = serializer.service_kwargs(_user(request))
         key = request.headers.get("Idempotency-Key", "").strip()
-        replay = bool(key) and Job.objects.filter(user=request.user, idempotency_key=key).exists()
-        job = services.job_submit(user=request.user, idempotency_key=key, **kwargs)
-        job = selectors.job_get_for_user(user=request.user, job_uuid=job.uuid)
+        replay = bool(key) and Job.objects.filter(user=_user(request), idempotency_key=key).exists()
+        job = services.job_submit(user=_user(request), idempotency_key=key, **kwargs)
+        job = selectors.job_get_for_user(user=_user(request), job_uuid=job.uuid)
         status = HTTPStatus.OK if replay else HTTPStatus.CREATED
         return Response(JobDetailSerializer(job).data, status=status)
 
@@ -207,7 +212,7 @@ class JobEstimateView(APIView):
         serializer = JobRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         cost = services.job_estimate(
-            user=request.user, data=serializer.service_kwargs(request.user)
+            user=_user(request), data=serializer.service_kwargs(_user(request))
         )
         return Response(
             {
@@ -220,16 +225,16 @@ class JobEstimateView(APIView):
 class JobDetailView(APIView):
     @extend_schema(responses=JobDetailSerializer)
     def get(self, request: Request, job_uuid: uuid_lib.UUID) -> Response:
-        job = selectors.job_get_for_user(user=request.user, job_uuid=job_uuid)
+        job = selectors.job_get_for_user(user=_user(request), job_uuid=job_uuid)
         return Response(JobDetailSerializer(job).data)
 
 
 class JobCancelView(APIView):
     @extend_schema(request=None, responses=JobDetailSerializer)
     def post(self, request: Request, job_uuid: uuid_lib.UUID) -> Response:
-        job = selectors.job_get_for_user(user=request.user, job_uuid=job_uuid)
-        job = services.job_cancel(user=request.user, job=job)
-        job = selectors.job_get_for_user(user=request.user, job_uuid=job_uuid)
+        job = selectors.job_get_for_user(user=_user(request), job_uuid=job_uuid)
+        job = services.job_cancel(user=_user(request), job=job)
+        job = selectors.job_get_for_user(user=_user(request), job_uuid=job_uuid)
         status = HTTPStatus.OK if job.is_final else HTTPStatus.ACCEPTED
         return Response(JobDetailSerializer(job).data, status=status)
 
@@ -253,9 +258,9 @@ class JobLogView(APIView):
         ]
     )
     def get(self, request: Request, job_uuid: uuid_lib.UUID) -> Response:
-        job = selectors.job_get_for_user(user=request.user, job_uuid=job_uuid)
+        job = selectors.job_get_for_user(user=_user(request), job_uuid=job_uuid)
         chunk = services.job_read_log(
-            user=request.user,
+            user=_user(request),
             job=job,
             stream=request.query_params.get("stream", "stdout"),
             offset=_int_param(request, "offset", 0) or 0,
@@ -272,8 +277,8 @@ class JobLogView(APIView):
 
 class JobResultsView(APIView):
     def get(self, request: Request, job_uuid: uuid_lib.UUID) -> Response:
-        job = selectors.job_get_for_user(user=request.user, job_uuid=job_uuid)
-        files = services.job_results(user=request.user, job=job)
+        job = selectors.job_get_for_user(user=_user(request), job_uuid=job_uuid)
+        files = services.job_results(user=_user(request), job=job)
         return Response(
             {"results": [{"path": f.path, "size": f.size, "modified": f.modified} for f in files]}
         )
@@ -281,8 +286,8 @@ class JobResultsView(APIView):
 
 class JobResultDownloadView(APIView):
     def get(self, request: Request, job_uuid: uuid_lib.UUID, path: str) -> FileResponse:
-        job = selectors.job_get_for_user(user=request.user, job_uuid=job_uuid)
-        handle = services.job_open_result(user=request.user, job=job, path=path)
+        job = selectors.job_get_for_user(user=_user(request), job_uuid=job_uuid)
+        handle = services.job_open_result(user=_user(request), job=job, path=path)
         return FileResponse(handle, as_attachment=True, filename=os.path.basename(path))
 
 
@@ -321,7 +326,7 @@ class JobTemplateSerializer(StrictFieldsMixin, serializers.ModelSerializer):
 class JobTemplateListView(APIView):
     @extend_schema(responses=JobTemplateSerializer(many=True))
     def get(self, request: Request) -> Response:
-        templates = selectors.job_templates_for_user(user=request.user)
+        templates = selectors.job_templates_for_user(user=_user(request))
         return Response({"results": JobTemplateSerializer(templates, many=True).data})
 
     @extend_schema(request=JobTemplateSerializer, responses={201: JobTemplateSerializer})
@@ -332,8 +337,8 @@ class JobTemplateListView(APIView):
         project = data.pop("project", None)
         cluster = data.pop("cluster", None)
         template = services.job_template_create(
-            user=request.user,
-            project=resolve_project(request.user, project) if project else None,
+            user=_user(request),
+            project=resolve_project(_user(request), project) if project else None,
             cluster=resolve_cluster(cluster) if cluster else None,
             **data,
         )

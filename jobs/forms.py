@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 
@@ -25,8 +25,12 @@ def parse_env(text: str) -> dict[str, str]:
 
 
 class JobSubmitForm(forms.Form):
-    project = forms.ModelChoiceField(queryset=None, to_field_name="uuid")
-    cluster = forms.ModelChoiceField(queryset=None, to_field_name="name")
+    project: forms.ModelChoiceField[Any] = forms.ModelChoiceField(
+        queryset=None, to_field_name="uuid"
+    )
+    cluster: forms.ModelChoiceField[Any] = forms.ModelChoiceField(
+        queryset=None, to_field_name="name"
+    )
     name = forms.CharField(max_length=128, initial="job")
     script = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 10, "spellcheck": "false", "class": "mono"}),
@@ -49,8 +53,8 @@ class JobSubmitForm(forms.Form):
 
     def __init__(self, *args: Any, user: User, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["project"].queryset = projects_for_user(user=user)
-        self.fields["cluster"].queryset = clusters_for_user(user=user)
+        cast(forms.ModelChoiceField, self.fields["project"]).queryset = projects_for_user(user=user)
+        cast(forms.ModelChoiceField, self.fields["cluster"]).queryset = clusters_for_user(user=user)
 
     def clean_env(self) -> dict[str, str]:
         return parse_env(self.cleaned_data.get("env") or "")

@@ -7,6 +7,7 @@ the backend tags each job with; finalisation is exactly once by claiming finaliz
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -354,7 +355,7 @@ def _reject(job: Job, reason: str) -> None:
     )
     if not updated:
         return
-    if job.hold_id:
+    if job.hold is not None:
         ledger_settle(actor=None, hold=job.hold, actual=ZERO, memo=f"Job {job.uuid} rejected")
     JobEvent.objects.create(
         job=job,
@@ -452,7 +453,7 @@ def _recover_stale_submitting(cluster: Cluster, backend: Any, result: SyncResult
             state=Job.State.PENDING, updated_at=timezone.now()
         )
         for job_id in absent:
-            transaction.on_commit(lambda job_id=job_id: _enqueue_forward(job_id))
+            transaction.on_commit(functools.partial(_enqueue_forward, job_id))
     result.recovered = len(stale)
 
 
@@ -623,7 +624,7 @@ def _finalize_batch(
         computed.append((job, usage, usage_json, actual))
     settled = ledger_settle_many(
         actor=None,
-        settlements=[(job.hold, actual) for job, _, _, actual in computed if job.hold_id],
+        settlements=[(job.hold, actual) for job, _, _, actual in computed if job.hold is not None],
         memo=f"Job usage on {cluster.name}",
     )
     updates: list[tuple[Any, ...]] = []

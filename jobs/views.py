@@ -6,7 +6,7 @@ import base64
 import os
 import uuid as uuid_lib
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -15,6 +15,7 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from accounts.models import User
 from jobs import selectors, services
 from jobs.exceptions import JobNotFound
 from jobs.forms import JobSubmitForm
@@ -25,9 +26,14 @@ PAGE_SIZE = 50
 LOG_TAIL_BYTES = 64 * 1024
 
 
+def _user(request: HttpRequest) -> User:
+    """The signed-in user (every view here is login_required)."""
+    return cast(User, request.user)
+
+
 def _job(request: HttpRequest, job_uuid: uuid_lib.UUID) -> Job:
     try:
-        return selectors.job_get_for_user(user=request.user, job_uuid=job_uuid)
+        return selectors.job_get_for_user(user=_user(request), job_uuid=job_uuid)
     except JobNotFound:
         raise Http404("No such job") from None
 
@@ -53,7 +59,7 @@ def job_list(request: HttpRequest) -> HttpResponse:
     if state not in Job.State.values:
         state = None
     qs = selectors.job_list_for_user(
-        user=request.user,
+        user=_user(request),
         project=request.GET.get("project") or None,
         state=state,
         cluster=request.GET.get("cluster") or None,
@@ -72,8 +78,8 @@ def job_list(request: HttpRequest) -> HttpResponse:
             "jobs": jobs[:PAGE_SIZE],
             "next_cursor": next_cursor,
             "filter_query": params.urlencode(),
-            "projects": selectors.projects_for_user(user=request.user),
-            "clusters": selectors.clusters_for_user(user=request.user),
+            "projects": selectors.projects_for_user(user=_user(request)),
+            "clusters": selectors.clusters_for_user(user=_user(request)),
             "states": Job.State.choices,
             "current": {
                 "project": request.GET.get("project", ""),
@@ -89,7 +95,7 @@ def _initial_from_template(request: HttpRequest) -> dict[str, Any]:
     if not template_id:
         return {}
     try:
-        template = selectors.job_templates_for_user(user=request.user).get(
+        template = selectors.job_templates_for_user(user=_user(request)).get(
             uuid=uuid_lib.UUID(template_id)
         )
     except (ValueError, Exception):
@@ -114,10 +120,10 @@ def _initial_from_template(request: HttpRequest) -> dict[str, Any]:
 @require_http_methods(["GET", "POST"])
 def job_submit_view(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
-        form = JobSubmitForm(request.POST, user=request.user)
+        form = JobSubmitForm(request.POST, user=_user(request))
         if form.is_valid():
             try:
-                job = services.job_submit(user=request.user, **form.service_kwargs())
+                job = services.job_submit(user=_user(request), **form.service_kwargs())
             except DomainError as exc:
                 field = exc.field if exc.field in form.fields else None
                 form.add_error(field, exc.detail)
@@ -125,11 +131,11 @@ def job_submit_view(request: HttpRequest) -> HttpResponse:
                 messages.success(request, f"Job {job.name} submitted.")
                 return redirect("job-detail", job_uuid=job.uuid)
     else:
-        form = JobSubmitForm(user=request.user, initial=_initial_from_template(request))
+        form = JobSubmitForm(user=_user(request), initial=_initial_from_template(request))
     return render(
         request,
         "jobs/submit.html",
-        {"form": form, "templates": selectors.job_templates_for_user(user=request.user)},
+        {"form": form, "templates": selectors.job_templates_for_user(user=_user(request))},
     )
 
 
@@ -137,11 +143,11 @@ def job_submit_view(request: HttpRequest) -> HttpResponse:
 @require_POST
 def job_estimate_partial(request: HttpRequest) -> HttpResponse:
     """htmx: the estimate for the form's current fields (or what is wrong with them)."""
-    form = JobSubmitForm(request.POST, user=request.user)
+    form = JobSubmitForm(request.POST, user=_user(request))
     context: dict[str, Any] = {}
     if form.is_valid():
         try:
-            context["cost"] = services.job_estimate(user=request.user, data=form.service_kwargs())
+            context["cost"] = services.job_estimate(user=_user(request), data=form.service_kwargs())
         except DomainError as exc:
             context["error"] = exc.detail
     else:
@@ -155,7 +161,7 @@ def _status_context(request: HttpRequest, job: Job) -> dict[str, Any]:
     results_error = ""
     if job.backend_id:
         try:
-            results = services.job_results(user=request.user, job=job)
+            results = services.job_results(user=_user(request), job=job)
         except DomainError as exc:
             results_error = exc.detail
     return {
@@ -175,7 +181,7 @@ def job_detail(request: HttpRequest, job_uuid: uuid_lib.UUID) -> HttpResponse:
     log, log_error = None, ""
     try:
         log = services.job_read_log(
-            user=request.user, job=job, stream="stdout", offset=-LOG_TAIL_BYTES
+            user=_user(request), job=job, stream="stdout", offset=-LOG_TAIL_BYTES
         )
     except DomainError as exc:
         log_error = exc.detail
@@ -201,7 +207,7 @@ def job_log_partial(request: HttpRequest, job_uuid: uuid_lib.UUID) -> HttpRespon
     except ValueError:
         offset = 0
     try:
-        log = services.job_read_log(user=request.user, job=job, stream="stdout", offset=offset)
+        log = services.job_read_log(user=_user(request), job=job, stream="stdout", offset=offset)
     except DomainError as exc:
         return render(request, "jobs/_log_chunk.html", {"job": job, "error": exc.detail})
     return render(
@@ -223,7 +229,7 @@ def job_results_partial(request: HttpRequest, job_uuid: uuid_lib.UUID) -> HttpRe
 def job_cancel_view(request: HttpRequest, job_uuid: uuid_lib.UUID) -> HttpResponse:
     job = _job(request, job_uuid)
     try:
-        job = services.job_cancel(user=request.user, job=job)
+        job = services.job_cancel(user=_user(request), job=job)
     except DomainError as exc:
         messages.error(request, exc.detail)
     else:
@@ -241,7 +247,7 @@ def job_result_download(
 ) -> FileResponse | HttpResponse:
     job = _job(request, job_uuid)
     try:
-        handle = services.job_open_result(user=request.user, job=job, path=path)
+        handle = services.job_open_result(user=_user(request), job=job, path=path)
     except DomainError as exc:
         if exc.status == 404:
             raise Http404(exc.detail) from None

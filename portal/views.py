@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from http import HTTPStatus
+from typing import cast
 
 from django.contrib.auth.decorators import login_required
 from django.db import connection
@@ -13,6 +14,7 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from accounts.models import User
 from jobs.selectors import job_list_for_user
 from portal.celery import app as celery_app
 from quotas.models import Allocation, LedgerEntry
@@ -53,7 +55,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "portal/dashboard.html",
         {
             "allocations": allocations,
-            "recent_jobs": list(job_list_for_user(user=request.user)[:10]),
+            "recent_jobs": list(job_list_for_user(user=cast(User, request.user))[:10]),
             "chart": chart,
             "charged_30d": sum(per_day.values()),
         },

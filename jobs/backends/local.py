@@ -214,9 +214,10 @@ class LocalBackend(ComputeBackend):
             spec = self._spec(jobdir)
             started, ended = status.get("started_at"), status.get("ended_at")
             ran = started is not None and ended is not None
+            elapsed = max(0, round(float(ended or 0) - float(started or 0))) if ran else 0
             out[ref.backend_id] = UsageRecord(
                 backend_id=ref.backend_id,
-                elapsed_seconds=max(0, round(ended - started)) if ran else 0,
+                elapsed_seconds=elapsed,
                 gpus=int(spec["gpus"]),
                 gpu_type=str(spec["gpu_type"]),
                 cpus=int(spec["cpus"]),

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from django.db import connection, models, transaction
 from django.db.models import F
@@ -37,14 +37,14 @@ def bulk_set(
         return
     meta = model._meta
     qn = connection.ops.quote_name
-    columns = [meta.get_field(name) for name in fields]
+    columns = [cast("models.Field[Any, Any]", meta.get_field(name)) for name in fields]
     pk = meta.pk
     if pk is None:
         raise TypeError(f"{model.__name__} has no primary key")
     set_sql = ", ".join(
-        f"{qn(c.column)} = v.{qn(c.column)}::{c.db_type(connection)}" for c in columns
+        f"{qn(str(c.column))} = v.{qn(str(c.column))}::{c.db_type(connection)}" for c in columns
     )
-    names = ", ".join(["_pk", *(qn(c.column) for c in columns)])
+    names = ", ".join(["_pk", *(qn(str(c.column)) for c in columns)])
     row_sql = "(" + ", ".join(["%s"] * (len(columns) + 1)) + ")"
     for start in range(0, len(rows), _BATCH):
         batch = rows[start : start + _BATCH]
@@ -58,7 +58,7 @@ def bulk_set(
         sql = (
             f"UPDATE {qn(meta.db_table)} AS t SET {set_sql} "  # noqa: S608 (names from model meta)
             f"FROM (VALUES {', '.join([row_sql] * len(batch))}) AS v({names}) "
-            f"WHERE t.{qn(pk.column)} = v._pk::bigint"
+            f"WHERE t.{qn(str(pk.column))} = v._pk::bigint"
         )
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
