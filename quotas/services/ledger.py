@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from django.db import IntegrityError, transaction
 from django.db.models import F
@@ -83,6 +84,32 @@ def _post(
     return entry
 
 
+def _post_many(
+    allocation: Allocation, entries: list[LedgerEntry], *, actor: User | None
+) -> list[LedgerEntry]:
+    """Append several entries at once and move the counters by their sum in one UPDATE.
+
+    Same rules and lock as _post: the caller holds the allocation's row lock.
+    """
+    if not entries:
+        return []
+    deltas = [ZERO, ZERO, ZERO]
+    for entry in entries:
+        for i, factor in enumerate(_EFFECTS[entry.kind]):
+            deltas[i] += factor * entry.amount
+    created = LedgerEntry.objects.bulk_create(entries)
+    Allocation.objects.filter(pk=allocation.pk).update(
+        credited=F("credited") + deltas[0],
+        held=F("held") + deltas[1],
+        charged=F("charged") + deltas[2],
+    )
+    allocation.credited += deltas[0]
+    allocation.held += deltas[1]
+    allocation.charged += deltas[2]
+    _refresh_status(allocation, actor=actor)
+    return created
+
+
 def _refresh_status(allocation: Allocation, *, actor: User | None) -> None:
     """active <-> exhausted from the (locked, current) counters; other statuses are left alone."""
     if allocation.status not in (Allocation.Status.ACTIVE, Allocation.Status.EXHAUSTED):
@@ -126,7 +153,9 @@ def _positive(amount: Decimal | int | str, *, name: str = "amount") -> Decimal:
 
 
 def _locked(allocation: Allocation) -> Allocation:
-    return Allocation.objects.select_for_update().get(pk=allocation.pk)
+    # NO KEY UPDATE: enough to change counters, and it does not block other transactions'
+    # inserts that merely reference the allocation (ledger entries, holds).
+    return Allocation.objects.select_for_update(no_key=True).get(pk=allocation.pk)
 
 
 def _sync_counters(target: Allocation, source: Allocation) -> None:
@@ -183,7 +212,6 @@ def eligible_allocations(
     ).order_by("ends_at", "id")
 
 
-@transaction.atomic
 def ledger_hold(
     *,
     actor: User | None,
@@ -197,37 +225,79 @@ def ledger_hold(
     """Place a lien of `amount` on the earliest-ending eligible allocation that can cover it.
 
     Raises InsufficientQuota (with the shortfall) when none can, or AllocationSuspended when
-    only suspended allocations could. Same key -> same hold.
+    only suspended allocations could. Same key -> same hold, even when two calls race.
     """
     value = _positive(amount)
     if existing := Hold.objects.filter(key=key).first():
         return existing
-    now = timezone.now()
-    ids = list(
-        eligible_allocations(project=project, cluster=cluster, at=now).values_list("pk", flat=True)
-    )
-    # Lock in one consistent order (ends_at, id) so concurrent holds never deadlock; the
-    # status is checked again on the locked rows (a suspension may have committed meanwhile).
-    candidates = list(
-        Allocation.objects.select_for_update(of=("self",))
-        .filter(pk__in=ids, status=Allocation.Status.ACTIVE, ends_at__gt=now)
-        .order_by("ends_at", "id")
-    )
-    chosen = next((a for a in candidates if a.available >= value), None)
-    if chosen is None:
-        _refuse_hold(project=project, cluster=cluster, value=value, candidates=candidates, at=now)
     try:
-        with transaction.atomic():
-            hold = Hold.objects.create(
-                allocation=chosen, cluster=cluster, amount=value, key=key, job_uuid=job_uuid
-            )
+        return _place_hold(
+            actor=actor,
+            project=project,
+            cluster=cluster,
+            value=value,
+            key=key,
+            job_uuid=job_uuid,
+            memo=memo,
+        )
     except IntegrityError:
-        return Hold.objects.get(key=key)
-    _post(
-        chosen,
+        # A concurrent call with the same key won; everything of ours was rolled back.
+        if existing := Hold.objects.filter(key=key).first():
+            return existing
+        raise
+
+
+@transaction.atomic
+def _place_hold(
+    *,
+    actor: User | None,
+    project: Project,
+    cluster: Cluster,
+    value: Decimal,
+    key: str,
+    job_uuid: uuid.UUID | None,
+    memo: str,
+) -> Hold:
+    now = timezone.now()
+    rows = [
+        _Candidate(*row)
+        for row in Allocation.objects.filter(
+            project=project,
+            clusters=cluster,
+            status__in=[Allocation.Status.ACTIVE, Allocation.Status.SUSPENDED],
+            starts_at__lte=now,
+            ends_at__gt=now,
+        )
+        .order_by("ends_at", "id")
+        .values_list("pk", "uuid", "status", "status_reason", "credited", "held", "charged")
+    ]
+    active = [r for r in rows if r.status == Allocation.Status.ACTIVE]
+    chosen = None
+    for row in active:
+        if row.available < value:
+            continue
+        # One conditional UPDATE both locks the row and re-checks the balance on its current
+        # version (PostgreSQL re-evaluates the WHERE after waiting for a concurrent writer),
+        # so two holds can never both take the last SU, and no row is locked while reading.
+        placed = Allocation.objects.filter(
+            pk=row.pk,
+            status=Allocation.Status.ACTIVE,
+            ends_at__gt=now,
+            credited__gte=F("held") + F("charged") + value,
+        ).update(held=F("held") + value)
+        if placed:
+            chosen = row
+            break
+    if chosen is None:
+        _refuse_hold(project=project, cluster=cluster, value=value, rows=rows)
+    hold = Hold.objects.create(
+        allocation_id=chosen.pk, cluster=cluster, amount=value, key=key, job_uuid=job_uuid
+    )
+    LedgerEntry.objects.create(
+        allocation_id=chosen.pk,
         kind=LedgerEntry.Kind.HOLD,
         amount=value,
-        key=f"{key}:hold",
+        idempotency_key=f"{key}:hold",
         actor=actor,
         memo=memo,
         job_uuid=job_uuid,
@@ -237,34 +307,37 @@ def ledger_hold(
     return hold
 
 
+@dataclass(frozen=True)
+class _Candidate:
+    pk: int
+    uuid: uuid.UUID
+    status: str
+    status_reason: str
+    credited: Decimal
+    held: Decimal
+    charged: Decimal
+
+    @property
+    def available(self) -> Decimal:
+        return self.credited - self.held - self.charged
+
+
 def _refuse_hold(
-    *,
-    project: Project,
-    cluster: Cluster,
-    value: Decimal,
-    candidates: list[Allocation],
-    at: datetime,
+    *, project: Project, cluster: Cluster, value: Decimal, rows: list[_Candidate]
 ) -> NoReturn:
-    suspended = list(
-        Allocation.objects.filter(
-            project=project,
-            clusters=cluster,
-            status=Allocation.Status.SUSPENDED,
-            starts_at__lte=at,
-            ends_at__gt=at,
-        ).order_by("ends_at", "id")
-    )
-    if suspended and (not candidates or any(a.available >= value for a in suspended)):
+    active = [r for r in rows if r.status == Allocation.Status.ACTIVE]
+    suspended = [r for r in rows if r.status == Allocation.Status.SUSPENDED]
+    if suspended and (not active or any(r.available >= value for r in suspended)):
         reasons = "; ".join(
-            f"allocation {a.uuid} is suspended: {a.status_reason or 'no reason given'}"
-            for a in suspended
+            f"allocation {r.uuid} is suspended: {r.status_reason or 'no reason given'}"
+            for r in suspended
         )
         raise AllocationSuspended(
             f"Project '{project.name}' cannot spend on cluster '{cluster.name}': {reasons}",
             reason=suspended[0].status_reason,
             allocation=str(suspended[0].uuid),
         )
-    best = max((a.available for a in candidates), default=ZERO)
+    best = max((r.available for r in active), default=ZERO)
     raise InsufficientQuota(
         f"Insufficient quota: this job needs {value} SU but project '{project.name}' has "
         f"at most {best} SU available on one allocation for cluster '{cluster.name}' "
@@ -284,37 +357,35 @@ def ledger_settle(*, actor: User | None, hold: Hold, actual: Decimal, memo: str 
     actual_value = _number(actual, name="actual")
     if actual_value < 0:
         raise InvalidAmount("actual must not be negative", field="actual")
-    locked_hold = (
-        Hold.objects.select_for_update(of=("self",)).select_related("cluster").get(pk=hold.pk)
-    )
+    locked_hold = Hold.objects.select_for_update(no_key=True).get(pk=hold.pk)
     if locked_hold.state == Hold.State.SETTLED:
         return locked_hold
-    allocation = Allocation.objects.select_for_update().get(pk=locked_hold.allocation_id)
+    allocation = _locked(Allocation(pk=locked_hold.allocation_id))
     charge = min(actual_value, locked_hold.amount)
     release = locked_hold.amount - charge
-    common: dict[str, Any] = {
-        "actor": actor,
-        "job_uuid": locked_hold.job_uuid,
-        "hold": locked_hold,
-        "cluster": locked_hold.cluster,
-    }
-    if charge > 0:
-        key = f"{locked_hold.key}:charge"
-        _post(allocation, kind=LedgerEntry.Kind.CHARGE, amount=charge, key=key, memo=memo, **common)
-    if release > 0:
-        key = f"{locked_hold.key}:release"
-        _post(
-            allocation, kind=LedgerEntry.Kind.RELEASE, amount=release, key=key, memo=memo, **common
-        )
-        if allocation.status == Allocation.Status.EXPIRED:
-            _post(
-                allocation,
-                kind=LedgerEntry.Kind.EXPIRE,
-                amount=release,
-                key=f"{locked_hold.key}:expire",
-                memo="Released after the allocation expired",
-                **common,
+    parts = [(LedgerEntry.Kind.CHARGE, charge, memo), (LedgerEntry.Kind.RELEASE, release, memo)]
+    if allocation.status == Allocation.Status.EXPIRED:
+        # The allocation expired while this hold was open: what comes back expires too.
+        parts.append((LedgerEntry.Kind.EXPIRE, release, "Released after the allocation expired"))
+    _post_many(
+        allocation,
+        [
+            LedgerEntry(
+                allocation=allocation,
+                kind=kind,
+                amount=value,
+                idempotency_key=f"{locked_hold.key}:{kind}",
+                actor=actor,
+                memo=text,
+                job_uuid=locked_hold.job_uuid,
+                hold=locked_hold,
+                cluster_id=locked_hold.cluster_id,
             )
+            for kind, value, text in parts
+            if value > 0
+        ],
+        actor=actor,
+    )
     locked_hold.charged = charge
     locked_hold.released = release
     locked_hold.state = Hold.State.SETTLED
