@@ -65,11 +65,17 @@ class Job(models.Model):
     )
 
     uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="jobs")
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="jobs"
+    # No single-column FK indexes: the composite indexes below lead with each of these, and
+    # every index costs a write on each state change (sync updates thousands per tick).
+    project = models.ForeignKey(
+        Project, on_delete=models.PROTECT, related_name="jobs", db_index=False
     )
-    cluster = models.ForeignKey(Cluster, on_delete=models.PROTECT, related_name="jobs")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="jobs", db_index=False
+    )
+    cluster = models.ForeignKey(
+        Cluster, on_delete=models.PROTECT, related_name="jobs", db_index=False
+    )
     name = models.CharField(max_length=128)
     script = models.TextField(blank=True)
     image = models.CharField(max_length=255, blank=True)

@@ -46,7 +46,7 @@ from portal.errors import PermissionDenied
 from quotas.models import ZERO, Cluster, Hold, Rate
 from quotas.services import Cost, Usage, cost_of, ledger_hold, ledger_settle
 from quotas.services import estimate as quota_estimate
-from quotas.services.batch import bulk_set, ledger_settle_many
+from quotas.services.batch import bulk_insert, bulk_set, ledger_settle_many
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ LOG_DEFAULT_LIMIT = 64 * 1024
 LOG_MAX_LIMIT = 1024 * 1024
 FINALIZE_BATCH = 200
 STREAMS = ("stdout", "stderr")
+EVENT_FIELDS = ("job_id", "created_at", "from_state", "to_state", "message")
 SPEC_FIELDS = (
     "name",
     "script",
@@ -476,7 +477,7 @@ def _apply_transitions(changes: list[tuple[int, str, JobStatus]]) -> int:
                 .values_list("pk", "state", "started_at")
             }
             updates: list[tuple[Any, ...]] = []
-            events: list[JobEvent] = []
+            events: list[tuple[Any, ...]] = []
             for pk, state, status in batch:
                 now_state, started_at = current.get(pk, ("", None))
                 if now_state != state:
@@ -493,21 +494,13 @@ def _apply_transitions(changes: list[tuple[int, str, JobStatus]]) -> int:
                         now,
                     )
                 )
-                events.append(
-                    JobEvent(
-                        job_id=pk,
-                        from_state=state,
-                        to_state=status.state,
-                        message=_transition_message(status),
-                        created_at=now,
-                    )
-                )
+                events.append((pk, now, state, status.state, _transition_message(status)))
             bulk_set(
                 Job,
                 ["state", "state_reason", "started_at", "ended_at", "exit_code", "updated_at"],
                 updates,
             )
-            JobEvent.objects.bulk_create(events, batch_size=2000)
+            bulk_insert(JobEvent, EVENT_FIELDS, events)
             applied += len(updates)
     return applied
 
@@ -628,7 +621,7 @@ def _finalize_batch(
         memo=f"Job usage on {cluster.name}",
     )
     updates: list[tuple[Any, ...]] = []
-    events: list[JobEvent] = []
+    events: list[tuple[Any, ...]] = []
     for job, usage, usage_json, actual in computed:
         charged = ZERO
         message = f"Charged {actual} SU for {usage.seconds} s"
@@ -637,21 +630,13 @@ def _finalize_batch(
             charged = hold.charged
             message = f"Charged {hold.charged} SU for {usage.seconds} s; released {hold.released}"
         updates.append((job.pk, now, usage.seconds, usage_json, charged, now))
-        events.append(
-            JobEvent(
-                job_id=job.pk,
-                from_state=job.state,
-                to_state=job.state,
-                message=message,
-                created_at=now,
-            )
-        )
+        events.append((job.pk, now, job.state, job.state, message))
     bulk_set(
         Job,
         ["finalized_at", "elapsed_seconds", "usage", "charged_cost", "updated_at"],
         updates,
     )
-    JobEvent.objects.bulk_create(events)
+    bulk_insert(JobEvent, EVENT_FIELDS, events)
     return len(updates)
 
 

@@ -64,6 +64,7 @@ class _SimJob:
     started: float | None = None
     ended: float | None = None
     final_exit: int | None = None
+    status: JobStatus | None = None  # cached until the job changes (poll is per tick)
 
 
 @dataclass
@@ -162,6 +163,7 @@ class SimulatedBackend(ComputeBackend):
         sim.free -= job.gpus
         job.state = "running"
         job.started = at
+        job.status = None
         sim.seq += 1
         heapq.heappush(sim.ends, (at + min(job.duration, job.limit), sim.seq, job.id))
 
@@ -178,6 +180,7 @@ class SimulatedBackend(ComputeBackend):
     def _finish(self, sim: _SimCluster, job: _SimJob, at: float) -> None:
         sim.free += job.gpus
         job.ended = at
+        job.status = None
         if job.duration > job.limit:
             job.state, job.final_exit = "timeout", None
         elif job.node_fail:
@@ -254,6 +257,7 @@ class SimulatedBackend(ComputeBackend):
                 sim.free += job.gpus
             job.state = "cancelled"
             job.ended = now
+            job.status = None
             self._start_queued(sim, now)
 
     def poll(self, refs: Sequence[JobRef]) -> dict[str, JobStatus]:
@@ -265,14 +269,17 @@ class SimulatedBackend(ComputeBackend):
             jobs = sim.jobs
             for ref in refs:
                 job = jobs.get(ref.backend_id)
-                if job is not None:
-                    out[job.id] = JobStatus(
+                if job is None:
+                    continue
+                if job.status is None:
+                    job.status = JobStatus(
                         backend_id=job.id,
                         state=job.state,
                         exit_code=job.final_exit,
                         started_at=_ts(job.started),
                         ended_at=_ts(job.ended),
                     )
+                out[job.id] = job.status
             return out
 
     def usage(self, refs: Sequence[JobRef]) -> dict[str, UsageRecord]:
