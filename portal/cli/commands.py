@@ -264,6 +264,7 @@ def cmd_ls(args: argparse.Namespace, client: Client) -> int:
     params = {
         "project": resolve_project(client, args.project) if args.project else None,
         "state": args.state,
+        "cluster": args.cluster,
         "page_size": min(args.limit, 200),
     }
     jobs = list(client.paginate("jobs/", params, limit=args.limit))

@@ -621,9 +621,9 @@ def test_ls_json_prints_the_jobs_as_a_list(
 ) -> None:
     logged_in.on("GET", "jobs/", (OK, {"next": None, "results": [_job(1)]}))
 
-    assert cli.main(["ls", "--json", "--project", PROJECT_ID]) == 0
+    assert cli.main(["ls", "--json", "--project", PROJECT_ID, "--cluster", "sim"]) == 0
     assert json.loads(capsys.readouterr().out) == [_job(1)]
-    assert logged_in.seen[0].query["project"] == PROJECT_ID
+    assert logged_in.seen[0].query == {"project": PROJECT_ID, "cluster": "sim", "page_size": "50"}
 
 
 def test_status_prints_resources_costs_and_the_timeline(
