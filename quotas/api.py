@@ -9,27 +9,39 @@ from __future__ import annotations
 
 from decimal import Decimal
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 
 from django.db.models import QuerySet
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import generics, parsers, serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.models import User
 from portal.api import CursorPagination, StrictFieldsMixin
 from quotas import selectors, services
 from quotas.models import Allocation, AllocationRequest, Cluster, LedgerEntry
-from quotas.selectors import RateRow
 
 MIN_SU = Decimal("0.0001")
-SU_FIELD = {"max_digits": 18, "decimal_places": 4, "coerce_to_string": True}
+
+
+def _su_field() -> serializers.DecimalField:
+    """A read-only SU amount rendered as a decimal string ("12.5000")."""
+    return serializers.DecimalField(
+        max_digits=18, decimal_places=4, coerce_to_string=True, read_only=True
+    )
+
+
+def _user(request: Request) -> User:
+    return cast(User, request.user)
+
 
 # --- clusters -------------------------------------------------------------------------------
 
 
-class RateSerializer(serializers.Serializer[RateRow]):
+class RateSerializer(serializers.Serializer[Any]):
     resource = serializers.CharField()
     gpu_type = serializers.CharField()
     su_per_unit = serializers.DecimalField(max_digits=14, decimal_places=6)
@@ -62,7 +74,7 @@ class ClusterSerializer(serializers.ModelSerializer[Cluster]):
     def get_options(self, cluster: Cluster) -> dict[str, Any]:
         return selectors.public_options(cluster)
 
-    def _rows(self, cluster: Cluster, *, current: bool) -> list[dict[str, Any]]:
+    def _rows(self, cluster: Cluster, *, current: bool) -> Any:
         rows = self.context["rates"].get(cluster.pk, [])
         return RateSerializer([r for r in rows if r.current is current], many=True).data
 
@@ -95,10 +107,10 @@ class AllocationSerializer(serializers.ModelSerializer[Allocation]):
     project_name = serializers.CharField(source="project.name", read_only=True)
     organization = serializers.CharField(source="project.organization.slug", read_only=True)
     clusters = serializers.SerializerMethodField()
-    credited = serializers.DecimalField(**SU_FIELD, read_only=True)
-    held = serializers.DecimalField(**SU_FIELD, read_only=True)
-    charged = serializers.DecimalField(**SU_FIELD, read_only=True)
-    available = serializers.DecimalField(**SU_FIELD, read_only=True)
+    credited = _su_field()
+    held = _su_field()
+    charged = _su_field()
+    available = _su_field()
 
     class Meta:
         model = Allocation
@@ -154,7 +166,7 @@ class AllocationDetailView(APIView):
 
 
 class LedgerEntrySerializer(serializers.ModelSerializer[LedgerEntry]):
-    amount = serializers.DecimalField(**SU_FIELD, read_only=True)
+    amount = _su_field()
     actor = serializers.CharField(source="actor.username", read_only=True, allow_null=True)
     cluster = serializers.CharField(source="cluster.name", read_only=True, allow_null=True)
     job = serializers.UUIDField(source="job_uuid", read_only=True, allow_null=True)
@@ -183,6 +195,7 @@ class AllocationLedgerView(generics.ListAPIView[LedgerEntry]):
 # --- grant requests ---------------------------------------------------------------------------
 
 
+@extend_schema_field(OpenApiTypes.STR)
 class ClusterRefField(serializers.Field[Cluster, Any, str, Any]):
     """A cluster by name (or UUID) among enabled ones; 'may use' is checked by the service."""
 
@@ -217,7 +230,7 @@ class AllocationRequestSerializer(serializers.ModelSerializer[AllocationRequest]
     organization = serializers.CharField(source="project.organization.slug", read_only=True)
     extends = serializers.UUIDField(source="extends.uuid", read_only=True, allow_null=True)
     allocation = serializers.UUIDField(source="allocation.uuid", read_only=True, allow_null=True)
-    amount = serializers.DecimalField(**SU_FIELD, read_only=True)
+    amount = _su_field()
     clusters = serializers.SerializerMethodField()
     requested_by = serializers.CharField(source="requested_by.username", read_only=True)
     document = serializers.SerializerMethodField()
@@ -337,7 +350,7 @@ class AllocationRequestListView(generics.ListAPIView[AllocationRequest]):
         params = self.request.query_params
         if params.get("queue") in ("1", "true", "yes"):
             return selectors.review_queue(self.request.user, state=params.get("state"))
-        qs = selectors.allocation_requests_for_user(self.request.user)
+        qs = selectors.my_allocation_requests(self.request.user)
         if project := params.get("project"):
             qs = qs.filter(project=selectors.project_for_user(self.request.user, project))
         if state := params.get("state"):
@@ -369,7 +382,7 @@ class AllocationRequestListView(generics.ListAPIView[AllocationRequest]):
 
                 raise InvalidRequest("Unknown allocation to extend", field="extends")
         created = services.allocation_request_create(
-            actor=request.user, project=project, extends=extends, **data
+            actor=_user(request), project=project, extends=extends, **data
         )
         return _request_detail(created, HTTPStatus.CREATED)
 
@@ -388,7 +401,7 @@ class AllocationRequestDetailView(APIView):
         body.is_valid(raise_exception=True)
         data = dict(body.validated_data)
         services.allocation_request_update(
-            actor=request.user,
+            actor=_user(request),
             request=target,
             clusters=data.pop("clusters", None),
             document=data.pop("document", None),
@@ -421,7 +434,7 @@ class AllocationRequestSubmitView(_TransitionView):
         return super().post(request, uuid)
 
     def act(self, request: Request, target: AllocationRequest, data: dict[str, Any]) -> None:
-        services.allocation_request_submit(actor=request.user, request=target)
+        services.allocation_request_submit(actor=_user(request), request=target)
 
 
 class AllocationRequestApproveView(_TransitionView):
@@ -432,7 +445,7 @@ class AllocationRequestApproveView(_TransitionView):
         return super().post(request, uuid)
 
     def act(self, request: Request, target: AllocationRequest, data: dict[str, Any]) -> None:
-        services.allocation_request_approve(actor=request.user, request=target, **data)
+        services.allocation_request_approve(actor=_user(request), request=target, **data)
 
 
 class AllocationRequestRejectView(_TransitionView):
@@ -443,7 +456,7 @@ class AllocationRequestRejectView(_TransitionView):
         return super().post(request, uuid)
 
     def act(self, request: Request, target: AllocationRequest, data: dict[str, Any]) -> None:
-        services.allocation_request_reject(actor=request.user, request=target, **data)
+        services.allocation_request_reject(actor=_user(request), request=target, **data)
 
 
 class AllocationRequestChangesView(_TransitionView):
@@ -454,4 +467,4 @@ class AllocationRequestChangesView(_TransitionView):
         return super().post(request, uuid)
 
     def act(self, request: Request, target: AllocationRequest, data: dict[str, Any]) -> None:
-        services.allocation_request_request_changes(actor=request.user, request=target, **data)
+        services.allocation_request_request_changes(actor=_user(request), request=target, **data)

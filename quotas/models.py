@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import uuid
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.db import models
@@ -33,7 +34,7 @@ from simple_history.models import HistoricalRecords
 
 from accounts.models import Project
 
-SU = {"max_digits": 18, "decimal_places": 4}
+SU: dict[str, Any] = {"max_digits": 18, "decimal_places": 4}
 ZERO = Decimal("0")
 
 

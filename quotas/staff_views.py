@@ -35,7 +35,7 @@ from quotas.forms import (
 )
 from quotas.models import Allocation, Cluster
 from quotas.policy import is_facility_admin
-from quotas.views import form_error, history_rows, run, visible
+from quotas.views import _user, form_error, history_rows, run, visible
 
 View = Callable[..., HttpResponse]
 
@@ -126,7 +126,7 @@ def manage_project(request: HttpRequest, uuid: str) -> HttpResponse:
         data = form.cleaned_data
         try:
             allocation = services.allocation_create(
-                actor=request.user,
+                actor=_user(request),
                 project=project,
                 kind=data["kind"],
                 clusters=data["clusters"],
@@ -183,7 +183,7 @@ def manage_allocation_adjust(request: HttpRequest, uuid: str) -> HttpResponse:
         run(
             request,
             lambda: services.ledger_adjust(
-                actor=request.user,
+                actor=_user(request),
                 allocation=allocation,
                 amount=data["amount"],
                 key=f"manage-adjust:{allocation.uuid}:{data['key']}",
@@ -205,7 +205,7 @@ def manage_allocation_extend(request: HttpRequest, uuid: str) -> HttpResponse:
         run(
             request,
             lambda: services.allocation_extend(
-                actor=request.user, allocation=allocation, ends_at=form.ends_at()
+                actor=_user(request), allocation=allocation, ends_at=form.ends_at()
             ),
             f"Extended to {form.cleaned_data['ends_on']}.",
         )
@@ -223,7 +223,7 @@ def manage_allocation_suspend(request: HttpRequest, uuid: str) -> HttpResponse:
         run(
             request,
             lambda: services.allocation_suspend(
-                actor=request.user, allocation=allocation, reason=form.cleaned_data["reason"]
+                actor=_user(request), allocation=allocation, reason=form.cleaned_data["reason"]
             ),
             "Suspended: new jobs are refused; running ones settle normally.",
         )
@@ -238,7 +238,7 @@ def manage_allocation_resume(request: HttpRequest, uuid: str) -> HttpResponse:
     allocation = _get(Allocation, uuid)
     run(
         request,
-        lambda: services.allocation_resume(actor=request.user, allocation=allocation),
+        lambda: services.allocation_resume(actor=_user(request), allocation=allocation),
         "Resumed.",
     )
     return redirect("quotas:manage_allocation", uuid=allocation.uuid)
@@ -246,7 +246,7 @@ def manage_allocation_resume(request: HttpRequest, uuid: str) -> HttpResponse:
 
 def _flash_errors(request: HttpRequest, form: Any) -> None:
     for field, errors in form.errors.items():
-        messages.error(request, f"{field}: {' '.join(errors)}")
+        messages.error(request, f"{field}: {' '.join(str(e) for e in errors)}")
 
 
 @facility_admin_required
@@ -258,7 +258,7 @@ def manage_clusters(request: HttpRequest) -> HttpResponse:
         if form.is_valid():
             data = form.cleaned_data
             try:
-                services.rate_create(actor=request.user, cluster=cluster, **data)
+                services.rate_create(actor=_user(request), cluster=cluster, **data)
             except DomainError as exc:
                 messages.error(request, exc.detail)
             else:

@@ -8,7 +8,8 @@ become form errors or flash messages.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from decimal import Decimal
+from typing import Any, TypeVar, cast
 
 from django import forms
 from django.contrib import messages
@@ -20,13 +21,18 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
+from accounts.models import User
 from portal.errors import DomainError, NotFound
 from quotas import selectors, services
 from quotas.forms import AllocationRequestForm, ReviewForm
-from quotas.models import Allocation, AllocationRequest
+from quotas.models import Allocation, AllocationRequest, Cluster
 from quotas.policy import can_manage_project, is_reviewer
 
 T = TypeVar("T")
+
+
+def _user(request: HttpRequest) -> User:
+    return cast(User, request.user)
 
 
 def visible(fetch: Callable[..., T], *args: Any) -> T:
@@ -90,10 +96,27 @@ def cluster_list(request: HttpRequest) -> HttpResponse:
             "options": selectors.public_options(c),
             "current": [r for r in schedule.get(c.pk, []) if r.current],
             "upcoming": [r for r in schedule.get(c.pk, []) if not r.current],
+            "examples": _examples(c),
         }
         for c in clusters
     ]
-    return render(request, "quotas/cluster_list.html", {"rows": rows})
+    return render(request, "quotas/cluster_list.html", {"rows": rows, "example": EXAMPLE_JOB})
+
+
+# What the clusters page prices: one hour of one GPU with a typical share of CPU and memory.
+EXAMPLE_JOB = {"gpus": 1, "cpus": 8, "memory_mb": 64 * 1024, "time_limit_minutes": 60}
+
+
+def _examples(cluster: Cluster) -> list[tuple[str, Decimal]]:
+    """The estimate of EXAMPLE_JOB for each GPU type (the same estimate jobs are held at)."""
+    examples = []
+    for gpu_type in cluster.gpu_types or [""]:
+        try:
+            cost = services.estimate(cluster=cluster, gpu_type=gpu_type, **EXAMPLE_JOB)
+        except DomainError:
+            continue
+        examples.append((gpu_type or "any GPU", cost.total))
+    return examples
 
 
 # --- allocations ------------------------------------------------------------------------------
@@ -197,11 +220,12 @@ def _request_form(
         )
     manageable = selectors.manageable_projects(request.user)
     allocations = selectors.allocations_for_user(request.user).filter(project__in=manageable)
-    initial: dict[str, Any] = {}
-    if extends := request.GET.get("extends"):
-        base = allocations.filter(uuid=selectors._uuid(extends)).first()
+    fresh: dict[str, Any] = {}
+    ident = selectors._uuid(request.GET.get("extends"))
+    if ident is not None:
+        base = allocations.filter(uuid=ident).first()
         if base is not None:
-            initial = {
+            fresh = {
                 "project": base.project,
                 "extends": base,
                 "kind": request.GET.get("kind", AllocationRequest.Kind.RENEWAL),
@@ -214,7 +238,7 @@ def _request_form(
         projects=manageable,
         clusters=clusters,
         allocations=allocations,
-        initial=initial,
+        initial=fresh,
     )
 
 
@@ -225,9 +249,9 @@ def allocation_request_create(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         data = dict(form.cleaned_data)
         try:
-            created = services.allocation_request_create(actor=request.user, **data)
+            created = services.allocation_request_create(actor=_user(request), **data)
             if "submit" in request.POST:
-                services.allocation_request_submit(actor=request.user, request=created)
+                services.allocation_request_submit(actor=_user(request), request=created)
         except DomainError as exc:
             form_error(form, exc)
         else:
@@ -248,14 +272,14 @@ def allocation_request_edit(request: HttpRequest, uuid: str) -> HttpResponse:
         data = dict(form.cleaned_data)
         try:
             services.allocation_request_update(
-                actor=request.user,
+                actor=_user(request),
                 request=target,
                 clusters=data.pop("clusters"),
                 document=data.pop("document") or None,
                 **data,
             )
             if "submit" in request.POST:
-                services.allocation_request_submit(actor=request.user, request=target)
+                services.allocation_request_submit(actor=_user(request), request=target)
         except DomainError as exc:
             form_error(form, exc)
         else:
@@ -297,7 +321,7 @@ def allocation_request_submit(request: HttpRequest, uuid: str) -> HttpResponse:
     target = visible(selectors.allocation_request_for_user, request.user, uuid)
     run(
         request,
-        lambda: services.allocation_request_submit(actor=request.user, request=target),
+        lambda: services.allocation_request_submit(actor=_user(request), request=target),
         "Request submitted: the reviewers have been notified.",
     )
     return redirect("quotas:allocation_request_detail", uuid=target.uuid)
@@ -312,7 +336,7 @@ def allocation_request_review(request: HttpRequest, uuid: str) -> HttpResponse:
     form = ReviewForm(request.POST)
     if not form.is_valid():
         for field, errors in form.errors.items():
-            messages.error(request, f"{field}: {' '.join(errors)}")
+            messages.error(request, f"{field}: {' '.join(str(e) for e in errors)}")
         return redirect("quotas:allocation_request_detail", uuid=target.uuid)
     data = form.cleaned_data
     action = data["action"]
@@ -320,7 +344,7 @@ def allocation_request_review(request: HttpRequest, uuid: str) -> HttpResponse:
         done = run(
             request,
             lambda: services.allocation_request_approve(
-                actor=request.user,
+                actor=_user(request),
                 request=target,
                 amount=data["amount"],
                 start_date=data["start_date"],
@@ -333,7 +357,7 @@ def allocation_request_review(request: HttpRequest, uuid: str) -> HttpResponse:
         done = run(
             request,
             lambda: services.allocation_request_reject(
-                actor=request.user, request=target, comment=data["comment"]
+                actor=_user(request), request=target, comment=data["comment"]
             ),
             "Rejected: the requester has been notified.",
         )
@@ -341,7 +365,7 @@ def allocation_request_review(request: HttpRequest, uuid: str) -> HttpResponse:
         done = run(
             request,
             lambda: services.allocation_request_request_changes(
-                actor=request.user, request=target, comment=data["comment"]
+                actor=_user(request), request=target, comment=data["comment"]
             ),
             "Sent back for changes: the requester has been notified.",
         )
@@ -355,7 +379,7 @@ def allocation_request_document(request: HttpRequest, uuid: str) -> FileResponse
     target = visible(selectors.allocation_request_for_user, request.user, uuid)
     if not target.document:
         raise Http404("This request has no document")
-    name = target.document.name.rsplit("/", 1)[-1]
+    name = (target.document.name or "document").rsplit("/", 1)[-1]
     return FileResponse(target.document.open("rb"), as_attachment=True, filename=name)
 
 

@@ -62,5 +62,7 @@ def test_the_clusters_page_shows_current_and_scheduled_rates(web, alice, cluster
 
     page = web(alice).get("/clusters/").content.decode()
 
-    assert "h100" in page
     assert "0.25" in page and "scheduled" in page
+    # estimate(): 1 GPU-hour + 8 CPU-hours + 64 GB-hours at the rates in force
+    assert "<strong>3.4400 SU</strong> on h100" in page
+    assert "<strong>2.4400 SU</strong> on a100" in page

@@ -40,11 +40,14 @@ def test_the_staff_area_is_404_for_everyone_else(web, alice, mallory, carol, all
     assert allocation.credited == Decimal(1000)
 
 
-def test_staff_search_finds_organizations_and_projects(staff, tenant, mallory_tenant):
+def test_staff_search_finds_organizations_and_projects(staff, tenant, mallory_tenant, allocation):
     page = staff.get("/manage/?q=fold").content.decode()
 
     assert "Protein folding" in page
     assert "Heist" not in page
+    org_page = staff.get(f"/manage/organizations/{tenant.org.uuid}/")
+    assert org_page.status_code == HTTPStatus.OK
+    assert f"/manage/allocations/{allocation.uuid}/" in org_page.content.decode()
 
 
 def test_staff_see_balance_and_burn_rate(staff, allocation, tenant, cluster):

@@ -173,3 +173,19 @@ def test_mallory_gets_404_on_every_request_page(web, mallory, alice, tenant, clu
     assert "Protein folding" not in client.get("/allocation-requests/").content.decode()
     request.refresh_from_db()
     assert request.state == "submitted"
+
+
+def test_the_renewal_link_prefills_the_form_from_the_allocation(web, alice, allocation, cluster):
+    response = web(alice).get(f"/allocation-requests/new/?extends={allocation.uuid}&kind=renewal")
+
+    form = response.context["form"]
+    assert form.initial["extends"] == allocation
+    assert form.initial["kind"] == "renewal"
+    assert form.initial["clusters"] == [cluster]
+    assert form.initial["start_date"] == allocation.ends_at.date()
+
+
+def test_an_outsiders_allocation_cannot_be_prefilled(web, mallory, allocation):
+    response = web(mallory).get(f"/allocation-requests/new/?extends={allocation.uuid}")
+
+    assert "extends" not in response.context["form"].initial
