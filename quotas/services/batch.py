@@ -15,13 +15,12 @@ from decimal import Decimal
 from typing import Any, cast
 
 from django.db import connection, models, transaction
-from django.db.models import F
 from django.utils import timezone
 
 from accounts.models import User
 from quotas.exceptions import InvalidAmount
-from quotas.models import ZERO, Allocation, Hold, LedgerEntry
-from quotas.services.ledger import _after_charge, _number, _refresh_status
+from quotas.models import Allocation, Hold, LedgerEntry
+from quotas.services.ledger import _after_charge, _number, _post_many
 
 _BATCH = 5000
 
@@ -132,9 +131,10 @@ def ledger_settle_many(
         actuals[hold.pk] = value
     if not actuals:
         return {}
-    # One consistent lock order (by pk) so concurrent batches never deadlock.
+    # The same locks as ledger_settle, taken in one consistent order (holds by pk, then
+    # allocations by ends_at, id) so concurrent batches never deadlock.
     holds = list(
-        Hold.objects.select_for_update(of=("self",)).filter(pk__in=list(actuals)).order_by("pk")
+        Hold.objects.select_for_update(no_key=True).filter(pk__in=list(actuals)).order_by("pk")
     )
     settled: dict[int, Hold] = {h.pk: h for h in holds if h.state == Hold.State.SETTLED}
     to_settle = [h for h in holds if h.state == Hold.State.OPEN]
@@ -142,79 +142,47 @@ def ledger_settle_many(
         return settled
     allocations = {
         a.pk: a
-        for a in Allocation.objects.select_for_update()
+        for a in Allocation.objects.select_for_update(no_key=True)
         .filter(pk__in={h.allocation_id for h in to_settle})
         .order_by("ends_at", "id")
     }
     now = timezone.now()
-    entries: list[LedgerEntry] = []
-    moves: dict[int, dict[str, Decimal]] = defaultdict(
-        lambda: {"credited": ZERO, "held": ZERO, "charged": ZERO}
-    )
+    entries: dict[int, list[LedgerEntry]] = defaultdict(list)
     for hold in to_settle:
         allocation = allocations[hold.allocation_id]
         charge = min(actuals[hold.pk], hold.amount)
         release = hold.amount - charge
-        common: dict[str, Any] = {
-            "allocation": allocation,
-            "actor": actor,
-            "job_uuid": hold.job_uuid,
-            "hold": hold,
-            "cluster_id": hold.cluster_id,
-        }
-        if charge > 0:
-            entries.append(
-                LedgerEntry(
-                    kind=LedgerEntry.Kind.CHARGE,
-                    amount=charge,
-                    idempotency_key=f"{hold.key}:charge",
-                    memo=memo,
-                    **common,
-                )
+        parts = [(LedgerEntry.Kind.CHARGE, charge, memo), (LedgerEntry.Kind.RELEASE, release, memo)]
+        if allocation.status == Allocation.Status.EXPIRED:
+            parts.append(
+                (LedgerEntry.Kind.EXPIRE, release, "Released after the allocation expired")
             )
-        if release > 0:
-            entries.append(
-                LedgerEntry(
-                    kind=LedgerEntry.Kind.RELEASE,
-                    amount=release,
-                    idempotency_key=f"{hold.key}:release",
-                    memo=memo,
-                    **common,
-                )
+        entries[allocation.pk].extend(
+            LedgerEntry(
+                allocation=allocation,
+                kind=kind,
+                amount=value,
+                idempotency_key=f"{hold.key}:{kind}",
+                actor=actor,
+                memo=text,
+                job_uuid=hold.job_uuid,
+                hold=hold,
+                cluster_id=hold.cluster_id,
             )
-            if allocation.status == Allocation.Status.EXPIRED:
-                entries.append(
-                    LedgerEntry(
-                        kind=LedgerEntry.Kind.EXPIRE,
-                        amount=release,
-                        idempotency_key=f"{hold.key}:expire",
-                        memo="Released after the allocation expired",
-                        **common,
-                    )
-                )
-                moves[allocation.pk]["credited"] -= release
-        moves[allocation.pk]["held"] -= hold.amount
-        moves[allocation.pk]["charged"] += charge
+            for kind, value, text in parts
+            if value > 0
+        )
         hold.charged, hold.released = charge, release
         hold.state, hold.settled_at = Hold.State.SETTLED, now
         settled[hold.pk] = hold
-    LedgerEntry.objects.bulk_create(entries, batch_size=1000)
+    for pk, allocation in allocations.items():
+        _post_many(allocation, entries[pk], actor=actor)
     bulk_set(
         Hold,
         ["charged", "released", "state", "settled_at"],
         [(h.pk, h.charged, h.released, h.state, h.settled_at) for h in to_settle],
     )
-    for pk, move in moves.items():
-        Allocation.objects.filter(pk=pk).update(
-            credited=F("credited") + move["credited"],
-            held=F("held") + move["held"],
-            charged=F("charged") + move["charged"],
-        )
-        allocation = allocations[pk]
-        allocation.credited += move["credited"]
-        allocation.held += move["held"]
-        allocation.charged += move["charged"]
-        _refresh_status(allocation, actor=actor)
-        if move["charged"] > 0:
+    for pk, allocation in allocations.items():
+        if any(e.kind == LedgerEntry.Kind.CHARGE for e in entries[pk]):
             _after_charge(allocation)
     return settled
