@@ -178,6 +178,8 @@ class LocalBackend(ComputeBackend):
         status = self._status(jobdir)
         state = status.get("state", "queued")
         reason = str(status.get("reason", ""))
+        if not status and time.time() - self._spec(jobdir).get("submitted_at", 0) > 60:
+            state, reason = "node_fail", "the job's supervisor never started"
         if state not in FINAL and (runner := status.get("runner_pid")):
             try:
                 os.kill(int(runner), 0)
