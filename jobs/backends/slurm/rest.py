@@ -1,0 +1,202 @@
+"""A small slurmrestd client: one pooled requests.Session, per-user HS256 tokens, and Slurm's
+error conventions turned into BackendError (permanent) or BackendUnavailable (retry).
+
+slurmrestd 22.05 answers a refused request with HTTP 500 and an "errors" array carrying Slurm's
+errno (`error_code` on submit, `error_number` elsewhere); slurmdbd queries may even answer 200
+with errors. So the status code alone says little: the errno decides.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from jobs.backends.base import BackendError, BackendUnavailable
+
+# Slurm errnos that mean "try again later", not "this request is wrong": communication and
+# socket failures, authentication (an expired/rotated key is the portal's problem, not the
+# job's), controller busy or in standby, accounting database down, and plain errnos such as
+# EAGAIN/ECONNREFUSED/ETIMEDOUT. -1 is what slurmctld answers for a token it cannot verify.
+TRANSIENT_ERRNOS = frozenset(
+    {-1, 4, 11, 104, 110, 111, 112, 113, 2007, 2020, 2027, 2103, 2131, 7000, 7008}
+)
+TRANSIENT_RANGES = ((1000, 1999), (5000, 5999))
+NOTHING_FOUND = 9003  # slurmdbd: "Nothing found with query"
+INVALID_JOB_ID = 2017
+ALREADY_DONE = 2021
+
+
+def is_transient(errno: int) -> bool:
+    return errno in TRANSIENT_ERRNOS or any(lo <= errno <= hi for lo, hi in TRANSIENT_RANGES)
+
+
+class SlurmRestError(BackendError):
+    """A refusal by Slurm, with its errno(s) (BackendError: the request will not succeed)."""
+
+    def __init__(self, message: str, errnos: tuple[int, ...], body: Any = None) -> None:
+        super().__init__(message)
+        self.errnos = errnos
+        self.body = body if isinstance(body, dict) else {}
+
+
+def _errors(body: Any) -> list[tuple[int, str]]:
+    """(errno, message) of every entry of a response's "errors" array."""
+    if not isinstance(body, Mapping):
+        return []
+    found = []
+    for item in body.get("errors") or ():
+        if not isinstance(item, Mapping):
+            continue
+        errno = item.get("error_number", item.get("error_code", -1))
+        try:
+            errno = int(errno)
+        except (TypeError, ValueError):
+            errno = -1
+        text = str(item.get("error") or "")
+        detail = str(item.get("description") or "")
+        message = f"{text}: {detail}" if detail and detail != text else (text or detail)
+        found.append((errno, message or f"Slurm error {errno}"))
+    return found
+
+
+class SlurmRest:
+    """HTTP access to one slurmrestd as any cluster user (tokens minted from the shared key)."""
+
+    def __init__(
+        self,
+        *,
+        cluster: str,
+        url: str,
+        jwt_key_file: str = "",
+        jwt_key_env: str = "",
+        token_lifetime: int = 1800,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 30.0,
+        pool_size: int = 16,
+    ) -> None:
+        self.cluster = cluster
+        self.url = url.rstrip("/")
+        self.jwt_key_file = jwt_key_file
+        self.jwt_key_env = jwt_key_env
+        self.token_lifetime = max(60, int(token_lifetime))
+        self.timeout = (connect_timeout, read_timeout)
+        self.session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=pool_size, max_retries=0)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.session.headers.update({"Accept": "application/json", "User-Agent": "gpu-commons"})
+        self._lock = threading.Lock()
+        self._key: tuple[float, bytes] | None = None
+        self._tokens: dict[str, tuple[float, str]] = {}
+
+    # --- tokens ----------------------------------------------------------------------------
+
+    def _signing_key(self) -> bytes:
+        """The HS256 key, re-read when its file changes (key rotation needs no restart)."""
+        if self.jwt_key_env:
+            raw = os.environ.get(self.jwt_key_env, "").strip()
+            if not raw:
+                raise BackendUnavailable(
+                    f"Cluster {self.cluster}: environment variable {self.jwt_key_env} is empty"
+                )
+            try:
+                return base64.b64decode(raw, validate=True)
+            except (binascii.Error, ValueError):
+                raise BackendUnavailable(
+                    f"Cluster {self.cluster}: {self.jwt_key_env} must hold the key in base64"
+                ) from None
+        try:
+            mtime = os.stat(self.jwt_key_file).st_mtime
+            if self._key is None or self._key[0] != mtime:
+                with open(self.jwt_key_file, "rb") as handle:
+                    self._key = (mtime, handle.read())
+                self._tokens.clear()
+        except OSError as exc:
+            raise BackendUnavailable(
+                f"Cluster {self.cluster}: cannot read the JWT key: {exc}"
+            ) from exc
+        return self._key[1]
+
+    def token(self, user: str) -> str:
+        """A token for `user` (claims iat, exp, sun), reused until a quarter of its life is left."""
+        import jwt
+
+        now = time.time()
+        with self._lock:
+            key = self._signing_key()
+            cached = self._tokens.get(user)
+            if cached and cached[0] - now > self.token_lifetime / 4:
+                return cached[1]
+            issued = int(now)
+            expires = issued + self.token_lifetime
+            token = jwt.encode({"iat": issued, "exp": expires, "sun": user}, key, "HS256")
+            self._tokens[user] = (expires, token)
+            return token
+
+    # --- calls -----------------------------------------------------------------------------
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        user: str,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        ok_errnos: frozenset[int] = frozenset(),
+    ) -> dict[str, Any] | None:
+        """The JSON body of a call made as `user`; None for 304 Not Modified. Errors whose errno
+        is in `ok_errnos` are ignored (e.g. "already done" when cancelling)."""
+        headers = {"X-SLURM-USER-NAME": user, "X-SLURM-USER-TOKEN": self.token(user)}
+        action = f"{method} {path}"
+        try:
+            response = self.session.request(
+                method,
+                self.url + path,
+                json=json,
+                params=params,
+                headers=headers,
+                timeout=self.timeout,
+            )
+        except requests.RequestException as exc:
+            raise BackendUnavailable(
+                f"slurmrestd of {self.cluster} unreachable ({action}): {exc}"
+            ) from exc
+        if response.status_code == 304:
+            return None
+        if response.status_code in (401, 403):
+            raise BackendUnavailable(
+                f"slurmrestd of {self.cluster} refused the portal's token for {user} "
+                f"({action}: HTTP {response.status_code})"
+            )
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        errors = [(n, m) for n, m in _errors(body) if n not in ok_errnos]
+        if errors:
+            errnos = tuple(n for n, _ in errors)
+            message = "; ".join(m for _, m in errors)
+            if all(n == NOTHING_FOUND for n in errnos):
+                return body if isinstance(body, dict) else {}
+            if any(is_transient(n) for n in errnos):
+                raise BackendUnavailable(f"Slurm on {self.cluster} failed ({action}): {message}")
+            raise SlurmRestError(message, errnos, body)
+        if response.status_code >= 500 or not isinstance(body, dict):
+            raise BackendUnavailable(
+                f"slurmrestd of {self.cluster} answered HTTP {response.status_code} ({action}): "
+                f"{response.text[:200]!r}"
+            )
+        if response.status_code >= 400:
+            raise BackendError(
+                f"slurmrestd refused {action}: HTTP {response.status_code} {response.text[:300]}"
+            )
+        return body

@@ -1,0 +1,264 @@
+"""The real single-node Slurm of deploy/slurm (its env file), a priced Slurm cluster with an
+allocation for alice's project, cluster accounts for the test users, and helpers to drive the
+portal's sync until jobs end.
+
+Outside CI these tests skip with a message when slurmrestd does not answer; in CI (CI set)
+they fail instead: run deploy/slurm/up.sh first.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from accounts.models import User
+from jobs.backends import get_backend
+from jobs.backends.slurm import SlurmBackend
+from jobs.backends.slurm.rest import SlurmRest
+from jobs.models import ClusterAccount, Job
+from jobs.services import cluster_sync
+from quotas.models import Allocation, Cluster, Rate
+from quotas.services import ledger_credit
+from tests import factories
+from tests.conftest import Tenant
+
+ENV_FILE = Path(os.environ.get("GPUC_SLURM_ENV", "/var/lib/gpucommons-slurm/env"))
+SLURM_ROOT = Path(os.environ.get("GPUC_SLURM_ROOT", "/var/lib/gpucommons-slurm"))
+REPO = Path(__file__).resolve().parents[3]
+UP_SCRIPT = REPO / "deploy" / "slurm" / "up.sh"
+ALICE_UNIX = "gpuc-test1"
+BOB_UNIX = "gpuc-test2"
+# 1 SU per CPU-second and 2 SU per h100-second: a charge reads as seconds of use.
+CPU_SU_PER_HOUR = Decimal(3600)
+GPU_SU_PER_HOUR = Decimal(7200)
+
+
+def _unavailable(message: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"{message} (CI must run the Slurm tests: start deploy/slurm/up.sh)")
+    pytest.skip(f"{message}; start it with deploy/slurm/up.sh to run the Slurm tests")
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    values = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, _, value = line.partition("=")
+            values[key.strip()] = value.strip().strip("'\"")
+    return values
+
+
+@dataclass(frozen=True)
+class SlurmSite:
+    """What deploy/slurm/up.sh wrote to its env file."""
+
+    url: str
+    jwt_key_file: str
+    shared_root: str
+    partition: str
+    gpu_types: list[str]
+    account: str
+
+    def options(self, **extra: Any) -> dict[str, Any]:
+        options: dict[str, Any] = {
+            "url": self.url,
+            "jwt_key_file": self.jwt_key_file,
+            "shared_root": self.shared_root,
+            "partition": self.partition,
+            "account": self.account,
+            "gpu_types": self.gpu_types,
+            "max_gpus": 4,
+            "max_cpus": 2,
+            "max_memory_mb": 8192,
+            "max_time_minutes": 1440,
+            "connect_timeout": 2,
+            "read_timeout": 20,
+        }
+        options.update(extra)
+        return options
+
+    def rest(self) -> SlurmRest:
+        """A client of its own (not the backend's), for the tests' independent checks."""
+        return SlurmRest(cluster="check", url=self.url, jwt_key_file=self.jwt_key_file)
+
+
+@pytest.fixture(scope="session")
+def slurm_site() -> SlurmSite:
+    if not ENV_FILE.is_file():
+        _unavailable(f"No Slurm env file at {ENV_FILE}")
+    env = read_env_file(ENV_FILE)
+    site = SlurmSite(
+        url=env["SLURM_REST_URL"],
+        jwt_key_file=env["SLURM_JWT_KEY_FILE"],
+        shared_root=env["SLURM_SHARED_ROOT"],
+        partition=env.get("SLURM_PARTITION", ""),
+        gpu_types=[t for t in env.get("SLURM_GPU_TYPES", "").split(",") if t],
+        account=env.get("SLURM_ACCOUNT", ""),
+    )
+    try:
+        body = site.rest().call("GET", "/slurm/v0.0.38/ping", user=ALICE_UNIX)
+    except Exception as exc:
+        _unavailable(f"slurmrestd at {site.url} does not answer ({exc})")
+    if not body or body.get("pings", [{}])[0].get("ping") != "UP":
+        _unavailable(f"slurmctld behind {site.url} is not up: {body}")
+    return site
+
+
+@pytest.fixture
+def slurm_cluster(db: None, slurm_site: SlurmSite) -> Cluster:
+    """The real cluster, priced at 3600 SU per CPU-hour and 7200 SU per h100-hour (no memory
+    rate), so a 1-CPU job costs its seconds and each GPU adds 2 SU per second."""
+    cluster = factories.ClusterFactory(
+        name="slurm", kind=Cluster.Kind.SLURM, options=slurm_site.options()
+    )
+    factories.RateFactory(
+        cluster=cluster, resource=Rate.Resource.CPU_HOUR, su_per_unit=CPU_SU_PER_HOUR
+    )
+    for gpu_type in slurm_site.gpu_types:
+        factories.RateFactory(
+            cluster=cluster,
+            resource=Rate.Resource.GPU_HOUR,
+            gpu_type=gpu_type,
+            su_per_unit=GPU_SU_PER_HOUR,
+        )
+    return cluster
+
+
+def _uid(name: str) -> int:
+    try:
+        return pwd.getpwnam(name).pw_uid
+    except KeyError:
+        _unavailable(f"Unix user {name} does not exist")
+        raise
+
+
+@pytest.fixture
+def slurm_allocation(tenant: Tenant, slurm_cluster: Cluster, alice: User, bob: User) -> Allocation:
+    """100,000 SU for alice's project on the Slurm cluster; alice runs as gpuc-test1, bob as
+    gpuc-test2 (Unix users deploy/slurm/up.sh creates)."""
+    allocation = factories.AllocationFactory(project=tenant.project, clusters=[slurm_cluster])
+    ledger_credit(
+        actor=None, allocation=allocation, amount=Decimal(100_000), key=f"slurm-{allocation.pk}"
+    )
+    ClusterAccount.objects.create(
+        user=alice, cluster=slurm_cluster, username=ALICE_UNIX, uid=_uid(ALICE_UNIX)
+    )
+    ClusterAccount.objects.create(
+        user=bob, cluster=slurm_cluster, username=BOB_UNIX, uid=_uid(BOB_UNIX)
+    )
+    allocation.refresh_from_db()
+    return allocation
+
+
+@pytest.fixture
+def slurm_backend(slurm_cluster: Cluster) -> SlurmBackend:
+    """The very backend instance the portal services use for the cluster."""
+    backend = get_backend(slurm_cluster)
+    assert isinstance(backend, SlurmBackend)
+    return backend
+
+
+def sync_until(
+    cluster: Cluster,
+    jobs: list[Job],
+    done: Callable[[Job], bool] = lambda job: job.finalized_at is not None,
+    *,
+    timeout: float = 120,
+    interval: float = 0.5,
+) -> None:
+    """Run the portal's cluster sync (one poll for all jobs per tick) until every job is
+    `done` (default: finalised, i.e. charged), or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        cluster_sync(cluster=cluster)
+        for job in jobs:
+            job.refresh_from_db()
+        if all(done(job) for job in jobs):
+            return
+        if time.monotonic() > deadline:
+            states = {str(job.uuid): (job.state, job.state_reason) for job in jobs}
+            pytest.fail(f"jobs not done after {timeout} s: {states}")
+        time.sleep(interval)
+
+
+def slurm_jobs_tagged(site: SlurmSite, job_uuid: uuid.UUID) -> list[dict[str, Any]]:
+    """Every Slurm job (slurmctld's list) whose comment carries the portal job's uuid."""
+    body = site.rest().call("GET", "/slurm/v0.0.38/jobs", user=ALICE_UNIX) or {}
+    return [j for j in body.get("jobs", []) if j.get("comment") == f"gpuc:{job_uuid}"]
+
+
+def sacct_field(job_id: str, field: str) -> str:
+    """One accounting field of a job as `sacct` prints it (an independent look at slurmdbd)."""
+    result = subprocess.run(  # noqa: S603 (argv list of fixed words and a numeric id)
+        [shutil.which("sacct") or "/usr/bin/sacct", "-X", "-n", "-P", "-j", job_id, "-o", field],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return result.stdout.strip()
+
+
+# --- stopping and starting slurmrestd the way deploy/slurm/up.sh runs it -------------------
+
+
+def _restd_pid() -> int | None:
+    try:
+        pid = int((SLURM_ROOT / "run" / "slurmrestd.pid").read_text().strip())
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+    except (OSError, ValueError):
+        return None
+    return pid if comm == "slurmrestd" else None
+
+
+def _answers(url: str) -> bool:
+    try:
+        requests.get(f"{url}/openapi/v3", timeout=2)
+    except requests.RequestException:
+        return False
+    return True
+
+
+def _up(*, check: bool = True) -> None:
+    """deploy/slurm/up.sh: idempotent, restarts only the daemons that are down."""
+    subprocess.run(["/bin/bash", str(UP_SCRIPT)], check=check, timeout=180)  # noqa: S603
+
+
+@pytest.fixture
+def slurmrestd_control(slurm_site: SlurmSite) -> Iterator[Callable[[str], None]]:
+    """control("stop") kills slurmrestd by its pid file; control("start") runs up.sh, which
+    restarts only what is down. slurmrestd is always running again after the test."""
+    if os.geteuid() != 0:
+        _unavailable("Stopping slurmrestd needs root (deploy/slurm runs as root)")
+
+    def control(action: str) -> None:
+        if action == "stop":
+            pid = _restd_pid()
+            assert pid is not None, "slurmrestd's pid file does not name a running slurmrestd"
+            os.kill(pid, 15)
+            deadline = time.monotonic() + 10
+            while _answers(slurm_site.url) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert not _answers(slurm_site.url), "slurmrestd still answers after SIGTERM"
+        else:
+            _up()
+            assert _answers(slurm_site.url)
+
+    try:
+        yield control
+    finally:
+        if not _answers(slurm_site.url):
+            _up(check=False)
