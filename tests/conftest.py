@@ -21,6 +21,12 @@ class Tenant:
     project: Project
 
 
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings) -> None:
+    """Hashing cost is not under test here; PBKDF2 at full strength costs ~1 s per user."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def alice(db: None) -> User:
     return factories.UserFactory(username="alice", email="alice@uni.example")

@@ -11,16 +11,17 @@ from django.utils import timezone
 from accounts.models import Membership, Organization, Project, ProjectMember, User
 from quotas.models import Allocation, Cluster, Rate
 
+PASSWORD = "correct horse battery staple"
+
 
 class UserFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = User
-        skip_postgeneration_save = True
         django_get_or_create = ("username",)
 
     username = factory.Sequence(lambda n: f"user{n}")
     email = factory.LazyAttribute(lambda u: f"{u.username}@example.org")
-    password = factory.PostGenerationMethodCall("set_password", "correct horse battery staple")
+    password = factory.django.Password(PASSWORD)
 
 
 class OrganizationFactory(factory.django.DjangoModelFactory):
