@@ -9,7 +9,7 @@ TEST_ENV := DATABASE_URL=$${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:543
 	CELERY_BROKER_URL=$${TEST_BROKER_URL:-redis://127.0.0.1:6379/14} \
 	CACHE_URL=$${TEST_CACHE_URL:-redis://127.0.0.1:6379/15}
 
-.PHONY: install run test lint fmt typecheck services-up slurm-up slurm-down bench clean
+.PHONY: install run test lint fmt typecheck services-up slurm-up slurm-down browser-up bench clean
 
 $(BIN)/activate: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,18 +23,15 @@ install: $(BIN)/activate
 run: install
 	@mkdir -p var
 	$(BIN)/python manage.py migrate --noinput
-	@$(BIN)/python manage.py bootstrap_demo --json > var/demo.json
 	@$(BIN)/celery -A portal worker --beat --loglevel=INFO --concurrency=2 \
 		--schedule var/celerybeat-schedule > var/celery.log 2>&1 & echo $$! > var/celery.pid
-	@$(BIN)/python -c 'import json; d = json.load(open("var/demo.json")); \
-		print("\n  GPU Commons is starting on http://127.0.0.1:$(PORT)/"); \
-		print(f"  Sign in as {d[\"username\"]} / {d[\"password\"]}   API token: {d[\"token\"]}"); \
-		print("  Celery worker + beat log: var/celery.log\n")'
+	@echo; echo "  GPU Commons: http://127.0.0.1:$(PORT)/  (Celery worker + beat log: var/celery.log)"
+	@$(BIN)/python manage.py bootstrap_demo | sed 's/^/  /'; echo
 	@trap 'kill $$(cat var/celery.pid) 2>/dev/null' EXIT INT TERM; \
 		$(BIN)/python manage.py runserver 127.0.0.1:$(PORT)
 
 ## make test: install, start PostgreSQL/Redis/Slurm if needed, lint, and run the whole suite.
-test: install services-up slurm-up lint
+test: install services-up slurm-up browser-up lint
 	$(TEST_ENV) $(BIN)/pytest $(PYTEST_ARGS)
 
 lint: install
@@ -53,6 +50,9 @@ services-up:
 
 slurm-up:
 	bash deploy/slurm/up.sh
+
+browser-up:
+	bash deploy/browser-up.sh
 
 slurm-down:
 	bash deploy/slurm/down.sh
