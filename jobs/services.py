@@ -53,7 +53,7 @@ logger = logging.getLogger(__name__)
 STALE_SUBMITTING = timedelta(seconds=60)
 LOG_DEFAULT_LIMIT = 64 * 1024
 LOG_MAX_LIMIT = 1024 * 1024
-FINALIZE_BATCH = 200
+FINALIZE_BATCH = 1000
 STREAMS = ("stdout", "stderr")
 EVENT_FIELDS = ("job_id", "created_at", "from_state", "to_state", "message")
 SPEC_FIELDS = (
@@ -300,7 +300,10 @@ def job_forward(*, job_id: int) -> Job:
         if not job.cluster.enabled:
             raise BackendUnavailable(f"Cluster {job.cluster.name} is disabled")
         backend = get_backend(job.cluster)
-        backend_id = backend.find([job.uuid]).get(job.uuid)
+        # Only an earlier attempt (its answer lost, or recovered from a dead forwarder) can have
+        # left a job on the cluster: a first attempt skips the lookup, which on Slurm lists every
+        # job of the cluster.
+        backend_id = backend.find([job.uuid]).get(job.uuid) if job.forward_attempts else None
         found = backend_id is not None
         if backend_id is None:
             backend_id = backend.submit(job_spec(job))
@@ -451,7 +454,9 @@ def _recover_stale_submitting(cluster: Cluster, backend: Any, result: SyncResult
             absent.append(job.pk)
     if absent:
         Job.objects.filter(pk__in=absent, state=Job.State.SUBMITTING, updated_at__lt=cutoff).update(
-            state=Job.State.PENDING, updated_at=timezone.now()
+            state=Job.State.PENDING,
+            forward_attempts=F("forward_attempts") + 1,  # the next forward looks first
+            updated_at=timezone.now(),
         )
         for job_id in absent:
             transaction.on_commit(functools.partial(_enqueue_forward, job_id))

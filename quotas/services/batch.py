@@ -23,6 +23,16 @@ from quotas.models import Allocation, Hold, LedgerEntry
 from quotas.services.ledger import _after_charge, _number, _post_many
 
 _BATCH = 5000
+# Values of these fields need no preparation: str, int, Decimal and aware datetimes.
+_PLAIN_FIELDS = (
+    models.CharField,
+    models.TextField,
+    models.IntegerField,
+    models.DecimalField,
+    models.DateTimeField,
+    models.ForeignKey,
+    models.AutoField,
+)
 
 
 def _columns(model: type[models.Model], fields: Sequence[str]) -> list[models.Field[Any, Any]]:
@@ -36,6 +46,8 @@ def _array(column: models.Field[Any, Any], values: list[Any]) -> tuple[list[Any]
             [None if v is None else json.dumps(v, cls=column.encoder) for v in values],
             "text[]",
         )
+    if isinstance(column, _PLAIN_FIELDS):
+        return values, f"{column.db_type(connection)}[]"  # psycopg adapts these as they are
     return (
         [column.get_db_prep_save(v, connection) for v in values],
         f"{column.db_type(connection)}[]",
