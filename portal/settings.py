@@ -293,6 +293,9 @@ SPECTACULAR_SETTINGS = {
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
 if CELERY_BROKER_URL == "filesystem://":
     _q = VAR_DIR / "celery"
+    # The filesystem transport needs its folders before the first message is sent.
+    for _folder in (_q / "queue", _q / "processed"):
+        _folder.mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_q / "queue"),
         "data_folder_out": str(_q / "queue"),
