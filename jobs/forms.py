@@ -53,8 +53,20 @@ class JobSubmitForm(forms.Form):
 
     def __init__(self, *args: Any, user: User, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        cast(forms.ModelChoiceField, self.fields["project"]).queryset = projects_for_user(user=user)
-        cast(forms.ModelChoiceField, self.fields["cluster"]).queryset = clusters_for_user(user=user)
+        projects = projects_for_user(user=user)
+        clusters = clusters_for_user(user=user)
+        cast(forms.ModelChoiceField, self.fields["project"]).queryset = projects
+        cast(forms.ModelChoiceField, self.fields["cluster"]).queryset = clusters
+        if not self.is_bound:
+            # Preselect the first choices so the live estimate has something to price.
+            if "project" not in self.initial and (project := projects.first()):
+                self.initial["project"] = project.uuid
+            if "cluster" not in self.initial and (cluster := clusters.first()):
+                self.initial["cluster"] = cluster.name
+        self.gpu_types = sorted({t for c in clusters for t in c.gpu_types})
+        self.fields["gpu_type"].widget.attrs.update(
+            {"list": "gpu-types", "placeholder": "cluster default"}
+        )
 
     def clean_env(self) -> dict[str, str]:
         return parse_env(self.cleaned_data.get("env") or "")
