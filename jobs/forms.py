@@ -68,6 +68,11 @@ class JobSubmitForm(forms.Form):
             {"list": "gpu-types", "placeholder": "cluster default"}
         )
 
+    def clean_script(self) -> str:
+        # Browsers send a textarea's line breaks as CRLF; bash would read each CR as part of
+        # the command (`done\r`: syntax error), so store the script with Unix line endings.
+        return str(self.cleaned_data.get("script") or "").replace("\r\n", "\n")
+
     def clean_env(self) -> dict[str, str]:
         return parse_env(self.cleaned_data.get("env") or "")
 
