@@ -1,0 +1,333 @@
+#!/usr/bin/env python
+"""Submissions per second on the real Slurm of deploy/slurm, in one run on one machine:
+
+  (a) raw slurmrestd: POST /slurm/v0.0.38/job/submit, `--workers` client threads;
+  (b) raw sbatch: `runuser -u <user> -- sbatch ...` (argv list), `--workers` at a time;
+  (c) the portal: POST /api/v1/jobs/ with a bearer token (Django's test client, one per
+      worker thread) until every job has a Slurm id. Forwarding runs either in a real Celery
+      worker (`--forward celery`, the production path: the API only commits and queues) or in
+      the request thread after commit (`--forward eager`).
+
+Goals: portal >= 0.5 x raw slurmrestd and >= 1 x raw sbatch. Every job is trivial (`true`, 1
+CPU, 64 MB, 1 minute) and all bench jobs are cancelled at the end (and between phases), so the
+cluster is left idle. Creates a throw-away database next to DATABASE_URL's
+(<name>_bench_submit).
+
+    python bench/submit.py [--jobs 300] [--workers 4] [--forward celery|eager]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import multiprocessing
+import os
+import pwd
+import secrets
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+os.environ.setdefault("API_THROTTLE_USER", "100000000/hour")
+# Production settings: no DEBUG query log (it would slow every query down).
+os.environ.setdefault("DJANGO_DEBUG", "false")
+if os.environ["DJANGO_DEBUG"].lower() in ("false", "0", "no", "off"):
+    os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(64))
+
+ENV_FILE = Path(os.environ.get("GPUC_SLURM_ENV", "/var/lib/gpucommons-slurm/env"))
+
+
+def read_env(path: Path) -> dict[str, str]:
+    values = {}
+    for line in path.read_text().splitlines():
+        if "=" in line and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            values[key.strip()] = value.strip()
+    return values
+
+
+SITE = read_env(ENV_FILE)
+USER = os.environ.get("BENCH_USER", SITE.get("SLURM_DEMO_USER", "gpuc-demo"))
+NAME = f"gpuc-bench-{os.getpid()}"
+WORKDIR = f"{SITE['SLURM_SHARED_ROOT']}/{USER}"
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.conf import settings  # noqa: E402
+from django.db import connection, connections  # noqa: E402
+from django.test import Client  # noqa: E402
+from django.utils import timezone  # noqa: E402
+
+from accounts.models import Organization, Project, ProjectMember, User  # noqa: E402
+from accounts.services import api_token_create  # noqa: E402
+from jobs.backends.slurm.rest import SlurmRest  # noqa: E402
+from jobs.models import ClusterAccount, Job  # noqa: E402
+from quotas.models import Allocation, Cluster, Rate  # noqa: E402
+from quotas.services import ledger_credit  # noqa: E402
+
+
+def slurm_options() -> dict[str, Any]:
+    return {
+        "url": SITE["SLURM_REST_URL"],
+        "jwt_key_file": SITE["SLURM_JWT_KEY_FILE"],
+        "shared_root": SITE["SLURM_SHARED_ROOT"],
+        "partition": SITE.get("SLURM_PARTITION", ""),
+        "gpu_types": [t for t in SITE.get("SLURM_GPU_TYPES", "").split(",") if t],
+        "max_time_minutes": 1440,
+    }
+
+
+def cancel_bench_jobs() -> None:
+    """scancel every job of this run (by its name) and wait until slurmctld has none running."""
+    scancel = shutil.which("scancel") or "/usr/bin/scancel"
+    squeue = shutil.which("squeue") or "/usr/bin/squeue"
+    subprocess.run([scancel, "--name", NAME], check=False, capture_output=True)
+    for _ in range(120):
+        out = subprocess.run(
+            [squeue, "-h", "--name", NAME, "-t", "PD,R,CG,CF", "-o", "%i"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.split()
+        if not out:
+            return
+        time.sleep(0.5)
+
+
+# --- (a) raw slurmrestd --------------------------------------------------------------------
+
+
+def bench_rest(n: int, workers: int) -> float:
+    rest = SlurmRest(
+        cluster="bench",
+        url=SITE["SLURM_REST_URL"],
+        jwt_key_file=SITE["SLURM_JWT_KEY_FILE"],
+        pool_size=workers,
+    )
+    rest.token(USER)  # minted once, like any client would
+
+    def submit(i: int) -> int:
+        body = {
+            "script": "#!/bin/bash\ntrue\n",
+            "job": {
+                "name": NAME,
+                "partition": SITE.get("SLURM_PARTITION", "gpu"),
+                "comment": f"bench-rest-{i}",
+                "cpus_per_task": 1,
+                "memory_per_node": 64,
+                "time_limit": 1,
+                "current_working_directory": WORKDIR,
+                "standard_output": "/dev/null",
+                "standard_error": "/dev/null",
+                "environment": {"PATH": "/usr/bin:/bin"},
+            },
+        }
+        answer = rest.call("POST", "/slurm/v0.0.38/job/submit", user=USER, json=body) or {}
+        return int(answer["job_id"])
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        ids = list(pool.map(submit, range(n)))
+    elapsed = time.perf_counter() - started
+    assert len(set(ids)) == n
+    return n / elapsed
+
+
+# --- (b) raw sbatch ---------------------------------------------------------------------------
+
+
+def bench_sbatch(n: int, workers: int) -> float:
+    runuser = shutil.which("runuser") or "/usr/sbin/runuser"
+    sbatch = shutil.which("sbatch") or "/usr/bin/sbatch"
+
+    def submit(i: int) -> int:
+        argv = [
+            runuser, "-u", USER, "--", sbatch, "--parsable", f"--job-name={NAME}",
+            f"--partition={SITE.get('SLURM_PARTITION', 'gpu')}", f"--comment=bench-sbatch-{i}",
+            "--cpus-per-task=1", "--mem=64", "--time=1", f"--chdir={WORKDIR}",
+            "--output=/dev/null", "--error=/dev/null", "--wrap=true",
+        ]  # fmt: skip
+        out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=60)
+        return int(out.stdout.strip().split(";")[0])
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        ids = list(pool.map(submit, range(n)))
+    elapsed = time.perf_counter() - started
+    assert len(set(ids)) == n
+    return n / elapsed
+
+
+# --- (c) the portal ---------------------------------------------------------------------------
+
+
+def make_world() -> tuple[Cluster, str]:
+    """A tenant whose user runs as the bench's cluster user, a priced Slurm cluster, a large
+    grant and a write token."""
+    user = User.objects.create(username="bench", email="bench@example.org")
+    org = Organization.objects.create(name="Bench", slug="bench")
+    project = Project.objects.create(organization=org, name="Bench", slug="bench")
+    ProjectMember.objects.create(project=project, user=user, role=ProjectMember.Role.PI)
+    cluster = Cluster.objects.create(name="slurm", kind=Cluster.Kind.SLURM, options=slurm_options())
+    past = timezone.now() - timezone.timedelta(days=1)
+    Rate.objects.create(
+        cluster=cluster, resource="cpu_hour", su_per_unit=Decimal(1), effective_from=past
+    )
+    ClusterAccount.objects.create(
+        user=user, cluster=cluster, username=USER, uid=pwd.getpwnam(USER).pw_uid
+    )
+    allocation = Allocation.objects.create(
+        project=project, starts_at=past, ends_at=timezone.now() + timezone.timedelta(days=30)
+    )
+    allocation.clusters.set([cluster])
+    ledger_credit(actor=None, allocation=allocation, amount=Decimal(10**9), key="bench-grant")
+    _, token = api_token_create(actor=user, name="bench")
+    return cluster, token
+
+
+def start_celery_worker(concurrency: int) -> subprocess.Popen[bytes]:
+    """A real worker on the bench database (threads pool: forwarding waits on HTTP)."""
+    db = connection.settings_dict
+    env = dict(os.environ)
+    env["DATABASE_URL"] = (
+        f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    )
+    celery = str(Path(sys.executable).with_name("celery"))
+    log = open(f"/tmp/bench-submit-celery-{os.getpid()}.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [celery, "-A", "portal", "worker", "--pool=threads", f"--concurrency={concurrency}",
+         "--loglevel=WARNING", "--without-heartbeat", "--without-gossip", "--without-mingle",
+         "-Q", "celery"],
+        cwd=str(ROOT), env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    time.sleep(4)  # let it connect to the broker before the clock starts
+    return proc
+
+
+def _post_jobs(token: str, payload: dict[str, Any], count: int, threads: int) -> None:
+    """One API process (like one gunicorn worker): `count` POSTs from `threads` threads."""
+    local = threading.local()
+
+    def submit(_: int) -> None:
+        if not hasattr(local, "client"):
+            local.client = Client(HTTP_AUTHORIZATION=f"Bearer {token}")
+        response = local.client.post(
+            "/api/v1/jobs/", payload, content_type="application/json", secure=True
+        )
+        assert response.status_code == 201, response.content
+
+    try:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(submit, range(count)))
+    finally:
+        connections.close_all()
+
+
+def bench_portal(n: int, workers: int, procs: int, cluster: Cluster, token: str) -> float:
+    """`procs` API processes (forked, like gunicorn workers) share `workers` client threads and
+    POST n jobs; the clock stops when every job has its Slurm id."""
+    payload = {
+        "project": "bench",
+        "cluster": cluster.name,
+        "name": NAME,
+        "script": "true\n",
+        "cpus": 1,
+        "memory_mb": 64,
+        "time_limit_minutes": 1,
+    }
+    connections.close_all()  # children open their own connections
+    context = multiprocessing.get_context("fork")
+    shares = [n // procs + (1 if p < n % procs else 0) for p in range(procs)]
+    threads = max(1, workers // procs)
+    started = time.perf_counter()
+    children = [
+        context.Process(target=_post_jobs, args=(token, payload, share, threads))
+        for share in shares
+    ]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join()
+    api_done = time.perf_counter() - started
+    if any(child.exitcode for child in children):
+        raise SystemExit("an API process failed")
+    deadline = time.monotonic() + 300
+    while True:
+        forwarded = Job.objects.filter(cluster=cluster).exclude(backend_id="").count()
+        if forwarded >= n:
+            break
+        if time.monotonic() > deadline:
+            raise SystemExit(f"only {forwarded} of {n} portal jobs reached Slurm in time")
+        time.sleep(0.02)
+    elapsed = time.perf_counter() - started
+    rejected = Job.objects.filter(cluster=cluster, state=Job.State.REJECTED).count()
+    assert rejected == 0, f"{rejected} portal jobs were rejected"
+    print(
+        f"  portal: {procs} API processes answered all {n} POSTs in {api_done:.2f} s; "
+        f"every job had its Slurm id at {elapsed:.2f} s"
+    )
+    return n / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=300, help="submissions per method")
+    parser.add_argument("--workers", type=int, default=4, help="concurrent submitters")
+    parser.add_argument("--forward", choices=["celery", "eager"], default="celery")
+    parser.add_argument("--api-procs", type=int, default=2, help="API processes (gunicorn-like)")
+    parser.add_argument("--celery-concurrency", type=int, default=8)
+    args = parser.parse_args()
+
+    logging.getLogger("celery").setLevel(logging.WARNING)
+    if args.forward == "eager":
+        settings.CELERY_TASK_ALWAYS_EAGER = True
+        from portal.celery import app
+
+        app.conf.task_always_eager = True
+    old_name = connection.settings_dict["NAME"]
+    connection.settings_dict.setdefault("TEST", {})["NAME"] = f"{old_name}_bench_submit"
+    connection.creation.create_test_db(verbosity=0, autoclobber=True)
+    worker = None
+    try:
+        cluster, token = make_world()
+        if args.forward == "celery":
+            worker = start_celery_worker(args.celery_concurrency)
+        print(
+            f"bench/submit.py: {args.jobs} jobs per method, {args.workers} concurrent submitters, "
+            f"as {USER}; portal forwarding: {args.forward}"
+        )
+        cancel_bench_jobs()
+        rest = bench_rest(args.jobs, args.workers)
+        print(f"  (a) raw slurmrestd : {rest:8.1f} submissions/s")
+        cancel_bench_jobs()
+        sbatch = bench_sbatch(args.jobs, args.workers)
+        print(f"  (b) raw sbatch     : {sbatch:8.1f} submissions/s")
+        cancel_bench_jobs()
+        portal = bench_portal(args.jobs, args.workers, args.api_procs, cluster, token)
+        print(
+            f"  (c) portal API     : {portal:8.1f} submissions/s (until every job has a Slurm id)"
+        )
+        print(f"  portal / slurmrestd = {portal / rest:.2f}  (goal >= 0.5)")
+        print(f"  portal / sbatch     = {portal / sbatch:.2f}  (goal >= 1)")
+    finally:
+        cancel_bench_jobs()
+        if worker is not None:
+            worker.terminate()
+            worker.wait(timeout=30)
+        connections.close_all()
+        connection.creation.destroy_test_db(old_name, verbosity=0)
+
+
+if __name__ == "__main__":
+    main()
