@@ -3,17 +3,22 @@
 
   (a) raw slurmrestd: POST /slurm/v0.0.38/job/submit, `--workers` client threads;
   (b) raw sbatch: `runuser -u <user> -- sbatch ...` (argv list), `--workers` at a time;
-  (c) the portal: POST /api/v1/jobs/ with a bearer token (Django's test client, one per
-      worker thread) until every job has a Slurm id. Forwarding runs either in a real Celery
-      worker (`--forward celery`, the production path: the API only commits and queues) or in
-      the request thread after commit (`--forward eager`).
+  (c) the portal: POST /api/v1/jobs/ with a bearer token from `--api-procs` forked API
+      processes (like gunicorn workers; Django's test client, one per thread) until every job
+      has a Slurm id. Forwarding runs in a real Celery worker (`--forward celery`, the
+      production path: the API commits and queues) or in the request thread after commit
+      (`--forward eager`). Production settings: DJANGO_DEBUG=false, DB_CONN_MAX_AGE=60.
+
+The machine is shared, so the three are measured in turn for `--rounds` rounds and the
+medians compared.
 
 Goals: portal >= 0.5 x raw slurmrestd and >= 1 x raw sbatch. Every job is trivial (`true`, 1
 CPU, 64 MB, 1 minute) and all bench jobs are cancelled at the end (and between phases), so the
 cluster is left idle. Creates a throw-away database next to DATABASE_URL's
 (<name>_bench_submit).
 
-    python bench/submit.py [--jobs 300] [--workers 4] [--forward celery|eager]
+    python bench/submit.py [--jobs 200] [--rounds 3] [--workers 4] [--api-procs 2]
+                           [--forward celery|eager]
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import os
 import pwd
 import secrets
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
@@ -38,8 +44,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 os.environ.setdefault("API_THROTTLE_USER", "100000000/hour")
-# Production settings: no DEBUG query log (it would slow every query down).
+# Production settings: no DEBUG query log (it would slow every query down), and persistent
+# database connections (DB_CONN_MAX_AGE) instead of a new PostgreSQL connection per request.
 os.environ.setdefault("DJANGO_DEBUG", "false")
+os.environ.setdefault("DB_CONN_MAX_AGE", "60")
 if os.environ["DJANGO_DEBUG"].lower() in ("false", "0", "no", "off"):
     os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(64))
 
@@ -246,6 +254,7 @@ def bench_portal(n: int, workers: int, procs: int, cluster: Cluster, token: str)
         "memory_mb": 64,
         "time_limit_minutes": 1,
     }
+    before = Job.objects.filter(cluster=cluster).exclude(backend_id="").count()
     connections.close_all()  # children open their own connections
     context = multiprocessing.get_context("fork")
     shares = [n // procs + (1 if p < n % procs else 0) for p in range(procs)]
@@ -264,7 +273,7 @@ def bench_portal(n: int, workers: int, procs: int, cluster: Cluster, token: str)
         raise SystemExit("an API process failed")
     deadline = time.monotonic() + 300
     while True:
-        forwarded = Job.objects.filter(cluster=cluster).exclude(backend_id="").count()
+        forwarded = Job.objects.filter(cluster=cluster).exclude(backend_id="").count() - before
         if forwarded >= n:
             break
         if time.monotonic() > deadline:
@@ -274,7 +283,7 @@ def bench_portal(n: int, workers: int, procs: int, cluster: Cluster, token: str)
     rejected = Job.objects.filter(cluster=cluster, state=Job.State.REJECTED).count()
     assert rejected == 0, f"{rejected} portal jobs were rejected"
     print(
-        f"  portal: {procs} API processes answered all {n} POSTs in {api_done:.2f} s; "
+        f"      portal: {procs} API processes answered all {n} POSTs in {api_done:.2f} s; "
         f"every job had its Slurm id at {elapsed:.2f} s"
     )
     return n / elapsed
@@ -282,11 +291,12 @@ def bench_portal(n: int, workers: int, procs: int, cluster: Cluster, token: str)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--jobs", type=int, default=300, help="submissions per method")
+    parser.add_argument("--jobs", type=int, default=200, help="submissions per method and round")
     parser.add_argument("--workers", type=int, default=4, help="concurrent submitters")
     parser.add_argument("--forward", choices=["celery", "eager"], default="celery")
     parser.add_argument("--api-procs", type=int, default=2, help="API processes (gunicorn-like)")
     parser.add_argument("--celery-concurrency", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3, help="a, b, c in turn; medians")
     args = parser.parse_args()
 
     logging.getLogger("celery").setLevel(logging.WARNING)
@@ -304,17 +314,27 @@ def main() -> None:
         if args.forward == "celery":
             worker = start_celery_worker(args.celery_concurrency)
         print(
-            f"bench/submit.py: {args.jobs} jobs per method, {args.workers} concurrent submitters, "
-            f"as {USER}; portal forwarding: {args.forward}"
+            f"bench/submit.py: {args.jobs} jobs per method and round, {args.rounds} rounds, "
+            f"{args.workers} concurrent submitters, as {USER}; portal: {args.api_procs} API "
+            f"processes, forwarding by {args.forward}; load average {os.getloadavg()[0]:.1f}"
         )
-        cancel_bench_jobs()
-        rest = bench_rest(args.jobs, args.workers)
-        print(f"  (a) raw slurmrestd : {rest:8.1f} submissions/s")
-        cancel_bench_jobs()
-        sbatch = bench_sbatch(args.jobs, args.workers)
+        rates: dict[str, list[float]] = {"rest": [], "sbatch": [], "portal": []}
+        for round_no in range(1, args.rounds + 1):
+            cancel_bench_jobs()
+            rates["rest"].append(bench_rest(args.jobs, args.workers))
+            cancel_bench_jobs()
+            rates["sbatch"].append(bench_sbatch(args.jobs, args.workers))
+            cancel_bench_jobs()
+            rates["portal"].append(
+                bench_portal(args.jobs, args.workers, args.api_procs, cluster, token)
+            )
+            print(
+                f"  round {round_no}: slurmrestd {rates['rest'][-1]:.1f}/s, "
+                f"sbatch {rates['sbatch'][-1]:.1f}/s, portal {rates['portal'][-1]:.1f}/s"
+            )
+        rest, sbatch, portal = (statistics.median(rates[k]) for k in ("rest", "sbatch", "portal"))
+        print(f"  (a) raw slurmrestd : {rest:8.1f} submissions/s (median of {args.rounds})")
         print(f"  (b) raw sbatch     : {sbatch:8.1f} submissions/s")
-        cancel_bench_jobs()
-        portal = bench_portal(args.jobs, args.workers, args.api_procs, cluster, token)
         print(
             f"  (c) portal API     : {portal:8.1f} submissions/s (until every job has a Slurm id)"
         )
