@@ -9,6 +9,7 @@ from typing import Any, cast
 
 from django.db.models import Q
 from django.http import FileResponse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -163,6 +164,31 @@ class CostLineSerializer(serializers.Serializer):
     cost = serializers.DecimalField(max_digits=24, decimal_places=4)
 
 
+class JobEstimateSerializer(serializers.Serializer):
+    """The answer of POST jobs/estimate/: what submit would hold, line by line."""
+
+    estimated_cost = serializers.DecimalField(max_digits=24, decimal_places=4)
+    breakdown = CostLineSerializer(many=True)
+
+
+class LogChunkSerializer(serializers.Serializer):
+    """One read of a job's log: text from `offset`, where to read next, and whether it ended."""
+
+    data = serializers.CharField(help_text="UTF-8 text (undecodable bytes replaced)")
+    next_offset = serializers.IntegerField()
+    eof = serializers.BooleanField(help_text="the job has ended and nothing more will come")
+
+
+class ResultFileSerializer(serializers.Serializer):
+    path = serializers.CharField(help_text="relative to the job's output directory")
+    size = serializers.IntegerField(help_text="bytes")
+    modified = serializers.DateTimeField(allow_null=True)
+
+
+class ResultListSerializer(serializers.Serializer):
+    results = ResultFileSerializer(many=True)
+
+
 class JobListView(APIView):
     """GET: the caller's visible jobs, newest first (cursor pages). POST: submit a job."""
 
@@ -207,7 +233,7 @@ class JobListView(APIView):
 
 
 class JobEstimateView(APIView):
-    @extend_schema(request=JobRequestSerializer)
+    @extend_schema(request=JobRequestSerializer, responses=JobEstimateSerializer)
     def post(self, request: Request) -> Response:
         serializer = JobRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -255,7 +281,8 @@ class JobLogView(APIView):
             OpenApiParameter("stream", str, enum=["stdout", "stderr"]),
             OpenApiParameter("offset", int, description="byte offset; negative = from the end"),
             OpenApiParameter("limit", int),
-        ]
+        ],
+        responses=LogChunkSerializer,
     )
     def get(self, request: Request, job_uuid: uuid_lib.UUID) -> Response:
         job = selectors.job_get_for_user(user=_user(request), job_uuid=job_uuid)
@@ -276,6 +303,7 @@ class JobLogView(APIView):
 
 
 class JobResultsView(APIView):
+    @extend_schema(operation_id="v1_jobs_results_list", responses=ResultListSerializer)
     def get(self, request: Request, job_uuid: uuid_lib.UUID) -> Response:
         job = selectors.job_get_for_user(user=_user(request), job_uuid=job_uuid)
         files = services.job_results(user=_user(request), job=job)
@@ -285,6 +313,10 @@ class JobResultsView(APIView):
 
 
 class JobResultDownloadView(APIView):
+    @extend_schema(
+        operation_id="v1_jobs_results_download",
+        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY},
+    )
     def get(self, request: Request, job_uuid: uuid_lib.UUID, path: str) -> FileResponse:
         job = selectors.job_get_for_user(user=_user(request), job_uuid=job_uuid)
         handle = services.job_open_result(user=_user(request), job=job, path=path)

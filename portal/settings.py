@@ -286,6 +286,14 @@ SPECTACULAR_SETTINGS = {
         "OrganizationRoleEnum": "accounts.models.Membership.Role",
         "ProjectRoleEnum": "accounts.models.ProjectMember.Role",
         "OrganizationKindEnum": "accounts.models.Organization.Kind",
+        # Several models have a `kind`, `state` or `status` field: name each choice set.
+        "ClusterKindEnum": "quotas.models.Cluster.Kind",
+        "AllocationKindEnum": "quotas.models.Allocation.Kind",
+        "AllocationStatusEnum": "quotas.models.Allocation.Status",
+        "AllocationRequestKindEnum": "quotas.models.AllocationRequest.Kind",
+        "AllocationRequestStateEnum": "quotas.models.AllocationRequest.State",
+        "LedgerEntryKindEnum": "quotas.models.LedgerEntry.Kind",
+        "JobStateEnum": "jobs.models.Job.State",
     },
 }
 
