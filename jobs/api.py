@@ -10,7 +10,7 @@ from typing import Any, cast
 from django.db.models import Q
 from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -171,12 +171,16 @@ class JobEstimateSerializer(serializers.Serializer):
     breakdown = CostLineSerializer(many=True)
 
 
-class LogChunkSerializer(serializers.Serializer):
-    """One read of a job's log: text from `offset`, where to read next, and whether it ended."""
-
-    data = serializers.CharField(help_text="UTF-8 text (undecodable bytes replaced)")
-    next_offset = serializers.IntegerField()
-    eof = serializers.BooleanField(help_text="the job has ended and nothing more will come")
+# One read of a job's log. Built with inline_serializer: a field named `data` would shadow
+# Serializer.data on a declared class.
+LogChunkSerializer = inline_serializer(
+    name="LogChunk",
+    fields={
+        "data": serializers.CharField(help_text="UTF-8 text (undecodable bytes replaced)"),
+        "next_offset": serializers.IntegerField(help_text="where the next read starts"),
+        "eof": serializers.BooleanField(help_text="the job has ended and nothing more will come"),
+    },
+)
 
 
 class ResultFileSerializer(serializers.Serializer):
