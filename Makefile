@@ -37,6 +37,7 @@ test: install services-up slurm-up browser-up lint
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy portal accounts quotas jobs
 
 fmt: install
 	$(BIN)/ruff format .

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any, TypeVar, cast
+from typing import Any, TypedDict, TypeVar, cast
 
 from django import forms
 from django.contrib import messages
@@ -103,8 +103,15 @@ def cluster_list(request: HttpRequest) -> HttpResponse:
     return render(request, "quotas/cluster_list.html", {"rows": rows, "example": EXAMPLE_JOB})
 
 
+class ExampleJob(TypedDict):
+    gpus: int
+    cpus: int
+    memory_mb: int
+    time_limit_minutes: int
+
+
 # What the clusters page prices: one hour of one GPU with a typical share of CPU and memory.
-EXAMPLE_JOB = {"gpus": 1, "cpus": 8, "memory_mb": 64 * 1024, "time_limit_minutes": 60}
+EXAMPLE_JOB: ExampleJob = {"gpus": 1, "cpus": 8, "memory_mb": 64 * 1024, "time_limit_minutes": 60}
 
 
 def _examples(cluster: Cluster) -> list[tuple[str, Decimal]]:

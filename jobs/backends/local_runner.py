@@ -59,7 +59,8 @@ def run(jobdir: Path) -> None:
     indices = spec.get("array_indices") or [None]
     started = time.time()
     write_status(jobdir, state="running", started_at=started)
-    state, exit_code, tasks_run = "completed", 0, 0
+    state, tasks_run = "completed", 0
+    exit_code: int | None = 0  # None when the time limit killed the task
     with (
         open(jobdir / "stdout.log", "ab", buffering=0) as out,
         open(jobdir / "stderr.log", "ab", buffering=0) as err,
