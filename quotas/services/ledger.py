@@ -484,6 +484,42 @@ def ledger_adjust(
     return entry
 
 
+@transaction.atomic
+def ledger_debit(
+    *,
+    actor: User | None,
+    allocation: Allocation,
+    amount: Decimal,
+    key: str,
+    memo: str,
+) -> LedgerEntry | None:
+    """Take back up to `amount` SU of what is available (an `expire` entry): never below zero,
+    held and charged SU untouched. None when nothing was available; same key -> same entry.
+
+    A system action (a Stripe refund, a post-paid limit lowered), unlike ledger_adjust.
+    """
+    value = _number(amount, name="amount")
+    if value < 0:
+        raise InvalidAmount("amount must not be negative", field="amount")
+    if existing := LedgerEntry.objects.filter(idempotency_key=key).first():
+        return existing
+    locked = _locked(allocation)
+    debit = min(value, max(locked.available, ZERO))
+    if debit <= 0:
+        _sync_counters(allocation, locked)
+        return None
+    entry, _ = _post_once(
+        locked,
+        kind=LedgerEntry.Kind.EXPIRE,
+        amount=debit,
+        key=key,
+        actor=actor,
+        memo=memo[:500],
+    )
+    _sync_counters(allocation, locked)
+    return entry
+
+
 def usage_percent(allocation: Allocation) -> Decimal:
     """Charged as a percentage of credited (0 when nothing was credited)."""
     if allocation.credited <= 0:

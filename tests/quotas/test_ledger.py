@@ -19,6 +19,7 @@ from quotas.services import (
     allocation_suspend,
     ledger_adjust,
     ledger_credit,
+    ledger_debit,
     ledger_hold,
     ledger_refund,
     ledger_settle,
@@ -146,6 +147,55 @@ def test_a_debit_never_takes_available_below_zero(allocation, tenant, cluster, d
         ledger_adjust(actor=dave, allocation=allocation, amount=Decimal(-101), key="d", memo="x")
 
     assert counters(allocation) == (Decimal(1000), Decimal(900), 0)
+
+
+def test_a_system_debit_takes_at_most_what_is_available_and_leaves_holds_alone(
+    allocation, tenant, cluster
+):
+    h = hold(tenant, cluster, "300", "job-s")
+    ledger_settle(actor=None, hold=h, actual=Decimal(100))  # 100 charged, 900 available
+
+    entry = ledger_debit(
+        actor=None, allocation=allocation, amount=Decimal(950), key="refund-1", memo="refund"
+    )
+
+    assert entry is not None
+    assert (entry.kind, entry.amount, entry.actor) == (
+        LedgerEntry.Kind.EXPIRE,
+        Decimal(900),
+        None,
+    )
+    assert (allocation.credited, allocation.available) == (Decimal(100), 0)
+    assert counters(allocation) == (Decimal(100), 0, Decimal(100))
+    assert counters(allocation) == ledger_sums(allocation)
+    assert_reconciles()
+
+
+def test_a_system_debit_with_the_same_key_debits_once(allocation):
+    first = ledger_debit(actor=None, allocation=allocation, amount=Decimal(40), key="k", memo="x")
+    again = ledger_debit(actor=None, allocation=allocation, amount=Decimal(40), key="k", memo="x")
+
+    assert first is not None and again is not None
+    assert first.pk == again.pk
+    assert counters(allocation) == (Decimal(960), 0, 0)
+
+
+def test_a_system_debit_of_nothing_available_writes_nothing(allocation, tenant, cluster):
+    hold(tenant, cluster, "1000", "job-t")
+
+    entry = ledger_debit(actor=None, allocation=allocation, amount=Decimal(5), key="e", memo="x")
+
+    assert entry is None
+    assert counters(allocation) == (Decimal(1000), Decimal(1000), 0)
+    assert not LedgerEntry.objects.filter(idempotency_key="e").exists()
+
+
+@pytest.mark.parametrize("amount", ["-5", "abc", "NaN"])
+def test_a_system_debit_refuses_amounts_that_are_not_non_negative_numbers(allocation, amount):
+    with pytest.raises(InvalidAmount):
+        ledger_debit(actor=None, allocation=allocation, amount=amount, key="n", memo="x")
+
+    assert counters(allocation) == (Decimal(1000), 0, 0)
 
 
 def test_an_allocation_is_exhausted_when_nothing_is_left_and_reactivates_on_credit(

@@ -19,12 +19,11 @@ from quotas.billing import selectors
 from quotas.billing.exceptions import InvalidCheckout, StripeUnavailable
 from quotas.billing.models import Purchase, RefundShortfall, StripeEvent, SuPack
 from quotas.billing.services.accounts import billing_account_ensure_customer
-from quotas.billing.services.ledger import ledger_debit_unspent
 from quotas.billing.stripe_api import stripe_client
 from quotas.models import ZERO, Allocation, Cluster
 from quotas.policy import cluster_refusal
 from quotas.services.allocations import allocation_create
-from quotas.services.ledger import ledger_credit
+from quotas.services.ledger import ledger_credit, ledger_debit
 from quotas.services.rates import su
 
 logger = logging.getLogger(__name__)
@@ -319,12 +318,14 @@ def charge_refund_apply(*, charge: dict[str, Any]) -> Purchase | None:
     owed_before = shortfall.su_amount if shortfall else ZERO
     delta = target - purchase.su_reversed - owed_before
     if delta > 0:
-        debited, _ = ledger_debit_unspent(
+        entry = ledger_debit(
+            actor=None,
             allocation=purchase.allocation,
             amount=delta,
             key=f"stripe-refund:{purchase.stripe_session_id}:{refunded}",
             memo=f"Refunded by Stripe (charge {charge.get('id', '?')})",
         )
+        debited = entry.amount if entry else ZERO
         purchase.su_reversed += debited
         if (owed := delta - debited) > 0:
             if shortfall is None:

@@ -13,12 +13,11 @@ from accounts.models import Organization, Project, User
 from quotas.billing.exceptions import InvalidPlan
 from quotas.billing.models import PostpaidPlan
 from quotas.billing.services.accounts import billing_account_ensure_customer
-from quotas.billing.services.ledger import ledger_debit_unspent
 from quotas.exceptions import NotFacilityAdmin
 from quotas.models import Allocation, Cluster
 from quotas.policy import cluster_refusal, is_facility_admin
 from quotas.services.allocations import allocation_create
-from quotas.services.ledger import ledger_credit
+from quotas.services.ledger import ledger_credit, ledger_debit
 from quotas.services.rates import su
 
 # A credit line does not expire by itself; closing the plan ends it.
@@ -111,10 +110,10 @@ def _set_limit(plan: PostpaidPlan, limit: Decimal) -> PostpaidPlan:
             actor=None, allocation=allocation, amount=delta, key=key, memo="Credit limit raised"
         )
     elif delta < 0:
-        debited, _ = ledger_debit_unspent(
-            allocation=allocation, amount=-delta, key=key, memo="Credit limit lowered"
+        entry = ledger_debit(
+            actor=None, allocation=allocation, amount=-delta, key=key, memo="Credit limit lowered"
         )
-        if debited < -delta:
+        if entry is None or entry.amount < -delta:
             raise InvalidPlan(
                 f"Cannot lower the limit to {limit} SU: {allocation.held} SU are held by "
                 "running jobs",
@@ -133,7 +132,8 @@ def postpaid_plan_close(*, actor: User, plan: PostpaidPlan) -> PostpaidPlan:
     if not locked.active:
         return locked
     if locked.allocation is not None:
-        ledger_debit_unspent(
+        ledger_debit(
+            actor=None,
             allocation=locked.allocation,
             amount=locked.allocation.credited,
             key=f"postpaid:{locked.allocation.uuid}:close",
