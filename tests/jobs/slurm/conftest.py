@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import socket
 import subprocess
 import time
 import uuid
@@ -35,9 +36,6 @@ from tests import factories
 from tests.conftest import Tenant
 
 ENV_FILE = Path(os.environ.get("GPUC_SLURM_ENV", "/var/lib/gpucommons-slurm/env"))
-SLURM_ROOT = Path(os.environ.get("GPUC_SLURM_ROOT", "/var/lib/gpucommons-slurm"))
-REPO = Path(__file__).resolve().parents[3]
-UP_SCRIPT = REPO / "deploy" / "slurm" / "up.sh"
 ALICE_UNIX = "gpuc-test1"
 BOB_UNIX = "gpuc-test2"
 # 1 SU per CPU-second and 2 SU per h100-second: a charge reads as seconds of use.
@@ -212,16 +210,16 @@ def sacct_field(job_id: str, field: str) -> str:
     return result.stdout.strip()
 
 
-# --- stopping and starting slurmrestd the way deploy/slurm/up.sh runs it -------------------
+# --- a slurmrestd of the test's own, run the way deploy/slurm/up.sh runs the shared one ------
+#
+# The outage test stops and restarts slurmrestd. Doing that to the shared daemon would break
+# any other run of the Slurm tests (or a demo) at that moment, so the test starts a second
+# slurmrestd on a free port with up.sh's command line (an unprivileged user, SLURM_JWT=daemon,
+# the same plugins) and stops only that one.
 
-
-def _restd_pid() -> int | None:
-    try:
-        pid = int((SLURM_ROOT / "run" / "slurmrestd.pid").read_text().strip())
-        comm = Path(f"/proc/{pid}/comm").read_text().strip()
-    except (OSError, ValueError):
-        return None
-    return pid if comm == "slurmrestd" else None
+REST_USER = os.environ.get("GPUC_SLURM_REST_USER", "slurmrest")
+SLURMRESTD = shutil.which("slurmrestd") or "/usr/sbin/slurmrestd"
+SETPRIV = shutil.which("setpriv") or "/usr/bin/setpriv"
 
 
 def _answers(url: str) -> bool:
@@ -232,33 +230,58 @@ def _answers(url: str) -> bool:
     return True
 
 
-def _up(*, check: bool = True) -> None:
-    """deploy/slurm/up.sh: idempotent, restarts only the daemons that are down."""
-    subprocess.run(["/bin/bash", str(UP_SCRIPT)], check=check, timeout=180)  # noqa: S603
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class PrivateSlurmrestd:
+    """slurmrestd on 127.0.0.1:<free port>, started and stopped by the test."""
+
+    def __init__(self, slurm_conf: str, log: Path) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.slurm_conf = slurm_conf
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        argv = [SLURMRESTD, "-s", "openapi/v0.0.38,openapi/dbv0.0.38", "-a", "rest_auth/jwt"]
+        argv.append(f"127.0.0.1:{self.port}")
+        if os.geteuid() == 0:  # slurmrestd refuses to run as root
+            argv = [SETPRIV, f"--reuid={REST_USER}", f"--regid={REST_USER}", "--init-groups", *argv]
+        env = {**os.environ, "SLURM_CONF": self.slurm_conf, "SLURM_JWT": "daemon"}
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(  # noqa: S603 (fixed argv)
+                argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log
+            )
+        deadline = time.monotonic() + 20
+        while not _answers(self.url):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"private slurmrestd did not start: {self.log.read_text()[-2000:]}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=20)
+        self.process = None
+        assert not _answers(self.url), "slurmrestd still answers after it was stopped"
 
 
 @pytest.fixture
-def slurmrestd_control(slurm_site: SlurmSite) -> Iterator[Callable[[str], None]]:
-    """control("stop") kills slurmrestd by its pid file; control("start") runs up.sh, which
-    restarts only what is down. slurmrestd is always running again after the test."""
-    if os.geteuid() != 0:
-        _unavailable("Stopping slurmrestd needs root (deploy/slurm runs as root)")
-
-    def control(action: str) -> None:
-        if action == "stop":
-            pid = _restd_pid()
-            assert pid is not None, "slurmrestd's pid file does not name a running slurmrestd"
-            os.kill(pid, 15)
-            deadline = time.monotonic() + 10
-            while _answers(slurm_site.url) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            assert not _answers(slurm_site.url), "slurmrestd still answers after SIGTERM"
-        else:
-            _up()
-            assert _answers(slurm_site.url)
-
+def private_slurmrestd(slurm_site: SlurmSite, tmp_path: Path) -> Iterator[PrivateSlurmrestd]:
+    env = read_env_file(ENV_FILE)
+    daemon = PrivateSlurmrestd(env.get("SLURM_CONF", "/etc/slurm/slurm.conf"), tmp_path / "log")
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam(REST_USER)
+        except KeyError:
+            _unavailable(f"No user {REST_USER} to run a private slurmrestd as")
+        tmp_path.chmod(0o755)  # the daemon's user appends to the log through its fd only
+    daemon.start()
     try:
-        yield control
+        yield daemon
     finally:
-        if not _answers(slurm_site.url):
-            _up(check=False)
+        daemon.stop()

@@ -305,9 +305,11 @@ def test_a_job_past_its_time_limit_ends_in_timeout_and_is_charged_up_to_its_limi
 
 
 def test_while_slurmrestd_is_down_a_job_stays_pending_and_goes_through_once_when_it_is_back(
-    api_alice, slurm_cluster, slurm_allocation, slurm_site, slurmrestd_control
+    api_alice, slurm_cluster, slurm_allocation, slurm_site, private_slurmrestd
 ):
-    slurmrestd_control("stop")
+    slurm_cluster.options = {**slurm_cluster.options, "url": private_slurmrestd.url}
+    slurm_cluster.save()
+    private_slurmrestd.stop()
     response = api_alice.post("/api/v1/jobs/", body(name="outage"), format="json")
     assert response.status_code == HTTPStatus.CREATED
     job = Job.objects.get(uuid=response.json()["id"])
@@ -320,12 +322,12 @@ def test_while_slurmrestd_is_down_a_job_stays_pending_and_goes_through_once_when
     assert "unavailable" in job.state_reason
     assert job.backend_id == ""
 
-    slurmrestd_control("start")
+    private_slurmrestd.start()
     job_forward(job_id=job.pk)
     job_forward(job_id=job.pk)  # a duplicate delivery of the task does nothing
     job.refresh_from_db()
     assert job.state == Job.State.QUEUED
-    # The answer to a submission can be lost: a retry finds the job by its uuid.
+    # The answer to a submission can be lost: the retry finds the job by its uuid.
     Job.objects.filter(pk=job.pk).update(state=Job.State.PENDING)
     job_forward(job_id=job.pk)
 
