@@ -90,11 +90,17 @@ def cluster_account_create(
 # --- estimate and submit -----------------------------------------------------------------
 
 
+def qualified_project(project: Project) -> str:
+    """The project's name for backends: "<organization slug>.<project slug>". Project slugs are
+    unique only within an organization, and a slug never holds a dot, so this is unique."""
+    return f"{project.organization.slug}.{project.slug}"
+
+
 def _request_spec(request: JobRequest, *, cluster_user: str) -> JobSpec:
     return JobSpec(
         uuid=uuid.UUID(int=0),
         name=request.name,
-        project=request.project.slug,
+        project=qualified_project(request.project),
         cluster_user=cluster_user,
         script=request.script,
         image=request.image,
@@ -260,7 +266,7 @@ def job_spec(job: Job) -> JobSpec:
     return JobSpec(
         uuid=job.uuid,
         name=job.name,
-        project=job.project.slug,
+        project=qualified_project(job.project),
         cluster_user=job.cluster_username,
         script=job.script,
         image=job.image,
@@ -281,7 +287,7 @@ def job_ref(job: Job) -> JobRef:
         uuid=job.uuid,
         backend_id=job.backend_id,
         cluster_user=job.cluster_username,
-        project=job.project.slug,
+        project=qualified_project(job.project),
     )
 
 
@@ -293,7 +299,7 @@ def job_forward(*, job_id: int) -> Job:
     claimed = Job.objects.filter(pk=job_id, state=Job.State.PENDING).update(
         state=Job.State.SUBMITTING, updated_at=now
     )
-    job = Job.objects.select_related("cluster", "project").get(pk=job_id)
+    job = Job.objects.select_related("cluster", "project__organization").get(pk=job_id)
     if not claimed:
         return job  # someone else forwarded it (or it was cancelled)
     try:
@@ -578,7 +584,7 @@ def _finalize_finished(cluster: Cluster, backend: Any, result: SyncResult) -> in
     finished = list(
         Job.objects.filter(
             cluster=cluster, finalized_at__isnull=True, state__in=Job.FINAL_STATES
-        ).select_related("project", "hold")
+        ).select_related("project__organization", "hold")
     )
     if not finished:
         return 0
@@ -666,7 +672,9 @@ def job_cancel(*, user: User, job: Job) -> Job:
     if job.state == Job.State.PENDING and _cancel_pending(user, job):
         job.refresh_from_db()
         return job
-    job.refresh_from_db()
+    job.refresh_from_db(
+        from_queryset=Job.objects.select_related("cluster", "project__organization")
+    )
     if job.state == Job.State.SUBMITTING:
         raise JobStateError("The job is being handed to the cluster; try again in a moment")
     if job.is_final:

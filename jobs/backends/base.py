@@ -29,7 +29,7 @@ class JobSpec:
 
     uuid: uuid.UUID
     name: str
-    project: str  # project slug (namespaces, accounts)
+    project: str  # "<organization slug>.<project slug>": unique across organizations
     cluster_user: str  # the cluster account the job runs as
     script: str = ""
     image: str = ""
@@ -51,7 +51,7 @@ class JobRef:
     uuid: uuid.UUID
     backend_id: str
     cluster_user: str
-    project: str = ""
+    project: str = ""  # as JobSpec.project; empty in poll()
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,10 @@ Cluster options (`Cluster.options`, checked by `check_options` at startup):
                 (a path, re-read when it changes); or `kubeconfig` (path, optional `context`);
                 or `in_cluster: true`. A token is never stored in the options.
                 `connect_timeout` / `read_timeout` in seconds (5 / 30).
-    namespaces  `namespace_prefix` (default "gpuc-"): one namespace per project, prefix + the
-                project slug made DNS-1123 safe, created on first use and labelled
+    namespaces  `namespace_prefix` (default "gpuc-"): one namespace per project, prefix +
+                "<organization slug>.<project slug>" made DNS-1123 safe (the dot becomes a
+                dash plus a short hash, so projects with the same slug in two organizations
+                never share a namespace), created on first use and labelled
                 app.kubernetes.io/managed-by=gpu-commons. Or `namespace`: one fixed namespace
                 for every project (for a namespaced token; nothing is created then).
     images      `allowed_images` (glob patterns, e.g. "nvcr.io/nvidia/pytorch:*") and

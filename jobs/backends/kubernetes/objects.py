@@ -84,7 +84,8 @@ def dns_label(text: str, *, max_length: int = 63) -> str:
 
 
 def namespace_for(prefix: str, project: str) -> str:
-    """The namespace of a project: prefix + project slug, DNS-1123 safe and at most 63 long."""
+    """The namespace of a project (JobSpec.project, organization-qualified): prefix + project,
+    DNS-1123 safe and at most 63 long."""
     return dns_label(f"{prefix}{project}")
 
 

@@ -19,6 +19,8 @@ from tests import factories
 from tests.k8s_server import FakeKubernetes
 
 JOBS_LIST = "/apis/batch/v1/jobs"
+# Project "folding" of organization "vision-lab": prefix + "vision-lab.folding", DNS-safe.
+NAMESPACE = "gpuc-vision-lab-folding-07452c5c"
 BODY: dict[str, Any] = {
     "project": "folding",
     "cluster": "kube",
@@ -63,7 +65,7 @@ def test_a_job_runs_on_kubernetes_shows_its_log_and_results_and_is_charged_for_i
     cluster_sync(cluster=k8s_cluster)
     job.refresh_from_db()
     assert job.state == Job.State.QUEUED
-    assert job.backend_id == f"gpuc-folding/gpuc-{job.uuid}"
+    assert job.backend_id == f"{NAMESPACE}/gpuc-{job.uuid}"
 
     k8s.advance(10)
     cluster_sync(cluster=k8s_cluster)
@@ -123,7 +125,7 @@ def test_a_job_past_its_deadline_times_out_and_is_charged_for_the_limit(
     assert job.state == Job.State.TIMEOUT
     assert job.elapsed_seconds == 60
     assert job.charged_cost == job.estimated_cost
-    assert k8s.jobs[("gpuc-folding", f"gpuc-{job.uuid}")]["spec"]["activeDeadlineSeconds"] == 60
+    assert k8s.jobs[(NAMESPACE, f"gpuc-{job.uuid}")]["spec"]["activeDeadlineSeconds"] == 60
 
 
 def test_cancelling_a_running_job_deletes_it_in_the_foreground_and_charges_its_run(
@@ -136,7 +138,7 @@ def test_cancelling_a_running_job_deletes_it_in_the_foreground_and_charges_its_r
 
     response = api_alice.post(f"/api/v1/jobs/{job.uuid}/cancel/")
     assert response.status_code in (HTTPStatus.OK, HTTPStatus.ACCEPTED)
-    assert k8s.deletions == [("gpuc-folding", f"gpuc-{job.uuid}", "Foreground")]
+    assert k8s.deletions == [(NAMESPACE, f"gpuc-{job.uuid}", "Foreground")]
     cluster_sync(cluster=k8s_cluster)
 
     job.refresh_from_db()
@@ -203,7 +205,7 @@ def test_a_create_whose_answer_was_lost_is_found_not_repeated(api_alice, body, k
 
     job.refresh_from_db()
     assert job.state == Job.State.QUEUED
-    assert job.backend_id == f"gpuc-folding/gpuc-{job.uuid}"
+    assert job.backend_id == f"{NAMESPACE}/gpuc-{job.uuid}"
     assert len(k8s.created_jobs) == 1
 
 
