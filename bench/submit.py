@@ -28,6 +28,7 @@ import logging
 import multiprocessing
 import os
 import pwd
+import resource
 import secrets
 import shutil
 import statistics
@@ -242,7 +243,35 @@ def _post_jobs(token: str, payload: dict[str, Any], count: int, threads: int) ->
         connections.close_all()
 
 
-def bench_portal(n: int, workers: int, procs: int, cluster: Cluster, token: str) -> float:
+def cpu_seconds(pids: set[int] | None = None) -> dict[str, float]:
+    """CPU seconds used so far, summed by command name, of `pids` or of every process
+    (children that exited count for their parent, e.g. PostgreSQL backends for the
+    postmaster)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    totals: dict[str, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        if pids is not None and int(stat.parent.name) not in pids:
+            continue
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        comm = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text[text.rindex(")") + 2 :].split()
+        used = sum(int(v) for v in fields[11:15]) / tick  # utime stime cutime cstime
+        totals[comm] = totals.get(comm, 0.0) + used
+    return totals
+
+
+def own_cpu() -> float:
+    """CPU seconds of this process and its exited children (the API processes)."""
+    me, children = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
+
+
+def bench_portal(
+    n: int, workers: int, procs: int, cluster: Cluster, token: str, worker_pid: int | None
+) -> float:
     """`procs` API processes (forked, like gunicorn workers) share `workers` client threads and
     POST n jobs; the clock stops when every job has its Slurm id."""
     payload = {
@@ -255,6 +284,8 @@ def bench_portal(n: int, workers: int, procs: int, cluster: Cluster, token: str)
         "time_limit_minutes": 1,
     }
     before = Job.objects.filter(cluster=cluster).exclude(backend_id="").count()
+    cpu_before, api_before = cpu_seconds(), own_cpu()
+    worker_before = sum(cpu_seconds({worker_pid}).values()) if worker_pid else 0.0
     connections.close_all()  # children open their own connections
     context = multiprocessing.get_context("fork")
     shares = [n // procs + (1 if p < n % procs else 0) for p in range(procs)]
@@ -282,9 +313,21 @@ def bench_portal(n: int, workers: int, procs: int, cluster: Cluster, token: str)
     elapsed = time.perf_counter() - started
     rejected = Job.objects.filter(cluster=cluster, state=Job.State.REJECTED).count()
     assert rejected == 0, f"{rejected} portal jobs were rejected"
+    cpu = cpu_seconds()
+    used = {k: (cpu[k] - cpu_before.get(k, 0.0)) * 1000 / n for k in cpu}
+    groups = {
+        "API processes": (own_cpu() - api_before) * 1000 / n,
+        "Celery worker": (sum(cpu_seconds({worker_pid}).values()) - worker_before) * 1000 / n
+        if worker_pid
+        else 0.0,
+        "PostgreSQL*": used.get("postgres", 0.0),
+        "slurmrestd+slurmctld*": used.get("slurmrestd", 0.0) + used.get("slurmctld", 0.0),
+    }
     print(
         f"      portal: {procs} API processes answered all {n} POSTs in {api_done:.2f} s; "
-        f"every job had its Slurm id at {elapsed:.2f} s"
+        f"every job had its Slurm id at {elapsed:.2f} s\n      CPU per portal job: "
+        + ", ".join(f"{name} {ms:.1f} ms" for name, ms in groups.items())
+        + " (*machine-wide)"
     )
     return n / elapsed
 
@@ -326,7 +369,14 @@ def main() -> None:
             rates["sbatch"].append(bench_sbatch(args.jobs, args.workers))
             cancel_bench_jobs()
             rates["portal"].append(
-                bench_portal(args.jobs, args.workers, args.api_procs, cluster, token)
+                bench_portal(
+                    args.jobs,
+                    args.workers,
+                    args.api_procs,
+                    cluster,
+                    token,
+                    worker.pid if worker is not None else None,
+                )
             )
             print(
                 f"  round {round_no}: slurmrestd {rates['rest'][-1]:.1f}/s, "
