@@ -7,10 +7,8 @@ services become form errors or flash messages.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
-from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
@@ -29,39 +27,12 @@ from accounts.forms import (
 )
 from accounts.models import Membership, Organization, Project, ProjectMember, User
 from portal.errors import DomainError, NotFound
-
-T = TypeVar("T")
+from portal.web import form_error, run_action, visible
 
 
 def _actor(request: HttpRequest) -> User:
     # Every view here is behind login_required.
     return cast(User, request.user)
-
-
-def _visible(fetch: Callable[..., T], *args: Any) -> T:
-    """Run a scoped selector; NotFound becomes the ordinary 404 page."""
-    try:
-        return fetch(*args)
-    except NotFound as exc:
-        raise Http404(exc.detail) from None
-
-
-def _form_error(form: forms.Form, exc: DomainError) -> None:
-    field = exc.field if exc.field in form.fields else None
-    form.add_error(field, exc.detail)
-
-
-def _run(request: HttpRequest, action: Callable[[], Any], success: str) -> bool:
-    """Call a service for a button-style form (no fields to attach errors to)."""
-    try:
-        action()
-    except NotFound as exc:
-        raise Http404(exc.detail) from None
-    except DomainError as exc:
-        messages.error(request, exc.detail)
-        return False
-    messages.success(request, success)
-    return True
 
 
 # --- organizations ----------------------------------------------------------------------
@@ -81,7 +52,7 @@ def organization_create(request: HttpRequest) -> HttpResponse:
         try:
             org = services.org_create(actor=_actor(request), **form.cleaned_data)
         except DomainError as exc:
-            _form_error(form, exc)
+            form_error(form, exc)
         else:
             messages.success(request, f"Organization {org.name} created: you are its owner.")
             return redirect("accounts:organization_detail", uuid=org.uuid)
@@ -115,14 +86,14 @@ def _organization_page(
 
 @login_required
 def organization_detail(request: HttpRequest, uuid: str) -> HttpResponse:
-    org = _visible(selectors.organization_get_for_user, request.user, uuid)
+    org = visible(selectors.organization_get_for_user, request.user, uuid)
     return _organization_page(request, org)
 
 
 @login_required
 @require_POST
 def organization_invite(request: HttpRequest, uuid: str) -> HttpResponse:
-    org = _visible(selectors.organization_get_for_user, request.user, uuid)
+    org = visible(selectors.organization_get_for_user, request.user, uuid)
     form = _invite_form(request, org, request.POST)
     if form.is_valid():
         try:
@@ -132,7 +103,7 @@ def organization_invite(request: HttpRequest, uuid: str) -> HttpResponse:
         except NotFound as exc:
             raise Http404(exc.detail) from None
         except DomainError as exc:
-            _form_error(form, exc)
+            form_error(form, exc)
         else:
             messages.success(request, f"Invitation sent to {invitation.email}.")
             return redirect("accounts:organization_detail", uuid=org.uuid)
@@ -142,13 +113,13 @@ def organization_invite(request: HttpRequest, uuid: str) -> HttpResponse:
 @login_required
 @require_POST
 def invitation_revoke(request: HttpRequest, uuid: str, invitation_uuid: str) -> HttpResponse:
-    org = _visible(selectors.organization_get_for_user, request.user, uuid)
+    org = visible(selectors.organization_get_for_user, request.user, uuid)
     invitation = (
         selectors.organization_invitations_pending(org).filter(uuid=invitation_uuid).first()
     )
     if invitation is None:
         raise Http404("Invitation not found")
-    _run(
+    run_action(
         request,
         lambda: services.invitation_revoke(actor=_actor(request), invitation=invitation),
         f"Invitation of {invitation.email} revoked.",
@@ -157,7 +128,7 @@ def invitation_revoke(request: HttpRequest, uuid: str, invitation_uuid: str) -> 
 
 
 def _membership(request: HttpRequest, uuid: str, user_id: int) -> Membership:
-    org = _visible(selectors.organization_get_for_user, request.user, uuid)
+    org = visible(selectors.organization_get_for_user, request.user, uuid)
     membership = selectors.organization_memberships(org).filter(user_id=user_id).first()
     if membership is None:
         raise Http404("Member not found")
@@ -173,7 +144,7 @@ def organization_member_role(request: HttpRequest, uuid: str, user_id: int) -> H
         messages.error(request, "Choose a valid role.")
     else:
         role = form.cleaned_data["role"]
-        _run(
+        run_action(
             request,
             lambda: services.membership_role_change(
                 actor=_actor(request), membership=membership, role=role
@@ -188,7 +159,7 @@ def organization_member_role(request: HttpRequest, uuid: str, user_id: int) -> H
 def organization_member_remove(request: HttpRequest, uuid: str, user_id: int) -> HttpResponse:
     membership = _membership(request, uuid, user_id)
     leaving = membership.user_id == request.user.pk
-    done = _run(
+    done = run_action(
         request,
         lambda: services.membership_remove(actor=_actor(request), membership=membership),
         "You left the organization." if leaving else f"{membership.user.username} removed.",
@@ -228,7 +199,7 @@ def project_create(request: HttpRequest) -> HttpResponse:
                 actor=_actor(request), organization=data.pop("organization"), **data
             )
         except DomainError as exc:
-            _form_error(form, exc)
+            form_error(form, exc)
         else:
             messages.success(request, f"Project {project.name} created: you are its PI.")
             return redirect("accounts:project_detail", uuid=project.uuid)
@@ -256,14 +227,14 @@ def _project_page(
 
 @login_required
 def project_detail(request: HttpRequest, uuid: str) -> HttpResponse:
-    project = _visible(selectors.project_get_for_user, request.user, uuid)
+    project = visible(selectors.project_get_for_user, request.user, uuid)
     return _project_page(request, project)
 
 
 @login_required
 @require_POST
 def project_member_add(request: HttpRequest, uuid: str) -> HttpResponse:
-    project = _visible(selectors.project_get_for_user, request.user, uuid)
+    project = visible(selectors.project_get_for_user, request.user, uuid)
     form = ProjectMemberAddForm(request.POST)
     if form.is_valid():
         user = selectors.organization_member_find(project.organization, form.cleaned_data["user"])
@@ -292,7 +263,7 @@ def project_member_add(request: HttpRequest, uuid: str) -> HttpResponse:
 
 
 def _project_member(request: HttpRequest, uuid: str, user_id: int) -> ProjectMember:
-    project = _visible(selectors.project_get_for_user, request.user, uuid)
+    project = visible(selectors.project_get_for_user, request.user, uuid)
     member = selectors.project_members(project).filter(user_id=user_id).first()
     if member is None:
         raise Http404("Member not found")
@@ -308,7 +279,7 @@ def project_member_role(request: HttpRequest, uuid: str, user_id: int) -> HttpRe
         messages.error(request, "Choose a valid role.")
     else:
         role = form.cleaned_data["role"]
-        _run(
+        run_action(
             request,
             lambda: services.project_member_role_change(
                 actor=_actor(request), member=member, role=role
@@ -323,7 +294,7 @@ def project_member_role(request: HttpRequest, uuid: str, user_id: int) -> HttpRe
 def project_member_remove(request: HttpRequest, uuid: str, user_id: int) -> HttpResponse:
     member = _project_member(request, uuid, user_id)
     leaving = member.user_id == request.user.pk
-    done = _run(
+    done = run_action(
         request,
         lambda: services.project_member_remove(actor=_actor(request), member=member),
         "You left the project." if leaving else f"{member.user.username} removed.",
@@ -343,7 +314,7 @@ def project_member_remove(request: HttpRequest, uuid: str, user_id: int) -> Http
 @login_required
 @require_http_methods(["GET", "POST"])
 def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
-    invitation = _visible(selectors.invitation_get_by_token, token)
+    invitation = visible(selectors.invitation_get_by_token, token)
     error, status = None, 200
     if request.method == "POST":
         try:
@@ -380,7 +351,7 @@ def api_tokens(request: HttpRequest) -> HttpResponse:
                 expires_at=form.expires_at(),
             )
         except DomainError as exc:
-            _form_error(form, exc)
+            form_error(form, exc)
         else:
             # Rendered in this response only (never stored or redirected with): shown once.
             form = ApiTokenForm()
@@ -398,8 +369,8 @@ def api_tokens(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def api_token_revoke(request: HttpRequest, uuid: str) -> HttpResponse:
-    token = _visible(selectors.api_token_get_for_user, request.user, uuid)
-    _run(
+    token = visible(selectors.api_token_get_for_user, request.user, uuid)
+    run_action(
         request,
         lambda: services.api_token_revoke(actor=_actor(request), token=token),
         f"Token {token.name} revoked.",

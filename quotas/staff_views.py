@@ -22,6 +22,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.models import Organization, Project
 from portal.errors import DomainError
+from portal.web import form_error, run_action, visible
 from quotas import selectors, services
 from quotas.forms import (
     AdjustForm,
@@ -35,7 +36,7 @@ from quotas.forms import (
 )
 from quotas.models import Allocation, Cluster
 from quotas.policy import is_facility_admin
-from quotas.views import _user, form_error, history_rows, run, visible
+from quotas.views import _user, history_rows
 
 View = Callable[..., HttpResponse]
 
@@ -180,7 +181,7 @@ def manage_allocation_adjust(request: HttpRequest, uuid: str) -> HttpResponse:
     form = AdjustForm(request.POST)
     if form.is_valid():
         data = form.cleaned_data
-        run(
+        run_action(
             request,
             lambda: services.ledger_adjust(
                 actor=_user(request),
@@ -202,7 +203,7 @@ def manage_allocation_extend(request: HttpRequest, uuid: str) -> HttpResponse:
     allocation = _get(Allocation, uuid)
     form = ExtendForm(request.POST)
     if form.is_valid():
-        run(
+        run_action(
             request,
             lambda: services.allocation_extend(
                 actor=_user(request), allocation=allocation, ends_at=form.ends_at()
@@ -220,7 +221,7 @@ def manage_allocation_suspend(request: HttpRequest, uuid: str) -> HttpResponse:
     allocation = _get(Allocation, uuid)
     form = SuspendForm(request.POST)
     if form.is_valid():
-        run(
+        run_action(
             request,
             lambda: services.allocation_suspend(
                 actor=_user(request), allocation=allocation, reason=form.cleaned_data["reason"]
@@ -236,7 +237,7 @@ def manage_allocation_suspend(request: HttpRequest, uuid: str) -> HttpResponse:
 @require_POST
 def manage_allocation_resume(request: HttpRequest, uuid: str) -> HttpResponse:
     allocation = _get(Allocation, uuid)
-    run(
+    run_action(
         request,
         lambda: services.allocation_resume(actor=_user(request), allocation=allocation),
         "Resumed.",

@@ -7,11 +7,9 @@ become form errors or flash messages.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from decimal import Decimal
-from typing import Any, TypedDict, TypeVar, cast
+from typing import Any, TypedDict, cast
 
-from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -22,43 +20,16 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.models import User
-from portal.errors import DomainError, NotFound
+from portal.errors import DomainError
+from portal.web import form_error, run_action, visible
 from quotas import selectors, services
 from quotas.forms import AllocationRequestForm, ReviewForm
 from quotas.models import Allocation, AllocationRequest, Cluster
 from quotas.policy import can_manage_project, is_reviewer
 
-T = TypeVar("T")
-
 
 def _user(request: HttpRequest) -> User:
     return cast(User, request.user)
-
-
-def visible(fetch: Callable[..., T], *args: Any) -> T:
-    """Run a scoped selector; NotFound becomes the ordinary 404 page."""
-    try:
-        return fetch(*args)
-    except NotFound as exc:
-        raise Http404(exc.detail) from None
-
-
-def form_error(form: forms.Form, exc: DomainError) -> None:
-    field = exc.field if exc.field in form.fields else None
-    form.add_error(field, exc.detail)
-
-
-def run(request: HttpRequest, action: Callable[[], Any], success: str) -> bool:
-    """Call a service for a button-style form: a flash message either way."""
-    try:
-        action()
-    except NotFound as exc:
-        raise Http404(exc.detail) from None
-    except DomainError as exc:
-        messages.error(request, exc.detail)
-        return False
-    messages.success(request, success)
-    return True
 
 
 def history_rows(obj: Model, *, exclude: tuple[str, ...] = ()) -> list[dict[str, Any]]:
@@ -326,7 +297,7 @@ def allocation_request_detail(request: HttpRequest, uuid: str) -> HttpResponse:
 @require_POST
 def allocation_request_submit(request: HttpRequest, uuid: str) -> HttpResponse:
     target = visible(selectors.allocation_request_for_user, request.user, uuid)
-    run(
+    run_action(
         request,
         lambda: services.allocation_request_submit(actor=_user(request), request=target),
         "Request submitted: the reviewers have been notified.",
@@ -348,7 +319,7 @@ def allocation_request_review(request: HttpRequest, uuid: str) -> HttpResponse:
     data = form.cleaned_data
     action = data["action"]
     if action == "approve":
-        done = run(
+        done = run_action(
             request,
             lambda: services.allocation_request_approve(
                 actor=_user(request),
@@ -361,7 +332,7 @@ def allocation_request_review(request: HttpRequest, uuid: str) -> HttpResponse:
             "Approved: the allocation is credited and the requester notified.",
         )
     elif action == "reject":
-        done = run(
+        done = run_action(
             request,
             lambda: services.allocation_request_reject(
                 actor=_user(request), request=target, comment=data["comment"]
@@ -369,7 +340,7 @@ def allocation_request_review(request: HttpRequest, uuid: str) -> HttpResponse:
             "Rejected: the requester has been notified.",
         )
     else:
-        done = run(
+        done = run_action(
             request,
             lambda: services.allocation_request_request_changes(
                 actor=_user(request), request=target, comment=data["comment"]
