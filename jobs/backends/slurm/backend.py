@@ -223,7 +223,12 @@ class SlurmBackend(ComputeBackend):
             else:
                 missing.append(ref)
         if missing and self.accounting:
-            by_dbd = records.group_dbd(self._dbd_jobs(r.backend_id for r in missing))
+            try:
+                by_dbd = records.group_dbd(self._dbd_jobs(r.backend_id for r in missing))
+            except BackendUnavailable as exc:
+                # The jobs slurmctld still knows are up to date; the others wait a tick.
+                logger.warning("Accounting of %s unavailable: %s", self.name, exc)
+                return out
             for ref in missing:
                 found = by_dbd.get(ref.backend_id)
                 if found and records.belongs_to(found, records.comment_for(ref.uuid), dbd=True):
@@ -232,12 +237,17 @@ class SlurmBackend(ComputeBackend):
 
     def usage(self, refs: Sequence[JobRef]) -> dict[str, UsageRecord]:
         """Elapsed time and allocated TRES from one slurmdbd query; jobs accounting has no final
-        record of yet are measured from slurmctld's record (said so in raw["source"])."""
+        record of yet (or all, while slurmdbd is down) are measured from slurmctld's record (said
+        so in raw["source"]); with neither at hand, BackendUnavailable (finalise later)."""
         if not refs:
             return {}
         out: dict[str, UsageRecord] = {}
+        accounting_down: BackendUnavailable | None = None
         if self.accounting:
-            by_dbd = records.group_dbd(self._dbd_jobs(r.backend_id for r in refs))
+            try:
+                by_dbd = records.group_dbd(self._dbd_jobs(r.backend_id for r in refs))
+            except BackendUnavailable as exc:
+                accounting_down, by_dbd = exc, {}
             for ref in refs:
                 found = by_dbd.get(ref.backend_id)
                 if found and records.belongs_to(found, records.comment_for(ref.uuid), dbd=True):
@@ -253,6 +263,9 @@ class SlurmBackend(ComputeBackend):
                     record = records.usage_from_ctld(ref.backend_id, found)
                     if record is not None:
                         out[ref.backend_id] = record
+        if accounting_down is not None and len(out) < len(refs):
+            # Neither record is at hand for some: finalise them later rather than guess.
+            raise accounting_down
         return out
 
     def read_log(self, ref: JobRef, stream: str, offset: int, limit: int) -> LogChunk:

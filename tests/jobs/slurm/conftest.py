@@ -239,7 +239,10 @@ def _free_port() -> int:
 class PrivateSlurmrestd:
     """slurmrestd on 127.0.0.1:<free port>, started and stopped by the test."""
 
-    def __init__(self, slurm_conf: str, log: Path) -> None:
+    def __init__(
+        self, slurm_conf: str, log: Path, plugins: str = "openapi/v0.0.38,openapi/dbv0.0.38"
+    ) -> None:
+        self.plugins = plugins
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.slurm_conf = slurm_conf
@@ -247,7 +250,7 @@ class PrivateSlurmrestd:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        argv = [SLURMRESTD, "-s", "openapi/v0.0.38,openapi/dbv0.0.38", "-a", "rest_auth/jwt"]
+        argv = [SLURMRESTD, "-s", self.plugins, "-a", "rest_auth/jwt"]
         argv.append(f"127.0.0.1:{self.port}")
         if os.geteuid() == 0:  # slurmrestd refuses to run as root
             argv = [SETPRIV, f"--reuid={REST_USER}", f"--regid={REST_USER}", "--init-groups", *argv]
@@ -270,18 +273,32 @@ class PrivateSlurmrestd:
         assert not _answers(self.url), "slurmrestd still answers after it was stopped"
 
 
-@pytest.fixture
-def private_slurmrestd(slurm_site: SlurmSite, tmp_path: Path) -> Iterator[PrivateSlurmrestd]:
+def _private_slurmrestd(tmp_path: Path, plugins: str) -> Iterator[PrivateSlurmrestd]:
     env = read_env_file(ENV_FILE)
-    daemon = PrivateSlurmrestd(env.get("SLURM_CONF", "/etc/slurm/slurm.conf"), tmp_path / "log")
+    daemon = PrivateSlurmrestd(
+        env.get("SLURM_CONF", "/etc/slurm/slurm.conf"), tmp_path / "slurmrestd.log", plugins
+    )
     if os.geteuid() == 0:
         try:
             pwd.getpwnam(REST_USER)
         except KeyError:
             _unavailable(f"No user {REST_USER} to run a private slurmrestd as")
-        tmp_path.chmod(0o755)  # the daemon's user appends to the log through its fd only
     daemon.start()
     try:
         yield daemon
     finally:
         daemon.stop()
+
+
+@pytest.fixture
+def private_slurmrestd(slurm_site: SlurmSite, tmp_path: Path) -> Iterator[PrivateSlurmrestd]:
+    """A slurmrestd of the test's own (both APIs), to stop and start at will."""
+    yield from _private_slurmrestd(tmp_path, "openapi/v0.0.38,openapi/dbv0.0.38")
+
+
+@pytest.fixture
+def slurmrestd_without_accounting(
+    slurm_site: SlurmSite, tmp_path: Path
+) -> Iterator[PrivateSlurmrestd]:
+    """A slurmrestd serving only the slurmctld API: as if slurmdbd were unreachable."""
+    yield from _private_slurmrestd(tmp_path, "openapi/v0.0.38")

@@ -380,6 +380,41 @@ def test_a_job_slurm_refuses_is_rejected_with_slurms_reason_and_its_hold_release
     assert (slurm_allocation.held, slurm_allocation.charged) == (0, 0)
 
 
+def test_without_accounting_usage_comes_from_slurmctlds_record_and_says_so(
+    slurm_site: SlurmSite, slurmrestd_without_accounting
+):
+    backend = SlurmBackend(name="early", options=slurm_site.options())
+    blind = SlurmBackend(
+        name="blind", options=slurm_site.options(url=slurmrestd_without_accounting.url)
+    )
+    job = JobSpec(
+        uuid=uuid.uuid4(),
+        name="blind",
+        project="folding",
+        cluster_user=ALICE_UNIX,
+        script="sleep 2\n",
+        memory_mb=128,
+        gpus=1,
+        gpu_type="h100",
+        time_limit_minutes=1,
+    )
+    ref = JobRef(uuid=job.uuid, backend_id=backend.submit(job), cluster_user=ALICE_UNIX)
+    deadline = time.monotonic() + 60
+    while blind.poll([ref])[ref.backend_id].state != "completed":
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+
+    from_ctld = blind.usage([ref])[ref.backend_id]
+    from_dbd = backend.usage([ref])[ref.backend_id]
+
+    assert from_ctld.raw["source"].startswith("slurmctld job record")
+    assert from_dbd.raw["source"] == "slurmdbd"
+    for record in (from_ctld, from_dbd):
+        assert (record.gpus, record.gpu_type, record.cpus, record.memory_mb) == (1, "h100", 1, 128)
+    assert abs(from_ctld.elapsed_seconds - from_dbd.elapsed_seconds) <= 1
+    assert from_dbd.elapsed_seconds >= 2
+
+
 def test_a_job_slurmctld_has_forgotten_is_finished_from_accounting(
     slurm_cluster, slurm_allocation, slurm_site, early_job, tenant, alice
 ):
