@@ -29,6 +29,7 @@ from accounts.models import (
 )
 from portal.api import StrictFieldsMixin
 from portal.errors import DomainError, NotFound
+from portal.ids import as_uuid
 
 NIL_UUID = uuid_lib.UUID(int=0)
 
@@ -370,7 +371,7 @@ class OrganizationInvitationDetailView(APIView):
         org = selectors.organization_get_for_user(request.user, uuid)
         invitation = (
             selectors.organization_invitations_pending(org)
-            .filter(uuid=selectors.as_uuid(invitation_uuid) or NIL_UUID)
+            .filter(uuid=as_uuid(invitation_uuid) or NIL_UUID)
             .first()
         )
         if invitation is None:

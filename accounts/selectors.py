@@ -8,7 +8,6 @@ Visibility rules:
 
 from __future__ import annotations
 
-import uuid as uuid_lib
 from typing import Any
 
 from django.contrib.auth.models import AnonymousUser
@@ -26,20 +25,12 @@ from accounts.models import (
     User,
 )
 from portal.errors import NotFound
+from portal.ids import as_uuid
 
 ORG_MANAGERS = (Membership.Role.OWNER, Membership.Role.ADMIN)
 PROJECT_MANAGERS = (ProjectMember.Role.PI, ProjectMember.Role.MANAGER)
 
 AnyUser = User | AnonymousUser
-
-
-def as_uuid(value: Any) -> uuid_lib.UUID | None:
-    if isinstance(value, uuid_lib.UUID):
-        return value
-    try:
-        return uuid_lib.UUID(str(value))
-    except (TypeError, ValueError, AttributeError):
-        return None
 
 
 # --- organizations --------------------------------------------------------------------

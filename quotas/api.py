@@ -21,6 +21,7 @@ from rest_framework.views import APIView
 
 from accounts.models import User
 from portal.api import CursorPagination, StrictFieldsMixin
+from portal.ids import as_uuid
 from quotas import selectors, services
 from quotas.models import Allocation, AllocationRequest, Cluster, LedgerEntry
 
@@ -204,7 +205,7 @@ class ClusterRefField(serializers.Field[Cluster, Any, str, Any]):
     def to_internal_value(self, data: Any) -> Cluster:
         value = str(data)
         cluster = Cluster.objects.filter(name=value).first()
-        if cluster is None and (ident := selectors._uuid(value)) is not None:
+        if cluster is None and (ident := as_uuid(value)) is not None:
             cluster = Cluster.objects.filter(uuid=ident).first()
         if cluster is None:
             self.fail("unknown", value=value)

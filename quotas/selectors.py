@@ -8,7 +8,6 @@ Anything else answers NotFound, never a hint that it exists.
 
 from __future__ import annotations
 
-import uuid as uuid_lib
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,6 +20,7 @@ from django.utils import timezone
 
 from accounts.models import Membership, Organization, Project, ProjectMember
 from portal.errors import NotFound
+from portal.ids import as_uuid
 from quotas.models import ZERO, Allocation, AllocationRequest, Cluster, LedgerEntry, Rate
 from quotas.policy import (
     MANAGER_ORG_ROLES,
@@ -32,15 +32,6 @@ from quotas.policy import (
 
 # Cluster options a user may see: never URLs, credentials, secret names or key file paths.
 PUBLIC_OPTION_KEYS = frozenset({"gpu_types", "partitions", "default_partition", "gpus", "nodes"})
-
-
-def _uuid(value: Any) -> uuid_lib.UUID | None:
-    if isinstance(value, uuid_lib.UUID):
-        return value
-    try:
-        return uuid_lib.UUID(str(value))
-    except (TypeError, ValueError, AttributeError):
-        return None
 
 
 def visible_projects(user: Any) -> QuerySet[Project]:
@@ -76,7 +67,7 @@ def manageable_projects(user: Any) -> QuerySet[Project]:
 
 
 def project_for_user(user: Any, project_uuid: Any) -> Project:
-    value = _uuid(project_uuid)
+    value = as_uuid(project_uuid)
     project = (
         visible_projects(user).select_related("organization").filter(uuid=value).first()
         if value
@@ -147,7 +138,7 @@ def rate_schedule(
 
 
 def cluster_for_staff(cluster_uuid: Any) -> Cluster:
-    value = _uuid(cluster_uuid)
+    value = as_uuid(cluster_uuid)
     cluster = Cluster.objects.filter(uuid=value).first() if value else None
     if cluster is None:
         raise NotFound("Cluster not found")
@@ -165,7 +156,7 @@ def allocations_for_user(user: Any) -> QuerySet[Allocation]:
 
 
 def allocation_for_user(user: Any, allocation_uuid: Any) -> Allocation:
-    value = _uuid(allocation_uuid)
+    value = as_uuid(allocation_uuid)
     allocation = allocations_for_user(user).filter(uuid=value).first() if value else None
     if allocation is None:
         raise NotFound("Allocation not found")
@@ -233,7 +224,7 @@ def allocation_requests_for_user(user: Any) -> QuerySet[AllocationRequest]:
 
 
 def allocation_request_for_user(user: Any, request_uuid: Any) -> AllocationRequest:
-    value = _uuid(request_uuid)
+    value = as_uuid(request_uuid)
     request = allocation_requests_for_user(user).filter(uuid=value).first() if value else None
     if request is None:
         raise NotFound("Allocation request not found")

@@ -22,6 +22,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.models import Organization, Project
 from portal.errors import DomainError
+from portal.ids import as_uuid
 from portal.web import form_error, run_action, visible
 from quotas import selectors, services
 from quotas.forms import (
@@ -62,7 +63,7 @@ def _allocation_rows(allocations: Any) -> list[dict[str, Any]]:
 
 
 def _get(model: type[Any], uuid: str) -> Any:
-    obj = model.objects.filter(uuid=selectors._uuid(uuid)).first()
+    obj = model.objects.filter(uuid=as_uuid(uuid)).first()
     if obj is None:
         raise Http404("Not found")
     return obj

@@ -21,6 +21,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.models import User
 from portal.errors import DomainError
+from portal.ids import as_uuid
 from portal.web import form_error, run_action, visible
 from quotas import selectors, services
 from quotas.forms import AllocationRequestForm, ReviewForm
@@ -199,7 +200,7 @@ def _request_form(
     manageable = selectors.manageable_projects(request.user)
     allocations = selectors.allocations_for_user(request.user).filter(project__in=manageable)
     fresh: dict[str, Any] = {}
-    ident = selectors._uuid(request.GET.get("extends"))
+    ident = as_uuid(request.GET.get("extends"))
     if ident is not None:
         base = allocations.filter(uuid=ident).first()
         if base is not None:

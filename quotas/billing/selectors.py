@@ -6,7 +6,6 @@ else (other members, outsiders) the organization's billing does not exist (404).
 
 from __future__ import annotations
 
-import uuid as uuid_lib
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -16,6 +15,7 @@ from django.db.models import Q, QuerySet, Sum
 
 from accounts.models import Membership, Organization, Project, User
 from portal.errors import NotFound
+from portal.ids import as_uuid
 from quotas.billing.models import (
     BillingAccount,
     Invoice,
@@ -30,15 +30,6 @@ from quotas.models import ZERO, Allocation
 BILLING_ROLES = (Membership.Role.OWNER, Membership.Role.BILLING)
 
 AnyUser = User | AnonymousUser
-
-
-def as_uuid(value: Any) -> uuid_lib.UUID | None:
-    if isinstance(value, uuid_lib.UUID):
-        return value
-    try:
-        return uuid_lib.UUID(str(value))
-    except (TypeError, ValueError, AttributeError):
-        return None
 
 
 def billing_organizations_for_user(user: AnyUser) -> QuerySet[Organization]:

@@ -15,6 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import Organization, Project, User
+from portal.ids import as_uuid
 from quotas.billing import selectors
 from quotas.billing.exceptions import InvalidCheckout, StripeUnavailable
 from quotas.billing.models import Purchase, RefundShortfall, StripeEvent, SuPack
@@ -66,9 +67,7 @@ def checkout_start(
     if chosen_pack is None:
         raise InvalidCheckout(f"Unknown SU pack '{pack}'", field="pack")
     target = (
-        selectors.billing_projects(org).filter(uuid=project).first()
-        if selectors.as_uuid(project)
-        else None
+        selectors.billing_projects(org).filter(uuid=project).first() if as_uuid(project) else None
     )
     if target is None:
         raise InvalidCheckout(
@@ -154,8 +153,8 @@ def checkout_session_fetch(session_id: str) -> dict[str, Any] | None:
 def _purchase_from_metadata(session: dict[str, Any]) -> Purchase | None:
     """The purchase for a session the portal opened but has no row for (lost after the call)."""
     meta = session.get("metadata") or {}
-    org_uuid = selectors.as_uuid(meta.get("organization"))
-    project_uuid = selectors.as_uuid(meta.get("project"))
+    org_uuid = as_uuid(meta.get("organization"))
+    project_uuid = as_uuid(meta.get("project"))
     org = Organization.objects.filter(uuid=org_uuid).first() if org_uuid else None
     pack = SuPack.objects.filter(slug=meta.get("pack") or "").first()
     project = (
@@ -167,7 +166,7 @@ def _purchase_from_metadata(session: dict[str, Any]) -> Purchase | None:
         quantity = int(meta.get("quantity") or 0)
     except ValueError:
         quantity = 0
-    purchase_uuid = selectors.as_uuid(meta.get("purchase") or session.get("client_reference_id"))
+    purchase_uuid = as_uuid(meta.get("purchase") or session.get("client_reference_id"))
     if not (org and pack and project and quantity > 0 and purchase_uuid):
         return None
     try:
