@@ -20,7 +20,6 @@ import contextlib
 import json
 import os
 import signal
-import stat
 import subprocess
 import sys
 import time
@@ -44,6 +43,7 @@ from jobs.backends.base import (
     ResultFile,
     UsageRecord,
 )
+from jobs.backends.files import list_result_files, open_result_file
 
 RUNNER = Path(__file__).with_name("local_runner.py")
 STREAM_FILES = {"stdout": "stdout.log", "stderr": "stderr.log"}
@@ -252,41 +252,7 @@ class LocalBackend(ComputeBackend):
         return os.path.realpath(self.job_dir(ref.backend_id) / "output")
 
     def list_results(self, ref: JobRef) -> list[ResultFile]:
-        base = self._output(ref)
-        files: list[ResultFile] = []
-        for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
-            dirnames.sort()
-            for name in sorted(filenames):
-                full = os.path.join(dirpath, name)
-                real = os.path.realpath(full)
-                if not real.startswith(base + os.sep):
-                    continue  # a symlink pointing out of the output directory
-                try:
-                    info = os.stat(real)
-                except OSError:
-                    continue
-                if not stat.S_ISREG(info.st_mode):
-                    continue
-                files.append(
-                    ResultFile(
-                        path=os.path.relpath(full, base).replace(os.sep, "/"),
-                        size=info.st_size,
-                        modified=_ts(info.st_mtime),
-                    )
-                )
-                if len(files) >= MAX_RESULTS:
-                    return files
-        return files
+        return list_result_files(self._output(ref), limit=MAX_RESULTS)
 
     def open_result(self, ref: JobRef, path: str) -> BinaryIO:
-        base = self._output(ref)
-        if "\x00" in path or os.path.isabs(path):
-            raise BackendError("path must be relative to the output directory")
-        target = os.path.realpath(os.path.join(base, path))
-        if not target.startswith(base + os.sep):
-            raise BackendError("path escapes the job's output directory")
-        fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise IsADirectoryError(path)
-        return os.fdopen(fd, "rb")
+        return open_result_file(self._output(ref), path)

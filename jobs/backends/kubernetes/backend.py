@@ -27,6 +27,7 @@ from jobs.backends.base import (
     ResultFile,
     UsageRecord,
 )
+from jobs.backends.files import list_result_files, open_result_file
 from jobs.backends.kubernetes import options as option_checks
 from jobs.backends.kubernetes.objects import (
     CONTAINER,
@@ -615,47 +616,11 @@ class KubernetesBackend(ComputeBackend):
 
     def list_results(self, ref: JobRef) -> list[ResultFile]:
         """Files under <results_host_path>/<uuid>/, never following links out of it."""
-        base = self._results_dir(ref)
-        if not base.is_dir():
-            return []
-        real_base = base.resolve()
-        files: list[ResultFile] = []
-        for dirpath, dirnames, filenames in os.walk(base):
-            here = Path(dirpath)
-            dirnames[:] = sorted(d for d in dirnames if not (here / d).is_symlink())
-            for filename in sorted(filenames):
-                path = here / filename
-                try:
-                    real = path.resolve(strict=True)
-                except (OSError, RuntimeError):
-                    continue
-                if not real.is_relative_to(real_base) or not real.is_file():
-                    continue
-                stat = real.stat()
-                files.append(
-                    ResultFile(
-                        path=path.relative_to(base).as_posix(),
-                        size=stat.st_size,
-                        modified=datetime.fromtimestamp(stat.st_mtime, tz=UTC),
-                    )
-                )
-        return files
+        return list_result_files(self._results_dir(ref))
 
     def open_result(self, ref: JobRef, path: str) -> BinaryIO:
         """Open one result file; refuses absolute paths, `..` and links leaving the job dir."""
-        parts = Path(path).parts
-        if not path or "\x00" in path or Path(path).is_absolute() or ".." in parts:
-            raise BackendError(f"Refused result path {path!r}.")
-        base = self._results_dir(ref).resolve()
-        try:
-            real = (base / path).resolve(strict=True)
-        except (OSError, RuntimeError) as exc:
-            raise FileNotFoundError(path) from exc
-        if not real.is_relative_to(base):
-            raise BackendError(f"Refused result path {path!r}.")
-        if not real.is_file():
-            raise FileNotFoundError(path)
-        return real.open("rb")
+        return open_result_file(self._results_dir(ref), path)
 
 
 def _pod_index(pod: Mapping[str, Any]) -> int | None:
