@@ -96,30 +96,31 @@ def qualified_project(project: Project) -> str:
     return f"{project.organization.slug}.{project.slug}"
 
 
-def _request_spec(request: JobRequest, *, cluster_user: str) -> JobSpec:
+def _spec(source: Job | JobRequest, *, job_uuid: uuid.UUID, cluster_user: str) -> JobSpec:
+    """What a backend sees of a stored job or of a submission: plain values, no ORM objects."""
     return JobSpec(
-        uuid=uuid.UUID(int=0),
-        name=request.name,
-        project=qualified_project(request.project),
+        uuid=job_uuid,
+        name=source.name,
+        project=qualified_project(source.project),
         cluster_user=cluster_user,
-        script=request.script,
-        image=request.image,
-        command=request.command,
-        partition=request.partition,
-        gpus=request.gpus,
-        gpu_type=request.gpu_type,
-        cpus=request.cpus,
-        memory_mb=request.memory_mb,
-        time_limit_minutes=request.time_limit_minutes,
-        array=request.array,
-        env=request.env,
+        script=source.script,
+        image=source.image,
+        command=tuple(source.command or ()),
+        partition=source.partition,
+        gpus=source.gpus,
+        gpu_type=source.gpu_type,
+        cpus=source.cpus,
+        memory_mb=source.memory_mb,
+        time_limit_minutes=source.time_limit_minutes,
+        array=source.array,
+        env=dict(source.env or {}),
     )
 
 
 def _check_with_backend(request: JobRequest, *, cluster_user: str = "") -> None:
     """The cluster's own rules (backend.validate_spec): a 400 naming the first bad field."""
     problems = get_backend(request.cluster).validate_spec(
-        _request_spec(request, cluster_user=cluster_user)
+        _spec(request, job_uuid=uuid.UUID(int=0), cluster_user=cluster_user)
     )
     if problems:
         field, message = problems[0]
@@ -263,23 +264,7 @@ def _enqueue_forward(job_id: int) -> None:
 
 
 def job_spec(job: Job) -> JobSpec:
-    return JobSpec(
-        uuid=job.uuid,
-        name=job.name,
-        project=qualified_project(job.project),
-        cluster_user=job.cluster_username,
-        script=job.script,
-        image=job.image,
-        command=tuple(job.command or ()),
-        partition=job.partition,
-        gpus=job.gpus,
-        gpu_type=job.gpu_type,
-        cpus=job.cpus,
-        memory_mb=job.memory_mb,
-        time_limit_minutes=job.time_limit_minutes,
-        array=job.array,
-        env=dict(job.env or {}),
-    )
+    return _spec(job, job_uuid=job.uuid, cluster_user=job.cluster_username)
 
 
 def job_ref(job: Job) -> JobRef:
