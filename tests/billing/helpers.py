@@ -16,12 +16,17 @@ from tests import factories
 CHECKOUT_URL = "/api/v1/billing/checkout/"
 
 
-def checkout(api: Any, project: Project, *, pack: str = "starter", quantity: int = 1) -> Purchase:
-    response = api.post(
+def post_checkout(api: Any, project: Project, *, pack: str = "starter", quantity: int = 1) -> Any:
+    """POST billing/checkout/ for `quantity` packs for `project`; the response, whatever it is."""
+    return api.post(
         CHECKOUT_URL,
         {"pack": pack, "quantity": quantity, "project": str(project.uuid)},
         format="json",
     )
+
+
+def checkout(api: Any, project: Project, *, pack: str = "starter", quantity: int = 1) -> Purchase:
+    response = post_checkout(api, project, pack=pack, quantity=quantity)
     assert response.status_code == HTTPStatus.CREATED, response.json()
     return Purchase.objects.get(uuid=response.json()["purchase"])
 

@@ -11,7 +11,7 @@ from quotas.billing.models import BillingAccount, Purchase, RefundShortfall, Str
 from quotas.billing.stripe_api import stripe_client
 from quotas.models import Allocation, LedgerEntry
 from quotas.reconcile import reconcile_ledger
-from tests.billing.helpers import CHECKOUT_URL, checkout, spend
+from tests.billing.helpers import CHECKOUT_URL, checkout, post_checkout, spend
 
 
 def test_checkout_opens_a_stripe_session_for_the_organization_customer_and_answers_its_url(
@@ -290,11 +290,7 @@ def test_an_inactive_pack_is_unknown(api_alice, tenant, cluster, pack, stripe_on
     pack.active = False
     pack.save()
 
-    response = api_alice.post(
-        CHECKOUT_URL,
-        {"pack": "starter", "quantity": 1, "project": str(tenant.project.uuid)},
-        format="json",
-    )
+    response = post_checkout(api_alice, tenant.project)
 
     assert response.status_code == HTTPStatus.BAD_REQUEST
     assert response.json()["field"] == "pack"
@@ -304,11 +300,7 @@ def test_an_inactive_pack_is_unknown(api_alice, tenant, cluster, pack, stripe_on
 def test_a_project_of_another_organization_is_refused_without_calling_stripe(
     api_mallory, mallory_tenant, tenant, cluster, pack, stripe_on
 ):
-    response = api_mallory.post(
-        CHECKOUT_URL,
-        {"pack": "starter", "quantity": 1, "project": str(tenant.project.uuid)},
-        format="json",
-    )
+    response = post_checkout(api_mallory, tenant.project)
 
     assert response.status_code == HTTPStatus.BAD_REQUEST
     assert response.json()["field"] == "project"
@@ -338,11 +330,7 @@ def test_a_stripe_error_answers_502_and_records_no_purchase(
     pack.stripe_price_id = "price_deleted_in_stripe"
     pack.save()
 
-    response = api_alice.post(
-        CHECKOUT_URL,
-        {"pack": "starter", "quantity": 1, "project": str(tenant.project.uuid)},
-        format="json",
-    )
+    response = post_checkout(api_alice, tenant.project)
 
     assert response.status_code == HTTPStatus.BAD_GATEWAY
     assert response.json()["code"] == "stripe_unavailable"
@@ -353,11 +341,7 @@ def test_a_stripe_error_answers_502_and_records_no_purchase(
 def test_without_stripe_keys_checkout_answers_billing_disabled(
     api_alice, tenant, cluster, pack, stripe_off, stripe_server
 ):
-    response = api_alice.post(
-        CHECKOUT_URL,
-        {"pack": "starter", "quantity": 1, "project": str(tenant.project.uuid)},
-        format="json",
-    )
+    response = post_checkout(api_alice, tenant.project)
 
     assert response.status_code == HTTPStatus.SERVICE_UNAVAILABLE
     assert response.json()["code"] == "billing_disabled"
