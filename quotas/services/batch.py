@@ -18,9 +18,8 @@ from django.db import connection, models, transaction
 from django.utils import timezone
 
 from accounts.models import User
-from quotas.exceptions import InvalidAmount
 from quotas.models import Allocation, Hold, LedgerEntry
-from quotas.services.ledger import _after_charge, _number, _post_many
+from quotas.services.ledger import _actual, _after_charge, _post_many, _settlement
 
 _BATCH = 5000
 # Values of these fields need no preparation: str, int, Decimal and aware datetimes.
@@ -137,10 +136,7 @@ def ledger_settle_many(
     """
     actuals: dict[int, Decimal] = {}
     for hold, actual in settlements:
-        value = _number(actual, name="actual")
-        if value < 0:
-            raise InvalidAmount("actual must not be negative", field="actual")
-        actuals[hold.pk] = value
+        actuals[hold.pk] = _actual(actual)
     if not actuals:
         return {}
     # The same locks as ledger_settle, taken in one consistent order (holds by pk, then
@@ -162,28 +158,10 @@ def ledger_settle_many(
     entries: dict[int, list[LedgerEntry]] = defaultdict(list)
     for hold in to_settle:
         allocation = allocations[hold.allocation_id]
-        charge = min(actuals[hold.pk], hold.amount)
-        release = hold.amount - charge
-        parts = [(LedgerEntry.Kind.CHARGE, charge, memo), (LedgerEntry.Kind.RELEASE, release, memo)]
-        if allocation.status == Allocation.Status.EXPIRED:
-            parts.append(
-                (LedgerEntry.Kind.EXPIRE, release, "Released after the allocation expired")
-            )
-        entries[allocation.pk].extend(
-            LedgerEntry(
-                allocation=allocation,
-                kind=kind,
-                amount=value,
-                idempotency_key=f"{hold.key}:{kind}",
-                actor=actor,
-                memo=text,
-                job_uuid=hold.job_uuid,
-                hold=hold,
-                cluster_id=hold.cluster_id,
-            )
-            for kind, value, text in parts
-            if value > 0
+        charge, release, hold_entries = _settlement(
+            allocation, hold, actuals[hold.pk], actor=actor, memo=memo
         )
+        entries[allocation.pk].extend(hold_entries)
         hold.charged, hold.released = charge, release
         hold.state, hold.settled_at = Hold.State.SETTLED, now
         settled[hold.pk] = hold

@@ -347,6 +347,42 @@ def _refuse_hold(
     )
 
 
+def _actual(actual: Decimal | int | str) -> Decimal:
+    value = _number(actual, name="actual")
+    if value < 0:
+        raise InvalidAmount("actual must not be negative", field="actual")
+    return value
+
+
+def _settlement(
+    allocation: Allocation, hold: Hold, actual: Decimal, *, actor: User | None, memo: str
+) -> tuple[Decimal, Decimal, list[LedgerEntry]]:
+    """What settling `hold` at `actual` writes: (charge, release, entries). The charge is at
+    most the hold; on an allocation that expired while the hold was open, what comes back
+    expires at once (it was never available)."""
+    charge = min(actual, hold.amount)
+    release = hold.amount - charge
+    parts = [(LedgerEntry.Kind.CHARGE, charge, memo), (LedgerEntry.Kind.RELEASE, release, memo)]
+    if allocation.status == Allocation.Status.EXPIRED:
+        parts.append((LedgerEntry.Kind.EXPIRE, release, "Released after the allocation expired"))
+    entries = [
+        LedgerEntry(
+            allocation=allocation,
+            kind=kind,
+            amount=value,
+            idempotency_key=f"{hold.key}:{kind}",
+            actor=actor,
+            memo=text,
+            job_uuid=hold.job_uuid,
+            hold=hold,
+            cluster_id=hold.cluster_id,
+        )
+        for kind, value, text in parts
+        if value > 0
+    ]
+    return charge, release, entries
+
+
 @transaction.atomic
 def ledger_settle(*, actor: User | None, hold: Hold, actual: Decimal, memo: str = "") -> Hold:
     """Charge min(actual, held) out of the hold and release the rest, exactly once.
@@ -354,38 +390,15 @@ def ledger_settle(*, actor: User | None, hold: Hold, actual: Decimal, memo: str 
     Settling an already settled hold changes nothing and returns it. What is released on an
     allocation that expired while the hold was open expires at once (it was never available).
     """
-    actual_value = _number(actual, name="actual")
-    if actual_value < 0:
-        raise InvalidAmount("actual must not be negative", field="actual")
+    actual_value = _actual(actual)
     locked_hold = Hold.objects.select_for_update(no_key=True).get(pk=hold.pk)
     if locked_hold.state == Hold.State.SETTLED:
         return locked_hold
     allocation = _locked(Allocation(pk=locked_hold.allocation_id))
-    charge = min(actual_value, locked_hold.amount)
-    release = locked_hold.amount - charge
-    parts = [(LedgerEntry.Kind.CHARGE, charge, memo), (LedgerEntry.Kind.RELEASE, release, memo)]
-    if allocation.status == Allocation.Status.EXPIRED:
-        # The allocation expired while this hold was open: what comes back expires too.
-        parts.append((LedgerEntry.Kind.EXPIRE, release, "Released after the allocation expired"))
-    _post_many(
-        allocation,
-        [
-            LedgerEntry(
-                allocation=allocation,
-                kind=kind,
-                amount=value,
-                idempotency_key=f"{locked_hold.key}:{kind}",
-                actor=actor,
-                memo=text,
-                job_uuid=locked_hold.job_uuid,
-                hold=locked_hold,
-                cluster_id=locked_hold.cluster_id,
-            )
-            for kind, value, text in parts
-            if value > 0
-        ],
-        actor=actor,
+    charge, release, entries = _settlement(
+        allocation, locked_hold, actual_value, actor=actor, memo=memo
     )
+    _post_many(allocation, entries, actor=actor)
     locked_hold.charged = charge
     locked_hold.released = release
     locked_hold.state = Hold.State.SETTLED
