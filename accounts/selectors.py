@@ -25,7 +25,7 @@ from accounts.models import (
     User,
 )
 from portal.errors import NotFound
-from portal.ids import as_uuid
+from portal.ids import get_by_uuid
 
 ORG_MANAGERS = (Membership.Role.OWNER, Membership.Role.ADMIN)
 PROJECT_MANAGERS = (ProjectMember.Role.PI, ProjectMember.Role.MANAGER)
@@ -55,11 +55,7 @@ def organizations_managed_by(user: AnyUser) -> QuerySet[Organization]:
 
 def organization_get_for_user(user: AnyUser, org_uuid: Any) -> Organization:
     """One of the user's organizations, or NotFound (never a hint that it exists)."""
-    value = as_uuid(org_uuid)
-    org = organizations_for_user(user).filter(uuid=value).first() if value else None
-    if org is None:
-        raise NotFound("Organization not found")
-    return org
+    return get_by_uuid(organizations_for_user(user), org_uuid, NotFound("Organization not found"))
 
 
 def org_role(user: AnyUser, org: Organization) -> str | None:
@@ -121,11 +117,7 @@ def projects_for_user(user: AnyUser) -> QuerySet[Project]:
 
 def project_get_for_user(user: AnyUser, project_uuid: Any) -> Project:
     """One project the user may see, or NotFound."""
-    value = as_uuid(project_uuid)
-    project = projects_for_user(user).filter(uuid=value).first() if value else None
-    if project is None:
-        raise NotFound("Project not found")
-    return project
+    return get_by_uuid(projects_for_user(user), project_uuid, NotFound("Project not found"))
 
 
 def project_role(user: AnyUser, project: Project) -> str | None:
@@ -190,8 +182,4 @@ def api_tokens_for_user(user: AnyUser) -> QuerySet[ApiToken]:
 
 
 def api_token_get_for_user(user: AnyUser, token_uuid: Any) -> ApiToken:
-    value = as_uuid(token_uuid)
-    token = api_tokens_for_user(user).filter(uuid=value).first() if value else None
-    if token is None:
-        raise NotFound("API token not found")
-    return token
+    return get_by_uuid(api_tokens_for_user(user), token_uuid, NotFound("API token not found"))

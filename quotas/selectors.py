@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from accounts.models import Membership, Organization, Project, ProjectMember
 from portal.errors import NotFound
-from portal.ids import as_uuid
+from portal.ids import get_by_uuid
 from quotas.models import ZERO, Allocation, AllocationRequest, Cluster, LedgerEntry, Rate
 from quotas.policy import (
     MANAGER_ORG_ROLES,
@@ -67,15 +67,11 @@ def manageable_projects(user: Any) -> QuerySet[Project]:
 
 
 def project_for_user(user: Any, project_uuid: Any) -> Project:
-    value = as_uuid(project_uuid)
-    project = (
-        visible_projects(user).select_related("organization").filter(uuid=value).first()
-        if value
-        else None
+    return get_by_uuid(
+        visible_projects(user).select_related("organization"),
+        project_uuid,
+        NotFound("Project not found", field="project"),
     )
-    if project is None:
-        raise NotFound("Project not found", field="project")
-    return project
 
 
 # --- clusters and rates -------------------------------------------------------------------
@@ -138,11 +134,7 @@ def rate_schedule(
 
 
 def cluster_for_staff(cluster_uuid: Any) -> Cluster:
-    value = as_uuid(cluster_uuid)
-    cluster = Cluster.objects.filter(uuid=value).first() if value else None
-    if cluster is None:
-        raise NotFound("Cluster not found")
-    return cluster
+    return get_by_uuid(Cluster.objects.all(), cluster_uuid, NotFound("Cluster not found"))
 
 
 # --- allocations and the ledger -------------------------------------------------------------
@@ -156,11 +148,9 @@ def allocations_for_user(user: Any) -> QuerySet[Allocation]:
 
 
 def allocation_for_user(user: Any, allocation_uuid: Any) -> Allocation:
-    value = as_uuid(allocation_uuid)
-    allocation = allocations_for_user(user).filter(uuid=value).first() if value else None
-    if allocation is None:
-        raise NotFound("Allocation not found")
-    return allocation
+    return get_by_uuid(
+        allocations_for_user(user), allocation_uuid, NotFound("Allocation not found")
+    )
 
 
 def allocation_ledger(allocation: Allocation) -> QuerySet[LedgerEntry]:
@@ -224,11 +214,9 @@ def allocation_requests_for_user(user: Any) -> QuerySet[AllocationRequest]:
 
 
 def allocation_request_for_user(user: Any, request_uuid: Any) -> AllocationRequest:
-    value = as_uuid(request_uuid)
-    request = allocation_requests_for_user(user).filter(uuid=value).first() if value else None
-    if request is None:
-        raise NotFound("Allocation request not found")
-    return request
+    return get_by_uuid(
+        allocation_requests_for_user(user), request_uuid, NotFound("Allocation request not found")
+    )
 
 
 def my_allocation_requests(user: Any) -> QuerySet[AllocationRequest]:

@@ -15,7 +15,7 @@ from django.db.models import Q, QuerySet, Sum
 
 from accounts.models import Membership, Organization, Project, User
 from portal.errors import NotFound
-from portal.ids import as_uuid
+from portal.ids import get_by_uuid
 from quotas.billing.models import (
     BillingAccount,
     Invoice,
@@ -43,11 +43,9 @@ def billing_organizations_for_user(user: AnyUser) -> QuerySet[Organization]:
 
 def billing_organization_get_for_user(user: AnyUser, org_uuid: Any) -> Organization:
     """One organization whose billing the user manages, or NotFound."""
-    value = as_uuid(org_uuid)
-    org = billing_organizations_for_user(user).filter(uuid=value).first() if value else None
-    if org is None:
-        raise NotFound("Organization not found")
-    return org
+    return get_by_uuid(
+        billing_organizations_for_user(user), org_uuid, NotFound("Organization not found")
+    )
 
 
 def can_manage_billing(user: AnyUser) -> bool:
