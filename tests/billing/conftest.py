@@ -15,8 +15,9 @@ from django.test import Client
 
 from accounts.models import Membership, User
 from portal.celery import app as celery_app
-from quotas.billing.models import SuPack
+from quotas.billing.models import BillingAccount, PostpaidPlan, SuPack
 from tests import factories
+from tests.billing.helpers import open_postpaid
 from tests.stripe_server import FakeStripe, sign_payload
 
 WEBHOOK_SECRET = "whsec_test_gpucommons"
@@ -62,6 +63,18 @@ def pack(db: None, stripe_server: FakeStripe) -> SuPack:
     return SuPack.objects.create(
         name="Starter", slug="starter", su_amount=Decimal("500"), stripe_price_id="price_starter"
     )
+
+
+@pytest.fixture
+def plan(tenant: Any, cluster: Any, stripe_on: FakeStripe) -> PostpaidPlan:
+    """A post-paid plan for alice's organization with a 1000 SU credit limit."""
+    return open_postpaid(tenant.org, tenant.project, limit="1000")
+
+
+@pytest.fixture
+def customer(plan: PostpaidPlan, tenant: Any) -> str:
+    """The Stripe customer id of alice's organization (made when the plan opened)."""
+    return BillingAccount.objects.get(organization=tenant.org).stripe_customer_id
 
 
 @pytest.fixture

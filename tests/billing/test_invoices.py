@@ -14,19 +14,9 @@ from quotas.billing.tasks import billing_daily_task
 from quotas.exceptions import AllocationSuspended
 from quotas.models import Allocation
 from quotas.services.ledger import ledger_hold
-from tests.billing.helpers import open_postpaid, spend
+from tests.billing.helpers import spend
 
 DAY = 86400
-
-
-@pytest.fixture
-def plan(tenant, cluster, stripe_on):
-    return open_postpaid(tenant.org, tenant.project, limit="1000")
-
-
-@pytest.fixture
-def customer(plan, tenant) -> str:
-    return BillingAccount.objects.get(organization=tenant.org).stripe_customer_id
 
 
 def _submit(tenant, cluster, key: str = "job-new"):

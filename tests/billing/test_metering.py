@@ -18,16 +18,6 @@ from tests import factories
 from tests.billing.helpers import open_postpaid, spend
 
 
-@pytest.fixture
-def plan(tenant, cluster, stripe_on):
-    return open_postpaid(tenant.org, tenant.project, limit="1000")
-
-
-@pytest.fixture
-def customer(plan, tenant) -> str:
-    return BillingAccount.objects.get(organization=tenant.org).stripe_customer_id
-
-
 def _drift(capsys) -> tuple[int, str]:
     try:
         call_command("billing_drift")
