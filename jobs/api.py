@@ -154,7 +154,11 @@ class JobDetailSerializer(JobSerializer):
         return str(hold.amount)
 
     def get_events(self, job: Job) -> list[dict[str, Any]]:
-        return JobEventSerializer(selectors.job_events(job=job), many=True).data  # type: ignore[return-value]
+        # A job just submitted carries its one event (job_submit); others are read.
+        events = getattr(job, "submit_events", None)
+        if events is None:
+            events = selectors.job_events(job=job)
+        return JobEventSerializer(events, many=True).data  # type: ignore[return-value]
 
 
 class CostLineSerializer(serializers.Serializer):
@@ -229,9 +233,12 @@ class JobListView(APIView):
         serializer.is_valid(raise_exception=True)
         kwargs = serializer.service_kwargs(_user(request))
         key = request.headers.get("Idempotency-Key", "").strip()
-        replay = bool(key) and Job.objects.filter(user=_user(request), idempotency_key=key).exists()
         job = services.job_submit(user=_user(request), idempotency_key=key, **kwargs)
-        job = selectors.job_get_for_user(user=_user(request), job_uuid=job.uuid)
+        # A new job is answered from memory (its project, cluster, user, hold and event are
+        # the objects just stored); a replayed key answers with the stored job as it is now.
+        replay = not hasattr(job, "submit_events")
+        if replay:
+            job = selectors.job_get_for_user(user=_user(request), job_uuid=job.uuid)
         status = HTTPStatus.OK if replay else HTTPStatus.CREATED
         return Response(JobDetailSerializer(job).data, status=status)
 

@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, BinaryIO
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import Case, CharField, F, Value, When
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
 from django.utils import timezone
 
 from accounts.models import Project, ProjectMember, User
@@ -37,8 +42,8 @@ from jobs.exceptions import ClusterUnavailable, InvalidJob, JobStateError, Resul
 from jobs.models import ClusterAccount, Job, JobEvent, JobTemplate
 from jobs.validation import (
     JobRequest,
-    check_cluster_account,
     check_cluster_usable,
+    check_submit_access,
     validate_cluster_username,
     validate_job,
 )
@@ -127,7 +132,17 @@ def _check_with_backend(request: JobRequest, *, cluster_user: str = "") -> None:
         raise InvalidJob(message, field=field)
 
 
-def _estimate(request: JobRequest) -> Cost:
+def _estimate(request: JobRequest, rates: dict[tuple[str, str], Decimal] | None = None) -> Cost:
+    if rates is not None:
+        usage = Usage(
+            seconds=request.time_limit_minutes * 60,
+            gpus=request.gpus,
+            gpu_type=request.gpu_type,
+            cpus=request.cpus,
+            memory_mb=request.memory_mb,
+            tasks=request.array_size,
+        )
+        return cost_of(cluster=request.cluster, usage=usage, rates=rates)
     return quota_estimate(
         cluster=request.cluster,
         gpus=request.gpus,
@@ -180,8 +195,7 @@ def job_submit(
         first := Job.objects.filter(user=user, idempotency_key=idempotency_key).first()
     ):
         return first
-    check_cluster_usable(user=user, project=project, cluster=cluster)
-    account = check_cluster_account(user=user, cluster=cluster)
+    account = check_submit_access(user=user, project=project, cluster=cluster)
     request = validate_job(
         project=project,
         cluster=cluster,
@@ -199,8 +213,24 @@ def job_submit(
         env=env,
     )
     _check_with_backend(request, cluster_user=account.username)
-    cost = _estimate(request)
+    cost = _estimate(request, rates=_cluster_rates(cluster))
+    job_uuid = uuid.uuid4()
+    hold = None
+    message = "Submitted; nothing to hold (free cluster)"
+    if cost.total > 0:
+        # The hold first, so the job is stored with it in one INSERT.
+        hold = ledger_hold(
+            actor=user,
+            project=project,
+            cluster=cluster,
+            amount=cost.total,
+            key=f"job:{job_uuid}",
+            job_uuid=job_uuid,
+            memo=f"Job {request.name}",
+        )
+        message = f"Submitted; {hold.amount} SU held"
     job = Job(
+        uuid=job_uuid,
         project=project,
         user=user,
         cluster=cluster,
@@ -220,34 +250,96 @@ def job_submit(
         cluster_username=account.username,
         estimated_cost=cost.total,
         idempotency_key=idempotency_key,
+        hold=hold,
     )
-    try:
-        with transaction.atomic():
-            job.save()
-    except IntegrityError:
-        # A concurrent request with the same key won the race: answer with its job.
-        first = Job.objects.filter(user=user, idempotency_key=idempotency_key).first()
-        if idempotency_key and first is not None:
-            return first
-        raise
-    message = "Submitted; nothing to hold (free cluster)"
-    if cost.total > 0:
-        hold = ledger_hold(
-            actor=user,
-            project=project,
-            cluster=cluster,
-            amount=cost.total,
-            key=f"job:{job.uuid}",
-            job_uuid=job.uuid,
-            memo=f"Job {job.name}",
-        )
-        job.hold = hold
-        job.save(update_fields=["hold"])
-        message = f"Submitted; {hold.amount} SU held"
-    JobEvent.objects.create(job=job, from_state="", to_state=Job.State.PENDING, message=message)
-    job_id = job.pk
-    transaction.on_commit(lambda: _enqueue_forward(job_id))
+    if idempotency_key:
+        try:
+            with transaction.atomic():
+                job.save(force_insert=True)
+        except IntegrityError:
+            # A concurrent request with the same key won the race: answer with its job (our
+            # hold is rolled back with the outer transaction).
+            transaction.set_rollback(True)
+            first = Job.objects.filter(user=user, idempotency_key=idempotency_key).first()
+            if first is not None:
+                return first
+            raise
+    else:
+        job.save(force_insert=True)
+    event = JobEvent.objects.create(
+        job=job, from_state="", to_state=Job.State.PENDING, message=message
+    )
+    job.submit_events = [event]  # type: ignore[attr-defined]  (the 201 answer, no re-read)
+    cluster_id = cluster.pk
+    transaction.on_commit(lambda: _enqueue_cluster_forward(cluster_id))
     return job
+
+
+# Rates change rarely: each process keeps a cluster's whole rate table (every effective date)
+# for a few seconds and picks the rates in force at the moment of each estimate, so a rate
+# scheduled for later applies from its date on. Saving or deleting a Rate clears this process's
+# copy at once; other processes see it within RATES_TTL seconds.
+RATES_TTL = 2.0
+_rates: dict[int, tuple[float, list[tuple[str, str, datetime, Decimal]]]] = {}
+
+
+def _cluster_rates(cluster: Cluster, at: datetime | None = None) -> dict[tuple[str, str], Decimal]:
+    now = time.monotonic()
+    cached = _rates.get(cluster.pk)
+    if cached is None or cached[0] < now:
+        table = list(
+            Rate.objects.filter(cluster=cluster)
+            .order_by("resource", "gpu_type", "-effective_from")
+            .values_list("resource", "gpu_type", "effective_from", "su_per_unit")
+        )
+        _rates[cluster.pk] = cached = (now + RATES_TTL, table)
+    at = at or timezone.now()
+    current: dict[tuple[str, str], Decimal] = {}
+    for resource, gpu_type, effective_from, su_per_unit in cached[1]:
+        if effective_from <= at:
+            current.setdefault((resource, gpu_type), su_per_unit)
+    return current
+
+
+@receiver([post_save, post_delete], sender=Rate, dispatch_uid="jobs.services.forget_rates")
+def _forget_rates(**kwargs: Any) -> None:
+    _rates.clear()
+
+
+FORWARD_DEBOUNCE_KEY = "jobs:forward:{cluster_id}"
+# A lost "forward now" task blocks new ones for at most this long (forward_pending_task is the
+# backstop for the jobs it would have taken).
+FORWARD_DEBOUNCE_SECONDS = 5
+
+
+def _enqueue_cluster_forward(cluster_id: int) -> None:
+    """Queue one "forward this cluster's pending jobs" task, unless one is queued and not yet
+    started: many submissions within a few milliseconds share one task. The task deletes the
+    key before it claims, so a job committed after that either is claimed by it or queues a new
+    task (see forward_cluster_task)."""
+    from jobs.tasks import forward_cluster_task
+
+    try:
+        if _shared_cache() and not cache.add(
+            FORWARD_DEBOUNCE_KEY.format(cluster_id=cluster_id), 1, FORWARD_DEBOUNCE_SECONDS
+        ):
+            return
+        forward_cluster_task.delay(cluster_id)
+    except Exception:
+        # The broker (or cache) is down: the job stays pending and forward_pending_task
+        # picks it up.
+        logger.exception("Could not queue forwarding on cluster %s", cluster_id)
+
+
+@functools.cache
+def _shared_cache() -> bool:
+    """Debouncing needs a cache that the API processes and the workers share."""
+    backend = settings.CACHES["default"]["BACKEND"]
+    return "locmem" not in backend and "dummy" not in backend
+
+
+def forward_debounce_clear(*, cluster_id: int) -> None:
+    cache.delete(FORWARD_DEBOUNCE_KEY.format(cluster_id=cluster_id))
 
 
 def _enqueue_forward(job_id: int) -> None:
@@ -312,6 +404,107 @@ def job_forward(*, job_id: int) -> Job:
     _record_forwarded(job, backend_id, found=found)
     job.refresh_from_db()
     return job
+
+
+FORWARD_BATCH = 200
+FORWARD_THREADS = 4
+
+
+def jobs_forward_batch(*, cluster_id: int, limit: int = FORWARD_BATCH) -> int:
+    """Forward up to `limit` of a cluster's pending first-attempt jobs at once: claim them in one
+    transaction (rows another forwarder holds are skipped), submit them from a few threads over
+    the backend's pooled session, then record every backend id in one transaction. Returns how
+    many were claimed. Jobs already retrying are left to their own forward_job_task. A cluster
+    that is unavailable puts the claimed jobs back to pending and queues a per-job retry; a
+    permanent error rejects only the job it concerns."""
+    now = timezone.now()
+    with transaction.atomic():
+        ids = list(
+            Job.objects.select_for_update(skip_locked=True)
+            .filter(cluster_id=cluster_id, state=Job.State.PENDING, forward_attempts=0)
+            .order_by("pk")
+            .values_list("pk", flat=True)[:limit]
+        )
+        if not ids:
+            return 0
+        Job.objects.filter(pk__in=ids).update(state=Job.State.SUBMITTING, updated_at=now)
+    jobs = list(Job.objects.select_related("cluster", "project__organization").filter(pk__in=ids))
+    cluster = jobs[0].cluster
+
+    def submit(job: Job) -> tuple[Job, str, Exception | None]:
+        try:
+            if not cluster.enabled:
+                raise BackendUnavailable(f"Cluster {cluster.name} is disabled")
+            return job, get_backend(cluster).submit(job_spec(job)), None
+        except Exception as exc:
+            return job, "", exc
+
+    if len(jobs) == 1:
+        outcomes = [submit(jobs[0])]
+    else:
+        with ThreadPoolExecutor(min(FORWARD_THREADS, len(jobs))) as pool:
+            outcomes = list(pool.map(submit, jobs))
+    _record_forwarded_many([(job, backend_id) for job, backend_id, exc in outcomes if not exc])
+    for job, _, exc in outcomes:
+        if isinstance(exc, BackendError):
+            _reject(job, f"Rejected by the cluster: {exc}")
+        elif exc is not None:
+            _forward_failed(job.pk, exc)
+    return len(ids)
+
+
+def _forward_failed(job_id: int, exc: Exception) -> None:
+    """Back to pending after a transient failure; its own task retries it with backoff."""
+    from jobs.tasks import forward_job_task
+
+    logger.warning("Forwarding job %s failed, will retry: %s", job_id, exc)
+    Job.objects.filter(pk=job_id, state=Job.State.SUBMITTING).update(
+        state=Job.State.PENDING,
+        forward_attempts=F("forward_attempts") + 1,
+        state_reason=f"Cluster unavailable, will retry: {exc}"[:500],
+        updated_at=timezone.now(),
+    )
+    try:
+        forward_job_task.apply_async((job_id,), countdown=2)
+    except Exception:
+        logger.exception("Could not queue the retry of job %s", job_id)
+
+
+@transaction.atomic
+def _record_forwarded_many(done: Sequence[tuple[Job, str]]) -> None:
+    """_record_forwarded for many jobs: one locking read, one UPDATE, one INSERT of events."""
+    if not done:
+        return
+    now = timezone.now()
+    backend_ids = {job.pk: backend_id for job, backend_id in done}
+    ids = list(
+        Job.objects.select_for_update()
+        .filter(pk__in=backend_ids, state__in=(Job.State.SUBMITTING, Job.State.PENDING))
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    if not ids:
+        return
+    Job.objects.filter(pk__in=ids).update(
+        state=Job.State.QUEUED,
+        backend_id=Case(
+            *(When(pk=pk, then=Value(backend_ids[pk])) for pk in ids),
+            output_field=CharField(),
+        ),
+        submitted_at=now,
+        state_reason="",
+        updated_at=now,
+    )
+    JobEvent.objects.bulk_create(
+        JobEvent(
+            job_id=pk,
+            from_state=Job.State.SUBMITTING,
+            to_state=Job.State.QUEUED,
+            message=f"Submitted to the cluster as {backend_ids[pk]}",
+            created_at=now,
+        )
+        for pk in ids
+    )
 
 
 @transaction.atomic

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 from celery import shared_task
@@ -15,6 +16,7 @@ from quotas.models import Cluster
 # every retry_backoff_max seconds, so it is never re-queued twice).
 LOST_FORWARD_AFTER = timedelta(minutes=10)
 SYNC_LOCK_SECONDS = 120
+FORWARD_COALESCE_SECONDS = 0.01
 
 
 @shared_task(
@@ -28,6 +30,24 @@ SYNC_LOCK_SECONDS = 120
 def forward_job_task(job_id: int) -> None:
     """Hand one pending job to its cluster (idempotent: claim + uuid lookup)."""
     services.job_forward(job_id=job_id)
+
+
+@shared_task(acks_late=True)
+def forward_cluster_task(cluster_id: int) -> int:
+    """Forward a cluster's pending jobs in batches (queued, debounced, by job_submit).
+
+    A moment's wait first lets the submissions of the next few milliseconds join this task;
+    then the debounce key is cleared BEFORE claiming, so a job committed later is either
+    claimed here or queues a task of its own. A lost task costs nothing but time:
+    forward_pending_task re-queues jobs pending for too long."""
+    time.sleep(FORWARD_COALESCE_SECONDS)
+    services.forward_debounce_clear(cluster_id=cluster_id)
+    total = 0
+    while (claimed := services.jobs_forward_batch(cluster_id=cluster_id)) > 0:
+        total += claimed
+        if claimed < services.FORWARD_BATCH:
+            break
+    return total
 
 
 @shared_task

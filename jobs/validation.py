@@ -12,11 +12,12 @@ Cluster options read here (all optional):
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
+from django.db.models import Exists, Subquery
 
 from accounts.models import Project, ProjectMember, User
 from jobs.arrays import parse_array
@@ -150,7 +151,22 @@ def _limit(cluster: Cluster, part: Mapping[str, Any], key: str) -> int:
 
 def check_cluster_usable(*, user: User, project: Project, cluster: Cluster) -> None:
     """The user belongs to the project, and the project may use the enabled cluster."""
-    if not ProjectMember.objects.filter(project=project, user=user).exists():
+    _check_usable(
+        project,
+        cluster,
+        member=ProjectMember.objects.filter(project=project, user=user).exists,
+        allocated=Allocation.objects.filter(project=project, clusters=cluster).exists,
+    )
+
+
+def _check_usable(
+    project: Project,
+    cluster: Cluster,
+    *,
+    member: Callable[[], bool],
+    allocated: Callable[[], bool],
+) -> None:
+    if not member():
         raise InvalidJob("You are not a member of this project", field="project")
     if not project.is_active:
         raise InvalidJob(f"Project {project.name} is not active", field="project")
@@ -167,16 +183,54 @@ def check_cluster_usable(*, user: User, project: Project, cluster: Cluster) -> N
         raise ClusterNotUsable(
             f"Project {project.name} may not use cluster {cluster.name}", field="cluster"
         )
-    if not Allocation.objects.filter(project=project, clusters=cluster).exists():
+    if not allocated():
         raise ClusterNotUsable(
             f"Project {project.name} has no allocation on cluster {cluster.name}",
             field="cluster",
         )
 
 
+def check_submit_access(*, user: User, project: Project, cluster: Cluster) -> ClusterAccount:
+    """check_cluster_usable then check_cluster_account (same checks, same order, same errors)
+    in ONE query: membership, allocation and the cluster account are read together."""
+    accounts = ClusterAccount.objects.filter(user=user, cluster=cluster)
+    row = (
+        Project.objects.filter(pk=project.pk)
+        .values(
+            member=Exists(ProjectMember.objects.filter(project=project, user=user)),
+            allocated=Exists(Allocation.objects.filter(project=project, clusters=cluster)),
+            account_id=Subquery(accounts.values("pk")[:1]),
+            account_username=Subquery(accounts.values("username")[:1]),
+            account_uid=Subquery(accounts.values("uid")[:1]),
+        )
+        .first()
+    ) or {"member": False, "allocated": False, "account_id": None}
+    _check_usable(
+        project,
+        cluster,
+        member=lambda: bool(row["member"]),
+        allocated=lambda: bool(row["allocated"]),
+    )
+    account = None
+    if row["account_id"] is not None:
+        account = ClusterAccount(
+            pk=row["account_id"],
+            user=user,
+            cluster=cluster,
+            username=row["account_username"],
+            uid=row["account_uid"],
+        )
+    return _check_account(account, cluster)
+
+
 def check_cluster_account(*, user: User, cluster: Cluster) -> ClusterAccount:
     """The cluster account the user's jobs run as: never root or a system account."""
-    account = ClusterAccount.objects.filter(user=user, cluster=cluster).first()
+    return _check_account(
+        ClusterAccount.objects.filter(user=user, cluster=cluster).first(), cluster
+    )
+
+
+def _check_account(account: ClusterAccount | None, cluster: Cluster) -> ClusterAccount:
     if account is None:
         raise ClusterNotUsable(
             f"You have no account on cluster {cluster.name}: ask a facility admin for one",

@@ -228,8 +228,10 @@ def ledger_hold(
     only suspended allocations could. Same key -> same hold, even when two calls race.
     """
     value = _positive(amount)
-    if existing := Hold.objects.filter(key=key).first():
-        return existing
+    # Optimistic: no read of the key first (a key is nearly always new). A repeated key fails
+    # the hold's unique key, which rolls back everything of ours (balance included) to the
+    # savepoint; a repeated key that meets a refusal (the balance was spent since) still
+    # returns the first hold.
     try:
         return _place_hold(
             actor=actor,
@@ -240,8 +242,7 @@ def ledger_hold(
             job_uuid=job_uuid,
             memo=memo,
         )
-    except IntegrityError:
-        # A concurrent call with the same key won; everything of ours was rolled back.
+    except (IntegrityError, InsufficientQuota, AllocationSuspended):
         if existing := Hold.objects.filter(key=key).first():
             return existing
         raise
