@@ -311,6 +311,13 @@ def bench_portal(
             raise SystemExit(f"only {forwarded} of {n} portal jobs reached Slurm in time")
         time.sleep(0.02)
     elapsed = time.perf_counter() - started
+    # One batch of the forwarder stamps all its jobs with the same submitted_at.
+    stamps = (
+        Job.objects.filter(cluster=cluster, submitted_at__isnull=False)
+        .order_by("-pk")[:n]
+        .values_list("submitted_at", flat=True)
+    )
+    batches = len(set(stamps))
     rejected = Job.objects.filter(cluster=cluster, state=Job.State.REJECTED).count()
     assert rejected == 0, f"{rejected} portal jobs were rejected"
     cpu = cpu_seconds()
@@ -325,7 +332,8 @@ def bench_portal(
     }
     print(
         f"      portal: {procs} API processes answered all {n} POSTs in {api_done:.2f} s; "
-        f"every job had its Slurm id at {elapsed:.2f} s\n      CPU per portal job: "
+        f"every job had its Slurm id at {elapsed:.2f} s ({batches} forwarding batches)\n"
+        "      CPU per portal job: "
         + ", ".join(f"{name} {ms:.1f} ms" for name, ms in groups.items())
         + " (*machine-wide)"
     )

@@ -16,7 +16,7 @@ from quotas.models import Cluster
 # every retry_backoff_max seconds, so it is never re-queued twice).
 LOST_FORWARD_AFTER = timedelta(minutes=10)
 SYNC_LOCK_SECONDS = 120
-FORWARD_COALESCE_SECONDS = 0.01
+FORWARD_COALESCE_SECONDS = 0.05
 
 
 @shared_task(

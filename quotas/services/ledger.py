@@ -10,7 +10,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import NoReturn
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -260,6 +260,19 @@ def _place_hold(
     memo: str,
 ) -> Hold:
     now = timezone.now()
+    if connection.vendor == "postgresql":
+        fast = _place_hold_one_statement(
+            actor=actor,
+            project=project,
+            cluster=cluster,
+            value=value,
+            key=key,
+            job_uuid=job_uuid,
+            memo=memo,
+            now=now,
+        )
+        if fast is not None:
+            return fast
     rows = [
         _Candidate(*row)
         for row in Allocation.objects.filter(
@@ -305,6 +318,87 @@ def _place_hold(
         hold=hold,
         cluster=cluster,
     )
+    return hold
+
+
+def _place_hold_one_statement(
+    *,
+    actor: User | None,
+    project: Project,
+    cluster: Cluster,
+    value: Decimal,
+    key: str,
+    job_uuid: uuid.UUID | None,
+    memo: str,
+    now: datetime,
+) -> Hold | None:
+    """The common case of _place_hold in ONE round trip (PostgreSQL): the same conditional
+    UPDATE of the earliest-ending active allocation that covers `value` (re-checked on the
+    row's current version, so the last SU is never taken twice), the hold and its ledger entry
+    inserted by the same statement. None when no row was updated (nothing covers it, or a
+    concurrent hold took the balance): the caller then walks the candidates one by one and
+    explains a refusal."""
+    allocations, link = Allocation._meta.db_table, Allocation.clusters.through._meta.db_table
+    holds, entries = Hold._meta.db_table, LedgerEntry._meta.db_table
+    sql = f"""
+        WITH chosen AS (
+            UPDATE {allocations} SET held = held + %(value)s
+            WHERE id = (
+                SELECT a.id FROM {allocations} a JOIN {link} l ON l.allocation_id = a.id
+                WHERE a.project_id = %(project)s AND l.cluster_id = %(cluster)s
+                  AND a.status = %(active)s AND a.starts_at <= %(now)s AND a.ends_at > %(now)s
+                  AND a.credited >= a.held + a.charged + %(value)s
+                ORDER BY a.ends_at, a.id LIMIT 1
+            )
+              AND status = %(active)s AND ends_at > %(now)s
+              AND credited >= held + charged + %(value)s
+            RETURNING id
+        ), hold AS (
+            INSERT INTO {holds} (allocation_id, cluster_id, amount, charged, released, state,
+                                 job_uuid, key, created_at, settled_at)
+            SELECT id, %(cluster)s, %(value)s, 0, 0, %(open)s, %(job_uuid)s, %(key)s, %(now)s,
+                   NULL
+            FROM chosen
+            RETURNING id, allocation_id
+        ), entry AS (
+            INSERT INTO {entries} (allocation_id, kind, amount, cluster_id, hold_id, actor_id,
+                                   memo, job_uuid, idempotency_key, created_at)
+            SELECT allocation_id, %(kind)s, %(value)s, %(cluster)s, id, %(actor)s, %(memo)s,
+                   %(job_uuid)s, %(entry_key)s, %(now)s
+            FROM hold
+        )
+        SELECT id, allocation_id FROM hold
+    """  # noqa: S608 (table names from the models; every value is a parameter)
+    params = {
+        "value": value,
+        "project": project.pk,
+        "cluster": cluster.pk,
+        "active": Allocation.Status.ACTIVE.value,
+        "now": now,
+        "open": Hold.State.OPEN.value,
+        "job_uuid": job_uuid,
+        "key": key,
+        "kind": LedgerEntry.Kind.HOLD.value,
+        "actor": actor.pk if actor is not None else None,
+        "memo": memo,
+        "entry_key": f"{key}:hold",
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    hold = Hold(
+        pk=row[0],
+        allocation_id=row[1],
+        cluster=cluster,
+        amount=value,
+        key=key,
+        job_uuid=job_uuid,
+        created_at=now,
+    )
+    hold._state.adding = False
+    hold._state.db = connection.alias
     return hold
 
 
