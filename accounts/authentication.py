@@ -6,7 +6,7 @@ import hashlib
 from typing import Any
 
 from django.utils import timezone
-from rest_framework import authentication, exceptions, permissions
+from rest_framework import authentication, exceptions, permissions, throttling
 from rest_framework.request import Request
 
 from accounts.models import ApiToken, User
@@ -62,3 +62,45 @@ class TokenScopePermission(permissions.BasePermission):
         if isinstance(token, ApiToken) and token.scope == ApiToken.Scope.READ:
             return request.method in permissions.SAFE_METHODS
         return True
+
+
+class UserRateThrottle(throttling.UserRateThrottle):
+    """DRF's UserRateThrottle with a counter per fixed window instead of a list of timestamps.
+
+    DRF's keeps every request time of the last window in one cached list that each request
+    reads and rewrites whole (at 100 000/hour, up to 100 000 floats pickled per call). This one
+    increments one counter per user and window: on Redis, one round trip (INCR + EXPIRE in a
+    pipeline). A fixed window lets a client send up to twice the rate across a window edge."""
+
+    def allow_request(self, request: Request, view: Any) -> bool:
+        if self.rate is None:
+            return True
+        self.key = self.get_cache_key(request, view)
+        if self.key is None:
+            return True
+        now = self.timer()
+        window = int(now // self.duration)
+        count = self._count(f"{self.key}:{window}")
+        self.wait_seconds = (window + 1) * self.duration - now
+        return count <= self.num_requests
+
+    def _count(self, key: str) -> int:
+        timeout = self.duration + 1
+        client_of = getattr(getattr(self.cache, "_cache", None), "get_client", None)
+        if client_of is not None and hasattr(self.cache, "make_and_validate_key"):
+            # django.core.cache.backends.redis.RedisCache
+            full_key = self.cache.make_and_validate_key(key)
+            pipe = client_of(full_key, write=True).pipeline(transaction=False)
+            pipe.incr(full_key)
+            pipe.expire(full_key, timeout)
+            return int(pipe.execute()[0])
+        if self.cache.add(key, 1, timeout):
+            return 1
+        try:
+            return int(self.cache.incr(key))
+        except ValueError:  # expired in between
+            self.cache.add(key, 1, timeout)
+            return 1
+
+    def wait(self) -> float | None:
+        return getattr(self, "wait_seconds", None)

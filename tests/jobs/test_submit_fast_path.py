@@ -1,0 +1,149 @@
+"""The cheap submission path: one batch forward per cluster, cached rates that still follow
+their effective dates, a bounded number of queries, an optimistic hold, a counting throttle."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+from http import HTTPStatus
+from types import SimpleNamespace
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from accounts.authentication import UserRateThrottle
+from jobs.models import Job, JobEvent
+from jobs.services import _record_forwarded_many, jobs_forward_batch
+from quotas.exceptions import InsufficientQuota
+from quotas.models import Hold, Rate
+from quotas.services import ledger_hold
+
+pytestmark = pytest.mark.django_db
+
+
+def test_one_batch_forwards_every_pending_job_of_the_cluster_and_records_its_backend_id(
+    submit, sim_cluster
+):
+    jobs = [submit(sim_cluster, name=f"batch-{i}") for i in range(5)]
+
+    assert jobs_forward_batch(cluster_id=sim_cluster.pk) == 5
+
+    for job in jobs:
+        job.refresh_from_db()
+        assert job.state == Job.State.QUEUED
+        assert job.backend_id
+        assert job.submitted_at is not None
+        assert JobEvent.objects.filter(
+            job=job,
+            to_state=Job.State.QUEUED,
+            message=f"Submitted to the cluster as {job.backend_id}",
+        ).exists()
+    assert len({job.backend_id for job in jobs}) == 5
+    assert jobs_forward_batch(cluster_id=sim_cluster.pk) == 0
+
+
+def test_a_batch_leaves_jobs_already_retrying_to_their_own_task(submit, sim_cluster):
+    retrying = submit(sim_cluster, name="retrying")
+    Job.objects.filter(pk=retrying.pk).update(forward_attempts=1)
+
+    assert jobs_forward_batch(cluster_id=sim_cluster.pk) == 0
+
+    retrying.refresh_from_db()
+    assert retrying.state == Job.State.PENDING
+    assert retrying.backend_id == ""
+
+
+def test_a_batch_never_overwrites_a_job_cancelled_while_it_was_being_submitted(submit, sim_cluster):
+    job = submit(sim_cluster, name="cancelled")
+    Job.objects.filter(pk=job.pk).update(state=Job.State.CANCELLED)
+    _record_forwarded_many([(job, "12345")])
+
+    job.refresh_from_db()
+    assert job.state == Job.State.CANCELLED
+    assert job.backend_id == ""
+    assert not JobEvent.objects.filter(job=job, to_state=Job.State.QUEUED).exists()
+
+
+def test_a_new_rate_applies_to_the_next_submission_and_a_future_one_only_from_its_date(
+    submit, sim_cluster
+):
+    before = submit(sim_cluster, name="before")
+    Rate.objects.create(
+        cluster=sim_cluster,
+        resource=Rate.Resource.GPU_HOUR,
+        gpu_type="h100",
+        su_per_unit=Decimal("5"),
+        effective_from=timezone.now(),
+    )
+    Rate.objects.create(
+        cluster=sim_cluster,
+        resource=Rate.Resource.CPU_HOUR,
+        su_per_unit=Decimal("100"),
+        effective_from=timezone.now() + timedelta(hours=1),
+    )
+
+    after = submit(sim_cluster, name="after")
+
+    assert before.estimated_cost == Decimal("2.1100")
+    assert after.estimated_cost == Decimal("5.1100")
+
+
+def test_a_submission_through_the_api_takes_at_most_ten_queries(
+    api_alice, tenant, sim_cluster, allocation, accounts
+):
+    body = {
+        "project": tenant.project.slug,
+        "cluster": sim_cluster.name,
+        "name": "counted",
+        "script": "echo hi\n",
+        "gpus": 1,
+        "time_limit_minutes": 60,
+    }
+    api_alice.post("/api/v1/jobs/", body, format="json")  # warms the rate cache
+
+    with CaptureQueriesContext(connection) as queries:
+        response = api_alice.post("/api/v1/jobs/", body, format="json")
+
+    assert response.status_code == HTTPStatus.CREATED
+    assert len(queries.captured_queries) <= 10, [q["sql"][:80] for q in queries]
+    job = Job.objects.get(uuid=response.json()["id"])
+    assert response.json()["held"] == str(job.hold.amount)
+    assert [e["to_state"] for e in response.json()["events"]] == [Job.State.PENDING]
+
+
+def test_a_repeated_hold_key_returns_the_first_hold_even_when_the_balance_is_gone(
+    tenant, cluster, allocation
+):
+    first = ledger_hold(
+        actor=None, project=tenant.project, cluster=cluster, amount=Decimal(600), key="k-1"
+    )
+    with pytest.raises(InsufficientQuota):
+        ledger_hold(
+            actor=None, project=tenant.project, cluster=cluster, amount=Decimal(600), key="k-2"
+        )
+
+    again = ledger_hold(
+        actor=None, project=tenant.project, cluster=cluster, amount=Decimal(600), key="k-1"
+    )
+
+    allocation.refresh_from_db()
+    assert again.pk == first.pk
+    assert allocation.held == Decimal(600)
+    assert Hold.objects.filter(key__in=["k-1", "k-2"]).count() == 1
+
+
+def test_the_user_throttle_counts_requests_per_window_and_refuses_the_one_over_the_rate():
+    class ThreePerMinute(UserRateThrottle):
+        rate = "3/min"
+
+    request = SimpleNamespace(
+        user=SimpleNamespace(is_authenticated=True, pk=-timezone.now().microsecond)
+    )
+    answers = [ThreePerMinute().allow_request(request, None) for _ in range(4)]
+
+    refused = ThreePerMinute()
+    assert answers == [True, True, True, False]
+    assert refused.allow_request(request, None) is False
+    assert 0 < refused.wait() <= 60
