@@ -302,12 +302,13 @@ CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
 if CELERY_BROKER_URL == "filesystem://":
     _q = VAR_DIR / "celery"
     # The filesystem transport needs its folders before the first message is sent.
-    for _folder in (_q / "queue", _q / "processed"):
+    for _folder in (_q / "queue", _q / "processed", _q / "control"):
         _folder.mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_q / "queue"),
         "data_folder_out": str(_q / "queue"),
         "processed_folder": str(_q / "processed"),
+        "control_folder": str(_q / "control"),
         "store_processed": False,
     }
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
