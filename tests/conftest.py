@@ -3,6 +3,7 @@ mallory is an outsider with a tenant of her own."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -19,6 +20,14 @@ from tests import factories
 class Tenant:
     org: Organization
     project: Project
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """In CI the suite runs on PostgreSQL: its row-lock races must run, never skip."""
+    from django.db import connection
+
+    if os.environ.get("CI") and connection.vendor != "postgresql":
+        pytest.exit("CI must run the suite on PostgreSQL (set DATABASE_URL)", returncode=1)
 
 
 @pytest.fixture(autouse=True)
