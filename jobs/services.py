@@ -257,13 +257,13 @@ def job_submit(
             with transaction.atomic():
                 job.save(force_insert=True)
         except IntegrityError:
-            # A concurrent request with the same key won the race: answer with its job (our
-            # hold is rolled back with the outer transaction).
-            transaction.set_rollback(True)
+            # A concurrent request with the same key won the race: answer with its job, and
+            # roll back our hold with the rest of this submission.
             first = Job.objects.filter(user=user, idempotency_key=idempotency_key).first()
-            if first is not None:
-                return first
-            raise
+            if first is None:
+                raise
+            transaction.set_rollback(True)
+            return first
     else:
         job.save(force_insert=True)
     event = JobEvent.objects.create(
@@ -429,6 +429,8 @@ def jobs_forward_batch(*, cluster_id: int, limit: int = FORWARD_BATCH) -> int:
             return 0
         Job.objects.filter(pk__in=ids).update(state=Job.State.SUBMITTING, updated_at=now)
     jobs = list(Job.objects.select_related("cluster", "project__organization").filter(pk__in=ids))
+    if not jobs:
+        return len(ids)
     cluster = jobs[0].cluster
 
     def submit(job: Job) -> tuple[Job, str, Exception | None]:

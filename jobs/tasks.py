@@ -40,7 +40,8 @@ def forward_cluster_task(cluster_id: int) -> int:
     then the debounce key is cleared BEFORE claiming, so a job committed later is either
     claimed here or queues a task of its own. A lost task costs nothing but time:
     forward_pending_task re-queues jobs pending for too long."""
-    time.sleep(FORWARD_COALESCE_SECONDS)
+    if not forward_cluster_task.request.is_eager:
+        time.sleep(FORWARD_COALESCE_SECONDS)
     services.forward_debounce_clear(cluster_id=cluster_id)
     total = 0
     while (claimed := services.jobs_forward_batch(cluster_id=cluster_id)) > 0:

@@ -3,13 +3,15 @@ their effective dates, a bounded number of queries, an optimistic hold, a counti
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
 from decimal import Decimal
 from http import HTTPStatus
 from types import SimpleNamespace
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -147,3 +149,29 @@ def test_the_user_throttle_counts_requests_per_window_and_refuses_the_one_over_t
     assert answers == [True, True, True, False]
     assert refused.allow_request(request, None) is False
     assert 0 < refused.wait() <= 60
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_submission_that_loses_an_idempotency_race_returns_the_winner_and_keeps_no_hold(
+    submit, sim_cluster
+):
+    inserted, winner = threading.Event(), {}
+
+    def first_request() -> None:
+        try:
+            with transaction.atomic():
+                winner["job"] = submit(sim_cluster, name="winner", idempotency_key="same")
+                inserted.set()
+                time.sleep(0.5)  # the loser's INSERT waits on the key meanwhile
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=first_request)
+    thread.start()
+    assert inserted.wait(10)
+    loser = submit(sim_cluster, name="loser", idempotency_key="same")
+    thread.join()
+
+    assert loser.pk == winner["job"].pk
+    assert Job.objects.filter(idempotency_key="same").count() == 1
+    assert list(Hold.objects.values_list("job_uuid", flat=True)) == [loser.uuid]
