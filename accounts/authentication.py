@@ -72,6 +72,10 @@ class UserRateThrottle(throttling.UserRateThrottle):
     increments one counter per user and window: on Redis, one round trip (INCR + EXPIRE in a
     pipeline). A fixed window lets a client send up to twice the rate across a window edge."""
 
+    # Set by SimpleRateThrottle.__init__ from the rate string; the stubs do not declare them.
+    num_requests: int
+    duration: int
+
     def allow_request(self, request: Request, view: Any) -> bool:
         if self.rate is None:
             return True

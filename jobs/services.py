@@ -269,7 +269,8 @@ def job_submit(
     event = JobEvent.objects.create(
         job=job, from_state="", to_state=Job.State.PENDING, message=message
     )
-    job.submit_events = [event]  # type: ignore[attr-defined]  (the 201 answer, no re-read)
+    # The 201 answer is built from these, without re-reading the job's events.
+    job.submit_events = [event]  # type: ignore[attr-defined]
     cluster_id = cluster.pk
     transaction.on_commit(lambda: _enqueue_cluster_forward(cluster_id))
     return job

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
@@ -369,7 +369,7 @@ def _place_hold_one_statement(
         )
         SELECT id, allocation_id FROM hold
     """  # noqa: S608 (table names from the models; every value is a parameter)
-    params = {
+    params: dict[str, Any] = {
         "value": value,
         "project": project.pk,
         "cluster": cluster.pk,
