@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid as uuid_lib
+from decimal import Decimal
 from http import HTTPStatus
 from typing import Any, cast
 
@@ -18,7 +19,7 @@ from rest_framework.views import APIView
 
 from accounts.models import Project, User
 from jobs import selectors, services
-from jobs.exceptions import InvalidJob
+from jobs.exceptions import InvalidJob, JobNotFound
 from jobs.models import Job, JobEvent, JobTemplate
 from jobs.selectors import projects_for_user
 from portal.api import CursorPagination, StrictFieldsMixin
@@ -241,6 +242,102 @@ class JobListView(APIView):
             job = selectors.job_get_for_user(user=_user(request), job_uuid=job.uuid)
         status = HTTPStatus.OK if replay else HTTPStatus.CREATED
         return Response(JobDetailSerializer(job).data, status=status)
+
+
+class BatchJobSerializer(StrictFieldsMixin, serializers.Serializer):
+    """One job of POST jobs/batch/ (types only; the service checks the rest)."""
+
+    name = serializers.CharField(max_length=1000, allow_blank=True)
+    script = serializers.CharField(allow_blank=True, trim_whitespace=False, required=False)
+    image = serializers.CharField(allow_blank=True, required=False, max_length=1000)
+    command = serializers.JSONField(required=False)
+    partition = serializers.CharField(allow_blank=True, required=False, max_length=200)
+    gpus = serializers.IntegerField(required=False)
+    gpu_type = serializers.CharField(allow_blank=True, required=False, max_length=200)
+    cpus = serializers.IntegerField(required=False)
+    memory_mb = serializers.IntegerField(required=False)
+    time_limit_minutes = serializers.IntegerField()
+    array = serializers.CharField(allow_blank=True, required=False, max_length=1000)
+    env = serializers.JSONField(required=False)
+
+
+class JobBatchRequestSerializer(StrictFieldsMixin, serializers.Serializer):
+    """The body of POST jobs/batch/: up to 500 jobs for one project and cluster."""
+
+    project = serializers.CharField(max_length=200)
+    cluster = serializers.CharField(max_length=200)
+    jobs = BatchJobSerializer(many=True, allow_empty=False, max_length=services.BATCH_MAX)
+
+
+class BatchJobResultSerializer(serializers.Serializer):
+    id = serializers.UUIDField(source="uuid")
+    state = serializers.CharField()
+    estimated_cost = serializers.DecimalField(max_digits=24, decimal_places=4)
+
+
+class JobBatchResultSerializer(serializers.Serializer):
+    jobs = BatchJobResultSerializer(many=True)
+    estimated_cost = serializers.DecimalField(
+        max_digits=24, decimal_places=4, help_text="the batch's total"
+    )
+
+
+def _batch_error(errors: Any, prefix: str = "") -> tuple[str | None, str]:
+    """The first error of a batch body, its field named like `jobs[3].gpus`."""
+    if isinstance(errors, dict):
+        for key, value in errors.items():
+            if isinstance(key, int):
+                name = f"{prefix}[{key}]"
+            elif key == "non_field_errors":
+                name = prefix
+            else:
+                name = f"{prefix}.{key}".lstrip(".")
+            return _batch_error(value, name)
+    if isinstance(errors, list):
+        if errors and all(isinstance(e, dict) for e in errors):
+            for i, value in enumerate(errors):
+                if value:
+                    return _batch_error(value, f"{prefix}[{i}]")
+        elif errors:
+            return _batch_error(errors[0], prefix)
+    return prefix or None, str(errors)
+
+
+class JobBatchView(APIView):
+    """POST: submit many jobs at once, all or nothing (201; 200 when an Idempotency-Key
+    replays an earlier batch)."""
+
+    @extend_schema(
+        request=JobBatchRequestSerializer,
+        responses={201: JobBatchResultSerializer, 200: JobBatchResultSerializer},
+        parameters=[OpenApiParameter("Idempotency-Key", str, location=OpenApiParameter.HEADER)],
+    )
+    def post(self, request: Request) -> Response:
+        user = _user(request)
+        serializer = JobBatchRequestSerializer(data=request.data)
+        if not serializer.is_valid():
+            field, message = _batch_error(serializer.errors)
+            raise InvalidJob(f"{field}: {message}" if field else message, field=field)
+        data = serializer.validated_data
+        try:
+            project = resolve_project(user, data["project"])
+        except InvalidJob as exc:
+            # A project the caller cannot see does not exist for them.
+            raise JobNotFound(exc.detail, field="project") from exc
+        jobs = services.job_submit_many(
+            user=user,
+            project=project,
+            cluster=resolve_cluster(data["cluster"]),
+            jobs=data["jobs"],
+            idempotency_key=request.headers.get("Idempotency-Key", "").strip(),
+        )
+        replay = not hasattr(jobs[0], "submit_events")
+        body = {
+            "jobs": jobs,
+            "estimated_cost": sum((job.estimated_cost for job in jobs), Decimal(0)),
+        }
+        status = HTTPStatus.OK if replay else HTTPStatus.CREATED
+        return Response(JobBatchResultSerializer(body).data, status=status)
 
 
 class JobEstimateView(APIView):

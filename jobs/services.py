@@ -48,6 +48,7 @@ from jobs.validation import (
     validate_job,
 )
 from portal.errors import PermissionDenied
+from quotas.exceptions import InsufficientQuota
 from quotas.models import ZERO, Cluster, Hold, Rate
 from quotas.services import Cost, Usage, cost_of, ledger_hold, ledger_settle
 from quotas.services import estimate as quota_estimate
@@ -274,6 +275,153 @@ def job_submit(
     cluster_id = cluster.pk
     transaction.on_commit(lambda: _enqueue_cluster_forward(cluster_id))
     return job
+
+
+BATCH_MAX = 500
+BATCH_KEY_MAX = 190  # "batch:<key>:<index>" must fit Job.idempotency_key (200)
+
+
+def _batch_key(key: str, index: int) -> str:
+    return f"batch:{key}:{index}"
+
+
+def _batch_replay(user: User, key: str) -> list[Job]:
+    """The jobs of an earlier batch with this key, in their batch order (empty if none)."""
+    prefix = _batch_key(key, 0)[:-1]
+    jobs = list(Job.objects.filter(user=user, idempotency_key__startswith=prefix))
+    jobs = [j for j in jobs if j.idempotency_key[len(prefix) :].isdigit()]
+    return sorted(jobs, key=lambda j: int(j.idempotency_key[len(prefix) :]))
+
+
+@transaction.atomic
+def job_submit_many(
+    *,
+    user: User,
+    project: Project,
+    cluster: Cluster,
+    jobs: Sequence[Mapping[str, Any]],
+    idempotency_key: str = "",
+) -> list[Job]:
+    """Submit up to BATCH_MAX jobs at once, all or nothing: each is checked as job_submit
+    checks it (a 400 names `jobs[i].<field>`), each gets its own hold (key "job:<uuid>", so
+    settlement stays per job; any hold that does not fit -> 402 for the whole batch with its
+    shortfall, nothing held), then jobs and events are inserted in bulk and forwarded after
+    commit by the same debounced per-cluster task as job_submit.
+
+    Idempotency: job i of a batch stores "batch:<key>:<i>" as its idempotency key, so the same
+    user + key returns the first batch's jobs in order. Two concurrent batches with one key
+    race on the (user, idempotency_key) unique constraint: the loser rolls back and answers
+    with the winner's jobs. New jobs carry `submit_events`; replayed ones do not."""
+    idempotency_key = (idempotency_key or "").strip()
+    if len(idempotency_key) > BATCH_KEY_MAX:
+        raise InvalidJob(
+            f"Idempotency-Key must be at most {BATCH_KEY_MAX} characters for a batch",
+            field="idempotency_key",
+        )
+    if idempotency_key and (first := _batch_replay(user, idempotency_key)):
+        return first
+    if not jobs:
+        raise InvalidJob("A batch needs at least one job", field="jobs")
+    if len(jobs) > BATCH_MAX:
+        raise InvalidJob(f"A batch holds at most {BATCH_MAX} jobs", field="jobs")
+    account = check_submit_access(user=user, project=project, cluster=cluster)
+    rates = _cluster_rates(cluster)
+    requests: list[tuple[JobRequest, Cost]] = []
+    for i, data in enumerate(jobs):
+        try:
+            request = validate_job(
+                project=project,
+                cluster=cluster,
+                **{k: data[k] for k in SPEC_FIELDS if k in data and data[k] is not None},
+            )
+            _check_with_backend(request, cluster_user=account.username)
+        except InvalidJob as exc:
+            field = f"jobs[{i}].{exc.field}" if exc.field else f"jobs[{i}]"
+            raise InvalidJob(exc.detail, field=field, **exc.extra) from exc
+        requests.append((request, _estimate(request, rates=rates)))
+    total = sum((cost.total for _, cost in requests), ZERO)
+    new_jobs: list[Job] = []
+    messages: list[str] = []
+    held = ZERO
+    for i, (request, cost) in enumerate(requests):
+        job_uuid = uuid.uuid4()
+        hold = None
+        message = "Submitted; nothing to hold (free cluster)"
+        if cost.total > 0:
+            try:
+                hold = ledger_hold(
+                    actor=user,
+                    project=project,
+                    cluster=cluster,
+                    amount=cost.total,
+                    key=f"job:{job_uuid}",
+                    job_uuid=job_uuid,
+                    memo=f"Job {request.name}",
+                )
+            except InsufficientQuota as exc:
+                # Nothing of the batch is kept (this transaction rolls back). What could have
+                # been held: what was, plus the best one allocation still had for this job.
+                raise InsufficientQuota(
+                    f"Insufficient quota: this batch of {len(requests)} jobs needs {total} SU "
+                    f"but project '{project.name}' could hold only {held + exc.available} SU "
+                    f"on cluster '{cluster.name}' (job {i} did not fit; "
+                    f"short by {total - held - exc.available} SU)",
+                    required=total,
+                    available=held + exc.available,
+                ) from exc
+            held += hold.amount
+            message = f"Submitted; {hold.amount} SU held"
+        messages.append(message)
+        new_jobs.append(
+            Job(
+                uuid=job_uuid,
+                project=project,
+                user=user,
+                cluster=cluster,
+                name=request.name,
+                script=request.script,
+                image=request.image,
+                command=list(request.command),
+                partition=request.partition,
+                gpus=request.gpus,
+                gpu_type=request.gpu_type,
+                cpus=request.cpus,
+                memory_mb=request.memory_mb,
+                time_limit_minutes=request.time_limit_minutes,
+                array=request.array,
+                array_size=request.array_size,
+                env=request.env,
+                cluster_username=account.username,
+                estimated_cost=cost.total,
+                idempotency_key=_batch_key(idempotency_key, i) if idempotency_key else "",
+                hold=hold,
+            )
+        )
+    try:
+        with transaction.atomic():
+            Job.objects.bulk_create(new_jobs)
+    except IntegrityError:
+        # A concurrent batch with the same key won: answer with its jobs, roll back our holds.
+        if not idempotency_key or not (first := _batch_replay(user, idempotency_key)):
+            raise
+        transaction.set_rollback(True)
+        return first
+    now = timezone.now()
+    events = JobEvent.objects.bulk_create(
+        JobEvent(
+            job=job,
+            created_at=now,
+            from_state="",
+            to_state=Job.State.PENDING,
+            message=message,
+        )
+        for job, message in zip(new_jobs, messages, strict=True)
+    )
+    for job, event in zip(new_jobs, events, strict=True):
+        job.submit_events = [event]  # type: ignore[attr-defined]
+    cluster_id = cluster.pk
+    transaction.on_commit(lambda: _enqueue_cluster_forward(cluster_id))
+    return new_jobs
 
 
 # Rates change rarely: each process keeps a cluster's whole rate table (every effective date)

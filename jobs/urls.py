@@ -23,6 +23,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
 api_urlpatterns: list[URLPattern | URLResolver] = [
     path("jobs/", api.JobListView.as_view(), name="api-job-list"),
     path("jobs/estimate/", api.JobEstimateView.as_view(), name="api-job-estimate"),
+    path("jobs/batch/", api.JobBatchView.as_view(), name="api-job-batch"),
     path("jobs/<uuid:job_uuid>/", api.JobDetailView.as_view(), name="api-job-detail"),
     path("jobs/<uuid:job_uuid>/cancel/", api.JobCancelView.as_view(), name="api-job-cancel"),
     path("jobs/<uuid:job_uuid>/log/", api.JobLogView.as_view(), name="api-job-log"),
