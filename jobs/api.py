@@ -266,7 +266,8 @@ class JobBatchRequestSerializer(StrictFieldsMixin, serializers.Serializer):
 
     project = serializers.CharField(max_length=200)
     cluster = serializers.CharField(max_length=200)
-    jobs = BatchJobSerializer(many=True, allow_empty=False, max_length=services.BATCH_MAX)
+    # The service refuses an empty batch or one over BATCH_MAX (a 400 naming `jobs`).
+    jobs = BatchJobSerializer(many=True)
 
 
 class BatchJobResultSerializer(serializers.Serializer):
