@@ -9,6 +9,9 @@
       production path: the API commits and queues) or in the request thread after commit
       (`--forward eager`). Production settings: DJANGO_DEBUG=false, DB_CONN_MAX_AGE=60; the
       application is warmed up in the parent before the fork (as `gunicorn --preload`).
+  (d) with `--batch N`: the portal again, the same jobs POSTed to /api/v1/jobs/batch/ in
+      batches of N (a workflow tool or a sweep); (c) and (d) are both printed, each with its
+      ratios to (a) and (b).
 
 The machine is shared, so the three are measured in turn for `--rounds` rounds and the
 medians compared.
@@ -19,7 +22,7 @@ cluster is left idle. Creates a throw-away database next to DATABASE_URL's
 (<name>_bench_submit).
 
     python bench/submit.py [--jobs 200] [--rounds 3] [--workers 4] [--api-procs 2]
-                           [--forward celery|eager]
+                           [--forward celery|eager] [--batch N]
 """
 
 from __future__ import annotations
@@ -225,21 +228,33 @@ def start_celery_worker(concurrency: int) -> subprocess.Popen[bytes]:
     return proc
 
 
-def _post_jobs(token: str, payload: dict[str, Any], count: int, threads: int) -> None:
-    """One API process (like one gunicorn worker): `count` POSTs from `threads` threads."""
+def _requests(payload: dict[str, Any], count: int, batch: int) -> list[tuple[str, dict]]:
+    """`count` jobs as single POSTs (batch 0) or as batch POSTs of up to `batch` jobs."""
+    if not batch:
+        return [("/api/v1/jobs/", payload)] * count
+    head = {"project": payload["project"], "cluster": payload["cluster"]}
+    job = {k: v for k, v in payload.items() if k not in head}
+    sizes = [min(batch, count - start) for start in range(0, count, batch)]
+    return [("/api/v1/jobs/batch/", {**head, "jobs": [job] * size}) for size in sizes]
+
+
+def _post_jobs(
+    token: str, payload: dict[str, Any], count: int, threads: int, batch: int = 0
+) -> None:
+    """One API process (like one gunicorn worker): `count` jobs from `threads` threads, one
+    POST each, or in batch POSTs of `batch` jobs."""
     local = threading.local()
 
-    def submit(_: int) -> None:
+    def submit(request: tuple[str, dict[str, Any]]) -> None:
         if not hasattr(local, "client"):
             local.client = Client(HTTP_AUTHORIZATION=f"Bearer {token}")
-        response = local.client.post(
-            "/api/v1/jobs/", payload, content_type="application/json", secure=True
-        )
+        url, body = request
+        response = local.client.post(url, body, content_type="application/json", secure=True)
         assert response.status_code == 201, response.content
 
     try:
         with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(submit, range(count)))
+            list(pool.map(submit, _requests(payload, count, batch)))
     finally:
         connections.close_all()
 
@@ -270,25 +285,31 @@ def own_cpu() -> float:
     return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
 
 
-def warm_up(token: str, payload: dict[str, Any]) -> None:
+def warm_up(token: str, payload: dict[str, Any], batch: int = 0) -> None:
     """One submission in the parent, rolled back (no job, no hold, nothing queued), before the
     API processes are forked: like `gunicorn --preload` or any long-lived worker, they then
     start with the lazily imported views, serializers and URL patterns in place, instead of
     each paying ~250 ms of CPU for its first request in every round."""
     client = Client(HTTP_AUTHORIZATION=f"Bearer {token}")
+    url, body = _requests(payload, 1, batch)[0]
     with transaction.atomic():
-        response = client.post(
-            "/api/v1/jobs/", payload, content_type="application/json", secure=True
-        )
+        response = client.post(url, body, content_type="application/json", secure=True)
         assert response.status_code == 201, response.content
         transaction.set_rollback(True)
 
 
 def bench_portal(
-    n: int, workers: int, procs: int, cluster: Cluster, token: str, worker_pid: int | None
+    n: int,
+    workers: int,
+    procs: int,
+    cluster: Cluster,
+    token: str,
+    worker_pid: int | None,
+    batch: int = 0,
 ) -> float:
     """`procs` API processes (forked, like gunicorn workers) share `workers` client threads and
-    POST n jobs; the clock stops when every job has its Slurm id."""
+    POST n jobs (one per POST, or `batch` per POST to jobs/batch/); the clock stops when every
+    job has its Slurm id."""
     payload = {
         "project": "bench",
         "cluster": cluster.name,
@@ -298,7 +319,7 @@ def bench_portal(
         "memory_mb": 64,
         "time_limit_minutes": 1,
     }
-    warm_up(token, payload)
+    warm_up(token, payload, batch)
     before = Job.objects.filter(cluster=cluster).exclude(backend_id="").count()
     cpu_before, api_before = cpu_seconds(), own_cpu()
     worker_before = sum(cpu_seconds({worker_pid}).values()) if worker_pid else 0.0
@@ -308,7 +329,7 @@ def bench_portal(
     threads = max(1, workers // procs)
     started = time.perf_counter()
     children = [
-        context.Process(target=_post_jobs, args=(token, payload, share, threads))
+        context.Process(target=_post_jobs, args=(token, payload, share, threads, batch))
         for share in shares
     ]
     for child in children:
@@ -346,8 +367,10 @@ def bench_portal(
         "PostgreSQL*": used.get("postgres", 0.0),
         "slurmrestd+slurmctld*": used.get("slurmrestd", 0.0) + used.get("slurmctld", 0.0),
     }
+    what = f"{n} jobs in batch POSTs of {batch}" if batch else f"{n} POSTs"
     print(
-        f"      portal: {procs} API processes answered all {n} POSTs in {api_done:.2f} s; "
+        f"      portal{' batch' if batch else ''}: {procs} API processes answered all {what} "
+        f"in {api_done:.2f} s; "
         f"every job had its Slurm id at {elapsed:.2f} s ({batches} forwarding batches)\n"
         "      CPU per portal job: "
         + ", ".join(f"{name} {ms:.1f} ms" for name, ms in groups.items())
@@ -364,6 +387,12 @@ def main() -> None:
     parser.add_argument("--api-procs", type=int, default=2, help="API processes (gunicorn-like)")
     parser.add_argument("--celery-concurrency", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3, help="a, b, c in turn; medians")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=0,
+        help="also submit through POST /api/v1/jobs/batch/ in batches of N (0: single POSTs only)",
+    )
     args = parser.parse_args()
 
     logging.getLogger("celery").setLevel(logging.WARNING)
@@ -384,8 +413,9 @@ def main() -> None:
             f"bench/submit.py: {args.jobs} jobs per method and round, {args.rounds} rounds, "
             f"{args.workers} concurrent submitters, as {USER}; portal: {args.api_procs} API "
             f"processes, forwarding by {args.forward}; load average {os.getloadavg()[0]:.1f}"
+            + (f"; batch POSTs of {args.batch}" if args.batch else "")
         )
-        rates: dict[str, list[float]] = {"rest": [], "sbatch": [], "portal": []}
+        rates: dict[str, list[float]] = {"rest": [], "sbatch": [], "portal": [], "batch": []}
         for round_no in range(1, args.rounds + 1):
             cancel_bench_jobs()
             rates["rest"].append(bench_rest(args.jobs, args.workers))
@@ -402,9 +432,23 @@ def main() -> None:
                     worker.pid if worker is not None else None,
                 )
             )
+            if args.batch:
+                cancel_bench_jobs()
+                rates["batch"].append(
+                    bench_portal(
+                        args.jobs,
+                        args.workers,
+                        args.api_procs,
+                        cluster,
+                        token,
+                        worker.pid if worker is not None else None,
+                        batch=args.batch,
+                    )
+                )
             print(
                 f"  round {round_no}: slurmrestd {rates['rest'][-1]:.1f}/s, "
                 f"sbatch {rates['sbatch'][-1]:.1f}/s, portal {rates['portal'][-1]:.1f}/s"
+                + (f", portal batch {rates['batch'][-1]:.1f}/s" if args.batch else "")
             )
         rest, sbatch, portal = (statistics.median(rates[k]) for k in ("rest", "sbatch", "portal"))
         print(f"  (a) raw slurmrestd : {rest:8.1f} submissions/s (median of {args.rounds})")
@@ -414,6 +458,14 @@ def main() -> None:
         )
         print(f"  portal / slurmrestd = {portal / rest:.2f}  (goal >= 0.5)")
         print(f"  portal / sbatch     = {portal / sbatch:.2f}  (goal >= 1)")
+        if args.batch:
+            batched = statistics.median(rates["batch"])
+            print(
+                f"  (d) portal batch API: {batched:8.1f} submissions/s (POST /api/v1/jobs/batch/, "
+                f"{args.batch} jobs per POST, until every job has a Slurm id)"
+            )
+            print(f"  portal batch / slurmrestd = {batched / rest:.2f}  (goal >= 0.5)")
+            print(f"  portal batch / sbatch     = {batched / sbatch:.2f}  (goal >= 1)")
     finally:
         cancel_bench_jobs()
         if worker is not None:
