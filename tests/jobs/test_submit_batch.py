@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from decimal import Decimal
 from http import HTTPStatus
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from jobs.models import Job, JobEvent
-from jobs.services import jobs_forward_batch
+from jobs.services import job_submit_many, jobs_forward_batch
 from quotas.models import Hold
 
 pytestmark = pytest.mark.django_db
@@ -164,3 +166,35 @@ def test_a_batch_of_50_runs_a_bounded_number_of_queries(api_alice, batch):
     assert len(sql) <= 3 * 50 + 9, len(sql)
     assert len(per_hold) <= 3 * 50 + 4
     assert len(other) <= 5, other
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_that_loses_an_idempotency_race_returns_the_winners_jobs_and_keeps_no_hold(
+    alice, tenant, sim_cluster, allocation, accounts
+):
+    inserted, winner = threading.Event(), {}
+    jobs = [{**JOB, "name": f"race-{i}"} for i in range(3)]
+
+    def submit(key: str) -> list[Job]:
+        return job_submit_many(
+            user=alice, project=tenant.project, cluster=sim_cluster, jobs=jobs, idempotency_key=key
+        )
+
+    def first_request() -> None:
+        try:
+            with transaction.atomic():
+                winner["jobs"] = submit("same")
+                inserted.set()
+                time.sleep(0.5)  # the loser's INSERT waits on the keys meanwhile
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=first_request)
+    thread.start()
+    assert inserted.wait(10)
+    loser = submit("same")
+    thread.join()
+
+    assert [j.pk for j in loser] == [j.pk for j in winner["jobs"]]
+    assert Job.objects.count() == 3
+    assert set(Hold.objects.values_list("job_uuid", flat=True)) == {j.uuid for j in loser}
