@@ -283,27 +283,6 @@ class JobBatchResultSerializer(serializers.Serializer):
     )
 
 
-def _batch_error(errors: Any, prefix: str = "") -> tuple[str | None, str]:
-    """The first error of a batch body, its field named like `jobs[3].gpus`."""
-    if isinstance(errors, dict):
-        for key, value in errors.items():
-            if isinstance(key, int):
-                name = f"{prefix}[{key}]"
-            elif key == "non_field_errors":
-                name = prefix
-            else:
-                name = f"{prefix}.{key}".lstrip(".")
-            return _batch_error(value, name)
-    if isinstance(errors, list):
-        if errors and all(isinstance(e, dict) for e in errors):
-            for i, value in enumerate(errors):
-                if value:
-                    return _batch_error(value, f"{prefix}[{i}]")
-        elif errors:
-            return _batch_error(errors[0], prefix)
-    return prefix or None, str(errors)
-
-
 class JobBatchView(APIView):
     """POST: submit many jobs at once, all or nothing (201; 200 when an Idempotency-Key
     replays an earlier batch)."""
@@ -316,9 +295,7 @@ class JobBatchView(APIView):
     def post(self, request: Request) -> Response:
         user = _user(request)
         serializer = JobBatchRequestSerializer(data=request.data)
-        if not serializer.is_valid():
-            field, message = _batch_error(serializer.errors)
-            raise InvalidJob(f"{field}: {message}" if field else message, field=field)
+        serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         try:
             project = resolve_project(user, data["project"])

@@ -15,16 +15,28 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from portal.errors import DomainError
 
 
-def _first_message(detail: Any) -> tuple[str | None, str]:
-    """Return (field, message) of the first error in a DRF error structure."""
+def _first_message(detail: Any, prefix: str = "") -> tuple[str | None, str]:
+    """(field, message) of the first error in a DRF error structure; nested fields are named
+    like `jobs[3].gpus` and `command.0`."""
     if isinstance(detail, dict):
         for key, value in detail.items():
-            field, msg = _first_message(value)
-            name = key if key != "non_field_errors" else None
-            return (f"{name}.{field}" if name and field else name or field), msg
-    if isinstance(detail, list) and detail:
-        return _first_message(detail[0])
-    return None, str(detail)
+            if not value:
+                continue
+            if isinstance(key, int):
+                name = f"{prefix}[{key}]" if prefix else str(key)
+            elif key == "non_field_errors":
+                name = prefix
+            else:
+                name = f"{prefix}.{key}" if prefix else str(key)
+            return _first_message(value, name)
+    if isinstance(detail, list):
+        for index, item in enumerate(detail):
+            if not item:
+                continue
+            if isinstance(item, dict | list):
+                return _first_message(item, f"{prefix}[{index}]")
+            return _first_message(item, prefix)
+    return prefix or None, str(detail)
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
