@@ -22,6 +22,15 @@ class InsufficientQuota(DomainError):
         self.shortfall = shortfall
 
 
+class InsufficientQuotaForBatch(InsufficientQuota):
+    """A batch of holds does not all fit (nothing was held): required/available are the whole
+    batch's, `index` is the first hold that found no allocation able to cover it."""
+
+    def __init__(self, detail: str, *, required: Decimal, available: Decimal, index: int) -> None:
+        super().__init__(detail, required=required, available=available)
+        self.index = index
+
+
 class InvalidAmount(DomainError):
     code = "invalid_amount"
 

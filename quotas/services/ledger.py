@@ -4,7 +4,7 @@ lock on the allocation. Rules are in quotas/models.py's docstring; reconcile pro
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -20,6 +20,7 @@ from quotas.exceptions import (
     AllocationStateError,
     AllocationSuspended,
     InsufficientQuota,
+    InsufficientQuotaForBatch,
     InvalidAmount,
     NotFacilityAdmin,
 )
@@ -439,6 +440,187 @@ def _refuse_hold(
         f"(short by {value - best} SU)",
         required=value,
         available=best,
+    )
+
+
+def ledger_hold_many(
+    *,
+    actor: User | None,
+    project: Project,
+    cluster: Cluster,
+    holds: Sequence[tuple[Decimal, str, uuid.UUID | None, str]],
+) -> list[Hold]:
+    """Place the holds (amount, key, job_uuid, memo) of one submission, all or nothing, in a
+    handful of statements whatever their number: the same Hold rows, `hold` entries (key
+    "<key>:hold") and counters as ledger_hold called on each in order, and the same policy
+    (each hold on the earliest-ending active allocation that still covers it, so the holds
+    spread over several allocations when one runs out).
+
+    When they do not all fit, nothing is held and InsufficientQuotaForBatch carries the whole
+    batch's required/available (available: what the holds before the first misfit took plus
+    the most one allocation still had for it) and that hold's index; AllocationSuspended as
+    ledger_hold raises it. A key that already exists (a retry, or a key repeated within the
+    batch) makes the whole batch take the sequential path, so same key -> same hold."""
+    items = [(_positive(amount), key, job_uuid, memo) for amount, key, job_uuid, memo in holds]
+    if not items:
+        return []
+    try:
+        # Optimistic, like ledger_hold: keys are nearly always new, so no read of them first;
+        # a repeated key fails the bulk insert and rolls all of this back to the savepoint.
+        with transaction.atomic():
+            return _place_holds(actor=actor, project=project, cluster=cluster, items=items)
+    except IntegrityError:
+        pass
+    with transaction.atomic():
+        placed: list[Hold] = []
+        held = ZERO
+        for i, (value, key, job_uuid, memo) in enumerate(items):
+            try:
+                hold = ledger_hold(
+                    actor=actor,
+                    project=project,
+                    cluster=cluster,
+                    amount=value,
+                    key=key,
+                    job_uuid=job_uuid,
+                    memo=memo,
+                )
+            except InsufficientQuota as exc:
+                _refuse_batch(project, cluster, items, index=i, available=held + exc.available)
+            placed.append(hold)
+            held += hold.amount
+        return placed
+
+
+def _place_holds(
+    *,
+    actor: User | None,
+    project: Project,
+    cluster: Cluster,
+    items: list[tuple[Decimal, str, uuid.UUID | None, str]],
+) -> list[Hold]:
+    now = timezone.now()
+    link = Allocation.clusters.through
+    # The row locks, in the order every other multi-allocation writer takes them.
+    allocations = list(
+        Allocation.objects.select_for_update(no_key=True)
+        .filter(
+            project=project,
+            status=Allocation.Status.ACTIVE,
+            starts_at__lte=now,
+            ends_at__gt=now,
+            pk__in=link.objects.filter(cluster=cluster).values("allocation_id"),
+        )
+        .order_by("ends_at", "id")
+    )
+    left = {a.pk: a.available for a in allocations}
+    chosen: list[Allocation] = []
+    held = ZERO
+    for i, (value, _key, _job_uuid, _memo) in enumerate(items):
+        target = next((a for a in allocations if left[a.pk] >= value), None)
+        if target is None:
+            _refuse_at(
+                project=project,
+                cluster=cluster,
+                items=items,
+                index=i,
+                held=held,
+                rows=[
+                    _Candidate(
+                        a.pk,
+                        a.uuid,
+                        a.status,
+                        a.status_reason,
+                        a.credited,
+                        a.held + (a.available - left[a.pk]),
+                        a.charged,
+                    )
+                    for a in allocations
+                ],
+                now=now,
+            )
+        left[target.pk] -= value
+        held += value
+        chosen.append(target)
+    placed = Hold.objects.bulk_create(
+        Hold(
+            allocation=allocation,
+            cluster=cluster,
+            amount=value,
+            key=key,
+            job_uuid=job_uuid,
+            created_at=now,
+        )
+        for allocation, (value, key, job_uuid, _memo) in zip(chosen, items, strict=True)
+    )
+    entries: dict[int, list[LedgerEntry]] = {a.pk: [] for a in allocations}
+    for hold, (value, key, job_uuid, memo) in zip(placed, items, strict=True):
+        entries[hold.allocation_id].append(
+            LedgerEntry(
+                allocation=hold.allocation,
+                kind=LedgerEntry.Kind.HOLD,
+                amount=value,
+                idempotency_key=f"{key}:hold",
+                actor=actor,
+                memo=memo,
+                job_uuid=job_uuid,
+                hold=hold,
+                cluster=cluster,
+                created_at=now,
+            )
+        )
+    for allocation in allocations:
+        _post_many(allocation, entries[allocation.pk], actor=actor)
+    return placed
+
+
+def _refuse_at(
+    *,
+    project: Project,
+    cluster: Cluster,
+    items: list[tuple[Decimal, str, uuid.UUID | None, str]],
+    index: int,
+    held: Decimal,
+    rows: list[_Candidate],
+    now: datetime,
+) -> NoReturn:
+    """Hold `index` fits nowhere once the holds before it are placed (`rows`: the active
+    allocations as they would then be): AllocationSuspended as ledger_hold would raise it,
+    else the batch's InsufficientQuotaForBatch. Only refusals read the suspended rows."""
+    suspended = [
+        _Candidate(*row)
+        for row in Allocation.objects.filter(
+            project=project,
+            clusters=cluster,
+            status=Allocation.Status.SUSPENDED,
+            starts_at__lte=now,
+            ends_at__gt=now,
+        )
+        .order_by("ends_at", "id")
+        .values_list("pk", "uuid", "status", "status_reason", "credited", "held", "charged")
+    ]
+    try:
+        _refuse_hold(project=project, cluster=cluster, value=items[index][0], rows=rows + suspended)
+    except InsufficientQuota as exc:
+        _refuse_batch(project, cluster, items, index=index, available=held + exc.available)
+
+
+def _refuse_batch(
+    project: Project,
+    cluster: Cluster,
+    items: list[tuple[Decimal, str, uuid.UUID | None, str]],
+    *,
+    index: int,
+    available: Decimal,
+) -> NoReturn:
+    total = sum((value for value, *_ in items), ZERO)
+    raise InsufficientQuotaForBatch(
+        f"Insufficient quota: these {len(items)} holds need {total} SU but project "
+        f"'{project.name}' could hold only {available} SU on cluster '{cluster.name}' "
+        f"(hold {index} did not fit; short by {total - available} SU)",
+        required=total,
+        available=available,
+        index=index,
     )
 
 
