@@ -48,9 +48,9 @@ from jobs.validation import (
     validate_job,
 )
 from portal.errors import PermissionDenied
-from quotas.exceptions import InsufficientQuota
+from quotas.exceptions import InsufficientQuota, InsufficientQuotaForBatch
 from quotas.models import ZERO, Cluster, Hold, Rate
-from quotas.services import Cost, Usage, cost_of, ledger_hold, ledger_settle
+from quotas.services import Cost, Usage, cost_of, ledger_hold, ledger_hold_many, ledger_settle
 from quotas.services import estimate as quota_estimate
 from quotas.services.batch import bulk_insert, bulk_set, ledger_settle_many
 
@@ -342,34 +342,40 @@ def job_submit_many(
     total = sum((cost.total for _, cost in requests), ZERO)
     new_jobs: list[Job] = []
     messages: list[str] = []
-    held = ZERO
-    for i, (request, cost) in enumerate(requests):
-        job_uuid = uuid.uuid4()
-        hold = None
-        message = "Submitted; nothing to hold (free cluster)"
-        if cost.total > 0:
-            try:
-                hold = ledger_hold(
-                    actor=user,
-                    project=project,
-                    cluster=cluster,
-                    amount=cost.total,
-                    key=f"job:{job_uuid}",
-                    job_uuid=job_uuid,
-                    memo=f"Job {request.name}",
+    job_uuids = [uuid.uuid4() for _ in requests]
+    paid = [i for i, (_, cost) in enumerate(requests) if cost.total > 0]
+    try:
+        placed = ledger_hold_many(
+            actor=user,
+            project=project,
+            cluster=cluster,
+            holds=[
+                (
+                    requests[i][1].total,
+                    f"job:{job_uuids[i]}",
+                    job_uuids[i],
+                    f"Job {requests[i][0].name}",
                 )
-            except InsufficientQuota as exc:
-                # Nothing of the batch is kept (this transaction rolls back). What could have
-                # been held: what was, plus the best one allocation still had for this job.
-                raise InsufficientQuota(
-                    f"Insufficient quota: this batch of {len(requests)} jobs needs {total} SU "
-                    f"but project '{project.name}' could hold only {held + exc.available} SU "
-                    f"on cluster '{cluster.name}' (job {i} did not fit; "
-                    f"short by {total - held - exc.available} SU)",
-                    required=total,
-                    available=held + exc.available,
-                ) from exc
-            held += hold.amount
+                for i in paid
+            ],
+        )
+    except InsufficientQuotaForBatch as exc:
+        # Nothing of the batch was held. What could have been: what the jobs before the
+        # first misfit took, plus the best one allocation still had for that job.
+        raise InsufficientQuota(
+            f"Insufficient quota: this batch of {len(requests)} jobs needs {total} SU "
+            f"but project '{project.name}' could hold only {exc.available} SU "
+            f"on cluster '{cluster.name}' (job {paid[exc.index]} did not fit; "
+            f"short by {total - exc.available} SU)",
+            required=total,
+            available=exc.available,
+        ) from exc
+    holds: dict[int, Hold] = dict(zip(paid, placed, strict=True))
+    for i, (request, cost) in enumerate(requests):
+        job_uuid = job_uuids[i]
+        hold = holds.get(i)
+        message = "Submitted; nothing to hold (free cluster)"
+        if hold is not None:
             message = f"Submitted; {hold.amount} SU held"
         messages.append(message)
         new_jobs.append(

@@ -152,20 +152,24 @@ def test_mallory_cannot_submit_a_batch_into_alices_project(api_mallory, batch, m
 def test_a_batch_of_50_runs_a_bounded_number_of_queries(api_alice, batch):
     api_alice.post(URL, batch(1), format="json")  # warms the rate cache
 
+    with CaptureQueriesContext(connection) as small:
+        first = api_alice.post(URL, batch(5), format="json")
     with CaptureQueriesContext(connection) as queries:
         response = api_alice.post(URL, batch(50), format="json")
 
+    assert first.status_code == HTTPStatus.CREATED
     assert response.status_code == HTTPStatus.CREATED
     sql = [q["sql"] for q in queries.captured_queries]
-    per_hold = [q for q in sql if "quotas_hold" in q or "SAVEPOINT" in q]
-    other = [q[:80] for q in sql if q not in per_hold]
-    # Measured: 159 statements = 3 per job + 9. Each hold is one statement inside its own
-    # savepoint (SAVEPOINT, the hold, RELEASE: ledger_hold's atomic block); the rest is
-    # constant whatever the size of the batch: project, cluster, access check, one INSERT of
-    # the jobs, one of the events, and two savepoint pairs (the service, the bulk insert).
-    assert len(sql) <= 3 * 50 + 9, len(sql)
-    assert len(per_hold) <= 3 * 50 + 4
-    assert len(other) <= 5, other
+    # Measured: 16 statements whatever the size of the batch (one allocation): project,
+    # cluster, access check, the service's savepoint pair; ledger_hold_many's savepoint pair
+    # around one SELECT ... FOR NO KEY UPDATE of the allocations, one INSERT of the holds, one
+    # of their entries and one counter UPDATE per allocation touched; one INSERT of the jobs
+    # (in its own savepoint pair) and one of the events. Before: 3 per job + 9 (159).
+    assert len(sql) <= 16, sql
+    assert len(sql) == len(small.captured_queries)
+    assert sum(q.startswith('INSERT INTO "quotas_hold"') for q in sql) == 1
+    assert sum(q.startswith('INSERT INTO "quotas_ledgerentry"') for q in sql) == 1
+    assert sum(q.startswith('UPDATE "quotas_allocation"') for q in sql) == 1
 
 
 @pytest.mark.django_db(transaction=True)
