@@ -520,6 +520,7 @@ def job_ref(job: Job) -> JobRef:
         backend_id=job.backend_id,
         cluster_user=job.cluster_username,
         project=qualified_project(job.project),
+        tasks=job.array_size,
     )
 
 

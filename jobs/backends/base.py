@@ -52,6 +52,7 @@ class JobRef:
     backend_id: str
     cluster_user: str
     project: str = ""  # as JobSpec.project; empty in poll()
+    tasks: int = 1  # array tasks the job asked for (1 for a plain job)
 
 
 @dataclass(frozen=True)

@@ -243,30 +243,43 @@ class SlurmBackend(ComputeBackend):
             return {}
         out: dict[str, UsageRecord] = {}
         accounting_down: BackendUnavailable | None = None
-        if self.accounting:
+        # slurmdbd records an array's tasks one by one and lags under load: a partial set would
+        # undercharge. slurmctld holds every task's record for MinJobAge after the end (sync
+        # runs far more often), so arrays are measured from it first, and from slurmdbd only
+        # once slurmctld has forgotten them, by which time accounting has caught up.
+        self._usage_from_ctld([ref for ref in refs if ref.tasks > 1], out)
+        if self.accounting and len(out) < len(refs):
             try:
-                by_dbd = records.group_dbd(self._dbd_jobs(r.backend_id for r in refs))
+                by_dbd = records.group_dbd(
+                    self._dbd_jobs(r.backend_id for r in refs if r.backend_id not in out)
+                )
             except BackendUnavailable as exc:
                 accounting_down, by_dbd = exc, {}
             for ref in refs:
+                if ref.backend_id in out:
+                    continue
                 found = by_dbd.get(ref.backend_id)
                 if found and records.belongs_to(found, records.comment_for(ref.uuid), dbd=True):
                     record = records.usage_from_dbd(ref.backend_id, found)
                     if record is not None:
                         out[ref.backend_id] = record
-        rest = [ref for ref in refs if ref.backend_id not in out]
-        if rest:
-            by_id = records.group_ctld(self._recent_jobs(max_age=10.0))
-            for ref in rest:
-                found = by_id.get(ref.backend_id)
-                if found and records.belongs_to(found, records.comment_for(ref.uuid), dbd=False):
-                    record = records.usage_from_ctld(ref.backend_id, found)
-                    if record is not None:
-                        out[ref.backend_id] = record
+        self._usage_from_ctld([ref for ref in refs if ref.backend_id not in out], out)
         if accounting_down is not None and len(out) < len(refs):
             # Neither record is at hand for some: finalise them later rather than guess.
             raise accounting_down
         return out
+
+    def _usage_from_ctld(self, refs: Sequence[JobRef], out: dict[str, UsageRecord]) -> None:
+        """Add to `out` the usage of those `refs` slurmctld still has final records of."""
+        if not refs:
+            return
+        by_id = records.group_ctld(self._recent_jobs(max_age=10.0))
+        for ref in refs:
+            found = by_id.get(ref.backend_id)
+            if found and records.belongs_to(found, records.comment_for(ref.uuid), dbd=False):
+                record = records.usage_from_ctld(ref.backend_id, found)
+                if record is not None:
+                    out[ref.backend_id] = record
 
     def read_log(self, ref: JobRef, stream: str, offset: int, limit: int) -> LogChunk:
         """Bytes of <workdir>/stdout.log or stderr.log on the shared filesystem."""

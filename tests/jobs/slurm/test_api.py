@@ -216,9 +216,14 @@ def test_an_array_runs_every_task_and_is_charged_the_sum_of_their_run_times(
     assert job.state == Job.State.COMPLETED
     results = api_alice.get(f"/api/v1/jobs/{job.uuid}/results/").json()["results"]
     assert [r["path"] for r in results] == ["task-0", "task-1", "task-2"]
-    elapsed = [
-        int(e) for e in sacct_field(job.backend_id, "ElapsedRaw").split() if e.strip().isdigit()
-    ]
+    # slurmdbd records array tasks asynchronously (it lags under load): wait for all three.
+    deadline = time.monotonic() + 60
+    while True:
+        raw = sacct_field(job.backend_id, "ElapsedRaw").split()
+        elapsed = [int(e) for e in raw if e.strip().isdigit()]
+        if len(elapsed) >= 3 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
     assert len(elapsed) == 3
     assert job.elapsed_seconds == sum(elapsed)
     assert job.charged_cost == sum(elapsed) * CPU_SU_PER_SECOND
