@@ -167,6 +167,42 @@ def job_estimate(*, user: User, data: Mapping[str, Any]) -> Cost:
     return _estimate(request)
 
 
+def _new_job(
+    request: JobRequest,
+    *,
+    job_uuid: uuid.UUID,
+    user: User,
+    account: ClusterAccount,
+    cost: Cost,
+    hold: Hold | None,
+    idempotency_key: str,
+) -> Job:
+    """An unsaved pending Job for a validated request (one place for both submit paths)."""
+    return Job(
+        uuid=job_uuid,
+        project=request.project,
+        user=user,
+        cluster=request.cluster,
+        name=request.name,
+        script=request.script,
+        image=request.image,
+        command=list(request.command),
+        partition=request.partition,
+        gpus=request.gpus,
+        gpu_type=request.gpu_type,
+        cpus=request.cpus,
+        memory_mb=request.memory_mb,
+        time_limit_minutes=request.time_limit_minutes,
+        array=request.array,
+        array_size=request.array_size,
+        env=request.env,
+        cluster_username=account.username,
+        estimated_cost=cost.total,
+        idempotency_key=idempotency_key,
+        hold=hold,
+    )
+
+
 @transaction.atomic
 def job_submit(
     *,
@@ -230,28 +266,14 @@ def job_submit(
             memo=f"Job {request.name}",
         )
         message = f"Submitted; {hold.amount} SU held"
-    job = Job(
-        uuid=job_uuid,
-        project=project,
+    job = _new_job(
+        request,
+        job_uuid=job_uuid,
         user=user,
-        cluster=cluster,
-        name=request.name,
-        script=request.script,
-        image=request.image,
-        command=list(request.command),
-        partition=request.partition,
-        gpus=request.gpus,
-        gpu_type=request.gpu_type,
-        cpus=request.cpus,
-        memory_mb=request.memory_mb,
-        time_limit_minutes=request.time_limit_minutes,
-        array=request.array,
-        array_size=request.array_size,
-        env=request.env,
-        cluster_username=account.username,
-        estimated_cost=cost.total,
-        idempotency_key=idempotency_key,
+        account=account,
+        cost=cost,
         hold=hold,
+        idempotency_key=idempotency_key,
     )
     if idempotency_key:
         try:
@@ -379,28 +401,14 @@ def job_submit_many(
             message = f"Submitted; {hold.amount} SU held"
         messages.append(message)
         new_jobs.append(
-            Job(
-                uuid=job_uuid,
-                project=project,
+            _new_job(
+                request,
+                job_uuid=job_uuid,
                 user=user,
-                cluster=cluster,
-                name=request.name,
-                script=request.script,
-                image=request.image,
-                command=list(request.command),
-                partition=request.partition,
-                gpus=request.gpus,
-                gpu_type=request.gpu_type,
-                cpus=request.cpus,
-                memory_mb=request.memory_mb,
-                time_limit_minutes=request.time_limit_minutes,
-                array=request.array,
-                array_size=request.array_size,
-                env=request.env,
-                cluster_username=account.username,
-                estimated_cost=cost.total,
-                idempotency_key=_batch_key(idempotency_key, i) if idempotency_key else "",
+                account=account,
+                cost=cost,
                 hold=hold,
+                idempotency_key=_batch_key(idempotency_key, i) if idempotency_key else "",
             )
         )
     try:
