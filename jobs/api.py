@@ -19,7 +19,7 @@ from rest_framework.views import APIView
 
 from accounts.models import Project, User
 from jobs import selectors, services
-from jobs.exceptions import InvalidJob, JobNotFound
+from jobs.exceptions import InvalidJob
 from jobs.models import Job, JobEvent, JobTemplate
 from jobs.selectors import projects_for_user
 from portal.api import CursorPagination, StrictFieldsMixin
@@ -297,14 +297,9 @@ class JobBatchView(APIView):
         serializer = JobBatchRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        try:
-            project = resolve_project(user, data["project"])
-        except InvalidJob as exc:
-            # A project the caller cannot see does not exist for them.
-            raise JobNotFound(exc.detail, field="project") from exc
         jobs = services.job_submit_many(
             user=user,
-            project=project,
+            project=resolve_project(user, data["project"]),
             cluster=resolve_cluster(data["cluster"]),
             jobs=data["jobs"],
             idempotency_key=request.headers.get("Idempotency-Key", "").strip(),

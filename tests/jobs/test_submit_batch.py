@@ -144,7 +144,9 @@ def test_the_same_idempotency_key_returns_the_first_batch_and_creates_nothing_mo
 def test_mallory_cannot_submit_a_batch_into_alices_project(api_mallory, batch, mallory_tenant):
     response = api_mallory.post(URL, batch(3), format="json")
 
-    assert response.status_code == HTTPStatus.NOT_FOUND
+    # As for a single POST: a project the caller cannot see is an unknown body reference.
+    assert response.status_code == HTTPStatus.BAD_REQUEST
+    assert response.json()["field"] == "project"
     assert not Job.objects.exists()
     assert not Hold.objects.exists()
 
