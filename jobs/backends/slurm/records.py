@@ -319,23 +319,7 @@ def usage_from_dbd(backend_id: str, records: Sequence[Mapping[str, Any]]) -> Usa
         tres = tres_list((record.get("tres") or {}).get("allocated") or ())
         for key, value in tres.items():
             per_task[key] = max(per_task.get(key, 0), value)
-    gpus, gpu_type = gpus_of(per_task)
-    return UsageRecord(
-        backend_id=backend_id,
-        elapsed_seconds=elapsed,
-        gpus=gpus,
-        gpu_type=gpu_type,
-        cpus=per_task.get("cpu", 0),
-        memory_mb=per_task.get("mem", 0),
-        tasks=1,
-        started_at=min(starts) if starts else None,
-        ended_at=max(ends) if ends else None,
-        raw={
-            "source": "slurmdbd",
-            "array_tasks": len(records),
-            "alloc_tres": {k: v for k, v in sorted(per_task.items())},
-        },
-    )
+    return _usage_record(backend_id, elapsed, starts, ends, per_task, len(records), "slurmdbd")
 
 
 def usage_from_ctld(backend_id: str, records: Sequence[Mapping[str, Any]]) -> UsageRecord | None:
@@ -358,6 +342,27 @@ def usage_from_ctld(backend_id: str, records: Sequence[Mapping[str, Any]]) -> Us
         tres = parse_tres(str(record.get("tres_alloc_str") or ""))
         for key, value in tres.items():
             per_task[key] = max(per_task.get(key, 0), value)
+    return _usage_record(
+        backend_id,
+        elapsed,
+        starts,
+        ends,
+        per_task,
+        len(records),
+        "slurmctld job record (slurmdbd had no final record yet)",
+    )
+
+
+def _usage_record(
+    backend_id: str,
+    elapsed: int,
+    starts: list[datetime],
+    ends: list[datetime],
+    per_task: dict[str, int],
+    tasks: int,
+    source: str,
+) -> UsageRecord:
+    """One usage record from per-task totals: run time summed, TRES the largest task's."""
     gpus, gpu_type = gpus_of(per_task)
     return UsageRecord(
         backend_id=backend_id,
@@ -370,8 +375,8 @@ def usage_from_ctld(backend_id: str, records: Sequence[Mapping[str, Any]]) -> Us
         started_at=min(starts) if starts else None,
         ended_at=max(ends) if ends else None,
         raw={
-            "source": "slurmctld job record (slurmdbd had no final record yet)",
-            "array_tasks": len(records),
+            "source": source,
+            "array_tasks": tasks,
             "alloc_tres": {k: v for k, v in sorted(per_task.items())},
         },
     )
