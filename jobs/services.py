@@ -898,6 +898,7 @@ def _usage_for(job: Job, record: UsageRecord | None) -> tuple[Usage, dict[str, A
             tasks=max(0, int(record.tasks)),
         )
         source = "accounting"
+        origin = str(record.raw.get("source", ""))
     else:
         seconds = 0
         if job.started_at and job.ended_at:
@@ -910,8 +911,8 @@ def _usage_for(job: Job, record: UsageRecord | None) -> tuple[Usage, dict[str, A
             memory_mb=job.memory_mb,
             tasks=job.array_size if seconds else 0,
         )
-        source = "job record"
-    return usage, {
+        source, origin = "job record", ""
+    details: dict[str, Any] = {
         "elapsed_seconds": usage.seconds,
         "gpus": usage.gpus,
         "gpu_type": usage.gpu_type,
@@ -920,6 +921,11 @@ def _usage_for(job: Job, record: UsageRecord | None) -> tuple[Usage, dict[str, A
         "tasks": usage.tasks,
         "source": source,
     }
+    if origin:
+        # Which record the backend measured from (e.g. slurmdbd, or slurmctld's while
+        # accounting lagged): shown on the job page, kept for disputes.
+        details["backend_source"] = origin
+    return usage, details
 
 
 def _finalize_finished(cluster: Cluster, backend: Any, result: SyncResult) -> int:

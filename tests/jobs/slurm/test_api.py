@@ -111,6 +111,10 @@ def test_a_job_submitted_by_the_api_runs_prints_returns_results_and_is_charged_i
     assert job.state == Job.State.COMPLETED
     assert job.exit_code == 0
     assert job.usage["source"] == "accounting"
+    assert job.usage["backend_source"] in {
+        "slurmdbd",
+        "slurmctld job record (slurmdbd had no final record yet)",
+    }
     assert 3 <= job.elapsed_seconds <= 10
     assert abs(job.elapsed_seconds - run_seconds(job)) <= 1
     assert job.charged_cost == job.elapsed_seconds * CPU_SU_PER_SECOND
