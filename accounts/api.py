@@ -299,14 +299,6 @@ class OrganizationDetailView(APIView):
         return Response(OrganizationDetailSerializer(org).data)
 
 
-def _org_membership(user: Any, org_uuid: str, user_id: int) -> Membership:
-    org = selectors.organization_get_for_user(user, org_uuid)
-    membership = selectors.organization_memberships(org).filter(user_id=user_id).first()
-    if membership is None:
-        raise NotFound("Member not found")
-    return membership
-
-
 class OrganizationMemberListView(generics.ListAPIView[Membership]):
     serializer_class = MembershipSerializer
 
@@ -318,7 +310,7 @@ class OrganizationMemberListView(generics.ListAPIView[Membership]):
 class OrganizationMemberDetailView(APIView):
     @extend_schema(request=RoleSerializer, responses=MembershipSerializer)
     def patch(self, request: Request, uuid: str, user_id: int) -> Response:
-        membership = _org_membership(request.user, uuid, user_id)
+        membership = selectors.organization_member_get(request.user, uuid, user_id)
         role = _require_role(_valid(RoleSerializer, request)["role"], Membership.Role.values)
         membership = services.membership_role_change(
             actor=_actor(request), membership=membership, role=role
@@ -327,7 +319,7 @@ class OrganizationMemberDetailView(APIView):
 
     @extend_schema(request=None, responses={HTTPStatus.NO_CONTENT: None})
     def delete(self, request: Request, uuid: str, user_id: int) -> Response:
-        membership = _org_membership(request.user, uuid, user_id)
+        membership = selectors.organization_member_get(request.user, uuid, user_id)
         services.membership_remove(actor=_actor(request), membership=membership)
         return Response(status=HTTPStatus.NO_CONTENT)
 
@@ -450,18 +442,10 @@ class ProjectMemberListView(generics.ListAPIView[ProjectMember]):
         return Response(ProjectMemberSerializer(member).data, status=HTTPStatus.CREATED)
 
 
-def _project_member(user: Any, project_uuid: str, user_id: int) -> ProjectMember:
-    project = selectors.project_get_for_user(user, project_uuid)
-    member = selectors.project_members(project).filter(user_id=user_id).first()
-    if member is None:
-        raise NotFound("Member not found")
-    return member
-
-
 class ProjectMemberDetailView(APIView):
     @extend_schema(request=RoleSerializer, responses=ProjectMemberSerializer)
     def patch(self, request: Request, uuid: str, user_id: int) -> Response:
-        member = _project_member(request.user, uuid, user_id)
+        member = selectors.project_member_get(request.user, uuid, user_id)
         role = _require_role(_valid(RoleSerializer, request)["role"], ProjectMember.Role.values)
         member = services.project_member_role_change(
             actor=_actor(request), member=member, role=role
@@ -470,7 +454,7 @@ class ProjectMemberDetailView(APIView):
 
     @extend_schema(request=None, responses={HTTPStatus.NO_CONTENT: None})
     def delete(self, request: Request, uuid: str, user_id: int) -> Response:
-        member = _project_member(request.user, uuid, user_id)
+        member = selectors.project_member_get(request.user, uuid, user_id)
         services.project_member_remove(actor=_actor(request), member=member)
         return Response(status=HTTPStatus.NO_CONTENT)
 

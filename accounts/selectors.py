@@ -146,6 +146,24 @@ def project_members(project: Project) -> QuerySet[ProjectMember]:
     )
 
 
+def organization_member_get(user: AnyUser, org_uuid: Any, user_id: int) -> Membership:
+    """One membership of an organization the caller can see; NotFound otherwise."""
+    org = organization_get_for_user(user, org_uuid)
+    membership = organization_memberships(org).filter(user_id=user_id).first()
+    if membership is None:
+        raise NotFound("Member not found")
+    return membership
+
+
+def project_member_get(user: AnyUser, project_uuid: Any, user_id: int) -> ProjectMember:
+    """One member of a project the caller can see; NotFound otherwise."""
+    project = project_get_for_user(user, project_uuid)
+    member = project_members(project).filter(user_id=user_id).first()
+    if member is None:
+        raise NotFound("Member not found")
+    return member
+
+
 def organization_projects_for_user(user: AnyUser, org: Organization) -> QuerySet[Project]:
     return projects_for_user(user).filter(organization=org).order_by("name")
 

@@ -127,18 +127,10 @@ def invitation_revoke(request: HttpRequest, uuid: str, invitation_uuid: str) -> 
     return redirect("accounts:organization_detail", uuid=org.uuid)
 
 
-def _membership(request: HttpRequest, uuid: str, user_id: int) -> Membership:
-    org = visible(selectors.organization_get_for_user, request.user, uuid)
-    membership = selectors.organization_memberships(org).filter(user_id=user_id).first()
-    if membership is None:
-        raise Http404("Member not found")
-    return membership
-
-
 @login_required
 @require_POST
 def organization_member_role(request: HttpRequest, uuid: str, user_id: int) -> HttpResponse:
-    membership = _membership(request, uuid, user_id)
+    membership = visible(selectors.organization_member_get, request.user, uuid, user_id)
     form = OrganizationRoleForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Choose a valid role.")
@@ -157,7 +149,7 @@ def organization_member_role(request: HttpRequest, uuid: str, user_id: int) -> H
 @login_required
 @require_POST
 def organization_member_remove(request: HttpRequest, uuid: str, user_id: int) -> HttpResponse:
-    membership = _membership(request, uuid, user_id)
+    membership = visible(selectors.organization_member_get, request.user, uuid, user_id)
     leaving = membership.user_id == request.user.pk
     done = run_action(
         request,
@@ -262,18 +254,10 @@ def project_member_add(request: HttpRequest, uuid: str) -> HttpResponse:
     return _project_page(request, project, add_form=form)
 
 
-def _project_member(request: HttpRequest, uuid: str, user_id: int) -> ProjectMember:
-    project = visible(selectors.project_get_for_user, request.user, uuid)
-    member = selectors.project_members(project).filter(user_id=user_id).first()
-    if member is None:
-        raise Http404("Member not found")
-    return member
-
-
 @login_required
 @require_POST
 def project_member_role(request: HttpRequest, uuid: str, user_id: int) -> HttpResponse:
-    member = _project_member(request, uuid, user_id)
+    member = visible(selectors.project_member_get, request.user, uuid, user_id)
     form = ProjectRoleForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Choose a valid role.")
@@ -292,7 +276,7 @@ def project_member_role(request: HttpRequest, uuid: str, user_id: int) -> HttpRe
 @login_required
 @require_POST
 def project_member_remove(request: HttpRequest, uuid: str, user_id: int) -> HttpResponse:
-    member = _project_member(request, uuid, user_id)
+    member = visible(selectors.project_member_get, request.user, uuid, user_id)
     leaving = member.user_id == request.user.pk
     done = run_action(
         request,
