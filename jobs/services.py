@@ -21,7 +21,7 @@ from typing import Any, BinaryIO
 from django.conf import settings
 from django.core.cache import cache
 from django.db import IntegrityError, transaction
-from django.db.models import Case, CharField, F, Value, When
+from django.db.models import F
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 from django.utils import timezone
@@ -638,7 +638,8 @@ def _forward_failed(job_id: int, exc: Exception) -> None:
 
 @transaction.atomic
 def _record_forwarded_many(done: Sequence[tuple[Job, str]]) -> None:
-    """_record_forwarded for many jobs: one locking read, one UPDATE, one INSERT of events."""
+    """_record_forwarded for many jobs: one locking read, one UPDATE from arrays of values and
+    one INSERT of events (a CASE over hundreds of ids costs more than the submissions)."""
     if not done:
         return
     now = timezone.now()
@@ -651,25 +652,24 @@ def _record_forwarded_many(done: Sequence[tuple[Job, str]]) -> None:
     )
     if not ids:
         return
-    Job.objects.filter(pk__in=ids).update(
-        state=Job.State.QUEUED,
-        backend_id=Case(
-            *(When(pk=pk, then=Value(backend_ids[pk])) for pk in ids),
-            output_field=CharField(),
-        ),
-        submitted_at=now,
-        state_reason="",
-        updated_at=now,
+    bulk_set(
+        Job,
+        ("state", "backend_id", "submitted_at", "state_reason", "updated_at"),
+        [(pk, Job.State.QUEUED, backend_ids[pk], now, "", now) for pk in ids],
     )
-    JobEvent.objects.bulk_create(
-        JobEvent(
-            job_id=pk,
-            from_state=Job.State.SUBMITTING,
-            to_state=Job.State.QUEUED,
-            message=f"Submitted to the cluster as {backend_ids[pk]}",
-            created_at=now,
-        )
-        for pk in ids
+    bulk_insert(
+        JobEvent,
+        ("job", "from_state", "to_state", "message", "created_at"),
+        [
+            (
+                pk,
+                Job.State.SUBMITTING,
+                Job.State.QUEUED,
+                f"Submitted to the cluster as {backend_ids[pk]}",
+                now,
+            )
+            for pk in ids
+        ],
     )
 
 
