@@ -3,9 +3,10 @@
 
   (a) raw slurmrestd: POST /slurm/v0.0.38/job/submit, `--workers` client threads;
   (b) raw sbatch: `runuser -u <user> -- sbatch ...` (argv list), `--workers` at a time;
-  (c) the portal: POST /api/v1/jobs/ with a bearer token from `--api-procs` forked API
-      processes (like gunicorn workers; Django's test client, one per thread) until every job
-      has a Slurm id. Forwarding runs in a real Celery worker (`--forward celery`, the
+  (c) the portal: POST /api/v1/jobs/ with a bearer token from `--api-procs` API processes
+      forked and connected before the clock starts (like gunicorn's pre-forked workers;
+      Django's test client, one per thread, so no HTTP parsing) until every job has a Slurm
+      id. Forwarding runs in a real Celery worker (`--forward celery`, the
       production path: the API commits and queues) or in the request thread after commit
       (`--forward eager`). Production settings: DJANGO_DEBUG=false, DB_CONN_MAX_AGE=60; the
       application is warmed up in the parent before the fork (as `gunicorn --preload`).
@@ -41,6 +42,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -193,7 +195,7 @@ def make_world() -> tuple[Cluster, str]:
     project = Project.objects.create(organization=org, name="Bench", slug="bench")
     ProjectMember.objects.create(project=project, user=user, role=ProjectMember.Role.PI)
     cluster = Cluster.objects.create(name="slurm", kind=Cluster.Kind.SLURM, options=slurm_options())
-    past = timezone.now() - timezone.timedelta(days=1)
+    past = timezone.now() - timedelta(days=1)
     Rate.objects.create(
         cluster=cluster, resource="cpu_hour", su_per_unit=Decimal(1), effective_from=past
     )
@@ -201,7 +203,7 @@ def make_world() -> tuple[Cluster, str]:
         user=user, cluster=cluster, username=USER, uid=pwd.getpwnam(USER).pw_uid
     )
     allocation = Allocation.objects.create(
-        project=project, starts_at=past, ends_at=timezone.now() + timezone.timedelta(days=30)
+        project=project, starts_at=past, ends_at=timezone.now() + timedelta(days=30)
     )
     allocation.clusters.set([cluster])
     ledger_credit(actor=None, allocation=allocation, amount=Decimal(10**9), key="bench-grant")
@@ -239,22 +241,47 @@ def _requests(payload: dict[str, Any], count: int, batch: int) -> list[tuple[str
 
 
 def _post_jobs(
-    token: str, payload: dict[str, Any], count: int, threads: int, batch: int = 0
+    token: str,
+    payload: dict[str, Any],
+    count: int,
+    threads: int,
+    batch: int,
+    ready: Any,
+    api_cpu: Any,
 ) -> None:
-    """One API process (like one gunicorn worker): `count` jobs from `threads` threads, one
-    POST each, or in batch POSTs of `batch` jobs."""
+    """One API process (like one pre-forked gunicorn worker): warm up, wait at the `ready`
+    barrier with the others (the clock starts there), then submit `count` jobs from `threads`
+    threads, one POST each, or in batch POSTs of `batch` jobs; adds the CPU seconds it used
+    after the barrier to `api_cpu`."""
     local = threading.local()
+    clients = [Client(HTTP_AUTHORIZATION=f"Bearer {token}") for _ in range(threads)]
 
     def submit(request: tuple[str, dict[str, Any]]) -> None:
         if not hasattr(local, "client"):
-            local.client = Client(HTTP_AUTHORIZATION=f"Bearer {token}")
+            local.client = clients.pop()
         url, body = request
         response = local.client.post(url, body, content_type="application/json", secure=True)
         assert response.status_code == 201, response.content
 
     try:
         with ThreadPoolExecutor(threads) as pool:
+            # Each thread opens its database connection and answers one rolled-back request
+            # before the clock starts, as a long-lived worker's threads have (the barrier
+            # makes every thread take one): otherwise the first requests after the fork pay
+            # for copying the parent's memory pages and connecting.
+            together = threading.Barrier(threads)
+
+            def connect(_: int) -> None:
+                warm_up(token, payload, batch)
+                together.wait()
+
+            list(pool.map(connect, range(threads)))
+            ready.wait()  # warmed up: the parent reads the CPU counters
+            ready.wait()  # go
+            before = _process_cpu()
             list(pool.map(submit, _requests(payload, count, batch)))
+            with api_cpu.get_lock():
+                api_cpu.value += _process_cpu() - before
     finally:
         connections.close_all()
 
@@ -279,10 +306,10 @@ def cpu_seconds(pids: set[int] | None = None) -> dict[str, float]:
     return totals
 
 
-def own_cpu() -> float:
-    """CPU seconds of this process and its exited children (the API processes)."""
-    me, children = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
-    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
+def _process_cpu() -> float:
+    """CPU seconds of this process (all its threads)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def warm_up(token: str, payload: dict[str, Any], batch: int = 0) -> None:
@@ -321,19 +348,27 @@ def bench_portal(
     }
     warm_up(token, payload, batch)
     before = Job.objects.filter(cluster=cluster).exclude(backend_id="").count()
-    cpu_before, api_before = cpu_seconds(), own_cpu()
-    worker_before = sum(cpu_seconds({worker_pid}).values()) if worker_pid else 0.0
     connections.close_all()  # children open their own connections
     context = multiprocessing.get_context("fork")
     shares = [n // procs + (1 if p < n % procs else 0) for p in range(procs)]
     threads = max(1, workers // procs)
-    started = time.perf_counter()
+    # The API processes are forked and connected before the clock starts, like gunicorn's
+    # pre-forked workers: the figure is requests answered, not process start-up.
+    ready = context.Barrier(procs + 1)
+    api_cpu = context.Value("d", 0.0)
     children = [
-        context.Process(target=_post_jobs, args=(token, payload, share, threads, batch))
+        context.Process(
+            target=_post_jobs, args=(token, payload, share, threads, batch, ready, api_cpu)
+        )
         for share in shares
     ]
     for child in children:
         child.start()
+    ready.wait()  # every API process has warmed up
+    cpu_before = cpu_seconds()
+    worker_before = sum(cpu_seconds({worker_pid}).values()) if worker_pid else 0.0
+    ready.wait()
+    started = time.perf_counter()
     for child in children:
         child.join()
     api_done = time.perf_counter() - started
@@ -360,7 +395,7 @@ def bench_portal(
     cpu = cpu_seconds()
     used = {k: (cpu[k] - cpu_before.get(k, 0.0)) * 1000 / n for k in cpu}
     groups = {
-        "API processes": (own_cpu() - api_before) * 1000 / n,
+        "API processes": api_cpu.value * 1000 / n,
         "Celery worker": (sum(cpu_seconds({worker_pid}).values()) - worker_before) * 1000 / n
         if worker_pid
         else 0.0,

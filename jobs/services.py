@@ -325,10 +325,10 @@ def job_submit_many(
     idempotency_key: str = "",
 ) -> list[Job]:
     """Submit up to BATCH_MAX jobs at once, all or nothing: each is checked as job_submit
-    checks it (a 400 names `jobs[i].<field>`), each gets its own hold (key "job:<uuid>", so
-    settlement stays per job; any hold that does not fit -> 402 for the whole batch with its
-    shortfall, nothing held), then jobs and events are inserted in bulk and forwarded after
-    commit by the same debounced per-cluster task as job_submit.
+    checks it (a 400 names `jobs[i].<field>`), jobs and events are inserted in bulk, each job
+    gets its own hold (key "job:<uuid>", so settlement stays per job; any hold that does not
+    fit -> 402 for the whole batch with its shortfall, nothing held, no job kept), and the jobs
+    are forwarded after commit by the same debounced per-cluster task as job_submit.
 
     Idempotency: job i of a batch stores "batch:<key>:<i>" as its idempotency key, so the same
     user + key returns the first batch's jobs in order. Two concurrent batches with one key
@@ -362,9 +362,46 @@ def job_submit_many(
             raise InvalidJob(exc.detail, field=field, **exc.extra) from exc
         requests.append((request, _estimate(request, rates=rates)))
     total = sum((cost.total for _, cost in requests), ZERO)
-    new_jobs: list[Job] = []
-    messages: list[str] = []
     job_uuids = [uuid.uuid4() for _ in requests]
+    # Jobs and events first, holds last: placing the holds locks the project's allocation rows
+    # until commit, and every other submission to the project waits on them, so as little as
+    # possible (the holds and one UPDATE linking them) happens under that lock.
+    new_jobs = [
+        _new_job(
+            request,
+            job_uuid=job_uuids[i],
+            user=user,
+            account=account,
+            cost=cost,
+            hold=None,
+            idempotency_key=_batch_key(idempotency_key, i) if idempotency_key else "",
+        )
+        for i, (request, cost) in enumerate(requests)
+    ]
+    try:
+        with transaction.atomic():
+            Job.objects.bulk_create(new_jobs)
+    except IntegrityError:
+        # A concurrent batch with the same key won: answer with its jobs.
+        if not idempotency_key or not (first := _batch_replay(user, idempotency_key)):
+            raise
+        transaction.set_rollback(True)
+        return first
+    now = timezone.now()
+    events = JobEvent.objects.bulk_create(
+        JobEvent(
+            job=job,
+            created_at=now,
+            from_state="",
+            to_state=Job.State.PENDING,
+            message=f"Submitted; {cost.total} SU held"
+            if cost.total > 0
+            else "Submitted; nothing to hold (free cluster)",
+        )
+        for job, (_, cost) in zip(new_jobs, requests, strict=True)
+    )
+    for job, event in zip(new_jobs, events, strict=True):
+        job.submit_events = [event]  # type: ignore[attr-defined]
     paid = [i for i, (_, cost) in enumerate(requests) if cost.total > 0]
     try:
         placed = ledger_hold_many(
@@ -382,8 +419,9 @@ def job_submit_many(
             ],
         )
     except InsufficientQuotaForBatch as exc:
-        # Nothing of the batch was held. What could have been: what the jobs before the
-        # first misfit took, plus the best one allocation still had for that job.
+        # Nothing of the batch was held (and the jobs above roll back with this exception).
+        # What could have been: what the jobs before the first misfit took, plus the best one
+        # allocation still had for that job.
         raise InsufficientQuota(
             f"Insufficient quota: this batch of {len(requests)} jobs needs {total} SU "
             f"but project '{project.name}' could hold only {exc.available} SU "
@@ -392,47 +430,11 @@ def job_submit_many(
             required=total,
             available=exc.available,
         ) from exc
-    holds: dict[int, Hold] = dict(zip(paid, placed, strict=True))
-    for i, (request, cost) in enumerate(requests):
-        job_uuid = job_uuids[i]
-        hold = holds.get(i)
-        message = "Submitted; nothing to hold (free cluster)"
-        if hold is not None:
-            message = f"Submitted; {hold.amount} SU held"
-        messages.append(message)
-        new_jobs.append(
-            _new_job(
-                request,
-                job_uuid=job_uuid,
-                user=user,
-                account=account,
-                cost=cost,
-                hold=hold,
-                idempotency_key=_batch_key(idempotency_key, i) if idempotency_key else "",
-            )
-        )
-    try:
-        with transaction.atomic():
-            Job.objects.bulk_create(new_jobs)
-    except IntegrityError:
-        # A concurrent batch with the same key won: answer with its jobs, roll back our holds.
-        if not idempotency_key or not (first := _batch_replay(user, idempotency_key)):
-            raise
-        transaction.set_rollback(True)
-        return first
-    now = timezone.now()
-    events = JobEvent.objects.bulk_create(
-        JobEvent(
-            job=job,
-            created_at=now,
-            from_state="",
-            to_state=Job.State.PENDING,
-            message=message,
-        )
-        for job, message in zip(new_jobs, messages, strict=True)
+    for i, hold in zip(paid, placed, strict=True):
+        new_jobs[i].hold = hold
+    bulk_set(
+        Job, ("hold",), [(new_jobs[i].pk, hold.pk) for i, hold in zip(paid, placed, strict=True)]
     )
-    for job, event in zip(new_jobs, events, strict=True):
-        job.submit_events = [event]  # type: ignore[attr-defined]
     cluster_id = cluster.pk
     transaction.on_commit(lambda: _enqueue_cluster_forward(cluster_id))
     return new_jobs

@@ -163,15 +163,22 @@ def test_a_batch_of_50_runs_a_bounded_number_of_queries(api_alice, batch):
     assert response.status_code == HTTPStatus.CREATED
     sql = [q["sql"] for q in queries.captured_queries]
     # Measured: 16 statements whatever the size of the batch (one allocation): project,
-    # cluster, access check, the service's savepoint pair; ledger_hold_many's savepoint pair
-    # around one SELECT ... FOR NO KEY UPDATE of the allocations, one INSERT of the holds, one
-    # of their entries and one counter UPDATE per allocation touched; one INSERT of the jobs
-    # (in its own savepoint pair) and one of the events. Before: 3 per job + 9 (159).
+    # cluster, the service's savepoint pair, access check; one INSERT of the jobs (in its own
+    # savepoint pair) and one of the events; then ledger_hold_many's savepoint pair around one
+    # SELECT ... FOR NO KEY UPDATE of the allocations, one INSERT of the holds, one of their
+    # entries and one counter UPDATE per allocation touched; one UPDATE linking the jobs to
+    # their holds. Before batching: 3 per job + 9 (159).
     assert len(sql) <= 16, sql
     assert len(sql) == len(small.captured_queries)
     assert sum(q.startswith('INSERT INTO "quotas_hold"') for q in sql) == 1
     assert sum(q.startswith('INSERT INTO "quotas_ledgerentry"') for q in sql) == 1
     assert sum(q.startswith('UPDATE "quotas_allocation"') for q in sql) == 1
+    # The allocation rows are locked only after the jobs and events are written (the lock
+    # lasts until commit, and other submissions to the project wait on it).
+    first_index = next(i for i, q in enumerate(sql) if q.startswith('INSERT INTO "jobs_job"'))
+    lock_index = next(i for i, q in enumerate(sql) if q.startswith('SELECT "quotas_allocation"'))
+    assert "FOR NO KEY UPDATE" in sql[lock_index]
+    assert first_index < lock_index
 
 
 @pytest.mark.django_db(transaction=True)
