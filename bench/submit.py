@@ -10,9 +10,9 @@
       production path: the API commits and queues) or in the request thread after commit
       (`--forward eager`). Production settings: DJANGO_DEBUG=false, DB_CONN_MAX_AGE=60; the
       application is warmed up in the parent before the fork (as `gunicorn --preload`).
-  (d) with `--batch N`: the portal again, the same jobs POSTed to /api/v1/jobs/batch/ in
-      batches of N (a workflow tool or a sweep); (c) and (d) are both printed, each with its
-      ratios to (a) and (b).
+  (d) the portal again, the same jobs POSTed to /api/v1/jobs/batch/ in batches of `--batch`
+      (50; a workflow tool or a sweep; 0 skips it); (c) and (d) are both printed, each with
+      its ratios to (a) and (b).
 
 The machine is shared, so the three are measured in turn for `--rounds` rounds and the
 medians compared.
@@ -23,7 +23,7 @@ cluster is left idle. Creates a throw-away database next to DATABASE_URL's
 (<name>_bench_submit).
 
     python bench/submit.py [--jobs 200] [--rounds 3] [--workers 4] [--api-procs 2]
-                           [--forward celery|eager] [--batch N]
+                           [--forward celery|eager] [--batch 50]
 """
 
 from __future__ import annotations
@@ -425,7 +425,7 @@ def main() -> None:
     parser.add_argument(
         "--batch",
         type=int,
-        default=0,
+        default=50,
         help="also submit through POST /api/v1/jobs/batch/ in batches of N (0: single POSTs only)",
     )
     args = parser.parse_args()
