@@ -12,9 +12,15 @@ Served (JSON unless noted):
     /api/v1/pods, /api/v1/namespaces/{ns}/pods       GET (list)
     /api/v1/namespaces/{ns}/pods/{name}/log          GET, text/plain (container, limitBytes,
                                                      tailLines)
-List calls filter by `labelSelector` (=, ==, !=, in, notin, exists, !exists). Errors are
-`Status` objects: 401 Unauthorized, 404 NotFound, 409 AlreadyExists, 422 Invalid (with
-causes), 400 BadRequest (log of a container that has not started).
+List calls filter by `labelSelector` (=, ==, !=, in, notin, exists, !exists) and page like
+the real API server over etcd: objects in key order (namespace/name), `limit` items a page,
+`metadata.continue` (an opaque meta.k8s.io/v1 token) while keys remain after the page and
+absent on the last page, `remainingItemCount` only without a selector; continued pages come
+from the snapshot the first page saw. `compact()` expires every token handed out (410 Expired,
+with an inconsistent-continue token in the Status) and `expire_continue_tokens(n)` does so
+just before each of the next n continued requests. Errors are `Status` objects: 401
+Unauthorized, 404 NotFound, 409 AlreadyExists, 410 Expired, 422 Invalid (with causes), 400
+BadRequest (log of a container that has not started, a bad limit or continue token).
 
 Time only moves with `server.advance(seconds)`. A Job gets its pods at creation (Pending, so
 the portal sees it queued); on the next advance the fake kubelet starts them at the current
@@ -39,6 +45,7 @@ next advance (or at once with `foreground_linger=False`). Owned ConfigMaps go wi
 
 from __future__ import annotations
 
+import base64
 import copy
 import email.utils
 import json
@@ -74,18 +81,20 @@ class ApiError(Exception):
         message: str,
         *,
         details: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.reason = reason
         self.message = message
         self.details = details or {}
+        self.metadata = metadata or {}
 
     def status(self) -> dict[str, Any]:
         body: dict[str, Any] = {
             "kind": "Status",
             "apiVersion": "v1",
-            "metadata": {},
+            "metadata": dict(self.metadata),
             "status": "Failure",
             "message": self.message,
             "reason": self.reason,
@@ -104,6 +113,37 @@ def _not_found(resource: str, group: str, name: str) -> ApiError:
         f'{plural} "{name}" not found',
         details={"name": name, "group": group, "kind": resource},
     )
+
+
+_CONTINUE_VERSION = "meta.k8s.io/v1"
+# The apiserver's own words (k8s.io/apiserver/pkg/storage/etcd3).
+_INCONSISTENT_CONTINUE = (
+    "The provided continue parameter is too old to display a consistent list result. You can "
+    "start a new list without the continue parameter, or use the continue token in this "
+    "response to retrieve the remainder of the results. Continuing with the provided token "
+    "results in an inconsistent list - objects that were created, modified, or deleted between "
+    "the time the first chunk was returned and now may show up in the list."
+)
+
+
+def encode_continue(start: str, version: int) -> str:
+    """A continue token as the apiserver makes it: unpadded URL-safe base64 of its JSON."""
+    raw = json.dumps({"v": _CONTINUE_VERSION, "rv": version, "start": start}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).rstrip(b"=").decode()
+
+
+def decode_continue(token: str) -> tuple[str, int]:
+    """(start key, resourceVersion) of a continue token; 400 BadRequest when it is not one."""
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        version, rv, start = data["v"], data["rv"], data["start"]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ApiError(400, "BadRequest", f"invalid continue token: {exc}") from exc
+    if version != _CONTINUE_VERSION or not isinstance(rv, int) or rv == 0:
+        raise ApiError(400, "BadRequest", "invalid continue token: bad version")
+    if not isinstance(start, str) or not start or ".." in start.split("/"):
+        raise ApiError(400, "BadRequest", f"invalid continue token: bad start key {start!r}")
+    return start, rv
 
 
 def parse_selector(selector: str) -> list[tuple[str, str, set[str]]]:
@@ -187,6 +227,9 @@ class FakeKubernetes:
         self.created_jobs: list[dict[str, Any]] = []  # every accepted Job body, as sent
         self.faults: list[tuple[str, re.Pattern[str], int, bool]] = []
         self._version = 0
+        # What paged lists continue from, like etcd's history: (resource, rv) -> key -> object.
+        self._snapshots: dict[tuple[str, int], dict[str, dict[str, Any]]] = {}
+        self._compact_before_continue = 0
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
@@ -219,6 +262,17 @@ class FakeKubernetes:
         """Answer the next matching request with `code` (e.g. 500, 403) instead; with
         `after`, carry the request out first (the answer is what gets lost)."""
         self.faults.append((method.upper(), re.compile(path_pattern), code, after))
+
+    def compact(self) -> None:
+        """Compact the history: every continue token handed out so far answers 410 Expired."""
+        with self.lock:
+            self._snapshots.clear()
+
+    def expire_continue_tokens(self, times: int = 1) -> None:
+        """Compact just before each of the next `times` requests carrying a continue token, so
+        the token each of them carries has expired."""
+        with self.lock:
+            self._compact_before_continue = times
 
     def calls(self, method: str | None = None, path: str | None = None) -> list[str]:
         """Paths of recorded requests, filtered by method and exact path or regex."""
@@ -356,27 +410,77 @@ class FakeKubernetes:
         if namespace not in self.namespaces:
             raise _not_found("namespaces", "", namespace)
 
-    def _filtered(self, items: list[dict[str, Any]], query: dict[str, str]) -> list[dict[str, Any]]:
-        requirements = parse_selector(query.get("labelSelector", ""))
-        return [
-            copy.deepcopy(o)
-            for o in items
-            if selector_matches(requirements, (o.get("metadata") or {}).get("labels") or {})
-        ]
+    def _stored(self, resource: str) -> dict[str, dict[str, Any]]:
+        """A resource's objects by etcd key (/registry/<resource>/[<namespace>/]<name>)."""
+        if resource == "namespaces":
+            return {f"/registry/namespaces/{name}": o for name, o in self.namespaces.items()}
+        store = {"jobs": self.jobs, "pods": self.pods}[resource]
+        return {f"/registry/{resource}/{ns}/{name}": o for (ns, name), o in store.items()}
 
-    def _list(self, kind: str, api_version: str, items: list[dict[str, Any]]) -> tuple[int, Any]:
+    def _list(
+        self,
+        kind: str,
+        api_version: str,
+        resource: str,
+        namespace: str | None,
+        query: dict[str, str],
+    ) -> tuple[int, Any]:
+        """A list answer, paged like the apiserver's etcd3 storage (see the module docstring)."""
+        prefix = f"/registry/{resource}/" + (f"{namespace}/" if namespace else "")
+        try:
+            limit = int(query.get("limit") or 0)
+        except ValueError as exc:
+            raise ApiError(400, "BadRequest", f"invalid limit: {exc}") from exc
+        requirements = parse_selector(query.get("labelSelector", ""))
+        version, start = self._version, prefix
+        objects: dict[str, dict[str, Any]] | None = None
+        if token := query.get("continue"):
+            start_key, token_version = decode_continue(token)
+            start = prefix + start_key
+            if self._compact_before_continue:
+                self._compact_before_continue -= 1
+                self._snapshots.clear()
+            if token_version != -1:  # -1: carry on from the latest state, knowingly inconsistent
+                version = token_version
+                objects = self._snapshots.get((resource, version))
+                if objects is None:
+                    raise ApiError(
+                        410,
+                        "Expired",
+                        _INCONSISTENT_CONTINUE,
+                        metadata={"continue": encode_continue(start_key, -1)},
+                    )
+        live = objects is None
+        if objects is None:
+            objects = self._stored(resource)
+        keys = sorted(k for k in objects if k.startswith(prefix) and k >= start)
+        items: list[dict[str, Any]] = []
+        examined = 0
+        for key in keys:
+            if limit and len(items) == limit:
+                break
+            examined += 1
+            labels = (objects[key].get("metadata") or {}).get("labels") or {}
+            if selector_matches(requirements, labels):
+                items.append(copy.deepcopy(objects[key]))
+        metadata: dict[str, Any] = {"resourceVersion": str(version)}
+        if examined < len(keys):  # the page is full and keys remain after it
+            next_key = keys[examined - 1][len(prefix) :] + "\x00"
+            metadata["continue"] = encode_continue(next_key, version)
+            if not requirements:
+                metadata["remainingItemCount"] = len(keys) - examined
+            if live:  # later pages are read from this moment's state
+                self._snapshots[(resource, version)] = copy.deepcopy(objects)
         return 200, {
             "kind": kind,
             "apiVersion": api_version,
-            "metadata": {"resourceVersion": str(self._version)},
+            "metadata": metadata,
             "items": items,
         }
 
     # namespaces
     def _list_namespaces(self, *, query: dict[str, str], body: Any) -> tuple[int, Any]:
-        return self._list(
-            "NamespaceList", "v1", self._filtered(list(self.namespaces.values()), query)
-        )
+        return self._list("NamespaceList", "v1", "namespaces", None, query)
 
     def _create_ns(self, *, query: dict[str, str], body: Any) -> tuple[int, Any]:
         self._validate_meta(body, "Namespace", label_name=True)
@@ -492,8 +596,7 @@ class FakeKubernetes:
     def _list_jobs(
         self, namespace: str | None = None, *, query: dict[str, str], body: Any
     ) -> tuple[int, Any]:
-        items = [j for (ns, _), j in sorted(self.jobs.items()) if namespace in (None, ns)]
-        return self._list("JobList", "batch/v1", self._filtered(items, query))
+        return self._list("JobList", "batch/v1", "jobs", namespace, query)
 
     def _read_job(
         self, namespace: str, name: str, *, query: dict[str, str], body: Any
@@ -619,8 +722,7 @@ class FakeKubernetes:
     def _list_pods(
         self, namespace: str | None = None, *, query: dict[str, str], body: Any
     ) -> tuple[int, Any]:
-        items = [p for (ns, _), p in sorted(self.pods.items()) if namespace in (None, ns)]
-        return self._list("PodList", "v1", self._filtered(items, query))
+        return self._list("PodList", "v1", "pods", namespace, query)
 
     def _pod_log(
         self, namespace: str, name: str, *, query: dict[str, str], body: Any
@@ -949,6 +1051,8 @@ class FakeKubernetes:
                 self._start_pending()
             self.now = until
             self._expire_finished()
+            # Status writes are new resourceVersions: lists before and after differ in theirs.
+            self._version += 1
 
     def _pod_finished(self, pod: dict[str, Any]) -> None:
         job = self._job_of(pod)
