@@ -6,7 +6,8 @@ Cluster options (`Cluster.options`, checked by `check_options` at startup):
                 bearer token read from `token_env` (an environment variable name) or `token_file`
                 (a path, re-read when it changes); or `kubeconfig` (path, optional `context`);
                 or `in_cluster: true`. A token is never stored in the options.
-                `connect_timeout` / `read_timeout` in seconds (5 / 30).
+                `connect_timeout` / `read_timeout` in seconds (5 / 30). `list_page_size`
+                (default 500): at most this many Jobs or Pods per list request.
     namespaces  `namespace_prefix` (default "gpuc-"): one namespace per project, prefix +
                 "<organization slug>.<project slug>" made DNS-1123 safe (the dot becomes a
                 dash plus a short hash, so projects with the same slug in two organizations
@@ -32,9 +33,13 @@ Cluster options (`Cluster.options`, checked by `check_options` at startup):
 Behaviour worth knowing:
 - The Job is named gpuc-<uuid> and labelled gpu-commons/job-uuid, so a retried submission
   meets 409 AlreadyExists and is treated as already submitted.
-- poll() makes one list call per cluster (all namespaces, or the fixed `namespace`) with the
-  managed-by label selector, plus one pods list only when some jobs failed (exit codes).
-  usage() reuses that listing when it is fresh, so a sync tick costs one Jobs list.
+- poll() makes one listing per cluster (all namespaces, or the fixed `namespace`) with the
+  managed-by label selector, plus one pods listing only when some jobs failed (exit codes).
+  usage() reuses that listing when it is fresh, so a sync tick costs one Jobs listing.
+- Every list is paged (`limit` = list_page_size, then `continue`): one request per page, all
+  pages from the snapshot the first one saw, whose Date header is the listing's time. When a
+  continue token expires (410 Expired) the listing starts again once from a fresh first page,
+  never returning part of a list; a second expiry is BackendUnavailable.
 - The time limit is the Job's activeDeadlineSeconds: for arrays it covers the whole array
   (Kubernetes enforces it per Job), and usage is wall time x min(parallelism, completions).
 - Kubernetes merges stderr into stdout: the "stderr" stream is always empty with eof. For

@@ -10,7 +10,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -405,47 +405,81 @@ class KubernetesBackend(ComputeBackend):
     # -- find, poll, usage ----------------------------------------------------------------
 
     def _list_jobs(self, selector: str) -> tuple[list[dict[str, Any]], datetime]:
-        """One list call: all namespaces, or the fixed namespace of a namespaced token."""
+        """Every matching Job, all namespaces or the fixed namespace of a namespaced token,
+        with the server's time of the listing (see _list_all)."""
         batch = self._batch()
-        with self._calling("list Jobs"):
-            if self.options.get("namespace"):
-                response = batch.list_namespaced_job(
-                    self.options["namespace"],
-                    label_selector=selector,
-                    _preload_content=False,
-                    _request_timeout=self._timeout,
-                )
-            else:
-                response = batch.list_job_for_all_namespaces(
-                    label_selector=selector,
-                    _preload_content=False,
-                    _request_timeout=self._timeout,
-                )
-            body, now = self._json(response)
-        return list(body.get("items") or []), now
+        if self.options.get("namespace"):
+            return self._list_all(
+                "list Jobs", batch.list_namespaced_job, selector, self.options["namespace"]
+            )
+        return self._list_all("list Jobs", batch.list_job_for_all_namespaces, selector)
 
     def _list_pods(self, selector: str, namespace: str | None = None) -> list[dict[str, Any]]:
         core = self._core()
         namespace = namespace or self.options.get("namespace")
-        with self._calling("list Pods"):
-            if namespace:
-                response = core.list_namespaced_pod(
-                    namespace,
-                    label_selector=selector,
-                    _preload_content=False,
-                    _request_timeout=self._timeout,
-                )
-            else:
-                response = core.list_pod_for_all_namespaces(
-                    label_selector=selector,
-                    _preload_content=False,
-                    _request_timeout=self._timeout,
-                )
-            body, _ = self._json(response)
-        return list(body.get("items") or [])
+        if namespace:
+            items, _ = self._list_all("list Pods", core.list_namespaced_pod, selector, namespace)
+        else:
+            items, _ = self._list_all("list Pods", core.list_pod_for_all_namespaces, selector)
+        return items
+
+    def _list_all(
+        self, action: str, list_call: Callable[..., Any], selector: str, *args: Any
+    ) -> tuple[list[dict[str, Any]], datetime]:
+        """All items of a list call, `list_page_size` per request, and the server's time at the
+        first page: the pages are one consistent snapshot taken then. An expired continue token
+        (410) restarts the listing once with a fresh list; a second expiry is transient."""
+        from kubernetes.client.exceptions import ApiException
+
+        page_size = self._page_size()
+        for attempt in (1, 2):
+            items: list[dict[str, Any]] = []
+            listed_at: datetime | None = None
+            token: str | None = None
+            with self._calling(action):
+                while True:
+                    try:
+                        response = list_call(
+                            *args,
+                            label_selector=selector,
+                            limit=page_size,
+                            _continue=token,
+                            _preload_content=False,
+                            _request_timeout=self._timeout,
+                        )
+                    except ApiException as exc:
+                        if exc.status == 410 and token is not None:
+                            break  # the snapshot was compacted away: its pages are gone
+                        raise
+                    body, now = self._json(response)
+                    listed_at = listed_at or now
+                    items.extend(body.get("items") or [])
+                    token = (body.get("metadata") or {}).get("continue") or None
+                    if token is None:
+                        return items, listed_at
+            logger.warning(
+                "Cluster %s: continue token expired while paging (%s, attempt %d)",
+                self.name,
+                action,
+                attempt,
+            )
+        raise BackendUnavailable(
+            f"Kubernetes API of {self.name} failed to {action}: the continue token expired "
+            "twice while paging; the listing is retried later."
+        )
+
+    def _page_size(self) -> int:
+        size = self.options.get("list_page_size", option_checks.DEFAULT_LIST_PAGE_SIZE)
+        if not option_checks.is_positive_int(size):
+            # A cluster misconfigured at runtime makes its jobs wait, never rejects them.
+            raise BackendUnavailable(
+                f"Cluster {self.name}: list_page_size must be a positive whole number "
+                f"(got {size!r})."
+            )
+        return int(size)
 
     def find(self, uuids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
-        """Jobs already carrying these portal uuids: one labelled list call (per 100 uuids)."""
+        """Jobs already carrying these portal uuids: one labelled listing (per 100 uuids)."""
         found: dict[uuid.UUID, str] = {}
         wanted = [str(u) for u in uuids]
         for start in range(0, len(wanted), SELECTOR_CHUNK):
@@ -492,7 +526,7 @@ class KubernetesBackend(ComputeBackend):
         return result
 
     def usage(self, refs: Sequence[JobRef]) -> dict[str, UsageRecord]:
-        """Requested resources x wall time, from poll()'s fresh listing or one new list call."""
+        """Requested resources x wall time, from poll()'s fresh listing or one new listing."""
         if not refs:
             return {}
         with self._lock:

@@ -21,7 +21,20 @@ from jobs.backends.kubernetes.objects import (
 )
 
 _CONNECTION_KEYS = ("token_env", "token_file", "kubeconfig", "in_cluster")
-_POSITIVE_INTS = ("max_gpus", "max_cpus", "max_memory_mb", "max_time_minutes", "max_array_tasks")
+_POSITIVE_INTS = (
+    "max_gpus",
+    "max_cpus",
+    "max_memory_mb",
+    "max_time_minutes",
+    "max_array_tasks",
+    "list_page_size",
+)
+DEFAULT_LIST_PAGE_SIZE = 500
+
+
+def is_positive_int(value: Any) -> bool:
+    """A whole number of at least 1 (true and false are not numbers here)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def check_options(options: Mapping[str, Any]) -> list[str]:
@@ -98,9 +111,7 @@ def check_options(options: Mapping[str, Any]) -> list[str]:
     if options.get("priority_class") and not DNS_SUBDOMAIN.match(str(options["priority_class"])):
         problems.append("priority_class must be a PriorityClass name.")
     for key in _POSITIVE_INTS:
-        if key in options and (
-            not isinstance(options[key], int) or isinstance(options[key], bool) or options[key] < 1
-        ):
+        if key in options and not is_positive_int(options[key]):
             problems.append(f"{key} must be a positive whole number.")
     for key in ("gpu_quota", "ttl_seconds_after_finished"):
         if key in options and (not isinstance(options[key], int) or options[key] < 0):

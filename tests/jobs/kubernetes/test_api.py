@@ -247,6 +247,33 @@ def test_a_sync_tick_makes_one_list_call_whatever_the_number_of_jobs(
     assert set(Job.objects.values_list("state", flat=True)) == {Job.State.COMPLETED}
 
 
+def test_a_sync_tick_on_a_cluster_listing_two_jobs_a_page_sees_all_five_jobs(
+    api_alice, body, k8s, k8s_cluster
+):
+    k8s_cluster.options = {**k8s_cluster.options, "list_page_size": 2}
+    k8s_cluster.save(update_fields=["options"])
+    jobs = [_submit(api_alice, body, time_limit_minutes=30) for _ in range(5)]
+    for job in jobs:
+        job_forward(job_id=job.pk)
+    k8s.advance(10)
+    k8s.requests.clear()
+
+    cluster_sync(cluster=k8s_cluster)
+
+    assert set(Job.objects.values_list("state", flat=True)) == {Job.State.RUNNING}
+    pages = [query for _, path, query in k8s.requests if path == JOBS_LIST]
+    assert k8s.calls() == [JOBS_LIST] * 3
+    assert [page["limit"] for page in pages] == [["2"]] * 3
+    assert ["continue" in page for page in pages] == [False, True, True]
+    assert pages[1]["continue"] != pages[2]["continue"]
+
+    k8s.advance(3600)
+    result = cluster_sync(cluster=k8s_cluster)
+
+    assert result.finalized == 5
+    assert set(Job.objects.values_list("state", flat=True)) == {Job.State.COMPLETED}
+
+
 def test_one_allocation_pays_for_jobs_on_a_simulated_and_a_kubernetes_cluster_and_reconciles(
     api_alice, tenant, alice, k8s, k8s_cluster, sim_cluster, sim
 ):

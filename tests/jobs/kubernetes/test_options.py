@@ -79,6 +79,16 @@ def test_each_bad_option_is_named_in_a_sentence(changes, words):
     assert all(problem.endswith(".") for problem in problems)
 
 
+@pytest.mark.parametrize("size", [0, -1, 2.5, "500", True])
+def test_a_list_page_size_that_is_not_a_positive_whole_number_is_refused(size):
+    assert _problems(list_page_size=size) == ["list_page_size must be a positive whole number."]
+
+
+def test_a_positive_list_page_size_is_accepted():
+    assert _problems(list_page_size=1) == []
+    assert _problems(list_page_size=5000) == []
+
+
 def _spec(**fields: Any) -> JobSpec:
     data: dict[str, Any] = {
         "uuid": uuid.uuid4(),
