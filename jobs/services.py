@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,8 +21,6 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.db.models import F
-from django.db.models.signals import post_delete, post_save
-from django.dispatch import receiver
 from django.utils import timezone
 
 from accounts.models import Project, ProjectMember, User
@@ -50,7 +47,15 @@ from jobs.validation import (
 from portal.errors import PermissionDenied
 from quotas.exceptions import InsufficientQuota, InsufficientQuotaForBatch
 from quotas.models import ZERO, Cluster, Hold, Rate
-from quotas.services import Cost, Usage, cost_of, ledger_hold, ledger_hold_many, ledger_settle
+from quotas.services import (
+    Cost,
+    Usage,
+    cached_rates_at,
+    cost_of,
+    ledger_hold,
+    ledger_hold_many,
+    ledger_settle,
+)
 from quotas.services import estimate as quota_estimate
 from quotas.services.batch import bulk_insert, bulk_set, ledger_settle_many
 
@@ -250,7 +255,7 @@ def job_submit(
         env=env,
     )
     _check_with_backend(request, cluster_user=account.username)
-    cost = _estimate(request, rates=_cluster_rates(cluster))
+    cost = _estimate(request, rates=cached_rates_at(cluster=cluster))
     job_uuid = uuid.uuid4()
     hold = None
     message = "Submitted; nothing to hold (free cluster)"
@@ -347,7 +352,7 @@ def job_submit_many(
     if len(jobs) > BATCH_MAX:
         raise InvalidJob(f"A batch holds at most {BATCH_MAX} jobs", field="jobs")
     account = check_submit_access(user=user, project=project, cluster=cluster)
-    rates = _cluster_rates(cluster)
+    rates = cached_rates_at(cluster=cluster)
     requests: list[tuple[JobRequest, Cost]] = []
     for i, data in enumerate(jobs):
         try:
@@ -438,37 +443,6 @@ def job_submit_many(
     cluster_id = cluster.pk
     transaction.on_commit(lambda: _enqueue_cluster_forward(cluster_id))
     return new_jobs
-
-
-# Rates change rarely: each process keeps a cluster's whole rate table (every effective date)
-# for a few seconds and picks the rates in force at the moment of each estimate, so a rate
-# scheduled for later applies from its date on. Saving or deleting a Rate clears this process's
-# copy at once; other processes see it within RATES_TTL seconds.
-RATES_TTL = 2.0
-_rates: dict[int, tuple[float, list[tuple[str, str, datetime, Decimal]]]] = {}
-
-
-def _cluster_rates(cluster: Cluster, at: datetime | None = None) -> dict[tuple[str, str], Decimal]:
-    now = time.monotonic()
-    cached = _rates.get(cluster.pk)
-    if cached is None or cached[0] < now:
-        table = list(
-            Rate.objects.filter(cluster=cluster)
-            .order_by("resource", "gpu_type", "-effective_from")
-            .values_list("resource", "gpu_type", "effective_from", "su_per_unit")
-        )
-        _rates[cluster.pk] = cached = (now + RATES_TTL, table)
-    at = at or timezone.now()
-    current: dict[tuple[str, str], Decimal] = {}
-    for resource, gpu_type, effective_from, su_per_unit in cached[1]:
-        if effective_from <= at:
-            current.setdefault((resource, gpu_type), su_per_unit)
-    return current
-
-
-@receiver([post_save, post_delete], sender=Rate, dispatch_uid="jobs.services.forget_rates")
-def _forget_rates(**kwargs: Any) -> None:
-    _rates.clear()
 
 
 FORWARD_DEBOUNCE_KEY = "jobs:forward:{cluster_id}"

@@ -1,6 +1,9 @@
 """Django admin for every quotas model. Ledger entries and holds are read-only (the ledger is
 append-only and changes only through quotas.services); allocation counters and request states
-are read-only too: use /manage/ (or the services) to credit, adjust, extend or review."""
+are read-only too: use /manage/ (or the services) to credit, adjust, extend or review. Rates
+are read-only as well: they are scheduled only through quotas.services.rate_create (/manage/
+rates), which refuses to backdate one (past charges never change) and clears the cached rate
+tables."""
 
 from __future__ import annotations
 
@@ -36,7 +39,17 @@ class RateInline(admin.TabularInline):  # type: ignore[type-arg]
     model = Rate
     extra = 0
     fields = ["resource", "gpu_type", "su_per_unit", "effective_from"]
+    readonly_fields = ["resource", "gpu_type", "su_per_unit", "effective_from"]
     ordering = ["resource", "gpu_type", "-effective_from"]
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
 
 @admin.register(Cluster)
@@ -48,7 +61,7 @@ class ClusterAdmin(SimpleHistoryAdmin):  # type: ignore[type-arg]
 
 
 @admin.register(Rate)
-class RateAdmin(SimpleHistoryAdmin):  # type: ignore[type-arg]
+class RateAdmin(ReadOnlyAdmin, SimpleHistoryAdmin):  # type: ignore[misc]
     list_display = ["cluster", "resource", "gpu_type", "su_per_unit", "effective_from"]
     list_filter = ["cluster", "resource"]
     date_hierarchy = "effective_from"

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -64,6 +65,41 @@ def rates_at(*, cluster: Cluster, at: datetime | None = None) -> dict[tuple[str,
     ):
         current.setdefault((resource, gpu_type), su_per_unit)
     return current
+
+
+# Rates change rarely, and every submission prices its job: each process keeps a cluster's
+# whole rate table (every effective date) for a few seconds and picks the rates in force at the
+# moment asked, so a rate scheduled for later applies from its date on. rate_create clears
+# this process's copy when it commits; other processes see a new rate within RATES_TTL seconds
+# (a rate cannot take effect in the past, and one scheduled "now" is backdated by at most
+# _BACKDATE_TOLERANCE anyway).
+RATES_TTL = 2.0
+_tables: dict[int, tuple[float, list[tuple[str, str, datetime, Decimal]]]] = {}
+
+
+def cached_rates_at(
+    *, cluster: Cluster, at: datetime | None = None
+) -> dict[tuple[str, str], Decimal]:
+    """rates_at from this process's copy of the cluster's rate table (at most RATES_TTL old)."""
+    now = time.monotonic()
+    cached = _tables.get(cluster.pk)
+    if cached is None or cached[0] < now:
+        table = list(
+            Rate.objects.filter(cluster=cluster)
+            .order_by("resource", "gpu_type", "-effective_from")
+            .values_list("resource", "gpu_type", "effective_from", "su_per_unit")
+        )
+        _tables[cluster.pk] = cached = (now + RATES_TTL, table)
+    at = at or timezone.now()
+    current: dict[tuple[str, str], Decimal] = {}
+    for resource, gpu_type, effective_from, su_per_unit in cached[1]:
+        if effective_from <= at:
+            current.setdefault((resource, gpu_type), su_per_unit)
+    return current
+
+
+def forget_cached_rates() -> None:
+    _tables.clear()
 
 
 def cost_of(
@@ -191,4 +227,7 @@ def rate_create(
             "A rate for this resource already takes effect at that moment",
             field="effective_from",
         ) from None
+    # Now, for the rest of this transaction, and again at commit, for reads made meanwhile.
+    forget_cached_rates()
+    transaction.on_commit(forget_cached_rates)
     return rate

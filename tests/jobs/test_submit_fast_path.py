@@ -20,7 +20,7 @@ from jobs.models import Job, JobEvent
 from jobs.services import _record_forwarded_many, jobs_forward_batch
 from quotas.exceptions import InsufficientQuota
 from quotas.models import Hold, Rate
-from quotas.services import ledger_hold
+from quotas.services import ledger_hold, rate_create
 
 pytestmark = pytest.mark.django_db
 
@@ -72,14 +72,15 @@ def test_a_new_rate_applies_to_the_next_submission_and_a_future_one_only_from_it
     submit, sim_cluster
 ):
     before = submit(sim_cluster, name="before")
-    Rate.objects.create(
+    rate_create(
+        actor=None,
         cluster=sim_cluster,
         resource=Rate.Resource.GPU_HOUR,
         gpu_type="h100",
         su_per_unit=Decimal("5"),
-        effective_from=timezone.now(),
     )
-    Rate.objects.create(
+    rate_create(
+        actor=None,
         cluster=sim_cluster,
         resource=Rate.Resource.CPU_HOUR,
         su_per_unit=Decimal("100"),

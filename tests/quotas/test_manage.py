@@ -242,3 +242,15 @@ def test_the_django_admin_lists_every_quotas_model_and_keeps_the_ledger_read_onl
     assert (
         client.get(f"/django-admin/quotas/allocation/{allocation.pk}/history/").status_code == 200
     )
+    # Rates too: only rate_create schedules one (never backdated; it clears the rate cache).
+    rate = cluster.rates.first()
+    assert client.get("/django-admin/quotas/rate/add/").status_code == HTTPStatus.FORBIDDEN
+    response = client.post(
+        f"/django-admin/quotas/rate/{rate.pk}/change/",
+        {"su_per_unit": "0", "resource": rate.resource, "effective_from": "2000-01-01"},
+    )
+    assert response.status_code == HTTPStatus.FORBIDDEN
+    response = client.post(f"/django-admin/quotas/rate/{rate.pk}/delete/", {"post": "yes"})
+    assert response.status_code == HTTPStatus.FORBIDDEN
+    rate.refresh_from_db()
+    assert rate.su_per_unit != 0
