@@ -3,13 +3,13 @@
 
   (a) raw slurmrestd: POST /slurm/v0.0.38/job/submit, `--workers` client threads;
   (b) raw sbatch: `runuser -u <user> -- sbatch ...` (argv list), `--workers` at a time;
-  (c) the portal: POST /api/v1/jobs/ with a bearer token from `--api-procs` API processes
-      forked and connected before the clock starts (like gunicorn's pre-forked workers;
-      Django's test client, one per thread, so no HTTP parsing) until every job has a Slurm
-      id. Forwarding runs in a real Celery worker (`--forward celery`, the
-      production path: the API commits and queues) or in the request thread after commit
-      (`--forward eager`). Production settings: DJANGO_DEBUG=false, DB_CONN_MAX_AGE=60; the
-      application is warmed up in the parent before the fork (as `gunicorn --preload`).
+  (c) the portal: POST /api/v1/jobs/ with a bearer token, over HTTP from `--workers` client
+      threads to gunicorn started with deploy/gunicorn.conf.py (`--api-procs` gthread workers,
+      warmed up with a few estimates first), until every job has a Slurm id. Forwarding runs
+      in a real Celery worker (`--forward celery`, the production path: the API commits and
+      queues). With `--server client` the API runs in forked processes through Django's test
+      client instead (no HTTP; `--forward eager` then forwards in the request thread after
+      commit). Production settings: DJANGO_DEBUG=false, DB_CONN_MAX_AGE=60.
   (d) the portal again, the same jobs POSTed to /api/v1/jobs/batch/ in batches of `--batch`
       (50; a workflow tool or a sweep; 0 skips it); (c) and (d) are both printed, each with
       its ratios to (a) and (b).
@@ -23,12 +23,13 @@ cluster is left idle. Creates a throw-away database next to DATABASE_URL's
 (<name>_bench_submit).
 
     python bench/submit.py [--jobs 200] [--rounds 3] [--workers 4] [--api-procs 2]
-                           [--forward celery|eager] [--batch 50]
+                           [--server gunicorn|client] [--forward celery|eager] [--batch 50]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import multiprocessing
 import os
@@ -36,6 +37,7 @@ import pwd
 import resource
 import secrets
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -46,6 +48,8 @@ from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+
+import urllib3
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -230,6 +234,70 @@ def start_celery_worker(concurrency: int) -> subprocess.Popen[bytes]:
     return proc
 
 
+def start_gunicorn(procs: int, threads: int) -> tuple[subprocess.Popen[bytes], str]:
+    """The portal as production serves it: gunicorn with deploy/gunicorn.conf.py (gthread
+    workers, access log on), `procs` workers of `threads` threads, on the bench database."""
+    db = connection.settings_dict
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=(
+            f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+        ),
+        GUNICORN_BIND=f"127.0.0.1:{port}",
+        GUNICORN_WORKERS=str(procs),
+        GUNICORN_THREADS=str(threads),
+    )
+    gunicorn = str(Path(sys.executable).with_name("gunicorn"))
+    log = open(f"/tmp/bench-submit-gunicorn-{os.getpid()}.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [gunicorn, "-c", "deploy/gunicorn.conf.py", "portal.wsgi"],
+        cwd=str(ROOT), env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            if urllib3.request("GET", f"{url}/healthz", retries=False).status < 500:
+                return proc, url
+        except urllib3.exceptions.HTTPError:
+            pass
+        time.sleep(0.1)
+    proc.terminate()
+    raise SystemExit("gunicorn did not answer /healthz within 30 s")
+
+
+class HttpClients:
+    """`threads` client threads, one kept-alive connection each, POSTing JSON to the portal."""
+
+    def __init__(self, url: str, token: str, threads: int) -> None:
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        self.pool = urllib3.HTTPConnectionPool(host, int(port), maxsize=threads)
+        self.threads = threads
+        self.headers = {
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/json",
+            "X-Forwarded-Proto": "https",  # as behind the TLS proxy; SECURE_SSL_REDIRECT is on
+        }
+
+    def _post(self, request: tuple[str, dict[str, Any]]) -> None:
+        path, body = request
+        response = self.pool.request(
+            "POST", path, body=json.dumps(body).encode(), headers=self.headers, retries=False
+        )
+        assert response.status in (200, 201), response.data[:500]
+
+    def post_all(self, requests: list[tuple[str, dict[str, Any]]]) -> None:
+        with ThreadPoolExecutor(self.threads) as executor:
+            list(executor.map(self._post, requests))
+
+    def warm_up(self, payload: dict[str, Any]) -> None:
+        """Estimates (nothing held or created) until every gunicorn thread has served
+        requests, as in a server that has been up for a while."""
+        self.post_all([("/api/v1/jobs/estimate/", payload)] * (self.threads * 20))
+
+
 def _requests(payload: dict[str, Any], count: int, batch: int) -> list[tuple[str, dict]]:
     """`count` jobs as single POSTs (batch 0) or as batch POSTs of up to `batch` jobs."""
     if not batch:
@@ -325,29 +393,19 @@ def warm_up(token: str, payload: dict[str, Any], batch: int = 0) -> None:
         transaction.set_rollback(True)
 
 
-def bench_portal(
+def _post_forked(
     n: int,
     workers: int,
     procs: int,
-    cluster: Cluster,
     token: str,
+    payload: dict[str, Any],
+    batch: int,
     worker_pid: int | None,
-    batch: int = 0,
-) -> float:
-    """`procs` API processes (forked, like gunicorn workers) share `workers` client threads and
-    POST n jobs (one per POST, or `batch` per POST to jobs/batch/); the clock stops when every
-    job has its Slurm id."""
-    payload = {
-        "project": "bench",
-        "cluster": cluster.name,
-        "name": NAME,
-        "script": "true\n",
-        "cpus": 1,
-        "memory_mb": 64,
-        "time_limit_minutes": 1,
-    }
+) -> tuple[float, float, Any, dict[str, float], float]:
+    """The test-client path: `procs` forked API processes (like gunicorn --preload workers,
+    warmed up before the clock) share `workers` threads. Returns (clock start, seconds until
+    the last answer, their CPU seconds, machine CPU counters and the worker's at the start)."""
     warm_up(token, payload, batch)
-    before = Job.objects.filter(cluster=cluster).exclude(backend_id="").count()
     connections.close_all()  # children open their own connections
     context = multiprocessing.get_context("fork")
     shares = [n // procs + (1 if p < n % procs else 0) for p in range(procs)]
@@ -374,6 +432,46 @@ def bench_portal(
     api_done = time.perf_counter() - started
     if any(child.exitcode for child in children):
         raise SystemExit("an API process failed")
+    return started, api_done, api_cpu, cpu_before, worker_before
+
+
+def bench_portal(
+    n: int,
+    workers: int,
+    procs: int,
+    cluster: Cluster,
+    token: str,
+    worker_pid: int | None,
+    batch: int = 0,
+    server: str = "",
+) -> float:
+    """`workers` client threads POST n jobs (one per POST, or `batch` per POST to jobs/batch/)
+    over HTTP to the gunicorn at `server`, or (no server) through Django's test client in
+    `procs` forked API processes; the clock stops when every job has its Slurm id."""
+    payload = {
+        "project": "bench",
+        "cluster": cluster.name,
+        "name": NAME,
+        "script": "true\n",
+        "cpus": 1,
+        "memory_mb": 64,
+        "time_limit_minutes": 1,
+    }
+    before = Job.objects.filter(cluster=cluster).exclude(backend_id="").count()
+    api_cpu: Any
+    if server:
+        clients = HttpClients(server, token, workers)
+        clients.warm_up(payload)
+        cpu_before = cpu_seconds()
+        worker_before = sum(cpu_seconds({worker_pid}).values()) if worker_pid else 0.0
+        started = time.perf_counter()
+        clients.post_all(_requests(payload, n, batch))
+        api_done = time.perf_counter() - started
+        api_cpu = None
+    else:
+        started, api_done, api_cpu, cpu_before, worker_before = _post_forked(
+            n, workers, procs, token, payload, batch, worker_pid
+        )
     deadline = time.monotonic() + 300
     while True:
         forwarded = Job.objects.filter(cluster=cluster).exclude(backend_id="").count() - before
@@ -395,7 +493,9 @@ def bench_portal(
     cpu = cpu_seconds()
     used = {k: (cpu[k] - cpu_before.get(k, 0.0)) * 1000 / n for k in cpu}
     groups = {
-        "API processes": api_cpu.value * 1000 / n,
+        "API processes": (
+            api_cpu.value * 1000 / n if api_cpu is not None else used.get("gunicorn", 0.0)
+        ),
         "Celery worker": (sum(cpu_seconds({worker_pid}).values()) - worker_before) * 1000 / n
         if worker_pid
         else 0.0,
@@ -428,7 +528,16 @@ def main() -> None:
         default=50,
         help="also submit through POST /api/v1/jobs/batch/ in batches of N (0: single POSTs only)",
     )
+    parser.add_argument(
+        "--server",
+        choices=["gunicorn", "client"],
+        default="gunicorn",
+        help="portal API over HTTP from gunicorn (deploy/gunicorn.conf.py), or in-process "
+        "through Django's test client in forked processes (no HTTP)",
+    )
     args = parser.parse_args()
+    if args.forward == "eager" and args.server == "gunicorn":
+        parser.error("--forward eager needs --server client (it forwards in the API process)")
 
     logging.getLogger("celery").setLevel(logging.WARNING)
     if args.forward == "eager":
@@ -440,14 +549,21 @@ def main() -> None:
     connection.settings_dict.setdefault("TEST", {})["NAME"] = f"{old_name}_bench_submit"
     connection.creation.create_test_db(verbosity=0, autoclobber=True)
     worker = None
+    server: subprocess.Popen[bytes] | None = None
+    url = ""
     try:
         cluster, token = make_world()
         if args.forward == "celery":
             worker = start_celery_worker(args.celery_concurrency)
+        threads = max(1, args.workers // args.api_procs)
+        if args.server == "gunicorn":
+            server, url = start_gunicorn(args.api_procs, threads)
         print(
             f"bench/submit.py: {args.jobs} jobs per method and round, {args.rounds} rounds, "
             f"{args.workers} concurrent submitters, as {USER}; portal: {args.api_procs} API "
-            f"processes, forwarding by {args.forward}; load average {os.getloadavg()[0]:.1f}"
+            f"processes x {threads} threads ("
+            + ("gunicorn over HTTP" if server else "test client, no HTTP")
+            + f"), forwarding by {args.forward}; load average {os.getloadavg()[0]:.1f}"
             + (f"; batch POSTs of {args.batch}" if args.batch else "")
         )
         rates: dict[str, list[float]] = {"rest": [], "sbatch": [], "portal": [], "batch": []}
@@ -465,6 +581,7 @@ def main() -> None:
                     cluster,
                     token,
                     worker.pid if worker is not None else None,
+                    server=url,
                 )
             )
             if args.batch:
@@ -478,6 +595,7 @@ def main() -> None:
                         token,
                         worker.pid if worker is not None else None,
                         batch=args.batch,
+                        server=url,
                     )
                 )
             print(
@@ -503,6 +621,9 @@ def main() -> None:
             print(f"  portal batch / sbatch     = {batched / sbatch:.2f}  (goal >= 1)")
     finally:
         cancel_bench_jobs()
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
         if worker is not None:
             worker.terminate()
             worker.wait(timeout=30)
