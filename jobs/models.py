@@ -99,6 +99,9 @@ class Job(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
     finalized_at = models.DateTimeField(null=True, blank=True)
+    # When an answered poll first left this queued/running job out (cleared when the cluster
+    # reports it again); sync ends the job once this is older than JOBS_MISSING_GRACE_SECONDS.
+    missing_since = models.DateTimeField(null=True, blank=True)
     exit_code = models.IntegerField(null=True, blank=True)
     elapsed_seconds = models.PositiveIntegerField(null=True, blank=True)
     usage = models.JSONField(default=dict, blank=True)

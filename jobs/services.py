@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, BinaryIO
 
@@ -718,7 +718,8 @@ class SyncResult:
     transitions: int = 0
     finalized: int = 0
     recovered: int = 0
-    missing: int = 0
+    missing: int = 0  # queued/running jobs this poll did not report (the lost ones included)
+    lost: int = 0  # of those, ended now: missing for longer than JOBS_MISSING_GRACE_SECONDS
     backend_calls: int = 0
 
 
@@ -731,7 +732,8 @@ _ALLOWED: dict[str, frozenset[str]] = {
 
 def cluster_sync(*, cluster: Cluster) -> SyncResult:
     """Bring every active job of the cluster up to date with ONE batched poll, record the
-    transitions, then finalise newly finished jobs (one usage call) exactly once."""
+    transitions, end the jobs the cluster has stopped reporting for the grace period, then
+    finalise newly finished jobs (one usage call) exactly once."""
     result = SyncResult(cluster=cluster.name)
     backend = get_backend(cluster)
     _recover_stale_submitting(cluster, backend, result)
@@ -739,24 +741,156 @@ def cluster_sync(*, cluster: Cluster) -> SyncResult:
     active = list(
         Job.objects.filter(
             cluster=cluster, state__in=(Job.State.QUEUED, Job.State.RUNNING)
-        ).values_list("pk", "uuid", "backend_id", "cluster_username", "state")
+        ).values_list("pk", "uuid", "backend_id", "cluster_username", "state", "missing_since")
     )
     if active:
-        refs = [JobRef(uuid=u, backend_id=b, cluster_user=cu) for _, u, b, cu, _ in active if b]
+        refs = [JobRef(uuid=u, backend_id=b, cluster_user=cu) for _, u, b, cu, _, _ in active if b]
         result.backend_calls += 1
+        # BackendUnavailable propagates from here: only an answered poll marks jobs missing.
         statuses = backend.poll(refs)
         result.polled = len(refs)
+        now = timezone.now()
+        cutoff = now - timedelta(seconds=settings.JOBS_MISSING_GRACE_SECONDS)
         changes: list[tuple[int, str, JobStatus]] = []
-        for pk, _, backend_id, _, state in active:
+        newly_missing: list[int] = []
+        lost: list[int] = []
+        reported_again: list[int] = []
+        for pk, _, backend_id, _, state, missing_since in active:
             status = statuses.get(backend_id)
             if status is None:
                 result.missing += 1
+                if not backend_id:
+                    continue  # not in the poll at all, so its silence says nothing
+                if missing_since is None:
+                    newly_missing.append(pk)
+                elif missing_since <= cutoff:
+                    lost.append(pk)
                 continue
+            if missing_since is not None:
+                reported_again.append(pk)
             if status.state != state and status.state in _ALLOWED.get(state, ()):
                 changes.append((pk, state, status))
+        _record_missing(newly_missing, reported_again, now)
         result.transitions = _apply_transitions(changes)
+        result.lost = _end_lost(cluster, lost, cutoff=cutoff)
     result.finalized = _finalize_finished(cluster, backend, result)
     return result
+
+
+MISSING_BATCH = 5000
+
+
+def _record_missing(missing: Sequence[int], reported_again: Sequence[int], now: datetime) -> None:
+    """Note since when the cluster stopped reporting jobs, and forget it for those it reports
+    again: one UPDATE each (per MISSING_BATCH jobs), never one per job."""
+    for batch in _chunks(missing, MISSING_BATCH):
+        Job.objects.filter(
+            pk__in=batch,
+            state__in=(Job.State.QUEUED, Job.State.RUNNING),
+            missing_since__isnull=True,
+        ).update(missing_since=now, updated_at=now)
+    for batch in _chunks(reported_again, MISSING_BATCH):
+        Job.objects.filter(pk__in=batch, missing_since__isnull=False).update(
+            missing_since=None, updated_at=now
+        )
+
+
+def _end_lost(cluster: Cluster, ids: Sequence[int], *, cutoff: datetime) -> int:
+    """End the jobs the cluster has not reported since before `cutoff`; returns how many."""
+    if not ids:
+        return 0
+    book = _RateBook(cluster)
+    ended = 0
+    for batch in _chunks(ids, FINALIZE_BATCH):
+        ended += _end_lost_batch(cluster, batch, cutoff, book)
+    return ended
+
+
+@transaction.atomic
+def _end_lost_batch(cluster: Cluster, ids: Sequence[int], cutoff: datetime, book: _RateBook) -> int:
+    """Fail and finalise lost jobs in one transaction: charge what the portal saw them run
+    (started_at to missing_since x the requested resources), release the rest of the hold.
+
+    `failed`, not `node_fail`: node_fail says a node died, which only the scheduler can know;
+    all the portal knows is that the job vanished (purged, deleted by hand, a reset cluster),
+    so the generic failure with the reason is the honest record (and exit_code stays empty,
+    so it does not read as the program's own failure)."""
+    now = timezone.now()
+    # The claim: rows still queued/running, unfinalised and missing since before the cutoff,
+    # locked until commit. A job another sync moved or a sync saw again meanwhile no longer
+    # matches (PostgreSQL re-checks the condition after waiting for the lock), so the writes
+    # below never overwrite a newer state and a second sync finds nothing to end.
+    jobs = list(
+        Job.objects.select_for_update(of=("self",))
+        .select_related("hold")
+        .defer("script", "command", "env", "usage")
+        .filter(
+            pk__in=ids,
+            state__in=(Job.State.QUEUED, Job.State.RUNNING),
+            finalized_at__isnull=True,
+            missing_since__lte=cutoff,
+        )
+        .order_by("pk")
+    )
+    if not jobs:
+        return 0
+    computed: list[tuple[Job, datetime, Usage, dict[str, Any], Decimal]] = []
+    for job in jobs:
+        since = job.missing_since or cutoff  # never None: claimed with missing_since <= cutoff
+        # What the portal itself observed (no accounting record: the cluster lost the job):
+        # started_at to missing_since, nothing if it never started.
+        job.ended_at = since
+        usage, usage_json, actual = _charge_for(cluster, job, None, book, now)
+        computed.append((job, since, usage, usage_json, actual))
+    settled = ledger_settle_many(
+        actor=None,
+        settlements=[(job.hold, actual) for job, *_, actual in computed if job.hold is not None],
+        memo=f"Job usage on {cluster.name} (the cluster lost the job)",
+    )
+    updates: list[tuple[Any, ...]] = []
+    events: list[tuple[Any, ...]] = []
+    charges: list[tuple[Any, ...]] = []
+    for job, since, usage, usage_json, actual in computed:
+        reason = (
+            "The cluster no longer reports this job "
+            f"(missing since {since.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC)"
+        )
+        hold = settled[job.hold_id] if job.hold_id else None
+        charged = hold.charged if hold is not None else ZERO
+        updates.append(
+            (
+                job.pk,
+                Job.State.FAILED,
+                reason,
+                since,
+                now,
+                usage.seconds,
+                usage_json,
+                charged,
+                now,
+            )
+        )
+        events.append((job.pk, now, job.state, Job.State.FAILED, reason))
+        charges.append(
+            (job.pk, now, Job.State.FAILED, Job.State.FAILED, _charge_message(usage, actual, hold))
+        )
+    bulk_set(
+        Job,
+        [
+            "state",
+            "state_reason",
+            "ended_at",
+            "finalized_at",
+            "elapsed_seconds",
+            "usage",
+            "charged_cost",
+            "updated_at",
+        ],
+        updates,
+    )
+    # The transition first, then the charge, as for a job that ended on its own.
+    bulk_insert(JobEvent, EVENT_FIELDS, events + charges)
+    return len(updates)
 
 
 def _recover_stale_submitting(cluster: Cluster, backend: Any, result: SyncResult) -> None:
@@ -904,6 +1038,24 @@ def _usage_for(job: Job, record: UsageRecord | None) -> tuple[Usage, dict[str, A
     return usage, details
 
 
+def _charge_for(
+    cluster: Cluster, job: Job, record: UsageRecord | None, book: _RateBook, now: datetime
+) -> tuple[Usage, dict[str, Any], Decimal]:
+    """A finished job's usage (accounting record, else its own started_at..ended_at) and its
+    cost at the rates in force when it started."""
+    usage, usage_json = _usage_for(job, record)
+    at = job.started_at or (record.started_at if record else None) or now
+    actual = cost_of(cluster=cluster, usage=usage, rates=book.at(at)).total
+    usage_json["cost"] = str(actual)
+    return usage, usage_json, actual
+
+
+def _charge_message(usage: Usage, actual: Decimal, hold: Hold | None) -> str:
+    if hold is None:
+        return f"Charged {actual} SU for {usage.seconds} s"
+    return f"Charged {hold.charged} SU for {usage.seconds} s; released {hold.released}"
+
+
 def _finalize_finished(cluster: Cluster, backend: Any, result: SyncResult) -> int:
     """Charge every finished, unfinalised job of the cluster: one usage call, then claim each
     (finalized_at IS NULL) and settle its hold in the same transaction."""
@@ -947,10 +1099,7 @@ def _finalize_batch(
     computed: list[tuple[Job, Usage, dict[str, Any], Decimal]] = []
     for job in jobs:
         record = records.get(job.backend_id) if job.backend_id else None
-        usage, usage_json = _usage_for(job, record)
-        at = job.started_at or (record.started_at if record else None) or now
-        actual = cost_of(cluster=cluster, usage=usage, rates=book.at(at)).total
-        usage_json["cost"] = str(actual)
+        usage, usage_json, actual = _charge_for(cluster, job, record, book, now)
         computed.append((job, usage, usage_json, actual))
     settled = ledger_settle_many(
         actor=None,
@@ -960,14 +1109,10 @@ def _finalize_batch(
     updates: list[tuple[Any, ...]] = []
     events: list[tuple[Any, ...]] = []
     for job, usage, usage_json, actual in computed:
-        charged = ZERO
-        message = f"Charged {actual} SU for {usage.seconds} s"
-        if job.hold_id:
-            hold = settled[job.hold_id]
-            charged = hold.charged
-            message = f"Charged {hold.charged} SU for {usage.seconds} s; released {hold.released}"
+        hold = settled[job.hold_id] if job.hold_id else None
+        charged = hold.charged if hold is not None else ZERO
         updates.append((job.pk, now, usage.seconds, usage_json, charged, now))
-        events.append((job.pk, now, job.state, job.state, message))
+        events.append((job.pk, now, job.state, job.state, _charge_message(usage, actual, hold)))
     bulk_set(
         Job,
         ["finalized_at", "elapsed_seconds", "usage", "charged_cost", "updated_at"],

@@ -360,6 +360,9 @@ GPUC_BACKENDS = {
     "simulated": "jobs.backends.simulated.SimulatedBackend",
 }
 GPUC_DEMO_BACKEND = env.str("GPUC_DEMO_BACKEND", default="local")
+# A queued/running job the cluster stops reporting is ended (failed, hold settled) this long
+# after the first poll that left it out.
+JOBS_MISSING_GRACE_SECONDS = env.int("JOBS_MISSING_GRACE_SECONDS", default=3600)
 GPUC_MAX_SCRIPT_BYTES = 1024 * 1024
 
 # Stripe: billing is off unless keys are set.
