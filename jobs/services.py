@@ -26,6 +26,7 @@ from django.utils import timezone
 from accounts.models import Project, ProjectMember, User
 from jobs.backends import get_backend
 from jobs.backends.base import (
+    UNKNOWN,
     BackendError,
     BackendUnavailable,
     JobRef,
@@ -766,6 +767,8 @@ def cluster_sync(*, cluster: Cluster) -> SyncResult:
                 elif missing_since <= cutoff:
                     lost.append(pk)
                 continue
+            if status.state == UNKNOWN:
+                continue  # the backend cannot check it now: neither missing nor changed
             if missing_since is not None:
                 reported_again.append(pk)
             if status.state != state and status.state in _ALLOWED.get(state, ()):

@@ -55,9 +55,16 @@ class JobRef:
     tasks: int = 1  # array tasks the job asked for (1 for a plain job)
 
 
+# JobStatus.state for a job the backend cannot check right now (e.g. Slurm's accounting is
+# down and slurmctld has already forgotten the job): the sync leaves such a job as it is and
+# does not count it as missing, so an outage never ends jobs as lost.
+UNKNOWN = "unknown"
+
+
 @dataclass(frozen=True)
 class JobStatus:
-    """What the backend says about one job. `state` is a portal state name (Job.State values)."""
+    """What the backend says about one job. `state` is a portal state name (Job.State values),
+    or UNKNOWN when the backend cannot tell now."""
 
     backend_id: str
     state: str
@@ -128,7 +135,9 @@ class ComputeBackend(abc.ABC):
 
     @abc.abstractmethod
     def poll(self, refs: Sequence[JobRef]) -> dict[str, JobStatus]:
-        """Status of many jobs in one batched call, keyed by backend id; unknown ids absent."""
+        """Status of many jobs in one batched call, keyed by backend id. A job the cluster does
+        not know is absent (the sync ends it once it has been absent for the grace period); one
+        the backend cannot check now has state UNKNOWN."""
 
     @abc.abstractmethod
     def read_log(self, ref: JobRef, stream: str, offset: int, limit: int) -> LogChunk:

@@ -15,7 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from jobs.backends import get_backend
-from jobs.backends.base import BackendUnavailable, JobRef, JobStatus
+from jobs.backends.base import UNKNOWN, BackendUnavailable, JobRef, JobStatus
 from jobs.backends.simulated import SimulatedBackend
 from jobs.models import Job, JobEvent
 from jobs.services import cluster_sync, job_forward
@@ -35,12 +35,16 @@ class ForgetfulBackend(SimulatedBackend):
     writer acting between the sync's read and its writes)."""
 
     hidden: ClassVar[set[str]] = set()
+    unsure: ClassVar[set[str]] = set()  # reported UNKNOWN (e.g. Slurm accounting down)
     during_poll: ClassVar[Callable[[], None] | None] = None
 
     def poll(self, refs: Sequence[JobRef]) -> dict[str, JobStatus]:
         if (hook := ForgetfulBackend.during_poll) is not None:
             hook()
-        return {k: v for k, v in super().poll(refs).items() if k not in ForgetfulBackend.hidden}
+        found = {k: v for k, v in super().poll(refs).items() if k not in ForgetfulBackend.hidden}
+        for backend_id in ForgetfulBackend.unsure:
+            found[backend_id] = JobStatus(backend_id, UNKNOWN, reason="accounting down")
+        return found
 
 
 @pytest.fixture
@@ -50,11 +54,13 @@ def forgetful(sim_cluster, settings):
     sim_cluster.options = {**sim_cluster.options, "gpus": 1000}
     sim_cluster.save()
     ForgetfulBackend.hidden = set()
+    ForgetfulBackend.unsure = set()
     ForgetfulBackend.during_poll = None
     backend = get_backend(sim_cluster)
     assert isinstance(backend, ForgetfulBackend)
     yield backend
     ForgetfulBackend.hidden = set()
+    ForgetfulBackend.unsure = set()
     ForgetfulBackend.during_poll = None
 
 
@@ -356,3 +362,29 @@ def test_two_syncs_racing_end_each_lost_job_exactly_once(request):
     assert list(charges.values_list("amount", flat=True)) == [SU_PER_HOUR] * 30
     assert not Hold.objects.filter(state=Hold.State.OPEN).exists()
     assert reconcile_ledger().ok
+
+
+def test_a_job_the_backend_cannot_check_now_is_neither_missing_nor_ended(
+    submit, sim_cluster, forgetful, allocation
+):
+    # Slurm with its accounting down cannot tell what became of a job slurmctld has
+    # forgotten: it answers UNKNOWN, which must not count as the job being gone.
+    fresh, overdue = _running(submit, sim_cluster, count=2)
+    _lose(forgetful, sim_cluster, [overdue])
+    Job.objects.filter(pk=overdue.pk).update(missing_since=F("missing_since") - timedelta(hours=2))
+    overdue.refresh_from_db()
+    before = overdue.missing_since
+    assert before is not None
+    ForgetfulBackend.hidden.clear()
+    ForgetfulBackend.unsure.update({fresh.backend_id, overdue.backend_id})
+
+    result = cluster_sync(cluster=sim_cluster)
+
+    fresh.refresh_from_db()
+    overdue.refresh_from_db()
+    assert (result.missing, result.lost) == (0, 0)
+    assert fresh.state == overdue.state == Job.State.RUNNING
+    assert fresh.missing_since is None
+    # Neither cleared (nobody saw it) nor ended (nobody can say it is gone).
+    assert overdue.missing_since == before
+    assert overdue.hold.state == Hold.State.OPEN

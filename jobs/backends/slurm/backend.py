@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, BinaryIO
 
 from jobs.backends.base import (
+    UNKNOWN,
     BackendError,
     BackendUnavailable,
     ComputeBackend,
@@ -226,8 +227,13 @@ class SlurmBackend(ComputeBackend):
             try:
                 by_dbd = records.group_dbd(self._dbd_jobs(r.backend_id for r in missing))
             except BackendUnavailable as exc:
-                # The jobs slurmctld still knows are up to date; the others wait a tick.
+                # The jobs slurmctld still knows are up to date; the others cannot be checked
+                # until accounting is back (UNKNOWN: not missing, so never ended as lost).
                 logger.warning("Accounting of %s unavailable: %s", self.name, exc)
+                for ref in missing:
+                    out[ref.backend_id] = JobStatus(
+                        ref.backend_id, UNKNOWN, reason=f"Accounting unavailable: {exc}"
+                    )
                 return out
             for ref in missing:
                 found = by_dbd.get(ref.backend_id)

@@ -3,14 +3,17 @@ script, and reading Slurm's records (shapes as slurmrestd 22.05 answers them).""
 
 from __future__ import annotations
 
+import http.server
+import json
 import os
 import subprocess
+import threading
 import uuid
 from pathlib import Path
 
 import pytest
 
-from jobs.backends.base import BackendError, JobRef, JobSpec
+from jobs.backends.base import UNKNOWN, BackendError, JobRef, JobSpec
 from jobs.backends.slurm import SlurmBackend, records, script
 from jobs.backends.slurm.files import PathRefused
 from jobs.backends.slurm.rest import is_transient
@@ -261,3 +264,51 @@ def test_logs_and_results_are_never_read_through_a_symlink(tmp_path: Path):
             backend.open_result(ref, path)
     with pytest.raises(FileNotFoundError):
         backend.open_result(ref, "missing.txt")
+
+
+class _AccountingDown(http.server.BaseHTTPRequestHandler):
+    """slurmrestd whose slurmctld has forgotten every job and whose slurmdbd is down: the
+    jobs listing is empty and the accounting query fails as 22.05 answers it (HTTP 500 and
+    errno 7000, "Unable to connect to database")."""
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/slurm/v0.0.38/jobs"):
+            status, body = 200, {"jobs": [], "errors": []}
+        else:
+            status, body = 500, {"errors": [{"error_number": 7000, "error": "Unable to connect"}]}
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_with_accounting_down_a_job_slurmctld_forgot_is_unknown_not_missing(tmp_path):
+    key = tmp_path / "jwt.key"
+    key.write_bytes(os.urandom(32))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _AccountingDown)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        backend = SlurmBackend(
+            name="t",
+            options={
+                **GOOD,
+                "url": f"http://127.0.0.1:{server.server_address[1]}",
+                "jwt_key_file": str(key),
+            },
+        )
+        ref = JobRef(uuid=uuid.uuid4(), backend_id="42", cluster_user="gpuc-test1")
+
+        statuses = backend.poll([ref])
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    # Absent would mean "the cluster lost it" (ended after the grace period); UNKNOWN means
+    # "cannot tell until accounting is back".
+    assert statuses["42"].state == UNKNOWN
+    assert "Accounting unavailable" in statuses["42"].reason
