@@ -135,6 +135,7 @@ class JobDetailSerializer(JobSerializer):
         fields = [
             *JobSerializer.Meta.fields,
             "state_reason",
+            "missing_since",
             "partition",
             "script",
             "image",

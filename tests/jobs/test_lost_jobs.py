@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import ClassVar
 
 import pytest
 from django.db import connection
 from django.db.models import F
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -388,3 +389,20 @@ def test_a_job_the_backend_cannot_check_now_is_neither_missing_nor_ended(
     # Neither cleared (nobody saw it) nor ended (nobody can say it is gone).
     assert overdue.missing_since == before
     assert overdue.hold.state == Hold.State.OPEN
+
+
+def test_the_job_page_and_the_api_say_since_when_the_cluster_is_silent(
+    submit, sim_cluster, forgetful, allocation, alice, api_alice
+):
+    (job,) = _running(submit, sim_cluster)
+    _lose(forgetful, sim_cluster, [job])
+    job.refresh_from_db()
+    web = Client()
+    web.force_login(alice)
+
+    page = web.get(f"/jobs/{job.uuid}/").content.decode()
+    data = api_alice.get(f"/api/v1/jobs/{job.uuid}/").json()
+
+    assert "The cluster has not reported this job since" in page
+    assert timezone.localtime(job.missing_since, UTC).strftime("%Y-%m-%d %H:%M") in page
+    assert datetime.fromisoformat(data["missing_since"]) == job.missing_since
