@@ -1,0 +1,83 @@
+"""Every write on jobs: submit (validate, estimate, hold), forward, sync, cancel, logs, results.
+
+Scheduler calls never happen inside a database transaction: a slow or dead cluster must not
+hold row locks. Forwarding is idempotent by claim (pending -> submitting) plus the portal uuid
+the backend tags each job with; finalisation is exactly once by claiming finalized_at.
+
+The package re-exports every service (and the constants and helpers that tasks and tests use)
+so callers import from `jobs.services`.
+"""
+
+from jobs.services.sync import (
+    BATCH_KEY_MAX,
+    BATCH_MAX,
+    EVENT_FIELDS,
+    FINALIZE_BATCH,
+    FORWARD_BATCH,
+    FORWARD_DEBOUNCE_KEY,
+    FORWARD_DEBOUNCE_SECONDS,
+    FORWARD_THREADS,
+    LOG_DEFAULT_LIMIT,
+    LOG_MAX_LIMIT,
+    MISSING_BATCH,
+    SPEC_FIELDS,
+    STALE_SUBMITTING,
+    STREAMS,
+    SyncResult,
+    _record_forwarded_many,
+    clean_result_path,
+    cluster_account_create,
+    cluster_sync,
+    forward_debounce_clear,
+    job_cancel,
+    job_estimate,
+    job_forward,
+    job_open_result,
+    job_read_log,
+    job_ref,
+    job_results,
+    job_spec,
+    job_submit,
+    job_submit_many,
+    job_template_create,
+    jobs_forward_batch,
+    jobs_to_reforward,
+    qualified_project,
+)
+
+__all__ = [
+    "BATCH_KEY_MAX",
+    "BATCH_MAX",
+    "EVENT_FIELDS",
+    "FINALIZE_BATCH",
+    "FORWARD_BATCH",
+    "FORWARD_DEBOUNCE_KEY",
+    "FORWARD_DEBOUNCE_SECONDS",
+    "FORWARD_THREADS",
+    "LOG_DEFAULT_LIMIT",
+    "LOG_MAX_LIMIT",
+    "MISSING_BATCH",
+    "SPEC_FIELDS",
+    "STALE_SUBMITTING",
+    "STREAMS",
+    "SyncResult",
+    "_record_forwarded_many",
+    "clean_result_path",
+    "cluster_account_create",
+    "cluster_sync",
+    "forward_debounce_clear",
+    "job_cancel",
+    "job_estimate",
+    "job_forward",
+    "job_open_result",
+    "job_read_log",
+    "job_ref",
+    "job_results",
+    "job_spec",
+    "job_submit",
+    "job_submit_many",
+    "job_template_create",
+    "jobs_forward_batch",
+    "jobs_to_reforward",
+    "qualified_project",
+]
