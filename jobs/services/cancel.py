@@ -1,0 +1,102 @@
+"""Cancel: a pending job is cancelled at once and its hold released; a queued or
+running one is cancelled on the cluster, and the next sync records its end and charges
+what it ran."""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import ProjectMember, User
+from jobs.backends import get_backend
+from jobs.backends.base import BackendUnavailable
+from jobs.exceptions import ClusterUnavailable, JobStateError
+from jobs.models import Job, JobEvent
+from jobs.services.forward import job_ref
+from portal.errors import PermissionDenied
+from quotas.models import ZERO, Hold
+from quotas.services import ledger_settle
+
+logger = logging.getLogger(__name__)
+
+
+# --- cancel ----------------------------------------------------------------------------------
+
+
+def _may_manage(user: User, job: Job) -> bool:
+    if job.user_id == user.pk:
+        return True
+    return ProjectMember.objects.filter(
+        project_id=job.project_id,
+        user=user,
+        role__in=(ProjectMember.Role.PI, ProjectMember.Role.MANAGER),
+    ).exists()
+
+
+def job_cancel(*, user: User, job: Job) -> Job:
+    """Pending: cancelled now and the hold released. Queued/running: the cluster is asked to
+    stop it and the next sync records the end (charged for what it ran). Finished: 409."""
+    if not _may_manage(user, job):
+        raise PermissionDenied("Only the job's owner or the project's PI or manager may cancel it")
+    if job.state == Job.State.PENDING and _cancel_pending(user, job):
+        job.refresh_from_db()
+        return job
+    job.refresh_from_db(
+        from_queryset=Job.objects.select_related("cluster", "project__organization")
+    )
+    if job.state == Job.State.SUBMITTING:
+        raise JobStateError("The job is being handed to the cluster; try again in a moment")
+    if job.is_final:
+        raise JobStateError(f"The job has already ended ({job.state})")
+    try:
+        get_backend(job.cluster).cancel(job_ref(job))
+    except BackendUnavailable as exc:
+        raise ClusterUnavailable(f"Cluster {job.cluster.name} did not answer: {exc}") from None
+    JobEvent.objects.create(
+        job=job,
+        from_state=job.state,
+        to_state=job.state,
+        message="Cancellation requested",
+        actor=user,
+    )
+    cluster_id = job.cluster_id
+    transaction.on_commit(lambda: _enqueue_sync(cluster_id))
+    return job
+
+
+@transaction.atomic
+def _cancel_pending(user: User, job: Job) -> bool:
+    now = timezone.now()
+    updated = Job.objects.filter(pk=job.pk, state=Job.State.PENDING).update(
+        state=Job.State.CANCELLED,
+        ended_at=now,
+        finalized_at=now,
+        elapsed_seconds=0,
+        charged_cost=ZERO,
+        updated_at=now,
+    )
+    if not updated:
+        return False
+    if job.hold_id:
+        hold = Hold.objects.get(pk=job.hold_id)
+        ledger_settle(actor=user, hold=hold, actual=ZERO, memo=f"Job {job.uuid} cancelled")
+    JobEvent.objects.create(
+        job=job,
+        from_state=Job.State.PENDING,
+        to_state=Job.State.CANCELLED,
+        message="Cancelled before it reached the cluster; hold released",
+        actor=user,
+        created_at=now,
+    )
+    return True
+
+
+def _enqueue_sync(cluster_id: int) -> None:
+    from jobs.tasks import sync_cluster_task
+
+    try:
+        sync_cluster_task.delay(cluster_id)
+    except Exception:
+        logger.exception("Could not queue a sync of cluster %s", cluster_id)

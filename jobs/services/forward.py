@@ -1,0 +1,241 @@
+"""Forwarding: hand pending jobs to their cluster, one at a time (job_forward) or a
+cluster's first attempts together (jobs_forward_batch), record the backend ids, reject
+what the cluster refuses (hold released) and find the jobs whose forwarding was lost.
+Idempotent by claim (pending -> submitting) plus the portal uuid the backend tags each
+job with; no scheduler call happens inside a database transaction."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from jobs.backends import get_backend
+from jobs.backends.base import BackendError, BackendUnavailable, JobRef, JobSpec
+from jobs.models import Job, JobEvent
+from jobs.services.submit import _spec, qualified_project
+from quotas.models import ZERO
+from quotas.services import ledger_settle
+from quotas.services.batch import bulk_insert, bulk_set
+
+logger = logging.getLogger(__name__)
+
+
+# --- forwarding ----------------------------------------------------------------------------
+
+
+def job_spec(job: Job) -> JobSpec:
+    return _spec(job, job_uuid=job.uuid, cluster_user=job.cluster_username)
+
+
+def job_ref(job: Job) -> JobRef:
+    return JobRef(
+        uuid=job.uuid,
+        backend_id=job.backend_id,
+        cluster_user=job.cluster_username,
+        project=qualified_project(job.project),
+        tasks=job.array_size,
+    )
+
+
+def job_forward(*, job_id: int) -> Job:
+    """Hand a pending job to its cluster once: claim it, look for a backend job already carrying
+    its uuid, else submit. Unavailable cluster -> back to pending and BackendUnavailable is
+    re-raised (the task retries); permanent BackendError -> rejected and the hold released."""
+    now = timezone.now()
+    claimed = Job.objects.filter(pk=job_id, state=Job.State.PENDING).update(
+        state=Job.State.SUBMITTING, updated_at=now
+    )
+    job = Job.objects.select_related("cluster", "project__organization").get(pk=job_id)
+    if not claimed:
+        return job  # someone else forwarded it (or it was cancelled)
+    try:
+        if not job.cluster.enabled:
+            raise BackendUnavailable(f"Cluster {job.cluster.name} is disabled")
+        backend = get_backend(job.cluster)
+        # Only an earlier attempt (its answer lost, or recovered from a dead forwarder) can have
+        # left a job on the cluster: a first attempt skips the lookup, which on Slurm lists every
+        # job of the cluster.
+        backend_id = backend.find([job.uuid]).get(job.uuid) if job.forward_attempts else None
+        found = backend_id is not None
+        if backend_id is None:
+            backend_id = backend.submit(job_spec(job))
+    except BackendError as exc:
+        _reject(job, f"Rejected by the cluster: {exc}")
+        return job
+    except Exception as exc:
+        Job.objects.filter(pk=job_id, state=Job.State.SUBMITTING).update(
+            state=Job.State.PENDING,
+            forward_attempts=F("forward_attempts") + 1,
+            state_reason=f"Cluster unavailable, will retry: {exc}"[:500],
+            updated_at=timezone.now(),
+        )
+        raise
+    _record_forwarded(job, backend_id, found=found)
+    job.refresh_from_db()
+    return job
+
+
+FORWARD_BATCH = 200
+FORWARD_THREADS = 4
+
+
+def jobs_forward_batch(*, cluster_id: int, limit: int = FORWARD_BATCH) -> int:
+    """Forward up to `limit` of a cluster's pending first-attempt jobs at once: claim them in one
+    transaction (rows another forwarder holds are skipped), submit them from a few threads over
+    the backend's pooled session, then record every backend id in one transaction. Returns how
+    many were claimed. Jobs already retrying are left to their own forward_job_task. A cluster
+    that is unavailable puts the claimed jobs back to pending and queues a per-job retry; a
+    permanent error rejects only the job it concerns."""
+    now = timezone.now()
+    with transaction.atomic():
+        ids = list(
+            Job.objects.select_for_update(skip_locked=True)
+            .filter(cluster_id=cluster_id, state=Job.State.PENDING, forward_attempts=0)
+            .order_by("pk")
+            .values_list("pk", flat=True)[:limit]
+        )
+        if not ids:
+            return 0
+        Job.objects.filter(pk__in=ids).update(state=Job.State.SUBMITTING, updated_at=now)
+    jobs = list(Job.objects.select_related("cluster", "project__organization").filter(pk__in=ids))
+    if not jobs:
+        return len(ids)
+    cluster = jobs[0].cluster
+
+    def submit(job: Job) -> tuple[Job, str, Exception | None]:
+        try:
+            if not cluster.enabled:
+                raise BackendUnavailable(f"Cluster {cluster.name} is disabled")
+            return job, get_backend(cluster).submit(job_spec(job)), None
+        except Exception as exc:
+            return job, "", exc
+
+    if len(jobs) == 1:
+        outcomes = [submit(jobs[0])]
+    else:
+        with ThreadPoolExecutor(min(FORWARD_THREADS, len(jobs))) as pool:
+            outcomes = list(pool.map(submit, jobs))
+    _record_forwarded_many([(job, backend_id) for job, backend_id, exc in outcomes if not exc])
+    for job, _, exc in outcomes:
+        if isinstance(exc, BackendError):
+            _reject(job, f"Rejected by the cluster: {exc}")
+        elif exc is not None:
+            _forward_failed(job.pk, exc)
+    return len(ids)
+
+
+def _forward_failed(job_id: int, exc: Exception) -> None:
+    """Back to pending after a transient failure; its own task retries it with backoff."""
+    from jobs.tasks import forward_job_task
+
+    logger.warning("Forwarding job %s failed, will retry: %s", job_id, exc)
+    Job.objects.filter(pk=job_id, state=Job.State.SUBMITTING).update(
+        state=Job.State.PENDING,
+        forward_attempts=F("forward_attempts") + 1,
+        state_reason=f"Cluster unavailable, will retry: {exc}"[:500],
+        updated_at=timezone.now(),
+    )
+    try:
+        forward_job_task.apply_async((job_id,), countdown=2)
+    except Exception:
+        logger.exception("Could not queue the retry of job %s", job_id)
+
+
+@transaction.atomic
+def _record_forwarded_many(done: Sequence[tuple[Job, str]]) -> None:
+    """_record_forwarded for many jobs: one locking read, one UPDATE from arrays of values and
+    one INSERT of events (a CASE over hundreds of ids costs more than the submissions)."""
+    if not done:
+        return
+    now = timezone.now()
+    backend_ids = {job.pk: backend_id for job, backend_id in done}
+    ids = list(
+        Job.objects.select_for_update()
+        .filter(pk__in=backend_ids, state__in=(Job.State.SUBMITTING, Job.State.PENDING))
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    if not ids:
+        return
+    bulk_set(
+        Job,
+        ("state", "backend_id", "submitted_at", "state_reason", "updated_at"),
+        [(pk, Job.State.QUEUED, backend_ids[pk], now, "", now) for pk in ids],
+    )
+    bulk_insert(
+        JobEvent,
+        ("job", "from_state", "to_state", "message", "created_at"),
+        [
+            (
+                pk,
+                Job.State.SUBMITTING,
+                Job.State.QUEUED,
+                f"Submitted to the cluster as {backend_ids[pk]}",
+                now,
+            )
+            for pk in ids
+        ],
+    )
+
+
+@transaction.atomic
+def _record_forwarded(job: Job, backend_id: str, *, found: bool) -> None:
+    now = timezone.now()
+    updated = Job.objects.filter(
+        pk=job.pk, state__in=(Job.State.SUBMITTING, Job.State.PENDING)
+    ).update(
+        state=Job.State.QUEUED,
+        backend_id=backend_id,
+        submitted_at=now,
+        state_reason="",
+        updated_at=now,
+    )
+    if updated:
+        how = "Found on the cluster" if found else "Submitted to the cluster"
+        JobEvent.objects.create(
+            job=job,
+            from_state=Job.State.SUBMITTING,
+            to_state=Job.State.QUEUED,
+            message=f"{how} as {backend_id}",
+            created_at=now,
+        )
+
+
+@transaction.atomic
+def _reject(job: Job, reason: str) -> None:
+    now = timezone.now()
+    updated = Job.objects.filter(pk=job.pk, state=Job.State.SUBMITTING).update(
+        state=Job.State.REJECTED,
+        state_reason=reason[:500],
+        ended_at=now,
+        finalized_at=now,
+        charged_cost=ZERO,
+        updated_at=now,
+    )
+    if not updated:
+        return
+    if job.hold is not None:
+        ledger_settle(actor=None, hold=job.hold, actual=ZERO, memo=f"Job {job.uuid} rejected")
+    JobEvent.objects.create(
+        job=job,
+        from_state=Job.State.SUBMITTING,
+        to_state=Job.State.REJECTED,
+        message=reason[:1000],
+        created_at=now,
+    )
+
+
+def jobs_to_reforward(*, older_than: timedelta, limit: int = 1000) -> list[int]:
+    """Ids of pending jobs whose forwarding seems lost (not touched for `older_than`)."""
+    cutoff = timezone.now() - older_than
+    return list(
+        Job.objects.filter(state=Job.State.PENDING, updated_at__lt=cutoff)
+        .order_by("updated_at")
+        .values_list("pk", flat=True)[:limit]
+    )

@@ -1,0 +1,448 @@
+"""Estimate and submit: check a job against the portal and the cluster's own rules,
+estimate it, hold the estimate and create it pending (one job, or a batch all or
+nothing; both idempotent by key), then queue its forwarding after commit, debounced per
+cluster. Also what a backend sees of a job (qualified_project, _spec), which forwarding
+shares."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import uuid
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from accounts.models import Project, User
+from jobs.backends import get_backend
+from jobs.backends.base import JobSpec
+from jobs.exceptions import InvalidJob
+from jobs.models import ClusterAccount, Job, JobEvent
+from jobs.validation import JobRequest, check_cluster_usable, check_submit_access, validate_job
+from quotas.exceptions import InsufficientQuota, InsufficientQuotaForBatch
+from quotas.models import ZERO, Cluster, Hold
+from quotas.services import (
+    Cost,
+    Usage,
+    cached_rates_at,
+    cost_of,
+    ledger_hold,
+    ledger_hold_many,
+)
+from quotas.services import estimate as quota_estimate
+from quotas.services.batch import bulk_set
+
+logger = logging.getLogger(__name__)
+
+SPEC_FIELDS = (
+    "name",
+    "script",
+    "image",
+    "command",
+    "partition",
+    "gpus",
+    "gpu_type",
+    "cpus",
+    "memory_mb",
+    "time_limit_minutes",
+    "array",
+    "env",
+)
+
+
+# --- estimate and submit -----------------------------------------------------------------
+
+
+def qualified_project(project: Project) -> str:
+    """The project's name for backends: "<organization slug>.<project slug>". Project slugs are
+    unique only within an organization, and a slug never holds a dot, so this is unique."""
+    return f"{project.organization.slug}.{project.slug}"
+
+
+def _spec(source: Job | JobRequest, *, job_uuid: uuid.UUID, cluster_user: str) -> JobSpec:
+    """What a backend sees of a stored job or of a submission: plain values, no ORM objects."""
+    return JobSpec(
+        uuid=job_uuid,
+        name=source.name,
+        project=qualified_project(source.project),
+        cluster_user=cluster_user,
+        script=source.script,
+        image=source.image,
+        command=tuple(source.command or ()),
+        partition=source.partition,
+        gpus=source.gpus,
+        gpu_type=source.gpu_type,
+        cpus=source.cpus,
+        memory_mb=source.memory_mb,
+        time_limit_minutes=source.time_limit_minutes,
+        array=source.array,
+        env=dict(source.env or {}),
+    )
+
+
+def _check_with_backend(request: JobRequest, *, cluster_user: str = "") -> None:
+    """The cluster's own rules (backend.validate_spec): a 400 naming the first bad field."""
+    problems = get_backend(request.cluster).validate_spec(
+        _spec(request, job_uuid=uuid.UUID(int=0), cluster_user=cluster_user)
+    )
+    if problems:
+        field, message = problems[0]
+        raise InvalidJob(message, field=field)
+
+
+def _estimate(request: JobRequest, rates: dict[tuple[str, str], Decimal] | None = None) -> Cost:
+    if rates is not None:
+        usage = Usage(
+            seconds=request.time_limit_minutes * 60,
+            gpus=request.gpus,
+            gpu_type=request.gpu_type,
+            cpus=request.cpus,
+            memory_mb=request.memory_mb,
+            tasks=request.array_size,
+        )
+        return cost_of(cluster=request.cluster, usage=usage, rates=rates)
+    return quota_estimate(
+        cluster=request.cluster,
+        gpus=request.gpus,
+        gpu_type=request.gpu_type,
+        cpus=request.cpus,
+        memory_mb=request.memory_mb,
+        time_limit_minutes=request.time_limit_minutes,
+        tasks=request.array_size,
+    )
+
+
+def job_estimate(*, user: User, data: Mapping[str, Any]) -> Cost:
+    """The most a job can cost (what submit would hold); `data` holds project, cluster and
+    the submit fields. Checks everything submit checks except the cluster account."""
+    project, cluster = data["project"], data["cluster"]
+    check_cluster_usable(user=user, project=project, cluster=cluster)
+    request = validate_job(
+        project=project, cluster=cluster, **{k: data[k] for k in SPEC_FIELDS if k in data}
+    )
+    _check_with_backend(request)
+    return _estimate(request)
+
+
+def _new_job(
+    request: JobRequest,
+    *,
+    job_uuid: uuid.UUID,
+    user: User,
+    account: ClusterAccount,
+    cost: Cost,
+    hold: Hold | None,
+    idempotency_key: str,
+) -> Job:
+    """An unsaved pending Job for a validated request (one place for both submit paths)."""
+    return Job(
+        uuid=job_uuid,
+        project=request.project,
+        user=user,
+        cluster=request.cluster,
+        name=request.name,
+        script=request.script,
+        image=request.image,
+        command=list(request.command),
+        partition=request.partition,
+        gpus=request.gpus,
+        gpu_type=request.gpu_type,
+        cpus=request.cpus,
+        memory_mb=request.memory_mb,
+        time_limit_minutes=request.time_limit_minutes,
+        array=request.array,
+        array_size=request.array_size,
+        env=request.env,
+        cluster_username=account.username,
+        estimated_cost=cost.total,
+        idempotency_key=idempotency_key,
+        hold=hold,
+    )
+
+
+@transaction.atomic
+def job_submit(
+    *,
+    user: User,
+    project: Project,
+    cluster: Cluster,
+    name: str,
+    script: str = "",
+    image: str = "",
+    command: Sequence[str] = (),
+    partition: str = "",
+    gpus: int = 0,
+    gpu_type: str = "",
+    cpus: int = 1,
+    memory_mb: int = 1024,
+    time_limit_minutes: int = 60,
+    array: str = "",
+    env: Mapping[str, str] | None = None,
+    idempotency_key: str = "",
+) -> Job:
+    """Validate against the cluster, hold the estimate, create the job (pending) and forward
+    it after commit. The same user + idempotency key returns the first job."""
+    idempotency_key = (idempotency_key or "").strip()
+    if len(idempotency_key) > 200:
+        raise InvalidJob("Idempotency-Key must be at most 200 characters", field="idempotency_key")
+    if idempotency_key and (
+        first := Job.objects.filter(user=user, idempotency_key=idempotency_key).first()
+    ):
+        return first
+    account = check_submit_access(user=user, project=project, cluster=cluster)
+    request = validate_job(
+        project=project,
+        cluster=cluster,
+        name=name,
+        script=script,
+        image=image,
+        command=command,
+        partition=partition,
+        gpus=gpus,
+        gpu_type=gpu_type,
+        cpus=cpus,
+        memory_mb=memory_mb,
+        time_limit_minutes=time_limit_minutes,
+        array=array,
+        env=env,
+    )
+    _check_with_backend(request, cluster_user=account.username)
+    cost = _estimate(request, rates=cached_rates_at(cluster=cluster))
+    job_uuid = uuid.uuid4()
+    hold = None
+    message = "Submitted; nothing to hold (free cluster)"
+    if cost.total > 0:
+        # The hold first, so the job is stored with it in one INSERT.
+        hold = ledger_hold(
+            actor=user,
+            project=project,
+            cluster=cluster,
+            amount=cost.total,
+            key=f"job:{job_uuid}",
+            job_uuid=job_uuid,
+            memo=f"Job {request.name}",
+        )
+        message = f"Submitted; {hold.amount} SU held"
+    job = _new_job(
+        request,
+        job_uuid=job_uuid,
+        user=user,
+        account=account,
+        cost=cost,
+        hold=hold,
+        idempotency_key=idempotency_key,
+    )
+    if idempotency_key:
+        try:
+            with transaction.atomic():
+                job.save(force_insert=True)
+        except IntegrityError:
+            # A concurrent request with the same key won the race: answer with its job, and
+            # roll back our hold with the rest of this submission.
+            first = Job.objects.filter(user=user, idempotency_key=idempotency_key).first()
+            if first is None:
+                raise
+            transaction.set_rollback(True)
+            return first
+    else:
+        job.save(force_insert=True)
+    event = JobEvent.objects.create(
+        job=job, from_state="", to_state=Job.State.PENDING, message=message
+    )
+    # The 201 answer is built from these, without re-reading the job's events.
+    job.submit_events = [event]  # type: ignore[attr-defined]
+    cluster_id = cluster.pk
+    transaction.on_commit(lambda: _enqueue_cluster_forward(cluster_id))
+    return job
+
+
+BATCH_MAX = 500
+BATCH_KEY_MAX = 190  # "batch:<key>:<index>" must fit Job.idempotency_key (200)
+
+
+def _batch_key(key: str, index: int) -> str:
+    return f"batch:{key}:{index}"
+
+
+def _batch_replay(user: User, key: str) -> list[Job]:
+    """The jobs of an earlier batch with this key, in their batch order (empty if none)."""
+    prefix = _batch_key(key, 0)[:-1]
+    jobs = list(Job.objects.filter(user=user, idempotency_key__startswith=prefix))
+    jobs = [j for j in jobs if j.idempotency_key[len(prefix) :].isdigit()]
+    return sorted(jobs, key=lambda j: int(j.idempotency_key[len(prefix) :]))
+
+
+@transaction.atomic
+def job_submit_many(
+    *,
+    user: User,
+    project: Project,
+    cluster: Cluster,
+    jobs: Sequence[Mapping[str, Any]],
+    idempotency_key: str = "",
+) -> list[Job]:
+    """Submit up to BATCH_MAX jobs at once, all or nothing: each is checked as job_submit
+    checks it (a 400 names `jobs[i].<field>`), jobs and events are inserted in bulk, each job
+    gets its own hold (key "job:<uuid>", so settlement stays per job; any hold that does not
+    fit -> 402 for the whole batch with its shortfall, nothing held, no job kept), and the jobs
+    are forwarded after commit by the same debounced per-cluster task as job_submit.
+
+    Idempotency: job i of a batch stores "batch:<key>:<i>" as its idempotency key, so the same
+    user + key returns the first batch's jobs in order. Two concurrent batches with one key
+    race on the (user, idempotency_key) unique constraint: the loser rolls back and answers
+    with the winner's jobs. New jobs carry `submit_events`; replayed ones do not."""
+    idempotency_key = (idempotency_key or "").strip()
+    if len(idempotency_key) > BATCH_KEY_MAX:
+        raise InvalidJob(
+            f"Idempotency-Key must be at most {BATCH_KEY_MAX} characters for a batch",
+            field="idempotency_key",
+        )
+    if idempotency_key and (first := _batch_replay(user, idempotency_key)):
+        return first
+    if not jobs:
+        raise InvalidJob("A batch needs at least one job", field="jobs")
+    if len(jobs) > BATCH_MAX:
+        raise InvalidJob(f"A batch holds at most {BATCH_MAX} jobs", field="jobs")
+    account = check_submit_access(user=user, project=project, cluster=cluster)
+    rates = cached_rates_at(cluster=cluster)
+    requests: list[tuple[JobRequest, Cost]] = []
+    for i, data in enumerate(jobs):
+        try:
+            request = validate_job(
+                project=project,
+                cluster=cluster,
+                **{k: data[k] for k in SPEC_FIELDS if k in data and data[k] is not None},
+            )
+            _check_with_backend(request, cluster_user=account.username)
+        except InvalidJob as exc:
+            field = f"jobs[{i}].{exc.field}" if exc.field else f"jobs[{i}]"
+            raise InvalidJob(exc.detail, field=field, **exc.extra) from exc
+        requests.append((request, _estimate(request, rates=rates)))
+    total = sum((cost.total for _, cost in requests), ZERO)
+    job_uuids = [uuid.uuid4() for _ in requests]
+    # Jobs and events first, holds last: placing the holds locks the project's allocation rows
+    # until commit, and every other submission to the project waits on them, so as little as
+    # possible (the holds and one UPDATE linking them) happens under that lock.
+    new_jobs = [
+        _new_job(
+            request,
+            job_uuid=job_uuids[i],
+            user=user,
+            account=account,
+            cost=cost,
+            hold=None,
+            idempotency_key=_batch_key(idempotency_key, i) if idempotency_key else "",
+        )
+        for i, (request, cost) in enumerate(requests)
+    ]
+    try:
+        with transaction.atomic():
+            Job.objects.bulk_create(new_jobs)
+    except IntegrityError:
+        # A concurrent batch with the same key won: answer with its jobs.
+        if not idempotency_key or not (first := _batch_replay(user, idempotency_key)):
+            raise
+        transaction.set_rollback(True)
+        return first
+    now = timezone.now()
+    events = JobEvent.objects.bulk_create(
+        JobEvent(
+            job=job,
+            created_at=now,
+            from_state="",
+            to_state=Job.State.PENDING,
+            message=f"Submitted; {cost.total} SU held"
+            if cost.total > 0
+            else "Submitted; nothing to hold (free cluster)",
+        )
+        for job, (_, cost) in zip(new_jobs, requests, strict=True)
+    )
+    for job, event in zip(new_jobs, events, strict=True):
+        job.submit_events = [event]  # type: ignore[attr-defined]
+    paid = [i for i, (_, cost) in enumerate(requests) if cost.total > 0]
+    try:
+        placed = ledger_hold_many(
+            actor=user,
+            project=project,
+            cluster=cluster,
+            holds=[
+                (
+                    requests[i][1].total,
+                    f"job:{job_uuids[i]}",
+                    job_uuids[i],
+                    f"Job {requests[i][0].name}",
+                )
+                for i in paid
+            ],
+        )
+    except InsufficientQuotaForBatch as exc:
+        # Nothing of the batch was held (and the jobs above roll back with this exception).
+        # What could have been: what the jobs before the first misfit took, plus the best one
+        # allocation still had for that job.
+        raise InsufficientQuota(
+            f"Insufficient quota: this batch of {len(requests)} jobs needs {total} SU "
+            f"but project '{project.name}' could hold only {exc.available} SU "
+            f"on cluster '{cluster.name}' (job {paid[exc.index]} did not fit; "
+            f"short by {total - exc.available} SU)",
+            required=total,
+            available=exc.available,
+        ) from exc
+    for i, hold in zip(paid, placed, strict=True):
+        new_jobs[i].hold = hold
+    bulk_set(
+        Job, ("hold",), [(new_jobs[i].pk, hold.pk) for i, hold in zip(paid, placed, strict=True)]
+    )
+    cluster_id = cluster.pk
+    transaction.on_commit(lambda: _enqueue_cluster_forward(cluster_id))
+    return new_jobs
+
+
+FORWARD_DEBOUNCE_KEY = "jobs:forward:{cluster_id}"
+# A lost "forward now" task blocks new ones for at most this long (forward_pending_task is the
+# backstop for the jobs it would have taken).
+FORWARD_DEBOUNCE_SECONDS = 5
+
+
+def _enqueue_cluster_forward(cluster_id: int) -> None:
+    """Queue one "forward this cluster's pending jobs" task, unless one is queued and not yet
+    started: many submissions within a few milliseconds share one task. The task deletes the
+    key before it claims, so a job committed after that either is claimed by it or queues a new
+    task (see forward_cluster_task)."""
+    from jobs.tasks import forward_cluster_task
+
+    try:
+        if _shared_cache() and not cache.add(
+            FORWARD_DEBOUNCE_KEY.format(cluster_id=cluster_id), 1, FORWARD_DEBOUNCE_SECONDS
+        ):
+            return
+        forward_cluster_task.delay(cluster_id)
+    except Exception:
+        # The broker (or cache) is down: the job stays pending and forward_pending_task
+        # picks it up.
+        logger.exception("Could not queue forwarding on cluster %s", cluster_id)
+
+
+@functools.cache
+def _shared_cache() -> bool:
+    """Debouncing needs a cache that the API processes and the workers share."""
+    backend = settings.CACHES["default"]["BACKEND"]
+    return "locmem" not in backend and "dummy" not in backend
+
+
+def forward_debounce_clear(*, cluster_id: int) -> None:
+    cache.delete(FORWARD_DEBOUNCE_KEY.format(cluster_id=cluster_id))
+
+
+def _enqueue_forward(job_id: int) -> None:
+    from jobs.tasks import forward_job_task
+
+    try:
+        forward_job_task.delay(job_id)
+    except Exception:
+        # The broker is down: the job stays pending and forward_pending_task picks it up.
+        logger.exception("Could not queue forwarding of job %s", job_id)
