@@ -5,13 +5,13 @@ hold row locks. Forwarding is idempotent by claim (pending -> submitting) plus t
 the backend tags each job with; finalisation is exactly once by claiming finalized_at.
 
 The package re-exports every service (and the constants and helpers that tasks and tests use)
-so callers import from `jobs.services`; each use case lives in its own module: accounts
+so callers import from `jobs.services`; each use case lives in its own module: cluster_accounts
 (cluster accounts), submit (estimate, submit, batch submit, queueing the forward), forward,
 sync (sync and finalisation), cancel, files (logs and results) and templates.
 """
 
-from jobs.services.accounts import cluster_account_create
 from jobs.services.cancel import job_cancel
+from jobs.services.cluster_accounts import cluster_account_create
 from jobs.services.files import (
     LOG_DEFAULT_LIMIT,
     LOG_MAX_LIMIT,
