@@ -24,7 +24,9 @@ from quotas.models import (
 )
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class ReadOnly:
+    """For admins and inlines of what only the services may write."""
+
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
@@ -35,21 +37,16 @@ class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         return False
 
 
-class RateInline(admin.TabularInline):  # type: ignore[type-arg]
+class ReadOnlyAdmin(ReadOnly, admin.ModelAdmin):  # type: ignore[type-arg]
+    pass
+
+
+class RateInline(ReadOnly, admin.TabularInline):  # type: ignore[type-arg]
     model = Rate
     extra = 0
     fields = ["resource", "gpu_type", "su_per_unit", "effective_from"]
     readonly_fields = ["resource", "gpu_type", "su_per_unit", "effective_from"]
     ordering = ["resource", "gpu_type", "-effective_from"]
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(Cluster)
