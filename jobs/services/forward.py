@@ -170,7 +170,7 @@ def _record_forwarded_many(done: Sequence[tuple[Job, str]]) -> None:
     )
     bulk_insert(
         JobEvent,
-        ("job", "from_state", "to_state", "message", "created_at"),
+        ("job_id", "from_state", "to_state", "message", "created_at"),
         [
             (
                 pk,

@@ -395,7 +395,7 @@ def job_submit_many(
     for i, hold in zip(paid, placed, strict=True):
         new_jobs[i].hold = hold
     bulk_set(
-        Job, ("hold",), [(new_jobs[i].pk, hold.pk) for i, hold in zip(paid, placed, strict=True)]
+        Job, ("hold_id",), [(new_jobs[i].pk, hold.pk) for i, hold in zip(paid, placed, strict=True)]
     )
     cluster_id = cluster.pk
     transaction.on_commit(lambda: _enqueue_cluster_forward(cluster_id))

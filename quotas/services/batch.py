@@ -53,10 +53,34 @@ def _array(column: models.Field[Any, Any], values: list[Any]) -> tuple[list[Any]
     )
 
 
+def _bulk_set_portable(
+    model: type[models.Model], fields: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> None:
+    """bulk_set through Django's bulk_update (any database; the SQLite default)."""
+    columns = _columns(model, fields)
+    objects = [
+        model(pk=row[0], **{c.attname: v for c, v in zip(columns, row[1:], strict=True)})
+        for row in rows
+    ]
+    model._default_manager.bulk_update(objects, [c.name for c in columns], batch_size=500)
+
+
+def _bulk_insert_portable(
+    model: type[models.Model], fields: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> None:
+    """bulk_insert through Django's bulk_create (any database; the SQLite default)."""
+    columns = _columns(model, fields)
+    model._default_manager.bulk_create(
+        [model(**{c.attname: v for c, v in zip(columns, row, strict=True)}) for row in rows],
+        batch_size=1000,
+    )
+
+
 def bulk_set(
     model: type[models.Model], fields: Sequence[str], rows: Sequence[Sequence[Any]]
 ) -> None:
     """Set `fields` on many rows; each row is (pk, value of fields[0], value of fields[1], ...).
+    A foreign key is named by its field or column name (`job` or `job_id`) and given the id.
 
     On PostgreSQL: one UPDATE ... FROM UNNEST(arrays) per 5,000 rows; elsewhere (the SQLite
     development default) Django's bulk_update.
@@ -64,8 +88,7 @@ def bulk_set(
     if not rows:
         return
     if connection.vendor != "postgresql":
-        objects = [model(pk=row[0], **dict(zip(fields, row[1:], strict=True))) for row in rows]
-        model._default_manager.bulk_update(objects, list(fields), batch_size=500)
+        _bulk_set_portable(model, fields, rows)
         return
     qn = connection.ops.quote_name
     columns = _columns(model, fields)
@@ -100,9 +123,7 @@ def bulk_insert(
     if not rows:
         return
     if connection.vendor != "postgresql":
-        model._default_manager.bulk_create(
-            [model(**dict(zip(fields, row, strict=True))) for row in rows], batch_size=1000
-        )
+        _bulk_insert_portable(model, fields, rows)
         return
     qn = connection.ops.quote_name
     columns = _columns(model, fields)

@@ -1,0 +1,54 @@
+"""bulk_set / bulk_insert: the PostgreSQL statements and the portable fallback (what SQLite,
+the `make run` default, uses) write the same rows, foreign keys named either way."""
+
+from __future__ import annotations
+
+import pytest
+from django.utils import timezone
+
+from jobs.models import Job, JobEvent
+from quotas.services import batch
+from quotas.services.batch import bulk_insert, bulk_set
+
+
+@pytest.fixture(params=["postgresql", "portable"])
+def writers(request, monkeypatch):
+    """bulk_set and bulk_insert as PostgreSQL runs them, or through the fallback."""
+    if request.param == "portable":
+        monkeypatch.setattr(batch.connection, "vendor", "sqlite")
+    return bulk_set, bulk_insert
+
+
+@pytest.mark.parametrize("job_field", ["job", "job_id"])
+def test_events_and_job_fields_are_written_with_a_foreign_key_named_either_way(
+    writers, job_field, submit, sim_cluster
+):
+    set_rows, insert_rows = writers
+    first, second = submit(sim_cluster, name="a"), submit(sim_cluster, name="b")
+    now = timezone.now()
+
+    insert_rows(
+        JobEvent,
+        (job_field, "from_state", "to_state", "message", "created_at"),
+        [
+            (first.pk, "pending", "queued", "one", now),
+            (second.pk, "pending", "queued", "two", now),
+        ],
+    )
+    set_rows(
+        Job,
+        ("state", "backend_id", "hold_id" if job_field == "job_id" else "hold"),
+        [(first.pk, "queued", "11", None), (second.pk, "queued", "12", second.hold_id)],
+    )
+
+    assert set(
+        JobEvent.objects.filter(message__in=["one", "two"]).values_list("job", "message")
+    ) == {
+        (first.pk, "one"),
+        (second.pk, "two"),
+    }
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.state, first.backend_id, first.hold_id) == ("queued", "11", None)
+    assert (second.state, second.backend_id) == ("queued", "12")
+    assert second.hold_id is not None
