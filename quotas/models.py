@@ -35,6 +35,11 @@ from simple_history.models import HistoricalRecords
 from accounts.models import Project
 
 SU: dict[str, Any] = {"max_digits": 18, "decimal_places": 4}
+# Half the ledger's quantum, as slack in the counters' CHECK constraints. On PostgreSQL every SU
+# value is an exact numeric(18,4), a multiple of 0.0001, so "x >= y - SU_SLACK" means exactly
+# "x >= y". SQLite (the development default) does the constraints' sums in floating point,
+# where 0.0352 + 2.0748 > 2.11: without the slack a correct settlement would be refused there.
+SU_SLACK = Decimal("0.00005")
 ZERO = Decimal("0")
 
 
@@ -147,12 +152,14 @@ class Allocation(models.Model):
             ("manage_allocation", "Can credit, debit, extend, suspend and resume allocations"),
         ]
         constraints = [
-            models.CheckConstraint(condition=Q(held__gte=0), name="allocation_held_non_negative"),
             models.CheckConstraint(
-                condition=Q(charged__gte=0), name="allocation_charged_non_negative"
+                condition=Q(held__gte=-SU_SLACK), name="allocation_held_non_negative"
             ),
             models.CheckConstraint(
-                condition=Q(credited__gte=F("held") + F("charged")),
+                condition=Q(charged__gte=-SU_SLACK), name="allocation_charged_non_negative"
+            ),
+            models.CheckConstraint(
+                condition=Q(credited__gte=F("held") + F("charged") - SU_SLACK),
                 name="allocation_never_overspent",
             ),
             models.CheckConstraint(
@@ -273,7 +280,8 @@ class Hold(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(amount__gt=0), name="hold_amount_positive"),
             models.CheckConstraint(
-                condition=Q(amount__gte=F("charged") + F("released")), name="hold_never_overdrawn"
+                condition=Q(amount__gte=F("charged") + F("released") - SU_SLACK),
+                name="hold_never_overdrawn",
             ),
         ]
 

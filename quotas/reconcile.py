@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -123,13 +123,14 @@ def _check_counters(report: ReconcileReport) -> None:
     for row in LedgerEntry.objects.values("allocation_id", "kind").annotate(total=Sum("amount")):
         effect = _EFFECTS[row["kind"]]
         for i in range(3):
-            sums[row["allocation_id"]][i] += effect[i] * row["total"]
-    open_held = dict(
-        Hold.objects.filter(state=Hold.State.OPEN)
+            sums[row["allocation_id"]][i] += effect[i] * _su(row["total"])
+    open_held = {
+        pk: _su(total)
+        for pk, total in Hold.objects.filter(state=Hold.State.OPEN)
         .values("allocation_id")
         .annotate(total=Sum("amount"))
         .values_list("allocation_id", "total")
-    )
+    }
     for alloc in Allocation.objects.only(
         "id", "uuid", "status", "credited", "held", "charged"
     ).iterator(chunk_size=2000):
@@ -165,24 +166,48 @@ def _kind_sum(kind: str) -> Coalesce:
     return Coalesce(Sum("entries__amount", filter=Q(entries__kind=kind)), Value(ZERO))
 
 
+def _su(value: Decimal) -> Decimal:
+    """An SU sum at the ledger's precision: exact already on PostgreSQL; on SQLite (the
+    development default) sums are computed in floating point (2.1100000000000003)."""
+    return value.quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP)
+
+
+def _hold_is_off(
+    state: str, amount: Decimal, charged: Decimal, released: Decimal, *entries: Decimal
+) -> bool:
+    e_hold, e_charge, e_release = (_su(e) for e in entries)
+    return (
+        e_hold != amount
+        or e_charge != charged
+        or e_release != released
+        or (state == Hold.State.SETTLED and amount != charged + released)
+        or (state == Hold.State.OPEN and (charged != 0 or released != 0))
+    )
+
+
 def _check_holds(report: ReconcileReport) -> None:
-    bad = (
-        Hold.objects.annotate(
-            e_hold=_kind_sum(LedgerEntry.Kind.HOLD),
-            e_charge=_kind_sum(LedgerEntry.Kind.CHARGE),
-            e_release=_kind_sum(LedgerEntry.Kind.RELEASE),
-        )
-        .filter(
+    holds = Hold.objects.annotate(
+        e_hold=_kind_sum(LedgerEntry.Kind.HOLD),
+        e_charge=_kind_sum(LedgerEntry.Kind.CHARGE),
+        e_release=_kind_sum(LedgerEntry.Kind.RELEASE),
+    )
+    if connection.vendor == "postgresql":
+        # Exact numeric sums: the database picks the holds that are off.
+        holds = holds.filter(
             ~Q(e_hold=F("amount"))
             | ~Q(e_charge=F("charged"))
             | ~Q(e_release=F("released"))
             | Q(state=Hold.State.SETTLED) & ~Q(amount=F("charged") + F("released"))
             | Q(state=Hold.State.OPEN) & (~Q(charged=0) | ~Q(released=0))
         )
-        .values_list(
-            "key", "state", "amount", "charged", "released", "e_hold", "e_charge", "e_release"
-        )
+    rows = holds.values_list(
+        "key", "state", "amount", "charged", "released", "e_hold", "e_charge", "e_release"
     )
+    if connection.vendor == "postgresql":
+        bad = list(rows)
+    else:
+        # Every hold is read and checked here, at the ledger's precision.
+        bad = [row for row in rows.iterator(chunk_size=2000) if _hold_is_off(*row[1:])]
     for key, state, amount, charged, released, e_hold, e_charge, e_release in bad:
         report.problems.append(
             Problem(

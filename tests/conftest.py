@@ -31,6 +31,15 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _fresh_rate_tables() -> None:
+    """Each process caches rate tables by cluster id for a few seconds; a database that reuses
+    ids after a rollback (SQLite) would otherwise hand one test the rates of another."""
+    from quotas.services import forget_cached_rates
+
+    forget_cached_rates()
+
+
+@pytest.fixture(autouse=True)
 def _fast_password_hashing(settings) -> None:
     """Hashing cost is not under test here; PBKDF2 at full strength costs ~1 s per user."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
