@@ -33,14 +33,15 @@ def forward_job_task(job_id: int) -> None:
 
 
 @shared_task(acks_late=True)
-def forward_cluster_task(cluster_id: int) -> int:
+def forward_cluster_task(cluster_id: int, coalesce: bool = True) -> int:
     """Forward a cluster's pending jobs in batches (queued, debounced, by job_submit).
 
-    A moment's wait first lets the submissions of the next few milliseconds join this task;
-    then the debounce key is cleared BEFORE claiming, so a job committed later is either
-    claimed here or queues a task of its own. A lost task costs nothing but time:
-    forward_pending_task re-queues jobs pending for too long."""
-    if not forward_cluster_task.request.is_eager:
+    A moment's wait first (`coalesce`; a batch submission skips it) lets the submissions of
+    the next few milliseconds join this task; then the debounce key is cleared BEFORE
+    claiming, so a job committed later is either claimed here or queues a task of its own. A
+    lost task costs nothing but time: forward_pending_task re-queues jobs pending for too
+    long."""
+    if coalesce and not forward_cluster_task.request.is_eager:
         time.sleep(FORWARD_COALESCE_SECONDS)
     services.forward_debounce_clear(cluster_id=cluster_id)
     total = 0

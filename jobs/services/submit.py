@@ -398,7 +398,8 @@ def job_submit_many(
         Job, ("hold_id",), [(new_jobs[i].pk, hold.pk) for i, hold in zip(paid, placed, strict=True)]
     )
     cluster_id = cluster.pk
-    transaction.on_commit(lambda: _enqueue_cluster_forward(cluster_id))
+    # A batch is already many jobs in one commit: its task need not wait for more to join.
+    transaction.on_commit(lambda: _enqueue_cluster_forward(cluster_id, coalesce=False))
     return new_jobs
 
 
@@ -408,11 +409,11 @@ FORWARD_DEBOUNCE_KEY = "jobs:forward:{cluster_id}"
 FORWARD_DEBOUNCE_SECONDS = 5
 
 
-def _enqueue_cluster_forward(cluster_id: int) -> None:
+def _enqueue_cluster_forward(cluster_id: int, *, coalesce: bool = True) -> None:
     """Queue one "forward this cluster's pending jobs" task, unless one is queued and not yet
     started: many submissions within a few milliseconds share one task. The task deletes the
     key before it claims, so a job committed after that either is claimed by it or queues a new
-    task (see forward_cluster_task)."""
+    task (see forward_cluster_task). `coalesce`: the task first waits a moment for more."""
     from jobs.tasks import forward_cluster_task
 
     try:
@@ -420,7 +421,7 @@ def _enqueue_cluster_forward(cluster_id: int) -> None:
             FORWARD_DEBOUNCE_KEY.format(cluster_id=cluster_id), 1, FORWARD_DEBOUNCE_SECONDS
         ):
             return
-        forward_cluster_task.delay(cluster_id)
+        forward_cluster_task.delay(cluster_id, coalesce=coalesce)
     except Exception:
         # The broker (or cache) is down: the job stays pending and forward_pending_task
         # picks it up.
