@@ -201,11 +201,11 @@ class SlurmRest:
             if any(is_transient(n) for n in errnos):
                 raise BackendUnavailable(f"Slurm on {self.cluster} failed ({action}): {message}")
             raise SlurmRestError(message, errnos, body)
+        if status < 400 and isinstance(body, dict):
+            return body
         text = response.data[:300].decode(errors="replace")
         if status >= 500 or not isinstance(body, dict):
             raise BackendUnavailable(
                 f"slurmrestd of {self.cluster} answered HTTP {status} ({action}): {text[:200]!r}"
             )
-        if status >= 400:
-            raise BackendError(f"slurmrestd refused {action}: HTTP {status} {text}")
-        return body
+        raise BackendError(f"slurmrestd refused {action}: HTTP {status} {text}")
