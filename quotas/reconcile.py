@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -27,6 +27,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from quotas.models import ZERO, Allocation, Hold, LedgerEntry
+from quotas.services.rates import su
 
 HoldOwnerCheck = Callable[[Sequence[Hold]], Mapping[int, str]]
 _checks: list[HoldOwnerCheck] = []
@@ -120,12 +121,14 @@ def _check_counters(report: ReconcileReport) -> None:
     from quotas.services.ledger import _EFFECTS
 
     sums: dict[int, list[Decimal]] = defaultdict(lambda: [ZERO, ZERO, ZERO])
+    # Sums at the ledger's precision (su): exact already on PostgreSQL; SQLite, the development
+    # default, adds in floating point (2.1100000000000003).
     for row in LedgerEntry.objects.values("allocation_id", "kind").annotate(total=Sum("amount")):
         effect = _EFFECTS[row["kind"]]
         for i in range(3):
-            sums[row["allocation_id"]][i] += effect[i] * _su(row["total"])
+            sums[row["allocation_id"]][i] += effect[i] * su(row["total"])
     open_held = {
-        pk: _su(total)
+        pk: su(total)
         for pk, total in Hold.objects.filter(state=Hold.State.OPEN)
         .values("allocation_id")
         .annotate(total=Sum("amount"))
@@ -166,16 +169,10 @@ def _kind_sum(kind: str) -> Coalesce:
     return Coalesce(Sum("entries__amount", filter=Q(entries__kind=kind)), Value(ZERO))
 
 
-def _su(value: Decimal) -> Decimal:
-    """An SU sum at the ledger's precision: exact already on PostgreSQL; on SQLite (the
-    development default) sums are computed in floating point (2.1100000000000003)."""
-    return value.quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP)
-
-
 def _hold_is_off(
     state: str, amount: Decimal, charged: Decimal, released: Decimal, *entries: Decimal
 ) -> bool:
-    e_hold, e_charge, e_release = (_su(e) for e in entries)
+    e_hold, e_charge, e_release = (su(e) for e in entries)
     return (
         e_hold != amount
         or e_charge != charged

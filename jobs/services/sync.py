@@ -165,46 +165,28 @@ def _end_lost_batch(cluster: Cluster, ids: Sequence[int], cutoff: datetime, book
     )
     if not jobs:
         return 0
-    computed: list[tuple[Job, datetime, Usage, dict[str, Any], Decimal]] = []
+    charges: list[tuple[Job, Usage, dict[str, Any], Decimal]] = []
     for job in jobs:
-        since = job.missing_since or cutoff  # never None: claimed with missing_since <= cutoff
         # What the portal itself observed (no accounting record: the cluster lost the job):
         # started_at to missing_since, nothing if it never started.
-        job.ended_at = since
-        usage, usage_json, actual = _charge_for(cluster, job, None, book, now)
-        computed.append((job, since, usage, usage_json, actual))
-    settled = ledger_settle_many(
-        actor=None,
-        settlements=[(job.hold, actual) for job, *_, actual in computed if job.hold is not None],
-        memo=f"Job usage on {cluster.name} (the cluster lost the job)",
-    )
+        job.ended_at = job.missing_since or cutoff  # never None: claimed missing_since <= cutoff
+        charges.append((job, *_charge_for(cluster, job, None, book, now)))
     updates: list[tuple[Any, ...]] = []
     events: list[tuple[Any, ...]] = []
-    charges: list[tuple[Any, ...]] = []
-    for job, since, usage, usage_json, actual in computed:
+    charge_events: list[tuple[Any, ...]] = []
+    for job, usage, usage_json, message, charged in _settle(
+        charges, memo=f"Job usage on {cluster.name} (the cluster lost the job)"
+    ):
+        since = job.ended_at or cutoff
         reason = (
             "The cluster no longer reports this job "
             f"(missing since {since.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC)"
         )
-        hold = settled[job.hold_id] if job.hold_id else None
-        charged = hold.charged if hold is not None else ZERO
         updates.append(
-            (
-                job.pk,
-                Job.State.FAILED,
-                reason,
-                since,
-                now,
-                usage.seconds,
-                usage_json,
-                charged,
-                now,
-            )
+            (job.pk, Job.State.FAILED, reason, since, now, usage.seconds, usage_json, charged, now)
         )
         events.append((job.pk, now, job.state, Job.State.FAILED, reason))
-        charges.append(
-            (job.pk, now, Job.State.FAILED, Job.State.FAILED, _charge_message(usage, actual, hold))
-        )
+        charge_events.append((job.pk, now, Job.State.FAILED, Job.State.FAILED, message))
     bulk_set(
         Job,
         [
@@ -220,7 +202,7 @@ def _end_lost_batch(cluster: Cluster, ids: Sequence[int], cutoff: datetime, book
         updates,
     )
     # The transition first, then the charge, as for a job that ended on its own.
-    bulk_insert(JobEvent, EVENT_FIELDS, events + charges)
+    bulk_insert(JobEvent, EVENT_FIELDS, events + charge_events)
     return len(updates)
 
 
@@ -381,6 +363,24 @@ def _charge_for(
     return usage, usage_json, actual
 
 
+def _settle(
+    charges: Sequence[tuple[Job, Usage, dict[str, Any], Decimal]], *, memo: str
+) -> list[tuple[Job, Usage, dict[str, Any], str, Decimal]]:
+    """Settle every job's hold for its actual cost in one ledger_settle_many; per job: its
+    usage, usage record, the charge event's message and what was charged."""
+    settled = ledger_settle_many(
+        actor=None,
+        settlements=[(job.hold, actual) for job, _, _, actual in charges if job.hold is not None],
+        memo=memo,
+    )
+    out = []
+    for job, usage, usage_json, actual in charges:
+        hold = settled[job.hold_id] if job.hold_id else None
+        charged = hold.charged if hold is not None else ZERO
+        out.append((job, usage, usage_json, _charge_message(usage, actual, hold), charged))
+    return out
+
+
 def _charge_message(usage: Usage, actual: Decimal, hold: Hold | None) -> str:
     if hold is None:
         return f"Charged {actual} SU for {usage.seconds} s"
@@ -427,23 +427,17 @@ def _finalize_batch(
     if not claimed:
         return 0
     jobs = [job for job in batch if job.pk in claimed]
-    computed: list[tuple[Job, Usage, dict[str, Any], Decimal]] = []
+    charges: list[tuple[Job, Usage, dict[str, Any], Decimal]] = []
     for job in jobs:
         record = records.get(job.backend_id) if job.backend_id else None
-        usage, usage_json, actual = _charge_for(cluster, job, record, book, now)
-        computed.append((job, usage, usage_json, actual))
-    settled = ledger_settle_many(
-        actor=None,
-        settlements=[(job.hold, actual) for job, _, _, actual in computed if job.hold is not None],
-        memo=f"Job usage on {cluster.name}",
-    )
+        charges.append((job, *_charge_for(cluster, job, record, book, now)))
     updates: list[tuple[Any, ...]] = []
     events: list[tuple[Any, ...]] = []
-    for job, usage, usage_json, actual in computed:
-        hold = settled[job.hold_id] if job.hold_id else None
-        charged = hold.charged if hold is not None else ZERO
+    for job, usage, usage_json, message, charged in _settle(
+        charges, memo=f"Job usage on {cluster.name}"
+    ):
         updates.append((job.pk, now, usage.seconds, usage_json, charged, now))
-        events.append((job.pk, now, job.state, job.state, _charge_message(usage, actual, hold)))
+        events.append((job.pk, now, job.state, job.state, message))
     bulk_set(
         Job,
         ["finalized_at", "elapsed_seconds", "usage", "charged_cost", "updated_at"],

@@ -127,3 +127,22 @@ def test_every_counter_is_checked(allocation, field):
     Allocation.objects.filter(pk=allocation.pk).update(**{field: Decimal(1)})
 
     assert any(field in p.detail for p in reconcile_ledger().problems)
+
+
+def test_hold_sums_are_compared_at_ledger_precision_off_postgresql():
+    # SQLite (the `make run` default) sums in floating point: 0.0352 + 2.0748 there reads
+    # 2.1100000000000003, which must not look like drift; a real 0.0001 difference must.
+    from quotas.reconcile import _hold_is_off
+
+    noisy = (Decimal("2.1100000000000003"), Decimal("0.035199999999999995"), Decimal("2.0748"))
+    assert not _hold_is_off(
+        "settled", Decimal("2.11"), Decimal("0.0352"), Decimal("2.0748"), *noisy
+    )
+    assert _hold_is_off(
+        "settled", Decimal("2.11"), Decimal("0.0352"), Decimal("2.0748"),
+        Decimal("2.11"), Decimal("0.0353"), Decimal("2.0748"),
+    )  # fmt: skip
+    short = (Decimal("2.11"), Decimal("0.0352"), Decimal("2.0747"))
+    # Entries match the row, but charged + released fall 0.0001 short of the hold.
+    assert _hold_is_off("settled", *short, *short)
+    assert _hold_is_off("open", Decimal("2.11"), Decimal("0.0352"), Decimal("0"), *noisy)
