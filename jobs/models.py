@@ -41,6 +41,48 @@ class ClusterAccount(models.Model):
         return f"{self.username}@{self.cluster.name}"
 
 
+class SchedulerAccount(models.Model):
+    """The scheduler account of one project on one cluster: a Slurm account with an association
+    per member who has a cluster account, or a Kubernetes namespace. The portal creates it,
+    pushes the project's limits into it (the grant binds work that never touches the portal)
+    and closes it; jobs found under it without a portal uuid are charged as direct work."""
+
+    class State(models.TextChoices):
+        WANTED = "wanted", "To be created"
+        ACTIVE = "active", "Active"
+        CLOSING = "closing", "To be closed"
+        CLOSED = "closed", "Closed"
+
+    project = models.ForeignKey(
+        Project, on_delete=models.PROTECT, related_name="scheduler_accounts"
+    )
+    cluster = models.ForeignKey(
+        Cluster, on_delete=models.CASCADE, related_name="scheduler_accounts"
+    )
+    # The account (Slurm) or namespace (Kubernetes) name on the cluster; never changes.
+    name = models.CharField(max_length=63)
+    state = models.CharField(max_length=8, choices=State.choices, default=State.WANTED)
+    # The project's concurrent GPU cap on this cluster (Slurm GrpTRES=gres/gpu=N, Kubernetes
+    # ResourceQuota requests.nvidia.com/gpu); None = no cap beyond the allocation.
+    gpu_cap = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["cluster", "name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "cluster"], name="scheduler_account_one_per_project"
+            ),
+            models.UniqueConstraint(
+                fields=["cluster", "name"], name="scheduler_account_unique_name"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.cluster.name}"
+
+
 class Job(models.Model):
     class State(models.TextChoices):
         PENDING = "pending", "Pending"  # held, waiting to be forwarded
@@ -53,6 +95,12 @@ class Job(models.Model):
         TIMEOUT = "timeout", "Timeout"
         NODE_FAIL = "node_fail", "Node failure"
         REJECTED = "rejected", "Rejected"
+
+    class Origin(models.TextChoices):
+        PORTAL = "portal", "Portal"
+        # Found in the scheduler's accounting under a project's account without a portal
+        # uuid (sbatch on a login node, kubectl): no hold, charged once from accounting.
+        DIRECT = "direct", "Submitted outside the portal"
 
     ACTIVE_STATES = (State.PENDING, State.SUBMITTING, State.QUEUED, State.RUNNING)
     FINAL_STATES = (
@@ -89,6 +137,7 @@ class Job(models.Model):
     array = models.CharField(max_length=64, blank=True)
     array_size = models.PositiveIntegerField(default=1)
     env = models.JSONField(default=dict, blank=True)
+    origin = models.CharField(max_length=8, choices=Origin.choices, default=Origin.PORTAL)
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
     state_reason = models.CharField(max_length=500, blank=True)
     backend_id = models.CharField(max_length=128, blank=True)
@@ -131,6 +180,12 @@ class Job(models.Model):
                 fields=["user", "idempotency_key"],
                 condition=~Q(idempotency_key=""),
                 name="job_unique_idempotency_key",
+            ),
+            # A direct job is recorded (and charged) once per scheduler job.
+            models.UniqueConstraint(
+                fields=["cluster", "backend_id"],
+                condition=Q(origin="direct"),
+                name="job_unique_direct_backend_id",
             ),
         ]
 
