@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import abc
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, BinaryIO
 
 
@@ -104,6 +105,44 @@ class ResultFile:
     modified: datetime | None = None
 
 
+@dataclass(frozen=True)
+class DirectRecord:
+    """A finished job the scheduler ran under a project's account without a portal uuid
+    (sbatch on a login node, kubectl): the portal records it as a direct job and charges it."""
+
+    backend_id: str
+    account: str  # the project's scheduler account: Slurm account or Kubernetes namespace
+    cluster_user: str
+    name: str
+    state: str  # a final portal state name (Job.State values)
+    usage: UsageRecord
+    exit_code: int | None = None
+    submitted_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class AccountSpec:
+    """What the portal wants one project's scheduler account on a cluster to be."""
+
+    name: str  # the Slurm account or Kubernetes namespace (SchedulerAccount.name)
+    project: str  # as JobSpec.project
+    users: tuple[str, ...] = ()  # cluster users associated with it (Slurm associations)
+    # SU the account may consume in all (since it was made: charged + held + available on
+    # this cluster); None = no limit; 0 = no new work at all (suspended, exhausted, closed).
+    limit_su: Decimal | None = None
+    gpu_cap: int | None = None  # concurrent GPUs; None = no cap
+    closed: bool = False  # archived project: block and (where safe) remove
+
+
+@dataclass(frozen=True)
+class AccountState:
+    """What the scheduler holds for one account, as comparable to AccountSpec."""
+
+    name: str
+    users: tuple[str, ...]
+    limits: Mapping[str, Any]  # backend-specific, e.g. {"GrpTRESMins": "billing=1200"}
+
+
 class ComputeBackend(abc.ABC):
     """One cluster's scheduler. Instances are cached per cluster configuration."""
 
@@ -159,3 +198,26 @@ class ComputeBackend(abc.ABC):
     @abc.abstractmethod
     def usage(self, refs: Sequence[JobRef]) -> dict[str, UsageRecord]:
         """Accounting records of finished jobs, keyed by backend id (one call for all)."""
+
+    # --- project accounts and work outside the portal (optional) --------------------------
+    # A backend that cannot manage accounts or see work outside the portal keeps these
+    # defaults: push_accounts refuses, direct_jobs finds nothing.
+
+    manages_accounts = False
+
+    def push_accounts(self, specs: Sequence[AccountSpec]) -> dict[str, str]:
+        """Create or update these accounts, their user associations and limits in a constant
+        number of batched calls; returns {account name: the scheduler's refusal} for those
+        it refused (the others were applied)."""
+        raise BackendError(f"Cluster {self.name} does not manage project accounts")
+
+    def read_accounts(self, names: Collection[str]) -> dict[str, AccountState]:
+        """What the scheduler holds for these accounts (one call); absent = not there."""
+        raise BackendError(f"Cluster {self.name} does not manage project accounts")
+
+    def direct_jobs(
+        self, accounts: Collection[str], since: datetime
+    ) -> tuple[list[DirectRecord], datetime]:
+        """Finished jobs under these accounts that carry no portal uuid and ended at or after
+        `since` (one accounting query), and the watermark to pass next time."""
+        return [], since
