@@ -17,6 +17,7 @@ from accounts.models import Project, User
 from quotas import notifications
 from quotas.exceptions import (
     AllocationStateError,
+    ConflictOfInterest,
     InvalidRequest,
     NotProjectManager,
     NotReviewer,
@@ -24,7 +25,7 @@ from quotas.exceptions import (
     SelfReview,
 )
 from quotas.models import Allocation, AllocationRequest, AllocationRequestEvent, Cluster
-from quotas.policy import can_manage_project, is_reviewer
+from quotas.policy import can_manage_project, has_conflict_of_interest, is_reviewer
 from quotas.services.allocations import check_clusters
 from quotas.services.ledger import _locked, _positive, ledger_credit
 
@@ -246,6 +247,12 @@ def _require_reviewer(actor: User, request: AllocationRequest) -> None:
         raise NotReviewer("Only allocation reviewers may review requests")
     if request.requested_by_id == actor.pk:
         raise SelfReview("Reviewers cannot review their own requests")
+    project = request.project
+    if has_conflict_of_interest(actor, project):
+        raise ConflictOfInterest(
+            f"Conflict of interest: you belong to organization '{project.organization.name}' "
+            f"or project '{project.name}', so another reviewer must decide this request"
+        )
 
 
 def _require_submitted(request: AllocationRequest, action: str) -> None:
