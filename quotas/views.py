@@ -24,7 +24,7 @@ from accounts.models import User
 from portal.errors import DomainError
 from portal.ids import as_uuid
 from portal.web import form_error, refusal, run_action, visible
-from quotas import selectors, services
+from quotas import documents, selectors, services
 from quotas.exceptions import ConflictOfInterest
 from quotas.forms import AllocationRequestForm, ReviewForm
 from quotas.models import Allocation, AllocationRequest, Cluster
@@ -362,13 +362,11 @@ def allocation_request_review(request: HttpRequest, uuid: str) -> HttpResponse:
     return redirect("quotas:allocation_request_detail", uuid=target.uuid)
 
 
-@login_required
 def allocation_request_document(request: HttpRequest, uuid: str) -> FileResponse:
+    """The request's document, streamed to those who may see the request; anyone else
+    (signed in or not) gets the same 404 as for a request that does not exist."""
     target = visible(selectors.allocation_request_for_user, request.user, uuid)
-    if not target.document:
-        raise Http404("This request has no document")
-    name = (target.document.name or "document").rsplit("/", 1)[-1]
-    return FileResponse(target.document.open("rb"), as_attachment=True, filename=name)
+    return visible(documents.document_response, target)
 
 
 @login_required

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from accounts.models import Project, User
 from quotas import notifications
+from quotas.documents import DOCUMENT_EXTENSIONS, DOCUMENT_MAX_BYTES, display_name
 from quotas.exceptions import (
     AllocationStateError,
     ConflictOfInterest,
@@ -31,8 +32,6 @@ from quotas.services.ledger import _locked, _positive, ledger_credit
 
 State = AllocationRequest.State
 EDITABLE_STATES = (State.DRAFT, State.CHANGES_REQUESTED)
-DOCUMENT_MAX_BYTES = 10 * 1024 * 1024
-DOCUMENT_EXTENSIONS = (".pdf", ".txt", ".md", ".doc", ".docx", ".odt", ".rtf")
 _FIELDS = ("title", "amount", "start_date", "end_date", "justification", "funder", "award_number")
 
 
@@ -55,7 +54,7 @@ def _check_dates(start_date: date, end_date: date) -> None:
 def _check_document(document: UploadedFile | None) -> None:
     if document is None:
         return
-    name = (document.name or "").lower()
+    name = display_name(document.name or "").lower()
     if not name.endswith(DOCUMENT_EXTENSIONS):
         raise InvalidRequest(
             f"The document must be one of {', '.join(DOCUMENT_EXTENSIONS)}", field="document"
@@ -165,6 +164,7 @@ def allocation_request_create(
     )
     if document is not None:
         request.document = document
+        request.document_name = display_name(document.name or "")
     _save(request, actor)
     request.clusters.set(chosen)
     _record(request, actor=actor, to_state=State.DRAFT, comment="Drafted", notify=False)
@@ -180,7 +180,7 @@ def _locked_request(request: AllocationRequest) -> AllocationRequest:
 
 
 def _refresh(target: AllocationRequest, source: AllocationRequest) -> None:
-    for name in (*_FIELDS, "state", "allocation_id", "updated_at", "document"):
+    for name in (*_FIELDS, "state", "allocation_id", "updated_at", "document", "document_name"):
         setattr(target, name, getattr(source, name))
 
 
@@ -215,6 +215,7 @@ def allocation_request_update(
     _check_document(document)
     if document is not None:
         locked.document = document
+        locked.document_name = display_name(document.name or "")
     if clusters is not None:
         locked.clusters.set(check_clusters(project=locked.project, clusters=clusters))
     _save(locked, actor)
