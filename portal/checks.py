@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -57,3 +58,29 @@ def check_cluster_backends(app_configs: Any = None, **kwargs: Any) -> list[check
                 )
             )
     return errors
+
+
+def _served_static_roots() -> list[Path]:
+    """Every folder WhiteNoise (or runserver) may serve at a public URL."""
+    roots: list[Any] = [
+        settings.STATIC_ROOT,
+        *settings.STATICFILES_DIRS,
+        getattr(settings, "WHITENOISE_ROOT", None),
+    ]
+    return [Path(r[1] if isinstance(r, tuple) else r).resolve() for r in roots if r]
+
+
+@checks.register(checks.Tags.security, checks.Tags.staticfiles)
+def check_media_is_private(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Uploads (MEDIA_ROOT) are private: they must not lie in a folder served as static files."""
+    media = Path(settings.MEDIA_ROOT).resolve()
+    return [
+        checks.Error(
+            f"MEDIA_ROOT ({media}) lies inside {root}, which is served publicly as static files",
+            hint="Move MEDIA_ROOT out of STATIC_ROOT, STATICFILES_DIRS and WHITENOISE_ROOT: "
+            "uploads are served only by views that check the caller.",
+            id="portal.E110",
+        )
+        for root in _served_static_roots()
+        if media == root or root in media.parents
+    ]

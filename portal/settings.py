@@ -226,6 +226,8 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
+# Uploads are private: no URL serves MEDIA_ROOT (quotas.documents streams them after checking
+# the caller), and check portal.E110 refuses a MEDIA_ROOT inside the static folders.
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media")))
 MEDIA_URL = "media/"
 STORAGES = {

@@ -12,6 +12,8 @@ from http import HTTPStatus
 from typing import Any, cast
 
 from django.db.models import QuerySet
+from django.http import FileResponse
+from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import generics, parsers, serializers
@@ -22,7 +24,7 @@ from rest_framework.views import APIView
 from accounts.models import User
 from portal.api import CursorPagination, StrictFieldsMixin
 from portal.ids import as_uuid
-from quotas import selectors, services
+from quotas import documents, selectors, services
 from quotas.models import Allocation, AllocationRequest, Cluster, LedgerEntry
 
 MIN_SU = Decimal("0.0001")
@@ -235,6 +237,7 @@ class AllocationRequestSerializer(serializers.ModelSerializer[AllocationRequest]
     clusters = serializers.SerializerMethodField()
     requested_by = serializers.CharField(source="requested_by.username", read_only=True)
     document = serializers.SerializerMethodField()
+    document_name = serializers.SerializerMethodField()
     events = RequestEventSerializer(many=True, read_only=True)
 
     class Meta:
@@ -256,6 +259,7 @@ class AllocationRequestSerializer(serializers.ModelSerializer[AllocationRequest]
             "funder",
             "award_number",
             "document",
+            "document_name",
             "state",
             "requested_by",
             "allocation",
@@ -269,11 +273,14 @@ class AllocationRequestSerializer(serializers.ModelSerializer[AllocationRequest]
         return sorted(c.name for c in request.clusters.all())
 
     def get_document(self, request: AllocationRequest) -> str | None:
+        """Where to download the document (the API view: token or session), or null."""
         if not request.document:
             return None
-        from django.urls import reverse
+        return reverse("api-allocation-request-document", kwargs={"uuid": request.uuid})
 
-        return reverse("quotas:allocation_request_document", kwargs={"uuid": request.uuid})
+    def get_document_name(self, request: AllocationRequest) -> str | None:
+        """The uploaded file's name, for display (it is not where the file is stored)."""
+        return request.document_display_name if request.document else None
 
 
 class AllocationRequestListSerializer(AllocationRequestSerializer):
@@ -409,6 +416,22 @@ class AllocationRequestDetailView(APIView):
             **data,
         )
         return _request_detail(target)
+
+
+class AllocationRequestDocumentView(APIView):
+    """The request's document, streamed as an attachment to those who may see the request."""
+
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
+        # The file answers in its own type; errors in JSON whatever the client accepts.
+        return super().perform_content_negotiation(request, force=True)
+
+    @extend_schema(
+        operation_id="v1_allocation_requests_document",
+        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY},
+    )
+    def get(self, request: Request, uuid: str) -> FileResponse:
+        target = selectors.allocation_request_for_user(request.user, uuid)
+        return documents.document_response(target)
 
 
 class _TransitionView(APIView):

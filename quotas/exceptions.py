@@ -68,6 +68,12 @@ class SelfReview(PermissionDenied):
     code = "self_review"
 
 
+class ConflictOfInterest(PermissionDenied):
+    """The reviewer belongs to the requesting organization or project."""
+
+    code = "conflict_of_interest"
+
+
 class NotProjectManager(PermissionDenied):
     code = "not_project_manager"
 

@@ -33,6 +33,7 @@ from django.utils import timezone
 from simple_history.models import HistoricalRecords
 
 from accounts.models import Project
+from quotas import documents
 
 SU: dict[str, Any] = {"max_digits": 18, "decimal_places": 4}
 # Half the ledger's quantum, as slack in the counters' CHECK constraints. On PostgreSQL every SU
@@ -210,7 +211,10 @@ class AllocationRequest(models.Model):
     justification = models.TextField()
     funder = models.CharField(max_length=200, blank=True)
     award_number = models.CharField(max_length=100, blank=True)
-    document = models.FileField(upload_to="allocation-requests/%Y/%m/", blank=True)
+    # Stored under a random name (never the uploaded one) and served only by the document
+    # views, which check the caller; document_name is the uploaded name, for display only.
+    document = models.FileField(upload_to=documents.storage_path, blank=True, max_length=255)
+    document_name = models.CharField(max_length=255, blank=True)
     state = models.CharField(max_length=20, choices=State.choices, default=State.DRAFT)
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
@@ -234,6 +238,11 @@ class AllocationRequest(models.Model):
 
     def __str__(self) -> str:
         return f"{self.title} ({self.get_state_display()})"
+
+    @property
+    def document_display_name(self) -> str:
+        """The uploaded document's name (rows from before it was kept: the stored name)."""
+        return self.document_name or documents.display_name(self.document.name or "")
 
 
 class AllocationRequestEvent(models.Model):

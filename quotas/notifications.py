@@ -68,14 +68,14 @@ def pi_emails(project: Project) -> list[str]:
     )
 
 
-def reviewer_emails() -> list[str]:
-    from quotas.policy import REVIEWERS_GROUP
+def reviewer_emails(project: Project | None = None) -> list[str]:
+    """The reviewers' addresses; for `project`, only those without a conflict of interest."""
+    from quotas.policy import REVIEWERS_GROUP, conflicted_users
 
-    return list(
-        User.objects.filter(groups__name=REVIEWERS_GROUP, is_active=True)
-        .exclude(email="")
-        .values_list("email", flat=True)
-    )
+    reviewers = User.objects.filter(groups__name=REVIEWERS_GROUP, is_active=True).exclude(email="")
+    if project is not None:
+        reviewers = reviewers.exclude(conflicted_users(project))
+    return list(reviewers.values_list("email", flat=True))
 
 
 def usage_threshold(*, allocation: Allocation, threshold: int, percent: Decimal) -> None:
@@ -146,6 +146,8 @@ def request_transition(*, request: AllocationRequest, event: AllocationRequestEv
         subject = f"To review: '{request.title}'"
         messages += [
             _message(subject, body, [email])
-            for email in sorted(set(reviewer_emails()) - {request.requested_by.email})
+            for email in sorted(
+                set(reviewer_emails(request.project)) - {request.requested_by.email}
+            )
         ]
     _send_on_commit(messages)

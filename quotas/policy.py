@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db.models import Q
+
 from accounts.models import Membership, Project, ProjectMember
 from quotas.models import Cluster
 
@@ -51,6 +53,32 @@ def can_manage_project(user: Any, project: Project) -> bool:
     return Membership.objects.filter(
         organization_id=project.organization_id, user=user, role__in=MANAGER_ORG_ROLES
     ).exists()
+
+
+# Conflict of interest: a user may not review a request of a project they are a member of, or
+# of any project of an organization they belong to (any role). Staff are not exempt. The rule
+# is written here once, in its two directions (projects of a user, users of a project).
+
+
+def conflicted_projects(user: Any) -> Q:
+    """A Q over Project: the projects whose requests `user` may not review."""
+    return Q(
+        organization_id__in=Membership.objects.filter(user=user).values("organization_id")
+    ) | Q(pk__in=ProjectMember.objects.filter(user=user).values("project_id"))
+
+
+def conflicted_users(project: Project) -> Q:
+    """A Q over User: the users who may not review the requests of `project`."""
+    return Q(
+        pk__in=Membership.objects.filter(organization_id=project.organization_id).values("user_id")
+    ) | Q(pk__in=ProjectMember.objects.filter(project=project).values("user_id"))
+
+
+def has_conflict_of_interest(user: Any, project: Project) -> bool:
+    """Whether `user` may not review the requests of `project` (see conflicted_projects)."""
+    if not _authenticated(user):
+        return False
+    return Project.objects.filter(conflicted_projects(user), pk=project.pk).exists()
 
 
 def cluster_refusal(cluster: Cluster, project: Project) -> str | None:

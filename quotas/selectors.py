@@ -26,6 +26,7 @@ from quotas.policy import (
     MANAGER_ORG_ROLES,
     MANAGER_PROJECT_ROLES,
     ORG_VIEWER_ROLES,
+    conflicted_projects,
     is_facility_admin,
     is_reviewer,
 )
@@ -227,7 +228,8 @@ def my_allocation_requests(user: Any) -> QuerySet[AllocationRequest]:
 
 
 def review_queue(user: Any, *, state: str | None = None) -> QuerySet[AllocationRequest]:
-    """For reviewers: submitted requests, oldest first (or every non-draft one in `state`)."""
+    """For reviewers: submitted requests, oldest first (or every non-draft one in `state`);
+    never those of the reviewer's own organizations or projects (conflicts of interest)."""
     if not is_reviewer(user):
         return AllocationRequest.objects.none()
     wanted = state or AllocationRequest.State.SUBMITTED
@@ -235,6 +237,7 @@ def review_queue(user: Any, *, state: str | None = None) -> QuerySet[AllocationR
         allocation_requests_for_user(user)
         .filter(state=wanted)
         .exclude(state=AllocationRequest.State.DRAFT)
+        .exclude(project__in=Project.objects.filter(conflicted_projects(user)))
         .order_by("updated_at", "id")
     )
 

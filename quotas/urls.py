@@ -116,6 +116,11 @@ api_urlpatterns: list[URLPattern | URLResolver] = [
         name="api-allocation-request-detail",
     ),
     path(
+        "allocation-requests/<str:uuid>/document/",
+        api.AllocationRequestDocumentView.as_view(),
+        name="api-allocation-request-document",
+    ),
+    path(
         "allocation-requests/<str:uuid>/submit/",
         api.AllocationRequestSubmitView.as_view(),
         name="api-allocation-request-submit",

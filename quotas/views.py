@@ -17,16 +17,18 @@ from django.core.paginator import Paginator
 from django.db.models import Model
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.models import User
 from portal.errors import DomainError
 from portal.ids import as_uuid
-from portal.web import form_error, run_action, visible
-from quotas import selectors, services
+from portal.web import form_error, refusal, run_action, visible
+from quotas import documents, selectors, services
+from quotas.exceptions import ConflictOfInterest
 from quotas.forms import AllocationRequestForm, ReviewForm
 from quotas.models import Allocation, AllocationRequest, Cluster
-from quotas.policy import can_manage_project, is_reviewer
+from quotas.policy import can_manage_project, has_conflict_of_interest, is_reviewer
 
 
 def _user(request: HttpRequest) -> User:
@@ -273,6 +275,7 @@ def allocation_request_edit(request: HttpRequest, uuid: str) -> HttpResponse:
 def allocation_request_detail(request: HttpRequest, uuid: str) -> HttpResponse:
     target = visible(selectors.allocation_request_for_user, request.user, uuid)
     reviewer = is_reviewer(request.user) and target.requested_by_id != request.user.pk
+    conflicted = reviewer and has_conflict_of_interest(request.user, target.project)
     can_edit = can_manage_project(request.user, target.project)
     review_form = ReviewForm(
         initial={
@@ -288,7 +291,10 @@ def allocation_request_detail(request: HttpRequest, uuid: str) -> HttpResponse:
             "req": target,
             "events": target.events.select_related("actor").order_by("created_at", "id"),
             "can_edit": can_edit and target.state in services.requests.EDITABLE_STATES,
-            "can_review": reviewer and target.state == AllocationRequest.State.SUBMITTED,
+            "can_review": reviewer
+            and not conflicted
+            and target.state == AllocationRequest.State.SUBMITTED,
+            "conflicted": conflicted and target.state == AllocationRequest.State.SUBMITTED,
             "review_form": review_form,
         },
     )
@@ -319,11 +325,11 @@ def allocation_request_review(request: HttpRequest, uuid: str) -> HttpResponse:
         return redirect("quotas:allocation_request_detail", uuid=target.uuid)
     data = form.cleaned_data
     action = data["action"]
-    if action == "approve":
-        done = run_action(
-            request,
+    user = _user(request)
+    decisions = {
+        "approve": (
             lambda: services.allocation_request_approve(
-                actor=_user(request),
+                actor=user,
                 request=target,
                 amount=data["amount"],
                 start_date=data["start_date"],
@@ -331,35 +337,36 @@ def allocation_request_review(request: HttpRequest, uuid: str) -> HttpResponse:
                 comment=data["comment"],
             ),
             "Approved: the allocation is credited and the requester notified.",
-        )
-    elif action == "reject":
-        done = run_action(
-            request,
+        ),
+        "reject": (
             lambda: services.allocation_request_reject(
-                actor=_user(request), request=target, comment=data["comment"]
+                actor=user, request=target, comment=data["comment"]
             ),
             "Rejected: the requester has been notified.",
-        )
-    else:
-        done = run_action(
-            request,
+        ),
+        "request_changes": (
             lambda: services.allocation_request_request_changes(
-                actor=_user(request), request=target, comment=data["comment"]
+                actor=user, request=target, comment=data["comment"]
             ),
             "Sent back for changes: the requester has been notified.",
-        )
+        ),
+    }
+    decide, success = decisions[action]
+    try:
+        done = run_action(request, decide, success, propagate=(ConflictOfInterest,))
+    except ConflictOfInterest as exc:
+        back = reverse("quotas:allocation_request_detail", kwargs={"uuid": target.uuid})
+        return refusal(request, exc, back=back)
     if done:
         return redirect("quotas:allocation_review_queue")
     return redirect("quotas:allocation_request_detail", uuid=target.uuid)
 
 
-@login_required
 def allocation_request_document(request: HttpRequest, uuid: str) -> FileResponse:
+    """The request's document, streamed to those who may see the request; anyone else
+    (signed in or not) gets the same 404 as for a request that does not exist."""
     target = visible(selectors.allocation_request_for_user, request.user, uuid)
-    if not target.document:
-        raise Http404("This request has no document")
-    name = (target.document.name or "document").rsplit("/", 1)[-1]
-    return FileResponse(target.document.open("rb"), as_attachment=True, filename=name)
+    return visible(documents.document_response, target)
 
 
 @login_required

@@ -15,8 +15,10 @@ from django.utils import timezone
 
 from accounts.models import Project, User
 from quotas import notifications
+from quotas.documents import DOCUMENT_EXTENSIONS, DOCUMENT_MAX_BYTES, display_name
 from quotas.exceptions import (
     AllocationStateError,
+    ConflictOfInterest,
     InvalidRequest,
     NotProjectManager,
     NotReviewer,
@@ -24,14 +26,12 @@ from quotas.exceptions import (
     SelfReview,
 )
 from quotas.models import Allocation, AllocationRequest, AllocationRequestEvent, Cluster
-from quotas.policy import can_manage_project, is_reviewer
+from quotas.policy import can_manage_project, has_conflict_of_interest, is_reviewer
 from quotas.services.allocations import check_clusters
 from quotas.services.ledger import _locked, _positive, ledger_credit
 
 State = AllocationRequest.State
 EDITABLE_STATES = (State.DRAFT, State.CHANGES_REQUESTED)
-DOCUMENT_MAX_BYTES = 10 * 1024 * 1024
-DOCUMENT_EXTENSIONS = (".pdf", ".txt", ".md", ".doc", ".docx", ".odt", ".rtf")
 _FIELDS = ("title", "amount", "start_date", "end_date", "justification", "funder", "award_number")
 
 
@@ -54,7 +54,7 @@ def _check_dates(start_date: date, end_date: date) -> None:
 def _check_document(document: UploadedFile | None) -> None:
     if document is None:
         return
-    name = (document.name or "").lower()
+    name = display_name(document.name or "").lower()
     if not name.endswith(DOCUMENT_EXTENSIONS):
         raise InvalidRequest(
             f"The document must be one of {', '.join(DOCUMENT_EXTENSIONS)}", field="document"
@@ -164,6 +164,7 @@ def allocation_request_create(
     )
     if document is not None:
         request.document = document
+        request.document_name = display_name(document.name or "")
     _save(request, actor)
     request.clusters.set(chosen)
     _record(request, actor=actor, to_state=State.DRAFT, comment="Drafted", notify=False)
@@ -179,7 +180,7 @@ def _locked_request(request: AllocationRequest) -> AllocationRequest:
 
 
 def _refresh(target: AllocationRequest, source: AllocationRequest) -> None:
-    for name in (*_FIELDS, "state", "allocation_id", "updated_at", "document"):
+    for name in (*_FIELDS, "state", "allocation_id", "updated_at", "document", "document_name"):
         setattr(target, name, getattr(source, name))
 
 
@@ -214,6 +215,7 @@ def allocation_request_update(
     _check_document(document)
     if document is not None:
         locked.document = document
+        locked.document_name = display_name(document.name or "")
     if clusters is not None:
         locked.clusters.set(check_clusters(project=locked.project, clusters=clusters))
     _save(locked, actor)
@@ -246,6 +248,12 @@ def _require_reviewer(actor: User, request: AllocationRequest) -> None:
         raise NotReviewer("Only allocation reviewers may review requests")
     if request.requested_by_id == actor.pk:
         raise SelfReview("Reviewers cannot review their own requests")
+    project = request.project
+    if has_conflict_of_interest(actor, project):
+        raise ConflictOfInterest(
+            f"Conflict of interest: you belong to organization '{project.organization.name}' "
+            f"or project '{project.name}', so another reviewer must decide this request"
+        )
 
 
 def _require_submitted(request: AllocationRequest, action: str) -> None:
