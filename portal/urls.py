@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from allauth.account.decorators import secure_admin_login
 from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
@@ -10,6 +11,10 @@ from jobs import urls as jobs_urls
 from portal import views
 from quotas import urls as quotas_urls
 from quotas.billing import urls as billing_urls
+
+# The admin's own login form takes a password alone (no MFA, no rate limit, no verified email):
+# send it through allauth's sign-in like every other login. Non-staff get 403.
+admin.site.login = secure_admin_login(admin.site.login)  # type: ignore[method-assign]
 
 api_v1 = [
     *accounts_urls.api_urlpatterns,
