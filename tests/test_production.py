@@ -216,6 +216,7 @@ def test_gunicorn_in_production_mode_serves_sign_in_dashboard_api_docs_and_hashe
     assert dashboard.status == HTTPStatus.OK
     assert "<h1>Dashboard</h1>" in dashboard_html
     assert "strict-transport-security" in {k.lower() for k in dashboard.headers}
+    assert "script-src 'self'" in dashboard.headers["Content-Security-Policy"]
     assert docs.status == HTTPStatus.OK
     assert "swagger-ui" in docs_html
     assert static.status == HTTPStatus.OK
