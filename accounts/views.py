@@ -14,7 +14,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts import selectors, services
 from accounts.forms import (
@@ -323,7 +323,9 @@ def invitation_open(request: HttpRequest) -> HttpResponse:
     return render(request, "accounts/invitation_open.html", {"form": form}, status=status)
 
 
+@require_GET
 def invitation_legacy_link(request: HttpRequest, token: str) -> HttpResponse:
+    """A link emailed before the code moved into the fragment: open it the same way."""
     request.session[INVITATION_SESSION_KEY] = token
     return redirect("accounts:invitation_accept")
 

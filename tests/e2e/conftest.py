@@ -19,7 +19,7 @@ import pytest
 from allauth.account.models import EmailAddress
 from django.core.cache import cache
 from django.db import connections
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import ConsoleMessage, Page, expect, sync_playwright
 
 from accounts.models import User
 from jobs.models import ClusterAccount
@@ -89,6 +89,10 @@ def browser(_chromium: Path, live_server: Any, tmp_path: Path) -> Iterator[Brows
     with sync_playwright() as playwright:
         contexts: list[Any] = []
 
+        def note_complaint(message: ConsoleMessage) -> None:
+            if policy_complaint(message.text):
+                complaints.append(f"{message.page.url if message.page else ''}: {message.text}")
+
         def open_browser() -> Page:
             profile = tmp_path / f"chromium-profile-{len(contexts)}"
             context = playwright.chromium.launch_persistent_context(
@@ -102,14 +106,7 @@ def browser(_chromium: Path, live_server: Any, tmp_path: Path) -> Iterator[Brows
                 reduced_motion="reduce",  # charts draw at once: screenshots show final bars
             )
             contexts.append(context)
-            context.on(
-                "console",
-                lambda msg: (
-                    complaints.append(f"{msg.page.url if msg.page else ''}: {msg.text}")
-                    if policy_complaint(msg.text)
-                    else None
-                ),
-            )
+            context.on("console", note_complaint)
             context.set_default_timeout(TIMEOUT_MS)
             return context.pages[0] if context.pages else context.new_page()
 
