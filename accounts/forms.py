@@ -87,3 +87,13 @@ class ApiTokenForm(forms.Form):
     def expires_at(self) -> Any:
         days = self.cleaned_data.get("expires_in_days")
         return timezone.now() + timedelta(days=int(days)) if days else None
+
+
+class InvitationOpenForm(forms.Form):
+    # The emailed link carries the code after "#", which browsers never send: the page's
+    # script copies it here and posts it, so the code stays out of request lines and logs.
+    token = forms.CharField(
+        label="Invitation code",
+        max_length=200,
+        widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
+    )

@@ -305,15 +305,25 @@ def project_member_remove(*, actor: User, member: ProjectMember) -> None:
 
 
 def invitation_url(raw_token: str) -> str:
-    path = reverse("accounts:invitation_accept", kwargs={"token": raw_token})
-    return f"{settings.SITE_URL.rstrip('/')}{path}"
+    """The emailed link: the code rides in the fragment, which browsers never send, so it stays
+    out of request lines and access logs (the landing page posts it)."""
+    return f"{invitation_open_url()}#{raw_token}"
+
+
+def invitation_open_url() -> str:
+    return f"{settings.SITE_URL.rstrip('/')}{reverse('accounts:invitation_open')}"
 
 
 def _send_invitation(invitation_pk: int, raw_token: str) -> None:
     invitation = Invitation.objects.select_related("organization", "project", "invited_by").get(
         pk=invitation_pk
     )
-    context = {"invitation": invitation, "url": invitation_url(raw_token)}
+    context = {
+        "invitation": invitation,
+        "url": invitation_url(raw_token),
+        "open_url": invitation_open_url(),
+        "code": raw_token,
+    }
     subject = render_to_string("accounts/email/invitation_subject.txt", context).strip()
     body = render_to_string("accounts/email/invitation_message.txt", context)
     send_mail(subject, body, None, [invitation.email])

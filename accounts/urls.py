@@ -44,7 +44,10 @@ _pages: list[URLPattern | URLResolver] = [
         views.project_member_remove,
         name="project_member_remove",
     ),
-    path("invitations/<str:token>/", views.invitation_accept, name="invitation_accept"),
+    path("invitations/", views.invitation_open, name="invitation_open"),
+    path("invitations/pending/", views.invitation_accept, name="invitation_accept"),
+    # Links emailed before the code moved into the URL fragment (they expire within a week).
+    path("invitations/<str:token>/", views.invitation_legacy_link, name="invitation_legacy_link"),
     path("settings/tokens/", views.api_tokens, name="api_tokens"),
     path("settings/tokens/<uuid:uuid>/revoke/", views.api_token_revoke, name="api_token_revoke"),
 ]

@@ -7,17 +7,19 @@ services become form errors or flash messages.
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any, cast
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts import selectors, services
 from accounts.forms import (
     ApiTokenForm,
+    InvitationOpenForm,
     InviteForm,
     OrganizationForm,
     OrganizationRoleForm,
@@ -295,17 +297,55 @@ def project_member_remove(request: HttpRequest, uuid: str, user_id: int) -> Http
 # --- invitations ------------------------------------------------------------------------
 
 
+INVITATION_SESSION_KEY = "accounts_invitation_token"
+
+
+@require_http_methods(["GET", "POST"])
+def invitation_open(request: HttpRequest) -> HttpResponse:
+    """Where the emailed link lands (`/invitations/#<code>`). Posting the code keeps it in this
+    browser's session and goes on to the invitation, after sign-in: nothing about the
+    invitation is shown to a visitor who is not signed in."""
+    form = InvitationOpenForm(request.POST or None)
+    status: int = HTTPStatus.OK
+    if request.method == "POST":
+        if form.is_valid():
+            token = form.cleaned_data["token"]
+            try:
+                selectors.invitation_get_by_token(token)
+            except NotFound as exc:
+                form.add_error("token", exc.detail)
+                status = HTTPStatus.NOT_FOUND
+            else:
+                request.session[INVITATION_SESSION_KEY] = token
+                return redirect("accounts:invitation_accept")
+        else:
+            status = HTTPStatus.BAD_REQUEST
+    return render(request, "accounts/invitation_open.html", {"form": form}, status=status)
+
+
+@require_GET
+def invitation_legacy_link(request: HttpRequest, token: str) -> HttpResponse:
+    """A link emailed before the code moved into the fragment: open it the same way."""
+    request.session[INVITATION_SESSION_KEY] = token
+    return redirect("accounts:invitation_accept")
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
-def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
+def invitation_accept(request: HttpRequest) -> HttpResponse:
+    """The invitation opened in this browser's session: who is invited, and the accept button."""
+    token = request.session.get(INVITATION_SESSION_KEY)
+    if not token:
+        raise Http404("No invitation is open here: follow the link in the email again.")
     invitation = visible(selectors.invitation_get_by_token, token)
-    error, status = None, 200
+    error, status = None, int(HTTPStatus.OK)
     if request.method == "POST":
         try:
             services.invitation_accept(actor=_actor(request), raw_token=token)
         except DomainError as exc:
             error, status = exc.detail, exc.status
         else:
+            del request.session[INVITATION_SESSION_KEY]
             messages.success(request, f"Welcome to {invitation.organization.name}.")
             if invitation.project is not None:
                 return redirect("accounts:project_detail", uuid=invitation.project.uuid)

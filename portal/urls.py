@@ -1,14 +1,19 @@
 from __future__ import annotations
 
+from allauth.account.decorators import secure_admin_login
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from accounts import urls as accounts_urls
 from jobs import urls as jobs_urls
 from portal import views
 from quotas import urls as quotas_urls
 from quotas.billing import urls as billing_urls
+
+# The admin's own login form takes a password alone (no MFA, no rate limit, no verified email):
+# send it through allauth's sign-in like every other login. Non-staff get 403.
+admin.site.login = secure_admin_login(admin.site.login)  # type: ignore[method-assign]
 
 api_v1 = [
     *accounts_urls.api_urlpatterns,
@@ -27,7 +32,14 @@ urlpatterns = [
     path("", include(jobs_urls.urlpatterns)),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    # The split view serves Swagger UI's start-up script as a file (?script=): no inline script.
+    path(
+        "api/docs/",
+        SpectacularSwaggerSplitView.as_view(
+            url_name="api-schema", template_name="portal/swagger_ui.html"
+        ),
+        name="api-docs",
+    ),
     path("django-admin/", admin.site.urls),
 ]
 

@@ -7,6 +7,8 @@ from http import HTTPStatus
 
 import pytest
 from django.core import mail
+from django.http import HttpResponse
+from django.test import Client
 
 from accounts import services
 from accounts.authentication import hash_token
@@ -101,6 +103,11 @@ def test_an_admin_cannot_pick_the_owner_role_in_the_invite_form(web, alice, bob,
     assert not Invitation.objects.exists()
 
 
+def _open_invitation(client: Client, raw: str) -> HttpResponse:
+    """What the landing page's script does with the code from the link's fragment."""
+    return client.post("/invitations/", {"token": raw})
+
+
 def test_the_invitee_accepts_on_the_invitation_page(
     web, alice, tenant, django_capture_on_commit_callbacks
 ):
@@ -111,42 +118,120 @@ def test_the_invitee_accepts_on_the_invitation_page(
     carol = factories.UserFactory(username="carol", email="carol@uni.example")
     client = web(carol)
 
-    page = client.get(f"/invitations/{raw}/")
-    accepted = client.post(f"/invitations/{raw}/")
+    opened = _open_invitation(client, raw)
+    page = client.get(opened["Location"])
+    accepted = client.post("/invitations/pending/")
 
+    assert opened.status_code == HTTPStatus.FOUND
+    assert opened["Location"] == "/invitations/pending/"
     assert page.status_code == HTTPStatus.OK
     assert "Accept invitation" in page.content.decode()
+    assert "carol@uni.example" in page.content.decode()
     assert accepted.status_code == HTTPStatus.FOUND
     assert Membership.objects.get(organization=tenant.org, user=carol).role == "member"
+    assert client.get("/invitations/pending/").status_code == HTTPStatus.NOT_FOUND
+
+
+def test_the_emailed_link_keeps_the_code_out_of_the_request_line(
+    alice, tenant, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        _invitation, raw = services.invitation_create(
+            actor=alice, organization=tenant.org, email="carol@uni.example"
+        )
+
+    link = re.search(r"(https?://\S+)", mail.outbox[0].body)
+
+    assert link is not None
+    path, _, fragment = link.group(1).partition("#")
+    assert fragment == raw  # browsers never send the fragment: it stays out of access logs
+    assert raw not in path
+    assert path.endswith("/invitations/")
+
+
+def test_the_landing_page_posts_the_code_from_a_static_script(client):
+    response = client.get("/invitations/")
+
+    page = response.content.decode()
+    assert response.status_code == HTTPStatus.OK
+    assert 'name="token"' in page
+    assert "js/invitation" in page
 
 
 def test_someone_else_cannot_accept_an_invitation_on_the_page(web, alice, mallory, tenant):
     _invitation, raw = services.invitation_create(
         actor=alice, organization=tenant.org, email="carol@uni.example"
     )
+    client = web(mallory)
+    _open_invitation(client, raw)
 
-    response = web(mallory).post(f"/invitations/{raw}/")
+    response = client.post("/invitations/pending/")
 
     assert response.status_code == HTTPStatus.FORBIDDEN
     assert "carol@uni.example" in response.content.decode()
     assert not Membership.objects.filter(organization=tenant.org, user=mallory).exists()
 
 
-def test_an_unknown_invitation_token_is_404(web, alice):
-    response = web(alice).get("/invitations/no-such-token/")
+def test_an_unknown_invitation_code_is_404(web, alice):
+    response = _open_invitation(web(alice), "no-such-token")
+
+    assert response.status_code == HTTPStatus.NOT_FOUND
+    assert "Invitation not found" in response.content.decode()
+
+
+def test_an_empty_or_nul_invitation_code_is_a_400_naming_the_field(client):
+    empty = client.post("/invitations/", {"token": ""})
+    nul = client.post("/invitations/", {"token": "abc\x00"})
+
+    assert empty.status_code == HTTPStatus.BAD_REQUEST
+    assert "This field is required" in empty.content.decode()
+    assert nul.status_code == HTTPStatus.BAD_REQUEST
+    assert "Null characters are not allowed" in nul.content.decode()
+
+
+def test_the_pending_invitation_page_without_an_opened_invitation_is_404(web, alice):
+    response = web(alice).get("/invitations/pending/")
 
     assert response.status_code == HTTPStatus.NOT_FOUND
 
 
-def test_the_invitation_page_needs_a_signed_in_user(client, alice, tenant):
+def test_signed_out_the_invitation_pages_show_neither_the_address_nor_the_organization(
+    client, alice, tenant
+):
     _invitation, raw = services.invitation_create(
         actor=alice, organization=tenant.org, email="carol@uni.example"
     )
 
-    response = client.get(f"/invitations/{raw}/")
+    landing = client.get("/invitations/")
+    opened = _open_invitation(client, raw)
+    to_login = client.get(opened["Location"])
+    login_page = client.get(to_login["Location"])
 
-    assert response.status_code == HTTPStatus.FOUND
-    assert response["Location"].startswith("/accounts/login/")
+    assert opened.status_code == HTTPStatus.FOUND
+    assert to_login.status_code == HTTPStatus.FOUND
+    assert to_login["Location"] == "/accounts/login/?next=/invitations/pending/"
+    for response in (landing, opened, to_login, login_page):
+        page = response.content.decode()
+        assert "carol@uni.example" not in page
+        assert "Vision Lab" not in page
+        assert raw not in page
+
+
+def test_a_link_emailed_before_the_code_moved_to_the_fragment_still_opens_the_invitation(
+    web, alice, tenant
+):
+    _invitation, raw = services.invitation_create(
+        actor=alice, organization=tenant.org, email="carol@uni.example"
+    )
+    carol = factories.UserFactory(username="carol", email="carol@uni.example")
+    client = web(carol)
+
+    opened = client.get(f"/invitations/{raw}/")
+    accepted = client.post(opened["Location"])
+
+    assert opened["Location"] == "/invitations/pending/"
+    assert accepted.status_code == HTTPStatus.FOUND
+    assert Membership.objects.filter(organization=tenant.org, user=carol).exists()
 
 
 def test_an_owner_changes_a_role_and_removes_a_member(web, alice, bob, tenant):
@@ -339,8 +424,8 @@ def test_an_invitee_without_an_account_signs_up_verifies_and_lands_on_the_invita
         _invitation, raw = services.invitation_create(
             actor=alice, organization=tenant.org, email="carol@uni.example"
         )
-    invitation_path = f"/invitations/{raw}/"
-    to_login = client.get(invitation_path)
+    invitation_path = "/invitations/pending/"
+    to_login = client.get(_open_invitation(client, raw)["Location"])
     assert to_login["Location"] == f"/accounts/login/?next={invitation_path}"
 
     client.post(
@@ -357,6 +442,7 @@ def test_an_invitee_without_an_account_signs_up_verifies_and_lands_on_the_invita
     assert link is not None
     confirmed = client.post(link.group(1))
     assert confirmed["Location"] == invitation_path
+    assert "carol@uni.example" in client.get(invitation_path).content.decode()
     accepted = client.post(invitation_path)
 
     assert accepted.status_code == HTTPStatus.FOUND

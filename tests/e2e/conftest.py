@@ -19,7 +19,7 @@ import pytest
 from allauth.account.models import EmailAddress
 from django.core.cache import cache
 from django.db import connections
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import ConsoleMessage, Page, expect, sync_playwright
 
 from accounts.models import User
 from jobs.models import ClusterAccount
@@ -73,13 +73,25 @@ def _clean_cache() -> Iterator[None]:
 Browser = Callable[[], Page]  # opens a new, isolated browser (its own profile) on a page
 
 
+def policy_complaint(text: str) -> bool:
+    """A console message saying the page broke its Content-Security-Policy (or that Chromium
+    cannot read the Permissions-Policy)."""
+    return "Content Security Policy" in text or "Permissions-Policy" in text
+
+
 @pytest.fixture
 def browser(_chromium: Path, live_server: Any, tmp_path: Path) -> Iterator[Browser]:
     """A factory of isolated browsers (fresh user-data dir each, so no shared cookies), all
-    pointed at live_server; each page fails a step after TIMEOUT_MS."""
+    pointed at live_server; each page fails a step after TIMEOUT_MS. A test whose pages log a
+    CSP violation (an inline script, style or handler, anything from another host) fails."""
     expect.set_options(timeout=TIMEOUT_MS)
+    complaints: list[str] = []
     with sync_playwright() as playwright:
         contexts: list[Any] = []
+
+        def note_complaint(message: ConsoleMessage) -> None:
+            if policy_complaint(message.text):
+                complaints.append(f"{message.page.url if message.page else ''}: {message.text}")
 
         def open_browser() -> Page:
             profile = tmp_path / f"chromium-profile-{len(contexts)}"
@@ -94,6 +106,7 @@ def browser(_chromium: Path, live_server: Any, tmp_path: Path) -> Iterator[Brows
                 reduced_motion="reduce",  # charts draw at once: screenshots show final bars
             )
             contexts.append(context)
+            context.on("console", note_complaint)
             context.set_default_timeout(TIMEOUT_MS)
             return context.pages[0] if context.pages else context.new_page()
 
@@ -109,6 +122,7 @@ def browser(_chromium: Path, live_server: Any, tmp_path: Path) -> Iterator[Brows
     # the profiles are temporary; drop them now rather than at pytest's tmp cleanup
     for profile in tmp_path.glob("chromium-profile-*"):
         shutil.rmtree(profile, ignore_errors=True)
+    assert complaints == [], "the pages broke their Content-Security-Policy"
 
 
 def verified(user: User) -> User:

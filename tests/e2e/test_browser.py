@@ -26,7 +26,7 @@ from quotas.models import Allocation, AllocationRequest, Cluster, LedgerEntry
 from quotas.policy import REVIEWERS_GROUP
 from quotas.services import ledger_hold, ledger_settle
 from tests import factories
-from tests.e2e.conftest import Browser, screenshot, sign_in, verified
+from tests.e2e.conftest import PASSWORD, Browser, screenshot, sign_in, verified
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -358,3 +358,98 @@ def test_the_dashboard_charts_the_su_charged_on_each_of_the_last_30_days(
     expect(recent.locator("tbody tr")).to_have_count(2)
     page.reload()  # without the "signed in" message
     screenshot(page, "dashboard-month")
+
+
+def test_under_the_content_security_policy_api_docs_admin_2fa_tokens_and_cancel_still_work(
+    browser: Browser,
+    alice: User,
+    tenant: Any,
+    allocation: Allocation,
+    cluster: Cluster,
+    purge_broker: None,
+) -> None:
+    """Pages whose behaviour moved out of inline code (or that come from libraries) under the
+    policy: the browser fixture fails the test on any CSP violation they log."""
+    alice.is_staff = alice.is_superuser = True
+    alice.save(update_fields=["is_staff", "is_superuser"])
+    ClusterAccount.objects.create(user=alice, cluster=cluster, username="alice", uid=1001)
+    job = job_submit(
+        user=alice,
+        project=tenant.project,
+        cluster=cluster,
+        name="to-cancel",
+        script="echo hi\n",
+        gpus=1,
+        cpus=1,
+        memory_mb=1024,
+        time_limit_minutes=60,
+    )
+    page = browser()
+    sign_in(page, verified(alice).username)
+
+    page.goto("/api/docs/")
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("GPU Commons API")
+    expect(page.locator(".opblock").first).to_be_visible()
+
+    page.goto("/django-admin/")
+    expect(page.locator("#site-name")).to_be_visible()
+    page.goto("/manage/usage/")
+    expect(page.locator("h1")).to_be_visible()
+
+    page.goto("/accounts/2fa/totp/activate/")
+    if "/reauthenticate/" in page.url:
+        page.locator("input[name=password]").fill(PASSWORD)
+        page.locator("form button[type=submit]").first.click()
+        page.wait_for_url("**/2fa/totp/activate/")
+    expect(page.locator("img[src^='data:image/svg+xml']")).to_be_visible()  # the QR code
+
+    page.goto("/settings/tokens/")
+    page.locator("input[name=name]").fill("laptop")
+    page.locator("form button[type=submit]", has_text="Create token").click()
+    token_box = page.get_by_label("New API token")
+    token_box.click()
+    selected = page.evaluate(
+        "(() => { const i = document.querySelector('[data-select-on-click]');"
+        " return i.value.substring(i.selectionStart, i.selectionEnd); })()"
+    )
+    assert selected == token_box.input_value()
+    assert selected.startswith("gpuc_")
+
+    page.goto(f"/jobs/{job.uuid}/")
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    page.get_by_role("button", name="Cancel job").click()
+    page.wait_for_timeout(300)
+    job.refresh_from_db()
+    assert job.state == Job.State.PENDING
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Cancel job").click()
+    expect(page.locator("#job-status .badge").first).to_have_text("Cancelled")
+    job.refresh_from_db()
+    assert job.state == Job.State.CANCELLED
+
+
+def test_an_invitee_opens_the_emailed_link_and_accepts_with_the_code_never_sent_in_a_url(
+    browser: Browser, live_server: Any, alice: User, tenant: Any
+) -> None:
+    from accounts.services import invitation_create
+
+    invitation_create(actor=alice, organization=tenant.org, email="carol@uni.example")
+    # the invitation email goes out on commit, which this transactional test makes
+    link = re.search(r"(http\S+/invitations/#\S+)", mail.outbox[-1].body)
+    assert link is not None
+    path = link.group(1).split("/invitations/", 1)[1]
+    carol = verified(factories.UserFactory(username="carol", email="carol@uni.example"))
+    page = browser()
+    sign_in(page, carol.username)
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+
+    page.goto(f"{live_server.url}/invitations/{path}")
+    page.wait_for_url("**/invitations/pending/")
+    expect(page.locator("article")).to_contain_text("carol@uni.example")
+    page.get_by_role("button", name="Accept invitation").click()
+    page.wait_for_url(f"**/organizations/{tenant.org.uuid}/")
+
+    code = path.lstrip("#")
+    assert all(code not in url for url in requested)  # the fragment never leaves the browser
+    assert tenant.org.memberships.filter(user=carol).exists()
