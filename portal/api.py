@@ -8,7 +8,7 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from rest_framework import exceptions as drf_exceptions
-from rest_framework import pagination
+from rest_framework import pagination, parsers
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -71,6 +71,39 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             "code": codes if isinstance(codes, str) else exc.default_code,
         }
     return response
+
+
+def _nul_path(data: Any, path: str = "") -> str | None:
+    """Where in a parsed JSON document a NUL character is (in a key or a string), or None."""
+    if isinstance(data, str):
+        return (path or "body") if "\x00" in data else None
+    if isinstance(data, dict):
+        for key, value in data.items():
+            name = f"{path}.{key}" if path else str(key)
+            if "\x00" in str(key):
+                return name.replace("\x00", "\\u0000")
+            if found := _nul_path(value, name):
+                return found
+    if isinstance(data, list):
+        for index, item in enumerate(data):
+            if found := _nul_path(item, f"{path}[{index}]"):
+                return found
+    return None
+
+
+class JSONParser(parsers.JSONParser):
+    """DRF's JSON parser that refuses NUL characters (\\u0000) anywhere in the document with a
+    400 naming where: no name, script or filter can hold one, and PostgreSQL cannot store it.
+    (Query strings and form bodies are checked by portal.middleware.)"""
+
+    def parse(self, stream: Any, media_type: Any = None, parser_context: Any = None) -> Any:
+        data = super().parse(stream, media_type, parser_context)
+        if where := _nul_path(data):
+            raise drf_exceptions.ParseError(
+                f"{where}: contains a NUL character (\\u0000), which is not allowed",
+                code="invalid_character",
+            )
+        return data
 
 
 class CursorPagination(pagination.CursorPagination):

@@ -36,3 +36,9 @@ if settings.DEBUG:
     from django.conf.urls.static import static
 
     urlpatterns += static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT)
+
+# Under /api/ every error answers the API's JSON error shape, in production too.
+handler400 = "portal.handlers.bad_request"
+handler403 = "portal.handlers.permission_denied"
+handler404 = "portal.handlers.page_not_found"
+handler500 = "portal.handlers.server_error"

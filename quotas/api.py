@@ -20,7 +20,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.models import User
-from portal.api import CursorPagination, StrictFieldsMixin
+from portal.api import CursorPagination, JSONParser, StrictFieldsMixin
 from portal.ids import as_uuid
 from quotas import selectors, services
 from quotas.models import Allocation, AllocationRequest, Cluster, LedgerEntry
@@ -327,7 +327,7 @@ class CommentSerializer(StrictFieldsMixin, serializers.Serializer[Any]):
     comment = serializers.CharField(max_length=20_000)
 
 
-_PARSERS = [parsers.JSONParser, parsers.MultiPartParser, parsers.FormParser]
+_PARSERS = [JSONParser, parsers.MultiPartParser, parsers.FormParser]
 
 
 def _request_detail(request: AllocationRequest, status: int = HTTPStatus.OK) -> Response:
