@@ -1,4 +1,5 @@
-"""API plumbing shared by every app: the one exception handler and cursor pagination."""
+"""API plumbing shared by every app: the one exception handler, the JSON parser and the two
+paginations (cursor pages, and one page of results)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from rest_framework import exceptions as drf_exceptions
-from rest_framework import pagination, parsers
+from rest_framework import pagination, parsers, serializers
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -113,6 +114,41 @@ class CursorPagination(pagination.CursorPagination):
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 200
+
+
+class ResultsPagination(pagination.BasePagination):
+    """A list that is short by nature (clusters, templates, a project's allocations) in one
+    page: ``{"results": [...]}``, the envelope of the cursor pages without their links."""
+
+    def paginate_queryset(self, queryset: Any, request: Any, view: Any = None) -> list[Any]:
+        return list(queryset)
+
+    def get_paginated_response(self, data: Any) -> Response:
+        return Response({"results": data})
+
+    def get_paginated_response_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "object", "required": ["results"], "properties": {"results": schema}}
+
+
+class OptionalEmailField(serializers.EmailField):
+    """A read-only email address or null: a blank model value is shown as null, never as ""
+    (which is not an address, though the schema says format email)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(allow_null=True, read_only=True, **kwargs)
+
+    def to_representation(self, value: Any) -> Any:
+        return super().to_representation(value) if value else None
+
+
+class OptionalURLField(serializers.URLField):
+    """A read-only URL or null: a blank model value is shown as null, never as ""."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(allow_null=True, read_only=True, **kwargs)
+
+    def to_representation(self, value: Any) -> Any:
+        return super().to_representation(value) if value else None
 
 
 class StrictFieldsMixin:

@@ -261,7 +261,7 @@ REST_FRAMEWORK = {
         "accounts.authentication.TokenScopePermission",
     ],
     "DEFAULT_PARSER_CLASSES": ["portal.api.JSONParser"],  # refuses NUL characters
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "portal.schema.AutoSchema",  # documents every error answer
     "DEFAULT_PAGINATION_CLASS": "portal.api.CursorPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "portal.api.exception_handler",
