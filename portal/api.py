@@ -115,6 +115,15 @@ class CursorPagination(pagination.CursorPagination):
     page_size_query_param = "page_size"
     max_page_size = 200
 
+    def decode_cursor(self, request: Any) -> Any:
+        # DRF answers 404 for a cursor it cannot read; it is a bad parameter, not a missing page.
+        try:
+            return super().decode_cursor(request)
+        except drf_exceptions.NotFound:
+            raise drf_exceptions.ValidationError(
+                {self.cursor_query_param: ["Invalid cursor: use the next or previous link."]}
+            ) from None
+
 
 class ResultsPagination(pagination.BasePagination):
     """A list that is short by nature (clusters, templates, a project's allocations) in one

@@ -59,7 +59,8 @@ EXTRA_ERRORS: dict[str, tuple[HTTPStatus, ...]] = {
     "v1_allocation_requests_approve_create": (HTTPStatus.CONFLICT,),
     "v1_allocation_requests_reject_create": (HTTPStatus.CONFLICT,),
     "v1_allocation_requests_request_changes_create": (HTTPStatus.CONFLICT,),
-    # Tenancy: a slug taken, already a member, the last owner or PI, a used invitation.
+    # Tenancy: a slug taken, already a member, the last owner or PI, an unknown or used
+    # invitation.
     "v1_organizations_create": (HTTPStatus.CONFLICT,),
     "v1_projects_create": (HTTPStatus.NOT_FOUND, HTTPStatus.CONFLICT),
     "v1_projects_members_create": (HTTPStatus.CONFLICT,),
@@ -68,7 +69,7 @@ EXTRA_ERRORS: dict[str, tuple[HTTPStatus, ...]] = {
     "v1_organizations_members_partial_update": (HTTPStatus.CONFLICT,),
     "v1_organizations_members_destroy": (HTTPStatus.CONFLICT,),
     "v1_organizations_invitations_create": (HTTPStatus.CONFLICT,),
-    "v1_invitations_accept_create": (HTTPStatus.CONFLICT, HTTPStatus.GONE),
+    "v1_invitations_accept_create": (HTTPStatus.NOT_FOUND, HTTPStatus.CONFLICT, HTTPStatus.GONE),
     # Billing: the project is not one the caller pays for, Stripe is off or does not answer.
     "v1_billing_checkout_create": (
         HTTPStatus.NOT_FOUND,

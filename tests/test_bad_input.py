@@ -187,3 +187,11 @@ def test_a_ledger_kind_filter_still_filters(api_alice, allocation):
     assert response.status_code == HTTPStatus.OK
     kinds = {entry["kind"] for entry in response.json()["results"]}
     assert kinds == {LedgerEntry.Kind.CREDIT}
+
+
+def test_an_unreadable_cursor_is_a_400_naming_it_not_a_404(api_alice, tenant):
+    response = api_alice.get(f"{API}/projects/?cursor=not-a-cursor")
+
+    assert response.status_code == HTTPStatus.BAD_REQUEST
+    assert response.json()["field"] == "cursor"
+    assert "Invalid cursor" in response.json()["detail"]
