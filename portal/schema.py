@@ -7,24 +7,28 @@ from http import HTTPStatus
 from typing import Any
 
 from drf_spectacular import openapi
+from drf_spectacular.utils import inline_serializer
 from rest_framework import serializers
 
-
-class ErrorSerializer(serializers.Serializer[Any]):
-    """Every error of the API: ``{"detail", "code"}``, plus ``field`` and ``errors`` for a
-    validation error and, for some codes, facts such as the shortfall."""
-
-    detail = serializers.CharField(help_text="What went wrong, in words.")
-    code = serializers.CharField(
-        help_text="A stable machine-readable code, e.g. `invalid`, `not_found`, "
-        "`insufficient_quota`."
-    )
-    field = serializers.CharField(
-        required=False, help_text="The request field at fault, when there is one."
-    )
-    errors = serializers.JSONField(
-        required=False, help_text="Every validation error, by field (validation errors only)."
-    )
+# Every error of the API: {"detail", "code"}, plus `field` and `errors` for a validation error
+# and, for some codes, facts such as the shortfall. Built with inline_serializer: a field named
+# `errors` would shadow Serializer.errors on a declared class.
+ErrorSerializer = inline_serializer(
+    name="Error",
+    fields={
+        "detail": serializers.CharField(help_text="What went wrong, in words."),
+        "code": serializers.CharField(
+            help_text="A stable machine-readable code, e.g. `invalid`, `not_found`, "
+            "`insufficient_quota`."
+        ),
+        "field": serializers.CharField(
+            required=False, help_text="The request field at fault, when there is one."
+        ),
+        "errors": serializers.JSONField(
+            required=False, help_text="Every validation error, by field (validation errors only)."
+        ),
+    },
+)
 
 
 # Every operation: a malformed request (a NUL character, bad JSON, an invalid filter), no or a
