@@ -403,7 +403,14 @@ class JobResultDownloadView(APIView):
     def get(self, request: Request, job_uuid: uuid_lib.UUID, path: str) -> FileResponse:
         job = selectors.job_get_for_user(user=_user(request), job_uuid=job_uuid)
         handle = services.job_open_result(user=_user(request), job=job, path=path)
-        return FileResponse(handle, as_attachment=True, filename=os.path.basename(path))
+        # A job writes these files: always a download of bytes, never something a browser
+        # renders from the portal's origin by its name (.html, .svg), as the schema says.
+        return FileResponse(
+            handle,
+            as_attachment=True,
+            filename=os.path.basename(path),
+            content_type="application/octet-stream",
+        )
 
 
 class JobTemplateSerializer(StrictFieldsMixin, serializers.ModelSerializer):

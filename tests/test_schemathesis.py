@@ -4,10 +4,13 @@ is one the schema documents.
 
 The portal runs in pytest-django's live server (real HTTP, PostgreSQL, DEBUG off as in
 production) with a bootstrap_demo tenant on the simulated backend (nothing is ever run on
-this host), Celery eager, and billing switched on against the local Stripe server. Bounded:
-a fixed seed and a few examples per operation and generation mode (positive and negative
-data), so the run is repeatable and takes a few minutes on two cores. Nothing is excluded:
-the Stripe webhook is not an API operation (it is signed by Stripe and is not in the schema).
+this host), Celery eager, and billing switched on against the local Stripe server. Half of
+the generated projects, clusters and path ids are real objects of the demo tenant (a job, an
+allocation, a draft grant request), so the fuzzing reaches the services and not only the 404s.
+Bounded: a fixed seed and a few examples per operation and generation mode (positive and
+negative data), so the run is repeatable and takes a few minutes on two cores
+(GPUC_SCHEMATHESIS_MAX_EXAMPLES raises the bound for a deeper run). Nothing is excluded: the
+Stripe webhook is not an API operation (it is signed by Stripe and is not in the schema).
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ import json
 import os
 from collections.abc import Iterator
 from decimal import Decimal
+from http import HTTPStatus
 from typing import Any
 
 import pytest
+import requests
 import schemathesis
 from django.core.management import call_command
 from schemathesis.engine import Status, events
@@ -55,19 +60,81 @@ def portal_api(
     )
     out = io.StringIO()
     call_command("bootstrap_demo", "--json", "--backend", "simulated", stdout=out)
-    token = json.loads(out.getvalue())["token"]
+    demo = json.loads(out.getvalue())
+    ids = _real_objects(live_server.url, demo)
+    project = demo["project"]
+    real = {  # half of the generated values of these parameters are real objects of the demo
+        "projects": [project["uuid"], project["slug"]],
+        "clusters": [demo["cluster"]["name"]],
+        "organizations": [demo["organization"]["uuid"]],
+        "jobs": [ids["job"]],
+        "objects": [
+            project["uuid"],
+            demo["organization"]["uuid"],
+            demo["allocation"]["uuid"],
+            ids["request"],
+        ],
+    }
+    bindings = {
+        "query.project": "projects",
+        "query.cluster": "clusters",
+        "body.project": "projects",
+        "body.cluster": "clusters",
+        "body.clusters[*]": "clusters",
+        "body.organization": "organizations",
+        "path.job_uuid": "jobs",
+        "path.uuid": "objects",
+    }
     config = schemathesis.Config.from_dict(
         {
             "seed": SEED,
             "suppress-health-check": ["all"],
-            "headers": {"Authorization": f"Bearer {token}"},
+            "headers": {"Authorization": f"Bearer {demo['token']}"},
             "generation": {"max-examples": MAX_EXAMPLES, "mode": "all"},
             "phases": {"stateful": {"enabled": False}},
             "checks": {"enabled": False, **{name: {"enabled": True} for name in CHECKS}},
+            "dictionaries": {name: {"values": values} for name, values in real.items()},
+            "parameters": {
+                key: {"dictionary": name, "probability": 0.5} for key, name in bindings.items()
+            },
         }
     )
     yield schemathesis.openapi.from_url(f"{live_server.url}/api/schema/", config=config)
     stripe.stop()
+
+
+def _real_objects(base: str, demo: dict[str, Any]) -> dict[str, str]:
+    """A job and a draft allocation request of the demo project, made through the API."""
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {demo['token']}"
+    job = session.post(
+        f"{base}/api/v1/jobs/",
+        json={
+            "project": demo["project"]["uuid"],
+            "cluster": demo["cluster"]["name"],
+            "name": "fuzz",
+            "script": "#!/bin/sh\ntrue\n",
+            "gpus": 1,
+            "time_limit_minutes": 10,
+        },
+        timeout=30,
+    )
+    assert job.status_code == HTTPStatus.CREATED, job.text
+    request = session.post(
+        f"{base}/api/v1/allocation-requests/",
+        json={
+            "project": demo["project"]["uuid"],
+            "title": "More",
+            "amount": "100",
+            "clusters": [demo["cluster"]["name"]],
+            "start_date": "2030-01-01",
+            "end_date": "2030-06-01",
+            "justification": "Fuzzing the workflow.",
+        },
+        timeout=30,
+    )
+    assert request.status_code == HTTPStatus.CREATED, request.text
+    return {"job": job.json()["id"], "request": request.json()["id"]}
 
 
 def _problems(event: events.EngineEvent) -> list[str]:
