@@ -284,6 +284,8 @@ def test_results_are_listed_and_downloaded(api_alice, body, sim, sim_cluster):
     listing = api_alice.get(f"/api/v1/jobs/{job.uuid}/results/").json()["results"]
     download = api_alice.get(f"/api/v1/jobs/{job.uuid}/results/summary.txt")
     assert download.status_code == HTTPStatus.OK
+    assert download["Content-Type"] == "application/octet-stream"  # never rendered by name
+    assert download["Content-Disposition"] == 'attachment; filename="summary.txt"'
     content = b"".join(download.streaming_content)
     assert content.startswith(str(job.uuid).encode())
     assert [(f["path"], f["size"]) for f in listing] == [("summary.txt", len(content))]
