@@ -42,6 +42,8 @@ DBD_CHUNK = 500
 # is younger than this; older, it is fetched whole whatever the clocks say.
 SNAPSHOT_MAX_AGE = 30.0
 CLOCK_SLACK = 5
+# Query parameters, or a function of the API version spoken that makes them.
+Params = Mapping[str, Any] | Callable[[ApiVersion], Mapping[str, Any]] | None
 
 
 class SlurmBackend(ComputeBackend):
@@ -141,11 +143,11 @@ class SlurmBackend(ComputeBackend):
         *,
         user: str,
         json: Any = None,
-        params: Mapping[str, Any] | None = None,
+        params: Params = None,
         ok_errnos: frozenset[int] = frozenset(),
     ) -> dict[str, Any] | None:
         """rest.call on the slurmctld endpoint `path` ("/jobs") of the version spoken. `json`
-        may be a function of the ApiVersion (a body shaped per version). A 404 (the cluster
+        and `params` may be functions of the ApiVersion (shaped per version). A 404 (the cluster
         was upgraded and dropped the version) re-negotiates and retries once."""
         return self._versioned(
             ApiVersion.ctld, method, path, user=user, json=json, params=params, ok=ok_errnos
@@ -158,7 +160,7 @@ class SlurmBackend(ComputeBackend):
         *,
         user: str,
         json: Any = None,
-        params: Mapping[str, Any] | None = None,
+        params: Params = None,
         ok_errnos: frozenset[int] = frozenset(),
     ) -> dict[str, Any] | None:
         """Like ctld_call, on the accounting (slurmdbd) endpoint `path`; BackendUnavailable
@@ -175,7 +177,7 @@ class SlurmBackend(ComputeBackend):
         *,
         user: str,
         json: Any,
-        params: Mapping[str, Any] | None,
+        params: Params,
         ok: frozenset[int],
     ) -> dict[str, Any] | None:
         api = self.api
@@ -185,9 +187,10 @@ class SlurmBackend(ComputeBackend):
                     f"slurmrestd of {self.name} serves no accounting (slurmdbd) API {api.version}"
                 )
             body = json(api) if callable(json) else json
+            query = params(api) if callable(params) else params
             try:
                 return self.rest.call(
-                    method, where(api, path), user=user, json=body, params=params, ok_errnos=ok
+                    method, where(api, path), user=user, json=body, params=query, ok_errnos=ok
                 )
             except PathNotFound:
                 if attempt == 2 or self.api_version != versions.AUTO:
@@ -246,12 +249,11 @@ class SlurmBackend(ComputeBackend):
         ids = sorted({b for b in backend_ids if b.isdigit()}, key=int)
         found: list[records.DbdJob] = []
         for i in range(0, len(ids), DBD_CHUNK):
-            body = self.dbd_call(
-                "GET",
-                "/jobs",
-                user=self.query_user,
-                params={"step": ",".join(ids[i : i + DBD_CHUNK]), "skip_steps": "true"},
-            )
+
+            def query(api: ApiVersion, chunk: list[str] = ids[i : i + DBD_CHUNK]) -> dict[str, Any]:
+                return {"step": api.list_param(chunk), "skip_steps": "true"}
+
+            body = self.dbd_call("GET", "/jobs", user=self.query_user, params=query)
             found.extend(records.dbd_jobs(body))
         return found
 

@@ -179,7 +179,7 @@ class SlurmRest:
         action = f"{method} {path}"
         url = self.url + path
         if params:
-            url += "?" + urlencode(params)
+            url += "?" + urlencode(params, doseq=True)  # a list value repeats the parameter
         payload = None
         if json is not None:
             payload = jsonlib.dumps(json).encode()

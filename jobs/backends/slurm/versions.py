@@ -60,6 +60,9 @@ class ApiVersion:
     # with an empty list instead (indistinguishable from an empty cluster) and its v0.0.40 and
     # v0.0.41 refuse an epoch there (422), so later versions always fetch the whole listing.
     listing_revalidation: bool
+    # A list in a query parameter (step, users, account...): 22.05 reads "1,2" (and only the
+    # last of repeated parameters); 24.11 refuses "1,2" (422) and reads step=1&step=2.
+    csv_lists: bool
     # Accounting served by this slurmrestd (False when it runs without the slurmdbd plugin);
     # set by negotiation, True for a pinned version.
     accounting: bool = True
@@ -86,6 +89,12 @@ class ApiVersion:
 
     def at_least(self, version: str) -> bool:
         return self.key >= version_key(version)
+
+    def list_param(self, values: Iterable[object]) -> str | list[str]:
+        """A query parameter holding several values, as this version reads it (pass the
+        params to urlencode with doseq, as SlurmRest.call does)."""
+        items = [str(v) for v in values]
+        return ",".join(items) if self.csv_lists else items
 
     @staticmethod
     def time_query(epoch: float, *, now: float | None = None) -> str:
@@ -152,6 +161,7 @@ VERSIONS: dict[str, ApiVersion] = {
             script_in_job=False,
             gpus_field="gres",
             listing_revalidation=True,
+            csv_lists=True,
         ),
         ApiVersion(
             version="v0.0.40",
@@ -162,6 +172,7 @@ VERSIONS: dict[str, ApiVersion] = {
             script_in_job=True,
             gpus_field="tres_per_node",
             listing_revalidation=False,
+            csv_lists=False,
         ),
         ApiVersion(
             version="v0.0.41",
@@ -172,6 +183,7 @@ VERSIONS: dict[str, ApiVersion] = {
             script_in_job=True,
             gpus_field="tres_per_node",
             listing_revalidation=False,
+            csv_lists=False,
         ),
         ApiVersion(
             version="v0.0.42",
@@ -182,6 +194,7 @@ VERSIONS: dict[str, ApiVersion] = {
             script_in_job=True,
             gpus_field="tres_per_node",
             listing_revalidation=False,
+            csv_lists=False,
         ),
     )
 }

@@ -475,3 +475,11 @@ def test_accounting_query_times_are_relative_to_slurmrestds_clock_in_every_versi
     for api in VERSIONS.values():
         assert api.time_query(1000, now=1090.7) == "now-90seconds"
         assert api.time_query(2000, now=1000) == "now-0seconds"
+
+
+def test_lists_in_query_parameters_are_comma_separated_only_for_v0_0_38():
+    # 22.05 reads step=1,2 (and only the last of repeated parameters); 24.11 refuses "1,2"
+    # with 422 and reads step=1&step=2.
+    assert VERSIONS["v0.0.38"].list_param([1, 2]) == "1,2"
+    for version in ("v0.0.40", "v0.0.41", "v0.0.42"):
+        assert VERSIONS[version].list_param([1, 2]) == ["1", "2"]
