@@ -42,6 +42,9 @@ DBD_CHUNK = 500
 # is younger than this; older, it is fetched whole whatever the clocks say.
 SNAPSHOT_MAX_AGE = 30.0
 CLOCK_SLACK = 5
+# An auto-negotiated version is asked again after this long (an upgrade that keeps the old
+# version but adds a newer one is spoken within the hour; one that drops it, at once: a 404).
+NEGOTIATION_MAX_AGE = 3600.0
 # Query parameters, or a function of the API version spoken that makes them.
 Params = Mapping[str, Any] | Callable[[ApiVersion], Mapping[str, Any]] | None
 
@@ -54,6 +57,7 @@ class SlurmBackend(ComputeBackend):
         opts = self.options
         self.api_version = str(opts.get("api_version", versions.AUTO))
         self._api: ApiVersion | None = None
+        self._api_at = 0.0
         self.rest = SlurmRest(
             cluster=name,
             url=str(opts.get("url", "")),
@@ -104,7 +108,14 @@ class SlurmBackend(ComputeBackend):
         BackendError) when it serves nothing the portal speaks."""
         api = self._api
         if api is None:
-            api = self.negotiate()
+            return self.negotiate()
+        if self.api_version == versions.AUTO and (
+            time.monotonic() - self._api_at > NEGOTIATION_MAX_AGE
+        ):
+            try:
+                return self.negotiate()
+            except BackendUnavailable:
+                return api  # keep speaking the version that worked until it can be asked
         return api
 
     def negotiate(self) -> ApiVersion:
@@ -120,7 +131,7 @@ class SlurmBackend(ComputeBackend):
             api = versions.choose(self._openapi_paths())
             logger.info("Cluster %s speaks slurmrestd API %s", self.name, api.version)
         with self._lock:
-            self._api = api
+            self._api, self._api_at = api, time.monotonic()
         return api
 
     def _openapi_paths(self) -> list[str]:
