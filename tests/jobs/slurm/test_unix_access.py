@@ -95,6 +95,12 @@ def newcomer(tenant: Tenant) -> Iterator[User]:
         provisioner.remove(Identity(username=account.username, key=account.provision_key))
         _sacctmgr("delete", "user", account.username)
         assert not _exists(account.username)
+        # A folder with the user's data stays after removal, but only root may read it
+        # (whoever gets the uid number next must not); the test's own data goes.
+        folder = Path(account.cluster.options["shared_root"]) / account.username
+        if folder.exists():
+            assert (folder.stat().st_uid, folder.stat().st_mode & 0o777) == (0, 0o700)
+            shutil.rmtree(folder)
 
 
 def test_a_provisioned_unix_user_runs_a_job_on_the_real_slurm(
