@@ -198,7 +198,9 @@ def test_staff_reject_with_a_reason_that_the_requester_is_told(
     no_reason = api_frank.post(f"{URL}{request_id}/reject/", {"reason": " "}, format="json")
     with django_capture_on_commit_callbacks(execute=True):
         response = api_frank.post(
-            f"{URL}{request_id}/reject/", {"reason": "Use the teaching cluster"}, format="json"
+            f"{URL}{request_id}/reject/",
+            {"reason": "Use the teaching cluster, it's free"},
+            format="json",
         )
     again = api_frank.post(f"{URL}{request_id}/approve/")
 
@@ -206,12 +208,12 @@ def test_staff_reject_with_a_reason_that_the_requester_is_told(
     assert response.status_code == HTTPStatus.OK
     request = ClusterAccessRequest.objects.get(uuid=request_id)
     assert request.state == State.REJECTED
-    assert request.reason == "Use the teaching cluster"
+    assert request.reason == "Use the teaching cluster, it's free"
     assert again.status_code == HTTPStatus.CONFLICT
     assert again.json()["code"] == "access_request_state"
     assert ldap_corner.entries() == {}
     assert [m.to for m in mail.outbox] == [["bob@uni.example"]]
-    assert "Use the teaching cluster" in mail.outbox[0].body
+    assert "Use the teaching cluster, it's free" in mail.outbox[0].body
 
 
 def test_a_member_cannot_approve_their_own_request(api_bob, approval_cluster, ldap_corner):
