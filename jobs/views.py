@@ -167,7 +167,6 @@ def job_estimate_partial(request: HttpRequest) -> HttpResponse:
             context["cost"] = services.job_estimate(user=_user(request), data=form.service_kwargs())
         except DomainError as exc:
             context["error"] = exc.detail
-            context["access_needed"] = _access_link(form, exc)
     else:
         field, errors = next(iter(form.errors.items()))
         context["error"] = f"{field}: {errors[0]}" if field != "__all__" else errors[0]

@@ -516,3 +516,154 @@ def test_the_dashboard_shows_a_rejection_with_its_reason(
 
     assert "Rejected" in text
     assert "No GPUs left" in text
+
+
+# --- provisioning: retries, outages, compensation --------------------------------------------
+
+
+def _approved(api_bob, api_frank, django_capture_on_commit_callbacks) -> ClusterAccessRequest:
+    """bob's request, approved by staff, its provisioning task not run yet."""
+    request_id = _ask(api_bob).json()["id"]
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        assert api_frank.post(f"{URL}{request_id}/approve/").status_code == HTTPStatus.OK
+    assert len(queued) == 1  # the provisioning task, queued for after the commit
+    return ClusterAccessRequest.objects.get(uuid=request_id)
+
+
+def test_a_retry_after_a_crash_finds_the_identity_it_made_and_succeeds(
+    api_bob, api_frank, bob, approval_cluster, ldap_corner, django_capture_on_commit_callbacks
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from jobs.provisioning import Identity, get_provisioner
+    from jobs.services import STALE_CLAIM
+    from jobs.tasks import cluster_access_provision_task
+
+    request = _approved(api_bob, api_frank, django_capture_on_commit_callbacks)
+    # A worker claimed it, made the entry, and died before recording the account.
+    made = get_provisioner(approval_cluster).create(
+        Identity(username=request.username, key=request.uuid.hex)
+    )
+    ClusterAccessRequest.objects.filter(pk=request.pk).update(
+        state=State.PROVISIONING, claimed_at=timezone.now() - STALE_CLAIM - timedelta(seconds=1)
+    )
+
+    result = cluster_access_provision_task.apply(args=[request.pk])
+
+    assert result.get() == State.PROVISIONED
+    request.refresh_from_db()
+    assert request.state == State.PROVISIONED
+    assert ClusterAccount.objects.get(user=bob).uid == made.uid
+    assert list(ldap_corner.entries()) == ["bob"]
+
+
+def test_a_fresh_claim_is_left_to_its_worker(
+    api_bob, api_frank, approval_cluster, ldap_corner, django_capture_on_commit_callbacks
+):
+    from django.utils import timezone
+
+    from jobs.services import access_request_provision
+
+    request = _approved(api_bob, api_frank, django_capture_on_commit_callbacks)
+    ClusterAccessRequest.objects.filter(pk=request.pk).update(
+        state=State.PROVISIONING, claimed_at=timezone.now()
+    )
+
+    assert access_request_provision(request_id=request.pk).state == State.PROVISIONING
+    assert ldap_corner.entries() == {}
+
+
+def test_a_directory_outage_releases_the_claim_for_a_retry_and_writes_nothing(
+    api_bob, api_frank, bob, approval_cluster, ldap_corner, django_capture_on_commit_callbacks
+):
+    from jobs.provisioning import ProvisionUnavailable
+    from jobs.services import access_request_provision
+
+    request = _approved(api_bob, api_frank, django_capture_on_commit_callbacks)
+    good = approval_cluster.options["provisioner_options"]
+    approval_cluster.options["provisioner_options"] = {
+        **good,
+        "url": "ldap://127.0.0.1:1",
+        "timeout": 2,
+    }
+    approval_cluster.save()
+
+    with pytest.raises(ProvisionUnavailable):
+        access_request_provision(request_id=request.pk)
+
+    request.refresh_from_db()
+    assert request.state == State.APPROVED
+    assert not ClusterAccount.objects.exists()
+    approval_cluster.options["provisioner_options"] = good
+    approval_cluster.save()
+    assert access_request_provision(request_id=request.pk).state == State.PROVISIONED
+    assert list(ldap_corner.entries()) == ["bob"]
+
+
+def test_an_account_recorded_meanwhile_undoes_the_identity_just_made(
+    api_bob,
+    api_frank,
+    bob,
+    approval_cluster,
+    ldap_corner,
+    django_capture_on_commit_callbacks,
+):
+    from jobs.services import access_request_provision
+
+    request = _approved(api_bob, api_frank, django_capture_on_commit_callbacks)
+    ClusterAccount.objects.create(user=bob, cluster=approval_cluster, username="bob-old", uid=4100)
+    mail.outbox.clear()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        result = access_request_provision(request_id=request.pk)
+
+    assert result.state == State.FAILED
+    assert "was removed" in result.reason
+    assert ldap_corner.entries() == {}
+    assert ldap_corner.members() == []
+    assert ClusterAccount.objects.get(user=bob).username == "bob-old"
+    assert [m.to for m in mail.outbox] == [["bob@uni.example"]]
+    assert "could not be created" in mail.outbox[0].subject
+
+
+def test_a_name_taken_in_the_directory_after_the_request_fails_it_without_adopting(
+    api_bob, api_frank, approval_cluster, ldap_corner, django_capture_on_commit_callbacks
+):
+    from jobs.services import access_request_provision
+
+    request = _approved(api_bob, api_frank, django_capture_on_commit_callbacks)
+    ldap_corner.add_foreign("bob", 31003)
+
+    result = access_request_provision(request_id=request.pk)
+
+    assert result.state == State.FAILED
+    assert "The name is taken" in result.reason
+    assert not ClusterAccount.objects.exists()
+    entries = ldap_corner.entries()
+    assert list(entries) == ["bob"] and not entries["bob"].get("description")
+
+
+def test_the_submit_form_offers_to_request_access_when_the_account_is_missing(
+    client, bob, tenant, auto_cluster
+):
+    client.force_login(bob)
+    form = {
+        "project": str(tenant.project.uuid),
+        "cluster": "sim",
+        "name": "web-job",
+        "script": "echo web\n",
+        "gpus": "0",
+        "cpus": "1",
+        "memory_mb": "1024",
+        "time_limit_minutes": "30",
+    }
+
+    response = client.post("/jobs/new/", form)
+
+    assert response.status_code == HTTPStatus.OK
+    page = response.content.decode()
+    assert "You have no account on cluster sim yet" in page
+    assert "Request access to sim" in page
+    assert f"/access/?cluster=sim&amp;project={tenant.project.uuid}" in page
