@@ -110,11 +110,14 @@ def access_list(request: HttpRequest) -> HttpResponse:
 
 @facility_admin_required
 def access_manage(request: HttpRequest) -> HttpResponse:
-    """The staff queue of pending access requests."""
+    """The staff queue of pending access requests, and those being provisioned or failed."""
     return render(
         request,
         "jobs/access_manage.html",
-        {"pending": list(selectors.access_requests_pending()[:500])},
+        {
+            "pending": list(selectors.access_requests_pending()[:500]),
+            "outcomes": list(selectors.access_requests_recent_outcomes()),
+        },
     )
 
 

@@ -159,6 +159,18 @@ def access_requests_pending() -> QuerySet[ClusterAccessRequest]:
     )
 
 
+def access_requests_recent_outcomes(*, limit: int = 50) -> QuerySet[ClusterAccessRequest]:
+    """For the staff page: requests being provisioned, and recent failures, newest first."""
+    State = ClusterAccessRequest.State
+    return (
+        ClusterAccessRequest.objects.filter(
+            state__in=[State.APPROVED, State.PROVISIONING, State.FAILED]
+        )
+        .select_related("user", "project__organization", "cluster", "decided_by")
+        .order_by("-updated_at", "-id")[:limit]
+    )
+
+
 def project_for_member(*, user: User, value: str) -> Project:
     """One of the caller's projects by uuid or slug; anyone else's is a 404."""
     projects = projects_for_user(user=user)

@@ -61,6 +61,7 @@ class Corner:
             "bind_dn": self.site.bind_dn,
             "password_file": self.site.password_file,
             "people_dn": self.people_dn,
+            "search_base": self.people_dn,  # this test's corner only
             "group_dn": self.group_dn,
             "counter_dn": self.site.counter_dn,
             "gid_number": self.site.gid_number,
@@ -148,8 +149,7 @@ def ldap_corner(ldap_site: LdapSite) -> Iterator[Corner]:
         ), conn.result
     yield corner
     with ldap_site.connect() as conn:
-        conn.search(corner.people_dn, "(objectClass=*)", ldap3.LEVEL, attributes=[])
-        for entry in list(conn.response):
-            conn.delete(entry["dn"])
-        conn.delete(corner.people_dn)
+        conn.search(corner.people_dn, "(objectClass=*)", ldap3.SUBTREE, attributes=[])
+        for dn in sorted((e["dn"] for e in conn.response), key=len, reverse=True):
+            conn.delete(dn)  # the deepest first; the corner's OU itself last
         conn.delete(corner.group_dn)

@@ -12,6 +12,8 @@ Options (`provisioner_options`):
     bind_dn             who the portal binds as
     password_file       a file holding the bind password (or password_env: a variable name)
     people_dn           where accounts live (uid=<name>,<people_dn>)
+    search_base         where names and uid numbers must be unique (default: the parent of
+                        people_dn); a name found anywhere below it is never reused
     group_dn            the group every provisioned account joins
     group_attribute     memberUid (posixGroup, default) or member (groupOfNames)
     counter_dn          the uid counter entry
@@ -152,23 +154,31 @@ class LdapProvisioner(Provisioner):
 
         return f"uid={escape_rdn(username)},{self.options['people_dn']}"
 
+    def _search_base(self) -> str:
+        people = str(self.options["people_dn"])
+        return str(self.options.get("search_base") or people.split(",", 1)[-1] or people)
+
     def _find(self, conn: Any, username: str) -> Existing | None:
-        from ldap3 import LEVEL
+        """Any entry with this uid anywhere under the search base (not only the portal's)."""
+        from ldap3 import SUBTREE
         from ldap3.utils.conv import escape_filter_chars
 
         ok = conn.search(
-            str(self.options["people_dn"]),
+            self._search_base(),
             f"(uid={escape_filter_chars(username)})",
-            search_scope=LEVEL,
+            search_scope=SUBTREE,
             attributes=["uidNumber", "description"],
         )
         if not ok:
             if conn.result.get("result") in (0, NO_SUCH_OBJECT):
                 return None
             raise self._fail(conn, f"searching for {username}")
-        if not conn.response:
+        entries = [r for r in conn.response or [] if r.get("type") == "searchResEntry"]
+        if not entries:
             return None
-        attributes = conn.response[0]["attributes"]
+        if len(entries) > 1 or entries[0]["dn"].lower() != self._dn(username).lower():
+            return Existing(username=username, uid=None, key="")  # someone else's, elsewhere
+        attributes = entries[0]["attributes"]
         uid = _first(attributes.get("uidNumber"))
         keys = [key_of(str(d)) for d in _all(attributes.get("description"))]
         return Existing(
@@ -185,11 +195,8 @@ class LdapProvisioner(Provisioner):
     def _uid_in_use(self, conn: Any, number: int) -> bool:
         from ldap3 import SUBTREE
 
-        base = ",".join(str(self.options["people_dn"]).split(",")[1:]) or str(
-            self.options["people_dn"]
-        )
         ok = conn.search(
-            base,
+            self._search_base(),
             f"(&(objectClass=posixAccount)(uidNumber={int(number)}))",
             search_scope=SUBTREE,
             attributes=["uid"],
@@ -283,7 +290,10 @@ class LdapProvisioner(Provisioner):
                 if not added:
                     if conn.result.get("result") != ENTRY_ALREADY_EXISTS:
                         raise self._fail(conn, f"adding {identity.username}")
-                    existing = self._find(conn, identity.username)  # lost a race for the name
+                    # Lost a race for the name, or an entry the search cannot see is there.
+                    existing = self._find(conn, identity.username) or Existing(
+                        username=identity.username, uid=None, key=""
+                    )
             if existing is not None:
                 if existing.key != identity.key or existing.uid is None:
                     raise NameTaken(

@@ -629,7 +629,13 @@ def test_an_account_recorded_meanwhile_undoes_the_identity_just_made(
 
 
 def test_a_name_taken_in_the_directory_after_the_request_fails_it_without_adopting(
-    api_bob, api_frank, approval_cluster, ldap_corner, django_capture_on_commit_callbacks
+    api_bob,
+    api_frank,
+    frank,
+    client,
+    approval_cluster,
+    ldap_corner,
+    django_capture_on_commit_callbacks,
 ):
     from jobs.services import access_request_provision
 
@@ -641,6 +647,10 @@ def test_a_name_taken_in_the_directory_after_the_request_fails_it_without_adopti
     assert result.state == State.FAILED
     assert "The name is taken" in result.reason
     assert not ClusterAccount.objects.exists()
+    client.force_login(frank)
+    staff_page = client.get("/manage/access/")
+    assert staff_page.status_code == HTTPStatus.OK
+    assert "The name is taken" in staff_page.content.decode()
     entries = ldap_corner.entries()
     assert list(entries) == ["bob"] and not entries["bob"].get("description")
 

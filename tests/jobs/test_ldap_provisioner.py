@@ -72,6 +72,32 @@ def test_a_name_made_for_another_request_or_by_hand_is_refused_and_left_alone(ld
     assert ldap_corner.members() == ["ada"]
 
 
+def test_a_name_used_elsewhere_under_the_search_base_is_refused(ldap_corner):
+    with ldap_corner.site.connect() as conn:
+        elsewhere = f"ou=staff,{ldap_corner.people_dn}"
+        assert conn.add(elsewhere, ["organizationalUnit"], {"ou": "staff"})
+        assert conn.add(
+            f"uid=dora,{elsewhere}",
+            ["account", "posixAccount"],
+            {
+                "uid": "dora",
+                "cn": "dora",
+                "uidNumber": "31010",
+                "gidNumber": "5000",
+                "homeDirectory": "/home/dora",
+            },
+        )
+    provisioner = _provisioner(ldap_corner)
+
+    assert provisioner.lookup("dora") is not None
+    with pytest.raises(NameTaken):
+        provisioner.create(_identity("dora"))
+    with pytest.raises(NameTaken):
+        provisioner.remove(_identity("dora"))
+
+    assert ldap_corner.members() == []
+
+
 def test_concurrent_provisionings_never_share_a_uid_number(ldap_corner):
     provisioner = _provisioner(ldap_corner)
     names = [f"racer{i}" for i in range(12)]
