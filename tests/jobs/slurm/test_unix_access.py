@@ -13,6 +13,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -35,6 +36,8 @@ from tests.jobs.slurm.conftest import ALICE_UNIX, SlurmSite, sacct_field, sync_u
 pytestmark = pytest.mark.slurm
 HELPER = Path("/usr/local/sbin/gpuc-provision-user")
 SACCTMGR = shutil.which("sacctmgr") or "/usr/bin/sacctmgr"
+SCONTROL = shutil.which("scontrol") or "/usr/bin/scontrol"
+SCANCEL = shutil.which("scancel") or "/usr/bin/scancel"
 State = ClusterAccessRequest.State
 
 
@@ -46,10 +49,30 @@ def _exists(name: str) -> bool:
     return True
 
 
-def _sacctmgr(*args: str) -> None:
-    subprocess.run(  # noqa: S603 (fixed argv: sacctmgr and checked names)
+def _sacctmgr(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 (fixed argv: sacctmgr and checked names)
         [SACCTMGR, "-i", *args], capture_output=True, text=True, timeout=60, check=False
     )
+
+
+def _associate(name: str, account: str) -> None:
+    """Give the new user a Slurm association and wait until slurmctld knows it (slurmdbd
+    pushes it there asynchronously)."""
+    added = _sacctmgr("add", "user", name, f"account={account}")
+    assert added.returncode == 0, added.stderr
+    deadline = time.monotonic() + 60
+    while True:
+        shown = subprocess.run(  # noqa: S603 (fixed argv and a checked name)
+            [SCONTROL, "show", "assoc_mgr", f"users={name}", "flags=assoc"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        if f"UserName={name}(" in shown.stdout:
+            return
+        assert time.monotonic() < deadline, f"slurmctld never learnt the association of {name}"
+        time.sleep(0.5)
 
 
 @pytest.fixture
@@ -92,8 +115,11 @@ def newcomer(tenant: Tenant) -> Iterator[User]:
     for account in ClusterAccount.objects.filter(user=user).exclude(provision_key=""):
         provisioner = get_provisioner(account.cluster)
         assert provisioner is not None
-        provisioner.remove(Identity(username=account.username, key=account.provision_key))
+        subprocess.run(  # noqa: S603 (fixed argv and a checked name)
+            [SCANCEL, "-u", account.username], capture_output=True, timeout=30, check=False
+        )
         _sacctmgr("delete", "user", account.username)
+        provisioner.remove(Identity(username=account.username, key=account.provision_key))
         assert not _exists(account.username)
         # A folder with the user's data stays after removal, but only root may read it
         # (whoever gets the uid number next must not); the test's own data goes.
@@ -131,7 +157,7 @@ def test_a_provisioned_unix_user_runs_a_job_on_the_real_slurm(
     assert folder.is_dir() and folder.stat().st_uid == entry.pw_uid
     assert grp.getgrgid(folder.stat().st_gid).gr_name == name
 
-    _sacctmgr("add", "user", name, f"account={slurm_site.account}")
+    _associate(name, slurm_site.account)
     submitted = api.post(
         "/api/v1/jobs/",
         {
