@@ -27,6 +27,7 @@ from django.utils.text import slugify
 
 from accounts import selectors
 from accounts.authentication import TOKEN_PREFIX, hash_token
+from accounts.departures import member_departed
 from accounts.exceptions import (
     AlreadyMember,
     InvalidExpiry,
@@ -189,6 +190,7 @@ def membership_remove(*, actor: User, membership: Membership) -> None:
         _ensure_another_owner(membership)
     ProjectMember.objects.filter(project__organization=org, user_id=membership.user_id).delete()
     membership.delete()
+    member_departed(membership.user_id)
 
 
 # --- projects ---------------------------------------------------------------------------
@@ -299,6 +301,7 @@ def project_member_remove(*, actor: User, member: ProjectMember) -> None:
     if member.role == ProjectMember.Role.PI:
         _ensure_another_pi(member)
     member.delete()
+    member_departed(member.user_id)
 
 
 # --- invitations ------------------------------------------------------------------------

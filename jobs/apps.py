@@ -6,7 +6,19 @@ class JobsConfig(AppConfig):
     verbose_name = "Jobs and compute backends"
 
     def ready(self) -> None:
+        from accounts.departures import register_departure_callback
         from jobs.reconcile import orphaned_job_holds
         from quotas.reconcile import register_hold_owner_check
 
         register_hold_owner_check(orphaned_job_holds)
+        register_departure_callback(queue_access_revocation)
+
+
+def queue_access_revocation(user_id: int) -> None:
+    """A member left a project: remove the cluster accounts they no longer have a project for
+    (in a task: removal is a process or network call)."""
+    from jobs.models import ClusterAccount
+    from jobs.tasks import cluster_access_revoke_task
+
+    if ClusterAccount.objects.filter(user_id=user_id).exclude(provision_key="").exists():
+        cluster_access_revoke_task.delay(user_id)

@@ -19,6 +19,12 @@ class ClusterNotUsable(DomainError):
     code = "cluster_not_usable"
 
 
+class NoClusterAccount(ClusterNotUsable):
+    """The user has no account on the cluster yet: they can ask for one (cluster access)."""
+
+    code = "no_cluster_account"
+
+
 class JobNotFound(NotFound):
     code = "not_found"
 
@@ -38,3 +44,30 @@ class ClusterUnavailable(DomainError):
 
     status = HTTPStatus.SERVICE_UNAVAILABLE
     code = "cluster_unavailable"
+
+
+class InvalidAccessRequest(DomainError):
+    """An access request is malformed (a bad user name or uid); `field` names the culprit."""
+
+    code = "invalid"
+
+
+class ClusterNameTaken(DomainError):
+    """The cluster user name belongs to someone else (another portal user, or an identity on
+    the cluster the portal did not create)."""
+
+    code = "name_taken"
+
+
+class AccessRequestNotFound(NotFound):
+    code = "not_found"
+
+
+class AccessRequestState(Conflict):
+    """The request is not in a state that allows this action (e.g. approving it twice)."""
+
+    code = "access_request_state"
+
+
+class AlreadyHasAccount(Conflict):
+    code = "already_has_account"

@@ -22,6 +22,9 @@ class ClusterAccount(models.Model):
     cluster = models.ForeignKey(Cluster, on_delete=models.CASCADE, related_name="accounts")
     username = models.CharField(max_length=32)
     uid = models.PositiveIntegerField(null=True, blank=True)
+    # Set when the cluster's provisioner created the identity for an access request (the mark
+    # it carries on the host or in the directory): only such identities are ever removed.
+    provision_key = models.CharField(max_length=32, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -39,6 +42,77 @@ class ClusterAccount(models.Model):
 
     def __str__(self) -> str:
         return f"{self.username}@{self.cluster.name}"
+
+
+class ClusterAccessRequest(models.Model):
+    """A member asks for an account on a cluster for a project. Approved at once (the
+    cluster's access_policy "auto" and an active allocation there) or by staff; approval
+    provisions the identity through the cluster's provisioner, outside any transaction."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Waiting for staff"
+        APPROVED = "approved", "Approved, being provisioned"
+        PROVISIONING = "provisioning", "Being provisioned"
+        PROVISIONED = "provisioned", "Provisioned"
+        REJECTED = "rejected", "Rejected"
+        FAILED = "failed", "Failed"
+        REVOKED = "revoked", "Revoked"
+
+    OPEN_STATES = (State.PENDING, State.APPROVED, State.PROVISIONING)
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="access_requests"
+    )
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="access_requests")
+    cluster = models.ForeignKey(Cluster, on_delete=models.CASCADE, related_name="access_requests")
+    username = models.CharField(max_length=32)
+    uid = models.PositiveIntegerField(null=True, blank=True)  # asked for; None = allocated
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    # Why it was rejected, failed or revoked (shown to the requester).
+    reason = models.CharField(max_length=1000, blank=True)
+    automatic = models.BooleanField(default=False)  # approved by the cluster's policy
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    provisioned_at = models.DateTimeField(null=True, blank=True)
+    account = models.ForeignKey(
+        ClusterAccount,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="access_requests",
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["state", "created_at"], name="access_request_queue")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "cluster"],
+                condition=Q(state__in=["pending", "approved", "provisioning"]),
+                name="access_request_one_open_per_user",
+            ),
+            models.UniqueConstraint(
+                fields=["cluster", "username"],
+                condition=Q(state__in=["pending", "approved", "provisioning"]),
+                name="access_request_open_name_unique",
+            ),
+            models.CheckConstraint(
+                condition=Q(uid__isnull=True) | Q(uid__gte=1000), name="access_request_not_system"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.username}@{self.cluster.name} ({self.state})"
+
+    @property
+    def is_open(self) -> bool:
+        return self.state in self.OPEN_STATES
 
 
 class SchedulerAccount(models.Model):

@@ -5,12 +5,14 @@ from __future__ import annotations
 import uuid as uuid_lib
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
 
 from accounts.models import Project, ProjectMember, User
-from jobs.exceptions import JobNotFound
-from jobs.models import ClusterAccount, Job, JobEvent, JobTemplate
+from jobs.exceptions import AccessRequestNotFound, JobNotFound
+from jobs.models import ClusterAccessRequest, ClusterAccount, Job, JobEvent, JobTemplate
 from quotas.models import Cluster
+from quotas.policy import is_facility_admin
 
 LIST_FIELDS = (
     "id",
@@ -126,3 +128,56 @@ def clusters_for_user(*, user: User) -> QuerySet[Cluster]:
 
 def cluster_account_for(*, user: User, cluster: Cluster) -> ClusterAccount | None:
     return ClusterAccount.objects.filter(user=user, cluster=cluster).first()
+
+
+def access_requests_for_user(*, user: User) -> QuerySet[ClusterAccessRequest]:
+    """The caller's own access requests; facility admins see everyone's."""
+    requests = ClusterAccessRequest.objects.select_related(
+        "user", "project__organization", "cluster", "decided_by", "account"
+    )
+    if is_facility_admin(user):
+        return requests
+    return requests.filter(user=user)
+
+
+def access_request_get_for_user(
+    *, user: User, request_uuid: uuid_lib.UUID | str
+) -> ClusterAccessRequest:
+    """One visible access request; anyone else's (or an unknown id) is a 404."""
+    try:
+        return access_requests_for_user(user=user).get(uuid=request_uuid)
+    except (ClusterAccessRequest.DoesNotExist, ValueError, ValidationError):
+        raise AccessRequestNotFound("No such access request") from None
+
+
+def access_requests_pending() -> QuerySet[ClusterAccessRequest]:
+    """The staff queue: pending requests, oldest first."""
+    return (
+        ClusterAccessRequest.objects.filter(state=ClusterAccessRequest.State.PENDING)
+        .select_related("user", "project__organization", "cluster")
+        .order_by("created_at", "id")
+    )
+
+
+def access_requests_recent_outcomes(*, limit: int = 50) -> QuerySet[ClusterAccessRequest]:
+    """For the staff page: requests being provisioned, and recent failures, newest first."""
+    State = ClusterAccessRequest.State
+    return (
+        ClusterAccessRequest.objects.filter(
+            state__in=[State.APPROVED, State.PROVISIONING, State.FAILED]
+        )
+        .select_related("user", "project__organization", "cluster", "decided_by")
+        .order_by("-updated_at", "-id")[:limit]
+    )
+
+
+def project_for_member(*, user: User, value: str) -> Project:
+    """One of the caller's projects by uuid or slug; anyone else's is a 404."""
+    projects = projects_for_user(user=user)
+    try:
+        matches = list(projects.filter(uuid=uuid_lib.UUID(str(value))))
+    except ValueError:
+        matches = list(projects.filter(slug=value)[:2])
+    if len(matches) != 1:
+        raise AccessRequestNotFound(f"No such project: {value}")
+    return matches[0]

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
+from typing import Any
 
 from celery import shared_task
 from django.core.cache import cache
 
 from jobs import services
 from jobs.backends.base import BackendUnavailable
+from jobs.models import ClusterAccessRequest
+from jobs.provisioning import ProvisionUnavailable
 from quotas.models import Cluster
 
 # Pending jobs untouched this long lost their forward (a retrying job is touched at least
@@ -82,3 +85,34 @@ def sync_all_clusters_task() -> int:
     for cluster_id in ids:
         sync_cluster_task.delay(cluster_id)
     return len(ids)
+
+
+@shared_task(
+    bind=True,
+    acks_late=True,
+    autoretry_for=(ProvisionUnavailable,),
+    retry_backoff=5,
+    retry_backoff_max=600,
+    retry_jitter=True,
+    max_retries=200,
+)
+def cluster_access_provision_task(self: Any, request_id: int) -> str:
+    """Provision one approved access request (idempotent: claim + the request's mark)."""
+    request = services.access_request_provision(request_id=request_id)
+    if request.state == ClusterAccessRequest.State.PROVISIONING:
+        # Another worker holds a fresh claim: look again once it would count as lost.
+        raise self.retry(countdown=int(services.STALE_CLAIM.total_seconds()) + 5)
+    return str(request.state)
+
+
+@shared_task(
+    acks_late=True,
+    autoretry_for=(ProvisionUnavailable,),
+    retry_backoff=5,
+    retry_backoff_max=600,
+    retry_jitter=True,
+    max_retries=200,
+)
+def cluster_access_revoke_task(user_id: int) -> list[str]:
+    """Remove the accounts of a user who left their last project on a cluster."""
+    return services.cluster_access_revoke_departed(user_id=user_id)

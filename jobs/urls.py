@@ -2,9 +2,21 @@ from __future__ import annotations
 
 from django.urls import URLPattern, URLResolver, path
 
-from jobs import api, views
+from jobs import access_api, access_views, api, views
 
 urlpatterns: list[URLPattern | URLResolver] = [
+    path("access/", access_views.access_list, name="access-list"),
+    path("manage/access/", access_views.access_manage, name="access-manage"),
+    path(
+        "manage/access/<uuid:request_uuid>/approve/",
+        access_views.access_approve,
+        name="access-approve",
+    ),
+    path(
+        "manage/access/<uuid:request_uuid>/reject/",
+        access_views.access_reject,
+        name="access-reject",
+    ),
     path("jobs/", views.job_list, name="job-list"),
     path("jobs/new/", views.job_submit_view, name="job-submit"),
     path("jobs/estimate/", views.job_estimate_partial, name="job-estimate"),
@@ -21,6 +33,18 @@ urlpatterns: list[URLPattern | URLResolver] = [
 ]
 
 api_urlpatterns: list[URLPattern | URLResolver] = [
+    path("access/", access_views.access_list, name="access-list"),
+    path("manage/access/", access_views.access_manage, name="access-manage"),
+    path(
+        "manage/access/<uuid:request_uuid>/approve/",
+        access_views.access_approve,
+        name="access-approve",
+    ),
+    path(
+        "manage/access/<uuid:request_uuid>/reject/",
+        access_views.access_reject,
+        name="access-reject",
+    ),
     path("jobs/", api.JobListView.as_view(), name="api-job-list"),
     path("jobs/estimate/", api.JobEstimateView.as_view(), name="api-job-estimate"),
     path("jobs/batch/", api.JobBatchView.as_view(), name="api-job-batch"),
@@ -34,4 +58,24 @@ api_urlpatterns: list[URLPattern | URLResolver] = [
         name="api-job-result-download",
     ),
     path("job-templates/", api.JobTemplateListView.as_view(), name="api-job-templates"),
+    path(
+        "cluster-access-requests/",
+        access_api.AccessRequestListView.as_view(),
+        name="api-access-requests",
+    ),
+    path(
+        "cluster-access-requests/<uuid:request_uuid>/",
+        access_api.AccessRequestDetailView.as_view(),
+        name="api-access-request",
+    ),
+    path(
+        "cluster-access-requests/<uuid:request_uuid>/approve/",
+        access_api.AccessRequestApproveView.as_view(),
+        name="api-access-request-approve",
+    ),
+    path(
+        "cluster-access-requests/<uuid:request_uuid>/reject/",
+        access_api.AccessRequestRejectView.as_view(),
+        name="api-access-request-reject",
+    ),
 ]

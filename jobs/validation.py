@@ -21,7 +21,7 @@ from django.db import connection
 
 from accounts.models import Project, ProjectMember, User
 from jobs.arrays import parse_array
-from jobs.exceptions import ClusterNotUsable, InvalidJob
+from jobs.exceptions import ClusterNotUsable, InvalidJob, NoClusterAccount
 from jobs.models import ClusterAccount
 from quotas.models import Allocation, Cluster
 
@@ -231,9 +231,11 @@ def check_cluster_account(*, user: User, cluster: Cluster) -> ClusterAccount:
 
 def _check_account(account: ClusterAccount | None, cluster: Cluster) -> ClusterAccount:
     if account is None:
-        raise ClusterNotUsable(
-            f"You have no account on cluster {cluster.name}: ask a facility admin for one",
+        raise NoClusterAccount(
+            f"You have no account on cluster {cluster.name} yet: request access on the Cluster "
+            "access page (/access/) or with POST /api/v1/cluster-access-requests/",
             field="cluster",
+            cluster_name=cluster.name,
         )
     if account.username in SYSTEM_USERS or not CLUSTER_USER_RE.match(account.username):
         raise ClusterNotUsable(

@@ -17,7 +17,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from accounts.models import User
 from jobs import selectors, services
-from jobs.exceptions import JobNotFound
+from jobs.exceptions import JobNotFound, NoClusterAccount
 from jobs.forms import JobSubmitForm
 from jobs.models import Job
 from portal.errors import DomainError
@@ -119,6 +119,7 @@ def _initial_from_template(request: HttpRequest) -> dict[str, Any]:
 @login_required
 @require_http_methods(["GET", "POST"])
 def job_submit_view(request: HttpRequest) -> HttpResponse:
+    access_needed: dict[str, str] = {}
     if request.method == "POST":
         form = JobSubmitForm(request.POST, user=_user(request))
         if form.is_valid():
@@ -127,6 +128,7 @@ def job_submit_view(request: HttpRequest) -> HttpResponse:
             except DomainError as exc:
                 field = exc.field if exc.field in form.fields else None
                 form.add_error(field, exc.detail)
+                access_needed = _access_link(form, exc)
             else:
                 messages.success(request, f"Job {job.name} submitted.")
                 return redirect("job-detail", job_uuid=job.uuid)
@@ -135,8 +137,23 @@ def job_submit_view(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "jobs/submit.html",
-        {"form": form, "templates": selectors.job_templates_for_user(user=_user(request))},
+        {
+            "form": form,
+            "templates": selectors.job_templates_for_user(user=_user(request)),
+            "access_needed": access_needed,
+        },
     )
+
+
+def _access_link(form: JobSubmitForm, exc: DomainError) -> dict[str, str]:
+    """For a user without an account on the cluster: what the "request access" button asks."""
+    if not isinstance(exc, NoClusterAccount):
+        return {}
+    project = form.cleaned_data.get("project")
+    return {
+        "cluster": str(exc.extra.get("cluster_name", "")),
+        "project": str(getattr(project, "uuid", "")),
+    }
 
 
 @login_required

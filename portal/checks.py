@@ -13,9 +13,10 @@ from django.utils.module_loading import import_string
 
 @checks.register(checks.Tags.compatibility, deploy=False)
 def check_cluster_backends(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    """Every enabled cluster's backend loads and accepts its options; `local` only when the
-    local backend is enabled."""
+    """Every enabled cluster's backend loads and accepts its options, and so does its account
+    provisioner (if any); `local` only when the local backend is enabled."""
     from jobs.backends.base import ComputeBackend
+    from jobs.provisioning import check_access_options
     from quotas.models import Cluster
 
     try:
@@ -47,6 +48,8 @@ def check_cluster_backends(app_configs: Any = None, **kwargs: Any) -> list[check
         problems = backend_class.check_options(cluster.options or {})
         for problem in problems:
             errors.append(checks.Error(f"Cluster '{cluster.name}': {problem}", id="portal.E103"))
+        for problem in check_access_options(cluster.options or {}):
+            errors.append(checks.Error(f"Cluster '{cluster.name}': {problem}", id="portal.E106"))
         if not problems:
             errors.extend(_check_running_cluster(backend_class, cluster))
         if path.endswith("backends.local.LocalBackend") and not (

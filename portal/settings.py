@@ -394,6 +394,11 @@ GPUC_BACKENDS = {
     "kubernetes": "jobs.backends.kubernetes.KubernetesBackend",
     "simulated": "jobs.backends.simulated.SimulatedBackend",
 }
+# Cluster-account provisioners by kind (Cluster.options["provisioner"]: a kind or a dotted path).
+GPUC_PROVISIONERS = {
+    "unix": "jobs.provisioning.unix.UnixProvisioner",
+    "ldap": "jobs.provisioning.ldap.LdapProvisioner",
+}
 GPUC_DEMO_BACKEND = env.str("GPUC_DEMO_BACKEND", default="local")
 # A queued/running job the cluster stops reporting is ended (failed, hold settled) this long
 # after the first poll that left it out.

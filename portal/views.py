@@ -15,7 +15,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from accounts.models import User
-from jobs.selectors import job_list_for_user
+from jobs.selectors import access_requests_for_user, job_list_for_user
 from portal.celery import app as celery_app
 from quotas.models import Allocation, LedgerEntry
 from quotas.selectors import allocations_for_user
@@ -56,6 +56,12 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         {
             "allocations": allocations,
             "recent_jobs": list(job_list_for_user(user=cast(User, request.user))[:10]),
+            # The caller's own cluster access requests (staff see theirs here, not everyone's).
+            "access_requests": list(
+                access_requests_for_user(user=cast(User, request.user)).filter(
+                    user=cast(User, request.user)
+                )[:5]
+            ),
             "chart": chart,
             "charged_30d": sum(per_day.values()),
         },

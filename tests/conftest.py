@@ -135,3 +135,6 @@ def api_bob(bob: User) -> APIClient:
 @pytest.fixture
 def api_mallory(mallory: User) -> APIClient:
     return _api_client(mallory)
+
+
+from tests.ldap_site import ldap_corner, ldap_site  # noqa: E402, F401 (shared fixtures)

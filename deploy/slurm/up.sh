@@ -499,6 +499,13 @@ if ! pid_alive "$RUN/slurmrestd.pid" slurmrestd; then
     wait_for 30 "slurmrestd" "$LOG/slurmrestd.log" rest_ok
 fi
 
+# ---------------------------------------------------------------- provisioning helper
+# The one privileged command the portal's `unix` provisioner runs (with an argument list,
+# via sudo or as root): creates and removes cluster users it marks as its own.
+tmp=$(mktemp)
+cp "$(dirname "$0")/provision-user" "$tmp"
+install_if_changed "$tmp" /usr/local/sbin/gpuc-provision-user 0755 root:root || true
+
 # ---------------------------------------------------------------- env file
 tmp=$(mktemp)
 cat > "$tmp" <<EOF

@@ -6,10 +6,21 @@ the backend tags each job with; finalisation is exactly once by claiming finaliz
 
 The package re-exports every service (and the constants and helpers that tasks and tests use)
 so callers import from `jobs.services`; each use case lives in its own module: cluster_accounts
-(cluster accounts), submit (estimate, submit, batch submit, queueing the forward), forward,
-sync (sync and finalisation), cancel, files (logs and results) and templates.
+(cluster accounts), access (access requests, provisioning and revocation of cluster accounts),
+submit (estimate, submit, batch submit, queueing the forward), forward, sync (sync and
+finalisation), cancel, files (logs and results) and templates.
 """
 
+from jobs.services.access import (
+    STALE_CLAIM,
+    access_request_approve,
+    access_request_create,
+    access_request_provision,
+    access_request_reject,
+    check_cluster_username,
+    cluster_access_revoke_departed,
+    username_candidates,
+)
 from jobs.services.cancel import job_cancel
 from jobs.services.cluster_accounts import cluster_account_create
 from jobs.services.files import (
@@ -66,11 +77,18 @@ __all__ = [
     "LOG_MAX_LIMIT",
     "MISSING_BATCH",
     "SPEC_FIELDS",
+    "STALE_CLAIM",
     "STALE_SUBMITTING",
     "STREAMS",
     "SyncResult",
     "_record_forwarded_many",
+    "access_request_approve",
+    "access_request_create",
+    "access_request_provision",
+    "access_request_reject",
+    "check_cluster_username",
     "clean_result_path",
+    "cluster_access_revoke_departed",
     "cluster_account_create",
     "cluster_sync",
     "forward_debounce_clear",
@@ -88,4 +106,5 @@ __all__ = [
     "jobs_forward_batch",
     "jobs_to_reforward",
     "qualified_project",
+    "username_candidates",
 ]

@@ -185,6 +185,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("clusters", help="clusters you may use, their GPU types and rates")
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser(
+        "access",
+        help="cluster accounts: ask for one (request) or list your requests (ls)",
+        usage="gpuc access request -c CLUSTER -p PROJECT [--username NAME]\n       gpuc access ls",
+    )
+    p.add_argument("action", choices=("request", "ls"))
+    p.add_argument("--cluster", "-c", help="cluster name")
+    p.add_argument("--project", "-p", help="project uuid, slug or org/slug")
+    p.add_argument("--username", "-u", help="the user name you want (default: from your email)")
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("balance", help="allocations: credited, held, charged, available SU")
     p.add_argument("--project", "-p", help="project uuid, slug or org/slug")
     p.add_argument("--json", action="store_true")
@@ -202,6 +213,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Client], int]] = {
     "results": commands.cmd_results,
     "balance": commands.cmd_balance,
     "clusters": commands.cmd_clusters,
+    "access": commands.cmd_access,
 }
 
 

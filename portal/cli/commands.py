@@ -479,3 +479,45 @@ def cmd_clusters(args: argparse.Namespace, client: Client) -> int:
             )
             print(f"  {what:<24}{rate.get('su_per_unit')} SU")
     return EXIT_OK
+
+
+def cmd_access(args: argparse.Namespace, client: Client) -> int:
+    """`gpuc access request -c CLUSTER -p PROJECT [--username NAME]` and `gpuc access ls`."""
+    if args.action == "request":
+        if not args.cluster or not args.project:
+            raise CliError("access request needs -c CLUSTER and -p PROJECT", EXIT_USAGE)
+        body: dict[str, Any] = {
+            "project": resolve_project(client, args.project),
+            "cluster": args.cluster,
+        }
+        if args.username:
+            body["username"] = args.username
+        created = client.post("cluster-access-requests/", body)
+        if args.json:
+            _print_json(created)
+            return EXIT_OK
+        state = created.get("state")
+        print(f"{_id(created)}  {created.get('username')}@{created.get('cluster')}  {state}")
+        if state == "pending":
+            print("Facility staff will review it; you will be told by email.")
+        elif state in ("approved", "provisioning"):
+            print("Approved: the account is being created ('gpuc access ls' shows when it is).")
+        return EXIT_OK
+    requests = list(client.paginate("cluster-access-requests/"))
+    if args.json:
+        _print_json(requests)
+        return EXIT_OK
+    rows = [
+        (
+            _id(r)[:8],
+            r.get("cluster"),
+            r.get("project_name"),
+            r.get("username"),
+            r.get("state"),
+            _when(r.get("created_at")),
+            r.get("reason") or "",
+        )
+        for r in requests
+    ]
+    _print_table(("ID", "CLUSTER", "PROJECT", "USER", "STATE", "ASKED", "WHY"), rows)
+    return EXIT_OK

@@ -10,6 +10,7 @@ from typing import Any
 
 from jobs.backends.base import JobSpec
 from jobs.backends.slurm import versions
+from jobs.provisioning import ACCESS_OPTION_KEYS
 
 USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 # Paths go into the job's wrapper script and its working directory: keep them plain.
@@ -41,6 +42,7 @@ KNOWN = frozenset(
         "path",
         "allowed_projects",
         "allowed_organizations",
+        *ACCESS_OPTION_KEYS,
         *POSITIVE_INTS,
     }
 )

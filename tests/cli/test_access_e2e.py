@@ -1,0 +1,108 @@
+"""`gpuc access` end to end: the CLI against the real API (live_server), a real Celery worker
+on the Redis broker provisioning through the ldap provisioner into the real slapd."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery.contrib.testing.worker import start_worker
+
+from accounts.models import User
+from accounts.services import api_token_create
+from jobs.models import ClusterAccessRequest, ClusterAccount
+from portal import cli
+from portal.celery import app as celery_app
+from quotas.models import Allocation, Cluster
+from tests.ldap_site import Corner
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.ldap]
+
+
+@pytest.fixture
+def worker() -> Iterator[None]:
+    celery_app.control.purge()
+    with start_worker(celery_app, perform_ping_check=False, shutdown_timeout=30):
+        yield
+    celery_app.control.purge()
+
+
+@pytest.fixture
+def directory_cluster(cluster: Cluster, allocation: Allocation, ldap_corner: Corner) -> Cluster:
+    cluster.options = {
+        "access_policy": "auto",
+        "provisioner": "ldap",
+        "provisioner_options": ldap_corner.options(),
+    }
+    cluster.save()
+    return cluster
+
+
+def _gpuc(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_gpuc_access_request_is_provisioned_by_a_real_worker_and_listed(
+    live_server: Any,
+    alice: User,
+    tenant: Any,
+    directory_cluster: Cluster,
+    ldap_corner: Corner,
+    worker: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("GPUC_CONFIG", str(tmp_path / "gpuc.json"))
+    for name in ("GPUC_URL", "GPUC_TOKEN", "GPUC_PROJECT", "GPUC_CLUSTER"):
+        monkeypatch.delenv(name, raising=False)
+    _, raw = api_token_create(actor=alice, name="cli")
+    assert cli.main(["login", "--url", live_server.url, "--token", raw]) == 0
+    capsys.readouterr()
+
+    code, out, err = _gpuc(capsys, "access", "request", "-c", "sim", "-p", "folding")
+
+    assert (code, err) == (0, "")
+    assert "alice@sim  approved" in out
+    deadline = time.monotonic() + 30
+    while not ClusterAccount.objects.filter(user=alice).exists():
+        assert time.monotonic() < deadline, "the worker did not provision the account"
+        time.sleep(0.2)
+    request = ClusterAccessRequest.objects.get(user=alice)
+    assert request.state == ClusterAccessRequest.State.PROVISIONED
+    assert list(ldap_corner.entries()) == ["alice"]
+
+    code, out, _ = _gpuc(capsys, "access", "ls")
+    assert code == 0
+    assert out.splitlines()[0].split() == [
+        "ID",
+        "CLUSTER",
+        "PROJECT",
+        "USER",
+        "STATE",
+        "ASKED",
+        "WHY",
+    ]
+    assert "sim" in out and "alice" in out and "provisioned" in out
+
+    code, _, err = _gpuc(capsys, "access", "request", "-c", "sim", "-p", "folding")
+    assert code == 1
+    assert "already have the account alice" in err
+
+
+def test_gpuc_access_request_without_a_cluster_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GPUC_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("GPUC_TOKEN", "gpuc_x_y")
+    monkeypatch.setenv("GPUC_CONFIG", str(tmp_path / "none.json"))
+
+    code, _, err = _gpuc(capsys, "access", "request", "-p", "folding")
+
+    assert code == 2
+    assert "needs -c CLUSTER and -p PROJECT" in err
