@@ -203,9 +203,7 @@ def test_a_direct_job_costing_more_than_is_available_takes_what_is_there_and_rec
     assert later.charged == Decimal("100")
 
 
-def test_a_direct_job_with_no_allocation_at_all_is_recorded_uncovered(
-    cluster, project_account
-):
+def test_a_direct_job_with_no_allocation_at_all_is_recorded_uncovered(cluster, project_account):
     result = direct_jobs_record(cluster=cluster, records=[record()])
 
     job = Job.objects.get(backend_id="4242")
@@ -288,9 +286,7 @@ def test_a_reused_scheduler_id_is_a_new_job_under_an_alias(cluster, allocation, 
 
 
 @pytest.mark.django_db(transaction=True)
-def test_two_concurrent_recordings_import_and_charge_once(
-    cluster, allocation, project_account
-):
+def test_two_concurrent_recordings_import_and_charge_once(cluster, allocation, project_account):
     if connection.vendor != "postgresql":
         pytest.skip("row locks need PostgreSQL")
     records = [record(str(i), seconds=60 * (i + 1)) for i in range(20)]
