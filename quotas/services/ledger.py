@@ -690,8 +690,8 @@ def ledger_settle(*, actor: User | None, hold: Hold, actual: Decimal, memo: str 
 
 @dataclass(frozen=True)
 class DirectCharge:
-    """What ledger_charge_direct did: `charged` out of `holds` (one settled hold per allocation
-    it took from), `uncovered` the part of `amount` no allocation could cover."""
+    """What a direct charge did: `charged` out of `holds` (one settled hold per allocation it
+    took from), `uncovered` the part of `amount` no allocation could cover."""
 
     amount: Decimal
     charged: Decimal
@@ -699,7 +699,10 @@ class DirectCharge:
     holds: tuple[Hold, ...]
 
 
-@transaction.atomic
+# One direct charge: (project, amount, key, job uuid, memo).
+DirectItem = tuple[Project, Decimal, str, "uuid.UUID | None", str]
+
+
 def ledger_charge_direct(
     *,
     actor: User | None,
@@ -711,46 +714,78 @@ def ledger_charge_direct(
     memo: str = "",
 ) -> DirectCharge:
     """Charge work that ran without a hold (found in the scheduler's accounting) at once: a
-    hold placed and settled in this transaction on each eligible allocation it takes from,
-    earliest-ending first, never more than is available. The rest is returned as `uncovered`.
+    hold placed and settled in one transaction on each eligible allocation it takes from,
+    earliest-ending first, never more than is available; the rest is returned as `uncovered`.
+    Same key -> the first charge (its holds are keyed `key`, `key:2`, ...), even when racing."""
+    return ledger_charge_direct_many(
+        actor=actor, cluster=cluster, charges=[(project, amount, key, job_uuid, memo)]
+    )[0]
 
-    Same key -> the first charge (the holds are keyed `key`, `key:2`, ...), even when two calls
-    race: the second waits for the allocation locks and then finds the first hold."""
-    value = _actual(amount)
-    if existing := _direct_charge(key, value):
-        return existing
+
+@transaction.atomic
+def ledger_charge_direct_many(
+    *, actor: User | None, cluster: Cluster, charges: Sequence[DirectItem]
+) -> list[DirectCharge]:
+    """ledger_charge_direct for many charges on one cluster, in order, in a handful of
+    statements whatever their number: the eligible allocations of all their projects are
+    locked at once (in the order every multi-allocation writer takes them), each charge takes
+    from its project's allocations earliest-ending first, and each allocation's counters move
+    in one UPDATE. A charge under a key already used returns the first charge."""
+    items = [
+        (project, _actual(amount), key, job_uuid, memo)
+        for project, amount, key, job_uuid, memo in charges
+    ]
+    if not items:
+        return []
     now = timezone.now()
-    # The row locks, in the order every other multi-allocation writer takes them.
+    link = Allocation.clusters.through
     allocations = list(
         Allocation.objects.select_for_update(no_key=True)
-        .filter(pk__in=eligible_allocations(project=project, cluster=cluster, at=now).values("pk"))
+        .filter(
+            project_id__in={project.pk for project, *_ in items},
+            status=Allocation.Status.ACTIVE,
+            starts_at__lte=now,
+            ends_at__gt=now,
+            pk__in=link.objects.filter(cluster=cluster).values("allocation_id"),
+        )
         .order_by("ends_at", "id")
     )
-    if existing := _direct_charge(key, value):
-        return existing  # a concurrent call charged it while this one waited for the locks
-    left = value
-    holds: list[Hold] = []
-    for allocation in allocations:
-        take = min(left, allocation.available)
-        if allocation.status != Allocation.Status.ACTIVE or take <= 0:
-            continue
-        hold = Hold.objects.create(
-            allocation=allocation,
-            cluster=cluster,
-            amount=take,
-            charged=take,
-            released=ZERO,
-            state=Hold.State.SETTLED,
-            job_uuid=job_uuid,
-            key=key if not holds else f"{key}:{len(holds) + 1}",
-            created_at=now,
-            settled_at=now,
+    # Read after the locks: a concurrent call with the same keys has committed by now.
+    done = set(
+        Hold.objects.filter(key__in=[key for _, _, key, _, _ in items]).values_list(
+            "key", flat=True
         )
-        # hold then charge: held goes up and down by `take`, charged up by `take`, so the
-        # counters' rules and reconcile_ledger hold as for any settled hold.
-        _post_many(
-            allocation,
-            [
+    )
+    left = {a.pk: a.available for a in allocations}
+    holds: list[Hold] = []
+    entries: dict[int, list[LedgerEntry]] = {a.pk: [] for a in allocations}
+    out: list[DirectCharge | str] = []
+    for project, value, key, job_uuid, memo in items:
+        if key in done:
+            out.append(key)
+            continue
+        done.add(key)  # a key repeated within the call charges once
+        remaining = value
+        mine: list[Hold] = []
+        for allocation in allocations:
+            take = min(remaining, left[allocation.pk])
+            if allocation.project_id != project.pk or take <= 0:
+                continue
+            hold = Hold(
+                allocation=allocation,
+                cluster=cluster,
+                amount=take,
+                charged=take,
+                released=ZERO,
+                state=Hold.State.SETTLED,
+                job_uuid=job_uuid,
+                key=key if not mine else f"{key}:{len(mine) + 1}",
+                created_at=now,
+                settled_at=now,
+            )
+            # hold then charge: held goes up and down by `take` and charged up by it, so the
+            # counters' rules and reconcile_ledger hold as for any settled hold.
+            entries[allocation.pk] += [
                 LedgerEntry(
                     allocation=allocation,
                     kind=kind,
@@ -764,24 +799,34 @@ def ledger_charge_direct(
                     created_at=now,
                 )
                 for kind in (LedgerEntry.Kind.HOLD, LedgerEntry.Kind.CHARGE)
-            ],
-            actor=actor,
+            ]
+            left[allocation.pk] -= take
+            remaining -= take
+            mine.append(hold)
+            if remaining <= 0:
+                break
+        holds += mine
+        out.append(
+            DirectCharge(
+                amount=value, charged=value - remaining, uncovered=remaining, holds=tuple(mine)
+            )
         )
-        _after_charge(allocation)
-        holds.append(hold)
-        left -= take
-        if left <= 0:
-            break
-    return DirectCharge(amount=value, charged=value - left, uncovered=left, holds=tuple(holds))
+    # The entries' hold ids are taken from the holds saved here (Django fills them in).
+    Hold.objects.bulk_create(holds)
+    for allocation in allocations:
+        if entries[allocation.pk]:
+            _post_many(allocation, entries[allocation.pk], actor=actor)
+            _after_charge(allocation)
+    return [
+        result if isinstance(result, DirectCharge) else _direct_charge(result, items[i][1])
+        for i, result in enumerate(out)
+    ]
 
 
-def _direct_charge(key: str, amount: Decimal) -> DirectCharge | None:
-    """The charge already made under `key`, if any (its first hold carries the key itself)."""
-    first = Hold.objects.filter(key=key).first()
-    if first is None:
-        return None
-    holds = [first]
-    while more := Hold.objects.filter(key=f"{key}:{len(holds) + 1}").first():
+def _direct_charge(key: str, amount: Decimal) -> DirectCharge:
+    """The charge already made under `key` (its first hold carries the key itself)."""
+    holds: list[Hold] = []
+    while more := Hold.objects.filter(key=key if not holds else f"{key}:{len(holds) + 1}").first():
         holds.append(more)
     charged = sum((h.charged for h in holds), ZERO)
     return DirectCharge(
