@@ -94,11 +94,17 @@ def project_account(
             state=SchedulerAccount.State.ACTIVE,
         )
     finally:
-        _run(
-            [sacctmgr, "-i", "delete", "user", f"name={ALICE_UNIX}", f"account={name}"],
-            check=False,
-        )
-        _run([sacctmgr, "-i", "delete", "account", f"name={name}"], check=False)
+        # sacctmgr refuses to remove an association with jobs still running under it.
+        _run([_bin(slurm_site, "scancel"), f"--account={name}"], check=False)
+        for _ in range(20):
+            _run(
+                [sacctmgr, "-i", "delete", "user", f"name={ALICE_UNIX}", f"account={name}"],
+                check=False,
+            )
+            if _run([sacctmgr, "-i", "delete", "account", f"name={name}"], check=False).returncode:
+                time.sleep(0.5)
+                continue
+            break
 
 
 def sbatch(site: SlurmSite, account: str, *extra: str) -> str:
