@@ -49,8 +49,10 @@ typecheck: install
 services-up:
 	bash deploy/services-up.sh
 
+## make slurm-up: the Slurm 22.05 cluster and, beside it, the Slurm 24.11 one (built once).
 slurm-up:
 	bash deploy/slurm/up.sh
+	bash deploy/slurm/up.sh --version 24.11
 
 browser-up:
 	bash deploy/browser-up.sh

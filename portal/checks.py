@@ -43,8 +43,11 @@ def check_cluster_backends(app_configs: Any = None, **kwargs: Any) -> list[check
                 )
             )
             continue
-        for problem in backend_class.check_options(cluster.options or {}):
+        problems = backend_class.check_options(cluster.options or {})
+        for problem in problems:
             errors.append(checks.Error(f"Cluster '{cluster.name}': {problem}", id="portal.E103"))
+        if not problems:
+            errors.extend(_check_running_cluster(backend_class, cluster))
         if path.endswith("backends.local.LocalBackend") and not (
             settings.GPUC_LOCAL_BACKEND_ENABLED
         ):
@@ -57,3 +60,28 @@ def check_cluster_backends(app_configs: Any = None, **kwargs: Any) -> list[check
                 )
             )
     return errors
+
+
+# The system check asks a running cluster at most this long (it runs at every start-up).
+CHECK_TIMEOUT_SECONDS = 5
+
+
+def _check_running_cluster(backend_class: type[Any], cluster: Any) -> list[checks.CheckMessage]:
+    """What only the running cluster can tell (e.g. a slurmrestd serving no API version the
+    portal speaks), asked once with a short timeout; an unreachable cluster is not an error."""
+    from jobs.backends.base import ComputeBackend
+
+    if backend_class.check_cluster is ComputeBackend.check_cluster:
+        return []  # nothing to ask: do not build the backend (and its client) for nothing
+    options = dict(cluster.options or {})
+    for key in ("connect_timeout", "read_timeout"):
+        options[key] = min(float(options.get(key, CHECK_TIMEOUT_SECONDS)), CHECK_TIMEOUT_SECONDS)
+    backend = backend_class(name=cluster.name, options=options)
+    return [
+        checks.Error(
+            f"Cluster '{cluster.name}': {problem}",
+            hint="Pin api_version to a version the cluster serves, or upgrade Slurm.",
+            id="portal.E105",
+        )
+        for problem in backend.check_cluster()
+    ]

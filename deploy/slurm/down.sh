@@ -4,20 +4,37 @@
 #   deploy/slurm/down.sh            # stop slurmrestd, slurmd (+ job steps), slurmctld, slurmdbd, munged
 #   deploy/slurm/down.sh --purge    # also delete all cluster state: job state, logs, shared dir,
 #                                   # JWT key, configs and the slurm_acct_db database
+#   deploy/slurm/down.sh --version 24.11 [--purge]
+#                                   # the same for the 24.11 cluster (the build in /opt stays)
 #
 # MariaDB is left running; Unix users are kept.
 set -euo pipefail
 
-ROOT=${GPUC_SLURM_ROOT:-/var/lib/gpucommons-slurm}
-RUN=$ROOT/run
-HOST=$(hostname -s)
 PURGE=0
-case "${1:-}" in
-    "") ;;
-    --purge) PURGE=1 ;;
-    -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "down.sh: unknown argument $1" >&2; exit 2 ;;
+VERSION=22.05
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --purge) PURGE=1; shift ;;
+        --version) VERSION=${2:-}; shift 2 || { echo "down.sh: --version needs 22.05 or 24.11" >&2; exit 2; } ;;
+        --version=*) VERSION=${1#--version=}; shift ;;
+        -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "down.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+# As in up.sh: each cluster's own root, conf dir, binaries, node and database.
+case "$VERSION" in
+    22.05)
+        ROOT=${GPUC_SLURM_ROOT:-/var/lib/gpucommons-slurm}; CONF_DIR=/etc/slurm
+        SBIN=/usr/sbin; BIN=/usr/bin; HOST=$(hostname -s)
+        DB_NAME=slurm_acct_db; DB_USER=slurm; OTHER_RUN=/var/lib/gpucommons-slurm-24.11/run ;;
+    24.11)
+        ROOT=${GPUC_SLURM_ROOT:-/var/lib/gpucommons-slurm-24.11}; CONF_DIR=/etc/slurm-24.11
+        SBIN=/opt/slurm-24.11/sbin; BIN=/opt/slurm-24.11/bin; HOST=gpuc2411
+        DB_NAME=slurm_acct_db_2411; DB_USER=slurm2411; OTHER_RUN=/var/lib/gpucommons-slurm/run ;;
+    *) echo "down.sh: unknown --version $VERSION (known: 22.05, 24.11)" >&2; exit 2 ;;
 esac
+RUN=$ROOT/run
+export SLURM_CONF=$CONF_DIR/slurm.conf
 [ "$(id -u)" = 0 ] || { echo "down.sh: must run as root" >&2; exit 1; }
 
 say() { echo "[down.sh] $*" >&2; }
@@ -54,14 +71,14 @@ stop "$RUN/slurmrestd.pid" slurmrestd
 # Drain the node so nothing new starts, then cancel running jobs through Slurm
 # (recorded as CANCELLED in accounting). Pending jobs stay queued in the saved
 # state; up.sh resumes the node and they start then.
-if [ -f /etc/slurm/slurm.conf ] && pid_of "$RUN/slurmctld.pid" slurmctld >/dev/null; then
-    scontrol update nodename="$HOST" state=drain reason=down.sh >/dev/null 2>&1 || true
-    active=$(squeue -h -t RUNNING,COMPLETING -o %i 2>/dev/null || true)
+if [ -f "$SLURM_CONF" ] && pid_of "$RUN/slurmctld.pid" slurmctld >/dev/null; then
+    "$BIN/scontrol" update nodename="$HOST" state=drain reason=down.sh >/dev/null 2>&1 || true
+    active=$("$BIN/squeue" -h -t RUNNING,COMPLETING -o %i 2>/dev/null || true)
     if [ -n "$active" ] && pid_of "$RUN/slurmd.pid" slurmd >/dev/null; then
         say "cancelling running jobs: $(echo $active)"
-        scancel -t RUNNING >/dev/null 2>&1 || true
+        "$BIN/scancel" -t RUNNING >/dev/null 2>&1 || true
         for _ in $(seq 1 75); do
-            [ -z "$(squeue -h -t RUNNING,COMPLETING -o %i 2>/dev/null)" ] && break
+            [ -z "$("$BIN/squeue" -h -t RUNNING,COMPLETING -o %i 2>/dev/null)" ] && break
             sleep 0.2
         done
     fi
@@ -80,7 +97,10 @@ descendants() {  # PID... -> the PIDs and all their descendants
                              for (j = 1; j <= m; j++) q[++n] = c[j] }
         }'
 }
-steps=$(pgrep -x slurmstepd || true)
+# Only this cluster's steps: the other cluster's slurmstepd runs another binary.
+steps=$(for pid in $(pgrep -x slurmstepd || true); do
+    if [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "$SBIN/slurmstepd" ]; then echo "$pid"; fi
+done)
 if [ -n "$steps" ]; then
     # shellcheck disable=SC2086
     victims=$(descendants $steps | sort -un)
@@ -93,17 +113,18 @@ if [ -n "$steps" ]; then
 fi
 stop "$RUN/slurmctld.pid" slurmctld
 stop "$RUN/slurmdbd.pid" slurmdbd
-stop /run/munge/munged.pid munged
+# munged serves both clusters: it stays while the other one runs.
+pid_of "$OTHER_RUN/slurmctld.pid" slurmctld >/dev/null || stop /run/munge/munged.pid munged
 
 if [ $PURGE = 1 ]; then
-    say "purging $ROOT, /etc/slurm/{slurm,gres,slurmdbd}.conf and database slurm_acct_db"
+    say "purging $ROOT, $CONF_DIR/{slurm,gres,slurmdbd}.conf and database $DB_NAME"
     rm -rf "$ROOT"
-    rm -f /etc/slurm/slurm.conf /etc/slurm/gres.conf /etc/slurm/slurmdbd.conf
+    rm -f "$CONF_DIR/slurm.conf" "$CONF_DIR/gres.conf" "$CONF_DIR/slurmdbd.conf"
     if mysqladmin -uroot --connect-timeout=2 ping >/dev/null 2>&1; then
-        mysql -uroot -e "DROP DATABASE IF EXISTS slurm_acct_db;
-            DROP USER IF EXISTS 'slurm'@'localhost'; DROP USER IF EXISTS 'slurm'@'127.0.0.1';"
+        mysql -uroot -e "DROP DATABASE IF EXISTS $DB_NAME;
+            DROP USER IF EXISTS '$DB_USER'@'localhost'; DROP USER IF EXISTS '$DB_USER'@'127.0.0.1';"
     else
-        say "MariaDB not running: database slurm_acct_db not dropped"
+        say "MariaDB not running: database $DB_NAME not dropped"
     fi
 fi
 say "stopped"

@@ -4,23 +4,79 @@
 #   deploy/slurm/up.sh                      # everything; fast no-op if already up
 #   deploy/slurm/up.sh --user alice [--user bob ...]
 #                                           # also create/register cluster users
+#   deploy/slurm/up.sh --version 24.11 [--user ...]
+#                                           # a second cluster on Slurm 24.11 (built
+#                                           # once from source), beside the default
 #
 # Writes the portal env file to $GPUC_SLURM_ROOT/env (default
-# /var/lib/gpucommons-slurm/env). See README.md in this directory.
+# /var/lib/gpucommons-slurm/env; /var/lib/gpucommons-slurm-24.11/env for 24.11).
+# See README.md in this directory.
 set -euo pipefail
 
-ROOT=${GPUC_SLURM_ROOT:-/var/lib/gpucommons-slurm}
-CONF_DIR=/etc/slurm
+say() { echo "[up.sh] $*" >&2; }
+die() { echo "[up.sh] ERROR: $*" >&2; exit 1; }
+
+usage() {
+    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+}
+
+VERSION=22.05
+EXTRA_USERS=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --user) [ $# -ge 2 ] || die "--user needs a name"; EXTRA_USERS+=("$2"); shift 2 ;;
+        --user=*) EXTRA_USERS+=("${1#--user=}"); shift ;;
+        --version) [ $# -ge 2 ] || die "--version needs a Slurm series"; VERSION=$2; shift 2 ;;
+        --version=*) VERSION=${1#--version=}; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) die "unknown argument: $1 (see --help)" ;;
+    esac
+done
+
+# What differs between the clusters. 22.05 is Debian 12's packaged Slurm (the default, as it
+# always was); 24.11 is built from Debian 13's source into /opt/slurm-24.11 (build-slurm.sh)
+# and runs beside it: its own ports, conf dir, state root, node name, cluster name and
+# accounting database (and MariaDB user); the same munge.
+case "$VERSION" in
+    22.05)
+        ROOT=${GPUC_SLURM_ROOT:-/var/lib/gpucommons-slurm}
+        CONF_DIR=/etc/slurm
+        SBIN=/usr/sbin
+        BIN=/usr/bin
+        CLUSTER=gpucommons
+        NODE=$(hostname -s)
+        CTLD_PORT=6917
+        SLURMD_PORT=6918
+        DBD_PORT=6919
+        REST_PORT=6820
+        DB_NAME=slurm_acct_db
+        DB_USER=slurm
+        REST_PLUGINS=openapi/v0.0.38,openapi/dbv0.0.38
+        REST_API_VERSION=v0.0.38
+        ;;
+    24.11)
+        ROOT=${GPUC_SLURM_ROOT:-/var/lib/gpucommons-slurm-24.11}
+        CONF_DIR=/etc/slurm-24.11
+        SBIN=/opt/slurm-24.11/sbin
+        BIN=/opt/slurm-24.11/bin
+        CLUSTER=gpucommons2411
+        NODE=gpuc2411
+        CTLD_PORT=7017
+        SLURMD_PORT=7018
+        DBD_PORT=7019
+        REST_PORT=7020
+        DB_NAME=slurm_acct_db_2411
+        DB_USER=slurm2411
+        REST_PLUGINS=openapi/slurmctld,openapi/slurmdbd
+        REST_API_VERSION=v0.0.42
+        ;;
+    *) die "unknown --version $VERSION (known: 22.05, 24.11)" ;;
+esac
 SLURM_CONF_FILE=$CONF_DIR/slurm.conf
-CLUSTER=gpucommons
 ACCOUNT=gpucommons
 PARTITION=gpu
 GPU_TYPE=h100
 GPU_COUNT=4
-CTLD_PORT=6917
-SLURMD_PORT=6918
-DBD_PORT=6919
-REST_PORT=6820
 REST_USER=slurmrest
 DEFAULT_USERS=(gpuc-demo gpuc-test1 gpuc-test2)
 PACKAGES=(slurm-wlm slurmrestd slurmdbd munge mariadb-client)
@@ -31,27 +87,16 @@ SHARED=$ROOT/shared
 JWT_KEY=$ROOT/jwt_hs256.key
 ENV_FILE=$ROOT/env
 HOST=$(hostname -s)
-
-say() { echo "[up.sh] $*" >&2; }
-die() { echo "[up.sh] ERROR: $*" >&2; exit 1; }
-
-usage() {
-    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
-}
-
-EXTRA_USERS=()
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --user) [ $# -ge 2 ] || die "--user needs a name"; EXTRA_USERS+=("$2"); shift 2 ;;
-        --user=*) EXTRA_USERS+=("${1#--user=}"); shift ;;
-        -h|--help) usage; exit 0 ;;
-        *) die "unknown argument: $1 (see --help)" ;;
-    esac
-done
 for u in "${EXTRA_USERS[@]}"; do
     [[ "$u" =~ ^[a-z_][a-z0-9_-]{0,31}$ ]] || die "invalid user name: $u"
 done
 [ "$(id -u)" = 0 ] || die "must run as root"
+
+# The 24.11 build (minutes, once; afterwards a version check) runs before the lock below, so
+# that parallel `up.sh --user X` calls for the 22.05 cluster never wait for it.
+if [ "$VERSION" != 22.05 ]; then
+    bash "$(dirname "$0")/build-slurm.sh" "$VERSION"
+fi
 
 # One up.sh at a time (tests may call `up.sh --user X` in parallel). fd 9 is
 # closed for every daemon started below so they do not inherit the lock.
@@ -230,17 +275,24 @@ fi
 chmod 0600 "$DB_PASS_FILE"
 DB_PASS=$(cat "$DB_PASS_FILE")
 mysql -uroot <<SQL
-CREATE DATABASE IF NOT EXISTS slurm_acct_db;
-CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY '$DB_PASS';
-CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY '$DB_PASS';
-ALTER USER 'slurm'@'localhost' IDENTIFIED BY '$DB_PASS';
-ALTER USER 'slurm'@'127.0.0.1' IDENTIFIED BY '$DB_PASS';
-GRANT ALL PRIVILEGES ON slurm_acct_db.* TO 'slurm'@'localhost';
-GRANT ALL PRIVILEGES ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';
+CREATE DATABASE IF NOT EXISTS $DB_NAME;
+CREATE USER IF NOT EXISTS '$DB_USER'@'localhost' IDENTIFIED BY '$DB_PASS';
+CREATE USER IF NOT EXISTS '$DB_USER'@'127.0.0.1' IDENTIFIED BY '$DB_PASS';
+ALTER USER '$DB_USER'@'localhost' IDENTIFIED BY '$DB_PASS';
+ALTER USER '$DB_USER'@'127.0.0.1' IDENTIFIED BY '$DB_PASS';
+GRANT ALL PRIVILEGES ON $DB_NAME.* TO '$DB_USER'@'localhost';
+GRANT ALL PRIVILEGES ON $DB_NAME.* TO '$DB_USER'@'127.0.0.1';
 SQL
 
 # ---------------------------------------------------------------- configs
 CPUS=$(nproc --all)
+# 22.05's node is the host itself; another cluster's node on the same host needs a NodeName
+# of its own (slurmd -N) with the host as its NodeHostname.
+if [ "$NODE" = "$HOST" ]; then
+    NODE_DEF="$HOST NodeAddr=127.0.0.1"
+else
+    NODE_DEF="$NODE NodeHostname=$HOST NodeAddr=127.0.0.1"
+fi
 MEM_MB=$(awk '/^MemTotal:/ {print int($2/1024)}' /proc/meminfo)
 REAL_MEM=$(( MEM_MB > 4096 ? MEM_MB - 1024 : MEM_MB * 3 / 4 ))
 
@@ -294,9 +346,11 @@ AccountingStoragePort=$DBD_PORT
 AccountingStorageEnforce=associations
 AccountingStorageTRES=gres/gpu,gres/gpu:$GPU_TYPE
 AccountingStoreFlags=job_comment
-NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$REAL_MEM Gres=gpu:$GPU_TYPE:$GPU_COUNT State=UNKNOWN
-PartitionName=$PARTITION Nodes=$HOST Default=YES MaxTime=1-00:00:00 State=UP
+NodeName=$NODE_DEF CPUs=$CPUS RealMemory=$REAL_MEM Gres=gpu:$GPU_TYPE:$GPU_COUNT State=UNKNOWN
+PartitionName=$PARTITION Nodes=$NODE Default=YES MaxTime=1-00:00:00 State=UP
 EOF
+# Slurm 23.11 dropped switch/none (no SwitchType means none).
+[ "$VERSION" = 22.05 ] || sed -i '/^SwitchType=/d' "$tmp"
 ctl_changed=0
 install_if_changed "$tmp" "$SLURM_CONF_FILE" 0644 root:root && ctl_changed=1
 
@@ -304,7 +358,7 @@ tmp=$(mktemp)
 cat > "$tmp" <<EOF
 # Generated by deploy/slurm/up.sh -- fake GPUs are ordinary files.
 AutoDetect=off
-NodeName=$HOST Name=gpu Type=$GPU_TYPE File=$ROOT/fakegpu[0-$((GPU_COUNT - 1))]
+NodeName=$NODE Name=gpu Type=$GPU_TYPE File=$ROOT/fakegpu[0-$((GPU_COUNT - 1))]
 EOF
 install_if_changed "$tmp" "$CONF_DIR/gres.conf" 0644 root:root && ctl_changed=1
 
@@ -325,9 +379,9 @@ PidFile=$RUN/slurmdbd.pid
 StorageType=accounting_storage/mysql
 StorageHost=localhost
 StoragePort=3306
-StorageUser=slurm
+StorageUser=$DB_USER
 StoragePass=$DB_PASS
-StorageLoc=slurm_acct_db
+StorageLoc=$DB_NAME
 EOF
 dbd_changed=0
 install_if_changed "$tmp" "$CONF_DIR/slurmdbd.conf" 0600 slurm:slurm && dbd_changed=1
@@ -347,35 +401,41 @@ fi
 # alive, then gone) is started on the next round instead of waited for forever.
 # Daemons' own start-up messages (before they daemonise) go to daemon-start.log.
 start_daemon() { spawn "$@" </dev/null >>"$LOG/daemon-start.log" 2>&1; }
-start_dbd() { start_once slurmdbd "$RUN/slurmdbd.pid" slurmdbd start_daemon /usr/sbin/slurmdbd; }
-dbd_ok() { start_dbd && timeout 10 sacctmgr -nP show cluster format=cluster >/dev/null 2>&1; }
+start_dbd() { start_once slurmdbd "$RUN/slurmdbd.pid" slurmdbd start_daemon "$SBIN/slurmdbd"; }
+dbd_ok() { start_dbd && timeout 10 "$BIN/sacctmgr" -nP show cluster format=cluster >/dev/null 2>&1; }
 start_dbd
 wait_for 60 "slurmdbd" "$LOG/slurmdbd.log" dbd_ok
 
 # ---------------------------------------------------------------- accounting objects
 ensure_cluster_and_account() {
     local clusters accounts
-    clusters=$(sacctmgr -nP show cluster format=cluster)
-    grep -qx "$CLUSTER" <<<"$clusters" || sacctmgr -i add cluster "$CLUSTER" >/dev/null
-    accounts=$(sacctmgr -nP show account format=account)
+    clusters=$("$BIN/sacctmgr" -nP show cluster format=cluster)
+    grep -qx "$CLUSTER" <<<"$clusters" || "$BIN/sacctmgr" -i add cluster "$CLUSTER" >/dev/null
+    accounts=$("$BIN/sacctmgr" -nP show account format=account)
     grep -qx "$ACCOUNT" <<<"$accounts" ||
-        sacctmgr -i add account "$ACCOUNT" cluster="$CLUSTER" \
+        "$BIN/sacctmgr" -i add account "$ACCOUNT" cluster="$CLUSTER" \
             description="GPU Commons portal users" organization=gpucommons >/dev/null
 }
 ensure_cluster_and_account
 
 # ---------------------------------------------------------------- slurmctld / slurmd
-start_ctld() { start_once slurmctld "$RUN/slurmctld.pid" slurmctld start_daemon /usr/sbin/slurmctld; }
-start_slurmd() { start_once slurmd "$RUN/slurmd.pid" slurmd start_daemon /usr/sbin/slurmd; }
-ctld_ok() { start_ctld && timeout 5 scontrol ping 2>/dev/null | grep -q 'is UP'; }
+start_ctld() { start_once slurmctld "$RUN/slurmctld.pid" slurmctld start_daemon "$SBIN/slurmctld"; }
+if [ "$NODE" = "$HOST" ]; then
+    start_slurmd() { start_once slurmd "$RUN/slurmd.pid" slurmd start_daemon "$SBIN/slurmd"; }
+else
+    start_slurmd() {
+        start_once slurmd "$RUN/slurmd.pid" slurmd start_daemon "$SBIN/slurmd" -N "$NODE"
+    }
+fi
+ctld_ok() { start_ctld && timeout 5 "$BIN/scontrol" ping 2>/dev/null | grep -q 'is UP'; }
 node_ready() {
     local s
     start_ctld && start_slurmd || return 1
-    s=$(timeout 5 sinfo -h -N -n "$HOST" -o '%T' 2>/dev/null | head -n1)
+    s=$(timeout 5 "$BIN/sinfo" -h -N -n "$NODE" -o '%T' 2>/dev/null | head -n1)
     case "$s" in
         idle|mixed|allocated|completing) return 0 ;;
         down*|drain*|fail*)  # e.g. drained by down.sh, or down after a crash
-            timeout 5 scontrol update nodename="$HOST" state=resume >/dev/null 2>&1 || true
+            timeout 5 "$BIN/scontrol" update nodename="$NODE" state=resume >/dev/null 2>&1 || true
             return 1 ;;
         *) return 1 ;;
     esac
@@ -383,7 +443,7 @@ node_ready() {
 start_ctld
 wait_for 60 "slurmctld" "$LOG/slurmctld.log" ctld_ok
 start_slurmd
-node_ready || wait_for 60 "node $HOST to become idle" "$LOG/slurmd.log" node_ready
+node_ready || wait_for 60 "node $NODE to become idle" "$LOG/slurmd.log" node_ready
 
 # ---------------------------------------------------------------- cluster users
 ensure_user() {  # NAME
@@ -400,12 +460,12 @@ ensure_user() {  # NAME
     fi
 }
 ALL_USERS=("${DEFAULT_USERS[@]}" "${EXTRA_USERS[@]}")
-assocs=$(sacctmgr -nP show assoc where account="$ACCOUNT" format=user)
+assocs=$("$BIN/sacctmgr" -nP show assoc where account="$ACCOUNT" format=user)
 for u in "${ALL_USERS[@]}"; do
     ensure_user "$u"
     if ! grep -qx "$u" <<<"$assocs"; then
         say "adding $u to account $ACCOUNT"
-        sacctmgr -i add user "$u" account="$ACCOUNT" defaultaccount="$ACCOUNT" cluster="$CLUSTER" >/dev/null
+        "$BIN/sacctmgr" -i add user "$u" account="$ACCOUNT" defaultaccount="$ACCOUNT" cluster="$CLUSTER" >/dev/null
         assocs+=$'\n'"$u"
     fi
 done
@@ -426,9 +486,9 @@ launch_restd() {
     spawn_bg setsid bash -c '
         echo $$ > "$1"
         exec setpriv --reuid="$2" --regid="$2" --init-groups \
-            env SLURM_CONF="$3" SLURM_JWT=daemon /usr/sbin/slurmrestd \
-            -s openapi/v0.0.38,openapi/dbv0.0.38 -a rest_auth/jwt "127.0.0.1:$4"
+            env SLURM_CONF="$3" SLURM_JWT=daemon "$5" -s "$6" -a rest_auth/jwt "127.0.0.1:$4"
     ' up.sh "$RUN/slurmrestd.pid" "$REST_USER" "$SLURM_CONF_FILE" "$REST_PORT" \
+        "$SBIN/slurmrestd" "$REST_PLUGINS" \
         </dev/null >>"$LOG/slurmrestd.log" 2>&1
 }
 start_restd() {
@@ -444,7 +504,7 @@ tmp=$(mktemp)
 cat > "$tmp" <<EOF
 # Written by deploy/slurm/up.sh; shell-sourceable.
 SLURM_REST_URL=http://127.0.0.1:$REST_PORT
-SLURM_REST_API_VERSION=v0.0.38
+SLURM_REST_API_VERSION=$REST_API_VERSION
 SLURM_JWT_KEY_FILE=$JWT_KEY
 SLURM_SHARED_ROOT=$SHARED
 SLURM_PARTITION=$PARTITION
@@ -453,7 +513,8 @@ SLURM_ACCOUNT=$ACCOUNT
 SLURM_CLUSTER_NAME=$CLUSTER
 SLURM_DEMO_USER=gpuc-demo
 SLURM_CONF=$SLURM_CONF_FILE
+SLURM_BIN=$BIN
 EOF
 install_if_changed "$tmp" "$ENV_FILE" 0644 root:root || true
 
-say "cluster up: $(sinfo -h -N -o '%N %T %G' | head -n1); env file $ENV_FILE"
+say "cluster up: $("$BIN/sinfo" -h -N -o '%N %T %G' | head -n1); env file $ENV_FILE"

@@ -162,6 +162,12 @@ class ComputeBackend(abc.ABC):
         """Problems with a cluster's options, as sentences (empty when valid)."""
         return []
 
+    def check_cluster(self) -> list[str]:
+        """Problems only the running cluster can show (e.g. no API version in common), as
+        sentences; empty when there are none or the cluster cannot be reached. At most one
+        short call; run by the system check for valid options."""
+        return []
+
     def validate_spec(self, spec: JobSpec) -> list[tuple[str, str]]:
         """(field, message) for everything in `spec` this cluster would refuse. Called by
         job_submit/job_estimate before anything is held: no network calls here."""

@@ -1,9 +1,15 @@
-"""Slurm: portal jobs as Slurm batch jobs through slurmrestd (API v0.0.38 and dbv0.0.38).
+"""Slurm: portal jobs as Slurm batch jobs through slurmrestd (OpenAPI v0.0.38 of Slurm 22.05,
+v0.0.40, v0.0.41 and v0.0.42 of Slurm 23.11 to 25.05; see versions.py).
 
 Cluster options (`Cluster.options`, checked by `check_options` at startup):
 
     url                   slurmrestd, e.g. http://127.0.0.1:6820 (required)
-    api_version           "v0.0.38" (the accounting API is db<api_version>)
+    api_version           "auto" (default): the newest version both the portal and the
+                          cluster's slurmrestd speak, read once per backend instance from its
+                          OpenAPI description (GET /openapi/v3) and read again when a call
+                          answers 404 (an upgrade); or one of v0.0.38, v0.0.40, v0.0.41,
+                          v0.0.42 to pin it (no negotiation). The system check reports a
+                          cluster that serves nothing the portal speaks (naming what it serves)
     jwt_key_file          the HS256 key of slurm.conf's AuthAltParameters=jwt_key=...; or
     jwt_key_env           an environment variable holding that key in base64 (one of the two).
                           The portal mints a token per cluster user (claims iat, exp, sun) and
@@ -37,17 +43,19 @@ Behaviour worth knowing:
   the job directory, redirects to stdout.log/stderr.log and execs the user's script (given
   "#!/bin/bash" when it has no interpreter line). Slurm's own output goes to /dev/null because
   Slurm cannot open files in a directory that does not exist yet. Memory is always sent
-  (memory_per_node); GPUs go in `gres`; exit code 111 = job dir not creatable.
+  (memory_per_node); GPUs go in `gres` (v0.0.38) or `tres_per_node` (later); exit code 111 =
+  job dir not creatable.
 - Array tasks share the job directory and append to the same logs; their states fold into one
   portal state and their run times add up (UsageRecord.elapsed_seconds, tasks=1).
-- poll() and find() make ONE GET /slurm/v0.0.38/jobs call (revalidated with ?update_time, 304
-  when nothing changed); jobs slurmctld has forgotten (MinJobAge) are looked up in slurmdbd with
-  one GET /slurmdb/dbv0.0.38/jobs?step=<ids> call. Slurm 22.05's dbv0.0.38 reports a plain
-  non-zero exit as 0, so such a forgotten failed job has no exit code (said in its reason).
+- poll() and find() make ONE GET /slurm/<version>/jobs call (with v0.0.38 revalidated with
+  ?update_time, 304 when nothing changed); jobs slurmctld has forgotten (MinJobAge) are looked
+  up in slurmdbd with one GET /slurmdb/<version>/jobs?step=<ids> call. Slurm 22.05's dbv0.0.38
+  reports a plain non-zero exit as 0, so such a forgotten failed job has no exit code there (said
+  in its reason); 24.11's accounting reports it right.
 - usage() makes one slurmdbd call (elapsed, AllocTRES cpu/mem/gres/gpu); a job accounting has
   no final record of yet is measured from slurmctld's record (raw["source"] says which).
 - direct_jobs() (work submitted outside the portal, e.g. sbatch on a login node) makes ONE
-  GET /slurmdb/v0.0.38/jobs per sync tick: start_time=now-<N>seconds, end_time=now, state=<every
+  GET /slurmdb/<version>/jobs per sync tick: start_time=now-<N>seconds, end_time=now, state=<every
   final state>, which selects the jobs that ENDED in the window (slurmdbd ignores the state
   filter without an explicit end_time, and without a state filter it selects every job that
   overlapped the window, running ones included). The accounts are named in the query up to
@@ -65,5 +73,6 @@ Behaviour worth knowing:
 from __future__ import annotations
 
 from jobs.backends.slurm.backend import SlurmBackend
+from jobs.backends.slurm.versions import ApiVersion, UnsupportedVersion
 
-__all__ = ["SlurmBackend"]
+__all__ = ["ApiVersion", "SlurmBackend", "UnsupportedVersion"]

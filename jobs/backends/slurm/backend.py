@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
 
@@ -24,9 +24,16 @@ from jobs.backends.base import (
     ResultFile,
     UsageRecord,
 )
-from jobs.backends.slurm import files, records, script
+from jobs.backends.slurm import files, records, script, versions
 from jobs.backends.slurm import options as option_checks
-from jobs.backends.slurm.rest import ALREADY_DONE, INVALID_JOB_ID, SlurmRest, SlurmRestError
+from jobs.backends.slurm.rest import (
+    ALREADY_DONE,
+    INVALID_JOB_ID,
+    PathNotFound,
+    SlurmRest,
+    SlurmRestError,
+)
+from jobs.backends.slurm.versions import ApiVersion
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +50,8 @@ DIRECT_ACCOUNTS_IN_QUERY = 100
 # How far each direct-work window reaches back before the last one's end: slurmdbd receives a
 # job's end a little after it happens, and the portal's and slurmrestd's clocks may differ.
 DIRECT_OVERLAP_SECONDS = 120
+# Query parameters, or a function of the API version spoken that makes them.
+Params = Mapping[str, Any] | Callable[[ApiVersion], Mapping[str, Any]] | None
 
 
 class SlurmBackend(ComputeBackend):
@@ -51,7 +60,8 @@ class SlurmBackend(ComputeBackend):
     def __init__(self, *, name: str, options: Mapping[str, Any]) -> None:
         super().__init__(name=name, options=options)
         opts = self.options
-        self.api = str(opts.get("api_version", "v0.0.38"))
+        self.api_version = str(opts.get("api_version", versions.AUTO))
+        self._api: ApiVersion | None = None
         self.rest = SlurmRest(
             cluster=name,
             url=str(opts.get("url", "")),
@@ -68,7 +78,7 @@ class SlurmBackend(ComputeBackend):
         self.accounting = bool(opts.get("accounting", True))
         self._lock = threading.Lock()
         # (fetched at, monotonic fetched at, records) of the last GET /jobs.
-        self._snapshot: tuple[float, float, list[dict[str, Any]]] | None = None
+        self._snapshot: tuple[float, float, list[records.CtldJob]] | None = None
 
     # --- configuration ---------------------------------------------------------------------
 
@@ -77,9 +87,126 @@ class SlurmBackend(ComputeBackend):
         """Problems with a Slurm cluster's options, as sentences (empty when valid)."""
         return option_checks.check_options(options)
 
+    def check_cluster(self) -> list[str]:
+        """The cluster's slurmrestd serves a version the portal speaks (the pinned one, when
+        pinned); nothing is said when it cannot be reached (sync reports that)."""
+        try:
+            versions.choose(self._openapi_paths(), self.api_version)
+        except versions.UnsupportedVersion as exc:
+            return [str(exc)]
+        except (BackendUnavailable, BackendError) as exc:
+            logger.info("Cannot check the API versions of cluster %s: %s", self.name, exc)
+        return []
+
     def validate_spec(self, spec: JobSpec) -> list[tuple[str, str]]:
         """(field, message) for everything in `spec` this cluster refuses (no network)."""
         return option_checks.validate_spec(spec, self.options, self.name)
+
+    # --- the API version: the seam every caller of this cluster's slurmrestd goes through ------
+
+    @property
+    def api(self) -> ApiVersion:
+        """The API version spoken with this cluster: the pinned `api_version`, or (auto) the
+        newest both sides speak, negotiated once per backend instance (GET /openapi/v3).
+        BackendUnavailable while slurmrestd cannot be asked; UnsupportedVersion (a
+        BackendError) when it serves nothing the portal speaks."""
+        api = self._api
+        if api is None:
+            api = self.negotiate()
+        return api
+
+    def negotiate(self) -> ApiVersion:
+        """(Re)read the versions slurmrestd serves and choose one; a pinned version is taken
+        as is, without asking."""
+        if self.api_version != versions.AUTO:
+            api = versions.VERSIONS.get(self.api_version)
+            if api is None:
+                raise versions.UnsupportedVersion(
+                    f"Cluster {self.name}: {versions.check_pinned(self.api_version)}"
+                )
+        else:
+            api = versions.choose(self._openapi_paths())
+            logger.info("Cluster %s speaks slurmrestd API %s", self.name, api.version)
+        with self._lock:
+            self._api = api
+        return api
+
+    def _openapi_paths(self) -> list[str]:
+        """The paths of slurmrestd's OpenAPI description (/openapi/v3; /openapi before 21.08)."""
+        try:
+            body = self.rest.call("GET", "/openapi/v3", user=self.query_user)
+        except PathNotFound:
+            body = self.rest.call("GET", "/openapi", user=self.query_user)
+        paths = (body or {}).get("paths")
+        if not isinstance(paths, dict):
+            raise BackendUnavailable(
+                f"slurmrestd of {self.name} answered an OpenAPI description without paths"
+            )
+        return [str(p) for p in paths]
+
+    def ctld_call(
+        self,
+        method: str,
+        path: str,
+        *,
+        user: str,
+        json: Any = None,
+        params: Params = None,
+        ok_errnos: frozenset[int] = frozenset(),
+    ) -> dict[str, Any] | None:
+        """rest.call on the slurmctld endpoint `path` ("/jobs") of the version spoken. `json`
+        and `params` may be functions of the ApiVersion (shaped per version). A 404 (the cluster
+        was upgraded and dropped the version) re-negotiates and retries once."""
+        return self._versioned(
+            ApiVersion.ctld, method, path, user=user, json=json, params=params, ok=ok_errnos
+        )
+
+    def dbd_call(
+        self,
+        method: str,
+        path: str,
+        *,
+        user: str,
+        json: Any = None,
+        params: Params = None,
+        ok_errnos: frozenset[int] = frozenset(),
+    ) -> dict[str, Any] | None:
+        """Like ctld_call, on the accounting (slurmdbd) endpoint `path`; BackendUnavailable
+        when this slurmrestd serves no accounting."""
+        return self._versioned(
+            ApiVersion.dbd, method, path, user=user, json=json, params=params, ok=ok_errnos
+        )
+
+    def _versioned(
+        self,
+        where: Callable[[ApiVersion, str], str],
+        method: str,
+        path: str,
+        *,
+        user: str,
+        json: Any,
+        params: Params,
+        ok: frozenset[int],
+    ) -> dict[str, Any] | None:
+        api = self.api
+        for attempt in (1, 2):
+            if where is ApiVersion.dbd and not api.accounting:
+                raise BackendUnavailable(
+                    f"slurmrestd of {self.name} serves no accounting (slurmdbd) API {api.version}"
+                )
+            body = json(api) if callable(json) else json
+            query = params(api) if callable(params) else params
+            try:
+                return self.rest.call(
+                    method, where(api, path), user=user, json=body, params=query, ok_errnos=ok
+                )
+            except PathNotFound:
+                if attempt == 2 or self.api_version != versions.AUTO:
+                    raise
+                before, api = api, self.negotiate()
+                if api == before:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # --- paths -----------------------------------------------------------------------------
 
@@ -100,42 +227,42 @@ class SlurmBackend(ComputeBackend):
 
     # --- slurmctld listing -------------------------------------------------------------------
 
-    def _jobs(self) -> list[dict[str, Any]]:
-        """Every job slurmctld knows (one GET /jobs). A recent listing is revalidated with
-        ?update_time, which slurmrestd answers 304 when no job changed since."""
+    def _jobs(self) -> list[records.CtldJob]:
+        """Every job slurmctld knows (one GET /jobs). With v0.0.38 a recent listing is
+        revalidated with ?update_time, which slurmrestd answers 304 when no job changed since."""
         with self._lock:
             snapshot = self._snapshot
         params = None
         now, mono = time.time(), time.monotonic()
-        if snapshot is not None and mono - snapshot[1] < SNAPSHOT_MAX_AGE:
+        revalidate = self.api.listing_revalidation
+        if revalidate and snapshot is not None and mono - snapshot[1] < SNAPSHOT_MAX_AGE:
             params = {"update_time": int(snapshot[0]) - CLOCK_SLACK}
-        body = self.rest.call("GET", f"/slurm/{self.api}/jobs", user=self.query_user, params=params)
+        body = self.ctld_call("GET", "/jobs", user=self.query_user, params=params)
         if body is None and snapshot is not None:
             return snapshot[2]
-        jobs = [j for j in (body or {}).get("jobs") or () if isinstance(j, dict)]
+        jobs = records.ctld_jobs(body)
         with self._lock:
             self._snapshot = (now, mono, jobs)
         return jobs
 
-    def _recent_jobs(self, max_age: float) -> list[dict[str, Any]]:
+    def _recent_jobs(self, max_age: float) -> list[records.CtldJob]:
         with self._lock:
             snapshot = self._snapshot
         if snapshot is not None and time.monotonic() - snapshot[1] <= max_age:
             return snapshot[2]
         return self._jobs()
 
-    def _dbd_jobs(self, backend_ids: Iterable[str]) -> list[dict[str, Any]]:
+    def _dbd_jobs(self, backend_ids: Iterable[str]) -> list[records.DbdJob]:
         """Accounting records of these jobs (array tasks included): one query per 500 ids."""
         ids = sorted({b for b in backend_ids if b.isdigit()}, key=int)
-        found: list[dict[str, Any]] = []
+        found: list[records.DbdJob] = []
         for i in range(0, len(ids), DBD_CHUNK):
-            body = self.rest.call(
-                "GET",
-                f"/slurmdb/{self.api}/jobs",
-                user=self.query_user,
-                params={"step": ",".join(ids[i : i + DBD_CHUNK]), "skip_steps": "true"},
-            )
-            found.extend(j for j in (body or {}).get("jobs") or () if isinstance(j, dict))
+
+            def query(api: ApiVersion, chunk: list[str] = ids[i : i + DBD_CHUNK]) -> dict[str, Any]:
+                return {"step": api.list_param(chunk), "skip_steps": "true"}
+
+            body = self.dbd_call("GET", "/jobs", user=self.query_user, params=query)
+            found.extend(records.dbd_jobs(body))
         return found
 
     # --- the contract ------------------------------------------------------------------------
@@ -153,21 +280,19 @@ class SlurmBackend(ComputeBackend):
             home=f"{self.shared_root}/{user}",
             path=str(self.options.get("path") or script.DEFAULT_PATH),
         )
-        body = {
-            "script": script.wrapper(spec, workdir),
-            "job": script.job_properties(
-                spec,
-                workdir,
-                partition=spec.partition
-                or str(
-                    self.options.get("partition") or self.options.get("default_partition") or ""
-                ),
-                account=str(self.options.get("account") or ""),
-                env=env,
-            ),
-        }
+        batch = script.wrapper(spec, workdir)
+        job = script.job_properties(
+            spec,
+            workdir,
+            partition=spec.partition
+            or str(self.options.get("partition") or self.options.get("default_partition") or ""),
+            account=str(self.options.get("account") or ""),
+            env=env,
+        )
         try:
-            answer = self.rest.call("POST", f"/slurm/{self.api}/job/submit", user=user, json=body)
+            answer = self.ctld_call(
+                "POST", "/job/submit", user=user, json=lambda api: api.submit_body(batch, job)
+            )
         except SlurmRestError as exc:
             # Some refusals still create a job (e.g. a time limit above the partition's MaxTime
             # leaves it pending forever): remove it, the portal job is rejected.
@@ -184,9 +309,9 @@ class SlurmBackend(ComputeBackend):
 
     def _cancel_quietly(self, job_id: str, user: str) -> None:
         try:
-            self.rest.call(
+            self.ctld_call(
                 "DELETE",
-                f"/slurm/{self.api}/job/{job_id}",
+                f"/job/{job_id}",
                 user=user,
                 ok_errnos=frozenset({INVALID_JOB_ID, ALREADY_DONE}),
             )
@@ -201,18 +326,18 @@ class SlurmBackend(ComputeBackend):
         wanted = {records.comment_for(u): u for u in uuids}
         found: dict[uuid.UUID, str] = {}
         for job in self._jobs():
-            portal_uuid = wanted.get(str(job.get("comment") or ""))
+            portal_uuid = wanted.get(job.comment)
             if portal_uuid is not None and not records.is_refused_submission(job):
-                found.setdefault(portal_uuid, records.array_key(job))
+                found.setdefault(portal_uuid, job.key)
         return found
 
     def cancel(self, ref: JobRef) -> None:
         """DELETE the job (a whole array) as its user; an ended or forgotten job is fine."""
         if not ref.backend_id.isdigit():
             raise BackendError(f"not a Slurm job id: {ref.backend_id!r}")
-        self.rest.call(
+        self.ctld_call(
             "DELETE",
-            f"/slurm/{self.api}/job/{ref.backend_id}",
+            f"/job/{ref.backend_id}",
             user=self._user(ref.cluster_user),
             ok_errnos=frozenset({INVALID_JOB_ID, ALREADY_DONE}),
         )
@@ -227,7 +352,7 @@ class SlurmBackend(ComputeBackend):
         missing: list[JobRef] = []
         for ref in refs:
             found = by_id.get(ref.backend_id)
-            if found and records.belongs_to(found, records.comment_for(ref.uuid), dbd=False):
+            if found and records.belongs_to(found, records.comment_for(ref.uuid)):
                 out[ref.backend_id] = records.status_from_ctld(ref.backend_id, found)
             else:
                 missing.append(ref)
@@ -244,9 +369,9 @@ class SlurmBackend(ComputeBackend):
                     )
                 return out
             for ref in missing:
-                found = by_dbd.get(ref.backend_id)
-                if found and records.belongs_to(found, records.comment_for(ref.uuid), dbd=True):
-                    out[ref.backend_id] = records.status_from_dbd(ref.backend_id, found)
+                accounted = by_dbd.get(ref.backend_id)
+                if accounted and records.belongs_to(accounted, records.comment_for(ref.uuid)):
+                    out[ref.backend_id] = records.status_from_dbd(ref.backend_id, accounted)
         return out
 
     def usage(self, refs: Sequence[JobRef]) -> dict[str, UsageRecord]:
@@ -273,7 +398,7 @@ class SlurmBackend(ComputeBackend):
                 if ref.backend_id in out:
                     continue
                 found = by_dbd.get(ref.backend_id)
-                if found and records.belongs_to(found, records.comment_for(ref.uuid), dbd=True):
+                if found and records.belongs_to(found, records.comment_for(ref.uuid)):
                     record = records.usage_from_dbd(ref.backend_id, found)
                     if record is not None:
                         out[ref.backend_id] = record
@@ -290,7 +415,7 @@ class SlurmBackend(ComputeBackend):
         by_id = records.group_ctld(self._recent_jobs(max_age=10.0))
         for ref in refs:
             found = by_id.get(ref.backend_id)
-            if found and records.belongs_to(found, records.comment_for(ref.uuid), dbd=False):
+            if found and records.belongs_to(found, records.comment_for(ref.uuid)):
                 record = records.usage_from_ctld(ref.backend_id, found)
                 if record is not None:
                     out[ref.backend_id] = record
@@ -298,28 +423,30 @@ class SlurmBackend(ComputeBackend):
     def direct_jobs(
         self, accounts: Collection[str], since: datetime
     ) -> tuple[list[DirectRecord], datetime]:
-        """ONE slurmdbd query for the jobs that ended from `since` on (all final states, the
+        """ONE slurmdbd query for the jobs that ended from `since` on (every final state, the
         accounts named when few), whatever the number of jobs and accounts. The window is
-        relative to slurmrestd's own clock ("now-N seconds" .. "now"), so no time zone is
-        involved; the next watermark is now minus the overlap (direct_overlap_seconds)."""
+        relative to slurmrestd's own clock ("now-N seconds" .. "now"), so neither time zones
+        nor clock skew matter; the next watermark is now minus direct_overlap_seconds."""
         if not accounts or not self.accounting:
             return [], since
         now = datetime.now(tz=UTC)
-        overlap = int(self.options.get("direct_overlap_seconds", DIRECT_OVERLAP_SECONDS))
-        params: dict[str, str] = {
-            "start_time": f"now-{max(1, int((now - since).total_seconds()) + 1)}seconds",
-            # slurmdbd applies the state filter only with an explicit end of the window.
-            "end_time": "now",
-            "state": ",".join(records.DIRECT_QUERY_STATES),
-            "skip_steps": "true",
-        }
-        if len(accounts) <= DIRECT_ACCOUNTS_IN_QUERY:
-            params["account"] = ",".join(sorted(accounts))
-        body = self.rest.call(
-            "GET", f"/slurmdb/{self.api}/jobs", user=self.query_user, params=params
-        )
-        jobs = [j for j in (body or {}).get("jobs") or () if isinstance(j, dict)]
-        found = records.direct_from_dbd(jobs, frozenset(accounts))
+        overlap = float(self.options.get("direct_overlap_seconds", DIRECT_OVERLAP_SECONDS))
+        names = sorted(accounts)
+
+        def query(api: ApiVersion) -> dict[str, Any]:
+            params: dict[str, Any] = {
+                "start_time": api.time_query(since.timestamp() - 1, now=now.timestamp()),
+                # slurmdbd applies the state filter only with an explicit end of the window.
+                "end_time": "now",
+                "state": api.list_param(records.DIRECT_QUERY_STATES),
+                "skip_steps": "true",
+            }
+            if len(names) <= DIRECT_ACCOUNTS_IN_QUERY:
+                params["account"] = api.list_param(names)
+            return params
+
+        body = self.dbd_call("GET", "/jobs", user=self.query_user, params=query)
+        found = records.direct_from_dbd(records.dbd_jobs(body), frozenset(accounts))
         return found, max(since, now - timedelta(seconds=overlap))
 
     def read_log(self, ref: JobRef, stream: str, offset: int, limit: int) -> LogChunk:

@@ -9,13 +9,13 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from jobs.backends.base import JobSpec
+from jobs.backends.slurm import versions
 
 USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 # Paths go into the job's wrapper script and its working directory: keep them plain.
 PATH_RE = re.compile(r"^/[A-Za-z0-9._/+-]*$")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-API_RE = re.compile(r"^v0\.0\.3[89]$")
 FORBIDDEN_USERS = frozenset({"root", "slurm", "nobody"})
 POSITIVE_INTS = ("max_gpus", "max_cpus", "max_memory_mb", "max_time_minutes", "max_array_tasks")
 NUMBERS = (
@@ -59,9 +59,9 @@ def check_options(options: Mapping[str, Any]) -> list[str]:
     url = options.get("url")
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
         problems.append("url must be slurmrestd's address, like http://slurm-rest:6820.")
-    version = options.get("api_version", "v0.0.38")
-    if not isinstance(version, str) or not API_RE.match(version):
-        problems.append("api_version must be v0.0.38 (the version this backend speaks).")
+    version_problem = versions.check_pinned(options.get("api_version", versions.AUTO))
+    if version_problem:
+        problems.append(version_problem)
     if "jwt_key" in options or "token" in options:
         problems.append(
             "Never store the JWT key in the cluster options: name it with jwt_key_file or "

@@ -43,6 +43,11 @@ def is_transient(errno: int) -> bool:
     return errno in TRANSIENT_ERRNOS or any(lo <= errno <= hi for lo, hi in TRANSIENT_RANGES)
 
 
+class PathNotFound(BackendUnavailable):
+    """slurmrestd does not serve this path (HTTP 404 without a Slurm error): the API version
+    asked for is not loaded, e.g. after the cluster was upgraded."""
+
+
 class SlurmRestError(BackendError):
     """A refusal by Slurm, with its errno(s) (BackendError: the request will not succeed)."""
 
@@ -50,6 +55,13 @@ class SlurmRestError(BackendError):
         super().__init__(message)
         self.errnos = errnos
         self.body = body if isinstance(body, dict) else {}
+
+
+def _json_or_none(data: bytes) -> Any:
+    try:
+        return jsonlib.loads(data)
+    except ValueError:
+        return None
 
 
 def _errors(body: Any) -> list[tuple[int, str]]:
@@ -167,7 +179,7 @@ class SlurmRest:
         action = f"{method} {path}"
         url = self.url + path
         if params:
-            url += "?" + urlencode(params)
+            url += "?" + urlencode(params, doseq=True)  # a list value repeats the parameter
         payload = None
         if json is not None:
             payload = jsonlib.dumps(json).encode()
@@ -183,6 +195,8 @@ class SlurmRest:
         status = response.status
         if status == 304:
             return None
+        if status == 404 and not _errors(_json_or_none(response.data)):
+            raise PathNotFound(f"slurmrestd of {self.cluster} does not serve {action} (HTTP 404)")
         if status in (401, 403):
             raise BackendUnavailable(
                 f"slurmrestd of {self.cluster} refused the portal's token for {user} "

@@ -61,7 +61,7 @@ def wrapper(spec: JobSpec, workdir: str) -> str:
 def environment(
     spec: JobSpec, workdir: str, *, home: str, path: str = DEFAULT_PATH
 ) -> dict[str, str]:
-    """The job's environment (slurmrestd v0.0.38 requires one): a minimal login-like base, the
+    """The job's environment (slurmrestd requires one): a minimal login-like base, the
     user's variables, then the portal's GPUC_* (which the user cannot override)."""
     env = {"PATH": path, "HOME": home, "LANG": "C.UTF-8", "USER": spec.cluster_user}
     env.update({str(k): str(v) for k, v in spec.env.items()})
@@ -86,7 +86,8 @@ def job_properties(
     account: str,
     env: Mapping[str, str],
 ) -> dict[str, object]:
-    """The `job` object of POST /slurm/v0.0.38/job/submit."""
+    """The `job` object of POST job/submit in the neutral form ApiVersion.job_description
+    shapes for the version spoken (v0.0.38's names and plain values; GPUs as "gpus")."""
     job: dict[str, object] = {
         "name": spec.name,
         "comment": f"gpuc:{spec.uuid}",
@@ -106,7 +107,7 @@ def job_properties(
     if account:
         job["account"] = account
     if spec.gpus:
-        job["gres"] = f"gpu:{spec.gpu_type}:{spec.gpus}" if spec.gpu_type else f"gpu:{spec.gpus}"
+        job["gpus"] = (spec.gpu_type, spec.gpus)
     if spec.array:
         job["array"] = spec.array
     return job

@@ -1,9 +1,12 @@
-"""The real single-node Slurm of deploy/slurm (its env file), a priced Slurm cluster with an
-allocation for alice's project, cluster accounts for the test users, and helpers to drive the
-portal's sync until jobs end.
+"""The real single-node Slurm clusters of deploy/slurm (their env files), a priced Slurm
+cluster with an allocation for alice's project, cluster accounts for the test users, and
+helpers to drive the portal's sync until jobs end.
 
-Outside CI these tests skip with a message when slurmrestd does not answer; in CI (CI set)
-they fail instead: run deploy/slurm/up.sh first.
+Two clusters: Slurm 22.05 (`up.sh`, slurmrestd v0.0.38) and Slurm 24.11 (`up.sh --version
+24.11`, v0.0.40 to v0.0.42). `slurm_site` is the 22.05 one unless a test is parametrized over
+both with `@both_slurms` (ids "22.05" and "24.11") or GPUC_SLURM_VERSION names the other (to
+run every Slurm test on it). Outside CI these tests skip with a message when a cluster's
+slurmrestd does not answer; in CI (CI set) they fail instead: run `make slurm-up` first.
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ import requests
 
 from accounts.models import User
 from jobs.backends import get_backend
-from jobs.backends.slurm import SlurmBackend
+from jobs.backends.slurm import SlurmBackend, records
 from jobs.backends.slurm.rest import SlurmRest
+from jobs.backends.slurm.versions import VERSIONS, ApiVersion
 from jobs.models import ClusterAccount, Job
 from jobs.services import cluster_sync
 from quotas.models import Allocation, Cluster, Rate
@@ -35,7 +39,13 @@ from quotas.services import ledger_credit
 from tests import factories
 from tests.conftest import Tenant
 
-ENV_FILE = Path(os.environ.get("GPUC_SLURM_ENV", "/var/lib/gpucommons-slurm/env"))
+ENV_FILES = {
+    "22.05": Path(os.environ.get("GPUC_SLURM_ENV", "/var/lib/gpucommons-slurm/env")),
+    "24.11": Path(os.environ.get("GPUC_SLURM_2411_ENV", "/var/lib/gpucommons-slurm-24.11/env")),
+}
+SLURM_VERSIONS = tuple(ENV_FILES)
+# Parametrizes a test over both clusters (slurm_site and everything built on it).
+both_slurms = pytest.mark.parametrize("slurm_site", SLURM_VERSIONS, indirect=True)
 ALICE_UNIX = "gpuc-test1"
 BOB_UNIX = "gpuc-test2"
 # 1 SU per CPU-second and 2 SU per h100-second: a charge reads as seconds of use.
@@ -61,14 +71,31 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class SlurmSite:
-    """What deploy/slurm/up.sh wrote to its env file."""
+    """What deploy/slurm/up.sh wrote to a cluster's env file."""
 
+    version: str
     url: str
     jwt_key_file: str
     shared_root: str
     partition: str
     gpu_types: list[str]
     account: str
+    conf: str
+    bin: str
+    # The newest API its slurmrestd serves, as up.sh says (the tests' own raw calls use it;
+    # the backend negotiates on its own).
+    api: ApiVersion
+
+    @property
+    def sbin(self) -> str:
+        return str(Path(self.bin).parent / "sbin")
+
+    def command(self, name: str) -> list[str]:
+        """argv of one of this cluster's commands (sacct, sacctmgr, ...)."""
+        return [f"{self.bin}/{name}"]
+
+    def command_env(self) -> dict[str, str]:
+        return {**os.environ, "SLURM_CONF": self.conf}
 
     def options(self, **extra: Any) -> dict[str, Any]:
         options: dict[str, Any] = {
@@ -94,24 +121,33 @@ class SlurmSite:
 
 
 @pytest.fixture(scope="session")
-def slurm_site() -> SlurmSite:
-    if not ENV_FILE.is_file():
-        _unavailable(f"No Slurm env file at {ENV_FILE}")
-    env = read_env_file(ENV_FILE)
+def slurm_site(request: pytest.FixtureRequest) -> SlurmSite:
+    version = getattr(request, "param", None) or os.environ.get("GPUC_SLURM_VERSION", "22.05")
+    env_file = ENV_FILES[version]
+    up = "deploy/slurm/up.sh" + ("" if version == "22.05" else f" --version {version}")
+    if not env_file.is_file():
+        _unavailable(f"No env file of the Slurm {version} cluster at {env_file} ({up})")
+    env = read_env_file(env_file)
+    api_version = env.get("SLURM_REST_API_VERSION", "v0.0.38")
     site = SlurmSite(
+        version=version,
         url=env["SLURM_REST_URL"],
         jwt_key_file=env["SLURM_JWT_KEY_FILE"],
         shared_root=env["SLURM_SHARED_ROOT"],
         partition=env.get("SLURM_PARTITION", ""),
         gpu_types=[t for t in env.get("SLURM_GPU_TYPES", "").split(",") if t],
         account=env.get("SLURM_ACCOUNT", ""),
+        conf=env.get("SLURM_CONF", "/etc/slurm/slurm.conf"),
+        bin=env.get("SLURM_BIN", "/usr/bin"),
+        api=VERSIONS[api_version],
     )
     try:
-        body = site.rest().call("GET", "/slurm/v0.0.38/ping", user=ALICE_UNIX)
+        body = site.rest().call("GET", site.api.ctld("/ping"), user=ALICE_UNIX) or {}
     except Exception as exc:
-        _unavailable(f"slurmrestd at {site.url} does not answer ({exc})")
-    if not body or body.get("pings", [{}])[0].get("ping") != "UP":
-        _unavailable(f"slurmctld behind {site.url} is not up: {body}")
+        _unavailable(f"slurmrestd of Slurm {version} at {site.url} does not answer ({exc})")
+    ping = (body.get("pings") or [{}])[0]
+    if "UP" not in (ping.get("ping"), ping.get("pinged")):  # v0.0.38 says "ping"
+        _unavailable(f"slurmctld of Slurm {version} behind {site.url} is not up: {body}")
     return site
 
 
@@ -194,18 +230,25 @@ def sync_until(
 
 def slurm_jobs_tagged(site: SlurmSite, job_uuid: uuid.UUID) -> list[dict[str, Any]]:
     """Every Slurm job (slurmctld's list) whose comment carries the portal job's uuid."""
-    body = site.rest().call("GET", "/slurm/v0.0.38/jobs", user=ALICE_UNIX) or {}
+    body = site.rest().call("GET", site.api.ctld("/jobs"), user=ALICE_UNIX) or {}
     return [j for j in body.get("jobs", []) if j.get("comment") == f"gpuc:{job_uuid}"]
 
 
-def sacct_field(job_id: str, field: str) -> str:
-    """One accounting field of a job as `sacct` prints it (an independent look at slurmdbd)."""
+def slurm_number(value: Any) -> int | None:
+    """A number of a raw record, whatever the version's shape (5 or {"set", "number": 5})."""
+    return records.number(value)
+
+
+def sacct_field(site: SlurmSite, job_id: str, field: str) -> str:
+    """One accounting field of a job as that cluster's `sacct` prints it (an independent look
+    at its slurmdbd)."""
     result = subprocess.run(  # noqa: S603 (argv list of fixed words and a numeric id)
-        [shutil.which("sacct") or "/usr/bin/sacct", "-X", "-n", "-P", "-j", job_id, "-o", field],
+        [*site.command("sacct"), "-X", "-n", "-P", "-j", job_id, "-o", field],
         capture_output=True,
         text=True,
         timeout=30,
         check=True,
+        env=site.command_env(),
     )
     return result.stdout.strip()
 
@@ -218,7 +261,6 @@ def sacct_field(job_id: str, field: str) -> str:
 # the same plugins) and stops only that one.
 
 REST_USER = os.environ.get("GPUC_SLURM_REST_USER", "slurmrest")
-SLURMRESTD = shutil.which("slurmrestd") or "/usr/sbin/slurmrestd"
 SETPRIV = shutil.which("setpriv") or "/usr/bin/setpriv"
 
 
@@ -239,9 +281,8 @@ def _free_port() -> int:
 class PrivateSlurmrestd:
     """slurmrestd on 127.0.0.1:<free port>, started and stopped by the test."""
 
-    def __init__(
-        self, slurm_conf: str, log: Path, plugins: str = "openapi/v0.0.38,openapi/dbv0.0.38"
-    ) -> None:
+    def __init__(self, slurmrestd: str, slurm_conf: str, log: Path, plugins: str) -> None:
+        self.slurmrestd = slurmrestd
         self.plugins = plugins
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -250,7 +291,7 @@ class PrivateSlurmrestd:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        argv = [SLURMRESTD, "-s", self.plugins, "-a", "rest_auth/jwt"]
+        argv = [self.slurmrestd, "-s", self.plugins, "-a", "rest_auth/jwt"]
         argv.append(f"127.0.0.1:{self.port}")
         if os.geteuid() == 0:  # slurmrestd refuses to run as root
             argv = [SETPRIV, f"--reuid={REST_USER}", f"--regid={REST_USER}", "--init-groups", *argv]
@@ -273,10 +314,11 @@ class PrivateSlurmrestd:
         assert not _answers(self.url), "slurmrestd still answers after it was stopped"
 
 
-def _private_slurmrestd(tmp_path: Path, plugins: str) -> Iterator[PrivateSlurmrestd]:
-    env = read_env_file(ENV_FILE)
+def _private_slurmrestd(
+    site: SlurmSite, tmp_path: Path, plugins: str
+) -> Iterator[PrivateSlurmrestd]:
     daemon = PrivateSlurmrestd(
-        env.get("SLURM_CONF", "/etc/slurm/slurm.conf"), tmp_path / "slurmrestd.log", plugins
+        f"{site.sbin}/slurmrestd", site.conf, tmp_path / "slurmrestd.log", plugins
     )
     if os.geteuid() == 0:
         try:
@@ -293,7 +335,7 @@ def _private_slurmrestd(tmp_path: Path, plugins: str) -> Iterator[PrivateSlurmre
 @pytest.fixture
 def private_slurmrestd(slurm_site: SlurmSite, tmp_path: Path) -> Iterator[PrivateSlurmrestd]:
     """A slurmrestd of the test's own (both APIs), to stop and start at will."""
-    yield from _private_slurmrestd(tmp_path, "openapi/v0.0.38,openapi/dbv0.0.38")
+    yield from _private_slurmrestd(slurm_site, tmp_path, slurm_site.api.plugins)
 
 
 @pytest.fixture
@@ -301,4 +343,5 @@ def slurmrestd_without_accounting(
     slurm_site: SlurmSite, tmp_path: Path
 ) -> Iterator[PrivateSlurmrestd]:
     """A slurmrestd serving only the slurmctld API: as if slurmdbd were unreachable."""
-    yield from _private_slurmrestd(tmp_path, "openapi/v0.0.38")
+    ctld_plugin = slurm_site.api.plugins.split(",")[0]  # openapi/v0.0.38 or openapi/slurmctld
+    yield from _private_slurmrestd(slurm_site, tmp_path, ctld_plugin)

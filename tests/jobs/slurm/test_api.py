@@ -22,8 +22,10 @@ from tests.jobs.slurm.conftest import (
     CPU_SU_PER_HOUR,
     GPU_SU_PER_HOUR,
     SlurmSite,
+    both_slurms,
     sacct_field,
     slurm_jobs_tagged,
+    slurm_number,
     sync_until,
 )
 
@@ -84,6 +86,7 @@ def run_seconds(job: Job) -> float:
     return (job.ended_at - job.started_at).total_seconds()
 
 
+@both_slurms
 def test_a_job_submitted_by_the_api_runs_prints_returns_results_and_is_charged_its_run_time(
     api_alice, slurm_cluster: Cluster, slurm_allocation: Allocation, slurm_site: SlurmSite
 ):
@@ -103,7 +106,7 @@ def test_a_job_submitted_by_the_api_runs_prints_returns_results_and_is_charged_i
     [tagged] = slurm_jobs_tagged(slurm_site, job.uuid)
     assert str(tagged["job_id"]) == job.backend_id
     assert tagged["user_name"] == ALICE_UNIX
-    assert tagged["memory_per_node"] == 256
+    assert slurm_number(tagged["memory_per_node"]) == 256
 
     sync_until(slurm_cluster, [job])
 
@@ -171,6 +174,7 @@ def test_a_symlink_the_job_leaves_in_its_output_is_neither_listed_nor_followed(
         assert response.json()["field"] == "path"
 
 
+@both_slurms
 def test_a_script_exiting_3_ends_failed_with_exit_code_3(
     api_alice, slurm_cluster, slurm_allocation
 ):
@@ -203,6 +207,7 @@ def test_a_python_script_runs_with_its_own_interpreter_and_its_exit_code(
     assert log["data"] == "hi from python\n"
 
 
+@both_slurms
 def test_an_array_runs_every_task_and_is_charged_the_sum_of_their_run_times(
     api_alice, slurm_cluster, slurm_allocation, slurm_site
 ):
@@ -223,7 +228,7 @@ def test_an_array_runs_every_task_and_is_charged_the_sum_of_their_run_times(
     # slurmdbd records array tasks asynchronously (it lags under load): wait for all three.
     deadline = time.monotonic() + 60
     while True:
-        raw = sacct_field(job.backend_id, "ElapsedRaw").split()
+        raw = sacct_field(slurm_site, job.backend_id, "ElapsedRaw").split()
         elapsed = [int(e) for e in raw if e.strip().isdigit()]
         if len(elapsed) >= 3 or time.monotonic() > deadline:
             break
@@ -234,8 +239,9 @@ def test_an_array_runs_every_task_and_is_charged_the_sum_of_their_run_times(
     assert slurm_allocation.held == 0
 
 
+@both_slurms
 def test_a_job_using_two_gpus_is_charged_at_the_gpu_rate_for_two_gpus(
-    api_alice, slurm_cluster, slurm_allocation
+    api_alice, slurm_cluster, slurm_allocation, slurm_site
 ):
     job = submit(
         api_alice,
@@ -256,13 +262,14 @@ def test_a_job_using_two_gpus_is_charged_at_the_gpu_rate_for_two_gpus(
     assert job.elapsed_seconds >= 2
     per_second = 2 * GPU_SU_PER_SECOND + CPU_SU_PER_SECOND
     assert job.charged_cost == job.elapsed_seconds * per_second
-    alloc_tres = sacct_field(job.backend_id, "AllocTRES").split(",")
+    alloc_tres = sacct_field(slurm_site, job.backend_id, "AllocTRES").split(",")
     assert "gres/gpu=2" in alloc_tres
     assert "mem=512M" in alloc_tres
     log = api_alice.get(f"/api/v1/jobs/{job.uuid}/log/").json()
     assert log["data"].startswith("gpus: ")
 
 
+@both_slurms
 def test_cancelling_a_running_job_ends_it_cancelled_and_charges_its_run_time(
     api_alice, slurm_cluster, slurm_allocation, slurm_site
 ):
@@ -367,10 +374,11 @@ def test_a_submission_the_allocation_cannot_cover_is_refused_with_the_shortfall_
     slurm_allocation.refresh_from_db()
     assert slurm_allocation.held == 0
     assert not Job.objects.exists()
-    listing = slurm_site.rest().call("GET", "/slurm/v0.0.38/jobs", user=ALICE_UNIX) or {}
+    listing = slurm_site.rest().call("GET", slurm_site.api.ctld("/jobs"), user=ALICE_UNIX) or {}
     assert [j for j in listing["jobs"] if j["name"] == name] == []
 
 
+@both_slurms
 def test_a_job_slurm_refuses_is_rejected_with_slurms_reason_and_its_hold_released(
     api_alice, slurm_cluster, slurm_allocation
 ):
@@ -389,6 +397,7 @@ def test_a_job_slurm_refuses_is_rejected_with_slurms_reason_and_its_hold_release
     assert (slurm_allocation.held, slurm_allocation.charged) == (0, 0)
 
 
+@both_slurms
 def test_without_accounting_usage_comes_from_slurmctlds_record_and_says_so(
     slurm_site: SlurmSite, slurmrestd_without_accounting
 ):
@@ -424,6 +433,7 @@ def test_without_accounting_usage_comes_from_slurmctlds_record_and_says_so(
     assert from_dbd.elapsed_seconds >= 2
 
 
+@both_slurms
 def test_a_job_slurmctld_has_forgotten_is_finished_from_accounting(
     slurm_cluster, slurm_allocation, slurm_site, early_job, tenant, alice
 ):
@@ -461,6 +471,7 @@ def queued_job(tenant, user, cluster: Cluster, portal_uuid: uuid.UUID, backend_i
     )
 
 
+@both_slurms
 def test_the_backend_polls_many_jobs_with_one_listing_call(slurm_backend: SlurmBackend):
     refs = [
         JobRef(uuid=uuid.uuid4(), backend_id=str(n), cluster_user=ALICE_UNIX) for n in range(1, 4)
@@ -472,10 +483,11 @@ def test_the_backend_polls_many_jobs_with_one_listing_call(slurm_backend: SlurmB
         calls.append(f"{method} {path}")
         return original(method, path, **kwargs)
 
+    api = slurm_backend.api  # negotiated (one GET /openapi/v3) before counting
     slurm_backend.rest.call = counting  # type: ignore[method-assign]
     try:
         slurm_backend.poll(refs)
     finally:
         del slurm_backend.rest.call
     # Unknown (or foreign) ids: one listing, then one accounting lookup for all of them.
-    assert calls == ["GET /slurm/v0.0.38/jobs", "GET /slurmdb/v0.0.38/jobs"]
+    assert calls == [f"GET {api.ctld('/jobs')}", f"GET {api.dbd('/jobs')}"]

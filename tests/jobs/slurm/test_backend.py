@@ -60,7 +60,8 @@ def test_valid_options_raise_no_problems():
         ({"gpu_types": "h100"}, "gpu_types must be a list"),
         ({"max_gpus": 0}, "max_gpus must be a positive whole number"),
         ({"read_timeout": "30"}, "read_timeout must be a positive number"),
-        ({"api_version": "v0.0.40"}, "api_version must be v0.0.38"),
+        ({"api_version": "v0.0.39"}, "api_version must be 'auto'"),
+        ({"api_version": 38}, "api_version must be 'auto'"),
         ({"accounting": "yes"}, "accounting must be true"),
         ({"nodes": 3}, "Unknown Slurm options: nodes"),
     ],
@@ -122,12 +123,12 @@ def test_a_script_without_an_interpreter_line_runs_with_bash_and_a_command_is_ex
     assert command == "#!/bin/bash\nexec echo 'a b; rm -rf /'\n"
 
 
-def test_the_submitted_job_always_states_memory_and_asks_gpus_as_gres():
+def test_the_submitted_job_always_states_memory_and_its_gpus():
     job = spec(gpus=2, gpu_type="h100", cpus=3, memory_mb=512, time_limit_minutes=7, array="0-3%2")
     env = script.environment(job, "/w", home="/h")
     props = script.job_properties(job, "/w", partition="gpu", account="", env=env)
     assert props["memory_per_node"] == 512
-    assert props["gres"] == "gpu:h100:2"
+    assert props["gpus"] == ("h100", 2)
     assert props["cpus_per_task"] == 3
     assert props["time_limit"] == 7
     assert props["array"] == "0-3%2"
@@ -152,16 +153,20 @@ def test_slurmctld_exit_codes_are_wait_statuses(raw, code):
 
 def test_a_launch_failure_has_no_exit_code():
     record = {"job_state": "FAILED", "state_reason": "JobLaunchFailure", "exit_code": 4021}
-    status = records.status_from_ctld("5", [record])
+    status = records.status_from_ctld("5", [records.ctld_job(record)])
     assert (status.state, status.exit_code, status.reason) == ("failed", None, "JobLaunchFailure")
 
 
 def test_accountings_exit_code_is_believed_only_where_slurm_2205_gets_it_right():
     success = {"status": "SUCCESS", "return_code": 0}
     signaled = {"status": "SIGNALED", "return_code": None, "signal": {"signal_id": 9}}
-    assert records.dbd_exit_code({"exit_code": success}, "completed") == 0
-    assert records.dbd_exit_code({"exit_code": success}, "failed") is None
-    assert records.dbd_exit_code({"exit_code": signaled}, "failed") == 137
+
+    def read(exit_code):
+        return records.dbd_job({"job_id": 5, "exit_code": exit_code})
+
+    assert records.dbd_exit_code(read(success), "completed") == 0
+    assert records.dbd_exit_code(read(success), "failed") is None
+    assert records.dbd_exit_code(read(signaled), "failed") == 137
 
 
 @pytest.mark.parametrize(
@@ -189,17 +194,19 @@ def test_slurm_states_map_to_portal_states(slurm, portal):
 
 def test_an_arrays_tasks_fold_into_one_state_and_their_run_times_add_up():
     def task(job_id, state, start, end, exit_code=0):
-        return {
-            "job_id": job_id,
-            "array_job_id": 10,
-            "job_state": state,
-            "start_time": start,
-            "end_time": end,
-            "exit_code": exit_code,
-            "state_reason": "None",
-            "tres_alloc_str": "cpu=2,mem=1G,node=1,gres/gpu=1,gres/gpu:h100=1",
-            "comment": "gpuc:x",
-        }
+        return records.ctld_job(
+            {
+                "job_id": job_id,
+                "array_job_id": 10,
+                "job_state": state,
+                "start_time": start,
+                "end_time": end,
+                "exit_code": exit_code,
+                "state_reason": "None",
+                "tres_alloc_str": "cpu=2,mem=1G,node=1,gres/gpu=1,gres/gpu:h100=1",
+                "comment": "gpuc:x",
+            }
+        )
 
     running = [task(11, "COMPLETED", 100, 110), task(10, "RUNNING", 105, 0)]
     assert records.status_from_ctld("10", running).state == "running"
@@ -215,10 +222,17 @@ def test_an_arrays_tasks_fold_into_one_state_and_their_run_times_add_up():
 
 
 def test_records_of_another_portal_job_are_not_taken_for_this_one():
-    assert records.belongs_to([{"comment": "gpuc:a"}], "gpuc:a", dbd=False)
-    assert not records.belongs_to([{"comment": "gpuc:b"}], "gpuc:a", dbd=False)
-    assert not records.belongs_to([{"comment": {"job": "gpuc:b"}}], "gpuc:a", dbd=True)
-    assert records.belongs_to([{"comment": {"job": None}}], "gpuc:a", dbd=True)
+    def ctld(comment):
+        return [records.ctld_job({"job_id": 1, "comment": comment})]
+
+    def dbd(comment):
+        return [records.dbd_job({"job_id": 1, "comment": {"job": comment}})]
+
+    assert records.belongs_to(ctld("gpuc:a"), "gpuc:a")
+    assert not records.belongs_to(ctld("gpuc:b"), "gpuc:a")
+    assert not records.belongs_to(ctld(""), "gpuc:a")
+    assert not records.belongs_to(dbd("gpuc:b"), "gpuc:a")
+    assert records.belongs_to(dbd(None), "gpuc:a")
 
 
 def test_tres_strings_read_memory_in_megabytes():
@@ -299,6 +313,7 @@ def test_with_accounting_down_a_job_slurmctld_forgot_is_unknown_not_missing(tmp_
                 **GOOD,
                 "url": f"http://127.0.0.1:{server.server_address[1]}",
                 "jwt_key_file": str(key),
+                "api_version": "v0.0.38",
             },
         )
         ref = JobRef(uuid=uuid.uuid4(), backend_id="42", cluster_user="gpuc-test1")

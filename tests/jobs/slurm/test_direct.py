@@ -28,9 +28,10 @@ from tests.conftest import Tenant
 from tests.jobs.slurm.conftest import (
     ALICE_UNIX,
     CPU_SU_PER_HOUR,
-    ENV_FILE,
+    ENV_FILES,
     SlurmSite,
     _unavailable,
+    both_slurms,
     read_env_file,
     sacct_field,
     sync_until,
@@ -44,21 +45,12 @@ TICK = settings.CELERY_BEAT_SCHEDULE["jobs-sync-all-clusters"]["schedule"].total
 FINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
 
 
-def _bin(site: SlurmSite, name: str) -> str:
-    """A Slurm command of the site's version (SLURM_BIN in its env file, else PATH)."""
-    folder = read_env_file(ENV_FILE).get("SLURM_BIN", "")
-    found = os.path.join(folder, name) if folder else shutil.which(name)
-    if not found:
-        _unavailable(f"No {name} command")
-    return str(found)
-
-
-def _run(argv: list[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ}
-    if conf := read_env_file(ENV_FILE).get("SLURM_CONF"):
-        env["SLURM_CONF"] = conf
+def _run(
+    site: SlurmSite, argv: list[str], *, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """One of the site's commands (its own binaries and slurm.conf)."""
     return subprocess.run(  # noqa: S603 (argv lists of fixed words and generated names)
-        argv, capture_output=True, text=True, timeout=60, check=check, env=env
+        argv, capture_output=True, text=True, timeout=60, check=check, env=site.command_env()
     )
 
 
@@ -71,22 +63,13 @@ def project_account(
     if os.geteuid() != 0:
         _unavailable("Running sbatch as gpuc-test1 needs root (runuser)")
     name = f"gpuct{uuid.uuid4().hex[:10]}"
-    cluster_name = read_env_file(ENV_FILE).get("SLURM_CLUSTER_NAME", "gpucommons")
-    sacctmgr = _bin(slurm_site, "sacctmgr")
+    cluster_name = read_env_file(ENV_FILES[slurm_site.version]).get("SLURM_CLUSTER_NAME", "")
+    sacctmgr = slurm_site.command("sacctmgr")
+    where = [f"cluster={cluster_name}"] if cluster_name else []
     parent = slurm_site.account or "root"
-    _run([sacctmgr, "-i", "add", "account", name, f"parent={parent}", f"cluster={cluster_name}"])
+    _run(slurm_site, [*sacctmgr, "-i", "add", "account", name, f"parent={parent}", *where])
     try:
-        _run(
-            [
-                sacctmgr,
-                "-i",
-                "add",
-                "user",
-                ALICE_UNIX,
-                f"account={name}",
-                f"cluster={cluster_name}",
-            ]
-        )
+        _run(slurm_site, [*sacctmgr, "-i", "add", "user", ALICE_UNIX, f"account={name}", *where])
         yield SchedulerAccount.objects.create(
             project=tenant.project,
             cluster=slurm_cluster,
@@ -95,16 +78,19 @@ def project_account(
         )
     finally:
         # sacctmgr refuses to remove an association with jobs still running under it.
-        _run([_bin(slurm_site, "scancel"), f"--account={name}"], check=False)
+        _run(slurm_site, [*slurm_site.command("scancel"), f"--account={name}"], check=False)
         for _ in range(20):
             _run(
-                [sacctmgr, "-i", "delete", "user", f"name={ALICE_UNIX}", f"account={name}"],
+                slurm_site,
+                [*sacctmgr, "-i", "delete", "user", f"name={ALICE_UNIX}", f"account={name}"],
                 check=False,
             )
-            if _run([sacctmgr, "-i", "delete", "account", f"name={name}"], check=False).returncode:
-                time.sleep(0.5)
-                continue
-            break
+            gone = _run(
+                slurm_site, [*sacctmgr, "-i", "delete", "account", f"name={name}"], check=False
+            )
+            if not gone.returncode:
+                break
+            time.sleep(0.5)
 
 
 def sbatch(site: SlurmSite, account: str, *extra: str) -> str:
@@ -114,7 +100,7 @@ def sbatch(site: SlurmSite, account: str, *extra: str) -> str:
         "-u",
         ALICE_UNIX,
         "--",
-        _bin(site, "sbatch"),
+        *site.command("sbatch"),
         "--parsable",
         f"--account={account}",
         "--chdir=/tmp",
@@ -125,13 +111,13 @@ def sbatch(site: SlurmSite, account: str, *extra: str) -> str:
         "--wrap",
         "sleep 2",
     ]
-    return _run(argv).stdout.strip().split(";")[0]
+    return _run(site, argv).stdout.strip().split(";")[0]
 
 
-def wait_accounted(job_id: str, timeout: float = 90) -> None:
+def wait_accounted(site: SlurmSite, job_id: str, timeout: float = 90) -> None:
     """Until slurmdbd holds the job's end (what the portal reads)."""
     deadline = time.monotonic() + timeout
-    while sacct_field(job_id, "State").split(" ")[0] not in FINAL:
+    while sacct_field(site, job_id, "State").split(" ")[0] not in FINAL:
         if time.monotonic() > deadline:
             pytest.fail(f"Slurm job {job_id} not ended in accounting after {timeout} s")
         time.sleep(0.5)
@@ -154,6 +140,7 @@ def _reconcile() -> str:
     return out.getvalue()
 
 
+@both_slurms
 def test_a_direct_sbatch_job_is_found_within_two_ticks_and_charged_exactly_once(
     slurm_site: SlurmSite,
     slurm_cluster: Cluster,
@@ -164,15 +151,15 @@ def test_a_direct_sbatch_job_is_found_within_two_ticks_and_charged_exactly_once(
     direct_id = sbatch(slurm_site, project_account.name)
     # The same user's job under an account the portal does not manage.
     other_id = sbatch(slurm_site, slurm_site.account or "root")
-    wait_accounted(direct_id)
-    wait_accounted(other_id)
+    wait_accounted(slurm_site, direct_id)
+    wait_accounted(slurm_site, other_id)
 
     # At beat's cadence (slurmrestd's accounting answers lag sacct's by a second or so).
     sync_ticks(slurm_cluster, until=Job.objects.filter(backend_id=direct_id).exists)
 
     job = Job.objects.get(cluster=slurm_cluster, backend_id=direct_id)
-    elapsed = int(sacct_field(direct_id, "ElapsedRaw"))
-    cpus = int(sacct_field(direct_id, "AllocCPUS"))
+    elapsed = int(sacct_field(slurm_site, direct_id, "ElapsedRaw"))
+    cpus = int(sacct_field(slurm_site, direct_id, "AllocCPUS"))
     assert (job.origin, job.state, job.project) == ("direct", "completed", project_account.project)
     assert (job.user, job.cluster_username) == (alice, ALICE_UNIX)
     assert job.elapsed_seconds == elapsed and job.cpus == cpus
@@ -206,6 +193,7 @@ def test_a_direct_sbatch_job_is_found_within_two_ticks_and_charged_exactly_once(
     assert "Submitted outside the portal" in page and f"Job {direct_id} ran" in page
 
 
+@both_slurms
 def test_an_array_submitted_directly_is_charged_task_by_task(
     slurm_site: SlurmSite,
     slurm_cluster: Cluster,
@@ -214,18 +202,19 @@ def test_an_array_submitted_directly_is_charged_task_by_task(
     array_id = sbatch(slurm_site, project_account.name, "--array=0-2")
     tasks = [f"{array_id}_{i}" for i in range(3)]
     for task in tasks:
-        wait_accounted(task)
+        wait_accounted(slurm_site, task)
 
     sync_ticks(slurm_cluster, until=lambda: Job.objects.count() == 3)
 
     jobs = {j.backend_id: j for j in Job.objects.filter(origin=Job.Origin.DIRECT)}
     assert sorted(jobs) == tasks
     for task, job in jobs.items():
-        elapsed = int(sacct_field(task, "ElapsedRaw"))
+        elapsed = int(sacct_field(slurm_site, task, "ElapsedRaw"))
         assert job.charged_cost == Decimal(elapsed) * CPU_SU_PER_HOUR / 3600
     assert "Ledger OK" in _reconcile()
 
 
+@both_slurms
 def test_a_portal_job_under_the_project_account_is_never_imported_as_direct(
     slurm_site: SlurmSite,
     slurm_cluster: Cluster,
@@ -249,8 +238,8 @@ def test_a_portal_job_under_the_project_account_is_never_imported_as_direct(
     )
     job_forward(job_id=job.pk)
     sync_until(slurm_cluster, [job])
-    wait_accounted(job.backend_id)
-    assert sacct_field(job.backend_id, "Account") == project_account.name
+    wait_accounted(slurm_site, job.backend_id)
+    assert sacct_field(slurm_site, job.backend_id, "Account") == project_account.name
     cluster_sync(cluster=slurm_cluster)
     cluster_sync(cluster=slurm_cluster)
 
@@ -260,6 +249,7 @@ def test_a_portal_job_under_the_project_account_is_never_imported_as_direct(
     assert "Ledger OK" in _reconcile()
 
 
+@both_slurms
 @pytest.mark.django_db(transaction=True)
 def test_two_concurrent_ticks_import_a_direct_job_once(
     slurm_site: SlurmSite,
@@ -271,7 +261,7 @@ def test_two_concurrent_ticks_import_a_direct_job_once(
         pytest.skip("row locks need PostgreSQL")
     job_ids = [sbatch(slurm_site, project_account.name) for _ in range(3)]
     for job_id in job_ids:
-        wait_accounted(job_id)
+        wait_accounted(slurm_site, job_id)
     time.sleep(TICK)  # slurmrestd's accounting answers lag sacct's by a second or so
     barrier = threading.Barrier(2)
     results: list[int] = []
