@@ -28,7 +28,7 @@ case "$VERSION" in
         SBIN=/usr/sbin; BIN=/usr/bin; HOST=$(hostname -s)
         DB_NAME=slurm_acct_db; DB_USER=slurm; OTHER_RUN=/var/lib/gpucommons-slurm-24.11/run ;;
     24.11)
-        ROOT=${GPUC_SLURM_ROOT:-/var/lib/gpucommons-slurm-24.11}; CONF_DIR=/etc/slurm-24.11
+        ROOT=${GPUC_SLURM_2411_ROOT:-/var/lib/gpucommons-slurm-24.11}; CONF_DIR=/etc/slurm-24.11
         SBIN=/opt/slurm-24.11/sbin; BIN=/opt/slurm-24.11/bin; HOST=gpuc2411
         DB_NAME=slurm_acct_db_2411; DB_USER=slurm2411; OTHER_RUN=/var/lib/gpucommons-slurm/run ;;
     *) echo "down.sh: unknown --version $VERSION (known: 22.05, 24.11)" >&2; exit 2 ;;

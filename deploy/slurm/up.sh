@@ -55,7 +55,7 @@ case "$VERSION" in
         REST_API_VERSION=v0.0.38
         ;;
     24.11)
-        ROOT=${GPUC_SLURM_ROOT:-/var/lib/gpucommons-slurm-24.11}
+        ROOT=${GPUC_SLURM_2411_ROOT:-/var/lib/gpucommons-slurm-24.11}
         CONF_DIR=/etc/slurm-24.11
         SBIN=/opt/slurm-24.11/sbin
         BIN=/opt/slurm-24.11/bin

@@ -361,3 +361,18 @@ def test_the_api_gives_the_origin_and_filters_by_it(
     assert detail.json()["charged_cost"] == "4.4800"
     assert detail.json()["uncovered_cost"] is None
     assert theirs.status_code == HTTPStatus.NOT_FOUND
+
+
+def test_staff_find_the_uncovered_direct_jobs_in_the_admin(cluster, allocation, project_account):
+    big = record("big", gpus=1, cpus=0, memory_mb=0, seconds=600 * 3600)  # 1200 SU
+    direct_jobs_record(cluster=cluster, records=[record("fine"), big])
+    staff = factories.UserFactory(username="staff", is_staff=True, is_superuser=True)
+    web = _signed_in(staff)
+
+    uncovered = web.get("/django-admin/jobs/job/?origin=direct&uncovered=yes")
+
+    assert uncovered.status_code == HTTPStatus.OK
+    text = uncovered.content.decode()
+    fine, big_job = Job.objects.get(backend_id="fine"), Job.objects.get(backend_id="big")
+    assert (fine.uncovered_cost, big_job.uncovered_cost) == (None, Decimal("204.48"))
+    assert str(big_job.uuid) in text and str(fine.uuid) not in text

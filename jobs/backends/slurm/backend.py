@@ -50,6 +50,9 @@ DIRECT_ACCOUNTS_IN_QUERY = 100
 # How far each direct-work window reaches back before the last one's end: slurmdbd receives a
 # job's end a little after it happens, and the portal's and slurmrestd's clocks may differ.
 DIRECT_OVERLAP_SECONDS = 120
+# An auto-negotiated version is asked again after this long (an upgrade that keeps the old
+# version but adds a newer one is spoken within the hour; one that drops it, at once: a 404).
+NEGOTIATION_MAX_AGE = 3600.0
 # Query parameters, or a function of the API version spoken that makes them.
 Params = Mapping[str, Any] | Callable[[ApiVersion], Mapping[str, Any]] | None
 
@@ -62,6 +65,7 @@ class SlurmBackend(ComputeBackend):
         opts = self.options
         self.api_version = str(opts.get("api_version", versions.AUTO))
         self._api: ApiVersion | None = None
+        self._api_at = 0.0
         self.rest = SlurmRest(
             cluster=name,
             url=str(opts.get("url", "")),
@@ -112,7 +116,14 @@ class SlurmBackend(ComputeBackend):
         BackendError) when it serves nothing the portal speaks."""
         api = self._api
         if api is None:
-            api = self.negotiate()
+            return self.negotiate()
+        if self.api_version == versions.AUTO and (
+            time.monotonic() - self._api_at > NEGOTIATION_MAX_AGE
+        ):
+            try:
+                return self.negotiate()
+            except BackendUnavailable:
+                return api  # keep speaking the version that worked until it can be asked
         return api
 
     def negotiate(self) -> ApiVersion:
@@ -128,7 +139,7 @@ class SlurmBackend(ComputeBackend):
             api = versions.choose(self._openapi_paths())
             logger.info("Cluster %s speaks slurmrestd API %s", self.name, api.version)
         with self._lock:
-            self._api = api
+            self._api, self._api_at = api, time.monotonic()
         return api
 
     def _openapi_paths(self) -> list[str]:

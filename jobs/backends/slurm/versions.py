@@ -11,7 +11,11 @@ v0.0.40 (23.11 to 24.11), v0.0.41 (24.05 to 25.05), v0.0.42 (24.11 to 25.11): {"
     the script inside (the top-level "script" is deprecated from v0.0.41); environment as a
     list of "NAME=value"; time_limit and memory_per_node as {"set", "infinite", "number"};
     GPUs as "tres_per_node": "gres/gpu:h100:2" ("gres" is ignored).
-(Checked against the OpenAPI descriptions of the 22.05 and 24.11 daemons of deploy/slurm.)
+Query parameters: lists as "1,2" (v0.0.38) or repeated (later: list_param); accounting
+    times as "now-<n>seconds" in every version (time_query); the jobs listing revalidated with
+    ?update_time only in v0.0.38 (listing_revalidation).
+(Checked against the OpenAPI descriptions and the answers of the 22.05 and 24.11 daemons of
+deploy/slurm.)
 
 Record differences are read by `records` (which accepts every version's records); the request
 differences are here. Every version serves accounting under /slurmdb/<version>/ (22.05's

@@ -483,3 +483,20 @@ def test_lists_in_query_parameters_are_comma_separated_only_for_v0_0_38():
     assert VERSIONS["v0.0.38"].list_param([1, 2]) == "1,2"
     for version in ("v0.0.40", "v0.0.41", "v0.0.42"):
         assert VERSIONS[version].list_param([1, 2]) == ["1", "2"]
+
+
+def test_a_negotiated_version_is_asked_again_after_an_hour_to_find_a_newer_one(
+    fake_slurmrestd, jwt_key, monkeypatch
+):
+    from jobs.backends.slurm import backend as backend_module
+
+    fake_slurmrestd.serve(RELEASES["23.11"])
+    backend = SlurmBackend(name="c", options=options(fake_slurmrestd.url, jwt_key))
+    assert backend.api.version == "v0.0.40"
+    fake_slurmrestd.serve(RELEASES["24.11"])  # upgraded; v0.0.40 still served
+    assert backend.api.version == "v0.0.40"  # within the hour: not asked again
+
+    monkeypatch.setattr(backend_module, "NEGOTIATION_MAX_AGE", 0.0)
+    assert backend.api.version == "v0.0.42"
+    fake_slurmrestd.stop()  # cannot be asked: keeps speaking what it negotiated
+    assert backend.api.version == "v0.0.42"
