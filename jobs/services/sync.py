@@ -20,7 +20,14 @@ from django.db.models import F
 from django.utils import timezone
 
 from jobs.backends import get_backend
-from jobs.backends.base import UNKNOWN, BackendUnavailable, JobRef, JobStatus, UsageRecord
+from jobs.backends.base import (
+    UNKNOWN,
+    BackendError,
+    BackendUnavailable,
+    JobRef,
+    JobStatus,
+    UsageRecord,
+)
 from jobs.models import Job, JobEvent
 from jobs.services.direct import cluster_direct_sync
 from jobs.services.forward import _record_forwarded, job_ref
@@ -119,6 +126,12 @@ def _sync_direct(cluster: Cluster, backend: Any, result: SyncResult) -> None:
     except BackendUnavailable as exc:
         result.backend_calls += 1
         logger.warning("Direct work on %s not searched now: %s", cluster.name, exc)
+        return
+    except BackendError:
+        # A refused query is a bug or a misconfiguration: say so loudly, every tick, but let
+        # the portal's own jobs (synced above) go on; the watermark waits.
+        result.backend_calls += 1
+        logger.exception("Direct work on %s could not be searched", cluster.name)
         return
     result.direct = direct.recorded
     result.backend_calls += direct.backend_calls

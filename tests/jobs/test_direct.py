@@ -17,8 +17,14 @@ from django.db import connection
 from django.utils import timezone
 
 from jobs.backends.base import DirectRecord, UsageRecord
-from jobs.models import ClusterAccount, Job, JobEvent, SchedulerAccount
-from jobs.services import direct_jobs_record, direct_key, job_read_log, job_results
+from jobs.models import ClusterAccount, DirectWatermark, Job, JobEvent, SchedulerAccount
+from jobs.services import (
+    cluster_sync,
+    direct_jobs_record,
+    direct_key,
+    job_read_log,
+    job_results,
+)
 from quotas.models import Allocation, Hold, LedgerEntry, Rate
 from quotas.reconcile import reconcile_ledger
 from quotas.services import ledger_credit
@@ -376,3 +382,24 @@ def test_staff_find_the_uncovered_direct_jobs_in_the_admin(cluster, allocation, 
     fine, big_job = Job.objects.get(backend_id="fine"), Job.objects.get(backend_id="big")
     assert (fine.uncovered_cost, big_job.uncovered_cost) == (None, Decimal("204.48"))
     assert str(big_job.uuid) in text and str(fine.uuid) not in text
+
+
+def test_a_tick_survives_an_unreachable_accounting_and_keeps_its_watermark(
+    tenant, tmp_path, caplog
+):
+    key = tmp_path / "jwt.key"
+    key.write_bytes(b"k" * 32)
+    slurm = factories.ClusterFactory(
+        name="down",
+        kind="slurm",
+        options={"url": "http://127.0.0.1:8799", "jwt_key_file": str(key), "connect_timeout": 1},
+    )
+    SchedulerAccount.objects.create(project=tenant.project, cluster=slurm, name="gpuc-folding")
+
+    result = cluster_sync(cluster=slurm)
+    mark = DirectWatermark.objects.get(cluster=slurm).since
+    again = cluster_sync(cluster=slurm)
+
+    assert (result.direct, result.backend_calls, again.backend_calls) == (0, 1, 1)
+    assert DirectWatermark.objects.get(cluster=slurm).since == mark
+    assert "Direct work on down not searched now" in caplog.text
