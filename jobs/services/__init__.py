@@ -8,7 +8,8 @@ The package re-exports every service (and the constants and helpers that tasks a
 so callers import from `jobs.services`; each use case lives in its own module: cluster_accounts
 (cluster accounts), access (access requests, provisioning and revocation of cluster accounts),
 submit (estimate, submit, batch submit, queueing the forward), forward, sync (sync and
-finalisation), cancel, files (logs and results) and templates.
+finalisation), direct (work submitted outside the portal, found by the sync), cancel, files
+(logs and results) and templates.
 """
 
 from jobs.services.access import (
@@ -23,6 +24,12 @@ from jobs.services.access import (
 )
 from jobs.services.cancel import job_cancel
 from jobs.services.cluster_accounts import cluster_account_create
+from jobs.services.direct import (
+    DirectResult,
+    cluster_direct_sync,
+    direct_jobs_record,
+    direct_key,
+)
 from jobs.services.files import (
     LOG_DEFAULT_LIMIT,
     LOG_MAX_LIMIT,
@@ -80,6 +87,7 @@ __all__ = [
     "STALE_CLAIM",
     "STALE_SUBMITTING",
     "STREAMS",
+    "DirectResult",
     "SyncResult",
     "_record_forwarded_many",
     "access_request_approve",
@@ -90,7 +98,10 @@ __all__ = [
     "clean_result_path",
     "cluster_access_revoke_departed",
     "cluster_account_create",
+    "cluster_direct_sync",
     "cluster_sync",
+    "direct_jobs_record",
+    "direct_key",
     "forward_debounce_clear",
     "job_cancel",
     "job_estimate",

@@ -7,7 +7,8 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
 
 from jobs.backends.base import (
@@ -15,6 +16,7 @@ from jobs.backends.base import (
     BackendError,
     BackendUnavailable,
     ComputeBackend,
+    DirectRecord,
     JobRef,
     JobSpec,
     JobStatus,
@@ -42,6 +44,12 @@ DBD_CHUNK = 500
 # is younger than this; older, it is fetched whole whatever the clocks say.
 SNAPSHOT_MAX_AGE = 30.0
 CLOCK_SLACK = 5
+# A direct-work query names the accounts when there are at most this many (the query string
+# stays short); beyond, it asks for every account and the records are filtered here.
+DIRECT_ACCOUNTS_IN_QUERY = 100
+# How far each direct-work window reaches back before the last one's end: slurmdbd receives a
+# job's end a little after it happens, and the portal's and slurmrestd's clocks may differ.
+DIRECT_OVERLAP_SECONDS = 120
 # An auto-negotiated version is asked again after this long (an upgrade that keeps the old
 # version but adds a newer one is spoken within the hour; one that drops it, at once: a 404).
 NEGOTIATION_MAX_AGE = 3600.0
@@ -422,6 +430,35 @@ class SlurmBackend(ComputeBackend):
                 record = records.usage_from_ctld(ref.backend_id, found)
                 if record is not None:
                     out[ref.backend_id] = record
+
+    def direct_jobs(
+        self, accounts: Collection[str], since: datetime
+    ) -> tuple[list[DirectRecord], datetime]:
+        """ONE slurmdbd query for the jobs that ended from `since` on (every final state, the
+        accounts named when few), whatever the number of jobs and accounts. The window is
+        relative to slurmrestd's own clock ("now-N seconds" .. "now"), so neither time zones
+        nor clock skew matter; the next watermark is now minus direct_overlap_seconds."""
+        if not accounts or not self.accounting:
+            return [], since
+        now = datetime.now(tz=UTC)
+        overlap = float(self.options.get("direct_overlap_seconds", DIRECT_OVERLAP_SECONDS))
+        names = sorted(accounts)
+
+        def query(api: ApiVersion) -> dict[str, Any]:
+            params: dict[str, Any] = {
+                "start_time": api.time_query(since.timestamp() - 1, now=now.timestamp()),
+                # slurmdbd applies the state filter only with an explicit end of the window.
+                "end_time": "now",
+                "state": api.list_param(records.DIRECT_QUERY_STATES),
+                "skip_steps": "true",
+            }
+            if len(names) <= DIRECT_ACCOUNTS_IN_QUERY:
+                params["account"] = api.list_param(names)
+            return params
+
+        body = self.dbd_call("GET", "/jobs", user=self.query_user, params=query)
+        found = records.direct_from_dbd(records.dbd_jobs(body), frozenset(accounts))
+        return found, max(since, now - timedelta(seconds=overlap))
 
     def read_log(self, ref: JobRef, stream: str, offset: int, limit: int) -> LogChunk:
         """Bytes of <workdir>/stdout.log or stderr.log on the shared filesystem."""

@@ -15,12 +15,12 @@ all ended: cancelled > node_fail > timeout > failed > completed), their run time
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from jobs.backends.base import JobStatus, UsageRecord
+from jobs.backends.base import DirectRecord, JobStatus, UsageRecord
 
 COMMENT_PREFIX = "gpuc:"
 
@@ -262,6 +262,10 @@ class DbdJob:
     signal: int | None
     tres_allocated: Mapping[str, int] = field(default_factory=dict)
     tres_requested: Mapping[str, int] = field(default_factory=dict)
+    name: str = ""
+    het_job_id: int = 0
+    het_offset: int | None = None
+    time_limit: int | None = None  # minutes; None = unlimited or not said
 
     @property
     def key(self) -> str:
@@ -310,6 +314,7 @@ def dbd_job(raw: Mapping[str, Any]) -> DbdJob:
     state = raw.get("state") or {}
     times = raw.get("time") or {}
     array = raw.get("array") or {}
+    het = raw.get("het") or {}
     tres = raw.get("tres") or {}
     comment = raw.get("comment")
     if isinstance(comment, Mapping):
@@ -335,6 +340,10 @@ def dbd_job(raw: Mapping[str, Any]) -> DbdJob:
         signal=signal,
         tres_allocated=tres_list(tres.get("allocated")),
         tres_requested=tres_list(tres.get("requested")),
+        name=text(raw.get("name")),
+        het_job_id=number(het.get("job_id")) or 0,
+        het_offset=number(het.get("job_offset")),
+        time_limit=number(times.get("limit")),
     )
 
 
@@ -558,3 +567,74 @@ def _usage_record(
             "alloc_tres": {k: v for k, v in sorted(per_task.items())},
         },
     )
+
+
+# --- work submitted outside the portal ---------------------------------------------------
+
+# The `state` filter of a direct-work query: every final state (slurmdbd then selects the jobs
+# that ENDED inside the start_time..end_time window, as `sacct -s ... -S ... -E ...` does).
+DIRECT_QUERY_STATES = tuple(FINAL_STATES)
+
+
+def dbd_direct_id(job: DbdJob) -> str:
+    """The id sacct shows for one accounting record: 123 for a job, 123_4 for task 4 of array
+    123, 123+1 for component 1 of heterogeneous job 123. Each is recorded and charged on its
+    own, so an array whose tasks end in different windows is never charged in part twice."""
+    if job.array_job_id and job.array_task_id is not None:
+        return f"{job.array_job_id}_{job.array_task_id}"
+    if job.het_job_id and job.het_offset is not None:
+        return f"{job.het_job_id}+{job.het_offset}"
+    return str(job.job_id)
+
+
+def direct_from_dbd(jobs: Iterable[DbdJob], accounts: Collection[str]) -> list[DirectRecord]:
+    """The finished jobs among accounting records (any version) that ran under `accounts`.
+
+    Skipped: other accounts, jobs not ended yet (running, pending, requeued), and jobs that
+    never started (cancelled while pending: nothing to charge). Portal-tagged jobs are kept
+    with their tag (the service decides whether the tag is genuine)."""
+    found: list[DirectRecord] = []
+    for job in jobs:
+        if job.account not in accounts or job.state not in FINAL_STATES:
+            continue
+        if not ts(job.end_time) or not ts(job.start_time):
+            continue
+        backend_id = dbd_direct_id(job)
+        usage = usage_from_dbd(backend_id, [job])
+        if usage is None:
+            continue
+        state, default_reason = portal_state(job.state)
+        comment = job.comment or ""
+        tagged = comment.startswith(COMMENT_PREFIX)
+        found.append(
+            DirectRecord(
+                backend_id=backend_id,
+                account=job.account,
+                cluster_user=job.user,
+                name=job.name[:128],
+                state=state,
+                usage=UsageRecord(
+                    backend_id=backend_id,
+                    elapsed_seconds=usage.elapsed_seconds,
+                    gpus=usage.gpus,
+                    gpu_type=usage.gpu_type,
+                    cpus=usage.cpus,
+                    memory_mb=usage.memory_mb,
+                    tasks=1,
+                    started_at=usage.started_at,
+                    ended_at=usage.ended_at,
+                    raw={
+                        **usage.raw,
+                        "slurm_job_id": job.job_id,
+                        "partition": job.partition,
+                        "time_limit_minutes": job.time_limit,
+                    },
+                ),
+                exit_code=dbd_exit_code(job, state),
+                submitted_at=ts(job.submit_time),
+                portal_uuid=comment.removeprefix(COMMENT_PREFIX) if tagged else "",
+                portal_backend_id=job.key if tagged else "",
+                reason=_reason(job.reason, default_reason),
+            )
+        )
+    return found
