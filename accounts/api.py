@@ -27,7 +27,7 @@ from accounts.models import (
     ProjectMember,
     User,
 )
-from portal.api import StrictFieldsMixin
+from portal.api import OptionalEmailField, StrictFieldsMixin
 from portal.errors import DomainError, NotFound
 from portal.ids import as_uuid
 
@@ -38,6 +38,7 @@ NIL_UUID = uuid_lib.UUID(int=0)
 
 class OrganizationSerializer(serializers.ModelSerializer[Organization]):
     role = serializers.CharField(source="my_role", read_only=True, allow_null=True)
+    billing_email = OptionalEmailField(help_text="Where invoices go; null when not set.")
 
     class Meta:
         model = Organization

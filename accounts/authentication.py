@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any
 
 from django.utils import timezone
@@ -12,6 +13,8 @@ from rest_framework.request import Request
 from accounts.models import ApiToken, User
 
 TOKEN_PREFIX = "gpuc_"  # noqa: S105 (a public prefix, not a secret)
+# An authentication scheme is an RFC 9110 token.
+AUTH_SCHEME_RE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 def hash_token(raw: str) -> str:
@@ -19,21 +22,36 @@ def hash_token(raw: str) -> str:
 
 
 class BearerTokenAuthentication(authentication.BaseAuthentication):
+    """`Authorization: Bearer <token>`; the scheme is case-insensitive (RFC 9110 section 11.1).
+
+    A header naming another scheme is left to the other authenticators (a proxy in front may
+    use Basic). A header that is empty, blank or has the wrong number of parts answers 401
+    with a message naming the expected form, never an error of the server."""
+
     keyword = "Bearer"
+    malformed = "Malformed Authorization header: use 'Bearer <token>'"
 
     def authenticate(self, request: Request) -> tuple[User, ApiToken] | None:
-        header = authentication.get_authorization_header(request).decode("latin-1")
-        if not header:
+        try:
+            raw = authentication.get_authorization_header(request)
+        except UnicodeEncodeError:  # only the test client can pass such a str
+            raise exceptions.AuthenticationFailed(self.malformed) from None
+        if not raw:
             return None
-        parts = header.split()
-        if parts[0] != self.keyword:
+        # bytes.split() splits on ASCII whitespace only (str.split() would split on NBSP too).
+        parts = raw.split()
+        if not parts or not AUTH_SCHEME_RE.fullmatch(parts[0]):
+            raise exceptions.AuthenticationFailed(self.malformed)
+        if parts[0].lower() != self.keyword.lower().encode():
             return None
         if len(parts) != 2:
-            raise exceptions.AuthenticationFailed(
-                "Malformed Authorization header: use 'Bearer <token>'"
-            )
+            raise exceptions.AuthenticationFailed(self.malformed)
+        try:
+            secret = parts[1].decode("ascii")
+        except UnicodeDecodeError:
+            raise exceptions.AuthenticationFailed("Invalid API token") from None
         token = (
-            ApiToken.objects.select_related("user").filter(token_hash=hash_token(parts[1])).first()
+            ApiToken.objects.select_related("user").filter(token_hash=hash_token(secret)).first()
         )
         if token is None:
             raise exceptions.AuthenticationFailed("Invalid API token")

@@ -22,7 +22,7 @@ from jobs import selectors, services
 from jobs.exceptions import InvalidJob
 from jobs.models import Job, JobEvent, JobTemplate
 from jobs.selectors import projects_for_user
-from portal.api import CursorPagination, StrictFieldsMixin
+from portal.api import CursorPagination, ResultsPagination, StrictFieldsMixin
 from quotas.models import Cluster
 
 
@@ -202,12 +202,13 @@ class ResultListSerializer(serializers.Serializer):
 class JobListView(APIView):
     """GET: the caller's visible jobs, newest first (cursor pages). POST: submit a job."""
 
+    pagination_class = CursorPagination
+
     @extend_schema(
         parameters=[
             OpenApiParameter("project", str, description="project uuid or slug"),
             OpenApiParameter("state", str),
             OpenApiParameter("cluster", str, description="cluster name"),
-            OpenApiParameter("cursor", str),
         ],
         responses=JobSerializer(many=True),
     )
@@ -221,7 +222,7 @@ class JobListView(APIView):
             state=state,
             cluster=request.query_params.get("cluster") or None,
         )
-        paginator = CursorPagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(qs, request, view=self)
         return paginator.get_paginated_response(JobSerializer(page, many=True).data)
 
@@ -438,10 +439,13 @@ class JobTemplateSerializer(StrictFieldsMixin, serializers.ModelSerializer):
 
 
 class JobTemplateListView(APIView):
+    pagination_class = ResultsPagination
+
     @extend_schema(responses=JobTemplateSerializer(many=True))
     def get(self, request: Request) -> Response:
         templates = selectors.job_templates_for_user(user=_user(request))
-        return Response({"results": JobTemplateSerializer(templates, many=True).data})
+        data = JobTemplateSerializer(templates, many=True).data
+        return self.pagination_class().get_paginated_response(data)
 
     @extend_schema(request=JobTemplateSerializer, responses={201: JobTemplateSerializer})
     def post(self, request: Request) -> Response:

@@ -1,4 +1,5 @@
-"""API plumbing shared by every app: the one exception handler and cursor pagination."""
+"""API plumbing shared by every app: the one exception handler, the JSON parser and the two
+paginations (cursor pages, and one page of results)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from rest_framework import exceptions as drf_exceptions
-from rest_framework import pagination
+from rest_framework import pagination, parsers, serializers
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -73,6 +74,39 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     return response
 
 
+def _nul_path(data: Any, path: str = "") -> str | None:
+    """Where in a parsed JSON document a NUL character is (in a key or a string), or None."""
+    if isinstance(data, str):
+        return (path or "body") if "\x00" in data else None
+    if isinstance(data, dict):
+        for key, value in data.items():
+            name = f"{path}.{key}" if path else str(key)
+            if "\x00" in str(key):
+                return name.replace("\x00", "\\u0000")
+            if found := _nul_path(value, name):
+                return found
+    if isinstance(data, list):
+        for index, item in enumerate(data):
+            if found := _nul_path(item, f"{path}[{index}]"):
+                return found
+    return None
+
+
+class JSONParser(parsers.JSONParser):
+    """DRF's JSON parser that refuses NUL characters (\\u0000) anywhere in the document with a
+    400 naming where: no name, script or filter can hold one, and PostgreSQL cannot store it.
+    (Query strings and form bodies are checked by portal.middleware.)"""
+
+    def parse(self, stream: Any, media_type: Any = None, parser_context: Any = None) -> Any:
+        data = super().parse(stream, media_type, parser_context)
+        if where := _nul_path(data):
+            raise drf_exceptions.ParseError(
+                f"{where}: contains a NUL character (\\u0000), which is not allowed",
+                code="invalid_character",
+            )
+        return data
+
+
 class CursorPagination(pagination.CursorPagination):
     """Keyset pagination, newest first; stable under inserts."""
 
@@ -80,6 +114,50 @@ class CursorPagination(pagination.CursorPagination):
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 200
+
+    def decode_cursor(self, request: Any) -> Any:
+        # DRF answers 404 for a cursor it cannot read; it is a bad parameter, not a missing page.
+        try:
+            return super().decode_cursor(request)
+        except drf_exceptions.NotFound:
+            raise drf_exceptions.ValidationError(
+                {self.cursor_query_param: ["Invalid cursor: use the next or previous link."]}
+            ) from None
+
+
+class ResultsPagination(pagination.BasePagination):
+    """A list that is short by nature (clusters, templates, a project's allocations) in one
+    page: ``{"results": [...]}``, the envelope of the cursor pages without their links."""
+
+    def paginate_queryset(self, queryset: Any, request: Any, view: Any = None) -> list[Any]:
+        return list(queryset)
+
+    def get_paginated_response(self, data: Any) -> Response:
+        return Response({"results": data})
+
+    def get_paginated_response_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "object", "required": ["results"], "properties": {"results": schema}}
+
+
+class OptionalEmailField(serializers.EmailField):
+    """A read-only email address or null: a blank model value is shown as null, never as ""
+    (which is not an address, though the schema says format email)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(allow_null=True, read_only=True, **kwargs)
+
+    def to_representation(self, value: Any) -> Any:
+        return super().to_representation(value) if value else None
+
+
+class OptionalURLField(serializers.URLField):
+    """A read-only URL or null: a blank model value is shown as null, never as ""."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(allow_null=True, read_only=True, **kwargs)
+
+    def to_representation(self, value: Any) -> Any:
+        return super().to_representation(value) if value else None
 
 
 class StrictFieldsMixin:

@@ -45,3 +45,9 @@ urlpatterns = [
 
 # MEDIA_ROOT has no URL, in development as in production: uploads are private and served only
 # by views that check the caller (e.g. quotas' allocation request document views).
+
+# Under /api/ every error answers the API's JSON error shape, in production too.
+handler400 = "portal.handlers.bad_request"
+handler403 = "portal.handlers.permission_denied"
+handler404 = "portal.handlers.page_not_found"
+handler500 = "portal.handlers.server_error"

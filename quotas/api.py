@@ -22,7 +22,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.models import User
-from portal.api import CursorPagination, StrictFieldsMixin
+from portal.api import CursorPagination, JSONParser, ResultsPagination, StrictFieldsMixin
 from portal.ids import as_uuid
 from quotas import documents, selectors, services
 from quotas.models import Allocation, AllocationRequest, Cluster, LedgerEntry
@@ -93,12 +93,14 @@ class ClusterSerializer(serializers.ModelSerializer[Cluster]):
 class ClusterListView(APIView):
     """Enabled clusters the caller may use, with the rates in force and those scheduled."""
 
+    pagination_class = ResultsPagination
+
     @extend_schema(responses=ClusterSerializer(many=True))
     def get(self, request: Request) -> Response:
         clusters = selectors.clusters_for_user(request.user)
         rates = selectors.rate_schedule(clusters)
         data = ClusterSerializer(clusters, many=True, context={"rates": rates}).data
-        return Response({"results": data})
+        return self.pagination_class().get_paginated_response(data)
 
 
 # --- allocations ------------------------------------------------------------------------------
@@ -146,7 +148,7 @@ class AllocationListView(generics.ListAPIView[Allocation]):
     """The caller's allocations (`?project=<uuid>`, `?status=active`), soonest-ending first."""
 
     serializer_class = AllocationSerializer
-    pagination_class = None
+    pagination_class = ResultsPagination
 
     def get_queryset(self) -> QuerySet[Allocation]:
         qs = selectors.allocations_for_user(self.request.user)
@@ -155,10 +157,6 @@ class AllocationListView(generics.ListAPIView[Allocation]):
         if status := self.request.query_params.get("status"):
             qs = qs.filter(status=status)
         return qs.order_by("ends_at", "id")
-
-    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        data = self.get_serializer(self.get_queryset(), many=True).data
-        return Response({"results": data})
 
 
 class AllocationDetailView(APIView):
@@ -334,7 +332,7 @@ class CommentSerializer(StrictFieldsMixin, serializers.Serializer[Any]):
     comment = serializers.CharField(max_length=20_000)
 
 
-_PARSERS = [parsers.JSONParser, parsers.MultiPartParser, parsers.FormParser]
+_PARSERS = [JSONParser, parsers.MultiPartParser, parsers.FormParser]
 
 
 def _request_detail(request: AllocationRequest, status: int = HTTPStatus.OK) -> Response:
@@ -372,7 +370,10 @@ class AllocationRequestListView(generics.ListAPIView[AllocationRequest]):
             return Response({"results": self.get_serializer(queryset[:500], many=True).data})
         return super().list(request, *args, **kwargs)
 
-    @extend_schema(request=AllocationRequestCreateSerializer, responses=AllocationRequestSerializer)
+    @extend_schema(
+        request=AllocationRequestCreateSerializer,
+        responses={HTTPStatus.CREATED: AllocationRequestSerializer},
+    )
     def post(self, request: Request) -> Response:
         body = AllocationRequestCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)

@@ -121,3 +121,68 @@ def test_swagger_ui_is_served_from_the_vendored_sidecar_without_a_cdn(client, db
     script = client.get("/api/docs/?script=")
     assert script.status_code == HTTPStatus.OK
     assert 'url: "/api/schema/"' in script.content.decode()
+
+
+def _operations(schema: dict[str, Any]):
+    for path, item in schema["paths"].items():
+        for method, operation in item.items():
+            if path.startswith("/api/v1/") and isinstance(operation, dict):
+                yield method, path, operation
+
+
+def _error_ref(operation: dict[str, Any], status: str) -> str:
+    return operation["responses"][status]["content"]["application/json"]["schema"]["$ref"]
+
+
+def test_every_operation_documents_its_error_answers_in_the_one_error_shape(schema):
+    error = schema["components"]["schemas"]["Error"]
+    assert set(error["required"]) == {"detail", "code"}
+    operations = list(_operations(schema))
+    assert len(operations) > 40
+    for method, path, operation in operations:
+        statuses = {"400", "401", "403", "429"} | ({"404"} if "{" in path else set())
+        for status in statuses:
+            assert _error_ref(operation, status) == "#/components/schemas/Error", (method, path)
+
+
+def test_submitting_documents_the_quota_and_conflict_answers(schema):
+    for path in ("/api/v1/jobs/", "/api/v1/jobs/batch/"):
+        responses = schema["paths"][path]["post"]["responses"]
+        assert {"402", "409"} <= set(responses)
+        assert _error_ref(schema["paths"][path]["post"], "402") == "#/components/schemas/Error"
+    submit = schema["paths"]["/api/v1/allocation-requests/{uuid}/submit/"]["post"]
+    assert "409" in submit["responses"]
+
+
+@pytest.mark.parametrize(
+    ("path", "paginated"),
+    [
+        ("/api/v1/jobs/", True),
+        ("/api/v1/allocation-requests/", True),
+        ("/api/v1/allocations/{uuid}/ledger/", True),
+        ("/api/v1/projects/", True),
+        ("/api/v1/clusters/", False),
+        ("/api/v1/allocations/", False),
+        ("/api/v1/job-templates/", False),
+    ],
+)
+def test_list_operations_document_their_page_envelope_not_a_bare_array(schema, path, paginated):
+    page = _response_schema(schema, "get", path)
+    assert page["type"] == "object"
+    assert page["required"] == ["results"]
+    assert page["properties"]["results"]["type"] == "array"
+    assert ("next" in page["properties"]) is paginated
+
+
+def test_a_blank_billing_email_is_null_as_the_schema_says(schema, api_alice, tenant):
+    field = schema["components"]["schemas"]["Organization"]["properties"]["billing_email"]
+    assert field["format"] == "email"
+    assert field["nullable"] is True
+    tenant.org.billing_email = ""
+    tenant.org.save()
+
+    response = api_alice.get("/api/v1/organizations/")
+
+    assert response.status_code == HTTPStatus.OK
+    [org] = response.json()["results"]
+    assert org["billing_email"] is None

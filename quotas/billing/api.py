@@ -12,7 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.models import Organization
-from portal.api import CursorPagination, StrictFieldsMixin
+from portal.api import CursorPagination, OptionalURLField, StrictFieldsMixin
 from quotas.billing import selectors
 from quotas.billing.models import Invoice, Purchase, SuPack
 from quotas.billing.services import checkout_start
@@ -76,6 +76,8 @@ class PurchaseSerializer(serializers.ModelSerializer[Purchase]):
 
 class InvoiceSerializer(serializers.ModelSerializer[Invoice]):
     id = serializers.CharField(source="stripe_id", read_only=True)
+    hosted_invoice_url = OptionalURLField()
+    invoice_pdf = OptionalURLField()
 
     class Meta:
         model = Invoice

@@ -1,0 +1,67 @@
+"""Request checks that hold for every view, API and HTML alike."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from django.http import HttpRequest, HttpResponse
+from django.http.multipartparser import MultiPartParserError
+
+from portal.handlers import BadInput, bad_request
+
+NUL = "\x00"
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def _shown(name: str) -> str:
+    return name.replace(NUL, "\\u0000")
+
+
+def _nul_in_pairs(pairs: Iterable[tuple[str, list[str]]], where: str) -> BadInput | None:
+    for name, values in pairs:
+        if NUL in name or any(NUL in value for value in values):
+            return BadInput(
+                f"{where} '{_shown(name)}' contains a NUL character (\\u0000), which is not "
+                "allowed",
+                field=_shown(name),
+            )
+    return None
+
+
+def nul_problem(request: HttpRequest) -> BadInput | None:
+    """The first NUL character in the path, the query string or a form body, as a BadInput.
+
+    NUL can never be stored (PostgreSQL text refuses it) nor be part of a name, so it is
+    refused here once instead of by every filter and form. JSON bodies are checked by the
+    API's parser (portal.api.JSONParser)."""
+    if NUL in request.path:
+        return BadInput("The URL path contains a NUL character (\\u0000), which is not allowed")
+    if problem := _nul_in_pairs(request.GET.lists(), "Query parameter"):
+        return problem
+    if request.method in ("POST", "PUT", "PATCH") and request.content_type in FORM_TYPES:
+        try:
+            if problem := _nul_in_pairs(request.POST.lists(), "Form field"):
+                return problem
+            for name, uploads in request.FILES.lists():
+                if NUL in name or any(NUL in (upload.name or "") for upload in uploads):
+                    return BadInput(
+                        f"The file field '{_shown(name)}' names a file with a NUL character "
+                        "(\\u0000), which is not allowed",
+                        field=_shown(name),
+                    )
+        except MultiPartParserError as exc:
+            return BadInput(f"Malformed multipart body: {exc}")
+    return None
+
+
+class RejectNulCharactersMiddleware:
+    """400 (JSON under /api/, the 400 page elsewhere) for a NUL character in the path, the
+    query string or a form body, naming the parameter."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if problem := nul_problem(request):
+            return bad_request(request, problem)
+        return self.get_response(request)
