@@ -22,7 +22,7 @@ from jobs import selectors, services
 from jobs.exceptions import InvalidJob
 from jobs.models import Job, JobEvent, JobTemplate
 from jobs.selectors import projects_for_user
-from portal.api import CursorPagination, ResultsPagination, StrictFieldsMixin
+from portal.api import CursorPagination, ResultsPagination, StrictFieldsMixin, ValuesRenderer
 from quotas.models import Cluster
 
 
@@ -127,6 +127,10 @@ class JobSerializer(serializers.ModelSerializer):
         ]
 
 
+# A page of jobs: rows read as values, rendered as JobSerializer renders jobs.
+JOB_ROWS = ValuesRenderer(JobSerializer)
+
+
 class JobDetailSerializer(JobSerializer):
     held = serializers.SerializerMethodField()
     events = serializers.SerializerMethodField()
@@ -223,8 +227,8 @@ class JobListView(APIView):
             cluster=request.query_params.get("cluster") or None,
         )
         paginator = self.pagination_class()
-        page = paginator.paginate_queryset(qs, request, view=self)
-        return paginator.get_paginated_response(JobSerializer(page, many=True).data)
+        page = paginator.paginate_queryset(qs.values(*JOB_ROWS.keys), request, view=self)
+        return paginator.get_paginated_response(JOB_ROWS.render(page))
 
     @extend_schema(
         request=JobRequestSerializer,
