@@ -227,7 +227,8 @@ class JobListView(APIView):
             cluster=request.query_params.get("cluster") or None,
         )
         paginator = self.pagination_class()
-        page = paginator.paginate_queryset(qs.values(*JOB_ROWS.keys), request, view=self)
+        rows: Any = qs.values(*JOB_ROWS.keys)
+        page: Any = paginator.paginate_queryset(rows, request, view=self)
         return paginator.get_paginated_response(JOB_ROWS.render(page))
 
     @extend_schema(

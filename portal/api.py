@@ -194,14 +194,15 @@ class ValuesRenderer:
         plan = []
         for name, field in fields.items():
             if prefix == "" and name in self.sources:
-                plan.append((name, self.sources[name], None))
-            elif isinstance(field, serializers.BaseSerializer):
-                nested = f"{prefix}{field.source.replace('.', '__')}__"
+                computed = isinstance(field, serializers.SerializerMethodField)
+                plan.append((name, self.sources[name], None if computed else field))
+            elif isinstance(field, serializers.Serializer):
+                nested = f"{prefix}{str(field.source).replace('.', '__')}__"
                 plan.append((name, "", self._build(field.fields, nested)))
             elif isinstance(field, serializers.SerializerMethodField) or field.source == "*":
                 raise TypeError(f"{self.serializer_class.__name__}.{name} needs a source")
             else:
-                plan.append((name, prefix + field.source.replace(".", "__"), field))
+                plan.append((name, prefix + str(field.source).replace(".", "__"), field))
         return plan
 
     @property
@@ -213,7 +214,7 @@ class ValuesRenderer:
             for _, key, field in plan:
                 if isinstance(field, list):
                     walk(field)
-                elif field is not None:
+                elif key not in self.sources.values():
                     keys.append(key)
 
         walk(self.plan)

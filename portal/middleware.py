@@ -9,7 +9,7 @@ from django.contrib.auth import middleware as auth
 from django.contrib.auth.models import AnonymousUser
 from django.contrib.messages import middleware as messages
 from django.contrib.sessions import middleware as sessions
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
 from django.http.multipartparser import MultiPartParserError
 from django.middleware import csrf
 from django_htmx import middleware as htmx
@@ -88,7 +88,7 @@ class BrowserOnlyMixin:
     machinery). Cookie-session API calls still get all of it, CSRF checks included. A subclass
     of the original, so Django's and the admin's system checks still find it."""
 
-    get_response: Callable[[HttpRequest], HttpResponse]
+    get_response: Any
 
     def skipped(self, request: HttpRequest) -> None:
         """What a skipped request gets instead (nothing by default)."""
@@ -107,7 +107,7 @@ class SessionMiddleware(BrowserOnlyMixin, sessions.SessionMiddleware):
 class CsrfViewMiddleware(BrowserOnlyMixin, csrf.CsrfViewMiddleware):
     def process_view(
         self, request: HttpRequest, callback: Any, callback_args: Any, callback_kwargs: Any
-    ) -> HttpResponse | None:
+    ) -> HttpResponseForbidden | None:
         if is_token_api_request(request):
             return None
         return super().process_view(request, callback, callback_args, callback_kwargs)
