@@ -32,7 +32,7 @@ from tests import factories
 
 # The figures reached (token cached, as for any client that polls): raise them only knowingly.
 ME_STATEMENTS = 2  # organizations, projects
-JOB_PAGE_STATEMENTS = 1  # the page
+JOB_PAGE_STATEMENTS = 2  # the caller's project ids, the page
 # project, cluster, BEGIN, checks, rates (cached per process, read here), the hold in one
 # statement within a savepoint (2), job, event, COMMIT
 SUBMIT_STATEMENTS = 11
