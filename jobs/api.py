@@ -131,6 +131,14 @@ class JobSerializer(serializers.ModelSerializer):
 JOB_ROWS = ValuesRenderer(JobSerializer)
 
 
+def held_su(job: Job) -> str:
+    """SU still held for the job (0 once settled)."""
+    hold = job.hold
+    if hold is None or hold.state != hold.State.OPEN:
+        return "0.0000"
+    return str(hold.amount)
+
+
 class JobDetailSerializer(JobSerializer):
     held = serializers.SerializerMethodField()
     events = serializers.SerializerMethodField()
@@ -153,11 +161,7 @@ class JobDetailSerializer(JobSerializer):
         ]
 
     def get_held(self, job: Job) -> str:
-        """SU still held for the job (0 once settled)."""
-        hold = job.hold
-        if hold is None or hold.state != hold.State.OPEN:
-            return "0.0000"
-        return str(hold.amount)
+        return held_su(job)
 
     def get_events(self, job: Job) -> list[dict[str, Any]]:
         # A job just submitted carries its one event (job_submit); others are read.
@@ -165,6 +169,22 @@ class JobDetailSerializer(JobSerializer):
         if events is None:
             events = selectors.job_events(job=job)
         return JobEventSerializer(events, many=True).data  # type: ignore[return-value]
+
+
+# One job (polled by scripts, and the answer to a submit), rendered as JobDetailSerializer does.
+JOB_DETAIL = ValuesRenderer(JobDetailSerializer, sources={"held": "held", "events": "events"})
+EVENT_ROWS = ValuesRenderer(JobEventSerializer)
+
+
+def render_job(job: Job) -> dict[str, Any]:
+    events = getattr(job, "submit_events", None)
+    if events is None:
+        events = selectors.job_events(job=job)
+    return JOB_DETAIL.render_object(
+        job,
+        held=held_su(job),
+        events=[EVENT_ROWS.render_object(event) for event in events],
+    )
 
 
 class CostLineSerializer(serializers.Serializer):
@@ -248,7 +268,7 @@ class JobListView(APIView):
         if replay:
             job = selectors.job_get_for_user(user=_user(request), job_uuid=job.uuid)
         status = HTTPStatus.OK if replay else HTTPStatus.CREATED
-        return Response(JobDetailSerializer(job).data, status=status)
+        return Response(render_job(job), status=status)
 
 
 class BatchJobSerializer(StrictFieldsMixin, serializers.Serializer):
@@ -340,7 +360,7 @@ class JobDetailView(APIView):
     @extend_schema(responses=JobDetailSerializer)
     def get(self, request: Request, job_uuid: uuid_lib.UUID) -> Response:
         job = selectors.job_get_for_user(user=_user(request), job_uuid=job_uuid)
-        return Response(JobDetailSerializer(job).data)
+        return Response(render_job(job))
 
 
 class JobCancelView(APIView):

@@ -241,3 +241,16 @@ class ValuesRenderer:
     def render(self, rows: Any) -> list[dict[str, Any]]:
         plan = self.plan
         return [self._row(plan, row) for row in rows]
+
+    def render_object(self, obj: Any, **computed: Any) -> dict[str, Any]:
+        """One model instance (its related objects already loaded), `computed` giving the
+        values of `sources`; a missing related object renders as None, as DRF does."""
+        row = dict(computed)
+        for key in self.keys:
+            value = obj
+            for name in key.split("__"):
+                value = getattr(value, name)
+                if value is None:
+                    break
+            row[key] = value
+        return self._row(self.plan, row)

@@ -22,9 +22,9 @@ from accounts.authentication import hash_token
 from accounts.models import Membership, ProjectMember, User
 from accounts.services import api_token_create, api_token_revoke, user_set_active
 from accounts.token_cache import TOMBSTONE, _key
-from jobs.api import JobSerializer
-from jobs.models import ClusterAccount, Job
-from jobs.selectors import job_list_for_user
+from jobs.api import JobDetailSerializer, JobSerializer
+from jobs.models import ClusterAccount, Job, JobEvent
+from jobs.selectors import job_get_for_user, job_list_for_user
 from quotas.api import AllocationSerializer
 from quotas.models import Allocation
 from quotas.selectors import allocations_for_user
@@ -211,3 +211,54 @@ def test_me_answers_byte_for_byte_what_the_serializer_answers(alice, tenant, mal
     assert [p["role"] for p in expected["projects"]] == [None, "pi"]
     assert response.content == _json(expected)
     assert not ClusterAccount.objects.exists()  # nothing written by a read
+
+
+def test_a_submit_and_a_job_answer_byte_for_byte_what_the_serializer_answers(
+    alice, tenant, sim_cluster, allocation, accounts
+):
+    client, _ = _bearer(alice)
+    body = {**BODY, "project": str(tenant.project.uuid), "env": {"A": "1"}, "array": "0-3"}
+
+    created = client.post("/api/v1/jobs/", body, format="json")
+    job = job_get_for_user(user=alice, job_uuid=created.json()["id"])
+    polled = client.get(f"/api/v1/jobs/{job.uuid}/")
+
+    assert created.status_code == HTTPStatus.CREATED
+    assert polled.status_code == HTTPStatus.OK
+    expected = _json(JobDetailSerializer(job).data)
+    assert created.content == expected
+    assert polled.content == expected
+    assert created.json()["held"] != "0.0000"
+    assert len(created.json()["events"]) == 1
+
+
+def test_a_finished_job_answers_byte_for_byte_what_the_serializer_answers(
+    alice, bob, tenant, sim_cluster
+):
+    now = timezone.now()
+    job = Job.objects.create(
+        project=tenant.project,
+        user=bob,
+        cluster=sim_cluster,
+        name="done",
+        script="true",
+        state="completed",
+        exit_code=0,
+        started_at=now - timedelta(minutes=3),
+        ended_at=now,
+        elapsed_seconds=180,
+        usage={"gpu_hours": "0.05"},
+        charged_cost=Decimal("0.1"),
+        command=["python", "-c", "print(1)"],
+    )
+    JobEvent.objects.create(job=job, from_state="", to_state="pending", message="m", actor=alice)
+    JobEvent.objects.create(job=job, from_state="pending", to_state="completed", message="")
+    client = APIClient()
+    client.force_authenticate(alice)
+
+    response = client.get(f"/api/v1/jobs/{job.uuid}/")
+
+    assert response.status_code == HTTPStatus.OK
+    fresh = job_get_for_user(user=alice, job_uuid=job.uuid)
+    assert response.content == _json(JobDetailSerializer(fresh).data)
+    assert [e["actor"] for e in response.json()["events"]] == ["alice", None]
