@@ -59,7 +59,7 @@ django.setup()
 from django.core.management import call_command  # noqa: E402
 from django.db import connection, connections  # noqa: E402
 from django.test import Client  # noqa: E402
-from django.test.utils import CaptureQueriesContext  # noqa: E402
+from django.test.utils import CaptureQueriesContext, override_settings  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
 from accounts.models import Organization, Project, ProjectMember, User  # noqa: E402
@@ -142,28 +142,35 @@ def endpoints(world: dict[str, Any]) -> list[tuple[str, str, str, dict[str, Any]
 # --- in-process: CPU and SQL statements per request ---------------------------------------
 
 
+def _measure(call: Any, count: int) -> tuple[float, int]:
+    for _ in range(5):  # imports, URL resolution, prepared caches, the connection
+        call()
+    with CaptureQueriesContext(connection) as queries:
+        call()
+    statements = len(queries.captured_queries)  # before the next request resets the log
+    started = time.process_time()
+    for _ in range(count):
+        call()
+    return (time.process_time() - started) * 1000 / count, statements
+
+
 def in_process(world: dict[str, Any], count: int) -> dict[str, tuple[float, int]]:
     client = Client(HTTP_AUTHORIZATION=f"Bearer {world['token']}")
 
-    def call(method: str, path: str, body: dict[str, Any] | None) -> None:
-        if method == "GET":
-            response = client.get(path, secure=True)
-        else:
-            response = client.post(path, body, content_type="application/json", secure=True)
-        assert response.status_code in (200, 201), (path, response.status_code, response.content)
+    def caller(method: str, path: str, body: dict[str, Any] | None) -> Any:
+        def call() -> None:
+            if method == "GET":
+                response = client.get(path, secure=True)
+            else:
+                response = client.post(path, body, content_type="application/json", secure=True)
+            assert response.status_code in (200, 201), (path, response.status_code)
 
-    figures = {}
+        return call
+
+    with override_settings(ROOT_URLCONF="bench.bare_urls"):
+        figures = {"bare": _measure(caller("GET", "/bare/", None), count)}
     for label, method, path, body in endpoints(world):
-        for _ in range(5):  # imports, URL resolution, prepared caches, the connection
-            call(method, path, body)
-        with CaptureQueriesContext(connection) as queries:
-            call(method, path, body)
-        statements = len(queries.captured_queries)  # before the next request resets the log
-        started = time.process_time()
-        for _ in range(count):
-            call(method, path, body)
-        cpu_ms = (time.process_time() - started) * 1000 / count
-        figures[label] = (cpu_ms, statements)
+        figures[label] = _measure(caller(method, path, body), count)
     return figures
 
 

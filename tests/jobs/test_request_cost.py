@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from django.core.cache import caches
 from django.db import connection
+from django.http import HttpResponse
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.renderers import JSONRenderer
@@ -25,6 +26,7 @@ from accounts.token_cache import TOMBSTONE, _key
 from jobs.api import JobDetailSerializer, JobSerializer
 from jobs.models import ClusterAccount, Job, JobEvent
 from jobs.selectors import job_get_for_user, job_list_for_user
+from portal import middleware
 from quotas.api import AllocationSerializer
 from quotas.models import Allocation
 from quotas.selectors import allocations_for_user
@@ -262,3 +264,59 @@ def test_a_finished_job_answers_byte_for_byte_what_the_serializer_answers(
     fresh = job_get_for_user(user=alice, job_uuid=job.uuid)
     assert response.content == _json(JobDetailSerializer(fresh).data)
     assert [e["actor"] for e in response.json()["events"]] == ["alice", None]
+
+
+def test_a_cookie_session_still_needs_its_csrf_token_on_the_api(alice, tenant):
+    browser = APIClient(enforce_csrf_checks=True)
+    browser.force_login(alice)
+
+    refused = browser.post("/api/v1/tokens/", {"name": "x"}, format="json")
+    page = browser.get("/")  # a page of the site sets the CSRF cookie
+    token = page.cookies["csrftoken"].value if "csrftoken" in page.cookies else ""
+    accepted = browser.post("/api/v1/tokens/", {"name": "x"}, format="json", HTTP_X_CSRFTOKEN=token)
+
+    assert refused.status_code == HTTPStatus.FORBIDDEN
+    assert "CSRF" in refused.json()["detail"]
+    assert accepted.status_code == HTTPStatus.CREATED, accepted.content
+    assert alice.api_tokens.count() == 1
+
+
+def test_a_bearer_call_needs_no_csrf_token_and_never_touches_the_session(alice, bob, tenant):
+    client, _ = _bearer(alice)
+    client.force_login(bob)  # a session cookie of someone else rides along
+    client.handler.enforce_csrf_checks = True
+
+    response = client.post("/api/v1/tokens/", {"name": "from a script"}, format="json")
+
+    assert response.status_code == HTTPStatus.CREATED
+    assert alice.api_tokens.filter(name="from a script").exists()
+    assert not bob.api_tokens.exists()
+
+
+@pytest.mark.parametrize(
+    ("path", "authorization", "skipped"),
+    [
+        ("/api/v1/me/", "Bearer gpuc_x_y", True),
+        ("/api/v1/me/", "bearer gpuc_x_y", True),
+        ("/api/v1/me/", "", False),
+        ("/api/v1/me/", "Basic eDp5", False),
+        ("/jobs/", "Bearer gpuc_x_y", False),
+    ],
+)
+def test_only_bearer_api_calls_skip_the_session_auth_and_messages_middleware(
+    rf, path, authorization, skipped
+):
+    seen: list[Any] = []
+    chain = middleware.SessionMiddleware(
+        middleware.AuthenticationMiddleware(
+            middleware.MessageMiddleware(lambda request: seen.append(request) or HttpResponse())
+        )
+    )
+    request = rf.get(path, HTTP_AUTHORIZATION=authorization) if authorization else rf.get(path)
+
+    chain(request)
+
+    [passed] = seen
+    assert hasattr(passed, "session") is not skipped
+    assert hasattr(passed, "_messages") is not skipped
+    assert passed.user.is_authenticated is False
