@@ -7,7 +7,8 @@ process. An entry is never trusted after the token or its user changed in a way 
 the services that revoke a token or deactivate a user call `forget_tokens` /
 `forget_user_tokens`, which replace the entries by a tombstone at once (in every process, since
 the cache is shared). A tombstone also stops a request that read the row just before the change
-from putting the old row back (entries are only ever added, never overwritten).
+from putting the old row back (entries are only ever added, never overwritten). With a
+per-process cache (locmem, the development default) tokens are read from the database each time.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from django.conf import settings
 from django.core.cache import cache
 
 from accounts.models import ApiToken
@@ -31,8 +33,17 @@ def _key(token_hash: str) -> str:
     return f"gpuc:api-token:{token_hash}"
 
 
+def _shared() -> bool:
+    """Only a cache that every process reads (Redis, Memcached, the database) may hold tokens:
+    a per-process one (the development default) could not be told of a revocation elsewhere."""
+    backend = settings.CACHES["default"]["BACKEND"]
+    return not backend.endswith(("LocMemCache", "DummyCache"))
+
+
 def token_lookup(token_hash: str) -> ApiToken | None:
     """The token with this hash, its user loaded, from the cache or the database."""
+    if not _shared():
+        return ApiToken.objects.select_related("user").filter(token_hash=token_hash).first()
     key = _key(token_hash)
     cached: Any = cache.get(key)
     if isinstance(cached, ApiToken):

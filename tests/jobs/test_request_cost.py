@@ -320,3 +320,13 @@ def test_only_bearer_api_calls_skip_the_session_auth_and_messages_middleware(
     assert hasattr(passed, "session") is not skipped
     assert hasattr(passed, "_messages") is not skipped
     assert passed.user.is_authenticated is False
+
+
+def test_tokens_are_not_cached_in_a_cache_that_other_processes_cannot_see(alice, tenant, settings):
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    client, raw = _bearer(alice)
+
+    assert client.get("/api/v1/me/").status_code == HTTPStatus.OK
+    assert caches["default"].get(_key(hash_token(raw))) is None
+    api_token_revoke(actor=alice, token=alice.api_tokens.get())
+    assert client.get("/api/v1/me/").status_code == HTTPStatus.UNAUTHORIZED
