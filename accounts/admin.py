@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 
@@ -14,11 +16,28 @@ from accounts.models import (
     ProjectMember,
     User,
 )
+from accounts.token_cache import forget_tokens, forget_user_tokens
 
 
 @admin.register(User)
 class UserAdmin(DjangoUserAdmin):
     list_display = ("username", "email", "first_name", "last_name", "is_staff", "is_active")
+
+    # API tokens are cached with their user for a few seconds (accounts.token_cache): a change
+    # made here (deactivation above all) must reach the API at once.
+    def save_model(self, request: Any, obj: User, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if change:
+            forget_user_tokens(obj.pk)
+
+    def delete_model(self, request: Any, obj: User) -> None:
+        forget_user_tokens(obj.pk)
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request: Any, queryset: Any) -> None:
+        for user_id in queryset.values_list("pk", flat=True):
+            forget_user_tokens(user_id)
+        super().delete_queryset(request, queryset)
 
 
 class MembershipInline(admin.TabularInline):
@@ -80,3 +99,16 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: object) -> bool:
         return False  # tokens are created by their owner, who alone sees the raw value
+
+    # Revoked, re-dated or deleted here: the API's cached entry goes at once.
+    def save_model(self, request: Any, obj: ApiToken, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        forget_tokens([obj.token_hash])
+
+    def delete_model(self, request: Any, obj: ApiToken) -> None:
+        forget_tokens([obj.token_hash])
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request: Any, queryset: Any) -> None:
+        forget_tokens(queryset.values_list("token_hash", flat=True))
+        super().delete_queryset(request, queryset)

@@ -27,7 +27,7 @@ from accounts.models import (
     ProjectMember,
     User,
 )
-from portal.api import OptionalEmailField, StrictFieldsMixin
+from portal.api import OptionalEmailField, StrictFieldsMixin, ValuesRenderer
 from portal.errors import DomainError, NotFound
 from portal.ids import as_uuid
 
@@ -268,10 +268,24 @@ def _require_role(role_value: str, choices: list[str]) -> str:
 # --- views ------------------------------------------------------------------------------
 
 
+# me/ is polled: its rows are read as values and rendered as these serializers render them.
+ME_ROWS = ValuesRenderer(
+    MeSerializer, sources={"organizations": "organizations", "projects": "projects"}
+)
+ORGANIZATION_ROWS = ValuesRenderer(OrganizationSerializer)
+PROJECT_ROWS = ValuesRenderer(ProjectSerializer)
+
+
 class MeView(APIView):
     @extend_schema(responses=MeSerializer, summary="The caller, their organizations and projects")
     def get(self, request: Request) -> Response:
-        return Response(MeSerializer(_actor(request)).data)
+        user = _actor(request)
+        orgs = selectors.organizations_for_user(user).order_by("name")
+        projects = selectors.projects_for_user(user).order_by("organization__name", "name")
+        row = {key: getattr(user, key) for key in ME_ROWS.keys}
+        row["organizations"] = ORGANIZATION_ROWS.render(orgs.values(*ORGANIZATION_ROWS.keys))
+        row["projects"] = PROJECT_ROWS.render(projects.values(*PROJECT_ROWS.keys))
+        return Response(ME_ROWS.render([row])[0])
 
 
 class OrganizationListView(generics.ListAPIView[Organization]):

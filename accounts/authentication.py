@@ -11,6 +11,7 @@ from rest_framework import authentication, exceptions, permissions, throttling
 from rest_framework.request import Request
 
 from accounts.models import ApiToken, User
+from accounts.token_cache import claim_touch, token_lookup
 
 TOKEN_PREFIX = "gpuc_"  # noqa: S105 (a public prefix, not a secret)
 # An authentication scheme is an RFC 9110 token.
@@ -50,9 +51,7 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
             secret = parts[1].decode("ascii")
         except UnicodeDecodeError:
             raise exceptions.AuthenticationFailed("Invalid API token") from None
-        token = (
-            ApiToken.objects.select_related("user").filter(token_hash=hash_token(secret)).first()
-        )
+        token = token_lookup(hash_token(secret))  # cached a few seconds, dropped on revoke
         if token is None:
             raise exceptions.AuthenticationFailed("Invalid API token")
         if token.revoked_at is not None:
@@ -62,7 +61,8 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
         if not token.user.is_active:
             raise exceptions.AuthenticationFailed("This account is disabled")
         now = timezone.now()
-        if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
+        stale = token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60
+        if stale and claim_touch(token):
             ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
         return token.user, token
 

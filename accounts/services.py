@@ -48,6 +48,7 @@ from accounts.models import (
     ProjectMember,
     User,
 )
+from accounts.token_cache import forget_tokens, forget_user_tokens
 from portal.errors import DomainError, NotFound
 
 INVITATION_LIFETIME = timedelta(days=7)
@@ -507,4 +508,15 @@ def api_token_revoke(*, actor: User, token: ApiToken) -> ApiToken:
     if token.revoked_at is None:
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])
+    forget_tokens([token.token_hash])
     return token
+
+
+@transaction.atomic
+def user_set_active(*, actor: User | None, user: User, is_active: bool) -> User:
+    """Deactivate (or reactivate) an account: a deactivated user's sessions and API tokens stop
+    working at once, in every process."""
+    User.objects.filter(pk=user.pk).update(is_active=is_active)
+    user.is_active = is_active
+    forget_user_tokens(user.pk)
+    return user

@@ -22,7 +22,7 @@ from jobs import selectors, services
 from jobs.exceptions import InvalidJob
 from jobs.models import Job, JobEvent, JobTemplate
 from jobs.selectors import projects_for_user
-from portal.api import CursorPagination, ResultsPagination, StrictFieldsMixin
+from portal.api import CursorPagination, ResultsPagination, StrictFieldsMixin, ValuesRenderer
 from quotas.models import Cluster
 
 
@@ -138,6 +138,18 @@ class JobSerializer(serializers.ModelSerializer):
         ]
 
 
+# A page of jobs: rows read as values, rendered as JobSerializer renders jobs.
+JOB_ROWS = ValuesRenderer(JobSerializer)
+
+
+def held_su(job: Job) -> str:
+    """SU still held for the job (0 once settled)."""
+    hold = job.hold
+    if hold is None or hold.state != hold.State.OPEN:
+        return "0.0000"
+    return str(hold.amount)
+
+
 class JobDetailSerializer(JobSerializer):
     held = serializers.SerializerMethodField()
     events = serializers.SerializerMethodField()
@@ -161,11 +173,7 @@ class JobDetailSerializer(JobSerializer):
         ]
 
     def get_held(self, job: Job) -> str:
-        """SU still held for the job (0 once settled)."""
-        hold = job.hold
-        if hold is None or hold.state != hold.State.OPEN:
-            return "0.0000"
-        return str(hold.amount)
+        return held_su(job)
 
     def get_events(self, job: Job) -> list[dict[str, Any]]:
         # A job just submitted carries its one event (job_submit); others are read.
@@ -173,6 +181,22 @@ class JobDetailSerializer(JobSerializer):
         if events is None:
             events = selectors.job_events(job=job)
         return JobEventSerializer(events, many=True).data  # type: ignore[return-value]
+
+
+# One job (polled by scripts, and the answer to a submit), rendered as JobDetailSerializer does.
+JOB_DETAIL = ValuesRenderer(JobDetailSerializer, sources={"held": "held", "events": "events"})
+EVENT_ROWS = ValuesRenderer(JobEventSerializer)
+
+
+def render_job(job: Job) -> dict[str, Any]:
+    events = getattr(job, "submit_events", None)
+    if events is None:
+        events = selectors.job_events(job=job)
+    return JOB_DETAIL.render_object(
+        job,
+        held=held_su(job),
+        events=[EVENT_ROWS.render_object(event) for event in events],
+    )
 
 
 class CostLineSerializer(serializers.Serializer):
@@ -240,8 +264,9 @@ class JobListView(APIView):
             origin=origin,
         )
         paginator = self.pagination_class()
-        page = paginator.paginate_queryset(qs, request, view=self)
-        return paginator.get_paginated_response(JobSerializer(page, many=True).data)
+        rows: Any = qs.values(*JOB_ROWS.keys)
+        page: Any = paginator.paginate_queryset(rows, request, view=self)
+        return paginator.get_paginated_response(JOB_ROWS.render(page))
 
     @extend_schema(
         request=JobRequestSerializer,
@@ -260,7 +285,7 @@ class JobListView(APIView):
         if replay:
             job = selectors.job_get_for_user(user=_user(request), job_uuid=job.uuid)
         status = HTTPStatus.OK if replay else HTTPStatus.CREATED
-        return Response(JobDetailSerializer(job).data, status=status)
+        return Response(render_job(job), status=status)
 
 
 class BatchJobSerializer(StrictFieldsMixin, serializers.Serializer):
@@ -352,7 +377,7 @@ class JobDetailView(APIView):
     @extend_schema(responses=JobDetailSerializer)
     def get(self, request: Request, job_uuid: uuid_lib.UUID) -> Response:
         job = selectors.job_get_for_user(user=_user(request), job_uuid=job_uuid)
-        return Response(JobDetailSerializer(job).data)
+        return Response(render_job(job))
 
 
 class JobCancelView(APIView):

@@ -72,16 +72,18 @@ def job_list_for_user(
     """The caller's visible jobs, newest first, filtered by project (uuid or slug), state,
     cluster (name) and origin (portal, direct); light enough for keyset pages over 100,000
     rows."""
-    qs = job_visible_to(user=user)
+    if not user.is_authenticated:
+        return Job.objects.none()
+    # Resolve the projects to ids first: `project_id IN (<constants>)` lets PostgreSQL walk the
+    # (project, -created_at, -id) index and stop after one page; `IN (<subquery>)` makes it
+    # sort every visible job (100 ms at 100,000 jobs) for each page.
+    projects = Project.objects.filter(memberships__user=user)
     if project:
-        # Resolve to ids first: `project_id = <constant>` lets PostgreSQL walk the
-        # (project, -created_at, -id) index and stop after one page.
-        projects = Project.objects.filter(memberships__user=user)
         try:
             projects = projects.filter(uuid=uuid_lib.UUID(project))
         except ValueError:
             projects = projects.filter(slug=project)
-        qs = qs.filter(project_id__in=list(projects.values_list("pk", flat=True)))
+    qs = Job.objects.filter(project_id__in=list(projects.values_list("pk", flat=True)))
     if state:
         qs = qs.filter(state=state)
     if cluster:

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any, cast
 
+from django.contrib.auth import middleware as auth
+from django.contrib.auth.models import AnonymousUser
+from django.contrib.messages import middleware as messages
+from django.contrib.sessions import middleware as sessions
 from django.http import HttpRequest, HttpResponse
 from django.http.multipartparser import MultiPartParserError
+from django_htmx import middleware as htmx
 
 from portal.handlers import BadInput, bad_request
 
@@ -65,3 +71,48 @@ class RejectNulCharactersMiddleware:
         if problem := nul_problem(request):
             return bad_request(request, problem)
         return self.get_response(request)
+
+
+def is_token_api_request(request: HttpRequest) -> bool:
+    """An API call that carries a bearer token: it authenticates by that token alone (or is
+    refused), so it needs no session, messages or htmx state. (Django's CSRF middleware stays
+    as it is, for `check --deploy`: DRF's views are exempt from it, it costs nearly nothing.)"""
+    return request.path_info.startswith("/api/") and (
+        request.META.get("HTTP_AUTHORIZATION", "")[:7].lower() == "bearer "
+    )
+
+
+class BrowserOnlyMixin:
+    """Runs the middleware it is mixed into for every request except token-authenticated API
+    calls, which go straight on (a polling script pays nothing for the browser's session
+    machinery). Cookie-session API calls still get all of it, CSRF checks included. A subclass
+    of the original, so Django's and the admin's system checks still find it."""
+
+    get_response: Any
+
+    def skipped(self, request: HttpRequest) -> None:
+        """What a skipped request gets instead (nothing by default)."""
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if is_token_api_request(request):
+            self.skipped(request)
+            return self.get_response(request)
+        return cast(HttpResponse, super().__call__(request))  # type: ignore[misc]
+
+
+class SessionMiddleware(BrowserOnlyMixin, sessions.SessionMiddleware):
+    pass
+
+
+class AuthenticationMiddleware(BrowserOnlyMixin, auth.AuthenticationMiddleware):
+    def skipped(self, request: HttpRequest) -> None:
+        # Anonymous until DRF's bearer authentication sets the token's user on the request.
+        request.user = AnonymousUser()
+
+
+class MessageMiddleware(BrowserOnlyMixin, messages.MessageMiddleware):
+    pass
+
+
+class HtmxMiddleware(BrowserOnlyMixin, htmx.HtmxMiddleware):
+    pass

@@ -22,7 +22,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.models import User
-from portal.api import CursorPagination, JSONParser, ResultsPagination, StrictFieldsMixin
+from portal.api import (
+    CursorPagination,
+    JSONParser,
+    ResultsPagination,
+    StrictFieldsMixin,
+    ValuesRenderer,
+)
 from portal.ids import as_uuid
 from quotas import documents, selectors, services
 from quotas.models import Allocation, AllocationRequest, Cluster, LedgerEntry
@@ -157,6 +163,21 @@ class AllocationListView(generics.ListAPIView[Allocation]):
         if status := self.request.query_params.get("status"):
             qs = qs.filter(status=status)
         return qs.order_by("ends_at", "id")
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        # Rows as values (two statements, like the prefetch), rendered as the serializer does.
+        rows = list(self.get_queryset().values(*ALLOCATION_ROWS.keys, "pk"))
+        clusters = selectors.allocation_cluster_names([row["pk"] for row in rows])
+        for row in rows:
+            row["clusters"] = clusters.get(row["pk"], [])
+            row["available"] = row["credited"] - row["held"] - row["charged"]
+        return ResultsPagination().get_paginated_response(ALLOCATION_ROWS.render(rows))
+
+
+# The allocation list: rows read as values, rendered as AllocationSerializer renders them.
+ALLOCATION_ROWS = ValuesRenderer(
+    AllocationSerializer, sources={"clusters": "clusters", "available": "available"}
+)
 
 
 class AllocationDetailView(APIView):

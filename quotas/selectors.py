@@ -148,6 +148,15 @@ def allocations_for_user(user: Any) -> QuerySet[Allocation]:
     return qs.filter(project__in=visible_projects(user))
 
 
+def allocation_cluster_names(allocation_ids: list[int]) -> dict[int, list[str]]:
+    """The sorted cluster names of each of these allocations (one statement)."""
+    names: dict[int, list[str]] = defaultdict(list)
+    through = Allocation.clusters.through.objects.filter(allocation_id__in=allocation_ids)
+    for allocation_id, name in through.values_list("allocation_id", "cluster__name"):
+        names[allocation_id].append(name)
+    return {key: sorted(value) for key, value in names.items()}
+
+
 def allocation_for_user(user: Any, allocation_uuid: Any) -> Allocation:
     return get_by_uuid(
         allocations_for_user(user), allocation_uuid, NotFound("Allocation not found")

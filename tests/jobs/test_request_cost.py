@@ -1,0 +1,332 @@
+"""What a hot API request costs, held in CI: SQL statements of me/, the job page and a single
+submit are constant and small; bearer tokens are cached yet revocation and deactivation take
+effect at once; the values-based renderings answer byte for byte what the serializers answer."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+from http import HTTPStatus
+from typing import Any
+
+import pytest
+from django.core.cache import caches
+from django.db import connection
+from django.http import HttpResponse
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+from rest_framework.renderers import JSONRenderer
+from rest_framework.test import APIClient
+
+from accounts.api import MeSerializer
+from accounts.authentication import hash_token
+from accounts.models import Membership, ProjectMember, User
+from accounts.services import api_token_create, api_token_revoke, user_set_active
+from accounts.token_cache import TOMBSTONE, _key
+from jobs.api import JobDetailSerializer, JobSerializer
+from jobs.models import ClusterAccount, Job, JobEvent
+from jobs.selectors import job_get_for_user, job_list_for_user
+from portal import middleware
+from quotas.api import AllocationSerializer
+from quotas.models import Allocation
+from quotas.selectors import allocations_for_user
+from tests import factories
+
+# The figures reached (token cached, as for any client that polls): raise them only knowingly.
+ME_STATEMENTS = 2  # organizations, projects
+JOB_PAGE_STATEMENTS = 2  # the caller's project ids, the page
+# project, cluster, BEGIN, checks, rates (cached per process, read here), the hold in one
+# statement within a savepoint (2), job, event, COMMIT
+SUBMIT_STATEMENTS = 11
+
+BODY = {
+    "cluster": "sim",
+    "name": "train",
+    "script": "#!/bin/bash\necho hi\n",
+    "gpus": 1,
+    "cpus": 1,
+    "memory_mb": 1024,
+    "time_limit_minutes": 60,
+}
+
+
+def _bearer(user: User) -> tuple[APIClient, str]:
+    _, raw = api_token_create(actor=user, name="script")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    return client, raw
+
+
+def _statements(client: APIClient, method: str, path: str, body: Any = None) -> int:
+    with CaptureQueriesContext(connection) as queries:
+        response = client.post(path, body, format="json") if body else client.get(path)
+    assert response.status_code in (HTTPStatus.OK, HTTPStatus.CREATED), response.content
+    return len(queries.captured_queries)
+
+
+def _grow(alice: User, cluster: Any, size: int) -> None:
+    """`size` more organizations and projects of alice's, each with an allocation and jobs."""
+    for i in range(size):
+        org = factories.OrganizationFactory(name=f"Org {i}", slug=f"org-{i}")
+        Membership.objects.create(organization=org, user=alice, role=Membership.Role.ADMIN)
+        project = factories.ProjectFactory(organization=org, name=f"P {i}", slug=f"p-{i}")
+        ProjectMember.objects.create(project=project, user=alice, role=ProjectMember.Role.MEMBER)
+        factories.AllocationFactory(project=project, clusters=[cluster])
+        Job.objects.bulk_create(
+            Job(project=project, user=alice, cluster=cluster, name=f"j{i}-{n}", script="true")
+            for n in range(20)
+        )
+
+
+@pytest.mark.parametrize("size", [0, 4])
+def test_me_the_job_page_and_a_submit_take_a_constant_small_number_of_statements(
+    alice, tenant, sim_cluster, allocation, accounts, size
+):
+    _grow(alice, sim_cluster, size)
+    client, _ = _bearer(alice)
+    body = {**BODY, "project": str(tenant.project.uuid)}
+    client.get("/api/v1/me/")  # the token is read once, then served from the cache
+
+    assert _statements(client, "GET", "/api/v1/me/") == ME_STATEMENTS
+    assert _statements(client, "GET", "/api/v1/jobs/?limit=50") == JOB_PAGE_STATEMENTS
+    assert _statements(client, "POST", "/api/v1/jobs/", body) == SUBMIT_STATEMENTS
+    assert Job.objects.filter(project=tenant.project, name="train").count() == 1
+
+
+def test_a_revoked_token_stops_working_at_once_though_it_was_cached(alice, tenant):
+    client, raw = _bearer(alice)
+    elsewhere = caches.create_connection("default")  # another process's client of the cache
+    assert client.get("/api/v1/me/").status_code == HTTPStatus.OK
+    assert isinstance(elsewhere.get(_key(hash_token(raw))), type(alice.api_tokens.get()))
+
+    api_token_revoke(actor=alice, token=alice.api_tokens.get())
+    response = client.get("/api/v1/me/")
+
+    assert response.status_code == HTTPStatus.UNAUTHORIZED
+    assert response.json()["detail"] == "This API token was revoked"
+    assert elsewhere.get(_key(hash_token(raw))) == TOMBSTONE
+
+
+def test_a_deactivated_user_s_tokens_stop_working_at_once_though_they_were_cached(alice, tenant):
+    client, raw = _bearer(alice)
+    other, _ = _bearer(alice)
+    assert client.get("/api/v1/me/").status_code == HTTPStatus.OK
+    assert other.get("/api/v1/jobs/").status_code == HTTPStatus.OK
+
+    user_set_active(actor=None, user=alice, is_active=False)
+
+    alice.refresh_from_db()
+    assert alice.is_active is False
+    for each in (client, other):
+        response = each.get("/api/v1/me/")
+        assert response.status_code == HTTPStatus.UNAUTHORIZED
+        assert response.json()["detail"] == "This account is disabled"
+    assert caches.create_connection("default").get(_key(hash_token(raw))) == TOMBSTONE
+
+
+def test_a_token_deactivated_in_the_admin_stops_working_at_once(admin_client, alice, tenant):
+    client, _ = _bearer(alice)
+    assert client.get("/api/v1/me/").status_code == HTTPStatus.OK
+    token = alice.api_tokens.get()
+
+    admin_client.post(
+        f"/django-admin/accounts/apitoken/{token.pk}/delete/", {"post": "yes"}, secure=True
+    )
+
+    assert not alice.api_tokens.exists()
+    assert client.get("/api/v1/me/").status_code == HTTPStatus.UNAUTHORIZED
+
+
+def _json(data: Any) -> bytes:
+    return JSONRenderer().render(data)
+
+
+def test_the_job_page_answers_byte_for_byte_what_the_serializer_answers(
+    alice, bob, tenant, sim_cluster
+):
+    now = timezone.now().replace(microsecond=123456)
+    variants: list[dict[str, Any]] = [
+        {},
+        {"state": "completed", "exit_code": 0, "charged_cost": Decimal("0.1")},
+        {"state": "failed", "exit_code": -9, "charged_cost": Decimal("12.345678")},
+        {"gpu_type": "h100", "gpus": 8, "array": "0-99%4", "array_size": 100},
+        {"started_at": now, "ended_at": now + timedelta(hours=1), "backend_id": "123"},
+        {"estimated_cost": Decimal("1000000"), "user": bob, "name": 'ünïcødé «job» "q"'},
+        {"state": "running", "started_at": now - timedelta(days=400), "gpus": 0, "cpus": 64},
+    ]
+    for index, extra in enumerate(variants):
+        fields = {"name": f"job-{index}", "user": alice, **extra}
+        Job.objects.create(
+            project=tenant.project,
+            cluster=sim_cluster,
+            script="true",
+            created_at=now - timedelta(seconds=index),
+            **fields,
+        )
+    client = APIClient()
+    client.force_authenticate(alice)
+
+    response = client.get("/api/v1/jobs/?limit=50")
+
+    assert response.status_code == HTTPStatus.OK
+    expected = JobSerializer(job_list_for_user(user=alice), many=True).data
+    assert len(expected) == len(variants)
+    assert _json(response.json()["results"]) == _json(expected)
+    assert _json(response.data["results"]) == _json(expected)
+
+
+def test_allocations_answer_byte_for_byte_what_the_serializer_answers(
+    alice, tenant, sim_cluster, allocation
+):
+    other = factories.ClusterFactory(name="a-first", kind=sim_cluster.kind)
+    factories.AllocationFactory(project=tenant.project, clusters=[sim_cluster, other], memo="two")
+    factories.AllocationFactory(project=tenant.project, clusters=[], memo="")
+    Allocation.objects.filter(pk=allocation.pk).update(
+        held=Decimal("12.3456"), charged=Decimal("0.0001"), status="suspended"
+    )
+    client = APIClient()
+    client.force_authenticate(alice)
+
+    response = client.get(f"/api/v1/allocations/?project={tenant.project.uuid}")
+
+    assert response.status_code == HTTPStatus.OK
+    rows = allocations_for_user(alice).filter(project=tenant.project).order_by("ends_at", "id")
+    expected = AllocationSerializer(rows, many=True).data
+    assert len(expected) == 3
+    assert _json(response.data["results"]) == _json(expected)
+
+
+def test_me_answers_byte_for_byte_what_the_serializer_answers(alice, tenant, mallory_tenant):
+    tenant.org.billing_email = ""
+    tenant.org.save()
+    managed = factories.OrganizationFactory(
+        name="Another Lab", slug="another", billing_email="b@x.org"
+    )
+    Membership.objects.create(organization=managed, user=alice, role=Membership.Role.ADMIN)
+    factories.ProjectFactory(organization=managed, name="Not a member", slug="nm")
+    client, _ = _bearer(alice)
+
+    response = client.get("/api/v1/me/")
+
+    assert response.status_code == HTTPStatus.OK
+    expected = MeSerializer(alice).data
+    assert [p["role"] for p in expected["projects"]] == [None, "pi"]
+    assert response.content == _json(expected)
+    assert not ClusterAccount.objects.exists()  # nothing written by a read
+
+
+def test_a_submit_and_a_job_answer_byte_for_byte_what_the_serializer_answers(
+    alice, tenant, sim_cluster, allocation, accounts
+):
+    client, _ = _bearer(alice)
+    body = {**BODY, "project": str(tenant.project.uuid), "env": {"A": "1"}, "array": "0-3"}
+
+    created = client.post("/api/v1/jobs/", body, format="json")
+    job = job_get_for_user(user=alice, job_uuid=created.json()["id"])
+    polled = client.get(f"/api/v1/jobs/{job.uuid}/")
+
+    assert created.status_code == HTTPStatus.CREATED
+    assert polled.status_code == HTTPStatus.OK
+    expected = _json(JobDetailSerializer(job).data)
+    assert created.content == expected
+    assert polled.content == expected
+    assert created.json()["held"] != "0.0000"
+    assert len(created.json()["events"]) == 1
+
+
+def test_a_finished_job_answers_byte_for_byte_what_the_serializer_answers(
+    alice, bob, tenant, sim_cluster
+):
+    now = timezone.now()
+    job = Job.objects.create(
+        project=tenant.project,
+        user=bob,
+        cluster=sim_cluster,
+        name="done",
+        script="true",
+        state="completed",
+        exit_code=0,
+        started_at=now - timedelta(minutes=3),
+        ended_at=now,
+        elapsed_seconds=180,
+        usage={"gpu_hours": "0.05"},
+        charged_cost=Decimal("0.1"),
+        command=["python", "-c", "print(1)"],
+    )
+    JobEvent.objects.create(job=job, from_state="", to_state="pending", message="m", actor=alice)
+    JobEvent.objects.create(job=job, from_state="pending", to_state="completed", message="")
+    client = APIClient()
+    client.force_authenticate(alice)
+
+    response = client.get(f"/api/v1/jobs/{job.uuid}/")
+
+    assert response.status_code == HTTPStatus.OK
+    fresh = job_get_for_user(user=alice, job_uuid=job.uuid)
+    assert response.content == _json(JobDetailSerializer(fresh).data)
+    assert [e["actor"] for e in response.json()["events"]] == ["alice", None]
+
+
+def test_a_cookie_session_still_needs_its_csrf_token_on_the_api(alice, tenant):
+    browser = APIClient(enforce_csrf_checks=True)
+    browser.force_login(alice)
+
+    refused = browser.post("/api/v1/tokens/", {"name": "x"}, format="json")
+    page = browser.get("/")  # a page of the site sets the CSRF cookie
+    token = page.cookies["csrftoken"].value if "csrftoken" in page.cookies else ""
+    accepted = browser.post("/api/v1/tokens/", {"name": "x"}, format="json", HTTP_X_CSRFTOKEN=token)
+
+    assert refused.status_code == HTTPStatus.FORBIDDEN
+    assert "CSRF" in refused.json()["detail"]
+    assert accepted.status_code == HTTPStatus.CREATED, accepted.content
+    assert alice.api_tokens.count() == 1
+
+
+def test_a_bearer_call_needs_no_csrf_token_and_never_touches_the_session(alice, bob, tenant):
+    client, _ = _bearer(alice)
+    client.force_login(bob)  # a session cookie of someone else rides along
+    client.handler.enforce_csrf_checks = True
+
+    response = client.post("/api/v1/tokens/", {"name": "from a script"}, format="json")
+
+    assert response.status_code == HTTPStatus.CREATED
+    assert alice.api_tokens.filter(name="from a script").exists()
+    assert not bob.api_tokens.exists()
+
+
+@pytest.mark.parametrize(
+    ("path", "authorization", "skipped"),
+    [
+        ("/api/v1/me/", "Bearer gpuc_x_y", True),
+        ("/api/v1/me/", "bearer gpuc_x_y", True),
+        ("/api/v1/me/", "", False),
+        ("/api/v1/me/", "Basic eDp5", False),
+        ("/jobs/", "Bearer gpuc_x_y", False),
+    ],
+)
+def test_only_bearer_api_calls_skip_the_session_auth_and_messages_middleware(
+    rf, path, authorization, skipped
+):
+    seen: list[Any] = []
+    chain = middleware.SessionMiddleware(
+        middleware.AuthenticationMiddleware(
+            middleware.MessageMiddleware(lambda request: seen.append(request) or HttpResponse())
+        )
+    )
+    request = rf.get(path, HTTP_AUTHORIZATION=authorization) if authorization else rf.get(path)
+
+    chain(request)
+
+    [passed] = seen
+    assert hasattr(passed, "session") is not skipped
+    assert hasattr(passed, "_messages") is not skipped
+    assert passed.user.is_authenticated is False
+
+
+def test_tokens_are_not_cached_in_a_cache_that_other_processes_cannot_see(alice, tenant, settings):
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    client, raw = _bearer(alice)
+
+    assert client.get("/api/v1/me/").status_code == HTTPStatus.OK
+    assert caches["default"].get(_key(hash_token(raw))) is None
+    api_token_revoke(actor=alice, token=alice.api_tokens.get())
+    assert client.get("/api/v1/me/").status_code == HTTPStatus.UNAUTHORIZED
