@@ -29,7 +29,8 @@ from jobs.services.forward import (
     job_ref,
     job_spec,
     jobs_forward_batch,
-    jobs_to_reforward,
+    jobs_recover_lost_forwards,
+    lost_forward_after,
 )
 from jobs.services.submit import (
     BATCH_KEY_MAX,
@@ -86,6 +87,7 @@ __all__ = [
     "job_submit_many",
     "job_template_create",
     "jobs_forward_batch",
-    "jobs_to_reforward",
+    "jobs_recover_lost_forwards",
+    "lost_forward_after",
     "qualified_project",
 ]
