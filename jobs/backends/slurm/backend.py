@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, BinaryIO
 
+from jobs.backends import files
 from jobs.backends.base import (
     UNKNOWN,
     BackendError,
@@ -22,8 +23,8 @@ from jobs.backends.base import (
     ResultFile,
     UsageRecord,
 )
-from jobs.backends.slurm import files, records, script
 from jobs.backends.slurm import options as option_checks
+from jobs.backends.slurm import records, script
 from jobs.backends.slurm.rest import ALREADY_DONE, INVALID_JOB_ID, SlurmRest, SlurmRestError
 
 logger = logging.getLogger(__name__)
