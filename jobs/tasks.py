@@ -14,7 +14,7 @@ from jobs.backends.base import BackendUnavailable
 from quotas.models import Cluster
 
 # A retrying job is touched at every attempt, so its backoff stays well under
-# JOBS_LOST_FORWARD_SECONDS (60 s): the sweep never takes a live retry for a lost one.
+# JOBS_LOST_FORWARD_SECONDS (45 s): the sweep never takes a live retry for a lost one.
 FORWARD_RETRY_MAX_SECONDS = 20
 SYNC_LOCK_SECONDS = 120
 FORWARD_COALESCE_SECONDS = 0.05
@@ -41,8 +41,8 @@ def forward_cluster_task(cluster_id: int, coalesce: bool = True, recover: bool =
     the next few milliseconds join this task; then the debounce key is cleared BEFORE
     claiming, so a job committed later is either claimed here or queues a task of its own. A
     lost task costs nothing but time: forward_pending_task recovers jobs left pending or
-    submitting for a minute. `recover` (from that sweep): take the jobs of every attempt left
-    untouched that long instead of the first attempts."""
+    submitting for JOBS_LOST_FORWARD_SECONDS. `recover` (from that sweep): take the jobs of
+    every attempt left untouched that long instead of the first attempts."""
     if coalesce and not forward_cluster_task.request.is_eager:
         time.sleep(FORWARD_COALESCE_SECONDS)
     services.forward_debounce_clear(cluster_id=cluster_id)

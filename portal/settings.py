@@ -318,8 +318,8 @@ elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 # A job pending or submitting this long with no live forwarder (one renews its claim every
 # quarter of it) lost its forward; the sweep looks for such jobs this often.
-JOBS_LOST_FORWARD_SECONDS = env.int("JOBS_LOST_FORWARD_SECONDS", default=60)
-JOBS_FORWARD_SWEEP_SECONDS = env.int("JOBS_FORWARD_SWEEP_SECONDS", default=15)
+JOBS_LOST_FORWARD_SECONDS = env.int("JOBS_LOST_FORWARD_SECONDS", default=45)
+JOBS_FORWARD_SWEEP_SECONDS = env.int("JOBS_FORWARD_SWEEP_SECONDS", default=10)
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True

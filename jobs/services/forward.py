@@ -46,7 +46,7 @@ def _run_claimed(ids: Sequence[int], call: Callable[[T], R], items: Sequence[T])
     """`call` over `items` (in order) from a few threads, while this thread renews the claim of
     the jobs `ids` (their updated_at) every quarter of lost_forward_after(): a forwarder that is
     alive, however slow its cluster, is never taken for lost, and a killed one stops renewing,
-    so the sweep can recover its jobs a minute later."""
+    so the sweep recovers its jobs within a minute."""
     every = max(1.0, lost_forward_after().total_seconds() / 4)
     with ThreadPoolExecutor(max(1, min(FORWARD_THREADS, len(items)))) as pool:
         futures = [pool.submit(call, item) for item in items]
