@@ -194,7 +194,12 @@ class LocalBackend(ComputeBackend):
     def cancel(self, ref: JobRef) -> None:
         if not self._spec(ref.backend_id):
             return
-        self.record_path(ref.backend_id, "cancel").touch()
+        # Created without following a link someone may have put there (the job runs as we do).
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+        try:
+            os.close(os.open(self.record_path(ref.backend_id, "cancel"), flags, 0o600))
+        except OSError as exc:
+            raise BackendUnavailable(f"cannot ask the job to stop: {exc}") from exc
         status = self._status(ref.backend_id)
         if status.get("state") in FINAL:
             return

@@ -48,7 +48,6 @@ from jobs.services.sync import (
     EVENT_FIELDS,
     FINALIZE_BATCH,
     MISSING_BATCH,
-    STALE_SUBMITTING,
     SyncResult,
     cluster_sync,
 )
@@ -67,7 +66,6 @@ __all__ = [
     "LOG_MAX_LIMIT",
     "MISSING_BATCH",
     "SPEC_FIELDS",
-    "STALE_SUBMITTING",
     "STREAMS",
     "SyncResult",
     "_record_forwarded_many",

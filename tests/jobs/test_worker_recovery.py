@@ -5,6 +5,7 @@ down. Every job must reach the cluster exactly once, within 90 seconds."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -58,10 +59,10 @@ class Workers:
         self.folder = folder
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, name: str, *, beat: bool) -> subprocess.Popen[bytes]:
+    def start(self, name: str, *, beat: bool, concurrency: int = 2) -> subprocess.Popen[bytes]:
         argv = [
             sys.executable, "-m", "celery", "-A", "portal", "worker",
-            "--concurrency", "2", "--loglevel", "INFO", "--hostname", f"{name}@%h",
+            "--concurrency", str(concurrency), "--loglevel", "INFO", "--hostname", f"{name}@%h",
             "--without-gossip", "--without-mingle",
         ]  # fmt: skip
         if beat:
@@ -117,7 +118,7 @@ def slow_cluster(local_cluster, tmp_path: Path):
     return local_cluster
 
 
-def _batch(tmp_path: Path) -> list[dict[str, Any]]:
+def _batch(tmp_path: Path, size: int = BATCH) -> list[dict[str, Any]]:
     script = f'echo "$GPUC_JOB_UUID" >> {tmp_path / "runs.log"}\n'
     return [
         {
@@ -128,7 +129,7 @@ def _batch(tmp_path: Path) -> list[dict[str, Any]]:
             "memory_mb": 64,
             "time_limit_minutes": 5,
         }
-        for i in range(BATCH)
+        for i in range(size)
     ]
 
 
@@ -167,23 +168,31 @@ def _assert_each_reached_the_cluster_once(tmp_path: Path, jobs: list[Job]) -> No
 def test_a_worker_killed_in_the_middle_of_a_batch_loses_and_duplicates_nothing_within_90_s(
     workers, slow_cluster, alice, tenant, tmp_path
 ):
-    first = workers.start("doomed", beat=False)
-    jobs = job_submit_many(
-        user=alice, project=tenant.project, cluster=slow_cluster, jobs=_batch(tmp_path)
+    first = workers.start("doomed", beat=False, concurrency=1)
+    submit = functools.partial(
+        job_submit_many, user=alice, project=tenant.project, cluster=slow_cluster
     )
-    ids = [job.pk for job in jobs]
-    # The batch is claimed and four submits are under way: kill the worker and its pool.
-    _wait(lambda: len(_trace(tmp_path)) >= 8, 60, "the batch to be half-way")
+    claimed = submit(jobs=_batch(tmp_path))
+    _wait(lambda: len(_trace(tmp_path)) >= 2, 60, "the first batch to be claimed")
+    # A second batch's forwarding message is taken (prefetched) by the busy worker ...
+    held = submit(jobs=_batch(tmp_path, BATCH // 2))
+    log = tmp_path / "doomed.log"
+    _wait(lambda: log.read_text().count("forward_cluster_task[") >= 2, 30, "the message")
+    # ... and four submits of the first batch are under way: kill the worker and its pool.
+    _wait(lambda: len(_trace(tmp_path)) >= 8, 30, "the first batch to be half-way")
     workers.kill(first)
     killed_at = time.monotonic()
+    jobs = claimed + held
+    ids = [job.pk for job in jobs]
     states = Counter(Job.objects.filter(pk__in=ids).values_list("state", flat=True))
-    assert states[Job.State.SUBMITTING] >= BATCH // 2, states  # stranded by the dead worker
+    assert states[Job.State.SUBMITTING] >= BATCH // 2, states  # stranded mid-batch
+    assert states[Job.State.PENDING] == BATCH // 2, states  # their message died with it
 
     workers.start("rescuer", beat=True)
     _wait(lambda: _forwarded(ids), BOUND_SECONDS, "the stranded jobs to be forwarded")
     recovered_in = time.monotonic() - killed_at
 
-    print(f"\nkilled mid-batch ({dict(states)}): all {BATCH} forwarded {recovered_in:.1f} s later")
+    print(f"\nkilled ({dict(states)}): all {len(jobs)} forwarded {recovered_in:.1f} s later")
     assert recovered_in <= BOUND_SECONDS
     _assert_each_reached_the_cluster_once(tmp_path, jobs)
 
