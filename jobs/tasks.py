@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
-from celery import shared_task
+from celery import Task, shared_task
 from celery.signals import worker_ready
 from django.core.cache import cache
 from django.utils import timezone
@@ -13,24 +14,27 @@ from jobs import services
 from jobs.backends.base import BackendUnavailable
 from quotas.models import Cluster
 
-# A retrying job is touched at every attempt, so its backoff stays well under
-# JOBS_LOST_FORWARD_SECONDS (45 s): the sweep never takes a live retry for a lost one.
-FORWARD_RETRY_MAX_SECONDS = 20
+logger = logging.getLogger(__name__)
+
+# A job that failed to forward is retried on its own a few times, quickly (2, 4, 8, 16 s:
+# each wait under JOBS_LOST_FORWARD_SECONDS, so the sweep never takes a live retry for a lost
+# one); after that the sweep retries it with the cluster's other lost jobs, one batch and one
+# lookup per cluster, however long the cluster stays down.
+FORWARD_QUICK_RETRIES = 4
 SYNC_LOCK_SECONDS = 120
 FORWARD_COALESCE_SECONDS = 0.05
 
 
-@shared_task(
-    acks_late=True,
-    autoretry_for=(BackendUnavailable,),
-    retry_backoff=2,
-    retry_backoff_max=FORWARD_RETRY_MAX_SECONDS,
-    retry_jitter=True,
-    max_retries=10_000,
-)
-def forward_job_task(job_id: int) -> None:
+@shared_task(bind=True, acks_late=True, max_retries=FORWARD_QUICK_RETRIES)
+def forward_job_task(self: Task, job_id: int) -> None:
     """Hand one pending job to its cluster (idempotent: claim + uuid lookup)."""
-    services.job_forward(job_id=job_id)
+    try:
+        services.job_forward(job_id=job_id)
+    except BackendUnavailable as exc:
+        if self.request.retries >= FORWARD_QUICK_RETRIES:
+            logger.warning("Job %s still not forwarded (%s); the sweep takes it over", job_id, exc)
+            return
+        raise self.retry(exc=exc, countdown=2 ** (self.request.retries + 1)) from None
 
 
 @shared_task(acks_late=True)

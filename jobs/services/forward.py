@@ -158,7 +158,7 @@ def jobs_forward_batch(
         except Exception as lookup_failed:
             # Unsure what the cluster holds: none of them may be submitted now.
             for job in retried:
-                _forward_failed(job.pk, lookup_failed)
+                _forward_failed(job.pk, lookup_failed, retry=lost_before is None)
             jobs = [job for job in jobs if not job.forward_attempts]
 
     def submit(job: Job) -> tuple[Job, str, Exception | None]:
@@ -180,12 +180,13 @@ def jobs_forward_batch(
         if isinstance(exc, BackendError):
             _reject(job, f"Rejected by the cluster: {exc}")
         elif exc is not None:
-            _forward_failed(job.pk, exc)
+            _forward_failed(job.pk, exc, retry=lost_before is None)
     return len(ids)
 
 
-def _forward_failed(job_id: int, exc: Exception) -> None:
-    """Back to pending after a transient failure; its own task retries it with backoff."""
+def _forward_failed(job_id: int, exc: Exception, *, retry: bool = True) -> None:
+    """Back to pending after a transient failure; its own task retries it with backoff
+    (`retry`), else the next sweep retries it with the cluster's other lost jobs."""
     from jobs.tasks import forward_job_task
 
     logger.warning("Forwarding job %s failed, will retry: %s", job_id, exc)
@@ -195,6 +196,8 @@ def _forward_failed(job_id: int, exc: Exception) -> None:
         state_reason=f"Cluster unavailable, will retry: {exc}"[:500],
         updated_at=timezone.now(),
     )
+    if not retry:
+        return
     try:
         forward_job_task.apply_async((job_id,), countdown=2)
     except Exception:

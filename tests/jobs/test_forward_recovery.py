@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import ClassVar
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from jobs.backends import get_backend
@@ -24,7 +25,12 @@ from jobs.services import (
     jobs_recover_lost_forwards,
     lost_forward_after,
 )
-from jobs.tasks import forward_cluster_task, forward_pending_task
+from jobs.tasks import (
+    FORWARD_QUICK_RETRIES,
+    forward_cluster_task,
+    forward_job_task,
+    forward_pending_task,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -35,17 +41,20 @@ class CountingBackend(SimulatedBackend):
 
     submits: ClassVar[Counter[str]] = Counter()
     finds: ClassVar[list[int]] = []
-    unavailable: ClassVar[bool] = False
+    unavailable: ClassVar[bool] = False  # lookups fail
+    down: ClassVar[bool] = False  # lookups and submissions fail
     delay: ClassVar[float] = 0.0
 
     def submit(self, spec: JobSpec) -> str:
+        if CountingBackend.down:
+            raise BackendUnavailable("cluster down")
         CountingBackend.submits[str(spec.uuid)] += 1
         time.sleep(CountingBackend.delay)
         return super().submit(spec)
 
     def find(self, uuids: Sequence[object]) -> dict:  # type: ignore[override]
         CountingBackend.finds.append(len(uuids))
-        if CountingBackend.unavailable:
+        if CountingBackend.unavailable or CountingBackend.down:
             raise BackendUnavailable("cluster down")
         return super().find(uuids)  # type: ignore[arg-type]
 
@@ -58,6 +67,7 @@ def counting(sim_cluster):
     CountingBackend.submits = Counter()
     CountingBackend.finds = []
     CountingBackend.unavailable = False
+    CountingBackend.down = False
     CountingBackend.delay = 0.0
     backend = get_backend(sim_cluster)
     assert isinstance(backend, CountingBackend)
@@ -157,7 +167,14 @@ def test_a_live_forwarder_slower_than_the_lost_delay_renews_its_claim_and_is_not
     settings.JOBS_LOST_FORWARD_SECONDS = 4  # renewed every second
     job = submit(sim_cluster, name="slow")
     CountingBackend.delay = 6.0
-    forwarder = threading.Thread(target=job_forward, kwargs={"job_id": job.pk})
+
+    def forward() -> None:
+        try:
+            job_forward(job_id=job.pk)
+        finally:
+            connection.close()
+
+    forwarder = threading.Thread(target=forward)
     forwarder.start()
     try:
         time.sleep(5.0)  # longer than the lost delay, in the middle of the submit
@@ -170,3 +187,44 @@ def test_a_live_forwarder_slower_than_the_lost_delay_renews_its_claim_and_is_not
     job.refresh_from_db()
     assert job.state == Job.State.QUEUED
     assert CountingBackend.submits == {str(job.uuid): 1}
+
+
+def test_a_job_its_cluster_keeps_refusing_is_retried_a_few_times_then_by_the_sweep_in_a_batch(
+    submit, sim_cluster, counting
+):
+    job = submit(sim_cluster, name="outage")
+    CountingBackend.down = True
+
+    forward_job_task.apply(args=(job.pk,))  # eager: the quick retries run inline, then stop
+
+    job.refresh_from_db()
+    assert job.state == Job.State.PENDING
+    assert job.forward_attempts == FORWARD_QUICK_RETRIES + 1
+    assert "cluster down" in job.state_reason
+    assert CountingBackend.finds == [1] * FORWARD_QUICK_RETRIES  # never submitted blind
+    # The cluster is back: the sweep takes the job over once it has waited the lost delay.
+    CountingBackend.down = False
+    assert jobs_recover_lost_forwards() == []
+    _age(job, 46)
+    assert jobs_recover_lost_forwards() == [sim_cluster.pk]
+    assert forward_cluster_task.apply(args=(sim_cluster.pk, False, True)).get() == 1
+    job.refresh_from_db()
+    assert job.state == Job.State.QUEUED
+    assert CountingBackend.submits == {str(job.uuid): 1}
+
+
+def test_a_recovery_batch_the_cluster_refuses_waits_for_the_next_sweep_without_per_job_tasks(
+    submit, sim_cluster, counting, monkeypatch
+):
+    jobs = [submit(sim_cluster, name=f"lost-{i}") for i in range(3)]
+    for job in jobs:
+        _age(job, 120)
+    CountingBackend.down = True
+    queued: list[object] = []
+    monkeypatch.setattr(forward_job_task, "apply_async", lambda *a, **kw: queued.append(a))
+
+    assert jobs_forward_batch(cluster_id=sim_cluster.pk, lost_before=timezone.now()) == 3
+
+    assert queued == []
+    assert set(Job.objects.values_list("state", "forward_attempts")) == {(Job.State.PENDING, 1)}
+    assert jobs_recover_lost_forwards() == []  # touched now: the next sweep after the delay
