@@ -7,11 +7,15 @@ by the job's supervisor (local_runner.py, the job's parent process), which gets 
 stdin (so a submitter killed half-way leaves nothing behind: find() never sees half a job),
 runs `bash script.sh` with an argv list, never a shell string, and a clean environment (an
 allowlist, never the portal's own variables), enforces the time limit and records start, end
-and exit code. Usage is checked against the portal's clock: a record that starts before the
-submission, ends before it starts or after now, or ran past its limit is ignored, and the job
-is charged from its submission to now (at most its time limit). The job's files are read
-without following any link (jobs.backends.files): a job that links its log or output folder to
-another job's files (or to /) gets a 400, never their bytes.
+and exit code. Both records carry an HMAC under a per-job key derived from SECRET_KEY, which
+the supervisor gets through its stdin and keeps only in (non-dumpable) memory: the job runs as
+the portal's Unix user and can reach <root>/.records/, but cannot sign. A record that fails its
+signature stops the job (node_fail) and charges it from its submission until now (at most its
+limit); a signed one is still checked against the portal's clock (started after the
+submission, ended after the start and not in the future, within the limit). A portal running
+as root cannot keep the key from its jobs (root reads any memory): run it as a plain user. The
+job's files are read without following any link (jobs.backends.files): a job that links its
+log or output folder to another job's files (or to /) gets a 400, never their bytes.
 
 Options: root (default settings.GPUC_LOCAL_BACKEND_ROOT), gpu_types, time_limit_scale (default
 1.0: a time limit of N minutes kills the job after N × 60 × scale seconds; tests and demos use
@@ -25,6 +29,7 @@ resources (tasks=1); `raw["tasks_run"]` says how many ran.
 from __future__ import annotations
 
 import contextlib
+import hmac
 import json
 import os
 import signal
@@ -38,6 +43,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from django.conf import settings
+from django.utils.crypto import salted_hmac
 
 from jobs.arrays import parse_array
 from jobs.backends import files
@@ -52,6 +58,7 @@ from jobs.backends.base import (
     ResultFile,
     UsageRecord,
 )
+from jobs.backends.local_runner import sign
 
 RUNNER = Path(__file__).with_name("local_runner.py")
 RECORDS = ".records"  # the portal's own records, outside every job's folder
@@ -60,6 +67,8 @@ MAX_RESULTS = 10_000
 FINAL = {"completed", "failed", "cancelled", "timeout", "node_fail"}
 # What a job's supervisor is started with: nothing of the portal's environment.
 RUNNER_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+RECORD_KEY_SALT = "jobs.backends.local.records"
+TAMPERED = {"tampered": True}
 # The supervisor's kill grace per task plus clock slack: a record longer than the limit by more
 # than this was not written by the supervisor.
 LIMIT_SLACK_SECONDS = 10.0
@@ -108,14 +117,29 @@ class LocalBackend(ComputeBackend):
         """<root>/.records/<uuid>.<kind>.json: the supervisor's records (spec, status, cancel)."""
         return self.root / RECORDS / f"{self.job_dir(backend_id).name}.{kind}"
 
+    @staticmethod
+    def _key(backend_id: str | uuid.UUID) -> str:
+        """The job's record key: only the portal (SECRET_KEY) and the job's supervisor know it."""
+        return salted_hmac(RECORD_KEY_SALT, str(backend_id), algorithm="sha256").hexdigest()
+
     def _record(self, backend_id: str | uuid.UUID, kind: str) -> dict[str, Any]:
+        """A record checked against its signature: {} when there is none yet, TAMPERED when
+        someone else wrote it (the job runs as the portal's Unix user and can reach it)."""
         name = f"{self.job_dir(backend_id).name}.{kind}.json"
         try:
             with files.open_file(self.root, [RECORDS, name]) as handle:
                 value = json.loads(handle.read())
-        except (OSError, ValueError, BackendError):
+        except FileNotFoundError:
             return {}
-        return value if isinstance(value, dict) else {}
+        except (OSError, ValueError, BackendError):
+            return dict(TAMPERED)
+        if not isinstance(value, dict):
+            return dict(TAMPERED)
+        signature = value.pop("signature", None)
+        expected = sign(self._key(backend_id), value)
+        if not isinstance(signature, str) or not hmac.compare_digest(signature, expected):
+            return dict(TAMPERED)
+        return value
 
     def _status(self, backend_id: str | uuid.UUID) -> dict[str, Any]:
         return self._record(backend_id, "status")
@@ -160,6 +184,8 @@ class LocalBackend(ComputeBackend):
             "env": env,
             "submitted_at": time.time(),
         }
+        key = self._key(spec.uuid)
+        payload["signature"] = sign(key, payload)
         try:
             (self.root / RECORDS).mkdir(parents=True, exist_ok=True, mode=0o700)
             (jobdir / "output").mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -181,7 +207,7 @@ class LocalBackend(ComputeBackend):
                 env=RUNNER_ENV,
                 start_new_session=True,
             )
-            launcher.communicate(json.dumps(payload).encode(), timeout=30)
+            launcher.communicate(json.dumps({"spec": payload, "key": key}).encode(), timeout=30)
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise BackendUnavailable(f"cannot start the job: {exc}") from exc
         if launcher.returncode != 0 or not self._spec(spec.uuid):
@@ -194,10 +220,8 @@ class LocalBackend(ComputeBackend):
     def cancel(self, ref: JobRef) -> None:
         if not self._spec(ref.backend_id):
             return
-        # Created without following a link someone may have put there (the job runs as we do).
-        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
         try:
-            os.close(os.open(self.record_path(ref.backend_id, "cancel"), flags, 0o600))
+            self._ask_to_stop(ref.backend_id)
         except OSError as exc:
             raise BackendUnavailable(f"cannot ask the job to stop: {exc}") from exc
         status = self._status(ref.backend_id)
@@ -207,11 +231,32 @@ class LocalBackend(ComputeBackend):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(int(pid), signal.SIGTERM)
 
+    def _ask_to_stop(self, backend_id: str | uuid.UUID) -> None:
+        """The cancel flag the supervisor looks for every second, created without following a
+        link someone may have put in its place."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+        os.close(os.open(self.record_path(backend_id, "cancel"), flags, 0o600))
+
     def _job_status(self, backend_id: str) -> JobStatus | None:
         spec = self._spec(backend_id)
         if not spec:
             return None
         status = self._status(backend_id)
+        if spec.get("tampered") or status.get("tampered"):
+            # Records the supervisor did not write: the job is stopped and, with no record of
+            # its own to go by, charged from its submission until now (at most its limit).
+            with contextlib.suppress(OSError):
+                self._ask_to_stop(backend_id)
+            started, ended = (
+                (None, None) if spec.get("tampered") else self._times(spec, {}, state="tampered")
+            )
+            return JobStatus(
+                backend_id=backend_id,
+                state="node_fail",
+                started_at=_ts(started),
+                ended_at=_ts(ended),
+                reason="the job altered the records of its supervisor",
+            )
         state = status.get("state", "queued")
         reason = str(status.get("reason", ""))
         if not status and time.time() - float(spec.get("submitted_at", 0)) > 60:
@@ -248,7 +293,7 @@ class LocalBackend(ComputeBackend):
         tasks = max(1, len(spec.get("array_indices") or []))
         longest = float(spec.get("time_limit_seconds", 0)) * tasks + LIMIT_SLACK_SECONDS * tasks
         now = time.time()
-        final = state in FINAL
+        final = state in FINAL or state == "tampered"
         started, ended = _number(status.get("started_at")), _number(status.get("ended_at"))
         if started is None and state in ("queued", "cancelled", "node_fail"):
             return None, None  # not started yet, or ended before it started
@@ -271,9 +316,10 @@ class LocalBackend(ComputeBackend):
         for ref in refs:
             status = self._status(ref.backend_id)
             spec = self._spec(ref.backend_id)
-            if status.get("state") not in FINAL or not spec:
-                continue
-            started, ended = self._times(spec, status, state=str(status["state"]))
+            state = "tampered" if status.get("tampered") else status.get("state")
+            if (state not in FINAL and state != "tampered") or not spec or spec.get("tampered"):
+                continue  # (a forged spec: the sync charges from what the portal saw)
+            started, ended = self._times(spec, status, state=str(state))
             ran = started is not None and ended is not None
             elapsed = max(0, round(float(ended or 0) - float(started or 0))) if ran else 0
             out[ref.backend_id] = UsageRecord(

@@ -1,6 +1,7 @@
 """Supervisor of one local-backend job, started by LocalBackend.submit as
-`python local_runner.py <root> <uuid>` with the job's spec (JSON) on its stdin and a clean
-environment (run by path: no Django, standard library only).
+`python local_runner.py <root> <uuid>` with {"spec": <the job's spec, signed by the portal>,
+"key": <this job's record key>} (JSON) on its stdin and a clean environment (run by path: no
+Django, standard library only).
 
 Once it has read the whole spec it writes <root>/.records/<uuid>.spec.json, detaches (fork +
 setsid), runs `bash script.sh` once per array task in the job's folder <root>/<uuid>/ with the
@@ -8,12 +9,19 @@ job's environment (the spec's, nothing inherited), enforces the time limit per t
 the task's process group, and records everything in <root>/.records/<uuid>.status.json
 (written atomically, outside the job's folder) so that any process can poll it: state,
 runner_pid, pid, started_at, ended_at, exit_code, tasks_run. The times are its own clock
-readings, never anything the job wrote. A file <root>/.records/<uuid>.cancel asks it to stop.
+readings, never anything the job wrote, and every status is signed with the record key (an
+HMAC the portal checks), which exists only in this process's memory: it came through a pipe,
+never a file or the environment, and the process is made non-dumpable, so the job (running as
+the same Unix user, but not root) cannot read it from /proc. A file
+<root>/.records/<uuid>.cancel asks it to stop; it is looked for every second.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import hashlib
+import hmac
 import json
 import os
 import signal
@@ -24,21 +32,39 @@ from pathlib import Path
 from typing import Any
 
 KILL_GRACE_SECONDS = 3.0
+CANCEL_CHECK_SECONDS = 1.0
+PR_SET_DUMPABLE = 4
+
+
+def sign(key: str, value: dict[str, Any]) -> str:
+    """The HMAC-SHA256 of a record (without its signature) under `key`; the portal
+    (jobs.backends.local) signs and checks with this same function."""
+    body = json.dumps(
+        {k: v for k, v in value.items() if k != "signature"}, sort_keys=True, separators=(",", ":")
+    )
+    return hmac.new(key.encode(), body.encode(), hashlib.sha256).hexdigest()
+
+
+def no_dumps() -> None:
+    """Keep same-user processes (the job) out of this process's memory (best effort, Linux)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
 class Records:
     """This job's records in <root>/.records/; the status is kept in memory and rewritten
     whole, so nothing the job may have put in the file is ever read back."""
 
-    def __init__(self, root: Path, uuid: str) -> None:
+    def __init__(self, root: Path, uuid: str, key: str) -> None:
         self.folder = root / ".records"
         self.uuid = uuid
-        self.status: dict[str, object] = {}
+        self.key = key
+        self.status: dict[str, Any] = {}
 
     def path(self, kind: str) -> Path:
         return self.folder / f"{self.uuid}.{kind}"
 
-    def write(self, kind: str, value: dict[str, object]) -> None:
+    def write(self, kind: str, value: dict[str, Any]) -> None:
         tmp = self.folder / f".{self.uuid}.{kind}.{os.getpid()}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "w") as handle:
@@ -47,7 +73,7 @@ class Records:
 
     def update(self, **fields: object) -> None:
         self.status.update(fields)
-        self.write("status", self.status)
+        self.write("status", {**self.status, "signature": sign(self.key, self.status)})
 
     def cancelled(self) -> bool:
         return self.path("cancel").exists()
@@ -65,6 +91,24 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=KILL_GRACE_SECONDS)
     kill_group(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+def wait(proc: subprocess.Popen[bytes], records: Records, *, deadline: float) -> int | None:
+    """The task's exit status; None when it ran past `deadline` and was stopped. A cancel
+    request stops it at once (its status is then that of the stopped process)."""
+    while True:
+        try:
+            return proc.wait(
+                timeout=max(0.0, min(CANCEL_CHECK_SECONDS, deadline - time.monotonic()))
+            )
+        except subprocess.TimeoutExpired:
+            pass
+        if records.cancelled():
+            stop(proc)
+            return proc.returncode
+        if time.monotonic() >= deadline:
+            stop(proc)
+            return None
 
 
 def run(records: Records, jobdir: Path, spec: dict[str, Any]) -> None:
@@ -105,10 +149,8 @@ def run(records: Records, jobdir: Path, spec: dict[str, Any]) -> None:
                 stop(proc)
                 state = "cancelled"
                 break
-            try:
-                rc = proc.wait(timeout=limit)
-            except subprocess.TimeoutExpired:
-                stop(proc)
+            rc = wait(proc, records, deadline=time.monotonic() + limit)
+            if rc is None:
                 state, exit_code = "timeout", None
                 break
             kill_group(proc.pid, signal.SIGKILL)  # leftovers the script put in the background
@@ -122,14 +164,16 @@ def run(records: Records, jobdir: Path, spec: dict[str, Any]) -> None:
 
 
 def main(argv: list[str]) -> int:
+    no_dumps()
     root, uuid = Path(argv[1]), argv[2]
     try:
-        spec = json.loads(sys.stdin.buffer.read())
-    except ValueError:
+        message = json.loads(sys.stdin.buffer.read())
+        spec, key = message["spec"], message["key"]
+    except (ValueError, TypeError, KeyError):
         return 1  # the submitter died half-way: nothing is recorded, it will try again
-    if not isinstance(spec, dict) or spec.get("uuid") != uuid:
+    if not isinstance(spec, dict) or spec.get("uuid") != uuid or not isinstance(key, str):
         return 1
-    records = Records(root, uuid)
+    records = Records(root, uuid, key)
     records.write("spec", spec)
     if os.fork() > 0:
         return 0  # the submitter waits for this parent only; the child runs on, detached

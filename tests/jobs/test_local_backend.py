@@ -236,12 +236,12 @@ def test_a_job_rewriting_its_status_and_spec_files_is_still_charged_its_real_run
     assert job.charged_cost == Decimal(job.elapsed_seconds)  # 1 SU per CPU-second
 
 
-def test_a_forged_record_ending_before_it_starts_is_charged_from_submission_by_the_portal_clock(
+def test_a_record_forged_after_the_end_is_refused_and_charged_from_submission(
     api_alice, local_body, local_cluster
 ):
-    # A job that finds the supervisor's record outside its folder and forges it after the end
-    # (from a process it detached) gains nothing: the record is checked against the portal's
-    # clock and the job is charged from its submission.
+    # A job that finds its supervisor's record outside its folder and forges it after the end
+    # (from a process it detached, with an end before the start) gains nothing: the record's
+    # signature fails, so the portal charges it from its submission by its own clock.
     forged = '{"state": "completed", "exit_code": 0, "started_at": 2000000000, "ended_at": 1}'
     script = (
         "sleep 2\n"
@@ -257,10 +257,39 @@ def test_a_forged_record_ending_before_it_starts_is_charged_from_submission_by_t
 
     job = _sync_until(job, local_cluster, Job.FINAL_STATES)
 
-    assert job.state == Job.State.COMPLETED
+    assert job.state == Job.State.NODE_FAIL
+    assert job.state_reason == "the job altered the records of its supervisor"
     assert job.ended_at >= job.started_at
-    assert job.elapsed_seconds >= 2
+    assert job.elapsed_seconds >= 3
     assert job.charged_cost == Decimal(job.elapsed_seconds)
+
+
+def test_a_running_job_forging_a_short_finished_record_is_stopped_and_charged_from_submission(
+    api_alice, local_body, local_cluster
+):
+    # Plausible times, "completed" after half a second, while the job runs on: without the
+    # supervisor's signature the portal does not believe it, stops the job, and charges it.
+    script = (
+        "echo start\nsleep 2\nnow=$(date +%s)\n"
+        'printf \'{"state": "completed", "exit_code": 0, "started_at": %s, "ended_at": %s}\' '
+        '"$((now - 1))" "$now" > "$GPUC_JOB_DIR/../.records/$GPUC_JOB_UUID.status.json"\n'
+        "sleep 30\necho never\n"
+    )
+    job = _submit_and_forward(api_alice, local_body, script)
+    job = _sync_until(job, local_cluster, Job.FINAL_STATES)
+    record = _records(local_cluster) / f"{job.uuid}.status.json"
+    deadline = time.monotonic() + 10  # the supervisor stops the job within seconds
+    while time.monotonic() < deadline and '"cancelled"' not in record.read_text():
+        time.sleep(0.2)
+
+    assert job.state == Job.State.NODE_FAIL
+    assert job.state_reason == "the job altered the records of its supervisor"
+    assert 2 <= job.elapsed_seconds <= 15
+    assert job.charged_cost == Decimal(job.elapsed_seconds)
+    log = api_alice.get(f"/api/v1/jobs/{job.uuid}/log/").json()
+    assert log["data"] == "start\n"
+    final = json.loads(record.read_text())
+    assert (final["state"], "signature" in final) == ("cancelled", True)  # by the supervisor
 
 
 def test_a_job_sees_none_of_the_portals_environment(
