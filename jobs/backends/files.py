@@ -149,18 +149,3 @@ def result_parts(path: str) -> list[str]:
     if not path or "\x00" in path or os.path.isabs(path) or ".." in path.split("/"):
         raise PathRefused(f"Refused result path {path!r}: not inside the output directory")
     return [part for part in path.split("/") if part not in ("", ".")]
-
-
-def list_result_files(
-    base: str | os.PathLike[str], *, limit: int = MAX_RESULTS
-) -> list[ResultFile]:
-    """Regular files under the folder `base` (trusted), sorted, as relative POSIX paths (at
-    most `limit`); links are neither listed nor entered. A missing `base` has no files."""
-    return list_files(base, [], limit=limit)
-
-
-def open_result_file(base: str | os.PathLike[str], path: str) -> BinaryIO:
-    """Open the regular file `path` (relative) under the folder `base` (trusted) for reading.
-    BackendError when `path` is not relative and plain or passes through a link;
-    FileNotFoundError (or IsADirectoryError) when there is no regular file there."""
-    return open_file(base, result_parts(path))

@@ -1,5 +1,5 @@
-"""Result files read by the local, Slurm and Kubernetes backends stay inside the job's
-directory: no link is followed, not even one that stays inside."""
+"""Result files read by the local, Slurm and Kubernetes backends (jobs.backends.files) stay
+inside the job's directory: no link is followed, not even one that stays inside."""
 
 from __future__ import annotations
 
@@ -10,13 +10,7 @@ from pathlib import Path
 import pytest
 
 from jobs.backends.base import BackendError
-from jobs.backends.files import (
-    PathRefused,
-    list_files,
-    list_result_files,
-    open_file,
-    open_result_file,
-)
+from jobs.backends.files import PathRefused, list_files, open_file, result_parts
 
 
 @pytest.fixture
@@ -36,19 +30,19 @@ def output(tmp_path: Path) -> Path:
 
 
 def test_listing_shows_regular_files_and_no_link(output):
-    files = list_result_files(output)
+    files = list_files(output, [])
 
     assert [(f.path, f.size) for f in files] == [("metrics.txt", 5), ("plots/loss.png", 4)]
     assert all(f.modified is not None for f in files)
 
 
 def test_listing_stops_at_the_limit_and_a_missing_directory_has_no_files(output, tmp_path):
-    assert [f.path for f in list_result_files(output, limit=1)] == ["metrics.txt"]
-    assert list_result_files(tmp_path / "never-ran") == []
+    assert [f.path for f in list_files(output, [], limit=1)] == ["metrics.txt"]
+    assert list_files(tmp_path / "never-ran", []) == []
 
 
 def test_a_result_file_opens_with_its_bytes(output):
-    with open_result_file(output, "plots/loss.png") as handle:
+    with open_file(output, result_parts("plots/loss.png")) as handle:
         assert handle.read() == b"png\n"
 
 
@@ -68,19 +62,19 @@ def test_a_result_file_opens_with_its_bytes(output):
 )
 def test_paths_leading_out_of_the_directory_are_refused(output, path):
     with pytest.raises(BackendError):
-        open_result_file(output, path)
+        open_file(output, result_parts(path))
 
 
 def test_up_through_a_linked_parent_is_refused(output):
     with pytest.raises(BackendError):
-        open_result_file(output, "up/secret.txt")
+        open_file(output, result_parts("up/secret.txt"))
 
 
 def test_what_is_not_there_is_not_found_and_a_folder_is_not_a_file(output):
     with pytest.raises(FileNotFoundError):
-        open_result_file(output, "missing.txt")
+        open_file(output, result_parts("missing.txt"))
     with pytest.raises(IsADirectoryError):
-        open_result_file(output, "plots")
+        open_file(output, result_parts("plots"))
 
 
 def test_a_fifo_left_by_the_job_is_refused_instead_of_blocking_the_reader(output):
@@ -88,7 +82,7 @@ def test_a_fifo_left_by_the_job_is_refused_instead_of_blocking_the_reader(output
 
     def attempt() -> None:
         try:
-            open_result_file(output, "pipe").close()
+            open_file(output, result_parts("pipe")).close()
             outcome.append(None)
         except BaseException as exc:
             outcome.append(exc)

@@ -310,9 +310,5 @@ class SlurmBackend(ComputeBackend):
 
     def open_result(self, ref: JobRef, path: str) -> BinaryIO:
         """One file under <workdir>/output; '..', absolute paths and symlinks are refused."""
-        if not path or path.startswith("/") or "\x00" in path:
-            raise BackendError("path must be relative to the output directory")
-        parts = [p for p in path.split("/") if p not in ("", ".")]
-        if any(p == ".." for p in parts):
-            raise BackendError("path escapes the job's output directory")
+        parts = files.result_parts(path)
         return files.open_file(self.shared_mount, self._parts(ref, "output", *parts))
