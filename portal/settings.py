@@ -320,6 +320,11 @@ elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
 # quarter of it) lost its forward; the sweep looks for such jobs this often.
 JOBS_LOST_FORWARD_SECONDS = env.int("JOBS_LOST_FORWARD_SECONDS", default=45)
 JOBS_FORWARD_SWEEP_SECONDS = env.int("JOBS_FORWARD_SWEEP_SECONDS", default=10)
+if JOBS_LOST_FORWARD_SECONDS < 30 or JOBS_FORWARD_SWEEP_SECONDS < 1:
+    # A job between two quick retries waits up to 16 s untouched: it must not look lost.
+    raise ImproperlyConfigured(
+        "JOBS_LOST_FORWARD_SECONDS must be at least 30 and JOBS_FORWARD_SWEEP_SECONDS at least 1"
+    )
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
