@@ -245,8 +245,10 @@ def test_a_record_forged_after_the_end_is_refused_and_charged_from_submission(
     forged = '{"state": "completed", "exit_code": 0, "started_at": 2000000000, "ended_at": 1}'
     script = (
         "sleep 2\n"
-        f"setsid bash -c 'sleep 1; echo '\"'\"'{forged}'\"'\"' > "
+        f"setsid bash -c 'touch detached; sleep 1; echo '\"'\"'{forged}'\"'\"' > "
         '"$GPUC_JOB_DIR/../.records/$GPUC_JOB_UUID.status.json"\' &\n'
+        # Out of the job's process group before the job ends (the supervisor kills what is left)
+        "until [ -e detached ]; do sleep 0.05; done\n"
     )
     job = _submit_and_forward(api_alice, local_body, script)
     status = _records(local_cluster) / f"{job.uuid}.status.json"
