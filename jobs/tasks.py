@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import time
-from datetime import timedelta
 from typing import Any
 
-from celery import shared_task
+from celery import Task, shared_task
+from celery.signals import worker_ready
 from django.core.cache import cache
+from django.utils import timezone
 
 from jobs import services
 from jobs.backends.base import BackendUnavailable
@@ -15,40 +17,47 @@ from jobs.models import ClusterAccessRequest
 from jobs.provisioning import ProvisionUnavailable
 from quotas.models import Cluster
 
-# Pending jobs untouched this long lost their forward (a retrying job is touched at least
-# every retry_backoff_max seconds, so it is never re-queued twice).
-LOST_FORWARD_AFTER = timedelta(minutes=10)
+logger = logging.getLogger(__name__)
+
+# A job that failed to forward is retried on its own a few times, quickly (2, 4, 8, 16 s:
+# each wait under JOBS_LOST_FORWARD_SECONDS, so the sweep never takes a live retry for a lost
+# one); after that the sweep retries it with the cluster's other lost jobs, one batch and one
+# lookup per cluster, however long the cluster stays down.
+FORWARD_QUICK_RETRIES = 4
 SYNC_LOCK_SECONDS = 120
 FORWARD_COALESCE_SECONDS = 0.05
 
 
-@shared_task(
-    acks_late=True,
-    autoretry_for=(BackendUnavailable,),
-    retry_backoff=2,
-    retry_backoff_max=300,
-    retry_jitter=True,
-    max_retries=10_000,
-)
-def forward_job_task(job_id: int) -> None:
+@shared_task(bind=True, acks_late=True, max_retries=FORWARD_QUICK_RETRIES)
+def forward_job_task(self: Task, job_id: int) -> None:
     """Hand one pending job to its cluster (idempotent: claim + uuid lookup)."""
-    services.job_forward(job_id=job_id)
+    try:
+        services.job_forward(job_id=job_id)
+    except BackendUnavailable as exc:
+        if self.request.retries >= FORWARD_QUICK_RETRIES:
+            logger.warning("Job %s still not forwarded (%s); the sweep takes it over", job_id, exc)
+            return
+        raise self.retry(exc=exc, countdown=2 ** (self.request.retries + 1)) from None
 
 
 @shared_task(acks_late=True)
-def forward_cluster_task(cluster_id: int, coalesce: bool = True) -> int:
+def forward_cluster_task(cluster_id: int, coalesce: bool = True, recover: bool = False) -> int:
     """Forward a cluster's pending jobs in batches (queued, debounced, by job_submit).
 
     A moment's wait first (`coalesce`; a batch submission skips it) lets the submissions of
     the next few milliseconds join this task; then the debounce key is cleared BEFORE
     claiming, so a job committed later is either claimed here or queues a task of its own. A
-    lost task costs nothing but time: forward_pending_task re-queues jobs pending for too
-    long."""
+    lost task costs nothing but time: forward_pending_task recovers jobs left pending or
+    submitting for JOBS_LOST_FORWARD_SECONDS. `recover` (from that sweep): take the jobs of
+    every attempt left untouched that long instead of the first attempts."""
     if coalesce and not forward_cluster_task.request.is_eager:
         time.sleep(FORWARD_COALESCE_SECONDS)
     services.forward_debounce_clear(cluster_id=cluster_id)
+    lost_before = timezone.now() - services.lost_forward_after() if recover else None
     total = 0
-    while (claimed := services.jobs_forward_batch(cluster_id=cluster_id)) > 0:
+    while (
+        claimed := services.jobs_forward_batch(cluster_id=cluster_id, lost_before=lost_before)
+    ) > 0:
         total += claimed
         if claimed < services.FORWARD_BATCH:
             break
@@ -57,11 +66,18 @@ def forward_cluster_task(cluster_id: int, coalesce: bool = True) -> int:
 
 @shared_task
 def forward_pending_task() -> int:
-    """Beat: re-queue pending jobs whose forwarding was lost (broker down at submit, ...)."""
-    ids = services.jobs_to_reforward(older_than=LOST_FORWARD_AFTER)
-    for job_id in ids:
-        forward_job_task.delay(job_id)
-    return len(ids)
+    """Beat (every JOBS_FORWARD_SWEEP_SECONDS) and at worker start: one recovery forward per
+    cluster with jobs whose forwarding was lost (broker down at submit, worker killed)."""
+    cluster_ids = services.jobs_recover_lost_forwards()
+    for cluster_id in cluster_ids:
+        forward_cluster_task.delay(cluster_id, coalesce=False, recover=True)
+    return len(cluster_ids)
+
+
+@worker_ready.connect
+def _sweep_when_a_worker_starts(sender: object = None, **kwargs: object) -> None:
+    """A worker coming back after a crash or a broker outage recovers at once, not a tick later."""
+    forward_pending_task.delay()
 
 
 @shared_task(acks_late=True)

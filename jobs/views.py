@@ -6,6 +6,7 @@ import base64
 import os
 import uuid as uuid_lib
 from datetime import datetime
+from http import HTTPStatus
 from typing import Any, cast
 
 from django.contrib import messages
@@ -244,7 +245,10 @@ def job_log_partial(request: HttpRequest, job_uuid: uuid_lib.UUID) -> HttpRespon
 @require_GET
 def job_results_partial(request: HttpRequest, job_uuid: uuid_lib.UUID) -> HttpResponse:
     job = _job(request, job_uuid)
-    return render(request, "jobs/_results.html", _status_context(request, job))
+    context = _status_context(request, job)
+    # A listing that cannot be made (the output folder is a link) is the caller's 400.
+    status = HTTPStatus.BAD_REQUEST if context["results_error"] else HTTPStatus.OK
+    return render(request, "jobs/_results.html", context, status=status)
 
 
 @login_required

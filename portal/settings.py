@@ -347,6 +347,20 @@ if CELERY_BROKER_URL == "filesystem://":
         "control_folder": str(_q / "control"),
         "store_processed": False,
     }
+elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    # Messages a dead worker had taken (acks_late) come back only after this long; recovery
+    # does not wait for them (the forwarding sweep below), and a redelivered forward is a
+    # no-op (claim + uuid lookup). Every countdown we use stays far below it.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+# A job pending or submitting this long with no live forwarder (one renews its claim every
+# quarter of it) lost its forward; the sweep looks for such jobs this often.
+JOBS_LOST_FORWARD_SECONDS = env.int("JOBS_LOST_FORWARD_SECONDS", default=45)
+JOBS_FORWARD_SWEEP_SECONDS = env.int("JOBS_FORWARD_SWEEP_SECONDS", default=10)
+if JOBS_LOST_FORWARD_SECONDS < 30 or JOBS_FORWARD_SWEEP_SECONDS < 1:
+    # A job between two quick retries waits up to 16 s untouched: it must not look lost.
+    raise ImproperlyConfigured(
+        "JOBS_LOST_FORWARD_SECONDS must be at least 30 and JOBS_FORWARD_SWEEP_SECONDS at least 1"
+    )
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -360,7 +374,7 @@ CELERY_BEAT_SCHEDULE = {
     },
     "jobs-forward-pending": {
         "task": "jobs.tasks.forward_pending_task",
-        "schedule": timedelta(seconds=30),
+        "schedule": timedelta(seconds=JOBS_FORWARD_SWEEP_SECONDS),
     },
     "quotas-daily-expiry": {
         "task": "quotas.tasks.allocations_expire_task",

@@ -47,7 +47,8 @@ from jobs.services.forward import (
     job_ref,
     job_spec,
     jobs_forward_batch,
-    jobs_to_reforward,
+    jobs_recover_lost_forwards,
+    lost_forward_after,
 )
 from jobs.services.submit import (
     BATCH_KEY_MAX,
@@ -65,7 +66,6 @@ from jobs.services.sync import (
     EVENT_FIELDS,
     FINALIZE_BATCH,
     MISSING_BATCH,
-    STALE_SUBMITTING,
     SyncResult,
     cluster_sync,
 )
@@ -85,7 +85,6 @@ __all__ = [
     "MISSING_BATCH",
     "SPEC_FIELDS",
     "STALE_CLAIM",
-    "STALE_SUBMITTING",
     "STREAMS",
     "DirectResult",
     "SyncResult",
@@ -115,7 +114,8 @@ __all__ = [
     "job_submit_many",
     "job_template_create",
     "jobs_forward_batch",
-    "jobs_to_reforward",
+    "jobs_recover_lost_forwards",
+    "lost_forward_after",
     "qualified_project",
     "username_candidates",
 ]

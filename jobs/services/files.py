@@ -85,6 +85,9 @@ def job_results(*, user: User, job: Job) -> list[ResultFile]:
         return get_backend(job.cluster).list_results(job_ref(job))
     except BackendUnavailable as exc:
         raise ClusterUnavailable(f"Cluster {job.cluster.name} did not answer: {exc}") from None
+    except BackendError as exc:
+        # e.g. the job replaced its output folder with a link (to / or to another job's files)
+        raise InvalidJob(f"The job's results cannot be listed: {exc}", field="results") from None
 
 
 def clean_result_path(path: str) -> str:

@@ -7,10 +7,13 @@ job with; no scheduler call happens inside a database transaction."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+import uuid
+from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
+from datetime import datetime, timedelta
+from typing import TypeVar
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -24,6 +27,37 @@ from quotas.services import ledger_settle
 from quotas.services.batch import bulk_insert, bulk_set
 
 logger = logging.getLogger(__name__)
+
+FORWARD_BATCH = 200
+FORWARD_THREADS = 4
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+# --- the forwarder's claim -------------------------------------------------------------------
+
+
+def lost_forward_after() -> timedelta:
+    """A pending or submitting job untouched this long has no live forwarder (settings)."""
+    return timedelta(seconds=settings.JOBS_LOST_FORWARD_SECONDS)
+
+
+def _run_claimed(ids: Sequence[int], call: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """`call` over `items` (in order) from a few threads, while this thread renews the claim of
+    the jobs `ids` (their updated_at) every quarter of lost_forward_after(): a forwarder that is
+    alive, however slow its cluster, is never taken for lost, and a killed one stops renewing,
+    so the sweep recovers its jobs within a minute."""
+    every = max(1.0, lost_forward_after().total_seconds() / 4)
+    with ThreadPoolExecutor(max(1, min(FORWARD_THREADS, len(items)))) as pool:
+        futures = [pool.submit(call, item) for item in items]
+        while True:
+            _, running = wait(futures, timeout=every)
+            if not running:
+                break
+            Job.objects.filter(pk__in=ids, state=Job.State.SUBMITTING).update(
+                updated_at=timezone.now()
+            )
+    return [future.result() for future in futures]
 
 
 # --- forwarding ----------------------------------------------------------------------------
@@ -58,13 +92,16 @@ def job_forward(*, job_id: int) -> Job:
         if not job.cluster.enabled:
             raise BackendUnavailable(f"Cluster {job.cluster.name} is disabled")
         backend = get_backend(job.cluster)
-        # Only an earlier attempt (its answer lost, or recovered from a dead forwarder) can have
-        # left a job on the cluster: a first attempt skips the lookup, which on Slurm lists every
-        # job of the cluster.
-        backend_id = backend.find([job.uuid]).get(job.uuid) if job.forward_attempts else None
-        found = backend_id is not None
-        if backend_id is None:
-            backend_id = backend.submit(job_spec(job))
+
+        def find_or_submit(target: Job) -> tuple[str, bool]:
+            # Only an earlier attempt (its answer lost, or recovered from a dead forwarder) can
+            # have left a job on the cluster: a first attempt skips the lookup, which on Slurm
+            # lists every job of the cluster.
+            if target.forward_attempts and (known := backend.find([target.uuid]).get(target.uuid)):
+                return known, True
+            return backend.submit(job_spec(target)), False
+
+        ((backend_id, found),) = _run_claimed([job.pk], find_or_submit, [job])
     except BackendError as exc:
         _reject(job, f"Rejected by the cluster: {exc}")
         return job
@@ -81,25 +118,29 @@ def job_forward(*, job_id: int) -> Job:
     return job
 
 
-FORWARD_BATCH = 200
-FORWARD_THREADS = 4
-
-
-def jobs_forward_batch(*, cluster_id: int, limit: int = FORWARD_BATCH) -> int:
+def jobs_forward_batch(
+    *, cluster_id: int, limit: int = FORWARD_BATCH, lost_before: datetime | None = None
+) -> int:
     """Forward up to `limit` of a cluster's pending first-attempt jobs at once: claim them in one
     transaction (rows another forwarder holds are skipped), submit them from a few threads over
     the backend's pooled session, then record every backend id in one transaction. Returns how
     many were claimed. Jobs already retrying are left to their own forward_job_task. A cluster
     that is unavailable puts the claimed jobs back to pending and queues a per-job retry; a
-    permanent error rejects only the job it concerns."""
+    permanent error rejects only the job it concerns.
+
+    `lost_before` (the sweep's recovery): claim instead the pending jobs of every attempt not
+    touched since then; those tried before are first looked up by uuid in one backend call,
+    and only the ones the cluster does not know are submitted."""
     now = timezone.now()
+    pending = Job.objects.select_for_update(skip_locked=True).filter(
+        cluster_id=cluster_id, state=Job.State.PENDING
+    )
+    if lost_before is None:
+        pending = pending.filter(forward_attempts=0)
+    else:
+        pending = pending.filter(updated_at__lt=lost_before)
     with transaction.atomic():
-        ids = list(
-            Job.objects.select_for_update(skip_locked=True)
-            .filter(cluster_id=cluster_id, state=Job.State.PENDING, forward_attempts=0)
-            .order_by("pk")
-            .values_list("pk", flat=True)[:limit]
-        )
+        ids = list(pending.order_by("pk").values_list("pk", flat=True)[:limit])
         if not ids:
             return 0
         Job.objects.filter(pk__in=ids).update(state=Job.State.SUBMITTING, updated_at=now)
@@ -107,8 +148,22 @@ def jobs_forward_batch(*, cluster_id: int, limit: int = FORWARD_BATCH) -> int:
     if not jobs:
         return len(ids)
     cluster = jobs[0].cluster
+    known: dict[uuid.UUID, str] = {}
+    retried = [job for job in jobs if job.forward_attempts]
+    if retried:
+        try:
+            if not cluster.enabled:
+                raise BackendUnavailable(f"Cluster {cluster.name} is disabled")
+            known = get_backend(cluster).find([job.uuid for job in retried])
+        except Exception as lookup_failed:
+            # Unsure what the cluster holds: none of them may be submitted now.
+            for job in retried:
+                _forward_failed(job.pk, lookup_failed, retry=lost_before is None)
+            jobs = [job for job in jobs if not job.forward_attempts]
 
     def submit(job: Job) -> tuple[Job, str, Exception | None]:
+        if job.uuid in known:
+            return job, known[job.uuid], None
         try:
             if not cluster.enabled:
                 raise BackendUnavailable(f"Cluster {cluster.name} is disabled")
@@ -116,22 +171,22 @@ def jobs_forward_batch(*, cluster_id: int, limit: int = FORWARD_BATCH) -> int:
         except Exception as exc:
             return job, "", exc
 
-    if len(jobs) == 1:
-        outcomes = [submit(jobs[0])]
-    else:
-        with ThreadPoolExecutor(min(FORWARD_THREADS, len(jobs))) as pool:
-            outcomes = list(pool.map(submit, jobs))
-    _record_forwarded_many([(job, backend_id) for job, backend_id, exc in outcomes if not exc])
+    outcomes = _run_claimed([job.pk for job in jobs], submit, jobs)
+    _record_forwarded_many(
+        [(job, backend_id) for job, backend_id, exc in outcomes if not exc],
+        found={job.pk for job in retried if job.uuid in known},
+    )
     for job, _, exc in outcomes:
         if isinstance(exc, BackendError):
             _reject(job, f"Rejected by the cluster: {exc}")
         elif exc is not None:
-            _forward_failed(job.pk, exc)
+            _forward_failed(job.pk, exc, retry=lost_before is None)
     return len(ids)
 
 
-def _forward_failed(job_id: int, exc: Exception) -> None:
-    """Back to pending after a transient failure; its own task retries it with backoff."""
+def _forward_failed(job_id: int, exc: Exception, *, retry: bool = True) -> None:
+    """Back to pending after a transient failure; its own task retries it with backoff
+    (`retry`), else the next sweep retries it with the cluster's other lost jobs."""
     from jobs.tasks import forward_job_task
 
     logger.warning("Forwarding job %s failed, will retry: %s", job_id, exc)
@@ -141,6 +196,8 @@ def _forward_failed(job_id: int, exc: Exception) -> None:
         state_reason=f"Cluster unavailable, will retry: {exc}"[:500],
         updated_at=timezone.now(),
     )
+    if not retry:
+        return
     try:
         forward_job_task.apply_async((job_id,), countdown=2)
     except Exception:
@@ -148,9 +205,10 @@ def _forward_failed(job_id: int, exc: Exception) -> None:
 
 
 @transaction.atomic
-def _record_forwarded_many(done: Sequence[tuple[Job, str]]) -> None:
+def _record_forwarded_many(done: Sequence[tuple[Job, str]], *, found: Collection[int] = ()) -> None:
     """_record_forwarded for many jobs: one locking read, one UPDATE from arrays of values and
-    one INSERT of events (a CASE over hundreds of ids costs more than the submissions)."""
+    one INSERT of events (a CASE over hundreds of ids costs more than the submissions). `found`:
+    pks of the jobs found on the cluster rather than submitted."""
     if not done:
         return
     now = timezone.now()
@@ -176,7 +234,7 @@ def _record_forwarded_many(done: Sequence[tuple[Job, str]]) -> None:
                 pk,
                 Job.State.SUBMITTING,
                 Job.State.QUEUED,
-                f"Submitted to the cluster as {backend_ids[pk]}",
+                f"{'Found on' if pk in found else 'Submitted to'} the cluster as {backend_ids[pk]}",
                 now,
             )
             for pk in ids
@@ -231,11 +289,22 @@ def _reject(job: Job, reason: str) -> None:
     )
 
 
-def jobs_to_reforward(*, older_than: timedelta, limit: int = 1000) -> list[int]:
-    """Ids of pending jobs whose forwarding seems lost (not touched for `older_than`)."""
-    cutoff = timezone.now() - older_than
-    return list(
+def jobs_recover_lost_forwards(*, older_than: timedelta | None = None) -> list[int]:
+    """The sweep: jobs pending or submitting with no live forwarder for `older_than` (default
+    lost_forward_after()) lost their forward (broker down at submit, worker killed holding the
+    message or in the middle of a batch). Submitting ones go back to pending with one more
+    attempt, so that their next forward asks the cluster for their uuid before submitting.
+    Returns the ids of the clusters that have such jobs (one recovery forward for each)."""
+    cutoff = timezone.now() - (older_than if older_than is not None else lost_forward_after())
+    # updated_at is kept: the recovery forward claims pending jobs older than its cutoff.
+    Job.objects.filter(state=Job.State.SUBMITTING, updated_at__lt=cutoff).update(
+        state=Job.State.PENDING,
+        forward_attempts=F("forward_attempts") + 1,
+        state_reason="Its forwarder stopped; the cluster is asked for it before it is resubmitted",
+    )
+    return sorted(
         Job.objects.filter(state=Job.State.PENDING, updated_at__lt=cutoff)
-        .order_by("updated_at")
-        .values_list("pk", flat=True)[:limit]
+        .order_by("cluster_id")
+        .values_list("cluster_id", flat=True)
+        .distinct()
     )

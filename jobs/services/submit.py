@@ -437,13 +437,3 @@ def _shared_cache() -> bool:
 
 def forward_debounce_clear(*, cluster_id: int) -> None:
     cache.delete(FORWARD_DEBOUNCE_KEY.format(cluster_id=cluster_id))
-
-
-def _enqueue_forward(job_id: int) -> None:
-    from jobs.tasks import forward_job_task
-
-    try:
-        forward_job_task.delay(job_id)
-    except Exception:
-        # The broker is down: the job stays pending and forward_pending_task picks it up.
-        logger.exception("Could not queue forwarding of job %s", job_id)

@@ -6,7 +6,6 @@ scheduler call happens inside a database transaction."""
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,7 +15,6 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 
 from jobs.backends import get_backend
@@ -30,15 +28,13 @@ from jobs.backends.base import (
 )
 from jobs.models import Job, JobEvent
 from jobs.services.direct import cluster_direct_sync
-from jobs.services.forward import _record_forwarded, job_ref
-from jobs.services.submit import _enqueue_forward
+from jobs.services.forward import job_ref
 from quotas.models import ZERO, Cluster, Hold, Rate
 from quotas.services import Usage, cost_of
 from quotas.services.batch import bulk_insert, bulk_set, ledger_settle_many
 
 logger = logging.getLogger(__name__)
 
-STALE_SUBMITTING = timedelta(seconds=60)
 FINALIZE_BATCH = 1000
 EVENT_FIELDS = ("job_id", "created_at", "from_state", "to_state", "message")
 
@@ -54,7 +50,6 @@ class SyncResult:
     polled: int = 0
     transitions: int = 0
     finalized: int = 0
-    recovered: int = 0
     missing: int = 0  # queued/running jobs this poll did not report (the lost ones included)
     lost: int = 0  # of those, ended now: missing for longer than JOBS_MISSING_GRACE_SECONDS
     direct: int = 0  # jobs submitted outside the portal found (and charged) in this tick
@@ -74,8 +69,6 @@ def cluster_sync(*, cluster: Cluster) -> SyncResult:
     finalise newly finished jobs (one usage call) exactly once."""
     result = SyncResult(cluster=cluster.name)
     backend = get_backend(cluster)
-    _recover_stale_submitting(cluster, backend, result)
-
     active = list(
         Job.objects.filter(
             cluster=cluster, state__in=(Job.State.QUEUED, Job.State.RUNNING)
@@ -233,36 +226,6 @@ def _end_lost_batch(cluster: Cluster, ids: Sequence[int], cutoff: datetime, book
     # The transition first, then the charge, as for a job that ended on its own.
     bulk_insert(JobEvent, EVENT_FIELDS, events + charge_events)
     return len(updates)
-
-
-def _recover_stale_submitting(cluster: Cluster, backend: Any, result: SyncResult) -> None:
-    """A forwarder that died between claim and record leaves a job in `submitting`: ask the
-    backend (one find call) and either record the job it has or put it back to pending."""
-    cutoff = timezone.now() - STALE_SUBMITTING
-    stale = list(
-        Job.objects.filter(
-            cluster=cluster, state=Job.State.SUBMITTING, updated_at__lt=cutoff
-        ).select_related("project")
-    )
-    if not stale:
-        return
-    result.backend_calls += 1
-    found = backend.find([job.uuid for job in stale])
-    absent: list[int] = []
-    for job in stale:
-        if backend_id := found.get(job.uuid):
-            _record_forwarded(job, backend_id, found=True)
-        else:
-            absent.append(job.pk)
-    if absent:
-        Job.objects.filter(pk__in=absent, state=Job.State.SUBMITTING, updated_at__lt=cutoff).update(
-            state=Job.State.PENDING,
-            forward_attempts=F("forward_attempts") + 1,  # the next forward looks first
-            updated_at=timezone.now(),
-        )
-        for job_id in absent:
-            transaction.on_commit(functools.partial(_enqueue_forward, job_id))
-    result.recovered = len(stale)
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:

@@ -11,7 +11,6 @@ from django.utils import timezone
 from jobs.arrays import parse_array
 from jobs.models import Job
 from jobs.reconcile import orphaned_job_holds
-from jobs.tasks import forward_pending_task
 from portal.checks import check_cluster_backends
 from quotas.models import Hold
 from quotas.services import ledger_hold
@@ -84,14 +83,3 @@ def test_holds_of_finalised_or_missing_jobs_are_reported_as_orphaned(
     orphans = orphaned_job_holds(holds)
     assert set(orphans) == {done.hold_id, stray.pk}
     assert live.hold_id not in orphans
-
-
-def test_the_beat_requeues_only_pending_jobs_whose_forward_was_lost(submit, sim_cluster):
-    lost = submit(sim_cluster, name="lost")
-    fresh = submit(sim_cluster, name="fresh")
-    Job.objects.filter(pk=lost.pk).update(updated_at=timezone.now() - timedelta(hours=1))
-    from jobs import services
-
-    assert services.jobs_to_reforward(older_than=timedelta(minutes=10)) == [lost.pk]
-    assert fresh.pk not in services.jobs_to_reforward(older_than=timedelta(minutes=10))
-    assert forward_pending_task() == 1

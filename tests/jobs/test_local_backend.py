@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
 from decimal import Decimal
 from http import HTTPStatus
+from pathlib import Path
 
 import pytest
+from django.test import Client
 
 from jobs.models import Job
 from jobs.services import cluster_sync, job_forward
@@ -117,7 +120,7 @@ def test_cancelling_a_running_local_job_stops_it_and_charges_its_run_time(
     assert job.charged_cost == Decimal(job.elapsed_seconds)
 
 
-def test_results_refuse_symlinks_escaping_the_output_directory(
+def test_results_refuse_every_symlink_the_job_left_in_its_output(
     api_alice, local_body, local_cluster
 ):
     script = (
@@ -130,13 +133,13 @@ def test_results_refuse_symlinks_escaping_the_output_directory(
     job = _submit_and_forward(api_alice, local_body, script)
     job = _sync_until(job, local_cluster, Job.FINAL_STATES)
     listing = api_alice.get(f"/api/v1/jobs/{job.uuid}/results/").json()["results"]
-    assert sorted(f["path"] for f in listing) == ["alias.txt", "ok.txt"]
-    for path in ["leak", "up/spec.json", "up/script.sh"]:
+    assert sorted(f["path"] for f in listing) == ["ok.txt"]
+    for path in ["leak", "up/stdout.log", "up/script.sh", "alias.txt"]:
         response = api_alice.get(f"/api/v1/jobs/{job.uuid}/results/{path}")
         assert response.status_code == HTTPStatus.BAD_REQUEST, path
         assert response.json()["field"] == "path"
-    alias = api_alice.get(f"/api/v1/jobs/{job.uuid}/results/alias.txt")
-    assert b"".join(alias.streaming_content) == b"fine\n"
+    ok = api_alice.get(f"/api/v1/jobs/{job.uuid}/results/ok.txt")
+    assert b"".join(ok.streaming_content) == b"fine\n"
 
 
 def test_a_large_log_is_read_from_the_end_by_a_negative_offset(
@@ -149,3 +152,168 @@ def test_a_large_log_is_read_from_the_end_by_a_negative_offset(
     assert tail == {"data": "THE-END\n", "next_offset": 3000009, "eof": True}
     first = api_alice.get(f"/api/v1/jobs/{job.uuid}/log/?offset=0&limit=1000").json()
     assert (len(first["data"]), first["next_offset"], first["eof"]) == (1000, 1000, False)
+
+
+# --- a job cannot peek at another job's files or cheat on its charge ------------------------
+
+
+def _records(local_cluster) -> Path:
+    return Path(local_cluster.options["root"]) / ".records"
+
+
+def test_a_job_linking_its_output_and_log_to_another_jobs_files_is_not_served_their_bytes(
+    api_alice, local_body, local_cluster
+):
+    victim = _submit_and_forward(
+        api_alice,
+        local_body,
+        'echo "VICTIM-LOG"\necho "VICTIM-RESULT" > "$GPUC_OUTPUT_DIR/secret.txt"\n',
+    )
+    victim = _sync_until(victim, local_cluster, Job.FINAL_STATES)
+    victim_dir = Path(local_cluster.options["root"]) / str(victim.uuid)
+    script = (
+        'rm -rf "$GPUC_OUTPUT_DIR" && ln -s "$VICTIM/output" "$GPUC_OUTPUT_DIR"\n'
+        'rm -f stdout.log && ln -s "$VICTIM/stdout.log" stdout.log\n'
+    )
+    cheat = _submit_and_forward(api_alice, local_body, script, env={"VICTIM": str(victim_dir)})
+    cheat = _sync_until(cheat, local_cluster, Job.FINAL_STATES)
+    assert (Path(local_cluster.options["root"]) / str(cheat.uuid) / "output").is_symlink()
+
+    listing = api_alice.get(f"/api/v1/jobs/{cheat.uuid}/results/")
+    download = api_alice.get(f"/api/v1/jobs/{cheat.uuid}/results/secret.txt")
+    log = api_alice.get(f"/api/v1/jobs/{cheat.uuid}/log/?stream=stdout")
+
+    assert listing.status_code == HTTPStatus.BAD_REQUEST
+    assert "symbolic links are not followed" in listing.json()["detail"]
+    assert download.status_code == HTTPStatus.BAD_REQUEST
+    assert b"VICTIM" not in download.content
+    assert log.status_code == HTTPStatus.BAD_REQUEST
+    assert "VICTIM" not in log.content.decode()
+    # The victim's own files are still served to it.
+    own = api_alice.get(f"/api/v1/jobs/{victim.uuid}/log/").json()
+    assert own["data"] == "VICTIM-LOG\n"
+
+
+def test_a_results_folder_linked_to_the_root_answers_400_in_the_api_and_on_the_web(
+    api_alice, local_body, local_cluster, alice
+):
+    job = _submit_and_forward(
+        api_alice, local_body, 'rm -rf "$GPUC_OUTPUT_DIR" && ln -s / "$GPUC_OUTPUT_DIR"\n'
+    )
+    job = _sync_until(job, local_cluster, Job.FINAL_STATES)
+    web = Client()
+    web.force_login(alice)
+
+    api = api_alice.get(f"/api/v1/jobs/{job.uuid}/results/")
+    page = web.get(f"/jobs/{job.uuid}/results/")
+    download = api_alice.get(f"/api/v1/jobs/{job.uuid}/results/etc/passwd")
+
+    assert api.status_code == HTTPStatus.BAD_REQUEST
+    assert api.json()["detail"] == (
+        "The job's results cannot be listed: output: symbolic links are not followed"
+    )
+    assert page.status_code == HTTPStatus.BAD_REQUEST
+    assert "symbolic links are not followed" in page.content.decode()
+    assert download.status_code == HTTPStatus.BAD_REQUEST
+    assert b"root:" not in download.content
+
+
+def test_a_job_rewriting_its_status_and_spec_files_is_still_charged_its_real_run_time(
+    api_alice, local_body, local_cluster
+):
+    fake_status = '{"state": "completed", "exit_code": 0, "started_at": 5, "ended_at": 5}'
+    fake_spec = '{"gpus": 0, "cpus": 0, "memory_mb": 0, "gpu_type": "", "time_limit_seconds": 0}'
+    script = (
+        f"echo '{fake_status}' > status.json\necho '{fake_spec}' > spec.json\n"
+        f"echo '{fake_status}' > \"$GPUC_OUTPUT_DIR/status.json\"\nsleep 3\n"
+    )
+    job = _submit_and_forward(api_alice, local_body, script)
+    job = _sync_until(job, local_cluster, Job.FINAL_STATES)
+
+    assert job.state == Job.State.COMPLETED
+    assert job.elapsed_seconds >= 3
+    assert job.ended_at >= job.started_at
+    assert job.charged_cost == Decimal(job.elapsed_seconds)  # 1 SU per CPU-second
+
+
+def test_a_record_forged_after_the_end_is_refused_and_charged_from_submission(
+    api_alice, local_body, local_cluster
+):
+    # A job that finds its supervisor's record outside its folder and forges it after the end
+    # (from a process it detached, with an end before the start) gains nothing: the record's
+    # signature fails, so the portal charges it from its submission by its own clock.
+    forged = '{"state": "completed", "exit_code": 0, "started_at": 2000000000, "ended_at": 1}'
+    script = (
+        "sleep 2\n"
+        f"setsid bash -c 'touch detached; sleep 1; echo '\"'\"'{forged}'\"'\"' > "
+        '"$GPUC_JOB_DIR/../.records/$GPUC_JOB_UUID.status.json"\' &\n'
+        # Out of the job's process group before the job ends (the supervisor kills what is left)
+        "until [ -e detached ]; do sleep 0.05; done\n"
+    )
+    job = _submit_and_forward(api_alice, local_body, script)
+    status = _records(local_cluster) / f"{job.uuid}.status.json"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and '"ended_at": 1}' not in status.read_text():
+        time.sleep(0.2)
+    assert json.loads(status.read_text())["started_at"] == 2000000000  # the forgery landed
+
+    job = _sync_until(job, local_cluster, Job.FINAL_STATES)
+
+    assert job.state == Job.State.NODE_FAIL
+    assert job.state_reason == "the job altered the records of its supervisor"
+    assert job.ended_at >= job.started_at
+    assert job.elapsed_seconds >= 3
+    assert job.charged_cost == Decimal(job.elapsed_seconds)
+
+
+def test_a_running_job_forging_a_short_finished_record_is_stopped_and_charged_from_submission(
+    api_alice, local_body, local_cluster
+):
+    # Plausible times, "completed" after half a second, while the job runs on: without the
+    # supervisor's signature the portal does not believe it, stops the job, and charges it.
+    script = (
+        "echo start\nsleep 2\nnow=$(date +%s)\n"
+        'printf \'{"state": "completed", "exit_code": 0, "started_at": %s, "ended_at": %s}\' '
+        '"$((now - 1))" "$now" > "$GPUC_JOB_DIR/../.records/$GPUC_JOB_UUID.status.json"\n'
+        "sleep 30\necho never\n"
+    )
+    job = _submit_and_forward(api_alice, local_body, script)
+    job = _sync_until(job, local_cluster, Job.FINAL_STATES)
+    record = _records(local_cluster) / f"{job.uuid}.status.json"
+    deadline = time.monotonic() + 10  # the supervisor stops the job within seconds
+    while time.monotonic() < deadline and '"cancelled"' not in record.read_text():
+        time.sleep(0.2)
+
+    assert job.state == Job.State.NODE_FAIL
+    assert job.state_reason == "the job altered the records of its supervisor"
+    assert 2 <= job.elapsed_seconds <= 15
+    assert job.charged_cost == Decimal(job.elapsed_seconds)
+    log = api_alice.get(f"/api/v1/jobs/{job.uuid}/log/").json()
+    assert log["data"] == "start\n"
+    final = json.loads(record.read_text())
+    assert (final["state"], "signature" in final) == ("cancelled", True)  # by the supervisor
+
+
+def test_a_job_sees_none_of_the_portals_environment(
+    api_alice, local_body, local_cluster, monkeypatch
+):
+    secrets = {
+        "SECRET_KEY": "portal-secret-key-value",
+        "DATABASE_URL": "postgres://portal:db-password@db/portal",
+        "CELERY_BROKER_URL": "redis://:broker-password@broker:6379/0",
+    }
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    script = 'env\necho "--- parent"\ntr "\\0" "\\n" < /proc/$PPID/environ\n'
+    job = _submit_and_forward(api_alice, local_body, script, env={"MINE": "kept"})
+    job = _sync_until(job, local_cluster, Job.FINAL_STATES)
+
+    out = api_alice.get(f"/api/v1/jobs/{job.uuid}/log/").json()["data"]
+    assert job.state == Job.State.COMPLETED
+    assert "--- parent" in out
+    assert "MINE=kept" in out
+    assert f"HOME={Path(local_cluster.options['root']) / str(job.uuid)}" in out
+    assert f"GPUC_JOB_UUID={job.uuid}" in out
+    for name, value in secrets.items():
+        assert name not in out
+        assert value not in out

@@ -1,4 +1,5 @@
-"""Result files read by the local and Kubernetes backends stay inside the job's directory."""
+"""Result files read by the local, Slurm and Kubernetes backends (jobs.backends.files) stay
+inside the job's directory: no link is followed, not even one that stays inside."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from jobs.backends.base import BackendError
-from jobs.backends.files import list_result_files, open_result_file
+from jobs.backends.files import PathRefused, list_files, open_file, result_parts
 
 
 @pytest.fixture
@@ -28,54 +29,60 @@ def output(tmp_path: Path) -> Path:
     return base
 
 
-def test_listing_shows_regular_files_and_links_that_stay_inside(output):
-    files = list_result_files(output)
+def test_listing_shows_regular_files_and_no_link(output):
+    files = list_files(output, [])
 
-    assert [(f.path, f.size) for f in files] == [
-        ("alias.txt", 5),
-        ("metrics.txt", 5),
-        ("plots/loss.png", 4),
-    ]
+    assert [(f.path, f.size) for f in files] == [("metrics.txt", 5), ("plots/loss.png", 4)]
     assert all(f.modified is not None for f in files)
 
 
 def test_listing_stops_at_the_limit_and_a_missing_directory_has_no_files(output, tmp_path):
-    assert [f.path for f in list_result_files(output, limit=2)] == ["alias.txt", "metrics.txt"]
-    assert list_result_files(tmp_path / "never-ran") == []
+    assert [f.path for f in list_files(output, [], limit=1)] == ["metrics.txt"]
+    assert list_files(tmp_path / "never-ran", []) == []
 
 
-def test_a_result_file_opens_with_its_bytes_also_through_an_inside_link(output):
-    with open_result_file(output, "plots/loss.png") as handle:
+def test_a_result_file_opens_with_its_bytes(output):
+    with open_file(output, result_parts("plots/loss.png")) as handle:
         assert handle.read() == b"png\n"
-    with open_result_file(output, "alias.txt") as handle:
-        assert handle.read() == b"0.93\n"
 
 
 @pytest.mark.parametrize(
-    "path", ["", "/etc/passwd", "../secret.txt", "plots/../../secret.txt", "a\x00b", "leak.txt"]
+    "path",
+    [
+        "",
+        "/etc/passwd",
+        "../secret.txt",
+        "plots/../../secret.txt",
+        "a\x00b",
+        "leak.txt",
+        "alias.txt",
+        "dangling",
+        "pipe",
+    ],
 )
 def test_paths_leading_out_of_the_directory_are_refused(output, path):
     with pytest.raises(BackendError):
-        open_result_file(output, path)
+        open_file(output, result_parts(path))
 
 
 def test_up_through_a_linked_parent_is_refused(output):
     with pytest.raises(BackendError):
-        open_result_file(output, "up/secret.txt")
+        open_file(output, result_parts("up/secret.txt"))
 
 
-@pytest.mark.parametrize("path", ["missing.txt", "plots", "dangling"])
-def test_what_is_not_a_regular_file_is_not_found(output, path):
+def test_what_is_not_there_is_not_found_and_a_folder_is_not_a_file(output):
     with pytest.raises(FileNotFoundError):
-        open_result_file(output, path)
+        open_file(output, result_parts("missing.txt"))
+    with pytest.raises(IsADirectoryError):
+        open_file(output, result_parts("plots"))
 
 
-def test_a_fifo_left_by_the_job_is_not_found_instead_of_blocking_the_reader(output):
+def test_a_fifo_left_by_the_job_is_refused_instead_of_blocking_the_reader(output):
     outcome: list[BaseException | None] = []
 
     def attempt() -> None:
         try:
-            open_result_file(output, "pipe").close()
+            open_file(output, result_parts("pipe")).close()
             outcome.append(None)
         except BaseException as exc:
             outcome.append(exc)
@@ -87,4 +94,14 @@ def test_a_fifo_left_by_the_job_is_not_found_instead_of_blocking_the_reader(outp
         os.close(os.open(output / "pipe", os.O_WRONLY | os.O_NONBLOCK))
         reader.join(timeout=5)
         pytest.fail("opening a FIFO blocked until a writer came")
-    assert len(outcome) == 1 and isinstance(outcome[0], FileNotFoundError)
+    assert len(outcome) == 1 and isinstance(outcome[0], BackendError)
+
+
+def test_an_output_folder_that_is_a_link_is_refused_not_walked(tmp_path):
+    (tmp_path / "job").mkdir()
+    (tmp_path / "job" / "output").symlink_to("/")
+
+    with pytest.raises(PathRefused, match="symbolic links are not followed"):
+        list_files(tmp_path, ["job", "output"])
+    with pytest.raises(PathRefused):
+        open_file(tmp_path, ["job", "output", "etc", "passwd"])

@@ -114,31 +114,6 @@ def test_forwarding_finds_a_job_the_cluster_already_has_instead_of_submitting_ag
     assert "Found on the cluster" in job.events.last().message
 
 
-def test_sync_recovers_a_job_left_submitting_by_a_dead_forwarder(submit, sim_cluster, counting):
-    from datetime import timedelta
-
-    from django.utils import timezone
-
-    from jobs.services import job_spec
-
-    lost = submit(sim_cluster, name="lost")
-    done = submit(sim_cluster, name="done")
-    old = timezone.now() - timedelta(minutes=5)
-    Job.objects.filter(pk__in=[lost.pk, done.pk]).update(state="submitting", updated_at=old)
-    backend_id = counting.submit(job_spec(done))
-
-    result = cluster_sync(cluster=sim_cluster)
-
-    lost.refresh_from_db()
-    done.refresh_from_db()
-    assert result.recovered == 2
-    assert (done.state, done.backend_id) == (Job.State.RUNNING, backend_id)  # and polled
-    assert lost.state == Job.State.PENDING
-    job_forward(job_id=lost.pk)
-    lost.refresh_from_db()
-    assert lost.state == Job.State.QUEUED
-
-
 def test_a_job_the_cluster_rejects_is_rejected_and_its_hold_released(
     submit, sim_cluster, counting, allocation
 ):

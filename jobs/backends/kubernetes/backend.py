@@ -16,6 +16,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from jobs.backends import files
 from jobs.backends.base import (
     BackendError,
     BackendUnavailable,
@@ -27,7 +28,6 @@ from jobs.backends.base import (
     ResultFile,
     UsageRecord,
 )
-from jobs.backends.files import list_result_files, open_result_file
 from jobs.backends.kubernetes import options as option_checks
 from jobs.backends.kubernetes.objects import (
     CONTAINER,
@@ -642,19 +642,19 @@ class KubernetesBackend(ComputeBackend):
 
     # -- results --------------------------------------------------------------------------
 
-    def _results_dir(self, ref: JobRef) -> Path:
+    def _results_root(self) -> str:
         root = self.options.get("results_host_path")
         if not root:
             raise BackendError(f"Cluster {self.name} keeps no results (no results_host_path).")
-        return Path(root) / str(ref.uuid)
+        return str(root)
 
     def list_results(self, ref: JobRef) -> list[ResultFile]:
-        """Files under <results_host_path>/<uuid>/, never following links out of it."""
-        return list_result_files(self._results_dir(ref))
+        """Files under <results_host_path>/<uuid>/, never through a link (the folder too)."""
+        return files.list_files(self._results_root(), [str(ref.uuid)])
 
     def open_result(self, ref: JobRef, path: str) -> BinaryIO:
-        """Open one result file; refuses absolute paths, `..` and links leaving the job dir."""
-        return open_result_file(self._results_dir(ref), path)
+        """Open one result file; refuses absolute paths, `..` and links anywhere on the way."""
+        return files.open_file(self._results_root(), [str(ref.uuid), *files.result_parts(path)])
 
 
 def _pod_index(pod: Mapping[str, Any]) -> int | None:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
 
+from jobs.backends import files
 from jobs.backends.base import (
     UNKNOWN,
     BackendError,
@@ -24,8 +25,8 @@ from jobs.backends.base import (
     ResultFile,
     UsageRecord,
 )
-from jobs.backends.slurm import files, records, script, versions
 from jobs.backends.slurm import options as option_checks
+from jobs.backends.slurm import records, script, versions
 from jobs.backends.slurm.rest import (
     ALREADY_DONE,
     INVALID_JOB_ID,
@@ -482,9 +483,5 @@ class SlurmBackend(ComputeBackend):
 
     def open_result(self, ref: JobRef, path: str) -> BinaryIO:
         """One file under <workdir>/output; '..', absolute paths and symlinks are refused."""
-        if not path or path.startswith("/") or "\x00" in path:
-            raise BackendError("path must be relative to the output directory")
-        parts = [p for p in path.split("/") if p not in ("", ".")]
-        if any(p == ".." for p in parts):
-            raise BackendError("path escapes the job's output directory")
+        parts = files.result_parts(path)
         return files.open_file(self.shared_mount, self._parts(ref, "output", *parts))

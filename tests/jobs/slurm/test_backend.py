@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from jobs.backends.base import UNKNOWN, BackendError, JobRef, JobSpec
+from jobs.backends.files import PathRefused
 from jobs.backends.slurm import SlurmBackend, records, script
-from jobs.backends.slurm.files import PathRefused
 from jobs.backends.slurm.rest import is_transient
 
 GOOD = {
