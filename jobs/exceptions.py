@@ -38,3 +38,9 @@ class ClusterUnavailable(DomainError):
 
     status = HTTPStatus.SERVICE_UNAVAILABLE
     code = "cluster_unavailable"
+
+
+class InvalidAccountSetting(DomainError):
+    """A project account setting (name, GPU cap) the scheduler would refuse; nothing pushed."""
+
+    code = "invalid"

@@ -291,11 +291,18 @@ JobAcctGatherFrequency=30
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 AccountingStoragePort=$DBD_PORT
-AccountingStorageEnforce=associations
+# Limits pushed by the portal (GrpTRESMins=billing=N, GrpTRES=gres/gpu=N) are hard: "safe"
+# starts a job only if it can run to its time limit within GrpTRESMins. Usage that
+# GrpTRESMins compares against comes from the multifactor plugin and never decays or resets.
+AccountingStorageEnforce=associations,limits,safe
+PriorityType=priority/multifactor
+PriorityDecayHalfLife=0
+PriorityUsageResetPeriod=NONE
+PriorityCalcPeriod=1
 AccountingStorageTRES=gres/gpu,gres/gpu:$GPU_TYPE
 AccountingStoreFlags=job_comment
 NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$REAL_MEM Gres=gpu:$GPU_TYPE:$GPU_COUNT State=UNKNOWN
-PartitionName=$PARTITION Nodes=$HOST Default=YES MaxTime=1-00:00:00 State=UP
+PartitionName=$PARTITION Nodes=$HOST Default=YES MaxTime=1-00:00:00 State=UP TRESBillingWeights=CPU=60,GRES/gpu=120
 EOF
 ctl_changed=0
 install_if_changed "$tmp" "$SLURM_CONF_FILE" 0644 root:root && ctl_changed=1

@@ -10,6 +10,8 @@ so callers import from `jobs.services`; each use case lives in its own module: c
 sync (sync and finalisation), cancel, files (logs and results) and templates.
 """
 
+from jobs.services.account_names import account_name, job_account
+from jobs.services.account_names import managed as accounts_managed
 from jobs.services.cancel import job_cancel
 from jobs.services.cluster_accounts import cluster_account_create
 from jobs.services.files import (
@@ -30,6 +32,15 @@ from jobs.services.forward import (
     job_spec,
     jobs_forward_batch,
     jobs_to_reforward,
+)
+from jobs.services.scheduler_accounts import (
+    AccountsTick,
+    Drift,
+    accounts_create_missing,
+    accounts_drift,
+    accounts_sync,
+    accounts_wanted,
+    scheduler_account_set_cap,
 )
 from jobs.services.submit import (
     BATCH_KEY_MAX,
@@ -68,12 +79,21 @@ __all__ = [
     "SPEC_FIELDS",
     "STALE_SUBMITTING",
     "STREAMS",
+    "AccountsTick",
+    "Drift",
     "SyncResult",
     "_record_forwarded_many",
+    "account_name",
+    "accounts_create_missing",
+    "accounts_drift",
+    "accounts_managed",
+    "accounts_sync",
+    "accounts_wanted",
     "clean_result_path",
     "cluster_account_create",
     "cluster_sync",
     "forward_debounce_clear",
+    "job_account",
     "job_cancel",
     "job_estimate",
     "job_forward",
@@ -88,4 +108,5 @@ __all__ = [
     "jobs_forward_batch",
     "jobs_to_reforward",
     "qualified_project",
+    "scheduler_account_set_cap",
 ]
