@@ -411,14 +411,17 @@ def squeue_state(job_id: str) -> tuple[str, str]:
     return state, reason
 
 
-def wait_until(predicate: Callable[[], Any], *, timeout: float = 60, what: str = "") -> Any:
+def wait_until(
+    predicate: Callable[[], Any], *, timeout: float = 60, what: str | Callable[[], str] = ""
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what or predicate}")
+            told = what() if callable(what) else what
+            pytest.fail(f"timed out after {timeout} s waiting for {told or predicate}")
         time.sleep(0.5)
 
 
@@ -431,3 +434,31 @@ def slurm_associations(site: SlurmSite, account: str) -> list[dict[str, Any]]:
         params={"cluster": site.cluster_name, "account": account},
     )
     return [a for a in (body or {}).get("associations", []) if a.get("account") == account]
+
+
+ENFORCING = {
+    "AccountingStorageEnforce": ("limits", "safe"),
+    "PriorityType": ("priority/multifactor",),
+    "PriorityDecayHalfLife": ("00:00:00",),
+    "PriorityUsageResetPeriod": ("NONE",),
+}
+
+
+@pytest.fixture(scope="session")
+def enforcing_slurm(slurm_site: SlurmSite) -> SlurmSite:
+    """The cluster configured so pushed association limits are hard (deploy/slurm/up.sh's
+    slurm.conf: limits,safe enforcement, usage that never decays, billing weights = rates)."""
+    result = subprocess.run(  # noqa: S603 (fixed argv)
+        [_slurm_bin("scontrol"), "show", "config"], capture_output=True, text=True, timeout=30
+    )
+    config = {}
+    for line in result.stdout.splitlines():
+        key, _, value = line.partition("=")
+        config[key.strip()] = value.strip()
+    for key, needed in ENFORCING.items():
+        if not all(word in config.get(key, "") for word in needed):
+            _unavailable(
+                f"slurmctld runs with {key}={config.get(key)!r}, not {'+'.join(needed)} "
+                "(re-run deploy/slurm/up.sh from a tree with the push-down slurm.conf)"
+            )
+    return slurm_site
