@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import URLPattern, URLResolver, path
 
-from jobs import api, views
+from jobs import api, staff_views, views
 
 urlpatterns: list[URLPattern | URLResolver] = [
     path("jobs/", views.job_list, name="job-list"),
@@ -17,6 +17,16 @@ urlpatterns: list[URLPattern | URLResolver] = [
         "jobs/<uuid:job_uuid>/results/<path:path>",
         views.job_result_download,
         name="job-result-download",
+    ),
+    path(
+        "manage/accounts/",
+        staff_views.manage_scheduler_accounts,
+        name="manage-scheduler-accounts",
+    ),
+    path(
+        "manage/accounts/<uuid:uuid>/repair/",
+        staff_views.manage_scheduler_accounts_repair,
+        name="manage-scheduler-accounts-repair",
     ),
 ]
 
