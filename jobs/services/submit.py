@@ -23,7 +23,6 @@ from jobs.backends import get_backend
 from jobs.backends.base import JobSpec
 from jobs.exceptions import InvalidJob
 from jobs.models import ClusterAccount, Job, JobEvent
-from jobs.services.account_names import job_account
 from jobs.validation import JobRequest, check_cluster_usable, check_submit_access, validate_job
 from quotas.exceptions import InsufficientQuota, InsufficientQuotaForBatch
 from quotas.models import ZERO, Cluster, Hold
@@ -65,7 +64,9 @@ def qualified_project(project: Project) -> str:
     return f"{project.organization.slug}.{project.slug}"
 
 
-def _spec(source: Job | JobRequest, *, job_uuid: uuid.UUID, cluster_user: str) -> JobSpec:
+def _spec(
+    source: Job | JobRequest, *, job_uuid: uuid.UUID, cluster_user: str, account: str = ""
+) -> JobSpec:
     """What a backend sees of a stored job or of a submission: plain values, no ORM objects."""
     return JobSpec(
         uuid=job_uuid,
@@ -83,7 +84,7 @@ def _spec(source: Job | JobRequest, *, job_uuid: uuid.UUID, cluster_user: str) -
         time_limit_minutes=source.time_limit_minutes,
         array=source.array,
         env=dict(source.env or {}),
-        account=job_account(source.cluster, source.project.pk),
+        account=account,
     )
 
 

@@ -10,7 +10,7 @@ from decimal import Decimal
 from http import HTTPStatus
 
 import pytest
-from django.db import IntegrityError, connection, transaction
+from django.db import DataError, IntegrityError, connection, transaction
 from django.utils import timezone
 
 from accounts.models import ProjectMember, User
@@ -232,7 +232,7 @@ def test_a_negative_or_absurd_gpu_cap_is_refused_naming_the_field(
 def test_an_account_name_slurm_would_reject_is_refused_by_the_database(
     tenant: Tenant, managed_cluster: Cluster, name: str
 ):
-    with pytest.raises(IntegrityError), transaction.atomic():
+    with pytest.raises((IntegrityError, DataError)), transaction.atomic():
         SchedulerAccount.objects.create(project=tenant.project, cluster=managed_cluster, name=name)
 
 
