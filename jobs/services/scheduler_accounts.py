@@ -34,17 +34,29 @@ from django.db import transaction
 from django.db.models import DecimalField, ExpressionWrapper, F, Q, Sum
 from django.utils import timezone
 
+from accounts.models import Project
 from jobs.backends import get_backend
 from jobs.backends.base import AccountSpec, AccountState
 from jobs.exceptions import InvalidAccountSetting
 from jobs.models import ClusterAccount, SchedulerAccount
 from jobs.services.account_names import account_name, managed
-from jobs.services.submit import qualified_project
 from quotas.models import Allocation, Cluster, Hold, LedgerEntry
+from quotas.services.batch import bulk_set
 
 logger = logging.getLogger(__name__)
 
 ZERO = Decimal(0)
+# slurmdbd 22.05 renumbers its association tree for every new association inside one
+# transaction: creating 500 accounts in one call held MariaDB row locks past
+# innodb_lock_wait_timeout and slurmdbd exited (seen on the dev cluster). New accounts are
+# therefore created at most this many per tick (cluster option new_accounts_per_tick); limit
+# changes of existing accounts are not capped.
+NEW_ACCOUNTS_PER_TICK = 50
+# slurmdbd 22.05 takes ~0.2 s per modified association (measured, bench/pushdown.py): at most
+# this many accounts are pushed per tick (cluster option pushes_per_tick), those whose room
+# shrinks (suspension, closing, charges elsewhere) first: a stale lower limit only delays
+# work, a stale higher one lets it overspend.
+PUSHES_PER_TICK = 200
 RETRY_BASE_SECONDS = 5
 RETRY_MAX_SECONDS = 3600
 MAX_GPU_CAP = 1_000_000
@@ -62,6 +74,7 @@ class AccountsTick:
     pushed: int = 0
     refused: dict[str, str] = field(default_factory=dict)
     unchanged: int = 0
+    deferred: int = 0  # left for the next ticks (new_accounts_per_tick, pushes_per_tick)
 
 
 def _sum(query: object, key: str, value: object) -> dict[int, Decimal]:
@@ -99,14 +112,21 @@ def accounts_wanted(*, cluster: Cluster) -> list[Wanted]:
         cluster=cluster, project__is_active=False, state__in=["wanted", "active"]
     ).update(state=SchedulerAccount.State.CLOSING)
     accounts = list(
-        SchedulerAccount.objects.filter(cluster=cluster)
-        .exclude(state=SchedulerAccount.State.CLOSED, pushed_closed=True)
-        .select_related("project__organization")
+        SchedulerAccount.objects.filter(cluster=cluster).exclude(
+            state=SchedulerAccount.State.CLOSED, pushed_closed=True
+        )
     )
-    projects = [a.project_id for a in accounts]
+    # Sums over the whole cluster (no list of project ids: a join costs less than 10,000
+    # parameters); rows of projects without an account are simply not looked up.
+    names = {
+        pid: f"{org}.{slug}"
+        for pid, org, slug in Project.objects.filter(
+            scheduler_accounts__cluster=cluster
+        ).values_list("pk", "organization__slug", "slug")
+    }
     active = Q(status=Allocation.Status.ACTIVE, starts_at__lte=now, ends_at__gt=now)
     available = _sum(
-        Allocation.objects.filter(active, clusters=cluster, project_id__in=projects),
+        Allocation.objects.filter(active, clusters=cluster),
         "project_id",
         F("credited") - F("held") - F("charged"),
     )
@@ -115,7 +135,6 @@ def accounts_wanted(*, cluster: Cluster) -> list[Wanted]:
             cluster=cluster,
             state=Hold.State.OPEN,
             allocation__status=Allocation.Status.ACTIVE,
-            allocation__project_id__in=projects,
         ),
         "allocation__project_id",
         ExpressionWrapper(
@@ -136,7 +155,7 @@ def accounts_wanted(*, cluster: Cluster) -> list[Wanted]:
     users: dict[int, set[str]] = defaultdict(set)
     for project_id, username in ClusterAccount.objects.filter(
         cluster=cluster,
-        user__project_memberships__project_id__in=projects,
+        user__project_memberships__project__scheduler_accounts__cluster=cluster,
         user__is_active=True,
     ).values_list("user__project_memberships__project_id", "username"):
         users[project_id].add(username)
@@ -147,7 +166,7 @@ def accounts_wanted(*, cluster: Cluster) -> list[Wanted]:
         limit = consumed.get(pid, ZERO) + held.get(pid, ZERO) + max(available.get(pid, ZERO), ZERO)
         spec = AccountSpec(
             name=account.name,
-            project=qualified_project(account.project),
+            project=names.get(pid, ""),
             users=() if closed else tuple(sorted(users[pid])),
             limit_su=ZERO if closed else limit,
             gpu_cap=account.gpu_cap,
@@ -167,6 +186,17 @@ def _pushed_matches(account: SchedulerAccount, spec: AccountSpec) -> bool:
     )
 
 
+def _urgency(wanted: Wanted) -> tuple[int, Decimal]:
+    """Shrinking room first (closing, then the biggest cut), then new accounts, then growth."""
+    account, spec = wanted.account, wanted.spec
+    if spec.closed:
+        return (0, ZERO)
+    pushed = account.pushed_limit_su
+    if pushed is not None and spec.limit_su is not None and spec.limit_su < pushed:
+        return (1, spec.limit_su - pushed)
+    return (2, ZERO) if pushed is None else (3, ZERO)
+
+
 def accounts_sync(*, cluster: Cluster, force: bool = False) -> AccountsTick:
     """One push tick for `cluster`: create missing accounts, push the changed ones (all of them
     with `force`, e.g. the repair button) in one batched call, record results. Backend
@@ -177,6 +207,7 @@ def accounts_sync(*, cluster: Cluster, force: bool = False) -> AccountsTick:
     tick.created = accounts_create_missing(cluster=cluster)
     now = timezone.now()
     due = []
+    new_room = int((cluster.options or {}).get("new_accounts_per_tick", NEW_ACCOUNTS_PER_TICK))
     for wanted in accounts_wanted(cluster=cluster):
         account = wanted.account
         if not force and _pushed_matches(account, wanted.spec):
@@ -184,9 +215,19 @@ def accounts_sync(*, cluster: Cluster, force: bool = False) -> AccountsTick:
             continue
         if not force and account.retry_at is not None and account.retry_at > now:
             continue
+        if account.pushed_at is None:
+            if new_room <= 0:
+                tick.deferred += 1
+                continue
+            new_room -= 1
         due.append(wanted)
     if not due:
         return tick
+    room = int((cluster.options or {}).get("pushes_per_tick", PUSHES_PER_TICK))
+    if len(due) > room:
+        due.sort(key=_urgency)
+        tick.deferred += len(due) - room
+        due = due[:room]
     refused = get_backend(cluster).push_accounts([w.spec for w in due])
     accounts_record_push(due=due, refused=refused)
     tick.pushed = len(due) - len(refused)
@@ -224,22 +265,28 @@ def accounts_record_push(*, due: list[Wanted], refused: dict[str, str]) -> None:
             account.retry_at = now + timedelta(seconds=delay)
             logger.warning("Scheduler refused account %s: %s", spec.name, message)
         rows.append(account)
-    SchedulerAccount.objects.bulk_update(
-        rows,
-        [
-            "pushed_limit_su",
-            "pushed_unlimited",
-            "pushed_gpu_cap",
-            "pushed_users",
-            "pushed_closed",
-            "pushed_at",
-            "last_error",
-            "attempts",
-            "retry_at",
-            "state",
-            "closed_at",
-        ],
+    # One UPDATE ... FROM UNNEST for all of them (Django's bulk_update writes a CASE per field
+    # and row: 4 s for 1,000 accounts in bench/pushdown.py).
+    bulk_set(
+        SchedulerAccount,
+        PUSH_FIELDS,
+        [(a.pk, *(getattr(a, name) for name in PUSH_FIELDS)) for a in rows],
     )
+
+
+PUSH_FIELDS = (
+    "pushed_limit_su",
+    "pushed_unlimited",
+    "pushed_gpu_cap",
+    "pushed_users",
+    "pushed_closed",
+    "pushed_at",
+    "last_error",
+    "attempts",
+    "retry_at",
+    "state",
+    "closed_at",
+)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ def _slurm_cluster(name: str) -> Cluster:
             "url": "http://127.0.0.1:9",
             "jwt_key_file": "/nonexistent/key",
             "shared_root": "/srv/shared",
+            "account": "gpucommons",
             "manage_accounts": True,
             "slurm_cluster": name,
         },

@@ -39,6 +39,9 @@ from jobs.backends.slurm.rest import SlurmRest, SlurmRestError
 logger = logging.getLogger(__name__)
 
 UNLIMITED = -1  # Slurm's "no limit" (INFINITE) for a TRES count in a modify request
+# A refused batch is bisected to find the accounts Slurm refuses, within this many extra calls
+# per push; groups still unresolved then are all recorded as refused (and retried later).
+BISECT_CALLS = 32
 
 
 @dataclass(frozen=True)
@@ -265,15 +268,19 @@ class SlurmAccounts:
                 for user in sorted(set(users) - existing_users[spec.name])
             ]
             groups.append((spec.name, group))
-        self._post_associations(groups, refused)
+        self._post_associations(groups, refused, budget=[BISECT_CALLS])
         self._remove_users(specs, existing_users, refused)
         return refused
 
     def _post_associations(
-        self, groups: Sequence[tuple[str, list[dict[str, Any]]]], refused: dict[str, str]
+        self,
+        groups: Sequence[tuple[str, list[dict[str, Any]]]],
+        refused: dict[str, str],
+        budget: list[int],
     ) -> None:
         if not groups:
             return
+        budget[0] -= 1
         try:
             self.rest.call(
                 "POST",
@@ -283,12 +290,13 @@ class SlurmAccounts:
                 permanent_errnos=frozenset({-1}),
             )
         except SlurmRestError as exc:
-            if len(groups) == 1:
-                refused[groups[0][0]] = str(exc)[:1000]
+            if len(groups) == 1 or budget[0] < 2:
+                for name, _ in groups:
+                    refused[name] = str(exc)[:1000]
                 return
             half = len(groups) // 2
-            self._post_associations(groups[:half], refused)
-            self._post_associations(groups[half:], refused)
+            self._post_associations(groups[:half], refused, budget)
+            self._post_associations(groups[half:], refused, budget)
 
     def _remove_users(
         self,

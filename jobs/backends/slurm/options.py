@@ -47,6 +47,8 @@ KNOWN = frozenset(
         "gpu_tres",
         "billing_per_su",
         "account_prefix",
+        "new_accounts_per_tick",
+        "pushes_per_tick",
         *POSITIVE_INTS,
     }
 )
@@ -189,6 +191,11 @@ def _check_account_options(options: Mapping[str, Any]) -> list[str]:
     cluster = options.get("slurm_cluster")
     if not isinstance(cluster, str) or not NAME_RE.match(cluster):
         problems.append("slurm_cluster must be the ClusterName of slurm.conf (manage_accounts).")
+    if not options.get("account"):
+        problems.append(
+            "account (the parent Slurm account of project accounts, e.g. gpucommons) is "
+            "required with manage_accounts."
+        )
     operator = options.get("operator_user", "slurm")
     if not isinstance(operator, str) or not USER_RE.match(operator):
         problems.append(
@@ -200,6 +207,12 @@ def _check_account_options(options: Mapping[str, Any]) -> list[str]:
     per_su = options.get("billing_per_su", 1)
     if isinstance(per_su, bool) or not isinstance(per_su, int | float) or not 0 < per_su <= 1e6:
         problems.append("billing_per_su must be a positive number (billing TRES minutes per SU).")
+    per_tick = options.get("new_accounts_per_tick", 50)
+    if isinstance(per_tick, bool) or not isinstance(per_tick, int) or not 1 <= per_tick <= 1000:
+        problems.append("new_accounts_per_tick must be a whole number from 1 to 1000.")
+    pushes = options.get("pushes_per_tick", 200)
+    if isinstance(pushes, bool) or not isinstance(pushes, int) or not 1 <= pushes <= 100_000:
+        problems.append("pushes_per_tick must be a whole number from 1 to 100000.")
     prefix = options.get("account_prefix", "gpuc")
     if not isinstance(prefix, str) or not ACCOUNT_PREFIX_RE.match(prefix):
         problems.append(
