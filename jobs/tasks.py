@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import timedelta
 
@@ -11,6 +12,8 @@ from django.core.cache import cache
 from jobs import services
 from jobs.backends.base import BackendUnavailable
 from quotas.models import Cluster
+
+logger = logging.getLogger(__name__)
 
 # Pending jobs untouched this long lost their forward (a retrying job is touched at least
 # every retry_backoff_max seconds, so it is never re-queued twice).

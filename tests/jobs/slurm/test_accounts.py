@@ -25,7 +25,7 @@ from jobs.services import (
     scheduler_account_set_cap,
 )
 from quotas.models import Cluster
-from quotas.services import ledger_credit
+from quotas.services import allocation_suspend, ledger_credit
 from tests.conftest import Tenant
 from tests.jobs.slurm.conftest import (
     ALICE_UNIX,
@@ -255,3 +255,31 @@ def test_bad_account_options_are_a_check_error_naming_the_option(
     problems = check_options(options)
 
     assert any(named in problem for problem in problems), problems
+
+
+def test_when_more_accounts_changed_than_a_tick_pushes_shrinking_limits_go_first(
+    tenant: Tenant,
+    mallory_tenant: Tenant,
+    managed_cluster: Cluster,
+    alice: User,
+    mallory: User,
+):
+    managed_cluster.options = {**managed_cluster.options, "pushes_per_tick": 1}
+    managed_cluster.save(update_fields=["options"])
+    ours = project_allocation(tenant.project, managed_cluster, 1000, {alice: ALICE_UNIX})
+    theirs = project_allocation(mallory_tenant.project, managed_cluster, 1000, {mallory: BOB_UNIX})
+    assert accounts_sync(cluster=managed_cluster).deferred == 1
+    assert accounts_sync(cluster=managed_cluster).pushed == 1  # both exist now
+    ledger_credit(actor=None, allocation=theirs, amount=Decimal(5), key="growth")
+    allocation_suspend(actor=None, allocation=ours, reason="audit")
+
+    tick = accounts_sync(cluster=managed_cluster)
+
+    assert (tick.pushed, tick.deferred) == (1, 1)
+    cut = SchedulerAccount.objects.get(project=tenant.project)
+    assert cut.pushed_limit_su == Decimal(0)  # the suspension went first
+    grown = SchedulerAccount.objects.get(project=mallory_tenant.project)
+    assert grown.pushed_limit_su == Decimal(1000)
+    accounts_sync(cluster=managed_cluster)
+    grown.refresh_from_db()
+    assert grown.pushed_limit_su == Decimal(1005)
