@@ -14,6 +14,7 @@ from django.views.decorators.http import require_POST
 
 from jobs import services
 from jobs.backends.base import BackendError, BackendUnavailable
+from jobs.exceptions import InvalidAccountSetting
 from jobs.models import SchedulerAccount
 from quotas.models import Cluster
 from quotas.staff_views import facility_admin_required
@@ -53,6 +54,28 @@ def _cluster_rows() -> list[dict[str, Any]]:
 @facility_admin_required
 def manage_scheduler_accounts(request: HttpRequest) -> HttpResponse:
     return render(request, "jobs/manage/scheduler_accounts.html", {"rows": _cluster_rows()})
+
+
+@facility_admin_required
+@require_POST
+def manage_scheduler_account_cap(request: HttpRequest, account_id: int) -> HttpResponse:
+    """Set a project's concurrent GPU cap on one cluster (empty = no cap); a bad value is a
+    400 naming the field and changes nothing. Pushed at the next tick."""
+    account = get_object_or_404(SchedulerAccount, pk=account_id)
+    raw = request.POST.get("gpu_cap", "").strip()
+    try:
+        cap = None if raw == "" else int(raw)
+    except ValueError:
+        cap = -1  # not a whole number: refused below like a negative one
+    try:
+        services.scheduler_account_set_cap(account=account, gpu_cap=cap)
+    except InvalidAccountSetting as exc:
+        messages.error(request, f"{account.name}: {exc.field}: {exc.detail}")
+        response = render(request, "jobs/manage/scheduler_accounts.html", {"rows": _cluster_rows()})
+        response.status_code = 400
+        return response
+    messages.success(request, f"{account.name}: GPU cap set; pushed at the next tick.")
+    return redirect("manage-scheduler-accounts")
 
 
 @facility_admin_required

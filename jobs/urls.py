@@ -24,6 +24,11 @@ urlpatterns: list[URLPattern | URLResolver] = [
         name="manage-scheduler-accounts",
     ),
     path(
+        "manage/accounts/cap/<int:account_id>/",
+        staff_views.manage_scheduler_account_cap,
+        name="manage-scheduler-account-cap",
+    ),
+    path(
         "manage/accounts/<uuid:uuid>/repair/",
         staff_views.manage_scheduler_accounts_repair,
         name="manage-scheduler-accounts-repair",

@@ -132,3 +132,38 @@ def test_slurm_sync_names_an_unknown_cluster(db: None):
 
     with pytest.raises(CommandError, match="nope"):
         call_command("slurm_sync", "--cluster", "nope")
+
+
+@pytest.mark.parametrize("value", ["-1", "1000001", "two", "1.5"])
+def test_a_bad_gpu_cap_on_the_staff_page_is_a_400_naming_the_field_and_nothing_changes(
+    tenant: Tenant, managed_cluster: Cluster, alice: User, admin_client: Client, value: str
+):
+    project_allocation(tenant.project, managed_cluster, 1000, {alice: ALICE_UNIX})
+    accounts_sync(cluster=managed_cluster)
+    account = SchedulerAccount.objects.get(project=tenant.project)
+
+    response = admin_client.post(f"/manage/accounts/cap/{account.pk}/", {"gpu_cap": value})
+
+    assert response.status_code == HTTPStatus.BAD_REQUEST
+    assert "gpu_cap" in response.content.decode()
+    account.refresh_from_db()
+    assert account.gpu_cap is None
+    assert accounts_sync(cluster=managed_cluster).pushed == 0  # nothing to push
+
+
+def test_a_gpu_cap_set_on_the_staff_page_is_pushed_at_the_next_tick(
+    tenant: Tenant, managed_cluster: Cluster, slurm_site: SlurmSite, alice: User, admin_client
+):
+    project_allocation(tenant.project, managed_cluster, 1000, {alice: ALICE_UNIX})
+    accounts_sync(cluster=managed_cluster)
+    account = SchedulerAccount.objects.get(project=tenant.project)
+
+    response = admin_client.post(f"/manage/accounts/cap/{account.pk}/", {"gpu_cap": "3"})
+
+    assert response.status_code == HTTPStatus.FOUND
+    accounts_sync(cluster=managed_cluster)
+    account.refresh_from_db()
+    assert account.gpu_cap == 3 and account.pushed_gpu_cap == 3
+    out = StringIO()
+    call_command("slurm_sync", "--cluster", managed_cluster.name, "--dry-run", stdout=out)
+    assert "0 drifted" in out.getvalue()
