@@ -71,3 +71,9 @@ class AccessRequestState(Conflict):
 
 class AlreadyHasAccount(Conflict):
     code = "already_has_account"
+
+
+class InvalidAccountSetting(DomainError):
+    """A project account setting (name, GPU cap) the scheduler would refuse; nothing pushed."""
+
+    code = "invalid"

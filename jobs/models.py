@@ -141,6 +141,19 @@ class SchedulerAccount(models.Model):
     gpu_cap = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     closed_at = models.DateTimeField(null=True, blank=True)
+    # What the scheduler was last told (None before the first push): the push diffs the wanted
+    # state against these and sends only accounts that changed.
+    pushed_limit_su = models.DecimalField(**SU, null=True, blank=True)
+    pushed_unlimited = models.BooleanField(default=False)
+    pushed_gpu_cap = models.PositiveIntegerField(null=True, blank=True)
+    pushed_users = models.JSONField(default=list, blank=True)
+    pushed_closed = models.BooleanField(default=False)
+    pushed_at = models.DateTimeField(null=True, blank=True)
+    # The scheduler's last refusal (its own message), how many pushes in a row it refused and
+    # when to try again (exponential backoff); cleared by a successful push.
+    last_error = models.CharField(max_length=1000, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    retry_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["cluster", "name"]
@@ -150,6 +163,16 @@ class SchedulerAccount(models.Model):
             ),
             models.UniqueConstraint(
                 fields=["cluster", "name"], name="scheduler_account_unique_name"
+            ),
+            # Slurm account names: lower case letters, digits, '_' and '-' (Slurm folds
+            # account names to lower case; anything else breaks sacctmgr and --account).
+            models.CheckConstraint(
+                condition=Q(name__regex=r"^[a-z][a-z0-9_-]{0,62}$"),
+                name="scheduler_account_valid_name",
+            ),
+            models.CheckConstraint(
+                condition=Q(gpu_cap__isnull=True) | Q(gpu_cap__lte=1_000_000),
+                name="scheduler_account_sane_gpu_cap",
             ),
         ]
 

@@ -132,3 +132,25 @@ def cluster_access_provision_task(self: Any, request_id: int) -> str:
 def cluster_access_revoke_task(user_id: int) -> list[str]:
     """Remove the accounts of a user who left their last project on a cluster."""
     return services.cluster_access_revoke_departed(user_id=user_id)
+
+
+@shared_task(acks_late=True)
+def accounts_sync_task(cluster_id: int) -> dict[str, object] | None:
+    """Push one cluster's project accounts and limits (changed ones, one batched call)."""
+    lock = f"jobs:accounts:{cluster_id}"
+    if not cache.add(lock, "1", timeout=SYNC_LOCK_SECONDS):
+        return None  # a push of this cluster is running; the next tick catches up
+    try:
+        cluster = Cluster.objects.get(pk=cluster_id)
+        return vars(services.accounts_sync(cluster=cluster))
+    finally:
+        cache.delete(lock)
+
+
+@shared_task
+def accounts_sync_all_task() -> int:
+    """Beat: one account push per enabled cluster that manages project accounts."""
+    ids = [c.pk for c in Cluster.objects.filter(enabled=True) if services.accounts_managed(c)]
+    for cluster_id in ids:
+        accounts_sync_task.delay(cluster_id)
+    return len(ids)

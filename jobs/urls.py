@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import URLPattern, URLResolver, path
 
-from jobs import access_api, access_views, api, views
+from jobs import access_api, access_views, api, staff_views, views
 
 urlpatterns: list[URLPattern | URLResolver] = [
     path("access/", access_views.access_list, name="access-list"),
@@ -29,6 +29,21 @@ urlpatterns: list[URLPattern | URLResolver] = [
         "jobs/<uuid:job_uuid>/results/<path:path>",
         views.job_result_download,
         name="job-result-download",
+    ),
+    path(
+        "manage/accounts/",
+        staff_views.manage_scheduler_accounts,
+        name="manage-scheduler-accounts",
+    ),
+    path(
+        "manage/accounts/cap/<int:account_id>/",
+        staff_views.manage_scheduler_account_cap,
+        name="manage-scheduler-account-cap",
+    ),
+    path(
+        "manage/accounts/<uuid:uuid>/repair/",
+        staff_views.manage_scheduler_accounts_repair,
+        name="manage-scheduler-accounts-repair",
     ),
 ]
 

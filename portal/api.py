@@ -11,7 +11,6 @@ from django.http import Http404
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import pagination, parsers, serializers
 from rest_framework.response import Response
-from rest_framework.views import exception_handler as drf_exception_handler
 
 from portal.errors import DomainError
 
@@ -52,6 +51,11 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         exc = drf_exceptions.NotFound()
     if isinstance(exc, DjangoPermissionDenied):
         exc = drf_exceptions.PermissionDenied()
+    # Imported here: rest_framework.views reads DEFAULT_PARSER_CLASSES (this module's
+    # JSONParser) when it is first imported, so importing it at the top makes a cycle whenever
+    # DRF's settings load this module first (the system checks of `manage.py migrate`).
+    from rest_framework.views import exception_handler as drf_exception_handler
+
     response = drf_exception_handler(exc, context)
     if response is None:
         return None

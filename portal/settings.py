@@ -372,6 +372,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "jobs.tasks.sync_all_clusters_task",
         "schedule": timedelta(seconds=env.int("JOBS_SYNC_INTERVAL_SECONDS", default=5)),
     },
+    "jobs-accounts-sync-all-clusters": {
+        "task": "jobs.tasks.accounts_sync_all_task",
+        "schedule": timedelta(seconds=env.int("JOBS_ACCOUNTS_SYNC_INTERVAL_SECONDS", default=5)),
+    },
     "jobs-forward-pending": {
         "task": "jobs.tasks.forward_pending_task",
         "schedule": timedelta(seconds=JOBS_FORWARD_SWEEP_SECONDS),

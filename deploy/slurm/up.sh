@@ -343,11 +343,18 @@ JobAcctGatherFrequency=30
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 AccountingStoragePort=$DBD_PORT
-AccountingStorageEnforce=associations
+# Limits pushed by the portal (GrpTRESMins=billing=N, GrpTRES=gres/gpu=N) are hard: "safe"
+# starts a job only if it can run to its time limit within GrpTRESMins. Usage that
+# GrpTRESMins compares against comes from the multifactor plugin and never decays or resets.
+AccountingStorageEnforce=associations,limits,safe
+PriorityType=priority/multifactor
+PriorityDecayHalfLife=0
+PriorityUsageResetPeriod=NONE
+PriorityCalcPeriod=1
 AccountingStorageTRES=gres/gpu,gres/gpu:$GPU_TYPE
 AccountingStoreFlags=job_comment
 NodeName=$NODE_DEF CPUs=$CPUS RealMemory=$REAL_MEM Gres=gpu:$GPU_TYPE:$GPU_COUNT State=UNKNOWN
-PartitionName=$PARTITION Nodes=$NODE Default=YES MaxTime=1-00:00:00 State=UP
+PartitionName=$PARTITION Nodes=$NODE Default=YES MaxTime=1-00:00:00 State=UP TRESBillingWeights=CPU=60,GRES/gpu=120
 EOF
 # Slurm 23.11 dropped switch/none (no SwitchType means none).
 [ "$VERSION" = 22.05 ] || sed -i '/^SwitchType=/d' "$tmp"

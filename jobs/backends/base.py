@@ -43,6 +43,9 @@ class JobSpec:
     time_limit_minutes: int = 60
     array: str = ""
     env: Mapping[str, str] = field(default_factory=dict)
+    # The project's scheduler account (SchedulerAccount.name) on clusters that manage them;
+    # empty: the cluster's default. Never another project's account.
+    account: str = ""
 
 
 @dataclass(frozen=True)

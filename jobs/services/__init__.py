@@ -22,6 +22,8 @@ from jobs.services.access import (
     cluster_access_revoke_departed,
     username_candidates,
 )
+from jobs.services.account_names import account_name, job_account
+from jobs.services.account_names import managed as accounts_managed
 from jobs.services.cancel import job_cancel
 from jobs.services.cluster_accounts import cluster_account_create
 from jobs.services.direct import (
@@ -49,6 +51,15 @@ from jobs.services.forward import (
     jobs_forward_batch,
     jobs_recover_lost_forwards,
     lost_forward_after,
+)
+from jobs.services.scheduler_accounts import (
+    AccountsTick,
+    Drift,
+    accounts_create_missing,
+    accounts_drift,
+    accounts_sync,
+    accounts_wanted,
+    scheduler_account_set_cap,
 )
 from jobs.services.submit import (
     BATCH_KEY_MAX,
@@ -86,13 +97,21 @@ __all__ = [
     "SPEC_FIELDS",
     "STALE_CLAIM",
     "STREAMS",
+    "AccountsTick",
     "DirectResult",
+    "Drift",
     "SyncResult",
     "_record_forwarded_many",
     "access_request_approve",
     "access_request_create",
     "access_request_provision",
     "access_request_reject",
+    "account_name",
+    "accounts_create_missing",
+    "accounts_drift",
+    "accounts_managed",
+    "accounts_sync",
+    "accounts_wanted",
     "check_cluster_username",
     "clean_result_path",
     "cluster_access_revoke_departed",
@@ -102,6 +121,7 @@ __all__ = [
     "direct_jobs_record",
     "direct_key",
     "forward_debounce_clear",
+    "job_account",
     "job_cancel",
     "job_estimate",
     "job_forward",
@@ -117,5 +137,6 @@ __all__ = [
     "jobs_recover_lost_forwards",
     "lost_forward_after",
     "qualified_project",
+    "scheduler_account_set_cap",
     "username_candidates",
 ]

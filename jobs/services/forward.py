@@ -21,6 +21,7 @@ from django.utils import timezone
 from jobs.backends import get_backend
 from jobs.backends.base import BackendError, BackendUnavailable, JobRef, JobSpec
 from jobs.models import Job, JobEvent
+from jobs.services.account_names import job_account
 from jobs.services.submit import _spec, qualified_project
 from quotas.models import ZERO
 from quotas.services import ledger_settle
@@ -64,7 +65,14 @@ def _run_claimed(ids: Sequence[int], call: Callable[[T], R], items: Sequence[T])
 
 
 def job_spec(job: Job) -> JobSpec:
-    return _spec(job, job_uuid=job.uuid, cluster_user=job.cluster_username)
+    """What the backend gets to start `job`; on a cluster that manages project accounts it
+    runs under its own project's account (job.cluster is always select_related here)."""
+    return _spec(
+        job,
+        job_uuid=job.uuid,
+        cluster_user=job.cluster_username,
+        account=job_account(job.cluster, job.project_id),
+    )
 
 
 def job_ref(job: Job) -> JobRef:

@@ -64,7 +64,9 @@ def qualified_project(project: Project) -> str:
     return f"{project.organization.slug}.{project.slug}"
 
 
-def _spec(source: Job | JobRequest, *, job_uuid: uuid.UUID, cluster_user: str) -> JobSpec:
+def _spec(
+    source: Job | JobRequest, *, job_uuid: uuid.UUID, cluster_user: str, account: str = ""
+) -> JobSpec:
     """What a backend sees of a stored job or of a submission: plain values, no ORM objects."""
     return JobSpec(
         uuid=job_uuid,
@@ -82,6 +84,7 @@ def _spec(source: Job | JobRequest, *, job_uuid: uuid.UUID, cluster_user: str) -
         time_limit_minutes=source.time_limit_minutes,
         array=source.array,
         env=dict(source.env or {}),
+        account=account,
     )
 
 

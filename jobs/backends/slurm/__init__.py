@@ -34,6 +34,12 @@ Cluster options (`Cluster.options`, checked by `check_options` at startup):
     direct_overlap_seconds   how far each search for direct work reaches back before the last
                           one ended (120): covers slurmdbd's lag and clock differences
     max_gpus, max_cpus, max_memory_mb, max_time_minutes, max_array_tasks   limits
+    manage_accounts       true: the portal keeps one Slurm account per project (see accounts.py
+                          and the README): then slurm_cluster (slurm.conf's ClusterName) and
+                          account (their parent) are required; operator_user ("slurm", the
+                          SlurmUser, a slurmdbd super user), gpu_tres ("gpu"), billing_per_su
+                          (1), account_prefix ("gpuc"), new_accounts_per_tick (50),
+                          pushes_per_tick (200)
 
 Behaviour worth knowing:
 - Jobs run as the job's cluster account (refused: empty, root, slurm, nobody, or not a plain

@@ -9,11 +9,14 @@ import time
 import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any, BinaryIO
 
 from jobs.backends import files
 from jobs.backends.base import (
     UNKNOWN,
+    AccountSpec,
+    AccountState,
     BackendError,
     BackendUnavailable,
     ComputeBackend,
@@ -27,6 +30,7 @@ from jobs.backends.base import (
 )
 from jobs.backends.slurm import options as option_checks
 from jobs.backends.slurm import records, script, versions
+from jobs.backends.slurm.accounts import SlurmAccounts
 from jobs.backends.slurm.rest import (
     ALREADY_DONE,
     INVALID_JOB_ID,
@@ -81,6 +85,16 @@ class SlurmBackend(ComputeBackend):
         self.shared_root = str(opts.get("shared_root", "")).rstrip("/")
         self.shared_mount = str(opts.get("shared_mount") or self.shared_root).rstrip("/")
         self.accounting = bool(opts.get("accounting", True))
+        self.manages_accounts = bool(opts.get("manage_accounts", False))
+        self.accounts = SlurmAccounts(
+            rest=self.rest,
+            version=lambda: self.api.version,
+            slurm_cluster=str(opts.get("slurm_cluster") or ""),
+            operator=str(opts.get("operator_user") or "slurm"),
+            parent=str(opts.get("account") or ""),
+            gpu_tres=str(opts.get("gpu_tres") or "gpu"),
+            billing_per_su=Decimal(str(opts.get("billing_per_su", 1))),
+        )
         self._lock = threading.Lock()
         # (fetched at, monotonic fetched at, records) of the last GET /jobs.
         self._snapshot: tuple[float, float, list[records.CtldJob]] | None = None
@@ -298,7 +312,10 @@ class SlurmBackend(ComputeBackend):
             workdir,
             partition=spec.partition
             or str(self.options.get("partition") or self.options.get("default_partition") or ""),
-            account=str(self.options.get("account") or ""),
+            # A managed cluster runs each job under its project's account, never the default.
+            account=spec.account
+            if self.manages_accounts
+            else str(self.options.get("account") or ""),
             env=env,
         )
         try:
@@ -318,6 +335,19 @@ class SlurmBackend(ComputeBackend):
         if message := (answer or {}).get("job_submit_user_msg"):
             logger.info("Slurm job %s of %s: %s", job_id, spec.uuid, message)
         return str(job_id)
+
+    def push_accounts(self, specs: Sequence[AccountSpec]) -> dict[str, str]:
+        """Create/update project accounts, associations and limits in slurmdbd (see
+        accounts.py); {account: Slurm's refusal} for those it refused."""
+        if not self.manages_accounts:
+            return super().push_accounts(specs)
+        return self.accounts.push(specs)
+
+    def read_accounts(self, names: Collection[str]) -> dict[str, AccountState]:
+        """What slurmdbd holds for these accounts (one call)."""
+        if not self.manages_accounts:
+            return super().read_accounts(names)
+        return self.accounts.read(names)
 
     def _cancel_quietly(self, job_id: str, user: str) -> None:
         try:

@@ -50,6 +50,14 @@ KNOWN = frozenset(
         "allowed_projects",
         "allowed_organizations",
         *ACCESS_OPTION_KEYS,
+        "manage_accounts",
+        "slurm_cluster",
+        "operator_user",
+        "gpu_tres",
+        "billing_per_su",
+        "account_prefix",
+        "new_accounts_per_tick",
+        "pushes_per_tick",
         *POSITIVE_INTS,
     }
 )
@@ -132,6 +140,7 @@ def check_options(options: Mapping[str, Any]) -> list[str]:
     path = options.get("path")
     if path is not None and (not isinstance(path, str) or "\n" in path or not path):
         problems.append("path must be the PATH jobs start with, like /usr/local/bin:/usr/bin:/bin.")
+    problems += _check_account_options(options)
     unknown = sorted(set(options) - KNOWN)
     if unknown:
         problems.append(f"Unknown Slurm options: {', '.join(unknown)}.")
@@ -172,3 +181,55 @@ def validate_spec(spec: JobSpec, options: Mapping[str, Any], cluster: str) -> li
     if spec.gpus and spec.gpu_type and not re.match(r"^[A-Za-z0-9_.-]{1,64}$", spec.gpu_type):
         errors.append(("gpu_type", "gpu_type must be a GRES type name."))
     return errors
+
+
+ACCOUNT_PREFIX_RE = re.compile(r"^[a-z][a-z0-9_-]{0,15}$")
+
+
+def _check_account_options(options: Mapping[str, Any]) -> list[str]:
+    """Options of clusters whose project accounts the portal manages (manage_accounts)."""
+    problems: list[str] = []
+    manage = options.get("manage_accounts", False)
+    if not isinstance(manage, bool):
+        problems.append(
+            "manage_accounts must be true (the portal manages project accounts) or false."
+        )
+        return problems
+    if not manage:
+        return problems
+    cluster = options.get("slurm_cluster")
+    if not isinstance(cluster, str) or not NAME_RE.match(cluster):
+        problems.append("slurm_cluster must be the ClusterName of slurm.conf (manage_accounts).")
+    if not options.get("account"):
+        problems.append(
+            "account (the parent Slurm account of project accounts, e.g. gpucommons) is "
+            "required with manage_accounts."
+        )
+    operator = options.get("operator_user", "slurm")
+    if not isinstance(operator, str) or not USER_RE.match(operator):
+        problems.append(
+            "operator_user must be a Slurm user with operator rights in slurmdbd (the SlurmUser)."
+        )
+    gpu_tres = options.get("gpu_tres", "gpu")
+    if not isinstance(gpu_tres, str) or not re.match(r"^[A-Za-z0-9_:.-]{1,64}$", gpu_tres):
+        problems.append("gpu_tres must be a GRES name such as gpu.")
+    per_su = options.get("billing_per_su", 1)
+    if isinstance(per_su, bool) or not isinstance(per_su, int | float) or not 0 < per_su <= 1e6:
+        problems.append("billing_per_su must be a positive number (billing TRES minutes per SU).")
+    per_tick = options.get("new_accounts_per_tick", 50)
+    if isinstance(per_tick, bool) or not isinstance(per_tick, int) or not 1 <= per_tick <= 1000:
+        problems.append("new_accounts_per_tick must be a whole number from 1 to 1000.")
+    pushes = options.get("pushes_per_tick", 200)
+    if isinstance(pushes, bool) or not isinstance(pushes, int) or not 1 <= pushes <= 100_000:
+        problems.append("pushes_per_tick must be a whole number from 1 to 100000.")
+    prefix = options.get("account_prefix", "gpuc")
+    if not isinstance(prefix, str) or not ACCOUNT_PREFIX_RE.match(prefix):
+        problems.append(
+            "account_prefix must be 1-16 lower-case letters, digits, '_' or '-', starting "
+            "with a letter (project accounts are named <prefix><project id>)."
+        )
+    from jobs.backends.slurm.accounts import VERSIONS
+
+    if options.get("api_version", "v0.0.38") not in VERSIONS:
+        problems.append("manage_accounts needs an api_version listed in slurm/accounts.py.")
+    return problems

@@ -167,9 +167,12 @@ class SlurmRest:
         json: Any = None,
         params: Mapping[str, Any] | None = None,
         ok_errnos: frozenset[int] = frozenset(),
+        permanent_errnos: frozenset[int] = frozenset(),
     ) -> dict[str, Any] | None:
         """The JSON body of a call made as `user`; None for 304 Not Modified. Errors whose errno
-        is in `ok_errnos` are ignored (e.g. "already done" when cancelling)."""
+        is in `ok_errnos` are ignored (e.g. "already done" when cancelling); those in
+        `permanent_errnos` are refusals even if usually transient (slurmdbd answers a refused
+        association with -1, "Unspecified error")."""
         headers = {
             "Accept": "application/json",
             "User-Agent": "gpu-commons",
@@ -212,7 +215,7 @@ class SlurmRest:
             message = "; ".join(m for _, m in errors)
             if all(n == NOTHING_FOUND for n in errnos):
                 return body if isinstance(body, dict) else {}
-            if any(is_transient(n) for n in errnos):
+            if any(is_transient(n) and n not in permanent_errnos for n in errnos):
                 raise BackendUnavailable(f"Slurm on {self.cluster} failed ({action}): {message}")
             raise SlurmRestError(message, errnos, body)
         if status < 400 and isinstance(body, dict):

@@ -97,6 +97,8 @@ class SlurmSite:
     def command_env(self) -> dict[str, str]:
         return {**os.environ, "SLURM_CONF": self.conf}
 
+    cluster_name: str = "gpucommons"  # slurm.conf's ClusterName (slurmdbd's cluster)
+
     def options(self, **extra: Any) -> dict[str, Any]:
         options: dict[str, Any] = {
             "url": self.url,
@@ -140,6 +142,7 @@ def slurm_site(request: pytest.FixtureRequest) -> SlurmSite:
         conf=env.get("SLURM_CONF", "/etc/slurm/slurm.conf"),
         bin=env.get("SLURM_BIN", "/usr/bin"),
         api=VERSIONS[api_version],
+        cluster_name=env.get("SLURM_CLUSTER_NAME", "gpucommons"),
     )
     try:
         body = site.rest().call("GET", site.api.ctld("/ping"), user=ALICE_UNIX) or {}
@@ -345,3 +348,161 @@ def slurmrestd_without_accounting(
     """A slurmrestd serving only the slurmctld API: as if slurmdbd were unreachable."""
     ctld_plugin = slurm_site.api.plugins.split(",")[0]  # openapi/v0.0.38 or openapi/slurmctld
     yield from _private_slurmrestd(slurm_site, tmp_path, ctld_plugin)
+
+
+# --- project accounts (the portal manages slurmdbd accounts and limits) ----------------------
+
+RUNUSER = shutil.which("runuser") or "/usr/sbin/runuser"
+
+
+def _slurm_bin(name: str) -> str:
+    return shutil.which(name) or f"/usr/bin/{name}"
+
+
+@pytest.fixture
+def managed_cluster(slurm_cluster: Cluster, slurm_site: SlurmSite) -> Iterator[Cluster]:
+    """The real cluster with manage_accounts on and an account prefix of this test's own, so
+    every test starts from accounts slurmdbd has never seen; they are removed afterwards."""
+    prefix = f"t{uuid.uuid4().hex[:8]}x"
+    slurm_cluster.options = {
+        **slurm_cluster.options,
+        "manage_accounts": True,
+        "slurm_cluster": slurm_site.cluster_name,
+        "account_prefix": prefix,
+    }
+    slurm_cluster.save(update_fields=["options"])
+    yield slurm_cluster
+    _drop_accounts(slurm_site, prefix)
+
+
+def _drop_accounts(site: SlurmSite, prefix: str) -> None:
+    rest = site.rest()
+    body = rest.call("GET", "/slurmdb/v0.0.38/accounts", user="slurm") or {}
+    names = [a["name"] for a in body.get("accounts", []) if a.get("name", "").startswith(prefix)]
+    for name in names:
+        subprocess.run(  # noqa: S603 (fixed argv, a generated account name)
+            [_slurm_bin("scancel"), f"--account={name}"], capture_output=True, timeout=30
+        )
+    if names:
+        time.sleep(1)
+        rest.call(
+            "DELETE",
+            "/slurmdb/v0.0.38/associations",
+            user="slurm",
+            params={"cluster": site.cluster_name, "account": ",".join(names)},
+            ok_errnos=frozenset({-1}),
+        )
+    for name in names:
+        rest.call(
+            "DELETE", f"/slurmdb/v0.0.38/account/{name}", user="slurm", ok_errnos=frozenset({-1})
+        )
+
+
+def project_allocation(
+    project: Any, cluster: Cluster, su: Decimal | int, users: dict[User, str]
+) -> Allocation:
+    """An allocation of `su` SU for `project` on `cluster`, and cluster accounts for `users`
+    ({portal user: Unix user})."""
+    allocation = factories.AllocationFactory(project=project, clusters=[cluster])
+    if su:
+        ledger_credit(
+            actor=None, allocation=allocation, amount=Decimal(su), key=f"pa-{allocation.pk}"
+        )
+    for user, unix in users.items():
+        ClusterAccount.objects.get_or_create(
+            user=user, cluster=cluster, defaults={"username": unix, "uid": _uid(unix)}
+        )
+    allocation.refresh_from_db()
+    return allocation
+
+
+def sbatch(
+    unix_user: str, account: str, *, minutes: int = 1, gpus: int = 0, seconds: int = 1
+) -> str:
+    """The real sbatch CLI run as `unix_user` under `account` (argv list, no shell): a job id."""
+    argv = [
+        RUNUSER,
+        "-u",
+        unix_user,
+        "--",
+        _slurm_bin("sbatch"),
+        "--parsable",
+        f"--account={account}",
+        "--partition=gpu",
+        f"--time={minutes}",
+        "--cpus-per-task=1",
+        "--mem=64",
+        "--chdir=/tmp",
+        "--output=/dev/null",
+        f"--wrap=sleep {seconds}",
+    ]
+    if gpus:
+        argv.insert(-1, f"--gres=gpu:{gpus}")
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=30)  # noqa: S603
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().split(";")[0]
+
+
+def squeue_state(job_id: str) -> tuple[str, str]:
+    """(state, reason) of a job as squeue prints them; ("", "") once slurmctld forgot it."""
+    result = subprocess.run(  # noqa: S603 (fixed argv and a numeric id)
+        [_slurm_bin("squeue"), "-h", "-j", job_id, "-o", "%T|%r"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    state, _, reason = result.stdout.strip().partition("|")
+    return state, reason
+
+
+def wait_until(
+    predicate: Callable[[], Any], *, timeout: float = 60, what: str | Callable[[], str] = ""
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            told = what() if callable(what) else what
+            pytest.fail(f"timed out after {timeout} s waiting for {told or predicate}")
+        time.sleep(0.5)
+
+
+def slurm_associations(site: SlurmSite, account: str) -> list[dict[str, Any]]:
+    """The associations slurmdbd holds for `account` (read with the test's own client)."""
+    body = site.rest().call(
+        "GET",
+        "/slurmdb/v0.0.38/associations",
+        user="slurm",
+        params={"cluster": site.cluster_name, "account": account},
+    )
+    return [a for a in (body or {}).get("associations", []) if a.get("account") == account]
+
+
+ENFORCING = {
+    "AccountingStorageEnforce": ("limits", "safe"),
+    "PriorityType": ("priority/multifactor",),
+    "PriorityDecayHalfLife": ("00:00:00",),
+    "PriorityUsageResetPeriod": ("NONE",),
+}
+
+
+@pytest.fixture(scope="session")
+def enforcing_slurm(slurm_site: SlurmSite) -> SlurmSite:
+    """The cluster configured so pushed association limits are hard (deploy/slurm/up.sh's
+    slurm.conf: limits,safe enforcement, usage that never decays, billing weights = rates)."""
+    result = subprocess.run(  # noqa: S603 (fixed argv)
+        [_slurm_bin("scontrol"), "show", "config"], capture_output=True, text=True, timeout=30
+    )
+    config = {}
+    for line in result.stdout.splitlines():
+        key, _, value = line.partition("=")
+        config[key.strip()] = value.strip()
+    for key, needed in ENFORCING.items():
+        if not all(word in config.get(key, "") for word in needed):
+            _unavailable(
+                f"slurmctld runs with {key}={config.get(key)!r}, not {'+'.join(needed)} "
+                "(re-run deploy/slurm/up.sh from a tree with the push-down slurm.conf)"
+            )
+    return slurm_site
