@@ -58,6 +58,7 @@ Behaviour worth knowing:
 
 from __future__ import annotations
 
+from jobs.backends.kubernetes.accounts import project_namespace
 from jobs.backends.kubernetes.backend import KubernetesBackend
 
-__all__ = ["KubernetesBackend"]
+__all__ = ["KubernetesBackend", "project_namespace"]

@@ -451,7 +451,8 @@ class KubernetesBackend(ComputeBackend):
             if current is not None and same_hard(current, wanted):
                 continue
             try:
-                if current is None:  # a new account, or a namespace made by submit
+                if current is None:  # a new account, one made by submit, or one deleted
+                    self._namespaces_ready.discard(spec.name)
                     self._ensure_namespace(spec.name, spec.project, default_quota=False)
                 self._write_quota(spec.name, wanted, replace=True)
             except BackendError as exc:
