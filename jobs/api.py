@@ -98,7 +98,16 @@ class JobSerializer(serializers.ModelSerializer):
     project = serializers.UUIDField(source="project.uuid")
     project_name = serializers.CharField(source="project.name")
     cluster = serializers.CharField(source="cluster.name")
-    user = serializers.CharField(source="user.username")
+    # null for a direct job whose cluster user maps to no portal user (see cluster_user).
+    user = serializers.CharField(source="user.username", allow_null=True, read_only=True)
+    cluster_user = serializers.CharField(
+        source="cluster_username", help_text="the cluster account the job ran as"
+    )
+    origin = serializers.ChoiceField(
+        choices=Job.Origin.choices,
+        help_text="portal, or direct: submitted outside the portal (e.g. sbatch on a login node), "
+        "found in the cluster's accounting and charged from it, with no hold",
+    )
 
     class Meta:
         model = Job
@@ -109,6 +118,8 @@ class JobSerializer(serializers.ModelSerializer):
             "project_name",
             "cluster",
             "user",
+            "cluster_user",
+            "origin",
             "state",
             "gpus",
             "gpu_type",
@@ -144,6 +155,7 @@ class JobDetailSerializer(JobSerializer):
             "submitted_at",
             "elapsed_seconds",
             "usage",
+            "uncovered_cost",
             "held",
             "events",
         ]
@@ -207,6 +219,7 @@ class JobListView(APIView):
             OpenApiParameter("project", str, description="project uuid or slug"),
             OpenApiParameter("state", str),
             OpenApiParameter("cluster", str, description="cluster name"),
+            OpenApiParameter("origin", str, enum=Job.Origin.values),
             OpenApiParameter("cursor", str),
         ],
         responses=JobSerializer(many=True),
@@ -215,11 +228,15 @@ class JobListView(APIView):
         state = request.query_params.get("state") or None
         if state and state not in Job.State.values:
             raise InvalidJob(f"Unknown state '{state}'", field="state")
+        origin = request.query_params.get("origin") or None
+        if origin and origin not in Job.Origin.values:
+            raise InvalidJob(f"Unknown origin '{origin}' (portal or direct)", field="origin")
         qs = selectors.job_list_for_user(
             user=_user(request),
             project=request.query_params.get("project") or None,
             state=state,
             cluster=request.query_params.get("cluster") or None,
+            origin=origin,
         )
         paginator = CursorPagination()
         page = paginator.paginate_queryset(qs, request, view=self)

@@ -118,8 +118,15 @@ class Job(models.Model):
     project = models.ForeignKey(
         Project, on_delete=models.PROTECT, related_name="jobs", db_index=False
     )
+    # Who submitted it; empty only for a direct job whose cluster user maps to no portal user
+    # (cluster_username then says who ran it).
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="jobs", db_index=False
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        related_name="jobs",
+        db_index=False,
+        null=True,
+        blank=True,
     )
     cluster = models.ForeignKey(
         Cluster, on_delete=models.PROTECT, related_name="jobs", db_index=False
@@ -156,6 +163,9 @@ class Job(models.Model):
     usage = models.JSONField(default=dict, blank=True)
     estimated_cost = models.DecimalField(**SU, default=0)
     charged_cost = models.DecimalField(**SU, null=True, blank=True)
+    # A direct job's cost that no allocation could cover when it was found (it ran before the
+    # scheduler's limits caught up): charged_cost is what was available; staff follow this up.
+    uncovered_cost = models.DecimalField(**SU, null=True, blank=True)
     hold = models.OneToOneField(
         Hold, on_delete=models.PROTECT, null=True, blank=True, related_name="job"
     )
@@ -187,6 +197,10 @@ class Job(models.Model):
                 condition=Q(origin="direct"),
                 name="job_unique_direct_backend_id",
             ),
+            models.CheckConstraint(
+                condition=Q(user__isnull=False) | Q(origin="direct"),
+                name="job_user_unless_direct",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -199,6 +213,21 @@ class Job(models.Model):
     @property
     def is_final(self) -> bool:
         return self.state in self.FINAL_STATES
+
+
+class DirectWatermark(models.Model):
+    """How far a cluster's accounting has been searched for direct work: the next search
+    starts here (minus the backend's overlap). Moved forward only after the jobs found up to
+    it are committed; its row is also the lock that serialises recording on one cluster."""
+
+    cluster = models.OneToOneField(
+        Cluster, on_delete=models.CASCADE, primary_key=True, related_name="direct_watermark"
+    )
+    since = models.DateTimeField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.cluster_id}: direct work searched up to {self.since:%Y-%m-%d %H:%M:%S}"
 
 
 class JobEvent(models.Model):

@@ -31,6 +31,8 @@ LIST_FIELDS = (
     "estimated_cost",
     "charged_cost",
     "backend_id",
+    "origin",
+    "cluster_username",
     "project__uuid",
     "project__name",
     "project__slug",
@@ -63,9 +65,11 @@ def job_list_for_user(
     project: str | None = None,
     state: str | None = None,
     cluster: str | None = None,
+    origin: str | None = None,
 ) -> QuerySet[Job]:
-    """The caller's visible jobs, newest first, filtered by project (uuid or slug), state and
-    cluster (name); light enough for keyset pages over 100,000 rows."""
+    """The caller's visible jobs, newest first, filtered by project (uuid or slug), state,
+    cluster (name) and origin (portal, direct); light enough for keyset pages over 100,000
+    rows."""
     qs = job_visible_to(user=user)
     if project:
         # Resolve to ids first: `project_id = <constant>` lets PostgreSQL walk the
@@ -81,6 +85,8 @@ def job_list_for_user(
     if cluster:
         cluster_ids = list(Cluster.objects.filter(name=cluster).values_list("pk", flat=True))
         qs = qs.filter(cluster_id__in=cluster_ids)
+    if origin:
+        qs = qs.filter(origin=origin)
     return qs.select_related("project", "cluster", "user").only(*LIST_FIELDS)
 
 

@@ -54,15 +54,19 @@ def _decode_cursor(cursor: str) -> tuple[datetime, int] | None:
 @login_required
 @require_GET
 def job_list(request: HttpRequest) -> HttpResponse:
-    """Filters (project, state, cluster) and keyset pages of 50, newest first."""
+    """Filters (project, state, cluster, origin) and keyset pages of 50, newest first."""
     state = request.GET.get("state") or None
     if state not in Job.State.values:
         state = None
+    origin = request.GET.get("origin") or None
+    if origin not in Job.Origin.values:
+        origin = None
     qs = selectors.job_list_for_user(
         user=_user(request),
         project=request.GET.get("project") or None,
         state=state,
         cluster=request.GET.get("cluster") or None,
+        origin=origin,
     ).order_by("-created_at", "-id")
     if (cursor := _decode_cursor(request.GET.get("cursor", ""))) is not None:
         stamp, pk = cursor
@@ -81,9 +85,11 @@ def job_list(request: HttpRequest) -> HttpResponse:
             "projects": selectors.projects_for_user(user=_user(request)),
             "clusters": selectors.clusters_for_user(user=_user(request)),
             "states": Job.State.choices,
+            "origins": Job.Origin.choices,
             "current": {
                 "project": request.GET.get("project", ""),
                 "state": state or "",
+                "origin": origin or "",
                 "cluster": request.GET.get("cluster", ""),
             },
         },

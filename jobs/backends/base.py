@@ -118,6 +118,13 @@ class DirectRecord:
     usage: UsageRecord
     exit_code: int | None = None
     submitted_at: datetime | None = None
+    # The portal uuid the job is tagged with (Slurm comment gpuc:<uuid>, a Kubernetes label),
+    # if any, and the backend id a portal job with that tag carries (an array task's array id;
+    # empty = backend_id). Anyone can write a tag, so the backend passes tagged jobs on and the
+    # portal skips only those that are its own jobs on this cluster.
+    portal_uuid: str = ""
+    portal_backend_id: str = ""
+    reason: str = ""  # why it ended as it did (the scheduler's words), if worth showing
 
 
 @dataclass(frozen=True)
@@ -218,6 +225,8 @@ class ComputeBackend(abc.ABC):
     def direct_jobs(
         self, accounts: Collection[str], since: datetime
     ) -> tuple[list[DirectRecord], datetime]:
-        """Finished jobs under these accounts that carry no portal uuid and ended at or after
-        `since` (one accounting query), and the watermark to pass next time."""
+        """Finished jobs under these accounts that ended at or after `since` (one accounting
+        query), tagged jobs included (the portal skips its own: see DirectRecord.portal_uuid),
+        and the watermark to pass next time (overlapping enough for late accounting records:
+        the portal records each job once whatever the overlap)."""
         return [], since

@@ -7,11 +7,18 @@ the backend tags each job with; finalisation is exactly once by claiming finaliz
 The package re-exports every service (and the constants and helpers that tasks and tests use)
 so callers import from `jobs.services`; each use case lives in its own module: cluster_accounts
 (cluster accounts), submit (estimate, submit, batch submit, queueing the forward), forward,
-sync (sync and finalisation), cancel, files (logs and results) and templates.
+sync (sync and finalisation), direct (work submitted outside the portal, found by the sync),
+cancel, files (logs and results) and templates.
 """
 
 from jobs.services.cancel import job_cancel
 from jobs.services.cluster_accounts import cluster_account_create
+from jobs.services.direct import (
+    DirectResult,
+    cluster_direct_sync,
+    direct_jobs_record,
+    direct_key,
+)
 from jobs.services.files import (
     LOG_DEFAULT_LIMIT,
     LOG_MAX_LIMIT,
@@ -68,11 +75,15 @@ __all__ = [
     "SPEC_FIELDS",
     "STALE_SUBMITTING",
     "STREAMS",
+    "DirectResult",
     "SyncResult",
     "_record_forwarded_many",
     "clean_result_path",
     "cluster_account_create",
+    "cluster_direct_sync",
     "cluster_sync",
+    "direct_jobs_record",
+    "direct_key",
     "forward_debounce_clear",
     "job_cancel",
     "job_estimate",

@@ -45,7 +45,9 @@ def job_read_log(
         raise InvalidJob(f"limit must be between 1 and {LOG_MAX_LIMIT}", field="limit")
     if isinstance(offset, bool) or not isinstance(offset, int):
         raise InvalidJob("offset must be a whole number", field="offset")
-    if not job.backend_id:
+    if not job.backend_id or job.origin == Job.Origin.DIRECT:
+        # Nothing forwarded yet, or a job submitted outside the portal (its output is wherever
+        # its script wrote it: the portal never knew its directory).
         if offset > 0:
             raise InvalidJob(
                 f"offset {offset} is past the end of the log (0 bytes)", field="offset"
@@ -77,7 +79,7 @@ def job_read_log(
 
 def job_results(*, user: User, job: Job) -> list[ResultFile]:
     """Files the job wrote under its output directory, with sizes."""
-    if not job.backend_id:
+    if not job.backend_id or job.origin == Job.Origin.DIRECT:
         return []
     try:
         return get_backend(job.cluster).list_results(job_ref(job))
@@ -104,7 +106,7 @@ def job_open_result(*, user: User, job: Job, path: str) -> BinaryIO:
     clean = clean_result_path(path)
     if not clean:
         raise InvalidJob("path must name a result file", field="path")
-    if not job.backend_id:
+    if not job.backend_id or job.origin == Job.Origin.DIRECT:
         raise ResultNotFound("No such result file")
     try:
         return get_backend(job.cluster).open_result(job_ref(job), clean)

@@ -22,6 +22,7 @@ from django.utils import timezone
 from jobs.backends import get_backend
 from jobs.backends.base import UNKNOWN, BackendUnavailable, JobRef, JobStatus, UsageRecord
 from jobs.models import Job, JobEvent
+from jobs.services.direct import cluster_direct_sync
 from jobs.services.forward import _record_forwarded, job_ref
 from jobs.services.submit import _enqueue_forward
 from quotas.models import ZERO, Cluster, Hold, Rate
@@ -49,6 +50,7 @@ class SyncResult:
     recovered: int = 0
     missing: int = 0  # queued/running jobs this poll did not report (the lost ones included)
     lost: int = 0  # of those, ended now: missing for longer than JOBS_MISSING_GRACE_SECONDS
+    direct: int = 0  # jobs submitted outside the portal found (and charged) in this tick
     backend_calls: int = 0
 
 
@@ -105,7 +107,21 @@ def cluster_sync(*, cluster: Cluster) -> SyncResult:
         result.transitions = _apply_transitions(changes)
         result.lost = _end_lost(cluster, lost, cutoff=cutoff)
     result.finalized = _finalize_finished(cluster, backend, result)
+    _sync_direct(cluster, backend, result)
     return result
+
+
+def _sync_direct(cluster: Cluster, backend: Any, result: SyncResult) -> None:
+    """Record and charge the work submitted outside the portal (one more backend call, only
+    when the cluster has project accounts); an outage of it never fails the sync."""
+    try:
+        direct = cluster_direct_sync(cluster=cluster, backend=backend)
+    except BackendUnavailable as exc:
+        result.backend_calls += 1
+        logger.warning("Direct work on %s not searched now: %s", cluster.name, exc)
+        return
+    result.direct = direct.recorded
+    result.backend_calls += direct.backend_calls
 
 
 MISSING_BATCH = 5000

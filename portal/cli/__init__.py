@@ -157,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--project", "-p", help="project uuid, slug or org/slug")
     p.add_argument("--state", "-s", help="pending, queued, running, completed, failed, ...")
     p.add_argument("--cluster", "-c", help="cluster name")
+    p.add_argument(
+        "--origin", choices=("portal", "direct"), help="direct: submitted outside the portal"
+    )
     p.add_argument("--limit", "-n", type=_positive_int(1), default=50, help="at most N jobs")
     p.add_argument("--json", action="store_true")
 

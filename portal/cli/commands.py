@@ -265,6 +265,7 @@ def cmd_ls(args: argparse.Namespace, client: Client) -> int:
         "project": resolve_project(client, args.project) if args.project else None,
         "state": args.state,
         "cluster": args.cluster,
+        "origin": getattr(args, "origin", None),
         "page_size": min(args.limit, 200),
     }
     jobs = list(client.paginate("jobs/", params, limit=args.limit))
@@ -275,7 +276,7 @@ def cmd_ls(args: argparse.Namespace, client: Client) -> int:
         (
             _id(j),
             j.get("name", ""),
-            j.get("state", ""),
+            j.get("state", "") + (" (direct)" if j.get("origin") == "direct" else ""),
             j.get("project_name") or _name(j.get("project")),
             _name(j.get("cluster")),
             j.get("gpus", ""),
@@ -301,7 +302,13 @@ def cmd_status(args: argparse.Namespace, client: Client) -> int:
             job.get("state", "") + (f": {job['state_reason']}" if job.get("state_reason") else ""),
         ),
         ("Project", job.get("project_name") or _name(job.get("project"))),
-        ("User", job.get("user")),
+        (
+            "Origin",
+            "submitted outside the portal (found in the cluster's accounting)"
+            if job.get("origin") == "direct"
+            else None,
+        ),
+        ("User", job.get("user") or job.get("cluster_user")),
         ("Cluster", _name(job.get("cluster"))),
         ("GPUs", gpus),
         ("CPUs", job.get("cpus")),
@@ -323,6 +330,7 @@ def cmd_status(args: argparse.Namespace, client: Client) -> int:
         ("Estimated", f"{job['estimated_cost']} SU" if job.get("estimated_cost") else None),
         ("Charged", f"{job['charged_cost']} SU" if job.get("charged_cost") is not None else None),
         ("Held", f"{job['held']} SU" if job.get("held") not in (None, "0.0000") else None),
+        ("Uncovered", f"{job['uncovered_cost']} SU" if job.get("uncovered_cost") else None),
     ]
     for label, value in fields:
         if value not in (None, ""):

@@ -4,14 +4,14 @@ lock on the allocation. Rules are in quotas/models.py's docstring; reconcile pro
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, NoReturn
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from accounts.models import Project, User
@@ -201,7 +201,7 @@ def ledger_credit(
 
 def eligible_allocations(
     *, project: Project, cluster: Cluster, at: datetime | None = None
-) -> Iterable[Allocation]:
+) -> QuerySet[Allocation]:
     """Active allocations of `project` valid on `cluster` now, earliest-ending first."""
     at = at or timezone.now()
     return Allocation.objects.filter(
@@ -686,6 +686,107 @@ def ledger_settle(*, actor: User | None, hold: Hold, actual: Decimal, memo: str 
     if charge > 0:
         _after_charge(allocation)
     return locked_hold
+
+
+@dataclass(frozen=True)
+class DirectCharge:
+    """What ledger_charge_direct did: `charged` out of `holds` (one settled hold per allocation
+    it took from), `uncovered` the part of `amount` no allocation could cover."""
+
+    amount: Decimal
+    charged: Decimal
+    uncovered: Decimal
+    holds: tuple[Hold, ...]
+
+
+@transaction.atomic
+def ledger_charge_direct(
+    *,
+    actor: User | None,
+    project: Project,
+    cluster: Cluster,
+    amount: Decimal,
+    key: str,
+    job_uuid: uuid.UUID | None = None,
+    memo: str = "",
+) -> DirectCharge:
+    """Charge work that ran without a hold (found in the scheduler's accounting) at once: a
+    hold placed and settled in this transaction on each eligible allocation it takes from,
+    earliest-ending first, never more than is available. The rest is returned as `uncovered`.
+
+    Same key -> the first charge (the holds are keyed `key`, `key:2`, ...), even when two calls
+    race: the second waits for the allocation locks and then finds the first hold."""
+    value = _actual(amount)
+    if existing := _direct_charge(key, value):
+        return existing
+    now = timezone.now()
+    # The row locks, in the order every other multi-allocation writer takes them.
+    allocations = list(
+        Allocation.objects.select_for_update(no_key=True)
+        .filter(pk__in=eligible_allocations(project=project, cluster=cluster, at=now).values("pk"))
+        .order_by("ends_at", "id")
+    )
+    if existing := _direct_charge(key, value):
+        return existing  # a concurrent call charged it while this one waited for the locks
+    left = value
+    holds: list[Hold] = []
+    for allocation in allocations:
+        take = min(left, allocation.available)
+        if allocation.status != Allocation.Status.ACTIVE or take <= 0:
+            continue
+        hold = Hold.objects.create(
+            allocation=allocation,
+            cluster=cluster,
+            amount=take,
+            charged=take,
+            released=ZERO,
+            state=Hold.State.SETTLED,
+            job_uuid=job_uuid,
+            key=key if not holds else f"{key}:{len(holds) + 1}",
+            created_at=now,
+            settled_at=now,
+        )
+        # hold then charge: held goes up and down by `take`, charged up by `take`, so the
+        # counters' rules and reconcile_ledger hold as for any settled hold.
+        _post_many(
+            allocation,
+            [
+                LedgerEntry(
+                    allocation=allocation,
+                    kind=kind,
+                    amount=take,
+                    idempotency_key=f"{hold.key}:{kind}",
+                    actor=actor,
+                    memo=memo,
+                    job_uuid=job_uuid,
+                    hold=hold,
+                    cluster=cluster,
+                    created_at=now,
+                )
+                for kind in (LedgerEntry.Kind.HOLD, LedgerEntry.Kind.CHARGE)
+            ],
+            actor=actor,
+        )
+        _after_charge(allocation)
+        holds.append(hold)
+        left -= take
+        if left <= 0:
+            break
+    return DirectCharge(amount=value, charged=value - left, uncovered=left, holds=tuple(holds))
+
+
+def _direct_charge(key: str, amount: Decimal) -> DirectCharge | None:
+    """The charge already made under `key`, if any (its first hold carries the key itself)."""
+    first = Hold.objects.filter(key=key).first()
+    if first is None:
+        return None
+    holds = [first]
+    while more := Hold.objects.filter(key=f"{key}:{len(holds) + 1}").first():
+        holds.append(more)
+    charged = sum((h.charged for h in holds), ZERO)
+    return DirectCharge(
+        amount=amount, charged=charged, uncovered=max(amount - charged, ZERO), holds=tuple(holds)
+    )
 
 
 @transaction.atomic

@@ -25,6 +25,8 @@ Cluster options (`Cluster.options`, checked by `check_options` at startup):
                           it; false: from slurmctld's records only
     path                  PATH jobs start with (/usr/local/bin:/usr/bin:/bin)
     connect_timeout / read_timeout / pool_size   HTTP settings (5 s / 30 s / 16 connections)
+    direct_overlap_seconds   how far each search for direct work reaches back before the last
+                          one ended (120): covers slurmdbd's lag and clock differences
     max_gpus, max_cpus, max_memory_mb, max_time_minutes, max_array_tasks   limits
 
 Behaviour worth knowing:
@@ -44,6 +46,14 @@ Behaviour worth knowing:
   non-zero exit as 0, so such a forgotten failed job has no exit code (said in its reason).
 - usage() makes one slurmdbd call (elapsed, AllocTRES cpu/mem/gres/gpu); a job accounting has
   no final record of yet is measured from slurmctld's record (raw["source"] says which).
+- direct_jobs() (work submitted outside the portal, e.g. sbatch on a login node) makes ONE
+  GET /slurmdb/v0.0.38/jobs per sync tick: start_time=now-<N>seconds, end_time=now, state=<every
+  final state>, which selects the jobs that ENDED in the window (slurmdbd ignores the state
+  filter without an explicit end_time, and without a state filter it selects every job that
+  overlapped the window, running ones included). The accounts are named in the query up to
+  100 of them, beyond that filtered here. Each array task (123_4) and heterogeneous component
+  (123+1) is its own record; jobs that never started are skipped; requeued runs are not
+  charged (slurmdbd returns a job's last run only).
 - Errors: connection failures, timeouts, 5xx without a Slurm errno, auth failures and transient
   Slurm errnos (communication, EAGAIN, controller busy, database down) raise BackendUnavailable;
   Slurm's refusals (bad partition, impossible resources, invalid account...) raise BackendError

@@ -7,7 +7,8 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
 
 from jobs.backends.base import (
@@ -15,6 +16,7 @@ from jobs.backends.base import (
     BackendError,
     BackendUnavailable,
     ComputeBackend,
+    DirectRecord,
     JobRef,
     JobSpec,
     JobStatus,
@@ -35,6 +37,12 @@ DBD_CHUNK = 500
 # is younger than this; older, it is fetched whole whatever the clocks say.
 SNAPSHOT_MAX_AGE = 30.0
 CLOCK_SLACK = 5
+# A direct-work query names the accounts when there are at most this many (the query string
+# stays short); beyond, it asks for every account and the records are filtered here.
+DIRECT_ACCOUNTS_IN_QUERY = 100
+# How far each direct-work window reaches back before the last one's end: slurmdbd receives a
+# job's end a little after it happens, and the portal's and slurmrestd's clocks may differ.
+DIRECT_OVERLAP_SECONDS = 120
 
 
 class SlurmBackend(ComputeBackend):
@@ -286,6 +294,33 @@ class SlurmBackend(ComputeBackend):
                 record = records.usage_from_ctld(ref.backend_id, found)
                 if record is not None:
                     out[ref.backend_id] = record
+
+    def direct_jobs(
+        self, accounts: Collection[str], since: datetime
+    ) -> tuple[list[DirectRecord], datetime]:
+        """ONE slurmdbd query for the jobs that ended from `since` on (all final states, the
+        accounts named when few), whatever the number of jobs and accounts. The window is
+        relative to slurmrestd's own clock ("now-N seconds" .. "now"), so no time zone is
+        involved; the next watermark is now minus the overlap (direct_overlap_seconds)."""
+        if not accounts or not self.accounting:
+            return [], since
+        now = datetime.now(tz=UTC)
+        overlap = int(self.options.get("direct_overlap_seconds", DIRECT_OVERLAP_SECONDS))
+        params: dict[str, str] = {
+            "start_time": f"now-{max(1, int((now - since).total_seconds()) + 1)}seconds",
+            # slurmdbd applies the state filter only with an explicit end of the window.
+            "end_time": "now",
+            "state": ",".join(records.DIRECT_QUERY_STATES),
+            "skip_steps": "true",
+        }
+        if len(accounts) <= DIRECT_ACCOUNTS_IN_QUERY:
+            params["account"] = ",".join(sorted(accounts))
+        body = self.rest.call(
+            "GET", f"/slurmdb/{self.api}/jobs", user=self.query_user, params=params
+        )
+        jobs = [j for j in (body or {}).get("jobs") or () if isinstance(j, dict)]
+        found = records.direct_from_dbd(jobs, frozenset(accounts))
+        return found, max(since, now - timedelta(seconds=overlap))
 
     def read_log(self, ref: JobRef, stream: str, offset: int, limit: int) -> LogChunk:
         """Bytes of <workdir>/stdout.log or stderr.log on the shared filesystem."""

@@ -18,7 +18,13 @@ ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 API_RE = re.compile(r"^v0\.0\.3[89]$")
 FORBIDDEN_USERS = frozenset({"root", "slurm", "nobody"})
 POSITIVE_INTS = ("max_gpus", "max_cpus", "max_memory_mb", "max_time_minutes", "max_array_tasks")
-NUMBERS = ("connect_timeout", "read_timeout", "jwt_lifetime_seconds", "pool_size")
+NUMBERS = (
+    "connect_timeout",
+    "read_timeout",
+    "jwt_lifetime_seconds",
+    "pool_size",
+    "direct_overlap_seconds",
+)
 KNOWN = frozenset(
     {
         "url",
@@ -38,6 +44,7 @@ KNOWN = frozenset(
         "connect_timeout",
         "read_timeout",
         "pool_size",
+        "direct_overlap_seconds",
         "path",
         "allowed_projects",
         "allowed_organizations",

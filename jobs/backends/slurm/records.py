@@ -9,11 +9,11 @@ all ended: cancelled > node_fail > timeout > failed > completed), their run time
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from jobs.backends.base import JobStatus, UsageRecord
+from jobs.backends.base import DirectRecord, JobStatus, UsageRecord
 
 COMMENT_PREFIX = "gpuc:"
 
@@ -380,3 +380,87 @@ def _usage_record(
             "alloc_tres": {k: v for k, v in sorted(per_task.items())},
         },
     )
+
+
+# --- work submitted outside the portal ---------------------------------------------------
+
+# The `state` filter of a direct-work query: every final state (slurmdbd then selects the jobs
+# that ENDED inside the start_time..end_time window, as `sacct -s ... -S ... -E ...` does).
+DIRECT_QUERY_STATES = tuple(FINAL_STATES)
+
+
+def dbd_direct_id(record: Mapping[str, Any]) -> str:
+    """The id sacct shows for one accounting record: 123 for a job, 123_4 for task 4 of array
+    123, 123+1 for component 1 of heterogeneous job 123. Each is recorded and charged on its
+    own, so an array whose tasks end in different windows is never charged in part twice."""
+    array = record.get("array") or {}
+    array_id, task_id = array.get("job_id") or 0, array.get("task_id")
+    if array_id and isinstance(task_id, int):
+        return f"{array_id}_{task_id}"
+    het = record.get("het") or {}
+    het_id, offset = het.get("job_id") or 0, het.get("job_offset")
+    if het_id and isinstance(offset, int):
+        return f"{het_id}+{offset}"
+    return str(record.get("job_id"))
+
+
+def direct_from_dbd(
+    jobs: Iterable[Mapping[str, Any]], accounts: Collection[str]
+) -> list[DirectRecord]:
+    """The finished jobs among dbv0.0.38 accounting records that ran under one of `accounts`.
+
+    Skipped: other accounts, jobs not ended yet (running, pending, requeued), and jobs that
+    never started (cancelled while pending: nothing to charge). Portal-tagged jobs are kept
+    with their tag (the service decides whether the tag is genuine)."""
+    found: list[DirectRecord] = []
+    for record in jobs:
+        account = str(record.get("account") or "")
+        if account not in accounts:
+            continue
+        slurm_state = str((record.get("state") or {}).get("current") or "")
+        times = record.get("time") or {}
+        if slurm_state.split(" ")[0] not in FINAL_STATES or not ts(times.get("end")):
+            continue
+        if not ts(times.get("start")):
+            continue
+        backend_id = dbd_direct_id(record)
+        usage = usage_from_dbd(backend_id, [record])
+        if usage is None:
+            continue
+        state, default_reason = portal_state(slurm_state)
+        comment = dbd_comment(record) or ""
+        limit = times.get("limit")
+        found.append(
+            DirectRecord(
+                backend_id=backend_id,
+                account=account,
+                cluster_user=str(record.get("user") or ""),
+                name=str(record.get("name") or "")[:128],
+                state=state,
+                usage=UsageRecord(
+                    backend_id=backend_id,
+                    elapsed_seconds=usage.elapsed_seconds,
+                    gpus=usage.gpus,
+                    gpu_type=usage.gpu_type,
+                    cpus=usage.cpus,
+                    memory_mb=usage.memory_mb,
+                    tasks=1,
+                    started_at=usage.started_at,
+                    ended_at=usage.ended_at,
+                    raw={
+                        **usage.raw,
+                        "slurm_job_id": record.get("job_id"),
+                        "partition": str(record.get("partition") or ""),
+                        "time_limit_minutes": limit if isinstance(limit, int) else None,
+                    },
+                ),
+                exit_code=dbd_exit_code(record, state),
+                submitted_at=ts(times.get("submission")),
+                portal_uuid=comment.removeprefix(COMMENT_PREFIX)
+                if comment.startswith(COMMENT_PREFIX)
+                else "",
+                portal_backend_id=dbd_key(record) if comment.startswith(COMMENT_PREFIX) else "",
+                reason=_reason((record.get("state") or {}).get("reason"), default_reason),
+            )
+        )
+    return found

@@ -1,0 +1,48 @@
+"""Django admin for jobs, read-only (jobs change only through jobs.services): staff find here
+the direct jobs (submitted outside the portal) whose cost exceeded what their project had
+available, filtered by "uncovered", to credit and charge or write off by hand."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from jobs.models import Job
+from quotas.admin import ReadOnlyAdmin
+
+
+class UncoveredFilter(admin.SimpleListFilter):
+    title = "uncovered cost"
+    parameter_name = "uncovered"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "Part of the cost not covered")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Job]) -> QuerySet[Job]:
+        if self.value() == "yes":
+            return queryset.filter(uncovered_cost__gt=0)
+        return queryset
+
+
+@admin.register(Job)
+class JobAdmin(ReadOnlyAdmin):
+    list_display = [
+        "uuid",
+        "name",
+        "project",
+        "cluster",
+        "origin",
+        "cluster_username",
+        "state",
+        "charged_cost",
+        "uncovered_cost",
+        "created_at",
+    ]
+    list_filter = ["origin", UncoveredFilter, "state", "cluster"]
+    search_fields = ["uuid", "name", "backend_id", "cluster_username"]
+    list_select_related = ["project", "cluster"]
+    show_full_result_count = False
+    exclude = ["script", "env"]
