@@ -32,6 +32,8 @@ from jobs.backends.kubernetes.objects import (
     MANAGER,
     PROJECT_LABEL,
     USER_ANNOTATION,
+    UUID_LABEL,
+    backend_id_of,
     label_value,
     namespace_for,
     parse_quantity,
@@ -39,6 +41,9 @@ from jobs.backends.kubernetes.objects import (
 )
 
 QUOTA_NAME = "gpu-commons"
+# How far each direct-work window reaches back before the listing's time: the Job controller
+# writes a Job's completion a little after the time it records in it (more when it is busy).
+DIRECT_OVERLAP_SECONDS = 120
 BLOCK_RESOURCE = "pods"
 # Set by whoever launches a direct Job and wants it attributed (label or annotation).
 DIRECT_USER_KEYS = (USER_ANNOTATION, "gpu-commons/user")
@@ -103,20 +108,22 @@ def quota_manifest(namespace: str, hard: Mapping[str, str]) -> dict[str, Any]:
 # --- direct work -------------------------------------------------------------------------
 
 
-def job_end(job: Mapping[str, Any]) -> tuple[str, datetime] | None:
-    """(portal state, end) of a finished Job: Complete (completionTime) or Failed (its
-    condition's lastTransitionTime; DeadlineExceeded is a timeout); None while it runs."""
+def job_end(job: Mapping[str, Any]) -> tuple[str, datetime, str] | None:
+    """(portal state, end, reason) of a finished Job: Complete (completionTime) or Failed (its
+    condition's lastTransitionTime and message; DeadlineExceeded is a timeout); None while it
+    runs (FailureTarget alone: its Pods are still being stopped)."""
     status = job.get("status") or {}
     for condition in status.get("conditions") or []:
         if condition.get("status") != "True":
             continue
         if condition.get("type") == "Complete":
             end = parse_time(status.get("completionTime") or condition.get("lastTransitionTime"))
-            return ("completed", end) if end else None
+            return ("completed", end, "") if end else None
         if condition.get("type") == "Failed":
             end = parse_time(condition.get("lastTransitionTime"))
             state = "timeout" if condition.get("reason") == "DeadlineExceeded" else "failed"
-            return (state, end) if end else None
+            reason = str(condition.get("message") or condition.get("reason") or "")
+            return (state, end, reason) if end else None
     return None
 
 
@@ -185,7 +192,12 @@ def direct_record(
     gpu_resource: str,
     node_selectors: Mapping[str, Any],
 ) -> DirectRecord | None:
-    """The DirectRecord of a finished Job (None while it runs).
+    """The DirectRecord of a finished Job (None while it runs, or when no Pod of it ever ran:
+    nothing to charge).
+
+    A Job carrying the portal's uuid label is passed on with portal_uuid and
+    portal_backend_id ("<namespace>/<name>", the id a portal job has): anyone can write a label,
+    so the portal decides whether it is one of its own jobs.
 
     Usage = the Job's span (status.startTime to its end) x the resources one Pod requests x the
     Pods that can have run at once: min(parallelism, completions, succeeded + failed). Exact for
@@ -198,7 +210,7 @@ def direct_record(
     started = parse_time(status.get("startTime"))
     if end is None:
         return None
-    state, ended = end
+    state, ended, reason = end
     meta = job.get("metadata") or {}
     spec = job.get("spec") or {}
     template = spec.get("template") or {}
@@ -207,15 +219,18 @@ def direct_record(
     parallelism = int(spec.get("parallelism") or 1)
     completions = int(spec.get("completions") or parallelism)  # unset: a work queue
     ran = int(status.get("succeeded") or 0) + int(status.get("failed") or 0)
-    tasks = max(1, min(parallelism, completions, ran)) if ran else 0
+    if not ran:
+        return None
+    tasks = max(1, min(parallelism, completions, ran))
     elapsed = max(0, int((ended - started).total_seconds())) if started else 0
     tags = {**(meta.get("labels") or {}), **(meta.get("annotations") or {})}
     user = next((tags[k] for k in DIRECT_USER_KEYS if tags.get(k)), "")
     user = user or pod_spec.get("serviceAccountName") or pod_spec.get("serviceAccount") or ""
     backend_id = direct_backend_id(job)
+    tag = str((meta.get("labels") or {}).get(UUID_LABEL) or "")
     usage = UsageRecord(
         backend_id=backend_id,
-        elapsed_seconds=elapsed if tasks else 0,
+        elapsed_seconds=elapsed,
         gpus=gpus,
         gpu_type=gpu_type_of(pod_spec, node_selectors),
         cpus=max(1, math.ceil(cpus)),
@@ -242,4 +257,7 @@ def direct_record(
         usage=usage,
         exit_code=0 if state == "completed" else None,
         submitted_at=parse_time(meta.get("creationTimestamp")),
+        portal_uuid=tag,
+        portal_backend_id=backend_id_of(job) if tag else "",
+        reason=reason[:500],
     )

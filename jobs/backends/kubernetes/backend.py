@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -33,6 +33,7 @@ from jobs.backends.base import (
 from jobs.backends.files import list_result_files, open_result_file
 from jobs.backends.kubernetes import options as option_checks
 from jobs.backends.kubernetes.accounts import (
+    DIRECT_OVERLAP_SECONDS,
     QUOTA_NAME,
     direct_record,
     namespace_manifest,
@@ -490,22 +491,25 @@ class KubernetesBackend(ComputeBackend):
     def direct_jobs(
         self, accounts: Collection[str], since: datetime
     ) -> tuple[list[DirectRecord], datetime]:
-        """Finished Jobs without the portal's uuid label in these namespaces that ended at or
-        after `since`: one paged listing across namespaces (selector !gpu-commons/job-uuid).
-        The watermark is the latest end seen (`since` when none). See accounts.direct_record
-        for the usage rule. A Job deleted before a tick lists it (by hand, or by a
-        ttlSecondsAfterFinished shorter than the sync interval) is never seen: a facility that
-        must charge every Job enforces a minimum TTL with an admission policy."""
+        """Finished Jobs in these namespaces that ended at or after `since`, from ONE paged
+        listing of the cluster's Jobs. Jobs carrying the portal's uuid label are passed on with
+        their tag (the portal skips its own; a label anyone can write never hides work). The
+        next watermark is the listing's time (the API server's Date) minus
+        direct_overlap_seconds, never before `since`. See accounts.direct_record for the usage
+        rule. A Job deleted before a tick lists it (by hand, or a ttlSecondsAfterFinished
+        shorter than the sync interval) is never seen: a facility that must charge every Job
+        enforces a minimum TTL with an admission policy."""
         wanted = set(accounts)
         if not self.manages_accounts or not wanted:
             return [], since
         if since.tzinfo is None:
             since = since.replace(tzinfo=UTC)
-        items, _ = self._list_jobs(f"!{UUID_LABEL}")
+        # No label selector: a selector leaving out labelled Jobs would let a forged label hide
+        # work, and namespaces cannot be selected by a list of names.
+        items, listed_at = self._list_jobs("")
         gpu_resource = self.options.get("gpu_resource", "nvidia.com/gpu")
         node_selectors = self.options.get("node_selectors") or {}
         records: list[DirectRecord] = []
-        watermark = since
         for job in items:
             if (job.get("metadata") or {}).get("namespace") not in wanted:
                 continue
@@ -514,8 +518,8 @@ class KubernetesBackend(ComputeBackend):
             if record is None or ended is None or ended < since:
                 continue
             records.append(record)
-            watermark = max(watermark, ended)
-        return records, watermark
+        overlap = int(self.options.get("direct_overlap_seconds", DIRECT_OVERLAP_SECONDS))
+        return records, max(since, listed_at - timedelta(seconds=overlap))
 
     # -- find, poll, usage ----------------------------------------------------------------
 
@@ -556,7 +560,7 @@ class KubernetesBackend(ComputeBackend):
                     try:
                         response = list_call(
                             *args,
-                            label_selector=selector,
+                            label_selector=selector or None,
                             limit=page_size,
                             _continue=token,
                             _preload_content=False,
