@@ -365,25 +365,33 @@ class KubernetesBackend(ComputeBackend):
         self._namespaces_ready.add(namespace)
 
     def _write_quota(
-        self, namespace: str, hard: Mapping[str, str], *, replace: bool = False
+        self,
+        namespace: str,
+        hard: Mapping[str, str],
+        *,
+        replace: bool = False,
+        exists: bool = False,
     ) -> None:
-        """Create the namespace's quota with `hard`; with `replace`, replace the one there (and
-        create it if it has gone). Without, an existing quota is left as it is."""
+        """Set the namespace's quota to `hard`: replace it when it `exists` (create it if it has
+        gone since), else create it (if someone made it meanwhile, replace it only with
+        `replace`: the submit path never overwrites a pushed quota)."""
         from kubernetes import client
         from kubernetes.client.exceptions import ApiException
 
         core = self._core()
         body = client.V1ResourceQuota.from_dict(quota_manifest(namespace, hard))
+
+        def put() -> None:
+            # No resourceVersion: the object is the portal's alone, so the replace is
+            # unconditional (the wanted quota wins over any hand edit).
+            core.replace_namespaced_resource_quota(
+                QUOTA_NAME, namespace, body, _preload_content=False, _request_timeout=self._timeout
+            )
+
         with self._calling(f"set the ResourceQuota of namespace {namespace}"):
-            if replace:
+            if exists:
                 try:
-                    core.replace_namespaced_resource_quota(
-                        QUOTA_NAME,
-                        namespace,
-                        body,
-                        _preload_content=False,
-                        _request_timeout=self._timeout,
-                    )
+                    put()
                     return
                 except ApiException as exc:
                     if exc.status != 404:
@@ -395,14 +403,8 @@ class KubernetesBackend(ComputeBackend):
             except ApiException as exc:
                 if exc.status != 409:
                     raise
-                if replace:  # made by someone else since we looked: ours wins
-                    core.replace_namespaced_resource_quota(
-                        QUOTA_NAME,
-                        namespace,
-                        body,
-                        _preload_content=False,
-                        _request_timeout=self._timeout,
-                    )
+                if replace or exists:
+                    put()
 
     # -- project accounts (namespaces and their quota) --------------------------------------
 
@@ -455,7 +457,7 @@ class KubernetesBackend(ComputeBackend):
                 if current is None:  # a new account, one made by submit, or one deleted
                     self._namespaces_ready.discard(spec.name)
                     self._ensure_namespace(spec.name, spec.project, default_quota=False)
-                self._write_quota(spec.name, wanted, replace=True)
+                self._write_quota(spec.name, wanted, replace=True, exists=current is not None)
             except BackendError as exc:
                 self._namespaces_ready.discard(spec.name)  # look again next time
                 refusals[spec.name] = str(exc)

@@ -55,7 +55,14 @@ def test_push_accounts_makes_the_namespace_and_a_quota_carrying_the_gpu_cap(back
     quota = k8s.quotas[("gpuc-folding", "gpu-commons")]
     assert quota["spec"]["hard"] == {GPU: "4"}
     assert quota["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "gpu-commons"}
-    assert k8s.calls("GET", QUOTAS) == [QUOTAS]
+    # One listing, then for a new account: is the namespace there (someone else's?), make it,
+    # make its quota.
+    assert [(method, path) for method, path, _ in k8s.requests] == [
+        ("GET", QUOTAS),
+        ("GET", "/api/v1/namespaces/gpuc-folding"),
+        ("POST", "/api/v1/namespaces"),
+        ("POST", "/api/v1/namespaces/gpuc-folding/resourcequotas"),
+    ]
 
 
 def test_the_cap_holds_gpus_in_use_at_once_across_portal_and_direct_jobs(backend, k8s, kubectl):
