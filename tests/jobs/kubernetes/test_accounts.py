@@ -4,6 +4,7 @@ a write only where the quota differs, refusals reported per namespace."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 from decimal import Decimal
 from pathlib import Path
@@ -296,3 +297,32 @@ def test_submit_creates_the_default_quota_but_never_overwrites_a_pushed_one(
 
     assert _hard(k8s, "gpuc-folding") == {GPU: "2"}
     assert k8s.calls("PUT") == []
+
+
+def test_two_ticks_pushing_at_once_make_each_namespace_and_quota_once(
+    k8s, results_dir, monkeypatch
+):
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    workers = [
+        KubernetesBackend(name="kube", options=k8s_options(k8s, results_dir)) for _ in range(2)
+    ]
+    accounts = [_account(f"p{i}", gpu_cap=i + 1, limit_su=Decimal(i)) for i in range(6)]
+    start = threading.Barrier(2)
+    answers: list[dict[str, str]] = []
+
+    def tick(worker: KubernetesBackend) -> None:
+        start.wait()
+        answers.append(worker.push_accounts(accounts))
+
+    threads = [threading.Thread(target=tick, args=(w,)) for w in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert answers == [{}, {}]
+    assert sorted(k8s.namespaces) == [f"gpuc-p{i}" for i in range(6)]
+    assert [_hard(k8s, f"gpuc-p{i}") for i in range(6)] == [
+        {GPU: "1", "pods": "0"},
+        *({GPU: str(i + 1)} for i in range(1, 6)),
+    ]
