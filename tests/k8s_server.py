@@ -6,7 +6,8 @@ Served (JSON unless noted):
     /api/v1/namespaces                               GET list, POST
     /api/v1/namespaces/{ns}                          GET
     /api/v1/namespaces/{ns}/configmaps[/{name}]      POST, GET, PATCH (merge), DELETE
-    /api/v1/namespaces/{ns}/resourcequotas[/{name}]  POST, GET, PUT
+    /api/v1/resourcequotas                           GET (all namespaces)
+    /api/v1/namespaces/{ns}/resourcequotas[/{name}]  POST, GET (list), GET, PUT
     /apis/batch/v1/jobs                              GET (all namespaces)
     /apis/batch/v1/namespaces/{ns}/jobs[/{name}]     POST, GET (list), GET, DELETE
     /api/v1/pods, /api/v1/namespaces/{ns}/pods       GET (list)
@@ -39,6 +40,13 @@ Job's startTime (Failed, reason DeadlineExceeded); backoffLimit is honoured; Ind
 its pods deleting (deletionTimestamp, finalizer foregroundDeletion); they disappear on the
 next advance (or at once with `foreground_linger=False`). Owned ConfigMaps go with the Job.
 
+ResourceQuotas are validated like the apiserver does (quantities, and extended resources only
+with the `requests.` prefix) and enforced by quota admission when the Job controller creates a
+Pod: a Pod that would take a namespace past a quota's `pods` or `requests.<resource>` among its
+non-terminal Pods is refused (403 "exceeded quota", recorded in `events` as FailedCreate) and
+the controller tries again on every advance. Quotas never evict running Pods. `status.used` is
+filled in when a quota is read.
+
 `stop()` makes the server refuse connections; `start()` brings it back on the same port.
 `requests` records (method, path, query) of every call for counting.
 """
@@ -67,6 +75,68 @@ _LABEL_KEY = re.compile(
     r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 )
 INDEX_KEY = "batch.kubernetes.io/job-completion-index"
+_QUOTA_RESOURCES = {
+    "pods",
+    "cpu",
+    "memory",
+    "ephemeral-storage",
+    "requests.cpu",
+    "requests.memory",
+    "requests.ephemeral-storage",
+    "requests.storage",
+    "limits.cpu",
+    "limits.memory",
+    "limits.ephemeral-storage",
+    "persistentvolumeclaims",
+    "services",
+    "services.loadbalancers",
+    "services.nodeports",
+    "secrets",
+    "configmaps",
+    "replicationcontrollers",
+    "resourcequotas",
+}
+_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]*)?)(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
+_UNITS = {
+    None: 1,
+    "m": 0.001,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+}
+
+
+def _quantity(value: Any) -> float:
+    """A resource quantity ("2", "500m", "4Gi") as a number; ValueError when it is not one."""
+    text = str(value).strip()
+    negative = text.startswith("-")
+    match = _QUANTITY.match(text.lstrip("+-"))
+    if not match:
+        raise ValueError(text)
+    amount = float(match.group(1)) * _UNITS[match.group(2)]
+    return -amount if negative else amount
+
+
+def _format_quantity(amount: float) -> str:
+    return str(int(amount)) if float(amount).is_integer() else f"{round(amount * 1000)}m"
+
+
+def _pod_request(pod: dict[str, Any], resource: str) -> float:
+    """What a Pod requests of `resource` (requests, else limits, summed over containers)."""
+    total = 0.0
+    for container in pod["spec"].get("containers") or []:
+        resources = container.get("resources") or {}
+        value = (resources.get("requests") or {}).get(
+            resource, (resources.get("limits") or {}).get(resource)
+        )
+        if value is not None:
+            total += _quantity(value)
+    return total
 
 
 def _ts(moment: datetime) -> str:
@@ -225,7 +295,10 @@ class FakeKubernetes:
         self.requests: list[tuple[str, str, dict[str, list[str]]]] = []
         self.deletions: list[tuple[str, str, str]] = []  # (namespace, job, propagation)
         self.created_jobs: list[dict[str, Any]] = []  # every accepted Job body, as sent
-        self.faults: list[tuple[str, re.Pattern[str], int, bool]] = []
+        self.faults: list[tuple[str, re.Pattern[str], int, bool, str | None]] = []
+        # (namespace, involved object, reason, message), like `kubectl get events`.
+        self.events: list[tuple[str, str, str, str]] = []
+        self._pods_refused: set[tuple[str, str]] = set()  # Jobs to retry pod creation for
         self._version = 0
         # What paged lists continue from, like etcd's history: (resource, rv) -> key -> object.
         self._snapshots: dict[tuple[str, int], dict[str, dict[str, Any]]] = {}
@@ -258,10 +331,19 @@ class FakeKubernetes:
             self._server.server_close()
             self._server = None
 
-    def fail_next(self, method: str, path_pattern: str, code: int, *, after: bool = False) -> None:
-        """Answer the next matching request with `code` (e.g. 500, 403) instead; with
-        `after`, carry the request out first (the answer is what gets lost)."""
-        self.faults.append((method.upper(), re.compile(path_pattern), code, after))
+    def fail_next(
+        self,
+        method: str,
+        path_pattern: str,
+        code: int,
+        *,
+        after: bool = False,
+        message: str | None = None,
+    ) -> None:
+        """Answer the next matching request with `code` (e.g. 500, 403) instead, as a Status
+        carrying `message`; with `after`, carry the request out first (the answer is what
+        gets lost)."""
+        self.faults.append((method.upper(), re.compile(path_pattern), code, after, message))
 
     def compact(self) -> None:
         """Compact the history: every continue token handed out so far answers 410 Expired."""
@@ -292,11 +374,13 @@ class FakeKubernetes:
         with self.lock:
             self.requests.append((method, path, query))
             fault = None
-            for i, (fault_method, pattern, code, after) in enumerate(self.faults):
+            for i, (fault_method, pattern, code, after, message) in enumerate(self.faults):
                 if fault_method == method and pattern.fullmatch(path):
                     del self.faults[i]
-                    reason = "InternalError" if code >= 500 else "Forbidden"
-                    fault = ApiError(code, reason, f"injected fault {code}")
+                    reason = {422: "Invalid", 409: "Conflict", 404: "NotFound"}.get(
+                        code, "InternalError" if code >= 500 else "Forbidden"
+                    )
+                    fault = ApiError(code, reason, message or f"injected fault {code}")
                     if not after:
                         raise fault
                     break
@@ -327,7 +411,11 @@ class FakeKubernetes:
                 rf"/api/v1/namespaces/{ns}/configmaps/{ns}",
                 {"GET": self._read_cm, "DELETE": self._delete_cm, "PATCH": self._patch_cm},
             ),
-            (rf"/api/v1/namespaces/{ns}/resourcequotas", {"POST": self._create_quota}),
+            (r"/api/v1/resourcequotas", {"GET": self._list_quotas}),
+            (
+                rf"/api/v1/namespaces/{ns}/resourcequotas",
+                {"GET": self._list_quotas, "POST": self._create_quota},
+            ),
             (
                 rf"/api/v1/namespaces/{ns}/resourcequotas/{ns}",
                 {"GET": self._read_quota, "PUT": self._replace_quota},
@@ -414,7 +502,7 @@ class FakeKubernetes:
         """A resource's objects by etcd key (/registry/<resource>/[<namespace>/]<name>)."""
         if resource == "namespaces":
             return {f"/registry/namespaces/{name}": o for name, o in self.namespaces.items()}
-        store = {"jobs": self.jobs, "pods": self.pods}[resource]
+        store = {"jobs": self.jobs, "pods": self.pods, "resourcequotas": self.quotas}[resource]
         return {f"/registry/{resource}/{ns}/{name}": o for (ns, name), o in store.items()}
 
     def _list(
@@ -556,9 +644,50 @@ class FakeKubernetes:
         return 200, _success(name, "configmaps")
 
     # resource quotas
+    def _validate_quota(self, body: Any) -> None:
+        """spec.hard as the apiserver validates it: quota resource names (an extended resource
+        only as requests.<name>: it cannot be overcommitted) and non-negative quantities."""
+        name = (body.get("metadata") or {}).get("name", "")
+        causes = []
+        for key, value in ((body.get("spec") or {}).get("hard") or {}).items():
+            field = f"spec.hard[{key}]"
+            extended = key.startswith("requests.") and "/" in key
+            if key not in _QUOTA_RESOURCES and not extended and not key.startswith("count/"):
+                causes.append(
+                    (field, f'Invalid value: "{key}": must be a standard resource for quota')
+                )
+            try:
+                amount = _quantity(value)
+            except ValueError:
+                causes.append(
+                    (
+                        field,
+                        f'Invalid value: "{value}": quantities must match the regular expression',
+                    )
+                )
+                continue
+            if amount < 0:
+                causes.append(
+                    (field, f'Invalid value: "{value}": must be greater than or equal to 0')
+                )
+        if causes:
+            raise ApiError(
+                422,
+                "Invalid",
+                f'ResourceQuota "{name}" is invalid: ' + ", ".join(f"{f}: {m}" for f, m in causes),
+                details={
+                    "name": name,
+                    "kind": "ResourceQuota",
+                    "causes": [
+                        {"reason": "FieldValueInvalid", "message": m, "field": f} for f, m in causes
+                    ],
+                },
+            )
+
     def _create_quota(self, namespace: str, *, query: dict[str, str], body: Any) -> tuple[int, Any]:
         self._need_ns(namespace)
         self._validate_meta(body, "ResourceQuota", label_name=False)
+        self._validate_quota(body)
         key = (namespace, body["metadata"]["name"])
         if key in self.quotas:
             raise ApiError(
@@ -569,28 +698,106 @@ class FakeKubernetes:
             )
         obj = self._meta(body, namespace)
         obj.update(apiVersion="v1", kind="ResourceQuota")
-        obj["status"] = {"hard": dict(obj["spec"].get("hard", {})), "used": {}}
+        obj.setdefault("spec", {}).setdefault("hard", {})
+        obj["status"] = {"hard": dict(obj["spec"]["hard"]), "used": {}}
         self.quotas[key] = obj
-        return 201, copy.deepcopy(obj)
+        return 201, self._with_usage(obj)
 
     def _read_quota(
         self, namespace: str, name: str, *, query: dict[str, str], body: Any
     ) -> tuple[int, Any]:
         if (namespace, name) not in self.quotas:
             raise _not_found("resourcequotas", "", name)
-        return 200, copy.deepcopy(self.quotas[(namespace, name)])
+        return 200, self._with_usage(self.quotas[(namespace, name)])
+
+    def _list_quotas(
+        self, namespace: str | None = None, *, query: dict[str, str], body: Any
+    ) -> tuple[int, Any]:
+        for quota in self.quotas.values():
+            quota["status"]["used"] = self._quota_used(quota)
+        return self._list("ResourceQuotaList", "v1", "resourcequotas", namespace, query)
 
     def _replace_quota(
         self, namespace: str, name: str, *, query: dict[str, str], body: Any
     ) -> tuple[int, Any]:
+        """PUT: the whole object is replaced (labels, annotations, spec); a resourceVersion in
+        the body must be the current one (409 Conflict otherwise)."""
         if (namespace, name) not in self.quotas:
             raise _not_found("resourcequotas", "", name)
+        meta = (body or {}).get("metadata") or {}
+        if meta.get("name") != name:
+            raise ApiError(
+                400, "BadRequest", "the name of the object does not match the name on the URL"
+            )
+        self._validate_meta(body, "ResourceQuota", label_name=False)
+        self._validate_quota(body)
         obj = self.quotas[(namespace, name)]
+        version = meta.get("resourceVersion")
+        if version and version != obj["metadata"]["resourceVersion"]:
+            raise ApiError(
+                409,
+                "Conflict",
+                f'Operation cannot be fulfilled on resourcequotas "{name}": the object has been '
+                "modified; please apply your changes to the latest version and try again",
+            )
+        for key in ("labels", "annotations"):
+            obj["metadata"][key] = dict(meta.get(key) or {})
         obj["spec"] = copy.deepcopy(body.get("spec") or {})
-        obj["status"]["hard"] = dict(obj["spec"].get("hard", {}))
+        obj["spec"].setdefault("hard", {})
+        obj["status"]["hard"] = dict(obj["spec"]["hard"])
         self._version += 1
         obj["metadata"]["resourceVersion"] = str(self._version)
-        return 200, copy.deepcopy(obj)
+        return 200, self._with_usage(obj)
+
+    def _quota_used(self, quota: dict[str, Any]) -> dict[str, str]:
+        namespace = quota["metadata"]["namespace"]
+        live = [
+            p
+            for (ns, _), p in self.pods.items()
+            if ns == namespace and p["status"]["phase"] in ("Pending", "Running")
+        ]
+        used: dict[str, str] = {}
+        for key in quota["spec"].get("hard") or {}:
+            if key == "pods":
+                used[key] = str(len(live))
+            elif key.startswith("requests."):
+                total = sum(_pod_request(p, key[len("requests.") :]) for p in live)
+                used[key] = _format_quantity(total)
+        return used
+
+    def _with_usage(self, quota: dict[str, Any]) -> dict[str, Any]:
+        quota["status"]["used"] = self._quota_used(quota)
+        return copy.deepcopy(quota)
+
+    def _admit_pod(self, namespace: str, pod: dict[str, Any]) -> None:
+        """Quota admission of a new Pod: 403 when it would exceed any quota of its namespace."""
+        for (ns, name), quota in sorted(self.quotas.items()):
+            if ns != namespace:
+                continue
+            hard = quota["spec"].get("hard") or {}
+            used = self._quota_used(quota)
+            exceeded = []
+            for key, limit in hard.items():
+                if key == "pods":
+                    asked = 1.0
+                elif key.startswith("requests."):
+                    asked = _pod_request(pod, key[len("requests.") :])
+                else:
+                    continue
+                if asked and _quantity(used.get(key, "0")) + asked > _quantity(limit):
+                    exceeded.append((key, asked, used.get(key, "0"), limit))
+            if exceeded:
+                raise ApiError(
+                    403,
+                    "Forbidden",
+                    f'pods "{pod["metadata"]["name"]}" is forbidden: exceeded quota: {name}, '
+                    "requested: "
+                    + ",".join(f"{k}={_format_quantity(a)}" for k, a, _, _ in exceeded)
+                    + ", used: "
+                    + ",".join(f"{k}={u}" for k, _, u, _ in exceeded)
+                    + ", limited: "
+                    + ",".join(f"{k}={h}" for k, _, _, h in exceeded),
+                )
 
     # jobs
     def _list_jobs(
@@ -781,8 +988,15 @@ class FakeKubernetes:
             done = sum(1 for p in pods if p["status"]["phase"] == "Succeeded")
             free = list(range(max(0, spec["completions"] - done - len(running))))
         slots = min(spec["parallelism"], spec["completions"]) - len(running)
+        key = (job["metadata"]["namespace"], job["metadata"]["name"])
+        self._pods_refused.discard(key)
         for index in free[: max(0, slots)]:
-            self._make_pod(job, index if indexed else None)
+            try:
+                self._make_pod(job, index if indexed else None)
+            except ApiError as exc:  # quota admission: the controller retries later
+                self._pods_refused.add(key)
+                self.events.append((key[0], f"job/{key[1]}", "FailedCreate", exc.message))
+                break
         status["active"] = len(
             [p for p in self._pods_of(job) if p["status"]["phase"] in ("Pending", "Running")]
         )
@@ -845,6 +1059,7 @@ class FakeKubernetes:
                 ],
             },
         }
+        self._admit_pod(meta["namespace"], pod)
         self.pods[(meta["namespace"], pod_name)] = pod
 
     def _start_pending(self) -> None:
@@ -1023,6 +1238,11 @@ class FakeKubernetes:
         with self.lock:
             until = self.now + timedelta(seconds=seconds)
             self._reap()
+            for key in sorted(self._pods_refused):  # the Job controller's retries
+                if key in self.jobs:
+                    self._spawn_pods(self.jobs[key])
+                else:
+                    self._pods_refused.discard(key)
             self._start_pending()
             while (event := self._next_event(until)) is not None:
                 moment, action = event

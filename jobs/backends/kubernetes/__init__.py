@@ -17,8 +17,10 @@ Cluster options (`Cluster.options`, checked by `check_options` at startup):
     images      `allowed_images` (glob patterns, e.g. "nvcr.io/nvidia/pytorch:*") and
                 `default_image` (used when a job names none; must be allowed).
     GPUs        `gpu_resource` (default "nvidia.com/gpu"), `gpu_types`, `node_selectors`
-                {gpu_type: {label: value}}, optional `gpu_quota` (a ResourceQuota capping
-                requests.<gpu_resource> in each project namespace).
+                {gpu_type: {label: value}}, optional `gpu_quota` (the default concurrent GPU cap
+                of each project namespace, when the portal sets none for the project).
+    direct work `direct_overlap_seconds` (default 120): how far each search for Jobs made
+                outside the portal reaches back before the previous one's listing time.
     scheduling  optional `queue_name` (Kueue label kueue.x-k8s.io/queue-name) and
                 `priority_class`; `run_as_user` / `run_as_group` (default 1000; pods never run
                 as root); `ttl_seconds_after_finished` (default 7 days: logs stay readable
@@ -29,6 +31,18 @@ Cluster options (`Cluster.options`, checked by `check_options` at startup):
                 portal host at `results_host_path`, so results are read from
                 <results_host_path>/<job uuid>/.
     limits      `max_gpus`, `max_cpus`, `max_memory_mb`, `max_time_minutes`, `max_array_tasks`.
+
+Project accounts (manages_accounts unless `namespace` is fixed):
+- A project's account is its namespace (project_namespace / KubernetesBackend.account_name
+  give SchedulerAccount.name). push_accounts keeps one ResourceQuota "gpu-commons" in it:
+  requests.<gpu_resource> = the project's GPU cap, and pods: "0" while it may start nothing
+  (limit_su <= 0 or closed): see accounts.py for why `pods` and not count/jobs.batch. One
+  listing of the managed quotas per tick, a write only where one differs; refusals per
+  namespace with the API server's message. Kubernetes cannot hold an SU budget: see
+  push_accounts for the bound on overspend.
+- direct_jobs lists the cluster's Jobs once per tick and returns the finished ones in the
+  asked namespaces, id "<namespace>/<Job uid>" (a Job made again under the same name is new
+  work), tagged ones with their portal uuid for the portal to tell its own from forgeries.
 
 Behaviour worth knowing:
 - The Job is named gpuc-<uuid> and labelled gpu-commons/job-uuid, so a retried submission
@@ -58,6 +72,7 @@ Behaviour worth knowing:
 
 from __future__ import annotations
 
+from jobs.backends.kubernetes.accounts import project_namespace
 from jobs.backends.kubernetes.backend import KubernetesBackend
 
-__all__ = ["KubernetesBackend"]
+__all__ = ["KubernetesBackend", "project_namespace"]

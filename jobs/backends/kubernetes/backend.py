@@ -10,17 +10,20 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from jobs.backends import files
 from jobs.backends.base import (
+    AccountSpec,
+    AccountState,
     BackendError,
     BackendUnavailable,
     ComputeBackend,
+    DirectRecord,
     JobRef,
     JobSpec,
     JobStatus,
@@ -29,6 +32,16 @@ from jobs.backends.base import (
     UsageRecord,
 )
 from jobs.backends.kubernetes import options as option_checks
+from jobs.backends.kubernetes.accounts import (
+    DIRECT_OVERLAP_SECONDS,
+    QUOTA_NAME,
+    direct_record,
+    namespace_manifest,
+    project_namespace,
+    quota_manifest,
+    same_hard,
+    wanted_quota,
+)
 from jobs.backends.kubernetes.objects import (
     CONTAINER,
     INDEX_LABEL,
@@ -36,8 +49,6 @@ from jobs.backends.kubernetes.objects import (
     MANAGED_BY_LABEL,
     MANAGED_SELECTOR,
     MANAGER,
-    PROJECT_LABEL,
-    QUOTA_NAME,
     SCRIPT_KEY,
     SELECTOR_CHUNK,
     SNAPSHOT_SECONDS,
@@ -45,8 +56,6 @@ from jobs.backends.kubernetes.objects import (
     backend_id_of,
     build_job_manifest,
     job_name,
-    label_value,
-    namespace_for,
     needs_exit_code,
     parse_stream,
     pod_exit_info,
@@ -69,6 +78,8 @@ class KubernetesBackend(ComputeBackend):
         self._namespaces_ready: set[str] = set()
         self._snapshot: tuple[float, datetime, dict[str, dict[str, Any]]] | None = None
         self._token_cache: tuple[float, str] | None = None
+        # A fixed namespace (a namespaced token) is shared by every project: no accounts there.
+        self.manages_accounts = not self.options.get("namespace")
 
     # -- configuration ------------------------------------------------------------------
 
@@ -197,9 +208,7 @@ class KubernetesBackend(ComputeBackend):
         return body, _server_time(response.headers.get("Date"))
 
     def _namespace(self, project: str) -> str:
-        if self.options.get("namespace"):
-            return str(self.options["namespace"])
-        return namespace_for(self.options.get("namespace_prefix", "gpuc-"), project)
+        return project_namespace(self.options, project)
 
     # -- submit ---------------------------------------------------------------------------
 
@@ -314,8 +323,11 @@ class KubernetesBackend(ComputeBackend):
         except (BackendError, BackendUnavailable):
             logger.warning("Script of job %s left without an owner", spec.uuid, exc_info=True)
 
-    def _ensure_namespace(self, namespace: str, project: str) -> None:
-        """Create the project's namespace (and GPU quota) on first use; cached per process."""
+    def _ensure_namespace(
+        self, namespace: str, project: str, *, default_quota: bool = True
+    ) -> None:
+        """Create the project's namespace on first use (and the cluster's default GPU quota
+        when `gpu_quota` is set and the namespace has none yet); cached per process."""
         if self.options.get("namespace") or namespace in self._namespaces_ready:
             return
         from kubernetes import client
@@ -336,71 +348,180 @@ class KubernetesBackend(ComputeBackend):
             except ApiException as exc:
                 if exc.status != 404:
                     raise
-                body = {
-                    "apiVersion": "v1",
-                    "kind": "Namespace",
-                    "metadata": {
-                        "name": namespace,
-                        "labels": {MANAGED_BY_LABEL: MANAGER, PROJECT_LABEL: label_value(project)},
-                    },
-                }
                 try:
                     core.create_namespace(
-                        client.V1Namespace.from_dict(body),
+                        client.V1Namespace.from_dict(namespace_manifest(namespace, project)),
                         _preload_content=False,
                         _request_timeout=self._timeout,
                     )
                 except ApiException as create_exc:
                     if create_exc.status != 409:  # someone else just made it
                         raise
-            if self.options.get("gpu_quota") is not None:
-                self._ensure_quota(namespace)
+        if default_quota and self.options.get("gpu_quota") is not None:
+            # Only when missing: the pushed quota (push_accounts) is never overwritten here.
+            self._write_quota(
+                namespace, wanted_quota(AccountSpec(name=namespace, project=project), self.options)
+            )
         self._namespaces_ready.add(namespace)
 
-    def _ensure_quota(self, namespace: str) -> None:
+    def _write_quota(
+        self,
+        namespace: str,
+        hard: Mapping[str, str],
+        *,
+        replace: bool = False,
+        exists: bool = False,
+    ) -> None:
+        """Set the namespace's quota to `hard`: replace it when it `exists` (create it if it has
+        gone since), else create it (if someone made it meanwhile, replace it only with
+        `replace`: the submit path never overwrites a pushed quota)."""
         from kubernetes import client
         from kubernetes.client.exceptions import ApiException
 
-        resource = f"requests.{self.options.get('gpu_resource', 'nvidia.com/gpu')}"
-        hard = {resource: str(self.options["gpu_quota"])}
-        body = {
-            "apiVersion": "v1",
-            "kind": "ResourceQuota",
-            "metadata": {
-                "name": QUOTA_NAME,
-                "namespace": namespace,
-                "labels": {MANAGED_BY_LABEL: MANAGER},
-            },
-            "spec": {"hard": hard},
-        }
         core = self._core()
-        try:
-            response = core.read_namespaced_resource_quota(
-                QUOTA_NAME, namespace, _preload_content=False, _request_timeout=self._timeout
+        body = client.V1ResourceQuota.from_dict(quota_manifest(namespace, hard))
+
+        def put() -> None:
+            # No resourceVersion: the object is the portal's alone, so the replace is
+            # unconditional (the wanted quota wins over any hand edit).
+            core.replace_namespaced_resource_quota(
+                QUOTA_NAME, namespace, body, _preload_content=False, _request_timeout=self._timeout
             )
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
+
+        with self._calling(f"set the ResourceQuota of namespace {namespace}"):
+            if exists:
+                try:
+                    put()
+                    return
+                except ApiException as exc:
+                    if exc.status != 404:
+                        raise
             try:
                 core.create_namespaced_resource_quota(
-                    namespace,
-                    client.V1ResourceQuota.from_dict(body),
-                    _preload_content=False,
-                    _request_timeout=self._timeout,
+                    namespace, body, _preload_content=False, _request_timeout=self._timeout
                 )
-            except ApiException as create_exc:
-                if create_exc.status != 409:
+            except ApiException as exc:
+                if exc.status != 409:
                     raise
-            return
-        current, _ = self._json(response)
-        if (current.get("spec") or {}).get("hard") != hard:
-            core.replace_namespaced_resource_quota(
-                QUOTA_NAME,
-                namespace,
-                client.V1ResourceQuota.from_dict(body),
-                _preload_content=False,
-                _request_timeout=self._timeout,
+                if replace or exists:
+                    put()
+
+    # -- project accounts (namespaces and their quota) --------------------------------------
+
+    def account_name(self, project: str) -> str:
+        """The project's namespace on this cluster: SchedulerAccount.name (see
+        accounts.project_namespace)."""
+        return project_namespace(self.options, project)
+
+    def account_limits(self, spec: AccountSpec) -> dict[str, str]:
+        """What push_accounts makes the account's quota hold, comparable to
+        AccountState.limits (its `spec.hard`)."""
+        return wanted_quota(spec, self.options)
+
+    def push_accounts(self, specs: Sequence[AccountSpec]) -> dict[str, str]:
+        """Make each project's namespace and set its quota: the GPU cap as
+        requests.<gpu_resource>, and `pods: 0` while limit_su <= 0 or closed (no new Pod starts;
+        running ones finish). One paged listing of every managed quota, then a write only for
+        the namespaces whose quota differs; {namespace: the API server's refusal} for the others.
+
+        Kubernetes cannot enforce an SU budget. Portal work is bounded by the portal's holds.
+        Direct work is charged when its Job finishes (direct_jobs) and blocked only once the
+        balance is exhausted and the next push lands, so the overspend of a namespace is at most
+        what its direct Pods use from the moment the balance runs out until they end: Pods
+        already running are not stopped, and Pods started before the block lands run too. With
+        a GPU cap N that is at most N GPUs x (the tick interval + the longest direct Job's run
+        time) at the cluster's rates, plus their CPUs and memory; a direct Job without
+        activeDeadlineSeconds has no time bound. Closed accounts are blocked, never deleted
+        (deleting a namespace deletes its Jobs, logs and volumes)."""
+        if not self.manages_accounts:
+            raise BackendError(
+                f"Cluster {self.name} runs every project in namespace "
+                f"{self.options.get('namespace')}: it has no project accounts."
             )
+        if not specs:
+            return {}
+        held = self._managed_quotas()
+        refusals: dict[str, str] = {}
+        for spec in specs:
+            if spec.name != self.account_name(spec.project):
+                refusals[spec.name] = (
+                    f"{spec.name} is not the namespace of project {spec.project} on cluster "
+                    f"{self.name} ({self.account_name(spec.project)})."
+                )
+                continue
+            wanted = wanted_quota(spec, self.options)
+            current = held.get(spec.name)
+            if current is not None and same_hard(current, wanted):
+                continue
+            try:
+                if current is None:  # a new account, one made by submit, or one deleted
+                    self._namespaces_ready.discard(spec.name)
+                    self._ensure_namespace(spec.name, spec.project, default_quota=False)
+                self._write_quota(spec.name, wanted, replace=True, exists=current is not None)
+            except BackendError as exc:
+                self._namespaces_ready.discard(spec.name)  # look again next time
+                refusals[spec.name] = str(exc)
+        return refusals
+
+    def read_accounts(self, names: Collection[str]) -> dict[str, AccountState]:
+        """Each named namespace's quota (`spec.hard` as limits), from one paged listing of the
+        managed quotas; a namespace with no quota of ours is absent."""
+        if not self.manages_accounts:
+            raise BackendError(f"Cluster {self.name} has no project accounts.")
+        wanted = set(names)
+        if not wanted:
+            return {}
+        return {
+            name: AccountState(name=name, users=(), limits=dict(hard))
+            for name, hard in self._managed_quotas().items()
+            if name in wanted
+        }
+
+    def _managed_quotas(self) -> dict[str, dict[str, Any]]:
+        """{namespace: spec.hard} of every quota named QUOTA_NAME with the managed-by label, in
+        one listing across namespaces."""
+        core = self._core()
+        items, _ = self._list_all(
+            "list ResourceQuotas", core.list_resource_quota_for_all_namespaces, MANAGED_SELECTOR
+        )
+        return {
+            str(meta.get("namespace", "")): dict((item.get("spec") or {}).get("hard") or {})
+            for item in items
+            if (meta := item.get("metadata") or {}).get("name") == QUOTA_NAME
+        }
+
+    def direct_jobs(
+        self, accounts: Collection[str], since: datetime
+    ) -> tuple[list[DirectRecord], datetime]:
+        """Finished Jobs in these namespaces that ended at or after `since`, from ONE paged
+        listing of the cluster's Jobs. Jobs carrying the portal's uuid label are passed on with
+        their tag (the portal skips its own; a label anyone can write never hides work). The
+        next watermark is the listing's time (the API server's Date) minus
+        direct_overlap_seconds, never before `since`. See accounts.direct_record for the usage
+        rule. A Job deleted before a tick lists it (by hand, or a ttlSecondsAfterFinished
+        shorter than the sync interval) is never seen: a facility that must charge every Job
+        enforces a minimum TTL with an admission policy."""
+        wanted = set(accounts)
+        if not self.manages_accounts or not wanted:
+            return [], since
+        if since.tzinfo is None:
+            since = since.replace(tzinfo=UTC)
+        # No label selector: a selector leaving out labelled Jobs would let a forged label hide
+        # work, and namespaces cannot be selected by a list of names.
+        items, listed_at = self._list_jobs("")
+        gpu_resource = self.options.get("gpu_resource", "nvidia.com/gpu")
+        node_selectors = self.options.get("node_selectors") or {}
+        records: list[DirectRecord] = []
+        for job in items:
+            if (job.get("metadata") or {}).get("namespace") not in wanted:
+                continue
+            record = direct_record(job, gpu_resource=gpu_resource, node_selectors=node_selectors)
+            ended = record.usage.ended_at if record else None
+            if record is None or ended is None or ended < since:
+                continue
+            records.append(record)
+        overlap = int(self.options.get("direct_overlap_seconds", DIRECT_OVERLAP_SECONDS))
+        return records, max(since, listed_at - timedelta(seconds=overlap))
 
     # -- find, poll, usage ----------------------------------------------------------------
 
@@ -441,7 +562,7 @@ class KubernetesBackend(ComputeBackend):
                     try:
                         response = list_call(
                             *args,
-                            label_selector=selector,
+                            label_selector=selector or None,
                             limit=page_size,
                             _continue=token,
                             _preload_content=False,

@@ -28,7 +28,6 @@ USER_ANNOTATION = "gpu-commons/cluster-user"
 CONTAINER = "main"
 SCRIPT_DIR = "/gpuc/script"
 SCRIPT_KEY = "job.sh"
-QUOTA_NAME = "gpuc-gpu-quota"
 
 DEFAULT_TTL_SECONDS = 7 * 24 * 3600
 DEFAULT_MAX_ARRAY_TASKS = 10_000

@@ -113,7 +113,7 @@ def check_options(options: Mapping[str, Any]) -> list[str]:
     for key in _POSITIVE_INTS:
         if key in options and not is_positive_int(options[key]):
             problems.append(f"{key} must be a positive whole number.")
-    for key in ("gpu_quota", "ttl_seconds_after_finished"):
+    for key in ("gpu_quota", "ttl_seconds_after_finished", "direct_overlap_seconds"):
         if key in options and (not isinstance(options[key], int) or options[key] < 0):
             problems.append(f"{key} must be a whole number of at least 0.")
     for key in ("run_as_user", "run_as_group"):

@@ -111,3 +111,79 @@ def kube_backend(k8s_cluster: Cluster) -> KubernetesBackend:
     instance = get_backend(k8s_cluster)
     assert isinstance(instance, KubernetesBackend)
     return instance
+
+
+@pytest.fixture
+def kubectl(k8s: FakeKubernetes) -> Iterator[Any]:
+    """The real `kubernetes` client as a user outside the portal holds it (kubectl's role):
+    an ApiClient for the local API server with the test token."""
+    from kubernetes import client
+
+    configuration = client.Configuration()
+    configuration.host = k8s.url
+    configuration.api_key = {"authorization": TOKEN}
+    configuration.api_key_prefix = {"authorization": "Bearer"}
+    api_client = client.ApiClient(configuration)
+    yield api_client
+    api_client.close()
+
+
+def direct_job(
+    name: str,
+    *,
+    script: str = "sleep 60",
+    gpus: int = 0,
+    cpu: str = "1",
+    memory: str = "1Gi",
+    parallelism: int | None = None,
+    completions: int | None = None,
+    deadline: int | None = None,
+    node_selector: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
+    service_account: str | None = None,
+) -> dict[str, Any]:
+    """A batch/v1 Job as a user writes it for kubectl: none of the portal's labels."""
+    amounts = {"cpu": cpu, "memory": memory}
+    if gpus:
+        amounts["nvidia.com/gpu"] = str(gpus)
+    pod: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "containers": [
+            {
+                "name": "work",
+                "image": "busybox:1.36",
+                "command": ["/bin/sh", "-c", script],
+                "resources": {"requests": dict(amounts), "limits": dict(amounts)},
+            }
+        ],
+    }
+    if node_selector:
+        pod["nodeSelector"] = node_selector
+    if service_account:
+        pod["serviceAccountName"] = service_account
+    spec: dict[str, Any] = {"backoffLimit": 0, "template": {"spec": pod}}
+    for key, value in (
+        ("parallelism", parallelism),
+        ("completions", completions),
+        ("activeDeadlineSeconds", deadline),
+    ):
+        if value is not None:
+            spec[key] = value
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "annotations": annotations or {}},
+        "spec": spec,
+    }
+
+
+def create_direct_job(kubectl: Any, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Create the Job through the client; the API server's answer as a dict."""
+    import json
+
+    from kubernetes import client
+
+    response = client.BatchV1Api(kubectl).create_namespaced_job(
+        namespace, body, _preload_content=False
+    )
+    return json.loads(response.data)  # type: ignore[no-any-return]

@@ -88,9 +88,17 @@ def test_the_namespace_is_created_once_per_project(backend, k8s):
 def test_a_gpu_quota_caps_each_project_namespace(k8s, results_dir, monkeypatch):
     monkeypatch.setenv("GPUC_TEST_K8S_TOKEN", TOKEN)
     backend = KubernetesBackend(name="kube", options=k8s_options(k8s, results_dir, gpu_quota=4))
-    _submit(backend)
-    quota = k8s.quotas[("gpuc-folding", "gpuc-gpu-quota")]
+    first = _submit(backend, gpus=3)
+    second = _submit(backend, gpus=2)
+
+    quota = k8s.quotas[("gpuc-folding", "gpu-commons")]
     assert quota["spec"]["hard"] == {"requests.nvidia.com/gpu": "4"}
+    assert len(k8s.calls("POST", "/api/v1/namespaces/gpuc-folding/resourcequotas")) == 1
+    # Quota admission lets the first job's pod in and keeps the second one's out.
+    pods = {p["metadata"]["labels"]["gpu-commons/job-uuid"] for p in k8s.pods.values()}
+    assert pods == {str(first.uuid)}
+    assert "exceeded quota: gpu-commons" in k8s.events[-1][3]
+    assert {s.state for s in backend.poll([first, second]).values()} == {"queued"}
 
 
 def test_resubmitting_the_same_job_meets_409_and_returns_the_existing_job(backend, k8s):

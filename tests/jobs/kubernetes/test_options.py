@@ -65,6 +65,8 @@ def test_a_kubeconfig_or_in_cluster_configuration_needs_no_host():
         ({"priority_class": "Not_Valid"}, "priority_class"),
         ({"max_gpus": 0}, "max_gpus must be a positive whole number"),
         ({"gpu_quota": -1}, "gpu_quota must be a whole number"),
+        ({"direct_overlap_seconds": -5}, "direct_overlap_seconds must be a whole number"),
+        ({"direct_overlap_seconds": "120"}, "direct_overlap_seconds must be a whole number"),
         ({"run_as_user": 0}, "never root"),
         ({"results_host_path": None}, "Results need"),
         ({"results_mount_path": "results"}, "results_mount_path must be an absolute path"),
