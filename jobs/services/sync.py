@@ -8,31 +8,52 @@ from __future__ import annotations
 
 import functools
 import logging
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from accounts.models import Project
 from jobs.backends import get_backend
 from jobs.backends.base import UNKNOWN, BackendUnavailable, JobRef, JobStatus, UsageRecord
 from jobs.models import Job, JobEvent
-from jobs.services.forward import _record_forwarded, job_ref
-from jobs.services.submit import _enqueue_forward
-from quotas.models import ZERO, Cluster, Hold, Rate
+from jobs.services.forward import _record_forwarded
+from jobs.services.submit import _enqueue_forward, qualified_project
+from quotas.models import ZERO, Cluster, Rate
 from quotas.services import Usage, cost_of
-from quotas.services.batch import bulk_insert, bulk_set, ledger_settle_many
+from quotas.services.batch import SettledHold, bulk_insert, bulk_set, ledger_settle_many
 
 logger = logging.getLogger(__name__)
 
 STALE_SUBMITTING = timedelta(seconds=60)
 FINALIZE_BATCH = 1000
-EVENT_FIELDS = ("job_id", "created_at", "from_state", "to_state", "message")
+EVENT_FIELDS = ("job_id", "from_state", "to_state", "message")  # created_at: the batch's
+
+
+class _Ended(NamedTuple):
+    """A finished (or lost) job as finalisation reads it: plain values, no model instance."""
+
+    pk: int
+    uuid: uuid.UUID
+    backend_id: str
+    cluster_username: str
+    project_id: int
+    state: str
+    hold_id: int | None
+    started_at: datetime | None
+    ended_at: datetime | None
+    gpus: int
+    gpu_type: str
+    cpus: int
+    memory_mb: int
+    array_size: int
 
 
 # --- sync and finalisation ------------------------------------------------------------
@@ -151,10 +172,8 @@ def _end_lost_batch(cluster: Cluster, ids: Sequence[int], cutoff: datetime, book
     # locked until commit. A job another sync moved or a sync saw again meanwhile no longer
     # matches (PostgreSQL re-checks the condition after waiting for the lock), so the writes
     # below never overwrite a newer state and a second sync finds nothing to end.
-    jobs = list(
-        Job.objects.select_for_update(of=("self",))
-        .select_related("hold")
-        .defer("script", "command", "env", "usage")
+    rows = (
+        Job.objects.select_for_update()
         .filter(
             pk__in=ids,
             state__in=(Job.State.QUEUED, Job.State.RUNNING),
@@ -162,15 +181,17 @@ def _end_lost_batch(cluster: Cluster, ids: Sequence[int], cutoff: datetime, book
             missing_since__lte=cutoff,
         )
         .order_by("pk")
+        .values_list(*_Ended._fields, "missing_since")
     )
-    if not jobs:
-        return 0
-    charges: list[tuple[Job, Usage, dict[str, Any], Decimal]] = []
-    for job in jobs:
+    charges: list[tuple[_Ended, Usage, dict[str, Any], Decimal]] = []
+    for *values, missing_since in rows:
         # What the portal itself observed (no accounting record: the cluster lost the job):
-        # started_at to missing_since, nothing if it never started.
-        job.ended_at = job.missing_since or cutoff  # never None: claimed missing_since <= cutoff
+        # started_at to missing_since (never None: claimed missing_since <= cutoff), nothing
+        # if it never started.
+        job = _Ended._make(values)._replace(ended_at=missing_since or cutoff)
         charges.append((job, *_charge_for(cluster, job, None, book, now)))
+    if not charges:
+        return 0
     updates: list[tuple[Any, ...]] = []
     events: list[tuple[Any, ...]] = []
     charge_events: list[tuple[Any, ...]] = []
@@ -182,27 +203,17 @@ def _end_lost_batch(cluster: Cluster, ids: Sequence[int], cutoff: datetime, book
             "The cluster no longer reports this job "
             f"(missing since {since.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC)"
         )
-        updates.append(
-            (job.pk, Job.State.FAILED, reason, since, now, usage.seconds, usage_json, charged, now)
-        )
-        events.append((job.pk, now, job.state, Job.State.FAILED, reason))
-        charge_events.append((job.pk, now, Job.State.FAILED, Job.State.FAILED, message))
+        updates.append((job.pk, reason, since, usage.seconds, usage_json, charged))
+        events.append((job.pk, job.state, Job.State.FAILED, reason))
+        charge_events.append((job.pk, Job.State.FAILED, Job.State.FAILED, message))
     bulk_set(
         Job,
-        [
-            "state",
-            "state_reason",
-            "ended_at",
-            "finalized_at",
-            "elapsed_seconds",
-            "usage",
-            "charged_cost",
-            "updated_at",
-        ],
+        ("state_reason", "ended_at", "elapsed_seconds", "usage", "charged_cost"),
         updates,
+        constants={"state": Job.State.FAILED, "finalized_at": now, "updated_at": now},
     )
     # The transition first, then the charge, as for a job that ended on its own.
-    bulk_insert(JobEvent, EVENT_FIELDS, events + charge_events)
+    bulk_insert(JobEvent, EVENT_FIELDS, events + charge_events, constants={"created_at": now})
     return len(updates)
 
 
@@ -269,16 +280,16 @@ def _apply_transitions(changes: list[tuple[int, str, JobStatus]]) -> int:
                         status.started_at or started_at,
                         status.ended_at or (now if final else None),
                         status.exit_code,
-                        now,
                     )
                 )
-                events.append((pk, now, state, status.state, _transition_message(status)))
+                events.append((pk, state, status.state, _transition_message(status)))
             bulk_set(
                 Job,
-                ["state", "state_reason", "started_at", "ended_at", "exit_code", "updated_at"],
+                ("state", "state_reason", "started_at", "ended_at", "exit_code"),
                 updates,
+                constants={"updated_at": now},
             )
-            bulk_insert(JobEvent, EVENT_FIELDS, events)
+            bulk_insert(JobEvent, EVENT_FIELDS, events, constants={"created_at": now})
             applied += len(updates)
     return applied
 
@@ -310,7 +321,7 @@ class _RateBook:
         return current
 
 
-def _usage_for(job: Job, record: UsageRecord | None) -> tuple[Usage, dict[str, Any]]:
+def _usage_for(job: _Ended, record: UsageRecord | None) -> tuple[Usage, dict[str, Any]]:
     if record is not None:
         usage = Usage(
             seconds=max(0, int(record.elapsed_seconds)),
@@ -352,7 +363,7 @@ def _usage_for(job: Job, record: UsageRecord | None) -> tuple[Usage, dict[str, A
 
 
 def _charge_for(
-    cluster: Cluster, job: Job, record: UsageRecord | None, book: _RateBook, now: datetime
+    cluster: Cluster, job: _Ended, record: UsageRecord | None, book: _RateBook, now: datetime
 ) -> tuple[Usage, dict[str, Any], Decimal]:
     """A finished job's usage (accounting record, else its own started_at..ended_at) and its
     cost at the rates in force when it started."""
@@ -364,13 +375,13 @@ def _charge_for(
 
 
 def _settle(
-    charges: Sequence[tuple[Job, Usage, dict[str, Any], Decimal]], *, memo: str
-) -> list[tuple[Job, Usage, dict[str, Any], str, Decimal]]:
+    charges: Sequence[tuple[_Ended, Usage, dict[str, Any], Decimal]], *, memo: str
+) -> list[tuple[_Ended, Usage, dict[str, Any], str, Decimal]]:
     """Settle every job's hold for its actual cost in one ledger_settle_many; per job: its
     usage, usage record, the charge event's message and what was charged."""
     settled = ledger_settle_many(
         actor=None,
-        settlements=[(job.hold, actual) for job, _, _, actual in charges if job.hold is not None],
+        settlements=[(job.hold_id, actual) for job, _, _, actual in charges if job.hold_id],
         memo=memo,
     )
     out = []
@@ -381,7 +392,7 @@ def _settle(
     return out
 
 
-def _charge_message(usage: Usage, actual: Decimal, hold: Hold | None) -> str:
+def _charge_message(usage: Usage, actual: Decimal, hold: SettledHold | None) -> str:
     if hold is None:
         return f"Charged {actual} SU for {usage.seconds} s"
     return f"Charged {hold.charged} SU for {usage.seconds} s; released {hold.released}"
@@ -391,13 +402,16 @@ def _finalize_finished(cluster: Cluster, backend: Any, result: SyncResult) -> in
     """Charge every finished, unfinalised job of the cluster: one usage call, then claim each
     (finalized_at IS NULL) and settle its hold in the same transaction."""
     finished = list(
-        Job.objects.filter(
-            cluster=cluster, finalized_at__isnull=True, state__in=Job.FINAL_STATES
-        ).select_related("project__organization", "hold")
+        map(
+            _Ended._make,
+            Job.objects.filter(
+                cluster=cluster, finalized_at__isnull=True, state__in=Job.FINAL_STATES
+            ).values_list(*_Ended._fields),
+        )
     )
     if not finished:
         return 0
-    refs = [job_ref(job) for job in finished if job.backend_id]
+    refs = _usage_refs([job for job in finished if job.backend_id])
     records: Mapping[str, UsageRecord] = {}
     if refs:
         result.backend_calls += 1
@@ -413,9 +427,29 @@ def _finalize_finished(cluster: Cluster, backend: Any, result: SyncResult) -> in
     return finalized
 
 
+def _usage_refs(jobs: Sequence[_Ended]) -> list[JobRef]:
+    """What backend.usage() needs of each job, as job_ref() gives it for a Job instance."""
+    projects = {
+        project.pk: qualified_project(project)
+        for project in Project.objects.filter(
+            pk__in={job.project_id for job in jobs}
+        ).select_related("organization")
+    }
+    return [
+        JobRef(
+            uuid=job.uuid,
+            backend_id=job.backend_id,
+            cluster_user=job.cluster_username,
+            project=projects[job.project_id],
+            tasks=job.array_size,
+        )
+        for job in jobs
+    ]
+
+
 @transaction.atomic
 def _finalize_batch(
-    cluster: Cluster, batch: Sequence[Job], records: Mapping[str, UsageRecord], book: _RateBook
+    cluster: Cluster, batch: Sequence[_Ended], records: Mapping[str, UsageRecord], book: _RateBook
 ) -> int:
     now = timezone.now()
     claimed = set(
@@ -426,22 +460,23 @@ def _finalize_batch(
     )
     if not claimed:
         return 0
-    jobs = [job for job in batch if job.pk in claimed]
-    charges: list[tuple[Job, Usage, dict[str, Any], Decimal]] = []
-    for job in jobs:
-        record = records.get(job.backend_id) if job.backend_id else None
-        charges.append((job, *_charge_for(cluster, job, record, book, now)))
+    charges: list[tuple[_Ended, Usage, dict[str, Any], Decimal]] = []
+    for job in batch:
+        if job.pk in claimed:
+            record = records.get(job.backend_id) if job.backend_id else None
+            charges.append((job, *_charge_for(cluster, job, record, book, now)))
     updates: list[tuple[Any, ...]] = []
     events: list[tuple[Any, ...]] = []
     for job, usage, usage_json, message, charged in _settle(
         charges, memo=f"Job usage on {cluster.name}"
     ):
-        updates.append((job.pk, now, usage.seconds, usage_json, charged, now))
-        events.append((job.pk, now, job.state, job.state, message))
+        updates.append((job.pk, usage.seconds, usage_json, charged))
+        events.append((job.pk, job.state, job.state, message))
     bulk_set(
         Job,
-        ["finalized_at", "elapsed_seconds", "usage", "charged_cost", "updated_at"],
+        ("elapsed_seconds", "usage", "charged_cost"),
         updates,
+        constants={"finalized_at": now, "updated_at": now},
     )
-    bulk_insert(JobEvent, EVENT_FIELDS, events)
+    bulk_insert(JobEvent, EVENT_FIELDS, events, constants={"created_at": now})
     return len(updates)
