@@ -252,19 +252,29 @@ def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
         yield items[i : i + size]
 
 
+def _claim(ids: Sequence[int], *fields: str) -> dict[int, tuple[Any, ...]]:
+    """Lock these jobs until commit (in pk order, like every batch writer) and read `fields` of
+    those not finalised yet, as their latest committed version has them.
+
+    Finalised rows are skipped here, not in the WHERE clause: the statement stays a primary
+    key lookup whatever the planner believes about the partial index of unfinalised jobs (on
+    stale statistics it scanned that whole index for every batch)."""
+    rows = (
+        Job.objects.select_for_update()
+        .filter(pk__in=ids)
+        .order_by("pk")
+        .values_list("pk", "finalized_at", *fields)
+    )
+    return {pk: tuple(rest) for pk, finalized_at, *rest in rows if finalized_at is None}
+
+
 def _apply_transitions(changes: list[tuple[int, str, JobStatus]]) -> int:
     """Write the state changes seen in one poll, skipping rows another sync moved already."""
     applied = 0
     for batch in _chunks(changes, 2000):
         now = timezone.now()
         with transaction.atomic():
-            current = {
-                pk: (state, started_at)
-                for pk, state, started_at in Job.objects.select_for_update()
-                .filter(pk__in=[pk for pk, _, _ in batch], finalized_at__isnull=True)
-                .order_by("pk")
-                .values_list("pk", "state", "started_at")
-            }
+            current = _claim([pk for pk, _, _ in batch], "state", "started_at")
             updates: list[tuple[Any, ...]] = []
             events: list[tuple[Any, ...]] = []
             for pk, state, status in batch:
@@ -452,12 +462,7 @@ def _finalize_batch(
     cluster: Cluster, batch: Sequence[_Ended], records: Mapping[str, UsageRecord], book: _RateBook
 ) -> int:
     now = timezone.now()
-    claimed = set(
-        Job.objects.select_for_update()
-        .filter(pk__in=[job.pk for job in batch], finalized_at__isnull=True)
-        .order_by("pk")
-        .values_list("pk", flat=True)
-    )
+    claimed = _claim([job.pk for job in batch])
     if not claimed:
         return 0
     charges: list[tuple[_Ended, Usage, dict[str, Any], Decimal]] = []
