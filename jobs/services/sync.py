@@ -83,10 +83,12 @@ _ALLOWED: dict[str, frozenset[str]] = {
 def cluster_sync(*, cluster: Cluster) -> SyncResult:
     """Bring every active job of the cluster up to date with ONE batched poll, record the
     transitions, end the jobs the cluster has stopped reporting for the grace period, then
-    finalise newly finished jobs (one usage call) exactly once."""
+    finalise finished jobs (one usage call) exactly once: a job this poll saw end gets its
+    final state and its charge in one write."""
     result = SyncResult(cluster=cluster.name)
     backend = get_backend(cluster)
     _recover_stale_submitting(cluster, backend, result)
+    ending: list[tuple[int, str, JobStatus]] = []
 
     active = list(
         Job.objects.filter(
@@ -121,11 +123,13 @@ def cluster_sync(*, cluster: Cluster) -> SyncResult:
             if missing_since is not None:
                 reported_again.append(pk)
             if status.state != state and status.state in _ALLOWED.get(state, ()):
-                changes.append((pk, state, status))
+                (ending if status.state in Job.FINAL_STATES else changes).append(
+                    (pk, state, status)
+                )
         _record_missing(newly_missing, reported_again, now)
         result.transitions = _apply_transitions(changes)
         result.lost = _end_lost(cluster, lost, cutoff=cutoff)
-    result.finalized = _finalize_finished(cluster, backend, result)
+    result.finalized = _finalize_finished(cluster, backend, result, ending=ending)
     return result
 
 
@@ -408,17 +412,31 @@ def _charge_message(usage: Usage, actual: Decimal, hold: SettledHold | None) -> 
     return f"Charged {hold.charged} SU for {usage.seconds} s; released {hold.released}"
 
 
-def _finalize_finished(cluster: Cluster, backend: Any, result: SyncResult) -> int:
-    """Charge every finished, unfinalised job of the cluster: one usage call, then claim each
-    (finalized_at IS NULL) and settle its hold in the same transaction."""
-    finished = list(
-        map(
+def _finalize_finished(
+    cluster: Cluster,
+    backend: Any,
+    result: SyncResult,
+    *,
+    ending: Sequence[tuple[int, str, JobStatus]] = (),
+) -> int:
+    """Charge every finished, unfinalised job of the cluster and the jobs this poll saw end
+    (`ending`: pk, state before, status): one usage call, then claim each job and settle its
+    hold in the same transaction, an ending job's transition written by the same UPDATE. If
+    usage is unavailable, the ending jobs' transitions are written alone and the charges wait
+    for a later sync."""
+    ends = {pk: (state, status) for pk, state, status in ending}
+    finished = [
+        job
+        for job in map(
             _Ended._make,
             Job.objects.filter(
                 cluster=cluster, finalized_at__isnull=True, state__in=Job.FINAL_STATES
             ).values_list(*_Ended._fields),
         )
-    )
+        if job.pk not in ends  # moved by a concurrent sync meanwhile: its claim says so
+    ]
+    for chunk in _chunks(list(ends), MISSING_BATCH):
+        finished += map(_Ended._make, Job.objects.filter(pk__in=chunk).values_list(*_Ended._fields))
     if not finished:
         return 0
     refs = _usage_refs([job for job in finished if job.backend_id])
@@ -429,11 +447,14 @@ def _finalize_finished(cluster: Cluster, backend: Any, result: SyncResult) -> in
             records = backend.usage(refs)
         except BackendUnavailable:
             logger.warning("Usage of cluster %s unavailable; finalising later", cluster.name)
+            result.transitions += _apply_transitions(list(ending))
             return 0
     book = _RateBook(cluster)
     finalized = 0
     for batch in _chunks(finished, FINALIZE_BATCH):
-        finalized += _finalize_batch(cluster, batch, records, book)
+        done, ended = _finalize_batch(cluster, batch, records, book, ends)
+        finalized += done
+        result.transitions += ended
     return finalized
 
 
@@ -457,31 +478,68 @@ def _usage_refs(jobs: Sequence[_Ended]) -> list[JobRef]:
     ]
 
 
+FINAL_FIELDS = ("elapsed_seconds", "usage", "charged_cost")  # + finalized_at, updated_at
+ENDING_FIELDS = ("state", "state_reason", "started_at", "ended_at", "exit_code", *FINAL_FIELDS)
+
+
 @transaction.atomic
 def _finalize_batch(
-    cluster: Cluster, batch: Sequence[_Ended], records: Mapping[str, UsageRecord], book: _RateBook
-) -> int:
+    cluster: Cluster,
+    batch: Sequence[_Ended],
+    records: Mapping[str, UsageRecord],
+    book: _RateBook,
+    ends: Mapping[int, tuple[str, JobStatus]],
+) -> tuple[int, int]:
+    """Finalise one batch in one transaction; returns (jobs finalised, transitions written).
+    A job in `ends` is written only if it is still in the state the poll saw it in (else a
+    concurrent sync or a cancel moved it meanwhile), like any transition."""
     now = timezone.now()
-    claimed = _claim([job.pk for job in batch])
-    if not claimed:
-        return 0
+    current = _claim([job.pk for job in batch], "state", "started_at")
     charges: list[tuple[_Ended, Usage, dict[str, Any], Decimal]] = []
     for job in batch:
-        if job.pk in claimed:
-            record = records.get(job.backend_id) if job.backend_id else None
-            charges.append((job, *_charge_for(cluster, job, record, book, now)))
-    updates: list[tuple[Any, ...]] = []
+        if job.pk not in current:
+            continue  # finalised by a concurrent sync meanwhile
+        if end := ends.get(job.pk):
+            state, started_at = current[job.pk]
+            before, status = end
+            if state != before:
+                continue
+            job = job._replace(
+                state=status.state,
+                started_at=status.started_at or started_at,
+                ended_at=status.ended_at or now,
+            )
+        record = records.get(job.backend_id) if job.backend_id else None
+        charges.append((job, *_charge_for(cluster, job, record, book, now)))
+    finals: list[tuple[Any, ...]] = []
+    endings: list[tuple[Any, ...]] = []
     events: list[tuple[Any, ...]] = []
+    charge_events: list[tuple[Any, ...]] = []
     for job, usage, usage_json, message, charged in _settle(
         charges, memo=f"Job usage on {cluster.name}"
     ):
-        updates.append((job.pk, usage.seconds, usage_json, charged))
-        events.append((job.pk, job.state, job.state, message))
-    bulk_set(
-        Job,
-        ("elapsed_seconds", "usage", "charged_cost"),
-        updates,
-        constants={"finalized_at": now, "updated_at": now},
-    )
-    bulk_insert(JobEvent, EVENT_FIELDS, events, constants={"created_at": now})
-    return len(updates)
+        if end := ends.get(job.pk):
+            before, status = end
+            endings.append(
+                (
+                    job.pk,
+                    status.state,
+                    status.reason[:500],
+                    job.started_at,
+                    job.ended_at,
+                    status.exit_code,
+                    usage.seconds,
+                    usage_json,
+                    charged,
+                )
+            )
+            events.append((job.pk, before, status.state, _transition_message(status)))
+        else:
+            finals.append((job.pk, usage.seconds, usage_json, charged))
+        charge_events.append((job.pk, job.state, job.state, message))
+    written = {"finalized_at": now, "updated_at": now}
+    bulk_set(Job, FINAL_FIELDS, finals, constants=written)
+    bulk_set(Job, ENDING_FIELDS, endings, constants=written)
+    # The transitions first, then the charges, as when they were written in two ticks.
+    bulk_insert(JobEvent, EVENT_FIELDS, events + charge_events, constants={"created_at": now})
+    return len(finals) + len(endings), len(endings)

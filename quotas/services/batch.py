@@ -42,33 +42,36 @@ def _columns(model: type[models.Model], fields: Sequence[str]) -> list[models.Fi
     return [cast("models.Field[Any, Any]", model._meta.get_field(name)) for name in fields]
 
 
-def _element(value: Any) -> str:
-    """One element of a PostgreSQL array literal. Everything but numbers is double-quoted with
-    backslash escapes, the array input syntax's own quoting, so any text travels unchanged."""
-    if value is None:
-        return "NULL"
-    if isinstance(value, bool):
-        return "t" if value else "f"
-    if isinstance(value, int | Decimal):
-        return str(value)
-    text = str(value)  # str, UUID, aware datetime (ISO 8601 with its offset), date
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+# Columns whose values are written bare (str() of an int or Decimal); every other value is
+# quoted.
+_NUMERIC_FIELDS = (models.IntegerField, models.DecimalField, models.ForeignKey, models.AutoField)
+
+
+def _literal(values: list[Any], *, numeric: bool) -> str:
+    """A PostgreSQL array literal of the values. Numbers go bare; everything else (str, UUID,
+    aware datetime in ISO 8601 with its offset, bool as True/False) is double-quoted with
+    backslash escapes, the array input syntax's own quoting, so any text arrives unchanged."""
+    if numeric:
+        items = ["NULL" if v is None else str(v) for v in values]
+    else:
+        items = [
+            "NULL" if v is None else '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+            for v in values
+        ]
+    return "{" + ",".join(items) + "}"
 
 
 def _array(column: models.Field[Any, Any], values: list[Any]) -> tuple[str, str]:
     """The values as ONE array literal (a single text parameter) and the SQL array type to cast
-    it to. Much cheaper than letting the driver adapt a list element by element, which was a
+    it to: much cheaper than letting the driver adapt a list element by element, which was a
     good part of a sync tick's time at 200,000 jobs."""
     if isinstance(column, models.JSONField):
         values = [None if v is None else json.dumps(v, cls=column.encoder) for v in values]
-        return _literal(values), "text[]"
+        return _literal(values, numeric=False), "text[]"
     if not isinstance(column, _PLAIN_FIELDS):
         values = [v if v is None else column.get_db_prep_save(v, connection) for v in values]
-    return _literal(values), f"{column.db_type(connection)}[]"
-
-
-def _literal(values: list[Any]) -> str:
-    return "{" + ",".join(map(_element, values)) + "}"
+    numeric = isinstance(column, _NUMERIC_FIELDS)
+    return _literal(values, numeric=numeric), f"{column.db_type(connection)}[]"
 
 
 def _by_attname(model: type[models.Model], values: Mapping[str, Any]) -> dict[str, Any]:
@@ -154,7 +157,7 @@ def bulk_set(
     fixed_names, fixed_placeholders, fixed_params = _constant_params(model, constants)
     for start in range(0, len(rows), _BATCH):
         batch = rows[start : start + _BATCH]
-        params: list[Any] = [*fixed_params, _literal([row[0] for row in batch])]
+        params: list[Any] = [*fixed_params, _literal([row[0] for row in batch], numeric=True)]
         types = ["bigint[]"]
         sets = [f"{n} = {p}" for n, p in zip(fixed_names, fixed_placeholders, strict=True)]
         for i, column in enumerate(columns, start=1):
