@@ -7,16 +7,18 @@ scheduler call happens inside a database transaction."""
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from accounts.models import Project
 from jobs.backends import get_backend
 from jobs.backends.base import (
     UNKNOWN,
@@ -28,15 +30,34 @@ from jobs.backends.base import (
 )
 from jobs.models import Job, JobEvent
 from jobs.services.direct import cluster_direct_sync
-from jobs.services.forward import job_ref
-from quotas.models import ZERO, Cluster, Hold, Rate
+from jobs.services.submit import qualified_project
+from quotas.models import ZERO, Cluster, Rate
 from quotas.services import Usage, cost_of
-from quotas.services.batch import bulk_insert, bulk_set, ledger_settle_many
+from quotas.services.batch import SettledHold, bulk_insert, bulk_set, ledger_settle_many
 
 logger = logging.getLogger(__name__)
 
 FINALIZE_BATCH = 1000
-EVENT_FIELDS = ("job_id", "created_at", "from_state", "to_state", "message")
+EVENT_FIELDS = ("job_id", "from_state", "to_state", "message")  # created_at: the batch's
+
+
+class _Ended(NamedTuple):
+    """A finished (or lost) job as finalisation reads it: plain values, no model instance."""
+
+    pk: int
+    uuid: uuid.UUID
+    backend_id: str
+    cluster_username: str
+    project_id: int
+    state: str
+    hold_id: int | None
+    started_at: datetime | None
+    ended_at: datetime | None
+    gpus: int
+    gpu_type: str
+    cpus: int
+    memory_mb: int
+    array_size: int
 
 
 # --- sync and finalisation ------------------------------------------------------------
@@ -66,9 +87,12 @@ _ALLOWED: dict[str, frozenset[str]] = {
 def cluster_sync(*, cluster: Cluster) -> SyncResult:
     """Bring every active job of the cluster up to date with ONE batched poll, record the
     transitions, end the jobs the cluster has stopped reporting for the grace period, then
-    finalise newly finished jobs (one usage call) exactly once."""
+    finalise finished jobs (one usage call) exactly once: a job this poll saw end gets its
+    final state and its charge in one write."""
     result = SyncResult(cluster=cluster.name)
     backend = get_backend(cluster)
+    ending: list[tuple[int, str, JobStatus]] = []
+
     active = list(
         Job.objects.filter(
             cluster=cluster, state__in=(Job.State.QUEUED, Job.State.RUNNING)
@@ -102,11 +126,13 @@ def cluster_sync(*, cluster: Cluster) -> SyncResult:
             if missing_since is not None:
                 reported_again.append(pk)
             if status.state != state and status.state in _ALLOWED.get(state, ()):
-                changes.append((pk, state, status))
+                (ending if status.state in Job.FINAL_STATES else changes).append(
+                    (pk, state, status)
+                )
         _record_missing(newly_missing, reported_again, now)
         result.transitions = _apply_transitions(changes)
         result.lost = _end_lost(cluster, lost, cutoff=cutoff)
-    result.finalized = _finalize_finished(cluster, backend, result)
+    result.finalized = _finalize_finished(cluster, backend, result, ending=ending)
     _sync_direct(cluster, backend, result)
     return result
 
@@ -173,10 +199,8 @@ def _end_lost_batch(cluster: Cluster, ids: Sequence[int], cutoff: datetime, book
     # locked until commit. A job another sync moved or a sync saw again meanwhile no longer
     # matches (PostgreSQL re-checks the condition after waiting for the lock), so the writes
     # below never overwrite a newer state and a second sync finds nothing to end.
-    jobs = list(
-        Job.objects.select_for_update(of=("self",))
-        .select_related("hold")
-        .defer("script", "command", "env", "usage")
+    rows = (
+        Job.objects.select_for_update()
         .filter(
             pk__in=ids,
             state__in=(Job.State.QUEUED, Job.State.RUNNING),
@@ -184,15 +208,17 @@ def _end_lost_batch(cluster: Cluster, ids: Sequence[int], cutoff: datetime, book
             missing_since__lte=cutoff,
         )
         .order_by("pk")
+        .values_list(*_Ended._fields, "missing_since")
     )
-    if not jobs:
-        return 0
-    charges: list[tuple[Job, Usage, dict[str, Any], Decimal]] = []
-    for job in jobs:
+    charges: list[tuple[_Ended, Usage, dict[str, Any], Decimal]] = []
+    for *values, missing_since in rows:
         # What the portal itself observed (no accounting record: the cluster lost the job):
-        # started_at to missing_since, nothing if it never started.
-        job.ended_at = job.missing_since or cutoff  # never None: claimed missing_since <= cutoff
+        # started_at to missing_since (never None: claimed missing_since <= cutoff), nothing
+        # if it never started.
+        job = _Ended._make(values)._replace(ended_at=missing_since or cutoff)
         charges.append((job, *_charge_for(cluster, job, None, book, now)))
+    if not charges:
+        return 0
     updates: list[tuple[Any, ...]] = []
     events: list[tuple[Any, ...]] = []
     charge_events: list[tuple[Any, ...]] = []
@@ -204,27 +230,17 @@ def _end_lost_batch(cluster: Cluster, ids: Sequence[int], cutoff: datetime, book
             "The cluster no longer reports this job "
             f"(missing since {since.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC)"
         )
-        updates.append(
-            (job.pk, Job.State.FAILED, reason, since, now, usage.seconds, usage_json, charged, now)
-        )
-        events.append((job.pk, now, job.state, Job.State.FAILED, reason))
-        charge_events.append((job.pk, now, Job.State.FAILED, Job.State.FAILED, message))
+        updates.append((job.pk, reason, since, usage.seconds, usage_json, charged))
+        events.append((job.pk, job.state, Job.State.FAILED, reason))
+        charge_events.append((job.pk, Job.State.FAILED, Job.State.FAILED, message))
     bulk_set(
         Job,
-        [
-            "state",
-            "state_reason",
-            "ended_at",
-            "finalized_at",
-            "elapsed_seconds",
-            "usage",
-            "charged_cost",
-            "updated_at",
-        ],
+        ("state_reason", "ended_at", "elapsed_seconds", "usage", "charged_cost"),
         updates,
+        constants={"state": Job.State.FAILED, "finalized_at": now, "updated_at": now},
     )
     # The transition first, then the charge, as for a job that ended on its own.
-    bulk_insert(JobEvent, EVENT_FIELDS, events + charge_events)
+    bulk_insert(JobEvent, EVENT_FIELDS, events + charge_events, constants={"created_at": now})
     return len(updates)
 
 
@@ -233,19 +249,29 @@ def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
         yield items[i : i + size]
 
 
+def _claim(ids: Sequence[int], *fields: str) -> dict[int, tuple[Any, ...]]:
+    """Lock these jobs until commit (in pk order, like every batch writer) and read `fields` of
+    those not finalised yet, as their latest committed version has them.
+
+    Finalised rows are skipped here, not in the WHERE clause: the statement stays a primary
+    key lookup whatever the planner believes about the partial index of unfinalised jobs (on
+    stale statistics it scanned that whole index for every batch)."""
+    rows = (
+        Job.objects.select_for_update()
+        .filter(pk__in=ids)
+        .order_by("pk")
+        .values_list("pk", "finalized_at", *fields)
+    )
+    return {pk: tuple(rest) for pk, finalized_at, *rest in rows if finalized_at is None}
+
+
 def _apply_transitions(changes: list[tuple[int, str, JobStatus]]) -> int:
     """Write the state changes seen in one poll, skipping rows another sync moved already."""
     applied = 0
     for batch in _chunks(changes, 2000):
         now = timezone.now()
         with transaction.atomic():
-            current = {
-                pk: (state, started_at)
-                for pk, state, started_at in Job.objects.select_for_update()
-                .filter(pk__in=[pk for pk, _, _ in batch], finalized_at__isnull=True)
-                .order_by("pk")
-                .values_list("pk", "state", "started_at")
-            }
+            current = _claim([pk for pk, _, _ in batch], "state", "started_at")
             updates: list[tuple[Any, ...]] = []
             events: list[tuple[Any, ...]] = []
             for pk, state, status in batch:
@@ -261,16 +287,16 @@ def _apply_transitions(changes: list[tuple[int, str, JobStatus]]) -> int:
                         status.started_at or started_at,
                         status.ended_at or (now if final else None),
                         status.exit_code,
-                        now,
                     )
                 )
-                events.append((pk, now, state, status.state, _transition_message(status)))
+                events.append((pk, state, status.state, _transition_message(status)))
             bulk_set(
                 Job,
-                ["state", "state_reason", "started_at", "ended_at", "exit_code", "updated_at"],
+                ("state", "state_reason", "started_at", "ended_at", "exit_code"),
                 updates,
+                constants={"updated_at": now},
             )
-            bulk_insert(JobEvent, EVENT_FIELDS, events)
+            bulk_insert(JobEvent, EVENT_FIELDS, events, constants={"created_at": now})
             applied += len(updates)
     return applied
 
@@ -302,7 +328,7 @@ class _RateBook:
         return current
 
 
-def _usage_for(job: Job, record: UsageRecord | None) -> tuple[Usage, dict[str, Any]]:
+def _usage_for(job: _Ended, record: UsageRecord | None) -> tuple[Usage, dict[str, Any]]:
     if record is not None:
         usage = Usage(
             seconds=max(0, int(record.elapsed_seconds)),
@@ -344,7 +370,7 @@ def _usage_for(job: Job, record: UsageRecord | None) -> tuple[Usage, dict[str, A
 
 
 def _charge_for(
-    cluster: Cluster, job: Job, record: UsageRecord | None, book: _RateBook, now: datetime
+    cluster: Cluster, job: _Ended, record: UsageRecord | None, book: _RateBook, now: datetime
 ) -> tuple[Usage, dict[str, Any], Decimal]:
     """A finished job's usage (accounting record, else its own started_at..ended_at) and its
     cost at the rates in force when it started."""
@@ -356,13 +382,13 @@ def _charge_for(
 
 
 def _settle(
-    charges: Sequence[tuple[Job, Usage, dict[str, Any], Decimal]], *, memo: str
-) -> list[tuple[Job, Usage, dict[str, Any], str, Decimal]]:
+    charges: Sequence[tuple[_Ended, Usage, dict[str, Any], Decimal]], *, memo: str
+) -> list[tuple[_Ended, Usage, dict[str, Any], str, Decimal]]:
     """Settle every job's hold for its actual cost in one ledger_settle_many; per job: its
     usage, usage record, the charge event's message and what was charged."""
     settled = ledger_settle_many(
         actor=None,
-        settlements=[(job.hold, actual) for job, _, _, actual in charges if job.hold is not None],
+        settlements=[(job.hold_id, actual) for job, _, _, actual in charges if job.hold_id],
         memo=memo,
     )
     out = []
@@ -373,23 +399,40 @@ def _settle(
     return out
 
 
-def _charge_message(usage: Usage, actual: Decimal, hold: Hold | None) -> str:
+def _charge_message(usage: Usage, actual: Decimal, hold: SettledHold | None) -> str:
     if hold is None:
         return f"Charged {actual} SU for {usage.seconds} s"
     return f"Charged {hold.charged} SU for {usage.seconds} s; released {hold.released}"
 
 
-def _finalize_finished(cluster: Cluster, backend: Any, result: SyncResult) -> int:
-    """Charge every finished, unfinalised job of the cluster: one usage call, then claim each
-    (finalized_at IS NULL) and settle its hold in the same transaction."""
-    finished = list(
-        Job.objects.filter(
-            cluster=cluster, finalized_at__isnull=True, state__in=Job.FINAL_STATES
-        ).select_related("project__organization", "hold")
-    )
+def _finalize_finished(
+    cluster: Cluster,
+    backend: Any,
+    result: SyncResult,
+    *,
+    ending: Sequence[tuple[int, str, JobStatus]] = (),
+) -> int:
+    """Charge every finished, unfinalised job of the cluster and the jobs this poll saw end
+    (`ending`: pk, state before, status): one usage call, then claim each job and settle its
+    hold in the same transaction, an ending job's transition written by the same UPDATE. If
+    usage is unavailable, the ending jobs' transitions are written alone and the charges wait
+    for a later sync."""
+    ends = {pk: (state, status) for pk, state, status in ending}
+    finished = [
+        job
+        for job in map(
+            _Ended._make,
+            Job.objects.filter(
+                cluster=cluster, finalized_at__isnull=True, state__in=Job.FINAL_STATES
+            ).values_list(*_Ended._fields),
+        )
+        if job.pk not in ends  # moved by a concurrent sync meanwhile: its claim says so
+    ]
+    for chunk in _chunks(list(ends), MISSING_BATCH):
+        finished += map(_Ended._make, Job.objects.filter(pk__in=chunk).values_list(*_Ended._fields))
     if not finished:
         return 0
-    refs = [job_ref(job) for job in finished if job.backend_id]
+    refs = _usage_refs([job for job in finished if job.backend_id])
     records: Mapping[str, UsageRecord] = {}
     if refs:
         result.backend_calls += 1
@@ -397,43 +440,99 @@ def _finalize_finished(cluster: Cluster, backend: Any, result: SyncResult) -> in
             records = backend.usage(refs)
         except BackendUnavailable:
             logger.warning("Usage of cluster %s unavailable; finalising later", cluster.name)
+            result.transitions += _apply_transitions(list(ending))
             return 0
     book = _RateBook(cluster)
     finalized = 0
     for batch in _chunks(finished, FINALIZE_BATCH):
-        finalized += _finalize_batch(cluster, batch, records, book)
+        done, ended = _finalize_batch(cluster, batch, records, book, ends)
+        finalized += done
+        result.transitions += ended
     return finalized
+
+
+def _usage_refs(jobs: Sequence[_Ended]) -> list[JobRef]:
+    """What backend.usage() needs of each job, as job_ref() gives it for a Job instance."""
+    projects = {
+        project.pk: qualified_project(project)
+        for project in Project.objects.filter(
+            pk__in={job.project_id for job in jobs}
+        ).select_related("organization")
+    }
+    return [
+        JobRef(
+            uuid=job.uuid,
+            backend_id=job.backend_id,
+            cluster_user=job.cluster_username,
+            project=projects[job.project_id],
+            tasks=job.array_size,
+        )
+        for job in jobs
+    ]
+
+
+FINAL_FIELDS = ("elapsed_seconds", "usage", "charged_cost")  # + finalized_at, updated_at
+ENDING_FIELDS = ("state", "state_reason", "started_at", "ended_at", "exit_code", *FINAL_FIELDS)
 
 
 @transaction.atomic
 def _finalize_batch(
-    cluster: Cluster, batch: Sequence[Job], records: Mapping[str, UsageRecord], book: _RateBook
-) -> int:
+    cluster: Cluster,
+    batch: Sequence[_Ended],
+    records: Mapping[str, UsageRecord],
+    book: _RateBook,
+    ends: Mapping[int, tuple[str, JobStatus]],
+) -> tuple[int, int]:
+    """Finalise one batch in one transaction; returns (jobs finalised, transitions written).
+    A job in `ends` is written only if it is still in the state the poll saw it in (else a
+    concurrent sync or a cancel moved it meanwhile), like any transition."""
     now = timezone.now()
-    claimed = set(
-        Job.objects.select_for_update()
-        .filter(pk__in=[job.pk for job in batch], finalized_at__isnull=True)
-        .order_by("pk")
-        .values_list("pk", flat=True)
-    )
-    if not claimed:
-        return 0
-    jobs = [job for job in batch if job.pk in claimed]
-    charges: list[tuple[Job, Usage, dict[str, Any], Decimal]] = []
-    for job in jobs:
+    current = _claim([job.pk for job in batch], "state", "started_at")
+    charges: list[tuple[_Ended, Usage, dict[str, Any], Decimal]] = []
+    for job in batch:
+        if job.pk not in current:
+            continue  # finalised by a concurrent sync meanwhile
+        if end := ends.get(job.pk):
+            state, started_at = current[job.pk]
+            before, status = end
+            if state != before:
+                continue
+            job = job._replace(
+                state=status.state,
+                started_at=status.started_at or started_at,
+                ended_at=status.ended_at or now,
+            )
         record = records.get(job.backend_id) if job.backend_id else None
         charges.append((job, *_charge_for(cluster, job, record, book, now)))
-    updates: list[tuple[Any, ...]] = []
+    finals: list[tuple[Any, ...]] = []
+    endings: list[tuple[Any, ...]] = []
     events: list[tuple[Any, ...]] = []
+    charge_events: list[tuple[Any, ...]] = []
     for job, usage, usage_json, message, charged in _settle(
         charges, memo=f"Job usage on {cluster.name}"
     ):
-        updates.append((job.pk, now, usage.seconds, usage_json, charged, now))
-        events.append((job.pk, now, job.state, job.state, message))
-    bulk_set(
-        Job,
-        ["finalized_at", "elapsed_seconds", "usage", "charged_cost", "updated_at"],
-        updates,
-    )
-    bulk_insert(JobEvent, EVENT_FIELDS, events)
-    return len(updates)
+        if end := ends.get(job.pk):
+            before, status = end
+            endings.append(
+                (
+                    job.pk,
+                    status.state,
+                    status.reason[:500],
+                    job.started_at,
+                    job.ended_at,
+                    status.exit_code,
+                    usage.seconds,
+                    usage_json,
+                    charged,
+                )
+            )
+            events.append((job.pk, before, status.state, _transition_message(status)))
+        else:
+            finals.append((job.pk, usage.seconds, usage_json, charged))
+        charge_events.append((job.pk, job.state, job.state, message))
+    written = {"finalized_at": now, "updated_at": now}
+    bulk_set(Job, FINAL_FIELDS, finals, constants=written)
+    bulk_set(Job, ENDING_FIELDS, endings, constants=written)
+    # The transitions first, then the charges, as when they were written in two ticks.
+    bulk_insert(JobEvent, EVENT_FIELDS, events + charge_events, constants={"created_at": now})
+    return len(finals) + len(endings), len(endings)

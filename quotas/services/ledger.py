@@ -99,16 +99,30 @@ def _post_many(
         for i, factor in enumerate(_EFFECTS[entry.kind]):
             deltas[i] += factor * entry.amount
     created = LedgerEntry.objects.bulk_create(entries)
-    Allocation.objects.filter(pk=allocation.pk).update(
-        credited=F("credited") + deltas[0],
-        held=F("held") + deltas[1],
-        charged=F("charged") + deltas[2],
-    )
-    allocation.credited += deltas[0]
-    allocation.held += deltas[1]
-    allocation.charged += deltas[2]
-    _refresh_status(allocation, actor=actor)
+    _move_counters(allocation, *deltas, actor=actor)
     return created
+
+
+def _move_counters(
+    allocation: Allocation,
+    credited: Decimal,
+    held: Decimal,
+    charged: Decimal,
+    *,
+    actor: User | None,
+) -> None:
+    """Move the counters of the locked `allocation` by these deltas in one UPDATE and refresh
+    its status. Only for entries the caller writes in the same transaction (_post_many, and
+    ledger_settle_many, which inserts its entries as plain values)."""
+    Allocation.objects.filter(pk=allocation.pk).update(
+        credited=F("credited") + credited,
+        held=F("held") + held,
+        charged=F("charged") + charged,
+    )
+    allocation.credited += credited
+    allocation.held += held
+    allocation.charged += charged
+    _refresh_status(allocation, actor=actor)
 
 
 def _refresh_status(allocation: Allocation, *, actor: User | None) -> None:
@@ -631,17 +645,28 @@ def _actual(actual: Decimal | int | str) -> Decimal:
     return value
 
 
+def _settle_parts(
+    amount: Decimal, actual: Decimal, *, expired: bool, memo: str
+) -> tuple[Decimal, Decimal, list[tuple[str, Decimal, str]]]:
+    """What settling a hold of `amount` at `actual` writes: (charge, release, the entries as
+    (kind, amount, memo), none of zero). The charge is at most the hold; on an allocation that
+    expired while the hold was open, what comes back expires at once (it was never available).
+    The entries' keys are "<hold key>:<kind>"."""
+    charge = min(actual, amount)
+    release = amount - charge
+    parts = [(LedgerEntry.Kind.CHARGE, charge, memo), (LedgerEntry.Kind.RELEASE, release, memo)]
+    if expired:
+        parts.append((LedgerEntry.Kind.EXPIRE, release, "Released after the allocation expired"))
+    return charge, release, [(str(kind), value, text) for kind, value, text in parts if value > 0]
+
+
 def _settlement(
     allocation: Allocation, hold: Hold, actual: Decimal, *, actor: User | None, memo: str
 ) -> tuple[Decimal, Decimal, list[LedgerEntry]]:
-    """What settling `hold` at `actual` writes: (charge, release, entries). The charge is at
-    most the hold; on an allocation that expired while the hold was open, what comes back
-    expires at once (it was never available)."""
-    charge = min(actual, hold.amount)
-    release = hold.amount - charge
-    parts = [(LedgerEntry.Kind.CHARGE, charge, memo), (LedgerEntry.Kind.RELEASE, release, memo)]
-    if allocation.status == Allocation.Status.EXPIRED:
-        parts.append((LedgerEntry.Kind.EXPIRE, release, "Released after the allocation expired"))
+    """_settle_parts of `hold` as LedgerEntry instances: (charge, release, entries)."""
+    charge, release, parts = _settle_parts(
+        hold.amount, actual, expired=allocation.status == Allocation.Status.EXPIRED, memo=memo
+    )
     entries = [
         LedgerEntry(
             allocation=allocation,
@@ -655,7 +680,6 @@ def _settlement(
             cluster_id=hold.cluster_id,
         )
         for kind, value, text in parts
-        if value > 0
     ]
     return charge, release, entries
 

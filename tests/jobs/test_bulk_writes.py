@@ -3,6 +3,8 @@ the `make run` default, uses) write the same rows, foreign keys named either way
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 from django.utils import timezone
 
@@ -52,3 +54,34 @@ def test_events_and_job_fields_are_written_with_a_foreign_key_named_either_way(
     assert (first.state, first.backend_id, first.hold_id) == ("queued", "11", None)
     assert (second.state, second.backend_id) == ("queued", "12")
     assert second.hold_id is not None
+
+
+def test_text_with_quotes_backslashes_braces_and_nulls_and_shared_constants_arrive_unchanged(
+    writers, submit, sim_cluster
+):
+    set_rows, insert_rows = writers
+    job = submit(sim_cluster, name="a")
+    now = timezone.now()
+    texts = ['say "hi"', "C:\\path\\", "{a,b}", "NULL", "", "ünïcødé, 'quoted'", " spaced "]
+
+    insert_rows(
+        JobEvent,
+        ("job_id", "message"),
+        [(job.pk, text) for text in texts],
+        constants={"from_state": "running", "to_state": "completed", "created_at": now},
+    )
+    set_rows(
+        Job,
+        ("state_reason", "exit_code", "usage"),
+        [(job.pk, texts[0] + texts[1], None, {"note": texts[2], "cost": "1.5000"})],
+        constants={"finalized_at": now, "charged_cost": Decimal("1.5000")},
+    )
+
+    events = JobEvent.objects.filter(job=job, to_state="completed")
+    assert sorted(events.values_list("message", flat=True)) == sorted(texts)
+    assert set(events.values_list("from_state", "created_at")) == {("running", now)}
+    job.refresh_from_db()
+    assert job.state_reason == 'say "hi"C:\\path\\'
+    assert job.exit_code is None
+    assert job.usage == {"note": "{a,b}", "cost": "1.5000"}
+    assert (job.finalized_at, job.charged_cost) == (now, Decimal("1.5000"))

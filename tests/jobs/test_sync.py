@@ -15,6 +15,7 @@ from jobs.backends.simulated import SimulatedBackend
 from jobs.models import Job, JobEvent
 from jobs.services import cluster_sync, job_forward
 from quotas.models import Hold, LedgerEntry
+from quotas.reconcile import reconcile_ledger
 
 
 class CountingBackend(SimulatedBackend):
@@ -170,3 +171,73 @@ def test_two_syncs_racing_finalise_every_job_exactly_once(request):
     assert not Hold.objects.filter(state=Hold.State.OPEN).exists()
     completed_events = JobEvent.objects.filter(from_state="running", to_state="completed")
     assert completed_events.count() == 40
+
+
+class AccountingLagBackend(SimulatedBackend):
+    """The simulated backend whose usage() is unavailable until a barrier is set, then makes
+    every caller wait at it: two syncs that have both read the same finished jobs."""
+
+    barrier: threading.Barrier | None = None
+
+    def usage(self, refs):
+        if self.barrier is None:
+            raise BackendUnavailable("accounting is catching up")
+        self.barrier.wait(timeout=30)
+        return super().usage(refs)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_syncs_that_read_the_same_finished_jobs_finalise_each_exactly_once(request):
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL row locks")
+    sim_cluster = request.getfixturevalue("sim_cluster")
+    submit = request.getfixturevalue("submit")
+    allocation = request.getfixturevalue("allocation")
+    sim_cluster.backend = "tests.jobs.test_sync.AccountingLagBackend"
+    sim_cluster.save()
+    AccountingLagBackend.barrier = None
+    backend = get_backend(sim_cluster)
+    jobs = [
+        submit(sim_cluster, name=f"f{i}", gpus=0, env={"SIM_DURATION_SECONDS": "100"})
+        for i in range(30)
+    ]
+    for job in jobs:
+        job_forward(job_id=job.pk)
+    cluster_sync(cluster=sim_cluster)
+    backend.advance(100)
+    ended = cluster_sync(cluster=sim_cluster)  # records the ends; usage unavailable
+    assert (ended.transitions, ended.finalized) == (30, 0)
+
+    AccountingLagBackend.barrier = threading.Barrier(2)
+    finalized: list[int] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            finalized.append(cluster_sync(cluster=sim_cluster).finalized)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    AccountingLagBackend.barrier = None
+
+    assert errors == []
+    assert len(finalized) == 2  # both read the finished jobs and asked for their usage
+    assert sum(finalized) == 30
+    assert Job.objects.filter(state="completed", finalized_at__isnull=False).count() == 30
+    charges = LedgerEntry.objects.filter(kind=LedgerEntry.Kind.CHARGE)
+    assert charges.count() == 30
+    assert charges.values("hold").distinct().count() == 30
+    assert JobEvent.objects.filter(from_state="completed", to_state="completed").count() == 30
+    assert not Hold.objects.filter(state=Hold.State.OPEN).exists()
+    allocation.refresh_from_db()
+    assert allocation.held == 0
+    assert allocation.charged == sum(charges.values_list("amount", flat=True), Decimal(0))
+    assert reconcile_ledger().ok
