@@ -16,7 +16,10 @@ constant number of queries, diff against what was pushed, one batched push of th
 
 The cluster's env file (GPUC_SLURM_ENV, default the 22.05 one) names its slurmrestd and its
 commands (SLURM_BIN, SLURM_CONF); the API version is negotiated as the portal does (the local
-stand-in answers like --api-version).
+stand-in answers like --api-version). On 24.11 run it with --existing-cluster (--slurm-cluster
+gpucommons2411): its slurmdbd files a new account on a cluster that has no slurmctld with a
+broken lineage ("We can't find assoc 1 on cluster gpucbench") and keeps none of its limits,
+which the read-back at the end shows (0 of 200).
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ from accounts.models import Organization, Project, ProjectMember, User  # noqa: 
 from jobs.backends import get_backend  # noqa: E402
 from jobs.backends.slurm import SlurmBackend  # noqa: E402
 from jobs.models import ClusterAccount, SchedulerAccount  # noqa: E402
-from jobs.services import accounts_sync  # noqa: E402
+from jobs.services import accounts_sync, accounts_wanted  # noqa: E402
 from quotas.models import Allocation, Cluster  # noqa: E402
 
 ENV_FILE = Path(os.environ.get("GPUC_SLURM_ENV", "/var/lib/gpucommons-slurm/env"))
@@ -354,6 +357,20 @@ def main() -> None:
         print(f"  idle tick (nothing changed): {idle_s:.2f} s, {sum(calls.values())} calls, "
               f"{idle.unchanged} accounts unchanged")  # fmt: skip
         assert SchedulerAccount.objects.filter(cluster=cluster).count() == args.projects
+        # What slurmdbd holds, read back for a sample of the accounts (a push slurmdbd dropped
+        # silently would otherwise look fast).
+        wanted = accounts_wanted(cluster=cluster)
+        sample = rng.sample(wanted, min(200, len(wanted)))
+        held = backend.read_accounts([w.spec.name for w in sample])
+        good = sum(
+            1
+            for w in sample
+            if w.spec.name in held
+            and dict(held[w.spec.name].limits) == dict(backend.account_limits(w.spec))
+            and tuple(held[w.spec.name].users) == w.spec.users
+        )
+        print(f"  read back: {good} of {len(sample)} sampled accounts hold exactly the pushed "
+              f"limits and users")  # fmt: skip
     finally:
         if backend is not None and args.server == "real":
             cleanup(backend, args.slurm_cluster, prefix, own_cluster)
