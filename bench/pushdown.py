@@ -12,6 +12,14 @@ or charge leaves them); the tick is accounts_sync(): wanted limits for all accou
 constant number of queries, diff against what was pushed, one batched push of the changed.
 
     python bench/pushdown.py [--projects 10000] [--changes 1000] [--ticks 5]
+    GPUC_SLURM_ENV=/var/lib/gpucommons-slurm-24.11/env python bench/pushdown.py  # Slurm 24.11
+
+The cluster's env file (GPUC_SLURM_ENV, default the 22.05 one) names its slurmrestd and its
+commands (SLURM_BIN, SLURM_CONF); the API version is negotiated as the portal does (the local
+stand-in answers like --api-version). On 24.11 run it with --existing-cluster (--slurm-cluster
+gpucommons2411): its slurmdbd files a new account on a cluster that has no slurmctld with a
+broken lineage ("We can't find assoc 1 on cluster gpucbench") and keeps none of its limits,
+which the read-back at the end shows (0 of 200).
 """
 
 from __future__ import annotations
@@ -48,7 +56,7 @@ from accounts.models import Organization, Project, ProjectMember, User  # noqa: 
 from jobs.backends import get_backend  # noqa: E402
 from jobs.backends.slurm import SlurmBackend  # noqa: E402
 from jobs.models import ClusterAccount, SchedulerAccount  # noqa: E402
-from jobs.services import accounts_sync  # noqa: E402
+from jobs.services import accounts_sync, accounts_wanted  # noqa: E402
 from quotas.models import Allocation, Cluster  # noqa: E402
 
 ENV_FILE = Path(os.environ.get("GPUC_SLURM_ENV", "/var/lib/gpucommons-slurm/env"))
@@ -61,8 +69,9 @@ class LocalSlurmdb(ThreadingHTTPServer):
     (accounts, associations: GET with an account list, POST add/modify, DELETE), kept in
     memory with no cost of its own, to measure the portal's side of a tick at any scale."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, api_version: str) -> None:
         super().__init__(("127.0.0.1", port), _LocalHandler)
+        self.api_version = api_version
         self.accounts: set[str] = set()
         self.assocs: dict[tuple[str, str], dict[str, Any]] = {}
 
@@ -83,10 +92,18 @@ class _LocalHandler(BaseHTTPRequestHandler):
 
     def _query(self) -> tuple[str, dict[str, list[str]]]:
         url = urlsplit(self.path)
-        return url.path.rstrip("/"), {k: v[0].split(",") for k, v in parse_qs(url.query).items()}
+        query = parse_qs(url.query)  # "a,b" (v0.0.38) or repeated (later versions)
+        return url.path.rstrip("/"), {
+            k: [item for value in v for item in value.split(",")] for k, v in query.items()
+        }
 
     def do_GET(self) -> None:
         path, query = self._query()
+        if path.startswith("/openapi"):
+            version = self.server.api_version
+            paths = [f"/slurm/{version}/jobs", f"/slurmdb/{version}/associations"]
+            self._answer({"paths": {p: {} for p in paths}})
+            return
         if path.endswith("/accounts"):
             self._answer({"accounts": [{"name": n} for n in sorted(self.server.accounts)]})
             return
@@ -184,24 +201,39 @@ def count_calls(backend: SlurmBackend) -> Counter[str]:
     return calls
 
 
-def rest(backend: SlurmBackend, method: str, path: str, **kwargs: Any) -> Any:
-    return backend.rest.call(method, path, user="slurm", **kwargs)
+def sacctmgr_argv() -> list[str]:
+    """The cluster's own sacctmgr (its SLURM_BIN; SLURM_CONF is set by command_env)."""
+    folder = read_env().get("SLURM_BIN")
+    return [f"{folder}/sacctmgr" if folder else shutil.which("sacctmgr") or "/usr/bin/sacctmgr"]
+
+
+def command_env() -> dict[str, str]:
+    conf = read_env().get("SLURM_CONF")
+    return {**os.environ, **({"SLURM_CONF": conf} if conf else {})}
 
 
 def cleanup(backend: SlurmBackend, slurm_cluster: str, prefix: str, own_cluster: bool) -> None:
     """Remove the bench's associations and accounts (and its own cluster) from slurmdbd."""
     t0 = time.perf_counter()
-    sacctmgr = shutil.which("sacctmgr") or "/usr/bin/sacctmgr"
-    body = rest(backend, "GET", "/slurmdb/v0.0.38/accounts") or {}
+    sacctmgr = sacctmgr_argv()
+    body = backend.dbd_call("GET", "/accounts", user="slurm") or {}
     names = [a["name"] for a in body.get("accounts", []) if a.get("name", "").startswith(prefix)]
     if own_cluster:
         subprocess.run(
-            [sacctmgr, "-i", "delete", "cluster", slurm_cluster], capture_output=True, timeout=600
+            [*sacctmgr, "-i", "delete", "cluster", slurm_cluster],
+            capture_output=True,
+            timeout=600,
+            env=command_env(),
         )
     for i in range(0, len(names), 200):
         chunk = ",".join(names[i : i + 200])
         for what in (["user", "where", f"account={chunk}"], ["account", f"name={chunk}"]):
-            subprocess.run([sacctmgr, "-i", "delete", *what], capture_output=True, timeout=600)
+            subprocess.run(
+                [*sacctmgr, "-i", "delete", *what],
+                capture_output=True,
+                timeout=600,
+                env=command_env(),
+            )
     print(f"  cleanup: {len(names)} accounts deleted"
           f"{f' and cluster {slurm_cluster}' if own_cluster else ''} "
           f"in {time.perf_counter() - t0:.1f} s")  # fmt: skip
@@ -227,6 +259,9 @@ def main() -> None:
         help="real: the dev cluster's slurmrestd/slurmdbd; local: an in-memory stand-in",
     )
     parser.add_argument("--port", type=int, default=8650, help="the local server's port")
+    parser.add_argument(
+        "--api-version", default="v0.0.38", help="the version the local stand-in answers as"
+    )
     args = parser.parse_args()
     prefix = "bpd"
 
@@ -238,14 +273,14 @@ def main() -> None:
     try:
         local: LocalSlurmdb | None = None
         if args.server == "local":
-            local = LocalSlurmdb(args.port)
+            local = LocalSlurmdb(args.port, args.api_version)
             threading.Thread(target=local.serve_forever, daemon=True).start()
         where = (
             f"local in-memory slurmdb stand-in on :{args.port}"
             if local
             else f"real slurmrestd, slurmdbd cluster {args.slurm_cluster}"
         )
-        print(f"bench/pushdown.py on {connection.vendor}; {where}")
+        print(f"bench/pushdown.py on {connection.vendor}; {where} ({ENV_FILE})")
         t0 = time.perf_counter()
         cluster = make_world(
             args.projects,
@@ -260,15 +295,18 @@ def main() -> None:
         assert isinstance(found, SlurmBackend)
         backend = found
         calls = count_calls(backend)
-        sacctmgr = shutil.which("sacctmgr") or "/usr/bin/sacctmgr"
+        sacctmgr = sacctmgr_argv()
         own_cluster = not args.existing_cluster and local is None
         for argv in (
             ["add", "cluster", args.slurm_cluster],
             ["add", "account", "gpucommons", f"cluster={args.slurm_cluster}"],
         ):  # what deploy/slurm/up.sh does for the real cluster
             if own_cluster:
-                subprocess.run([sacctmgr, "-i", *argv], capture_output=True, timeout=120)
+                subprocess.run(
+                    [*sacctmgr, "-i", *argv], capture_output=True, timeout=120, env=command_env()
+                )
 
+        print(f"  slurmrestd API spoken: {backend.api.version}")
         calls.clear()
         t0 = time.perf_counter()
         creation_ticks = 0
@@ -319,6 +357,20 @@ def main() -> None:
         print(f"  idle tick (nothing changed): {idle_s:.2f} s, {sum(calls.values())} calls, "
               f"{idle.unchanged} accounts unchanged")  # fmt: skip
         assert SchedulerAccount.objects.filter(cluster=cluster).count() == args.projects
+        # What slurmdbd holds, read back for a sample of the accounts (a push slurmdbd dropped
+        # silently would otherwise look fast).
+        wanted = accounts_wanted(cluster=cluster)
+        sample = rng.sample(wanted, min(200, len(wanted)))
+        held = backend.read_accounts([w.spec.name for w in sample])
+        good = sum(
+            1
+            for w in sample
+            if w.spec.name in held
+            and dict(held[w.spec.name].limits) == dict(backend.account_limits(w.spec))
+            and tuple(held[w.spec.name].users) == w.spec.users
+        )
+        print(f"  read back: {good} of {len(sample)} sampled accounts hold exactly the pushed "
+              f"limits and users")  # fmt: skip
     finally:
         if backend is not None and args.server == "real":
             cleanup(backend, args.slurm_cluster, prefix, own_cluster)

@@ -148,6 +148,7 @@ class SchedulerAccount(models.Model):
     pushed_gpu_cap = models.PositiveIntegerField(null=True, blank=True)
     pushed_users = models.JSONField(default=list, blank=True)
     pushed_closed = models.BooleanField(default=False)
+    pushed_blocked = models.BooleanField(default=False)  # AccountSpec.blocked last pushed
     pushed_at = models.DateTimeField(null=True, blank=True)
     # The scheduler's last refusal (its own message), how many pushes in a row it refused and
     # when to try again (exponential backoff); cleared by a successful push.

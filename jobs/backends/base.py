@@ -142,6 +142,10 @@ class AccountSpec:
     limit_su: Decimal | None = None
     gpu_cap: int | None = None  # concurrent GPUs; None = no cap
     closed: bool = False  # archived project: block and (where safe) remove
+    # No SU available for new work on this cluster (suspended, exhausted, expired or closed):
+    # computed once, by scheduler_accounts.accounts_wanted. Backends that cannot count SU
+    # (Kubernetes) block new work on it; Slurm's limit_su says the same in its own terms.
+    blocked: bool = False
 
 
 @dataclass(frozen=True)
@@ -220,6 +224,20 @@ class ComputeBackend(abc.ABC):
     # defaults: push_accounts refuses, direct_jobs finds nothing.
 
     manages_accounts = False
+    # Whether an account has user associations (Slurm) or not (a Kubernetes namespace): the
+    # wanted users of an account (AccountSpec.users) are empty on a backend without them.
+    account_users = False
+
+    def account_name(self, project: str, project_id: int) -> str | None:
+        """The scheduler account of a project (`project` as JobSpec.project, `project_id` its
+        primary key) on this cluster, by this backend's one rule; None when the backend has no
+        project accounts. The only caller is jobs.services.account_names.account_name."""
+        return None
+
+    def account_limits(self, spec: AccountSpec) -> Mapping[str, Any]:
+        """The limits push_accounts gives `spec`, written as read_accounts reports them
+        (AccountState.limits), so that wanted and held compare (drift)."""
+        return {}
 
     def push_accounts(self, specs: Sequence[AccountSpec]) -> dict[str, str]:
         """Create or update these accounts, their user associations and limits in a constant

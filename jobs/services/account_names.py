@@ -1,17 +1,25 @@
 """The name of a project's scheduler account on a cluster, and which account a portal job of
-the project runs under (one rule, used by the account push and by job submission)."""
+the project runs under (one rule per backend, asked here only: used by the account push and
+by job submission)."""
 
 from __future__ import annotations
 
+from accounts.models import Project
 from jobs.backends import get_backend
+from jobs.services.submit import qualified_project
 from quotas.models import Cluster
 
 
-def account_name(cluster: Cluster, project_id: int) -> str:
-    """<account_prefix><project id>: deterministic, unique per cluster, a valid Slurm account
-    name (the prefix is checked by the backend's options check)."""
-    prefix = str((cluster.options or {}).get("account_prefix") or "gpuc")
-    return f"{prefix}{project_id}"
+def account_name(cluster: Cluster, project: Project | int) -> str:
+    """The project's account on `cluster`, by its backend's rule (Slurm:
+    <account_prefix><project id>; Kubernetes: the project's namespace). A project id costs one
+    query for the project; pass the Project (organization selected) where it is at hand."""
+    if not isinstance(project, Project):
+        project = Project.objects.select_related("organization").get(pk=project)
+    name = get_backend(cluster).account_name(qualified_project(project), project.pk)
+    if name is None:
+        raise ValueError(f"Cluster {cluster.name} has no project accounts")
+    return name
 
 
 def managed(cluster: Cluster) -> bool:
@@ -19,7 +27,7 @@ def managed(cluster: Cluster) -> bool:
     return bool(get_backend(cluster).manages_accounts)
 
 
-def job_account(cluster: Cluster, project_id: int) -> str:
+def job_account(cluster: Cluster, project: Project | int) -> str:
     """The account a portal job of this project runs under ('' = the cluster's default; on a
     managed cluster always the project's own account, never another's)."""
-    return account_name(cluster, project_id) if managed(cluster) else ""
+    return account_name(cluster, project) if managed(cluster) else ""

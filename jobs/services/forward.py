@@ -71,7 +71,7 @@ def job_spec(job: Job) -> JobSpec:
         job,
         job_uuid=job.uuid,
         cluster_user=job.cluster_username,
-        account=job_account(job.cluster, job.project_id),
+        account=job_account(job.cluster, job.project),
     )
 
 

@@ -11,7 +11,9 @@ its account was made: consumed there since then (charges on this cluster) + held
 jobs there + available on its active allocations usable there. The scheduler compares its own
 count of the account's usage (never decayed, never reset) against it, so the room it leaves is
 held + available. A suspended, exhausted or expired allocation adds nothing: no room for new
-work; crediting adds room at the next tick.
+work; crediting adds room at the next tick. AccountSpec.blocked (no SU available here, or the
+project closed) is decided here too, for backends that cannot count SU (Kubernetes blocks new
+Pods on it).
 
 Overspend bound with several clusters: an allocation usable on n clusters offers its whole
 available A to each of them (splitting it would strand SU on idle clusters), so work that
@@ -52,7 +54,9 @@ ZERO = Decimal(0)
 # therefore created at most this many per tick (cluster option new_accounts_per_tick); limit
 # changes of existing accounts are not capped.
 NEW_ACCOUNTS_PER_TICK = 50
-# slurmdbd 22.05 takes ~0.2 s per modified association (measured, bench/pushdown.py): at most
+# slurmdbd 22.05 takes ~0.2 s per modified association and 24.11 ~13 ms with 10,000 accounts on
+# the cluster, both in one POST (measured, bench/pushdown.py; one POST per association costs
+# more on both): at most
 # this many accounts are pushed per tick (cluster option pushes_per_tick), those whose room
 # shrinks (suspension, closing, charges elsewhere) first: a stale lower limit only delays
 # work, a stale higher one lets it overspend.
@@ -88,15 +92,14 @@ def accounts_create_missing(*, cluster: Cluster) -> int:
     """SchedulerAccount rows for active projects with an allocation usable on `cluster` and no
     account there yet (idempotent under concurrent ticks: the unique constraints decide)."""
     have = SchedulerAccount.objects.filter(cluster=cluster).values("project_id")
-    missing = (
-        Allocation.objects.filter(clusters=cluster, project__is_active=True)
+    missing = Project.objects.filter(
+        pk__in=Allocation.objects.filter(clusters=cluster, project__is_active=True)
         .exclude(project_id__in=have)
-        .values_list("project_id", flat=True)
-        .distinct()
-    )
+        .values("project_id")
+    ).select_related("organization")
     rows = [
-        SchedulerAccount(project_id=pid, cluster=cluster, name=account_name(cluster, pid))
-        for pid in missing
+        SchedulerAccount(project=project, cluster=cluster, name=account_name(cluster, project))
+        for project in missing
     ]
     if not rows:
         return 0
@@ -153,17 +156,19 @@ def accounts_wanted(*, cluster: Cluster) -> list[Wanted]:
         "amount",
     )
     users: dict[int, set[str]] = defaultdict(set)
-    for project_id, username in ClusterAccount.objects.filter(
-        cluster=cluster,
-        user__project_memberships__project__scheduler_accounts__cluster=cluster,
-        user__is_active=True,
-    ).values_list("user__project_memberships__project_id", "username"):
-        users[project_id].add(username)
+    if get_backend(cluster).account_users:
+        for project_id, username in ClusterAccount.objects.filter(
+            cluster=cluster,
+            user__project_memberships__project__scheduler_accounts__cluster=cluster,
+            user__is_active=True,
+        ).values_list("user__project_memberships__project_id", "username"):
+            users[project_id].add(username)
     out = []
     for account in accounts:
         pid = account.project_id
         closed = account.state in (SchedulerAccount.State.CLOSING, SchedulerAccount.State.CLOSED)
-        limit = consumed.get(pid, ZERO) + held.get(pid, ZERO) + max(available.get(pid, ZERO), ZERO)
+        room = max(available.get(pid, ZERO), ZERO)
+        limit = consumed.get(pid, ZERO) + held.get(pid, ZERO) + room
         spec = AccountSpec(
             name=account.name,
             project=names.get(pid, ""),
@@ -171,6 +176,9 @@ def accounts_wanted(*, cluster: Cluster) -> list[Wanted]:
             limit_su=ZERO if closed else limit,
             gpu_cap=account.gpu_cap,
             closed=closed,
+            # The one place "no new work" is decided: nothing available on an active
+            # allocation usable here (suspended, exhausted, expired) or the project closed.
+            blocked=closed or room <= ZERO,
         )
         out.append(Wanted(account, spec))
     return out
@@ -183,6 +191,7 @@ def _pushed_matches(account: SchedulerAccount, spec: AccountSpec) -> bool:
         and account.pushed_gpu_cap == spec.gpu_cap
         and sorted(account.pushed_users or []) == list(spec.users)
         and account.pushed_closed == spec.closed
+        and account.pushed_blocked == spec.blocked
     )
 
 
@@ -249,6 +258,7 @@ def accounts_record_push(*, due: list[Wanted], refused: dict[str, str]) -> None:
             account.pushed_gpu_cap = spec.gpu_cap
             account.pushed_users = list(spec.users)
             account.pushed_closed = spec.closed
+            account.pushed_blocked = spec.blocked
             account.pushed_at = now
             account.last_error = ""
             account.attempts = 0
@@ -280,6 +290,7 @@ PUSH_FIELDS = (
     "pushed_gpu_cap",
     "pushed_users",
     "pushed_closed",
+    "pushed_blocked",
     "pushed_at",
     "last_error",
     "attempts",
@@ -312,7 +323,6 @@ def accounts_drift(*, cluster: Cluster) -> list[Drift]:
     backend = get_backend(cluster)
     wanted = accounts_wanted(cluster=cluster)
     held: dict[str, AccountState] = backend.read_accounts([w.spec.name for w in wanted])
-    describe = getattr(getattr(backend, "accounts", None), "limits_for", None)
     out = []
     for w in wanted:
         state = held.get(w.spec.name)
@@ -322,7 +332,7 @@ def accounts_drift(*, cluster: Cluster) -> list[Drift]:
                 project=w.spec.project,
                 wanted_users=w.spec.users,
                 held_users=state.users if state else None,
-                wanted_limits=dict(describe(w.spec)) if describe else {},
+                wanted_limits=dict(backend.account_limits(w.spec)),
                 held_limits=dict(state.limits) if state else {},
             )
         )

@@ -113,3 +113,36 @@ def test_an_archived_project_gets_no_new_account(tenant: Tenant):
     tenant.project.save(update_fields=["is_active"])
 
     assert accounts_create_missing(cluster=cluster) == 0
+
+
+def _blocked(cluster: Cluster) -> list[bool]:
+    return [w.spec.blocked for w in accounts_wanted(cluster=cluster)]
+
+
+def test_an_account_is_blocked_exactly_while_no_su_is_available_on_its_cluster(
+    tenant: Tenant, two_clusters
+):
+    east, west, _ = two_clusters
+    assert _blocked(east) == [False]
+
+    # Portal work holding every SU on east: the limit is unchanged, but no room for new work.
+    ledger_hold(actor=None, project=tenant.project, cluster=east, amount=Decimal(1000), key="all")
+    assert list(_limits(east).values()) == [Decimal(1000)]
+    assert (_blocked(east), _blocked(west)) == ([True], [True])  # one allocation, both clusters
+
+    other = factories.AllocationFactory(project=tenant.project, clusters=[west])
+    ledger_credit(actor=None, allocation=other, amount=Decimal(5), key="west-only")
+    assert (_blocked(east), _blocked(west)) == ([True], [False])
+
+    allocation_suspend(actor=None, allocation=other, reason="audit")
+    assert _blocked(west) == [True]
+
+
+def test_an_archived_projects_account_is_closed_and_blocked(tenant: Tenant, two_clusters):
+    east, _, _ = two_clusters
+    tenant.project.is_active = False
+    tenant.project.save(update_fields=["is_active"])
+
+    (wanted,) = accounts_wanted(cluster=east)
+
+    assert wanted.spec.closed and wanted.spec.blocked and wanted.spec.limit_su == Decimal(0)

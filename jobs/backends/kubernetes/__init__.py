@@ -36,7 +36,7 @@ Project accounts (manages_accounts unless `namespace` is fixed):
 - A project's account is its namespace (project_namespace / KubernetesBackend.account_name
   give SchedulerAccount.name). push_accounts keeps one ResourceQuota "gpu-commons" in it:
   requests.<gpu_resource> = the project's GPU cap, and pods: "0" while it may start nothing
-  (limit_su <= 0 or closed): see accounts.py for why `pods` and not count/jobs.batch. One
+  (AccountSpec.blocked or closed): see accounts.py for why `pods` and not count/jobs.batch. One
   listing of the managed quotas per tick, a write only where one differs; refusals per
   namespace with the API server's message. Kubernetes cannot hold an SU budget: see
   push_accounts for the bound on overspend.

@@ -6,7 +6,7 @@ The quota (named QUOTA_NAME, labelled managed-by gpu-commons) holds:
 - `requests.<gpu_resource>: N`, the project's concurrent GPU cap (AccountSpec.gpu_cap, else the
   cluster's `gpu_quota` option). Extended resources can only be limited with the `requests.`
   prefix (they cannot be overcommitted, so requests equal limits).
-- `pods: "0"` while the account may start no new work (limit_su <= 0 or closed). `pods` counts
+- `pods: "0"` while the account may start no new work (AccountSpec.blocked or closed). `pods` counts
   Pods in a non-terminal phase and quota admission refuses (403) a Pod that would exceed it, so
   no Job's next Pod can be created: new Jobs, the remaining indexes of a running Indexed Job,
   retries after a failure and the portal's own not-yet-started Jobs all wait (the Job
@@ -64,7 +64,7 @@ def wanted_quota(spec: AccountSpec, options: Mapping[str, Any]) -> dict[str, str
     cap = spec.gpu_cap if spec.gpu_cap is not None else options.get("gpu_quota")
     if cap is not None:
         hard[f"requests.{options.get('gpu_resource', 'nvidia.com/gpu')}"] = str(int(cap))
-    if spec.closed or (spec.limit_su is not None and spec.limit_su <= 0):
+    if spec.closed or spec.blocked:
         hard[BLOCK_RESOURCE] = "0"
     return hard
 

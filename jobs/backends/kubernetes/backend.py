@@ -408,9 +408,9 @@ class KubernetesBackend(ComputeBackend):
 
     # -- project accounts (namespaces and their quota) --------------------------------------
 
-    def account_name(self, project: str) -> str:
+    def account_name(self, project: str, project_id: int | None = None) -> str:
         """The project's namespace on this cluster: SchedulerAccount.name (see
-        accounts.project_namespace)."""
+        accounts.project_namespace; the project id plays no part)."""
         return project_namespace(self.options, project)
 
     def account_limits(self, spec: AccountSpec) -> dict[str, str]:
@@ -420,7 +420,7 @@ class KubernetesBackend(ComputeBackend):
 
     def push_accounts(self, specs: Sequence[AccountSpec]) -> dict[str, str]:
         """Make each project's namespace and set its quota: the GPU cap as
-        requests.<gpu_resource>, and `pods: 0` while limit_su <= 0 or closed (no new Pod starts;
+        requests.<gpu_resource>, and `pods: 0` while blocked or closed (no new Pod starts;
         running ones finish). One paged listing of every managed quota, then a write only for
         the namespaces whose quota differs; {namespace: the API server's refusal} for the others.
 

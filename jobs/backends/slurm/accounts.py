@@ -22,6 +22,19 @@ Slurm 22.05 (v0.0.38) quirks, found on the dev cluster and built around here:
 - slurmdbd accepts unknown user names and never checks the Unix user: the portal only
   associates users it knows (ClusterAccount). A refused association answers errno -1
   ("Unspecified error"), taken here as a refusal, not an outage.
+
+Slurm 23.11+ (v0.0.40, v0.0.41, v0.0.42; found on the 24.11 dev cluster): the same body shapes
+(GrpTRESMins under max.tres.group.minutes, GrpTRES under max.tres.total, TRES lists of
+{"type", "name", "count"}; "user" is required, "" for the account's own association), but
+- an account association created with "parent_account" is filed with a broken lineage
+  ("/<parent>/0-/", no parent shown); the same association sent again (in the same POST) files
+  it as a proper child ("/<parent>/<account>/"). So a new account's own association is sent
+  twice, and every later push carries "parent_account" too (which repairs an old one);
+- limit changes of an account with a parent are applied (unlike 22.05), and a modify replaces
+  the association's TRES limits: one left out is cleared (so a held cap is always sent);
+- lists in query parameters are repeated (?account=a&account=b); "a,b" is a 400.
+Paths are relative to the version (ApiVersion.dbd) and every call goes through the backend's
+version seam (SlurmBackend.dbd_call), so an upgrade that drops a version re-negotiates.
 """
 
 from __future__ import annotations
@@ -34,7 +47,8 @@ from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
 from jobs.backends.base import AccountSpec, AccountState, BackendError
-from jobs.backends.slurm.rest import SlurmRest, SlurmRestError
+from jobs.backends.slurm.rest import SlurmRestError
+from jobs.backends.slurm.versions import ApiVersion
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +60,8 @@ BISECT_CALLS = 32
 
 @dataclass(frozen=True)
 class AccountsApi:
-    """Where and how one slurmrestd version takes accounts, associations and limits."""
+    """How one slurmrestd version takes accounts, associations and limits (paths relative to
+    the version's /slurmdb/<version>/, as SlurmBackend.dbd_call takes them)."""
 
     accounts: str  # POST {"accounts": [...]} creates (or leaves) accounts
     associations: str  # GET ?cluster&account=a,b / POST {"associations": [...]} / DELETE
@@ -54,17 +69,36 @@ class AccountsApi:
     grp_tres: tuple[str, ...]  # where GrpTRES sits
     account_level_user: str  # the "user" of an account's own association in a request
     parent_on_create: bool  # send the cluster's account option as parent when creating
+    # Send the parent on every push (a modify with the parent is a no-op move, not dropped).
+    parent_always: bool = False
+    # Send a new account's own association twice in its POST (the second files it properly).
+    create_twice: bool = False
 
 
+_V38 = AccountsApi(
+    accounts="/accounts",
+    associations="/associations",
+    grp_tres_mins=("max", "tres", "group", "minutes"),
+    grp_tres=("max", "tres", "total"),
+    account_level_user="",
+    parent_on_create=True,
+)
+# v0.0.40, v0.0.41 and v0.0.42: checked against the 24.11 slurmdbd (see the docstring).
+_V40 = AccountsApi(
+    accounts="/accounts/",
+    associations="/associations/",
+    grp_tres_mins=("max", "tres", "group", "minutes"),
+    grp_tres=("max", "tres", "total"),
+    account_level_user="",
+    parent_on_create=True,
+    parent_always=True,
+    create_twice=True,
+)
 VERSIONS: dict[str, AccountsApi] = {
-    "v0.0.38": AccountsApi(
-        accounts="/slurmdb/v0.0.38/accounts",
-        associations="/slurmdb/v0.0.38/associations",
-        grp_tres_mins=("max", "tres", "group", "minutes"),
-        grp_tres=("max", "tres", "total"),
-        account_level_user="",
-        parent_on_create=True,
-    ),
+    "v0.0.38": _V38,
+    "v0.0.40": _V40,
+    "v0.0.41": _V40,
+    "v0.0.42": _V40,
 }
 
 
@@ -75,6 +109,11 @@ def api_for(version: str) -> AccountsApi:
         raise BackendError(
             f"Project accounts are not supported over slurmrestd {version}"
         ) from None
+
+
+# The backend's dbd_call: (method, path relative to the version, user=, json=, params=,
+# permanent_errnos=) -> body. json/params may be functions of the ApiVersion.
+DbdCall = Callable[..., dict[str, Any] | None]
 
 
 def _dig(body: Any, path: Sequence[str]) -> Any:
@@ -113,15 +152,15 @@ class SlurmAccounts:
     def __init__(
         self,
         *,
-        rest: SlurmRest,
-        version: Callable[[], str],
+        call: DbdCall,
+        version: Callable[[], ApiVersion],
         slurm_cluster: str,
         operator: str,
         parent: str,
         gpu_tres: str,
         billing_per_su: Decimal,
     ) -> None:
-        self.rest = rest
+        self.call = call
         self.version = version
         self.slurm_cluster = slurm_cluster
         self.operator = operator
@@ -132,18 +171,20 @@ class SlurmAccounts:
     @property
     def api(self) -> AccountsApi:
         # The version is negotiated lazily by the backend (a network call): ask at use.
-        return api_for(self.version())
+        return api_for(self.version().version)
 
     # --- reading -------------------------------------------------------------------------
 
     def _associations(self, names: Collection[str]) -> list[dict[str, Any]]:
         if not names:
             return []
-        body = self.rest.call(
+        cluster = self.slurm_cluster
+        accounts = sorted(names)
+        body = self.call(
             "GET",
             self.api.associations,
             user=self.operator,
-            params={"cluster": self.slurm_cluster, "account": ",".join(sorted(names))},
+            params=lambda api: {"cluster": cluster, "account": api.list_param(accounts)},
         )
         wanted = set(names)
         return [
@@ -194,7 +235,7 @@ class SlurmAccounts:
             "cluster": self.slurm_cluster,
             "user": api.account_level_user,
         }
-        if new and api.parent_on_create and self.parent:
+        if self.parent and (api.parent_always or (new and api.parent_on_create)):
             assoc["parent_account"] = self.parent
         limits = self.limits_for(spec)
         minutes = limits["GrpTRESMins"].partition("=")[2]
@@ -238,7 +279,7 @@ class SlurmAccounts:
         refused: dict[str, str] = {}
         if new:
             try:
-                self.rest.call(
+                self.call(
                     "POST",
                     self.api.accounts,
                     user=self.operator,
@@ -258,11 +299,9 @@ class SlurmAccounts:
                 logger.warning("Slurm %s refused accounts: %s", self.slurm_cluster, exc)
         groups = []
         for spec in specs:
-            group = [
-                self._account_association(
-                    spec, spec.name not in existing, held_cap=spec.name in capped
-                )
-            ]
+            is_new = spec.name not in existing
+            own = self._account_association(spec, is_new, held_cap=spec.name in capped)
+            group = [own, own] if is_new and self.api.create_twice else [own]
             users = () if spec.closed else spec.users
             group += [
                 {"account": spec.name, "cluster": self.slurm_cluster, "user": user}
@@ -283,7 +322,7 @@ class SlurmAccounts:
             return
         budget[0] -= 1
         try:
-            self.rest.call(
+            self.call(
                 "POST",
                 self.api.associations,
                 user=self.operator,
@@ -314,17 +353,23 @@ class SlurmAccounts:
                 leaving[user].append(spec.name)
         for user, accounts in sorted(leaving.items()):
             try:
-                self.rest.call(
+                self.call(
                     "DELETE",
                     self.api.associations,
                     user=self.operator,
-                    params={
-                        "cluster": self.slurm_cluster,
-                        "account": ",".join(sorted(accounts)),
-                        "user": user,
-                    },
+                    params=self._leaving_query(user, sorted(accounts)),
                     permanent_errnos=frozenset({-1}),
                 )
             except SlurmRestError as exc:
                 for name in accounts:
                     refused.setdefault(name, f"removing {user}: {exc}"[:1000])
+
+    def _leaving_query(self, user: str, accounts: list[str]) -> Callable[[ApiVersion], Any]:
+        def query(api: ApiVersion) -> dict[str, Any]:
+            return {
+                "cluster": self.slurm_cluster,
+                "account": api.list_param(accounts),
+                "user": user,
+            }
+
+        return query

@@ -65,6 +65,8 @@ Params = Mapping[str, Any] | Callable[[ApiVersion], Mapping[str, Any]] | None
 class SlurmBackend(ComputeBackend):
     """Portal jobs as Slurm batch jobs, submitted and followed through slurmrestd."""
 
+    account_users = True  # an association per member with a cluster account
+
     def __init__(self, *, name: str, options: Mapping[str, Any]) -> None:
         super().__init__(name=name, options=options)
         opts = self.options
@@ -87,8 +89,8 @@ class SlurmBackend(ComputeBackend):
         self.accounting = bool(opts.get("accounting", True))
         self.manages_accounts = bool(opts.get("manage_accounts", False))
         self.accounts = SlurmAccounts(
-            rest=self.rest,
-            version=lambda: self.api.version,
+            call=self.dbd_call,
+            version=lambda: self.api,
             slurm_cluster=str(opts.get("slurm_cluster") or ""),
             operator=str(opts.get("operator_user") or "slurm"),
             parent=str(opts.get("account") or ""),
@@ -196,11 +198,19 @@ class SlurmBackend(ComputeBackend):
         json: Any = None,
         params: Params = None,
         ok_errnos: frozenset[int] = frozenset(),
+        permanent_errnos: frozenset[int] = frozenset(),
     ) -> dict[str, Any] | None:
         """Like ctld_call, on the accounting (slurmdbd) endpoint `path`; BackendUnavailable
-        when this slurmrestd serves no accounting."""
+        when this slurmrestd serves no accounting. `permanent_errnos` as in SlurmRest.call."""
         return self._versioned(
-            ApiVersion.dbd, method, path, user=user, json=json, params=params, ok=ok_errnos
+            ApiVersion.dbd,
+            method,
+            path,
+            user=user,
+            json=json,
+            params=params,
+            ok=ok_errnos,
+            permanent=permanent_errnos,
         )
 
     def _versioned(
@@ -213,6 +223,7 @@ class SlurmBackend(ComputeBackend):
         json: Any,
         params: Params,
         ok: frozenset[int],
+        permanent: frozenset[int] = frozenset(),
     ) -> dict[str, Any] | None:
         api = self.api
         for attempt in (1, 2):
@@ -224,7 +235,13 @@ class SlurmBackend(ComputeBackend):
             query = params(api) if callable(params) else params
             try:
                 return self.rest.call(
-                    method, where(api, path), user=user, json=body, params=query, ok_errnos=ok
+                    method,
+                    where(api, path),
+                    user=user,
+                    json=body,
+                    params=query,
+                    ok_errnos=ok,
+                    permanent_errnos=permanent,
                 )
             except PathNotFound:
                 if attempt == 2 or self.api_version != versions.AUTO:
@@ -335,6 +352,15 @@ class SlurmBackend(ComputeBackend):
         if message := (answer or {}).get("job_submit_user_msg"):
             logger.info("Slurm job %s of %s: %s", job_id, spec.uuid, message)
         return str(job_id)
+
+    def account_name(self, project: str, project_id: int) -> str:
+        """<account_prefix><project id>: deterministic, unique per cluster, a valid Slurm
+        account name (the prefix is checked by the options check)."""
+        return f"{self.options.get('account_prefix') or 'gpuc'}{project_id}"
+
+    def account_limits(self, spec: AccountSpec) -> dict[str, str]:
+        """GrpTRESMins and GrpTRES as read_accounts reports them (see accounts.py)."""
+        return self.accounts.limits_for(spec)
 
     def push_accounts(self, specs: Sequence[AccountSpec]) -> dict[str, str]:
         """Create/update project accounts, associations and limits in slurmdbd (see

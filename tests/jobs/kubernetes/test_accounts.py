@@ -95,7 +95,7 @@ def test_changing_the_cap_of_one_project_is_exactly_one_write(backend, k8s):
 
 def test_an_unchanged_tick_reads_once_and_writes_nothing(backend, k8s):
     accounts = [_account(p, gpu_cap=2, limit_su=Decimal(10)) for p in ("a", "b", "c")]
-    accounts.append(_account("d", limit_su=Decimal(0)))
+    accounts.append(_account("d", limit_su=Decimal(0), blocked=True))
     backend.push_accounts(accounts)
     k8s.requests.clear()
 
@@ -122,7 +122,7 @@ def test_an_exhausted_account_starts_no_new_pod_and_credit_lets_it_start(backend
     k8s.advance(5)
     k8s.requests.clear()
 
-    backend.push_accounts([_account("folding", gpu_cap=4, limit_su=Decimal(0))])
+    backend.push_accounts([_account("folding", gpu_cap=4, limit_su=Decimal(50), blocked=True)])
     create_direct_job(kubectl, "gpuc-folding", direct_job("after", script="sleep 60"))
     k8s.advance(5)
 
@@ -242,9 +242,7 @@ def test_a_namespace_deleted_behind_the_portals_back_is_made_again(backend, k8s)
 
 
 def test_read_accounts_reads_every_quota_in_one_listing(backend, k8s):
-    backend.push_accounts(
-        [_account("a", gpu_cap=2), _account("b", limit_su=Decimal(0)), _account("c")]
-    )
+    backend.push_accounts([_account("a", gpu_cap=2), _account("b", blocked=True), _account("c")])
     k8s.requests.clear()
 
     states = backend.read_accounts(["gpuc-a", "gpuc-b", "gpuc-missing"])
@@ -254,7 +252,7 @@ def test_read_accounts_reads_every_quota_in_one_listing(backend, k8s):
         "gpuc-b": AccountState(name="gpuc-b", users=(), limits={"pods": "0"}),
     }
     assert k8s.calls() == [QUOTAS]
-    assert backend.account_limits(_account("b", limit_su=Decimal(0))) == {"pods": "0"}
+    assert backend.account_limits(_account("b", blocked=True)) == {"pods": "0"}
 
 
 def test_quotas_are_read_in_pages(k8s, results_dir, monkeypatch):
@@ -306,7 +304,9 @@ def test_two_ticks_pushing_at_once_make_each_namespace_and_quota_once(
     workers = [
         KubernetesBackend(name="kube", options=k8s_options(k8s, results_dir)) for _ in range(2)
     ]
-    accounts = [_account(f"p{i}", gpu_cap=i + 1, limit_su=Decimal(i)) for i in range(6)]
+    accounts = [
+        _account(f"p{i}", gpu_cap=i + 1, limit_su=Decimal(i), blocked=i == 0) for i in range(6)
+    ]
     start = threading.Barrier(2)
     answers: list[dict[str, str]] = []
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
-from decimal import Decimal
 from typing import Any
 
 from jobs.backends.base import AccountSpec, JobSpec
@@ -237,9 +236,7 @@ def test_no_accounts_means_no_call(backend, k8s):
 
 
 def test_a_job_the_block_kept_from_running_has_nothing_to_charge(backend, k8s, kubectl):
-    backend.push_accounts(
-        [AccountSpec(name="gpuc-folding", project="folding", limit_su=Decimal(0))]
-    )
+    backend.push_accounts([AccountSpec(name="gpuc-folding", project="folding", blocked=True)])
     since = k8s.now
     create_direct_job(kubectl, "gpuc-folding", direct_job("sneaky", script="sleep 30", deadline=60))
     k8s.advance(120)

@@ -18,7 +18,13 @@ from quotas.models import Cluster
 from quotas.policy import FACILITY_ADMINS_GROUP
 from tests import factories
 from tests.conftest import Tenant
-from tests.jobs.slurm.conftest import ALICE_UNIX, BOB_UNIX, SlurmSite, project_allocation
+from tests.jobs.slurm.conftest import (
+    ALICE_UNIX,
+    BOB_UNIX,
+    SlurmSite,
+    project_allocation,
+    refusing_slurm,
+)
 
 pytestmark = pytest.mark.slurm
 
@@ -38,7 +44,7 @@ def _drop_bob(site: SlurmSite, account: str) -> None:
     """Someone removes bob's association behind the portal's back (drift)."""
     site.rest().call(
         "DELETE",
-        "/slurmdb/v0.0.38/associations",
+        site.api.dbd("/associations"),
         user="slurm",
         params={"cluster": site.cluster_name, "account": account, "user": BOB_UNIX},
     )
@@ -97,8 +103,13 @@ def test_slurm_sync_dry_run_prints_the_drift_and_pushes_nothing_then_repairs_it(
 
 
 def test_a_refusal_is_shown_with_slurms_message(
-    tenant: Tenant, managed_cluster: Cluster, alice: User, admin_client: Client
+    tenant: Tenant,
+    managed_cluster: Cluster,
+    slurm_site: SlurmSite,
+    alice: User,
+    admin_client: Client,
 ):
+    refusing_slurm(slurm_site)
     managed_cluster.options = {**managed_cluster.options, "gpu_tres": "nosuchgpu"}
     managed_cluster.save(update_fields=["options"])
     project_allocation(tenant.project, managed_cluster, 1000, {alice: ALICE_UNIX})

@@ -22,7 +22,13 @@ from django.db import connection
 
 from accounts.models import User
 from jobs.models import Job, SchedulerAccount
-from jobs.services import cluster_direct_sync, cluster_sync, job_forward, job_submit
+from jobs.services import (
+    accounts_sync,
+    cluster_direct_sync,
+    cluster_sync,
+    job_forward,
+    job_submit,
+)
 from quotas.models import Allocation, Cluster, Hold, LedgerEntry
 from tests.conftest import Tenant
 from tests.jobs.slurm.conftest import (
@@ -32,6 +38,7 @@ from tests.jobs.slurm.conftest import (
     SlurmSite,
     _unavailable,
     both_slurms,
+    project_allocation,
     read_env_file,
     sacct_field,
     sync_until,
@@ -191,6 +198,39 @@ def test_a_direct_sbatch_job_is_found_within_two_ticks_and_charged_exactly_once(
     page = web.get(f"/jobs/{job.uuid}/").content.decode()
     assert f"/jobs/{job.uuid}/" in listing and "submitted outside the portal" in listing
     assert "Submitted outside the portal" in page and f"Job {direct_id} ran" in page
+
+
+@both_slurms
+def test_a_short_direct_job_under_the_account_the_portal_pushed_is_charged_once_in_two_ticks(
+    slurm_site: SlurmSite,
+    managed_cluster: Cluster,
+    enforcing_slurm: SlurmSite,
+    tenant: Tenant,
+    alice: User,
+) -> None:
+    """The whole loop on each cluster: the portal makes the account and pushes its limits; a
+    member's own sbatch within them runs, is found, charged once and reconciles."""
+    allocation = project_allocation(tenant.project, managed_cluster, 1000, {alice: ALICE_UNIX})
+    assert accounts_sync(cluster=managed_cluster).pushed == 1
+    account = SchedulerAccount.objects.get(project=tenant.project, cluster=managed_cluster)
+
+    # 2 minutes of 1 CPU = 120 billing minutes, within the 1000 pushed.
+    direct_id = sbatch(slurm_site, account.name, "--time=2")
+    wait_accounted(slurm_site, direct_id)
+    assert sacct_field(slurm_site, direct_id, "State") == "COMPLETED"
+    sync_ticks(managed_cluster, until=Job.objects.filter(backend_id=direct_id).exists)
+
+    job = Job.objects.get(cluster=managed_cluster, backend_id=direct_id)
+    elapsed = int(sacct_field(slurm_site, direct_id, "ElapsedRaw"))
+    cpus = int(sacct_field(slurm_site, direct_id, "AllocCPUS"))
+    assert (job.origin, job.state, job.project) == ("direct", "completed", tenant.project)
+    assert job.charged_cost == Decimal(elapsed * cpus) * CPU_SU_PER_HOUR / 3600
+    ledger = list(LedgerEntry.objects.order_by("pk").values_list("pk", flat=True))
+    cluster_sync(cluster=managed_cluster)
+    assert list(LedgerEntry.objects.order_by("pk").values_list("pk", flat=True)) == ledger
+    allocation.refresh_from_db()
+    assert (allocation.charged, allocation.held) == (job.charged_cost, 0)
+    assert "Ledger OK" in _reconcile()
 
 
 @both_slurms

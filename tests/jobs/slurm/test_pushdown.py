@@ -21,6 +21,7 @@ from tests.conftest import Tenant
 from tests.jobs.slurm.conftest import (
     ALICE_UNIX,
     SlurmSite,
+    both_slurms,
     project_allocation,
     sbatch,
     squeue_state,
@@ -33,11 +34,12 @@ LIMIT_REASONS = ("AssocGrpBillingMinutes", "AssocGrpBillingRunMinutes")
 STARTED = ("RUNNING", "COMPLETING", "COMPLETED", "")  # "" = ended and forgotten already
 
 
-def _held_by_limit(job_id: str) -> tuple[str, str] | None:
-    state, reason = squeue_state(job_id)
+def _held_by_limit(site: SlurmSite, job_id: str) -> tuple[str, str] | None:
+    state, reason = squeue_state(site, job_id)
     return (state, reason) if state == "PENDING" and reason in LIMIT_REASONS else None
 
 
+@both_slurms
 def test_direct_sbatch_beyond_the_allocation_is_held_by_slurm_until_credited(
     tenant: Tenant,
     managed_cluster: Cluster,
@@ -49,16 +51,21 @@ def test_direct_sbatch_beyond_the_allocation_is_held_by_slurm_until_credited(
     accounts_sync(cluster=managed_cluster)
     account = account_name(managed_cluster, tenant.project.pk)
 
-    job_id = sbatch(ALICE_UNIX, account, minutes=1, seconds=1)
+    job_id = sbatch(enforcing_slurm, ALICE_UNIX, account, minutes=1, seconds=1)
 
-    state, reason = wait_until(lambda: _held_by_limit(job_id), timeout=60, what="limit reason")
+    state, reason = wait_until(
+        lambda: _held_by_limit(enforcing_slurm, job_id), timeout=60, what="limit reason"
+    )
     assert (state, reason) == ("PENDING", "AssocGrpBillingMinutes")
     ledger_credit(actor=None, allocation=allocation, amount=Decimal(100), key="top-up")
     tick = accounts_sync(cluster=managed_cluster)  # one tick
     assert tick.pushed == 1
-    wait_until(lambda: squeue_state(job_id)[0] in STARTED, timeout=90, what="job to start")
+    wait_until(
+        lambda: squeue_state(enforcing_slurm, job_id)[0] in STARTED, timeout=90, what="job to start"
+    )
 
 
+@both_slurms
 def test_a_third_gpu_job_waits_for_the_concurrent_cap(
     tenant: Tenant, managed_cluster: Cluster, enforcing_slurm: SlurmSite, alice: User
 ):
@@ -68,12 +75,15 @@ def test_a_third_gpu_job_waits_for_the_concurrent_cap(
     scheduler_account_set_cap(account=account, gpu_cap=2)
     assert accounts_sync(cluster=managed_cluster).pushed == 1
 
-    jobs = [sbatch(ALICE_UNIX, account.name, minutes=3, gpus=1, seconds=120) for _ in range(3)]
+    jobs = [
+        sbatch(enforcing_slurm, ALICE_UNIX, account.name, minutes=3, gpus=1, seconds=120)
+        for _ in range(3)
+    ]
 
     seen: list[object] = []
 
     def two_run_one_capped() -> bool:
-        states = [squeue_state(j) for j in jobs]
+        states = [squeue_state(enforcing_slurm, j) for j in jobs]
         seen[:] = states
         running = [s for s, _ in states if s == "RUNNING"]
         capped = [r for s, r in states if s == "PENDING" and r == "AssocGrpGRES"]
@@ -84,6 +94,7 @@ def test_a_third_gpu_job_waits_for_the_concurrent_cap(
     )
 
 
+@both_slurms
 def test_suspending_an_allocation_in_the_staff_area_blocks_direct_sbatch_within_one_tick(
     tenant: Tenant, managed_cluster: Cluster, enforcing_slurm: SlurmSite, alice: User
 ):
@@ -106,5 +117,5 @@ def test_suspending_an_allocation_in_the_staff_area_blocks_direct_sbatch_within_
     assert tick.pushed == 1
     account = SchedulerAccount.objects.get(project=tenant.project)
     assert account.pushed_limit_su == Decimal(0)
-    job_id = sbatch(ALICE_UNIX, account.name, minutes=1, seconds=1)
-    wait_until(lambda: _held_by_limit(job_id), timeout=60, what="limit reason")
+    job_id = sbatch(enforcing_slurm, ALICE_UNIX, account.name, minutes=1, seconds=1)
+    wait_until(lambda: _held_by_limit(enforcing_slurm, job_id), timeout=60, what="limit reason")
