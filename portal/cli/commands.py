@@ -24,17 +24,21 @@ from portal.cli.client import (
     EXIT_ERROR,
     EXIT_OK,
     EXIT_USAGE,
+    ApiError,
     Client,
     CliError,
     config_path,
     failure_reason,
+    load_config,
     read_config_file,
     save_config,
 )
-from portal.cli.parsing import parse_job_id, script_directives
+from portal.cli.parsing import is_full_job_id, parse_job_id, script_directives
 
 FINAL_STATES = frozenset({"completed", "failed", "cancelled", "timeout", "node_fail", "rejected"})
 DEFAULT_INTERVAL = 2.0
+SHORT_ID_LENGTH = 8  # as the portal's pages show a job id
+AMBIGUOUS_SHOWN = 10  # candidates listed when a short id names several jobs
 
 
 # --- output ----------------------------------------------------------------------------
@@ -92,9 +96,112 @@ def cmd_login(args: argparse.Namespace) -> int:
         raise CliError("no token given", EXIT_USAGE)
     client = Client(url, token)
     me = client.get("me/")
-    save_config(path, url=client.root, token=token)
-    user = (me.get("username") or me.get("email")) if isinstance(me, dict) else None
+    me = me if isinstance(me, dict) else {}
+    # Defaults stored for another portal mean nothing here.
+    kept = stored if _root(stored.get("url")) == client.root else {}
+    project = _login_project(client, me, args.project, kept.get("project"))
+    cluster = _login_cluster(client, args.cluster, kept.get("cluster"))
+    save_config(path, url=client.root, token=token, project=project, cluster=cluster)
+    user = me.get("username") or me.get("email")
     print(f"Logged in to {client.root} as {user or '?'} (configuration saved in {path})")
+    _tell_defaults(me, project, cluster)
+    return EXIT_OK
+
+
+def _root(url: Any) -> str:
+    return Client(str(url), "").root if url else ""
+
+
+def _login_project(client: Client, me: dict[str, Any], given: str | None, kept: Any) -> Any:
+    """The default project after login: the one given, else the stored one while it is still
+    among the user's projects, else the user's only project, else none."""
+    if given:
+        return resolve_project(client, given)
+    projects = me.get("projects")
+    if not isinstance(projects, list):  # nothing to check the stored default against
+        return kept
+    if kept and any(_is_project(p, str(kept)) for p in projects):
+        return kept
+    return _id(projects[0]) if len(projects) == 1 else None
+
+
+def _is_project(project: dict[str, Any], ref: str) -> bool:
+    return ref in (_id(project), project.get("slug"), _project_label(project))
+
+
+def _login_cluster(client: Client, given: str | None, kept: Any) -> Any:
+    """The default cluster after login: the one given (checked), else the stored one while the
+    user may still use it, else the only cluster the user may use, else none."""
+    if given:
+        return check_cluster(client, given)
+    try:
+        names = [str(c.get("name")) for c in client.paginate("clusters/")]
+    except ApiError:  # a default is a convenience: never a reason to refuse the login
+        return kept
+    if kept and kept in names:
+        return kept
+    return names[0] if len(names) == 1 else None
+
+
+def check_cluster(client: Client, name: str) -> str:
+    """`name` if it is one of the clusters the user may use; a clear error otherwise."""
+    names = [str(c.get("name")) for c in client.paginate("clusters/")]
+    if name not in names:
+        known = ", ".join(names) or "none"
+        raise CliError(f"no cluster '{name}' among the clusters you may use ({known})")
+    return name
+
+
+def _tell_defaults(me: dict[str, Any], project: Any, cluster: Any) -> None:
+    listed = me.get("projects")
+    projects: list[Any] = listed if isinstance(listed, list) else []
+    if project:
+        match = [p for p in projects if _is_project(p, str(project))]
+        print(f"Default project: {_project_label(match[0]) if match else project}")
+    elif projects:
+        print(
+            f"You have {len(projects)} projects: choose a default with "
+            "'gpuc config set project ORG/PROJECT' (or give --project each time)"
+        )
+    if cluster:
+        print(f"Default cluster: {cluster}")
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """`gpuc config`: show the stored settings; `set KEY VALUE` / `unset KEY` for the default
+    project and cluster (checked against the portal before they are stored)."""
+    path = config_path()
+    if args.action in (None, "show"):
+        if args.key or args.value:
+            raise CliError("usage: gpuc config [show]", EXIT_USAGE)
+        stored = read_config_file(path)
+        print(f"# {path}")
+        for key in ("url", "token", "project", "cluster"):
+            value = stored.get(key)
+            if key == "token" and value:
+                value = f"{str(value)[:10]}… (hidden)"
+            override = os.environ.get(f"GPUC_{key.upper()}")
+            note = f"  (overridden by $GPUC_{key.upper()})" if override else ""
+            print(f"{key:<8} {value if value else '-'}{note}")
+        return EXIT_OK
+    if args.key not in ("project", "cluster"):
+        raise CliError("the keys are 'project' and 'cluster'", EXIT_USAGE)
+    if args.action == "unset":
+        if args.value:
+            raise CliError(f"usage: gpuc config unset {args.key}", EXIT_USAGE)
+        save_config(path, **{args.key: None})
+        print(f"No default {args.key}")
+        return EXIT_OK
+    if not args.value:
+        raise CliError(f"usage: gpuc config set {args.key} VALUE", EXIT_USAGE)
+    config = load_config()
+    client = Client(config.url, config.token)
+    if args.key == "project":
+        value = resolve_project(client, args.value)
+    else:
+        value = check_cluster(client, args.value)
+    save_config(path, **{args.key: value})
+    print(f"Default {args.key}: {args.value}" + (f" ({value})" if value != args.value else ""))
     return EXIT_OK
 
 
@@ -104,8 +211,10 @@ def cmd_whoami(args: argparse.Namespace, client: Client) -> int:
         _print_json(me)
         return EXIT_OK
     print(f"{me.get('username', '')} <{me.get('email', '')}> on {client.root}")
+    default = _default("project")
     for project in me.get("projects", []):
-        print(f"  project {_project_label(project)}  {_id(project)}")
+        mark = "  (default)" if default and _is_project(project, default) else ""
+        print(f"  project {_project_label(project)}  {_id(project)}{mark}")
     return EXIT_OK
 
 
@@ -168,15 +277,7 @@ def _job_body(args: argparse.Namespace, client: Client) -> dict[str, Any]:
         raise CliError(
             "give a time limit with --time (or '#SBATCH --time' in the script)", EXIT_USAGE
         )
-    project = args.project or _default("project")
-    cluster = args.cluster or _default("cluster")
-    if not project or not cluster:
-        missing = "--project" if not project else "--cluster"
-        raise CliError(
-            f"give {missing} (or set GPUC_{missing[2:].upper()}, or '{missing[2:]}' in "
-            f"{config_path()})",
-            EXIT_USAGE,
-        )
+    project, cluster = _project_and_cluster(args)
     body: dict[str, Any] = {
         "project": resolve_project(client, project),
         "cluster": cluster,
@@ -193,6 +294,19 @@ def _default(key: str) -> str | None:
     """A default for --project/--cluster: $GPUC_PROJECT/$GPUC_CLUSTER, else the config file."""
     value = os.environ.get(f"GPUC_{key.upper()}") or read_config_file(config_path()).get(key)
     return str(value) if value else None
+
+
+def _project_and_cluster(args: argparse.Namespace) -> tuple[str, str]:
+    """--project and --cluster, else their defaults; a usage error naming what is missing."""
+    project = args.project or _default("project")
+    cluster = args.cluster or _default("cluster")
+    if not project or not cluster:
+        key = "project" if not project else "cluster"
+        raise CliError(
+            f"give --{key} (or set a default: 'gpuc config set {key} …', or GPUC_{key.upper()})",
+            EXIT_USAGE,
+        )
+    return project, cluster
 
 
 def _job_name(file_name: str) -> str:
@@ -226,28 +340,49 @@ def cmd_submit(args: argparse.Namespace, client: Client) -> int:
     # A key of our own makes the POST safe to repeat when the answer is lost on the way back.
     key = args.idempotency_key or f"gpuc-{uuid.uuid4()}"
     job = client.post("jobs/", body, headers={"Idempotency-Key": key}, retries=3)
-    if args.json and not args.wait:
-        _print_json(job)
-        return EXIT_OK
-    print(_id(job))
     if not args.wait:
+        if args.json:
+            _print_json(job)
+        else:
+            print(_id(job))
         return EXIT_OK
-    job = wait_for(client, _id(job), interval=args.interval)
+    # Waiting: stdout carries the job's own output (or, with --json, the final job), so
+    # `gpuc submit --wait job.sh > out.txt` keeps what the job printed; the id and the state
+    # changes go to stderr.
+    job = follow_job(
+        client,
+        _id(job),
+        interval=args.interval,
+        stream=None if args.json else "stdout",
+        announce=True,
+    )
     if args.json:
         _print_json(job)
+    elif job.get("state") != "completed":
+        short = _id(job)[:SHORT_ID_LENGTH]
+        print(f"{short}: its error output: gpuc logs {short} --stream stderr", file=sys.stderr)
     return job_exit_code(job)
 
 
-def wait_for(client: Client, job_id: str, *, interval: float) -> dict[str, Any]:
-    """Poll a job until it is final, telling each state change on stderr."""
+def follow_job(
+    client: Client, job_id: str, *, interval: float, stream: str | None, announce: bool
+) -> dict[str, Any]:
+    """Poll a job until it is final, printing its `stream` log as it grows (from byte 0,
+    through the log API's offsets) and, if `announce`, each state change on stderr."""
     seen = None
+    offset = 0
     while True:
+        if stream:
+            offset = _print_log(client, job_id, stream, offset)
         job = client.get(f"jobs/{job_id}/")
-        if job.get("state") != seen:
+        if announce and job.get("state") != seen:
             seen = job.get("state")
             reason = f" ({job['state_reason']})" if job.get("state_reason") else ""
-            print(f"{job_id}: {seen}{reason}", file=sys.stderr)
-        if seen in FINAL_STATES:
+            code = f" (exit {job['exit_code']})" if job.get("exit_code") not in (None, 0) else ""
+            print(f"{job_id}: {seen}{reason}{code}", file=sys.stderr)
+        if job.get("state") in FINAL_STATES:
+            if stream:  # the job may have written its last lines after our read: drain
+                _print_log(client, job_id, stream, offset)
             return job
         time.sleep(interval)
 
@@ -272,9 +407,10 @@ def cmd_ls(args: argparse.Namespace, client: Client) -> int:
     if args.json:
         _print_json(jobs)
         return EXIT_OK
+    short = short_ids([_id(j) for j in jobs])
     rows = [
         (
-            _id(j),
+            short[_id(j)],
             j.get("name", ""),
             j.get("state", "") + (" (direct)" if j.get("origin") == "direct" else ""),
             j.get("project_name") or _name(j.get("project")),
@@ -289,8 +425,44 @@ def cmd_ls(args: argparse.Namespace, client: Client) -> int:
     return EXIT_OK
 
 
+def short_ids(ids: Sequence[str]) -> dict[str, str]:
+    """Each id cut to the portal's short id (its first 8 characters), longer where two of
+    these ids would otherwise look the same."""
+    shown: dict[str, str] = {}
+    for job_id in ids:
+        length = SHORT_ID_LENGTH
+        while length < len(job_id) and any(
+            other != job_id and other.startswith(job_id[:length]) for other in ids
+        ):
+            length += 1
+        shown[job_id] = job_id[:length].rstrip("-")
+    return shown
+
+
+def resolve_job(client: Client, job_id: str) -> str:
+    """The whole id of a job given by its UUID or by the start of one (the short id the
+    portal shows), among the caller's jobs; an ambiguous start is an error listing the jobs."""
+    if is_full_job_id(job_id):
+        return job_id
+    page = client.get("jobs/", {"id_prefix": job_id, "page_size": AMBIGUOUS_SHOWN})
+    matches = page.get("results", []) if isinstance(page, dict) else page
+    if not matches:
+        raise CliError(f"No such job: none of your jobs has an id starting with '{job_id}'")
+    if len(matches) == 1:
+        return _id(matches[0])
+    more = " (and more)" if isinstance(page, dict) and page.get("next") else ""
+    listing = "\n".join(
+        f"  {_id(j)}  {j.get('name', '')}  {j.get('state', '')}  {_when(j.get('created_at'))}"
+        for j in matches
+    )
+    raise CliError(
+        f"job id '{job_id}' is ambiguous: {len(matches)} of your jobs{more} start with it; "
+        f"give more of the id:\n{listing}"
+    )
+
+
 def cmd_status(args: argparse.Namespace, client: Client) -> int:
-    job = client.get(f"jobs/{args.job_id}/")
+    job = client.get(f"jobs/{resolve_job(client, args.job_id)}/")
     if args.json:
         _print_json(job)
         return EXIT_OK
@@ -349,16 +521,12 @@ def cmd_status(args: argparse.Namespace, client: Client) -> int:
 
 
 def cmd_logs(args: argparse.Namespace, client: Client) -> int:
-    offset = 0
-    while True:
-        offset = _print_log(client, args.job_id, args.stream, offset)
-        if not args.follow:
-            return EXIT_OK
-        if client.get(f"jobs/{args.job_id}/").get("state") in FINAL_STATES:
-            # The job may have written its last lines between our read and its end: drain.
-            _print_log(client, args.job_id, args.stream, offset)
-            return EXIT_OK
-        time.sleep(args.interval)
+    job_id = resolve_job(client, args.job_id)
+    if args.follow:
+        follow_job(client, job_id, interval=args.interval, stream=args.stream, announce=False)
+    else:
+        _print_log(client, job_id, args.stream, 0)
+    return EXIT_OK
 
 
 def _print_log(client: Client, job_id: str, stream: str, offset: int) -> int:
@@ -375,12 +543,13 @@ def _print_log(client: Client, job_id: str, stream: str, offset: int) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace, client: Client) -> int:
-    job = client.post(f"jobs/{args.job_id}/cancel/")
+    job_id = resolve_job(client, args.job_id)
+    job = client.post(f"jobs/{job_id}/cancel/")
     state = job.get("state") if isinstance(job, dict) else None
     if state in FINAL_STATES:
-        print(f"{args.job_id}: {state}")
+        print(f"{job_id}: {state}")
     else:  # the cluster was asked; the next sync records the end
-        print(f"{args.job_id}: cancel requested (state: {state or 'unknown'})")
+        print(f"{job_id}: cancel requested (state: {state or 'unknown'})")
     return EXIT_OK
 
 
@@ -389,10 +558,12 @@ def cmd_results(args: argparse.Namespace, client: Client) -> int:
     if words[0] == "get":
         if len(words) != 3:
             raise CliError("usage: gpuc results get JOB_ID PATH [-o FILE]", EXIT_USAGE)
-        return _results_get(client, _checked_job_id(words[1]), words[2], args.output)
+        job_id = resolve_job(client, _checked_job_id(words[1]))
+        return _results_get(client, job_id, words[2], args.output)
     if len(words) != 1 or args.output:
         raise CliError("usage: gpuc results JOB_ID  |  gpuc results get JOB_ID PATH", EXIT_USAGE)
-    items = list(client.paginate(f"jobs/{_checked_job_id(words[0])}/results/"))
+    job_id = resolve_job(client, _checked_job_id(words[0]))
+    items = list(client.paginate(f"jobs/{job_id}/results/"))
     if args.json:
         _print_json(items)
         return EXIT_OK
@@ -481,6 +652,18 @@ def cmd_clusters(args: argparse.Namespace, client: Client) -> int:
     for cluster in clusters:
         types = ", ".join(cluster.get("gpu_types") or []) or "-"
         print(f"{cluster.get('name')}  ({cluster.get('kind', '')}; GPU types: {types})")
+        given = cluster.get("options")
+        options: dict[str, Any] = given if isinstance(given, dict) else {}
+        print(f"  limits per job: {_limits(options) or 'none stated (the portal defaults apply)'}")
+        partitions = options.get("partitions") or []
+        default = options.get("default_partition") or next(iter(partitions), None)
+        if isinstance(partitions, dict):  # partitions with limits of their own
+            for name, own in partitions.items():
+                mark = " (default)" if name == default else ""
+                print(f"  partition {name}{mark}: {_limits(own) or 'the limits above'}")
+        elif partitions:
+            names = [f"{n} (default)" if n == default else str(n) for n in partitions]
+            print(f"  partitions: {', '.join(names)}")
         for rate in cluster.get("rates") or []:
             what = rate.get("resource", "") + (
                 f":{rate['gpu_type']}" if rate.get("gpu_type") else ""
@@ -489,14 +672,54 @@ def cmd_clusters(args: argparse.Namespace, client: Client) -> int:
     return EXIT_OK
 
 
+# A cluster's (or partition's) max_* options, in the order and words of `gpuc submit`'s flags.
+_LIMITS: tuple[tuple[str, str], ...] = (
+    ("max_gpus", "GPU"),
+    ("max_cpus", "CPU"),
+    ("max_memory_mb", "memory"),
+    ("max_time_minutes", "time"),
+    ("max_array_tasks", "array task"),
+)
+
+
+def _limits(options: Any) -> str:
+    """'4 GPUs, 8 CPUs, 16G memory, 1d time' from max_* options; '' when there are none."""
+    if not isinstance(options, dict):
+        return ""
+    parts = []
+    for key, label in _LIMITS:
+        value = options.get(key)
+        if value is None:
+            continue
+        if key == "max_memory_mb":
+            parts.append(f"{_mem(value)} {label}")
+        elif key == "max_time_minutes":
+            parts.append(f"{_duration(value)} {label}")
+        else:
+            parts.append(f"{value} {label}{'' if value == 1 else 's'}")
+    known = {key for key, _ in _LIMITS}
+    parts += [
+        f"{k}={v}" for k, v in sorted(options.items()) if k.startswith("max_") and k not in known
+    ]
+    return ", ".join(parts)
+
+
+def _duration(minutes: Any) -> str:
+    """Minutes as gpuc's --time accepts them: 90 -> '1h30m', 1440 -> '1d'."""
+    if not isinstance(minutes, int) or minutes <= 0:
+        return str(minutes)
+    days, rest = divmod(minutes, 24 * 60)
+    hours, mins = divmod(rest, 60)
+    return "".join(f"{n}{unit}" for n, unit in ((days, "d"), (hours, "h"), (mins, "m")) if n)
+
+
 def cmd_access(args: argparse.Namespace, client: Client) -> int:
     """`gpuc access request -c CLUSTER -p PROJECT [--username NAME]` and `gpuc access ls`."""
     if args.action == "request":
-        if not args.cluster or not args.project:
-            raise CliError("access request needs -c CLUSTER and -p PROJECT", EXIT_USAGE)
+        project, cluster = _project_and_cluster(args)
         body: dict[str, Any] = {
-            "project": resolve_project(client, args.project),
-            "cluster": args.cluster,
+            "project": resolve_project(client, project),
+            "cluster": cluster,
         }
         if args.username:
             body["username"] = args.username
