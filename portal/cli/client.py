@@ -246,7 +246,7 @@ def retry_after(value: str | None, attempt: int) -> float:
         return RETRY_DELAY * 2**attempt
     if when.tzinfo is None:  # an HTTP-date is always GMT; parsedate leaves "-0000" naive
         when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return float(max(0, math.ceil((when - datetime.now(UTC)).total_seconds())))
 
 
 def _version() -> str:
