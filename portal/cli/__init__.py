@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from portal.cli import commands
+from portal.cli import account, commands
 from portal.cli.client import (
     EXIT_ERROR,
     EXIT_OK,
@@ -239,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Client], int]] = {
-    "whoami": commands.cmd_whoami,
+    "whoami": account.cmd_whoami,
     "submit": commands.cmd_submit,
     "estimate": commands.cmd_estimate,
     "ls": commands.cmd_ls,
@@ -259,9 +259,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         if args.command == "login":
-            return commands.cmd_login(args)
+            return account.cmd_login(args)
         if args.command == "config":
-            return commands.cmd_config(args)
+            return account.cmd_config(args)
         config = load_config()
         return COMMANDS[args.command](args, Client(config.url, config.token))
     except SystemExit as exc:  # argparse: --help (0) and usage errors (2)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from portal import cli
-from portal.cli import commands
+from portal.cli import account
 from tests.cli.conftest import TOKEN, FakeApi
 
 JOB_ID = "5b0e7a3c-4f3c-4a53-9b8e-2f1f0c8d7a11"
@@ -543,7 +543,7 @@ def test_login_prompts_for_the_token_without_echo_when_not_given(
 ) -> None:
     api.on("GET", "me/", (OK, {"username": "alice"}))
     prompts: list[str] = []
-    monkeypatch.setattr(commands.getpass, "getpass", lambda prompt: prompts.append(prompt) or TOKEN)
+    monkeypatch.setattr(account.getpass, "getpass", lambda prompt: prompts.append(prompt) or TOKEN)
 
     assert cli.main(["login", "--url", api.url]) == 0
     assert len(prompts) == 1
