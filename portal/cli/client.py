@@ -175,6 +175,7 @@ class Client:
             if response.status_code == 429 and throttled < RATE_LIMIT_RETRIES:
                 delay = retry_after(response.headers.get("Retry-After"), throttled)
                 if delay <= MAX_RETRY_AFTER:
+                    response.close()  # give the connection back before waiting
                     throttled += 1
                     _wait(delay, f"{self.root} is rate limiting (HTTP 429)")
                     continue
