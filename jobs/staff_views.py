@@ -24,6 +24,7 @@ from jobs.models import ClusterAccount, Job, SchedulerAccount
 from jobs.views import FAILED_STATES, LOG_TAIL_BYTES, PAGE_SIZE, decode_cursor, encode_cursor
 from portal.errors import DomainError
 from quotas.models import Cluster
+from quotas.services import staff_roles_of
 from quotas.staff_views import facility_admin_required
 
 
@@ -48,6 +49,7 @@ def manage_user(request: HttpRequest, username: str) -> HttpResponse:
         "jobs/manage/user.html",
         {
             "person": person,
+            "staff_roles": staff_roles_of(user=person),
             "memberships": Membership.objects.filter(user=person)
             .select_related("organization")
             .order_by("organization__name"),

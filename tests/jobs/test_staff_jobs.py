@@ -60,6 +60,7 @@ def test_staff_find_a_person_by_email_or_name_and_open_their_page(
     assert "/manage/users/alice/" in by_email
     assert "/manage/users/alice/" in by_name
     assert "mallory" not in by_email
+    assert "facility-admin" in staff.get("/manage/users/dave/").content.decode()
     page = staff.get("/manage/users/alice/")
     assert page.status_code == HTTPStatus.OK
     html = page.content.decode()
@@ -82,6 +83,10 @@ def test_staff_list_any_tenants_jobs_by_person_project_and_state(
     assert len(by_project.context["jobs"]) == 2
     assert staff.get("/manage/jobs/?project=not-a-uuid").context["jobs"] == []
     assert staff.get("/manage/jobs/?state=running").context["jobs"] == []
+    org_page = staff.get(f"/manage/organizations/{tenant.org.uuid}/").content.decode()
+    assert f"/manage/jobs/?organization={tenant.org.uuid}" in org_page
+    by_org = staff.get(f"/manage/jobs/?organization={tenant.org.uuid}")
+    assert len(by_org.context["jobs"]) == 2
 
 
 def test_staff_open_a_failed_job_read_only_with_its_stderr(staff, submit, sim, sim_cluster):
