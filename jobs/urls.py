@@ -30,6 +30,14 @@ urlpatterns: list[URLPattern | URLResolver] = [
         views.job_result_download,
         name="job-result-download",
     ),
+    path("manage/users/<str:username>/", staff_views.manage_user, name="manage-user"),
+    path("manage/jobs/", staff_views.manage_job_list, name="manage-job-list"),
+    path("manage/jobs/<uuid:job_uuid>/", staff_views.manage_job_detail, name="manage-job-detail"),
+    path(
+        "manage/jobs/<uuid:job_uuid>/cancel/",
+        staff_views.manage_job_cancel,
+        name="manage-job-cancel",
+    ),
     path(
         "manage/accounts/",
         staff_views.manage_scheduler_accounts,

@@ -25,6 +25,7 @@ from portal.errors import DomainError
 
 PAGE_SIZE = 50
 LOG_TAIL_BYTES = 64 * 1024
+FAILED_STATES = (Job.State.FAILED, Job.State.TIMEOUT, Job.State.NODE_FAIL, Job.State.REJECTED)
 
 
 def _user(request: HttpRequest) -> User:
@@ -39,12 +40,12 @@ def _job(request: HttpRequest, job_uuid: uuid_lib.UUID) -> Job:
         raise Http404("No such job") from None
 
 
-def _encode_cursor(job: Job) -> str:
+def encode_cursor(job: Job) -> str:
     raw = f"{job.created_at.isoformat()}|{job.pk}".encode()
     return base64.urlsafe_b64encode(raw).decode()
 
 
-def _decode_cursor(cursor: str) -> tuple[datetime, int] | None:
+def decode_cursor(cursor: str) -> tuple[datetime, int] | None:
     try:
         stamp, _, pk = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
         return datetime.fromisoformat(stamp), int(pk)
@@ -69,11 +70,11 @@ def job_list(request: HttpRequest) -> HttpResponse:
         cluster=request.GET.get("cluster") or None,
         origin=origin,
     ).order_by("-created_at", "-id")
-    if (cursor := _decode_cursor(request.GET.get("cursor", ""))) is not None:
+    if (cursor := decode_cursor(request.GET.get("cursor", ""))) is not None:
         stamp, pk = cursor
         qs = qs.filter(Q(created_at__lt=stamp) | Q(created_at=stamp, id__lt=pk))
     jobs = list(qs[: PAGE_SIZE + 1])
-    next_cursor = _encode_cursor(jobs[PAGE_SIZE - 1]) if len(jobs) > PAGE_SIZE else ""
+    next_cursor = encode_cursor(jobs[PAGE_SIZE - 1]) if len(jobs) > PAGE_SIZE else ""
     params = request.GET.copy()
     params.pop("cursor", None)
     return render(
@@ -123,6 +124,32 @@ def _initial_from_template(request: HttpRequest) -> dict[str, Any]:
     return initial
 
 
+def _initial_from_job(request: HttpRequest) -> dict[str, Any]:
+    """ "Resubmit with changes": the form prefilled from one of the caller's jobs (?from=<uuid>);
+    a job the caller cannot see prefills nothing."""
+    source = request.GET.get("from")
+    if not source:
+        return {}
+    try:
+        job = selectors.job_get_for_user(user=_user(request), job_uuid=source)
+    except JobNotFound:
+        return {}
+    return {
+        "project": job.project.uuid,
+        "cluster": job.cluster.name,
+        "name": job.name,
+        "script": job.script,
+        "gpus": job.gpus,
+        "gpu_type": job.gpu_type,
+        "cpus": job.cpus,
+        "memory_mb": job.memory_mb,
+        "time_limit_minutes": job.time_limit_minutes,
+        "partition": job.partition,
+        "array": job.array,
+        "env": "".join(f"{key}={value}\n" for key, value in sorted(job.env.items())),
+    }
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def job_submit_view(request: HttpRequest) -> HttpResponse:
@@ -140,7 +167,8 @@ def job_submit_view(request: HttpRequest) -> HttpResponse:
                 messages.success(request, f"Job {job.name} submitted.")
                 return redirect("job-detail", job_uuid=job.uuid)
     else:
-        form = JobSubmitForm(user=_user(request), initial=_initial_from_template(request))
+        initial = _initial_from_template(request) or _initial_from_job(request)
+        form = JobSubmitForm(user=_user(request), initial=initial)
     return render(
         request,
         "jobs/submit.html",
@@ -197,20 +225,38 @@ def _status_context(request: HttpRequest, job: Job) -> dict[str, Any]:
     }
 
 
+def _log_tail(request: HttpRequest, job: Job, stream: str) -> dict[str, Any]:
+    """The last LOG_TAIL_BYTES of one stream, for the job page's tabs."""
+    try:
+        log = services.job_read_log(
+            user=_user(request), job=job, stream=stream, offset=-LOG_TAIL_BYTES
+        )
+    except DomainError as exc:
+        return {"stream": stream, "log": None, "text": "", "error": exc.detail}
+    return {
+        "stream": stream,
+        "log": log,
+        "text": log.data.decode("utf-8", "replace"),
+        "error": "",
+    }
+
+
 @login_required
 @require_GET
 def job_detail(request: HttpRequest, job_uuid: uuid_lib.UUID) -> HttpResponse:
     job = _job(request, job_uuid)
     context = _status_context(request, job)
-    log, log_error = None, ""
-    try:
-        log = services.job_read_log(
-            user=_user(request), job=job, stream="stdout", offset=-LOG_TAIL_BYTES
-        )
-    except DomainError as exc:
-        log_error = exc.detail
-    log_text = log.data.decode("utf-8", "replace") if log else ""
-    context.update({"log": log, "log_text": log_text, "log_error": log_error})
+    stdout, stderr = _log_tail(request, job, "stdout"), _log_tail(request, job, "stderr")
+    context.update(
+        {
+            "stderr": stderr,
+            "tabs": [stdout, stderr],
+            # "(live)" only while the job runs: before, there is nothing; after, it is final.
+            "live": job.state == Job.State.RUNNING,
+            # A failed job opens on what it said on stderr.
+            "show_stderr": job.state in FAILED_STATES and bool(stderr["text"]),
+        }
+    )
     return render(request, "jobs/detail.html", context)
 
 
@@ -224,20 +270,29 @@ def job_status_partial(request: HttpRequest, job_uuid: uuid_lib.UUID) -> HttpRes
 @login_required
 @require_GET
 def job_log_partial(request: HttpRequest, job_uuid: uuid_lib.UUID) -> HttpResponse:
-    """htmx: log bytes from ?offset= appended to the tail, and the poller re-armed."""
+    """htmx: bytes of ?stream= (stdout, stderr) from ?offset= appended to the tail, and the
+    poller re-armed."""
     job = _job(request, job_uuid)
+    stream = "stderr" if request.GET.get("stream") == "stderr" else "stdout"
     try:
         offset = int(request.GET.get("offset", "0"))
     except ValueError:
         offset = 0
     try:
-        log = services.job_read_log(user=_user(request), job=job, stream="stdout", offset=offset)
+        log = services.job_read_log(user=_user(request), job=job, stream=stream, offset=offset)
     except DomainError as exc:
-        return render(request, "jobs/_log_chunk.html", {"job": job, "error": exc.detail})
+        return render(
+            request, "jobs/_log_chunk.html", {"job": job, "stream": stream, "error": exc.detail}
+        )
     return render(
         request,
         "jobs/_log_chunk.html",
-        {"job": job, "log": log, "log_text": log.data.decode("utf-8", "replace")},
+        {
+            "job": job,
+            "stream": stream,
+            "log": log,
+            "log_text": log.data.decode("utf-8", "replace"),
+        },
     )
 
 

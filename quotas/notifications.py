@@ -107,6 +107,26 @@ def expiry_reminder(*, allocation: Allocation, days: int) -> None:
     _send_on_commit([_message(subject, body, pi_emails(project))])
 
 
+def submission_recipients(request: AllocationRequest) -> list[str]:
+    """The reviewers told of a submitted request: those without a conflict, not the requester."""
+    return sorted(set(reviewer_emails(request.project)) - {request.requested_by.email})
+
+
+def submitted_message(request: AllocationRequest) -> str:
+    """What the requester is told after submitting: that reviewers were notified only when
+    some were (a portal without reviewers says so instead)."""
+    count = len(submission_recipients(request))
+    if count:
+        return (
+            f"Request submitted: {count} reviewer{'s have' if count != 1 else ' has'} been "
+            "notified."
+        )
+    return (
+        "Request submitted. No reviewer could be emailed (none is set up yet): it waits in "
+        "the review queue; ask the facility to name a reviewer."
+    )
+
+
 _TRANSITION_SUBJECTS = {
     "submitted": "submitted for review",
     "changes_requested": "changes requested",
@@ -144,10 +164,5 @@ def request_transition(*, request: AllocationRequest, event: AllocationRequestEv
             f"Review it: {link}\nQueue: {_url('quotas:allocation_review_queue')}\n"
         )
         subject = f"To review: '{request.title}'"
-        messages += [
-            _message(subject, body, [email])
-            for email in sorted(
-                set(reviewer_emails(request.project)) - {request.requested_by.email}
-            )
-        ]
+        messages += [_message(subject, body, [email]) for email in submission_recipients(request)]
     _send_on_commit(messages)

@@ -21,10 +21,10 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.models import User
-from portal.errors import DomainError
+from portal.errors import DomainError, NotFound
 from portal.ids import as_uuid
 from portal.web import form_error, refusal, run_action, visible
-from quotas import documents, selectors, services
+from quotas import documents, notifications, selectors, services
 from quotas.exceptions import ConflictOfInterest
 from quotas.forms import AllocationRequestForm, ReviewForm
 from quotas.models import Allocation, AllocationRequest, Cluster
@@ -237,7 +237,7 @@ def allocation_request_create(request: HttpRequest) -> HttpResponse:
             form_error(form, exc)
         else:
             if "submit" in request.POST:
-                messages.success(request, "Request submitted: the reviewers have been notified.")
+                messages.success(request, notifications.submitted_message(created))
             else:
                 messages.success(request, "Draft saved. Submit it when it is ready.")
             return redirect("quotas:allocation_request_detail", uuid=created.uuid)
@@ -265,7 +265,10 @@ def allocation_request_edit(request: HttpRequest, uuid: str) -> HttpResponse:
             form_error(form, exc)
         else:
             messages.success(
-                request, "Request resubmitted." if "submit" in request.POST else "Changes saved."
+                request,
+                notifications.submitted_message(target)
+                if "submit" in request.POST
+                else "Changes saved.",
             )
             return redirect("quotas:allocation_request_detail", uuid=target.uuid)
     return render(request, "quotas/request_form.html", {"form": form, "editing": target})
@@ -304,11 +307,14 @@ def allocation_request_detail(request: HttpRequest, uuid: str) -> HttpResponse:
 @require_POST
 def allocation_request_submit(request: HttpRequest, uuid: str) -> HttpResponse:
     target = visible(selectors.allocation_request_for_user, request.user, uuid)
-    run_action(
-        request,
-        lambda: services.allocation_request_submit(actor=_user(request), request=target),
-        "Request submitted: the reviewers have been notified.",
-    )
+    try:
+        services.allocation_request_submit(actor=_user(request), request=target)
+    except NotFound as exc:
+        raise Http404(exc.detail) from None
+    except DomainError as exc:
+        messages.error(request, exc.detail)
+    else:
+        messages.success(request, notifications.submitted_message(target))
     return redirect("quotas:allocation_request_detail", uuid=target.uuid)
 
 
