@@ -6,6 +6,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from quotas.billing.models import BillingAccount, Purchase
+from tests import factories
 from tests.billing.helpers import open_postpaid
 
 
@@ -81,10 +82,27 @@ def test_members_without_a_billing_role_and_outsiders_get_404_everywhere(
     assert str(tenant.org.uuid) not in listed
 
 
-def test_bob_has_no_billing_page_at_all(client, bob, tenant):
+def test_bob_who_manages_no_billing_is_told_whom_to_ask_instead_of_a_404(client, bob, tenant):
     _login(client, bob)
 
-    assert client.get("/billing/").status_code == HTTPStatus.NOT_FOUND
+    response = client.get("/billing/")
+
+    assert response.status_code == HTTPStatus.OK
+    page = response.content.decode()
+    assert "Ask an owner of Vision Lab to give you the billing role" in page
+    assert 'href="/organizations/new/"' in page
+    assert client.get(_page(tenant.org)).status_code == HTTPStatus.NOT_FOUND
+
+
+def test_with_debug_on_billing_for_a_user_with_nothing_is_no_debug_404(client, settings, db):
+    settings.DEBUG = True
+    newcomer = factories.UserFactory(username="newcomer", email="newcomer@example.org")
+    _login(client, newcomer)
+
+    response = client.get("/billing/")
+
+    assert response.status_code == HTTPStatus.OK
+    assert "Create an organization" in response.content.decode()
 
 
 def test_billing_home_leads_the_owner_to_her_organization(client, alice, tenant):
