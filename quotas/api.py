@@ -536,7 +536,6 @@ class TrialStartView(APIView):
     @extend_schema(
         request=TrialStartSerializer,
         responses={HTTPStatus.CREATED: AllocationSerializer},
-        operation_id="organizations_trial_start",
     )
     def post(self, request: Request, uuid: str) -> Response:
         body = TrialStartSerializer(data=request.data)

@@ -191,7 +191,9 @@ def test_the_api_answers_mallory_404_and_an_academic_org_400(
 def test_the_trial_endpoint_is_in_the_openapi_schema(api_alice):
     schema = api_alice.get("/api/schema/?format=json").json()
 
-    assert "post" in schema["paths"]["/api/v1/organizations/{uuid}/trial/"]
+    operation = schema["paths"]["/api/v1/organizations/{uuid}/trial/"]["post"]
+    assert operation["operationId"] == "v1_organizations_trial_create"
+    assert {"201", "400", "403", "404", "409"} <= set(operation["responses"])
 
 
 # --- concurrency ------------------------------------------------------------------------------
