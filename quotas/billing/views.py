@@ -17,6 +17,7 @@ from portal.errors import DomainError, NotFound
 from quotas.billing import selectors
 from quotas.billing.services import checkout_start, webhook_receive
 from quotas.billing.stripe_api import billing_enabled
+from quotas.services.trials import trial_refusal
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,12 @@ def billing_page(request: HttpRequest, org_uuid: str) -> HttpResponse:
     return render(
         request,
         "billing/page.html",
-        {"view": selectors.billing_overview(org), "billing_on": billing_enabled()},
+        {
+            "view": selectors.billing_overview(org),
+            "billing_on": billing_enabled(),
+            # The trial is offered where SU are bought, to those who may start it.
+            "trial_open": trial_refusal(actor=request.user, organization=org) is None,  # type: ignore[arg-type]
+        },
     )
 
 

@@ -5,8 +5,11 @@ from http import HTTPStatus
 import pytest
 from rest_framework.test import APIClient
 
+from accounts.models import Organization
 from quotas.billing.models import BillingAccount, Purchase
+from quotas.services.trials import trial_start
 from tests import factories
+from tests.accounts.conftest import verify_email
 from tests.billing.helpers import open_postpaid
 
 
@@ -175,3 +178,21 @@ def test_the_pack_list_is_public_to_signed_in_users(api_bob, pack):
 
     assert response.status_code == HTTPStatus.OK
     assert [(p["slug"], p["su_amount"]) for p in response.json()] == [("starter", "500.0000")]
+
+
+def test_the_billing_page_of_a_company_offers_its_owner_the_trial_until_it_is_used(
+    client, alice, tenant, settings
+):
+    settings.GPUC_TRIAL_SU = 10
+    Organization.objects.filter(pk=tenant.org.pk).update(kind=Organization.Kind.COMPANY)
+    tenant.org.refresh_from_db()
+    verify_email(alice)
+    factories.ClusterFactory(name="sim", kind="simulated")
+    _login(client, alice)
+
+    offered = client.get(_page(tenant.org)).content.decode()
+    trial_start(actor=alice, organization=tenant.org)
+    after = client.get(_page(tenant.org)).content.decode()
+
+    assert f'href="/organizations/{tenant.org.uuid}/trial/"' in offered
+    assert "/trial/" not in after
