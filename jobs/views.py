@@ -247,7 +247,7 @@ def job_estimate_partial(request: HttpRequest) -> HttpResponse:
         try:
             context["cost"] = services.job_estimate(user=_user(request), data=form.service_kwargs())
         except DomainError as exc:
-            context["error"] = exc.detail
+            context["error"] = f"Cannot estimate: {exc.detail}"
     else:
         context["error"] = _why_no_estimate(form)
     return render(request, "jobs/_estimate.html", context)
