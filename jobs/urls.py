@@ -56,18 +56,6 @@ urlpatterns: list[URLPattern | URLResolver] = [
 ]
 
 api_urlpatterns: list[URLPattern | URLResolver] = [
-    path("access/", access_views.access_list, name="access-list"),
-    path("manage/access/", access_views.access_manage, name="access-manage"),
-    path(
-        "manage/access/<uuid:request_uuid>/approve/",
-        access_views.access_approve,
-        name="access-approve",
-    ),
-    path(
-        "manage/access/<uuid:request_uuid>/reject/",
-        access_views.access_reject,
-        name="access-reject",
-    ),
     path("jobs/", api.JobListView.as_view(), name="api-job-list"),
     path("jobs/estimate/", api.JobEstimateView.as_view(), name="api-job-estimate"),
     path("jobs/batch/", api.JobBatchView.as_view(), name="api-job-batch"),
