@@ -171,16 +171,11 @@ def job_submit_view(request: HttpRequest) -> HttpResponse:
                 messages.success(request, f"Job {job.name} submitted.")
                 return redirect("job-detail", job_uuid=job.uuid)
     else:
-<<<<<<< HEAD
         initial = _initial_from_template(request) or _initial_from_job(request)
-        form = JobSubmitForm(user=_user(request), initial=initial)
-=======
-        initial = _initial_from_template(request)
         if "project" not in initial:
             initial.update(_initial_payer(_user(request)))
         form = JobSubmitForm(user=_user(request), initial=initial)
     balances = _balances(_user(request))
->>>>>>> h-firsthour
     return render(
         request,
         "jobs/submit.html",

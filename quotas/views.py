@@ -23,12 +23,8 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.models import User
-<<<<<<< HEAD
-from portal.errors import DomainError, NotFound
-=======
 from accounts.selectors import organization_get_for_user, projects_for_user
-from portal.errors import DomainError
->>>>>>> h-firsthour
+from portal.errors import DomainError, NotFound
 from portal.ids import as_uuid
 from portal.web import form_error, refusal, run_action, visible
 from quotas import documents, notifications, selectors, services
