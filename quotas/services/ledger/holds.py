@@ -185,9 +185,9 @@ def _place_hold_one_statement(
     """The common case of _place_hold in ONE round trip (PostgreSQL): the same conditional
     UPDATE of the earliest-ending active allocation that covers `value` (re-checked on the
     row's current version, so the last SU is never taken twice), the hold and its ledger entry
-    inserted by the same statement. None when no row was updated (nothing covers it, or a
-    concurrent hold took the balance): the caller then walks the candidates one by one and
-    explains a refusal."""
+    (the rows insert_holds writes) inserted by the same statement. None when no row was updated
+    (nothing covers it, or a concurrent hold took the balance): the caller then walks the
+    candidates one by one and explains a refusal."""
     allocations, link = Allocation._meta.db_table, Allocation.clusters.through._meta.db_table
     holds, entries = Hold._meta.db_table, LedgerEntry._meta.db_table
     sql = f"""
