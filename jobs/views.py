@@ -6,12 +6,13 @@ import base64
 import os
 import uuid as uuid_lib
 from datetime import datetime
+from decimal import Decimal
 from http import HTTPStatus
 from typing import Any, cast
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db.models import Q
+from django.db.models import F, Q
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -21,7 +22,10 @@ from jobs import selectors, services
 from jobs.exceptions import JobNotFound, NoClusterAccount
 from jobs.forms import JobSubmitForm
 from jobs.models import Job
+from jobs.validation import ABSOLUTE, DEFAULTS
 from portal.errors import DomainError
+from quotas.models import Allocation, Cluster
+from quotas.selectors import allocations_for_user
 
 PAGE_SIZE = 50
 LOG_TAIL_BYTES = 64 * 1024
@@ -168,7 +172,10 @@ def job_submit_view(request: HttpRequest) -> HttpResponse:
                 return redirect("job-detail", job_uuid=job.uuid)
     else:
         initial = _initial_from_template(request) or _initial_from_job(request)
+        if "project" not in initial:
+            initial.update(_initial_payer(_user(request)))
         form = JobSubmitForm(user=_user(request), initial=initial)
+    balances = _balances(_user(request))
     return render(
         request,
         "jobs/submit.html",
@@ -176,8 +183,74 @@ def job_submit_view(request: HttpRequest) -> HttpResponse:
             "form": form,
             "templates": selectors.job_templates_for_user(user=_user(request)),
             "access_needed": access_needed,
+            "balances": balances,
+            "cluster_limits": [_limits(c) for c in form.fields["cluster"].queryset],  # type: ignore[attr-defined]
+            "can_pay": any(b["available"] > 0 for b in balances),
         },
     )
+
+
+def _funded(user: User) -> Any:
+    """The user's active allocations with SU left, soonest-ending first (the hold policy)."""
+    return (
+        allocations_for_user(user)
+        .filter(
+            status=Allocation.Status.ACTIVE,
+            credited__gt=F("held") + F("charged"),
+            project__in=selectors.projects_for_user(user=user),
+        )
+        .order_by("ends_at", "id")
+    )
+
+
+def _initial_payer(user: User) -> dict[str, Any]:
+    """Open the form on a project that can pay, and a cluster its allocation covers."""
+    allocation = _funded(user).select_related("project").first()
+    if allocation is None:
+        return {}
+    initial: dict[str, Any] = {"project": allocation.project.uuid}
+    usable = {c.name for c in selectors.clusters_for_user(user=user)}
+    if cluster := next((c for c in allocation.clusters.all() if c.name in usable), None):
+        initial["cluster"] = cluster.name
+    return initial
+
+
+def _balances(user: User) -> list[dict[str, Any]]:
+    """SU available now per project the user may submit for (active allocations only)."""
+    available: dict[int, Decimal] = {}
+    for row in _funded(user).values("project_id", "credited", "held", "charged"):
+        left = row["credited"] - row["held"] - row["charged"]
+        available[row["project_id"]] = available.get(row["project_id"], Decimal(0)) + left
+    return [
+        {"project": p, "available": available.get(p.pk, Decimal(0))}
+        for p in selectors.projects_for_user(user=user)
+    ]
+
+
+LIMIT_LABELS = {
+    "max_gpus": "GPUs",
+    "max_cpus": "CPUs",
+    "max_memory_mb": "memory (MB)",
+    "max_time_minutes": "time (minutes)",
+}
+
+
+def _limits(cluster: Cluster) -> dict[str, Any]:
+    """The cluster's per-job limits as the submit checks apply them (cluster level)."""
+    limits = []
+    for key, label in LIMIT_LABELS.items():
+        try:
+            value = min(int(cluster.options.get(key, DEFAULTS[key])), ABSOLUTE[key])
+        except (TypeError, ValueError):
+            value = DEFAULTS[key]
+        limits.append((label, value))
+    partitions = cluster.options.get("partitions") or []
+    return {
+        "cluster": cluster,
+        "limits": limits,
+        "gpu_types": cluster.gpu_types,
+        "partitions": list(partitions),
+    }
 
 
 def _access_link(form: JobSubmitForm, exc: DomainError) -> dict[str, str]:
@@ -201,11 +274,23 @@ def job_estimate_partial(request: HttpRequest) -> HttpResponse:
         try:
             context["cost"] = services.job_estimate(user=_user(request), data=form.service_kwargs())
         except DomainError as exc:
-            context["error"] = exc.detail
+            context["error"] = f"Cannot estimate: {exc.detail}"
     else:
-        field, errors = next(iter(form.errors.items()))
-        context["error"] = f"{field}: {errors[0]}" if field != "__all__" else errors[0]
+        context["error"] = _why_no_estimate(form)
     return render(request, "jobs/_estimate.html", context)
+
+
+def _why_no_estimate(form: JobSubmitForm) -> str:
+    """The first problem with the form, in words a person can act on."""
+    field, errors = next(iter(form.errors.items()))
+    if field == "project" and not form.fields["project"].queryset.exists():  # type: ignore[attr-defined]
+        return "Cannot estimate: you have no project yet. Create one (or be added to one) first."
+    if field == "cluster" and not form.fields["cluster"].queryset.exists():  # type: ignore[attr-defined]
+        return "Cannot estimate: no cluster is open to your organizations yet."
+    if field == "__all__":
+        return f"Cannot estimate: {errors[0]}"
+    label = form.fields[field].label or field.replace("_", " ").capitalize()
+    return f"Cannot estimate: {label} — {errors[0]}"
 
 
 def _status_context(request: HttpRequest, job: Job) -> dict[str, Any]:

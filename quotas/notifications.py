@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.core.mail import EmailMessage, get_connection
 from django.db import transaction
-from django.urls import reverse
 
 from accounts.models import Membership, Project, ProjectMember, User
+from portal import mail
 
 if TYPE_CHECKING:
     from quotas.models import Allocation, AllocationRequest, AllocationRequestEvent
@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 
 def _url(name: str, **kwargs: object) -> str:
-    return settings.SITE_URL.rstrip("/") + reverse(name, kwargs=kwargs)
+    return mail.url_for(name, **kwargs)
 
 
 def _send_on_commit(messages: list[EmailMessage]) -> None:
@@ -40,8 +40,8 @@ def _send_on_commit(messages: list[EmailMessage]) -> None:
 
 def _message(subject: str, body: str, to: list[str]) -> EmailMessage:
     return EmailMessage(
-        subject=f"[GPU Commons] {subject}",
-        body=body,
+        subject=mail.subject(subject),
+        body=body.rstrip("\n") + "\n" + mail.signature(),
         from_email=settings.DEFAULT_FROM_EMAIL,
         to=sorted(set(to)),
     )

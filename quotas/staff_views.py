@@ -35,9 +35,10 @@ from quotas.forms import (
     day_end,
     day_start,
 )
+from quotas.history import history_rows
 from quotas.models import Allocation, Cluster
 from quotas.policy import is_facility_admin
-from quotas.views import _user, history_rows
+from quotas.views import _user
 
 View = Callable[..., HttpResponse]
 
