@@ -8,6 +8,10 @@ cluster access, the unix provisioner creates their Unix user on the dev Slurm 22
 portal pushes their Slurm association, a job runs there as them, fails, shows its stderr, and
 is resubmitted with changes and completes.
 
+(b) A startup signs up, follows the dashboard's next-step buttons to a company organization, a
+project and the self-serve trial, gets cluster access the same way, submits a job on the same
+Slurm cluster and downloads the result file it wrote.
+
 Everything runs for real: live_server, a Celery worker on Redis (provisioning, forwarding,
 syncing, account pushes), the provisioning helper deploy/slurm/up.sh installs, slurmrestd and
 slurmctld. What the test creates on the host (the Unix user, its folder, the Slurm account and
@@ -37,7 +41,7 @@ from playwright.sync_api import Page, expect
 from accounts.models import User
 from jobs.models import ClusterAccessRequest, ClusterAccount, Job, SchedulerAccount
 from jobs.provisioning import Identity, get_provisioner
-from quotas.models import AllocationRequest, Cluster
+from quotas.models import Allocation, AllocationRequest, Cluster, Trial
 from quotas.policy import REVIEWERS_GROUP
 from tests import factories
 from tests.e2e.conftest import Browser, SidewaysScroll, screenshot, sign_in, verified
@@ -60,6 +64,11 @@ FAILING = """#!/bin/bash
 echo "reading input as $(id -un)"
 echo "FileNotFoundError: input.csv" >&2
 exit 3
+"""
+RESULT = """#!/bin/bash
+echo "training as $(id -un)"
+sleep 1
+printf 'accuracy: 0.93\\n' > "$GPUC_OUTPUT_DIR/metrics.txt"
 """
 FIXED = """#!/bin/bash
 echo "reading input as $(id -un)"
@@ -337,6 +346,127 @@ def test_a_researcher_signs_up_gets_a_grant_and_cluster_access_and_fixes_a_faile
         f"/jobs/{failed.uuid}/",
         f"/jobs/new/?from={failed.uuid}",
         f"/jobs/{fixed.uuid}/",
+    ):
+        assert any(v == path or v.startswith(f"{path}?") for v in visited), (
+            f"{path} was not measured: {visited}"
+        )
+
+
+def _next_step(page: Page, label: str) -> None:
+    """From the dashboard, press the next-step button the portal offers."""
+    _nav(page, "Dashboard")
+    page.locator("#next-steps").get_by_role("button", name=label).click()
+    page.wait_for_load_state()
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_a_startup_signs_up_starts_a_trial_submits_and_downloads_a_result(
+    browser: Browser,
+    live_server: Any,
+    width: int,
+    open_slurm: Cluster,
+    slurm_site: SlurmSite,  # noqa: F811
+    worker: None,
+    settings: Any,
+) -> None:
+    settings.GPUC_TRIAL_SU, settings.GPUC_TRIAL_DAYS = 500, 14  # the facility's trial
+    tag = uuid.uuid4().hex[:6]
+    email = f"gpucs{tag}@glimmer.example"
+    page = browser()
+    scroll = SidewaysScroll(page, width)
+
+    founder = _sign_up(page, live_server, email=email, username=f"sam{tag}")
+    expect(page.locator("#next-steps")).to_contain_text("You do not belong to an organization")
+
+    _next_step(page, "Create an organization")
+    page.locator("#id_name").fill(f"Glimmer AI {tag}")
+    page.locator("#id_kind").select_option("company")
+    page.get_by_role("button", name="Create organization").click()
+    page.wait_for_url(re.compile(r"/organizations/[0-9a-f-]{36}/$"))
+
+    _next_step(page, "Create a project")
+    page.locator("#id_name").fill("Vision API")
+    page.get_by_role("button", name="Create project").click()
+    page.wait_for_url(re.compile(r"/projects/[0-9a-f-]{36}/$"))
+
+    # Starts the organization's trial from the dashboard.
+    _next_step(page, f"Start a free trial for Glimmer AI {tag}")
+    expect(page.locator("#trial")).to_contain_text("500 SU to spend over 14 days")
+    expect(page.locator("#trial")).to_contain_text("The SU go to project Vision API")
+    page.get_by_role("button", name="Start the trial").click()
+    page.wait_for_url(re.compile(r"/allocations/[0-9a-f-]{36}/$"))
+    expect(page.locator(".flash-success")).to_contain_text("Trial started: 500 SU for Vision API")
+    expect(page.locator(".card", has_text="Available").locator(".figure")).to_have_text("500 SU")
+    screenshot(page, f"journey-b-trial-{width}")
+
+    # Asks for cluster access (automatic: the trial is an active allocation there).
+    _next_step(page, "Request cluster access")
+    page.wait_for_url("**/access/")
+    page.locator("#id_cluster").select_option(open_slurm.name)
+    page.get_by_role("button", name="Request access").click()
+    page.wait_for_url("**/access/")
+    _reload_until(page, "main section:last-of-type table", "Provisioned")
+    account = ClusterAccount.objects.get(user=founder, cluster=open_slurm)
+    assert account.username == email.partition("@")[0] and account.uid >= 1000
+    deadline = time.monotonic() + 30
+    while not SchedulerAccount.objects.filter(
+        cluster=open_slurm, pushed_users__contains=[account.username]
+    ).exists():
+        assert time.monotonic() < deadline, "the worker never pushed the new association"
+        time.sleep(0.3)
+    _slurm_knows(account.username)
+
+    # Submits a job and downloads what it wrote.
+    _nav(page, "Dashboard")
+    expect(page.locator("#next-steps")).to_have_count(0)  # nothing missing any more
+    page.locator("main hgroup").get_by_role("button", name="Submit a job").click()
+    page.wait_for_url("**/jobs/new/")
+    page.locator("#id_cluster").select_option(open_slurm.name)
+    page.locator("#id_name").fill("train")
+    page.locator("#id_script").fill(RESULT)
+    page.locator("#id_gpus").fill("0")
+    page.locator("#id_cpus").fill("1")
+    page.locator("#id_memory_mb").fill("128")
+    page.locator("#id_time_limit_minutes").fill("2")
+    page.locator("#id_time_limit_minutes").press("Tab")
+    expect(page.locator("#estimate")).to_contain_text("Estimated cost: 120")
+    scroll.check()
+    page.get_by_role("button", name="Submit", exact=True).click()
+    page.wait_for_url(re.compile(r"/jobs/[0-9a-f-]{36}/$"))
+    job = Job.objects.get(name="train")
+    expect(page.locator("#job-status .cards .badge")).to_have_text("Completed", timeout=60_000)
+    expect(page.locator("#log-stdout")).to_have_text(f"training as {account.username}\n")
+    with page.expect_download() as download:
+        page.locator("#job-results").get_by_role("link", name="metrics.txt").click()
+    assert download.value.suggested_filename == "metrics.txt"
+    assert Path(download.value.path()).read_bytes() == b"accuracy: 0.93\n"
+    scroll.check()
+    screenshot(page, f"journey-b-result-{width}")
+
+    deadline = time.monotonic() + 30
+    while job.finalized_at is None:
+        assert time.monotonic() < deadline, "the worker never charged the job"
+        time.sleep(0.3)
+        job.refresh_from_db()
+    trial = Trial.objects.get(organization=job.project.organization)
+    assert (trial.started_by, trial.allocation.kind) == (founder, Allocation.Kind.TRIAL)
+    trial.allocation.refresh_from_db()
+    assert trial.allocation.charged == job.charged_cost  # the trial paid for the job
+    assert job.charged_cost == Decimal(job.elapsed_seconds) > 0  # 1 CPU at 1 SU per second
+    _nav(page, "Dashboard")
+    row = page.locator("main table").first.locator("tbody tr", has_text="Vision API")
+    expect(row.locator("td").last).to_have_text(f"{Decimal(500) - job.charged_cost:.2f}")
+
+    visited = scroll.pages()
+    for path in (
+        "/accounts/signup/",
+        "/organizations/new/",
+        "/projects/new/",
+        f"/organizations/{job.project.organization.uuid}/trial/",
+        f"/allocations/{job.project.allocations.get().uuid}/",
+        "/access/",
+        "/jobs/new/",
+        f"/jobs/{job.uuid}/",
     ):
         assert any(v == path or v.startswith(f"{path}?") for v in visited), (
             f"{path} was not measured: {visited}"
