@@ -28,6 +28,7 @@ from accounts.forms import (
     ProjectRoleForm,
 )
 from accounts.models import Membership, Organization, Project, ProjectMember, User
+from accounts.roles import ORG_MANAGER_ROLES
 from portal.errors import DomainError, NotFound
 from portal.web import form_error, run_action, visible
 
@@ -72,7 +73,7 @@ def _invite_form(request: HttpRequest, org: Organization, data: Any = None) -> I
 def _organization_page(
     request: HttpRequest, org: Organization, invite_form: InviteForm | None = None
 ) -> HttpResponse:
-    manager = org.my_role in selectors.ORG_MANAGERS  # type: ignore[attr-defined]
+    manager = org.my_role in ORG_MANAGER_ROLES  # type: ignore[attr-defined]
     context = {
         "org": org,
         "is_manager": manager,

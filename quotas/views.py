@@ -21,6 +21,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.models import User
+from accounts.selectors import can_manage_project
 from portal.errors import DomainError
 from portal.ids import as_uuid
 from portal.web import form_error, refusal, run_action, visible
@@ -28,7 +29,7 @@ from quotas import documents, selectors, services
 from quotas.exceptions import ConflictOfInterest
 from quotas.forms import AllocationRequestForm, ReviewForm
 from quotas.models import Allocation, AllocationRequest, Cluster
-from quotas.policy import can_manage_project, has_conflict_of_interest, is_reviewer
+from quotas.policy import has_conflict_of_interest, is_reviewer
 
 
 def _user(request: HttpRequest) -> User:
