@@ -21,7 +21,6 @@ from rest_framework.views import APIView
 
 from accounts.models import User
 from jobs import selectors, services
-from jobs.api import resolve_cluster
 from jobs.models import ClusterAccessRequest
 from portal.api import CursorPagination, StrictFieldsMixin
 
@@ -103,7 +102,7 @@ class AccessRequestListView(generics.ListAPIView[ClusterAccessRequest]):
         created = services.access_request_create(
             actor=_user(request),
             project=selectors.project_for_member(user=_user(request), value=data["project"]),
-            cluster=resolve_cluster(data["cluster"]),
+            cluster=selectors.resolve_cluster(data["cluster"]),
             username=data["username"],
             uid=data["uid"],
         )

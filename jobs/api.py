@@ -8,7 +8,6 @@ from decimal import Decimal
 from http import HTTPStatus
 from typing import Any, cast
 
-from django.db.models import Q
 from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
@@ -17,45 +16,17 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.models import Project, User
+from accounts.models import User
 from jobs import selectors, services
 from jobs.exceptions import InvalidJob
 from jobs.models import Job, JobEvent, JobTemplate
-from jobs.selectors import projects_for_user
+from jobs.selectors import resolve_cluster, resolve_project
 from portal.api import CursorPagination, ResultsPagination, StrictFieldsMixin, ValuesRenderer
-from quotas.models import Cluster
 
 
 def _user(request: Request) -> User:
     """The authenticated caller (IsAuthenticated is the default permission)."""
     return cast(User, request.user)
-
-
-def resolve_project(user: Any, value: str) -> Project:
-    """One of the caller's projects by uuid or slug; 400 naming `project` otherwise."""
-    projects = projects_for_user(user=user)
-    try:
-        matches = list(projects.filter(uuid=uuid_lib.UUID(str(value))))
-    except ValueError:
-        matches = list(projects.filter(slug=value))
-    if len(matches) != 1:
-        raise InvalidJob(
-            f"Unknown project '{value}'" if not matches else f"Project slug '{value}' is ambiguous",
-            field="project",
-        )
-    return matches[0]
-
-
-def resolve_cluster(value: str) -> Cluster:
-    """A cluster by name or uuid; 400 naming `cluster` otherwise."""
-    try:
-        query = Q(uuid=uuid_lib.UUID(str(value)))
-    except ValueError:
-        query = Q(name=value)
-    cluster = Cluster.objects.filter(query).first()
-    if cluster is None:
-        raise InvalidJob(f"Unknown cluster '{value}'", field="cluster")
-    return cluster
 
 
 class JobRequestSerializer(StrictFieldsMixin, serializers.Serializer):

@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
 
 from accounts.models import Project, ProjectMember, User
-from jobs.exceptions import AccessRequestNotFound, JobNotFound
+from jobs.exceptions import AccessRequestNotFound, InvalidJob, JobNotFound
 from jobs.models import ClusterAccessRequest, ClusterAccount, Job, JobEvent, JobTemplate
 from quotas.models import Cluster
 from quotas.policy import is_facility_admin
@@ -179,13 +179,44 @@ def access_requests_recent_outcomes(*, limit: int = 50) -> QuerySet[ClusterAcces
     )
 
 
-def project_for_member(*, user: User, value: str) -> Project:
-    """One of the caller's projects by uuid or slug; anyone else's is a 404."""
+def _projects_named(user: User, value: str) -> list[Project]:
+    """Up to two of the caller's projects whose uuid or slug is `value` (slugs are unique per
+    organization only, so two means ambiguous)."""
     projects = projects_for_user(user=user)
     try:
-        matches = list(projects.filter(uuid=uuid_lib.UUID(str(value))))
+        return list(projects.filter(uuid=uuid_lib.UUID(str(value))))
     except ValueError:
-        matches = list(projects.filter(slug=value)[:2])
+        return list(projects.filter(slug=value)[:2])
+
+
+def project_for_member(*, user: User, value: str) -> Project:
+    """One of the caller's projects by uuid or slug; anyone else's is a 404."""
+    matches = _projects_named(user, value)
     if len(matches) != 1:
         raise AccessRequestNotFound(f"No such project: {value}")
     return matches[0]
+
+
+def resolve_project(user: User, value: str) -> Project:
+    """One of the caller's projects by uuid or slug, for a job or template request; 400 naming
+    `project` otherwise."""
+    matches = _projects_named(user, value)
+    if len(matches) != 1:
+        raise InvalidJob(
+            f"Unknown project '{value}'" if not matches else f"Project slug '{value}' is ambiguous",
+            field="project",
+        )
+    return matches[0]
+
+
+def resolve_cluster(value: str) -> Cluster:
+    """A cluster by name or uuid, for a job or template request; 400 naming `cluster`
+    otherwise."""
+    try:
+        query = Q(uuid=uuid_lib.UUID(str(value)))
+    except ValueError:
+        query = Q(name=value)
+    cluster = Cluster.objects.filter(query).first()
+    if cluster is None:
+        raise InvalidJob(f"Unknown cluster '{value}'", field="cluster")
+    return cluster
