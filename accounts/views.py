@@ -8,7 +8,7 @@ services become form errors or flash messages.
 from __future__ import annotations
 
 from http import HTTPStatus
-from typing import Any, cast
+from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -27,16 +27,11 @@ from accounts.forms import (
     ProjectMemberAddForm,
     ProjectRoleForm,
 )
-from accounts.models import Membership, Organization, Project, ProjectMember, User
+from accounts.models import Membership, Organization, Project, ProjectMember
 from accounts.roles import ORG_MANAGER_ROLES
 from portal.errors import DomainError, NotFound
+from portal.users import acting_user
 from portal.web import form_error, run_action, visible
-
-
-def _actor(request: HttpRequest) -> User:
-    # Every view here is behind login_required.
-    return cast(User, request.user)
-
 
 # --- organizations ----------------------------------------------------------------------
 
@@ -53,7 +48,7 @@ def organization_create(request: HttpRequest) -> HttpResponse:
     form = OrganizationForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            org = services.org_create(actor=_actor(request), **form.cleaned_data)
+            org = services.org_create(actor=acting_user(request), **form.cleaned_data)
         except DomainError as exc:
             form_error(form, exc)
         else:
@@ -101,7 +96,7 @@ def organization_invite(request: HttpRequest, uuid: str) -> HttpResponse:
     if form.is_valid():
         try:
             invitation, _raw = services.invitation_create(
-                actor=_actor(request), organization=org, **form.cleaned_data
+                actor=acting_user(request), organization=org, **form.cleaned_data
             )
         except NotFound as exc:
             raise Http404(exc.detail) from None
@@ -124,7 +119,7 @@ def invitation_revoke(request: HttpRequest, uuid: str, invitation_uuid: str) -> 
         raise Http404("Invitation not found")
     run_action(
         request,
-        lambda: services.invitation_revoke(actor=_actor(request), invitation=invitation),
+        lambda: services.invitation_revoke(actor=acting_user(request), invitation=invitation),
         f"Invitation of {invitation.email} revoked.",
     )
     return redirect("accounts:organization_detail", uuid=org.uuid)
@@ -142,7 +137,7 @@ def organization_member_role(request: HttpRequest, uuid: str, user_id: int) -> H
         run_action(
             request,
             lambda: services.membership_role_change(
-                actor=_actor(request), membership=membership, role=role
+                actor=acting_user(request), membership=membership, role=role
             ),
             f"{membership.user.username} is now {Membership.Role(role).label.lower()}.",
         )
@@ -156,7 +151,7 @@ def organization_member_remove(request: HttpRequest, uuid: str, user_id: int) ->
     leaving = membership.user_id == request.user.pk
     done = run_action(
         request,
-        lambda: services.membership_remove(actor=_actor(request), membership=membership),
+        lambda: services.membership_remove(actor=acting_user(request), membership=membership),
         "You left the organization." if leaving else f"{membership.user.username} removed.",
     )
     if done and leaving:
@@ -191,7 +186,7 @@ def project_create(request: HttpRequest) -> HttpResponse:
         data = dict(form.cleaned_data)
         try:
             project = services.project_create(
-                actor=_actor(request), organization=data.pop("organization"), **data
+                actor=acting_user(request), organization=data.pop("organization"), **data
             )
         except DomainError as exc:
             form_error(form, exc)
@@ -242,7 +237,7 @@ def project_member_add(request: HttpRequest, uuid: str) -> HttpResponse:
         else:
             try:
                 services.project_member_add(
-                    actor=_actor(request),
+                    actor=acting_user(request),
                     project=project,
                     user=user,
                     role=form.cleaned_data["role"],
@@ -269,7 +264,7 @@ def project_member_role(request: HttpRequest, uuid: str, user_id: int) -> HttpRe
         run_action(
             request,
             lambda: services.project_member_role_change(
-                actor=_actor(request), member=member, role=role
+                actor=acting_user(request), member=member, role=role
             ),
             f"{member.user.username} is now {ProjectMember.Role(role).label}.",
         )
@@ -283,7 +278,7 @@ def project_member_remove(request: HttpRequest, uuid: str, user_id: int) -> Http
     leaving = member.user_id == request.user.pk
     done = run_action(
         request,
-        lambda: services.project_member_remove(actor=_actor(request), member=member),
+        lambda: services.project_member_remove(actor=acting_user(request), member=member),
         "You left the project." if leaving else f"{member.user.username} removed.",
     )
     if (
@@ -342,7 +337,7 @@ def invitation_accept(request: HttpRequest) -> HttpResponse:
     error, status = None, int(HTTPStatus.OK)
     if request.method == "POST":
         try:
-            services.invitation_accept(actor=_actor(request), raw_token=token)
+            services.invitation_accept(actor=acting_user(request), raw_token=token)
         except DomainError as exc:
             error, status = exc.detail, exc.status
         else:
@@ -370,7 +365,7 @@ def api_tokens(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         try:
             _token, new_token = services.api_token_create(
-                actor=_actor(request),
+                actor=acting_user(request),
                 name=form.cleaned_data["name"],
                 scope=form.cleaned_data["scope"],
                 expires_at=form.expires_at(),
@@ -397,7 +392,7 @@ def api_token_revoke(request: HttpRequest, uuid: str) -> HttpResponse:
     token = visible(selectors.api_token_get_for_user, request.user, uuid)
     run_action(
         request,
-        lambda: services.api_token_revoke(actor=_actor(request), token=token),
+        lambda: services.api_token_revoke(actor=acting_user(request), token=token),
         f"Token {token.name} revoked.",
     )
     return redirect("accounts:api_tokens")

@@ -6,7 +6,7 @@ import os
 import uuid as uuid_lib
 from decimal import Decimal
 from http import HTTPStatus
-from typing import Any, cast
+from typing import Any
 
 from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
@@ -16,17 +16,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.models import User
 from jobs import selectors, services
 from jobs.exceptions import InvalidJob
 from jobs.models import Job, JobEvent, JobTemplate
 from jobs.selectors import resolve_cluster, resolve_project
 from portal.api import CursorPagination, ResultsPagination, StrictFieldsMixin, ValuesRenderer
-
-
-def _user(request: Request) -> User:
-    """The authenticated caller (IsAuthenticated is the default permission)."""
-    return cast(User, request.user)
+from portal.users import acting_user as _user
 
 
 class JobRequestSerializer(StrictFieldsMixin, serializers.Serializer):

@@ -7,7 +7,7 @@ import os
 import uuid as uuid_lib
 from datetime import datetime
 from http import HTTPStatus
-from typing import Any, cast
+from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -16,20 +16,15 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accounts.models import User
 from jobs import selectors, services
 from jobs.exceptions import JobNotFound, NoClusterAccount
 from jobs.forms import JobSubmitForm
 from jobs.models import Job
 from portal.errors import DomainError
+from portal.users import acting_user as _user
 
 PAGE_SIZE = 50
 LOG_TAIL_BYTES = 64 * 1024
-
-
-def _user(request: HttpRequest) -> User:
-    """The signed-in user (every view here is login_required)."""
-    return cast(User, request.user)
 
 
 def _job(request: HttpRequest, job_uuid: uuid_lib.UUID) -> Job:

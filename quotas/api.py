@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from http import HTTPStatus
-from typing import Any, cast
+from typing import Any
 
 from django.db.models import QuerySet
 from django.http import FileResponse
@@ -21,7 +21,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.models import User
 from portal.api import (
     CursorPagination,
     JSONParser,
@@ -30,6 +29,7 @@ from portal.api import (
     ValuesRenderer,
 )
 from portal.ids import as_uuid
+from portal.users import acting_user
 from quotas import documents, selectors, services
 from quotas.models import Allocation, AllocationRequest, Cluster, LedgerEntry
 
@@ -41,10 +41,6 @@ def _su_field() -> serializers.DecimalField:
     return serializers.DecimalField(
         max_digits=18, decimal_places=4, coerce_to_string=True, read_only=True
     )
-
-
-def _user(request: Request) -> User:
-    return cast(User, request.user)
 
 
 # --- clusters -------------------------------------------------------------------------------
@@ -412,7 +408,7 @@ class AllocationRequestListView(generics.ListAPIView[AllocationRequest]):
 
                 raise InvalidRequest("Unknown allocation to extend", field="extends")
         created = services.allocation_request_create(
-            actor=_user(request), project=project, extends=extends, **data
+            actor=acting_user(request), project=project, extends=extends, **data
         )
         return _request_detail(created, HTTPStatus.CREATED)
 
@@ -431,7 +427,7 @@ class AllocationRequestDetailView(APIView):
         body.is_valid(raise_exception=True)
         data = dict(body.validated_data)
         services.allocation_request_update(
-            actor=_user(request),
+            actor=acting_user(request),
             request=target,
             clusters=data.pop("clusters", None),
             document=data.pop("document", None),
@@ -480,7 +476,7 @@ class AllocationRequestSubmitView(_TransitionView):
         return super().post(request, uuid)
 
     def act(self, request: Request, target: AllocationRequest, data: dict[str, Any]) -> None:
-        services.allocation_request_submit(actor=_user(request), request=target)
+        services.allocation_request_submit(actor=acting_user(request), request=target)
 
 
 class AllocationRequestApproveView(_TransitionView):
@@ -491,7 +487,7 @@ class AllocationRequestApproveView(_TransitionView):
         return super().post(request, uuid)
 
     def act(self, request: Request, target: AllocationRequest, data: dict[str, Any]) -> None:
-        services.allocation_request_approve(actor=_user(request), request=target, **data)
+        services.allocation_request_approve(actor=acting_user(request), request=target, **data)
 
 
 class AllocationRequestRejectView(_TransitionView):
@@ -502,7 +498,7 @@ class AllocationRequestRejectView(_TransitionView):
         return super().post(request, uuid)
 
     def act(self, request: Request, target: AllocationRequest, data: dict[str, Any]) -> None:
-        services.allocation_request_reject(actor=_user(request), request=target, **data)
+        services.allocation_request_reject(actor=acting_user(request), request=target, **data)
 
 
 class AllocationRequestChangesView(_TransitionView):
@@ -513,4 +509,6 @@ class AllocationRequestChangesView(_TransitionView):
         return super().post(request, uuid)
 
     def act(self, request: Request, target: AllocationRequest, data: dict[str, Any]) -> None:
-        services.allocation_request_request_changes(actor=_user(request), request=target, **data)
+        services.allocation_request_request_changes(
+            actor=acting_user(request), request=target, **data
+        )

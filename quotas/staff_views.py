@@ -23,6 +23,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from accounts.models import Organization, Project
 from portal.errors import DomainError
 from portal.ids import as_uuid
+from portal.users import acting_user as _user
 from portal.web import form_error, run_action, visible
 from quotas import selectors, services
 from quotas.forms import (
@@ -37,7 +38,7 @@ from quotas.forms import (
 )
 from quotas.models import Allocation, Cluster
 from quotas.policy import is_facility_admin
-from quotas.views import _user, history_rows
+from quotas.views import history_rows
 
 View = Callable[..., HttpResponse]
 

@@ -8,7 +8,7 @@ become form errors or flash messages.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any, TypedDict, cast
+from typing import Any, TypedDict
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -20,20 +20,16 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
-from accounts.models import User
 from accounts.selectors import can_manage_project
 from portal.errors import DomainError
 from portal.ids import as_uuid
+from portal.users import acting_user
 from portal.web import form_error, refusal, run_action, visible
 from quotas import documents, selectors, services
 from quotas.exceptions import ConflictOfInterest
 from quotas.forms import AllocationRequestForm, ReviewForm
 from quotas.models import Allocation, AllocationRequest, Cluster
 from quotas.policy import has_conflict_of_interest, is_reviewer
-
-
-def _user(request: HttpRequest) -> User:
-    return cast(User, request.user)
 
 
 def history_rows(obj: Model, *, exclude: tuple[str, ...] = ()) -> list[dict[str, Any]]:
@@ -231,9 +227,9 @@ def allocation_request_create(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         data = dict(form.cleaned_data)
         try:
-            created = services.allocation_request_create(actor=_user(request), **data)
+            created = services.allocation_request_create(actor=acting_user(request), **data)
             if "submit" in request.POST:
-                services.allocation_request_submit(actor=_user(request), request=created)
+                services.allocation_request_submit(actor=acting_user(request), request=created)
         except DomainError as exc:
             form_error(form, exc)
         else:
@@ -254,14 +250,14 @@ def allocation_request_edit(request: HttpRequest, uuid: str) -> HttpResponse:
         data = dict(form.cleaned_data)
         try:
             services.allocation_request_update(
-                actor=_user(request),
+                actor=acting_user(request),
                 request=target,
                 clusters=data.pop("clusters"),
                 document=data.pop("document") or None,
                 **data,
             )
             if "submit" in request.POST:
-                services.allocation_request_submit(actor=_user(request), request=target)
+                services.allocation_request_submit(actor=acting_user(request), request=target)
         except DomainError as exc:
             form_error(form, exc)
         else:
@@ -307,7 +303,7 @@ def allocation_request_submit(request: HttpRequest, uuid: str) -> HttpResponse:
     target = visible(selectors.allocation_request_for_user, request.user, uuid)
     run_action(
         request,
-        lambda: services.allocation_request_submit(actor=_user(request), request=target),
+        lambda: services.allocation_request_submit(actor=acting_user(request), request=target),
         "Request submitted: the reviewers have been notified.",
     )
     return redirect("quotas:allocation_request_detail", uuid=target.uuid)
@@ -326,7 +322,7 @@ def allocation_request_review(request: HttpRequest, uuid: str) -> HttpResponse:
         return redirect("quotas:allocation_request_detail", uuid=target.uuid)
     data = form.cleaned_data
     action = data["action"]
-    user = _user(request)
+    user = acting_user(request)
     decisions = {
         "approve": (
             lambda: services.allocation_request_approve(
