@@ -242,7 +242,7 @@ def wait_for(client: Client, job_id: str, *, interval: float) -> dict[str, Any]:
     """Poll a job until it is final, telling each state change on stderr."""
     seen = None
     while True:
-        job = client.get(f"jobs/{job_id}/")
+        job: dict[str, Any] = client.get(f"jobs/{job_id}/")
         if job.get("state") != seen:
             seen = job.get("state")
             reason = f" ({job['state_reason']})" if job.get("state_reason") else ""
