@@ -10,6 +10,7 @@ import uuid as uuid_lib
 from http import HTTPStatus
 from typing import Any
 
+from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import generics, serializers
 from rest_framework.request import Request
@@ -287,7 +288,7 @@ class MeView(APIView):
 class OrganizationListView(generics.ListAPIView[Organization]):
     serializer_class = OrganizationSerializer
 
-    def get_queryset(self) -> Any:
+    def get_queryset(self) -> QuerySet[Organization]:
         return selectors.organizations_for_user(self.request.user)
 
     @extend_schema(
@@ -313,7 +314,7 @@ class OrganizationDetailView(APIView):
 class OrganizationMemberListView(generics.ListAPIView[Membership]):
     serializer_class = MembershipSerializer
 
-    def get_queryset(self) -> Any:
+    def get_queryset(self) -> QuerySet[Membership]:
         org = selectors.organization_get_for_user(self.request.user, self.kwargs["uuid"])
         return selectors.organization_memberships(org)
 
@@ -338,7 +339,7 @@ class OrganizationMemberDetailView(APIView):
 class OrganizationInvitationListView(generics.ListAPIView[Invitation]):
     serializer_class = InvitationSerializer
 
-    def get_queryset(self) -> Any:
+    def get_queryset(self) -> QuerySet[Invitation]:
         org = selectors.organization_get_for_user(self.request.user, self.kwargs["uuid"])
         if not selectors.can_manage_organization(self.request.user, org):
             raise NotAllowed("Only organization owners and admins see invitations")
@@ -398,7 +399,7 @@ class InvitationAcceptView(APIView):
 class ProjectListView(generics.ListAPIView[Project]):
     serializer_class = ProjectSerializer
 
-    def get_queryset(self) -> Any:
+    def get_queryset(self) -> QuerySet[Project]:
         return selectors.projects_for_user(self.request.user)
 
     @extend_schema(
@@ -427,7 +428,7 @@ class ProjectDetailView(APIView):
 class ProjectMemberListView(generics.ListAPIView[ProjectMember]):
     serializer_class = ProjectMemberSerializer
 
-    def get_queryset(self) -> Any:
+    def get_queryset(self) -> QuerySet[ProjectMember]:
         project = selectors.project_get_for_user(self.request.user, self.kwargs["uuid"])
         return selectors.project_members(project)
 
@@ -473,7 +474,7 @@ class ProjectMemberDetailView(APIView):
 class ApiTokenListView(generics.ListAPIView[ApiToken]):
     serializer_class = ApiTokenSerializer
 
-    def get_queryset(self) -> Any:
+    def get_queryset(self) -> QuerySet[ApiToken]:
         return selectors.api_tokens_for_user(self.request.user)
 
     @extend_schema(

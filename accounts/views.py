@@ -8,11 +8,11 @@ services become form errors or flash messages.
 from __future__ import annotations
 
 from http import HTTPStatus
-from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -57,7 +57,9 @@ def organization_create(request: HttpRequest) -> HttpResponse:
     return render(request, "accounts/organization_form.html", {"form": form})
 
 
-def _invite_form(request: HttpRequest, org: Organization, data: Any = None) -> InviteForm:
+def _invite_form(
+    request: HttpRequest, org: Organization, data: QueryDict | None = None
+) -> InviteForm:
     return InviteForm(
         data,
         projects=selectors.organization_projects_for_user(request.user, org),
@@ -162,7 +164,7 @@ def organization_member_remove(request: HttpRequest, uuid: str, user_id: int) ->
 # --- projects ---------------------------------------------------------------------------
 
 
-def _manageable_organizations(request: HttpRequest) -> Any:
+def _manageable_organizations(request: HttpRequest) -> QuerySet[Organization]:
     return selectors.organizations_managed_by(request.user).order_by("name")
 
 
