@@ -21,6 +21,7 @@ from jobs.exceptions import InvalidJob
 from jobs.models import Job, JobEvent, JobTemplate
 from jobs.selectors import resolve_cluster, resolve_project
 from portal.api import CursorPagination, ResultsPagination, StrictFieldsMixin, ValuesRenderer
+from portal.ids import uuid_prefix_range
 from portal.users import acting_user as _user
 
 
@@ -212,6 +213,12 @@ class JobListView(APIView):
             OpenApiParameter("state", str),
             OpenApiParameter("cluster", str, description="cluster name"),
             OpenApiParameter("origin", str, enum=Job.Origin.values),
+            OpenApiParameter(
+                "id_prefix",
+                str,
+                description="the first hexadecimal digits of the job id (the short id the "
+                "pages show is its first 8; dashes are ignored): the jobs whose id starts so",
+            ),
         ],
         responses=JobSerializer(many=True),
     )
@@ -222,12 +229,21 @@ class JobListView(APIView):
         origin = request.query_params.get("origin") or None
         if origin and origin not in Job.Origin.values:
             raise InvalidJob(f"Unknown origin '{origin}' (portal or direct)", field="origin")
+        id_prefix = request.query_params.get("id_prefix") or None
+        id_range = uuid_prefix_range(id_prefix) if id_prefix else None
+        if id_prefix and id_range is None:
+            raise InvalidJob(
+                f"id_prefix '{id_prefix}' is not the start of a job id (1 to 32 hexadecimal "
+                "digits)",
+                field="id_prefix",
+            )
         qs = selectors.job_list_for_user(
             user=_user(request),
             project=request.query_params.get("project") or None,
             state=state,
             cluster=request.query_params.get("cluster") or None,
             origin=origin,
+            id_range=id_range,
         )
         paginator = self.pagination_class()
         rows: Any = qs.values(*JOB_ROWS.keys)

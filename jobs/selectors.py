@@ -68,10 +68,11 @@ def job_list_for_user(
     state: str | None = None,
     cluster: str | None = None,
     origin: str | None = None,
+    id_range: tuple[uuid_lib.UUID, uuid_lib.UUID] | None = None,
 ) -> QuerySet[Job]:
     """The caller's visible jobs, newest first, filtered by project (uuid or slug), state,
-    cluster (name) and origin (portal, direct); light enough for keyset pages over 100,000
-    rows."""
+    cluster (name), origin (portal, direct) and uuid range (a short id's, from
+    `portal.ids.uuid_prefix_range`); light enough for keyset pages over 100,000 rows."""
     if not user.is_authenticated:
         return Job.objects.none()
     # Resolve the projects to ids first: `project_id IN (<constants>)` lets PostgreSQL walk the
@@ -91,6 +92,8 @@ def job_list_for_user(
         qs = qs.filter(cluster_id__in=cluster_ids)
     if origin:
         qs = qs.filter(origin=origin)
+    if id_range:
+        qs = qs.filter(uuid__range=id_range)
     return qs.select_related("project", "cluster", "user").only(*LIST_FIELDS)
 
 
