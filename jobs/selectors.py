@@ -223,3 +223,54 @@ def resolve_cluster(value: str) -> Cluster:
     if cluster is None:
         raise InvalidJob(f"Unknown cluster '{value}'", field="cluster")
     return cluster
+
+
+# --- the staff area (/manage/jobs/): any tenant's jobs, for facility admins only --------------
+
+
+def job_list_for_staff(
+    *,
+    user: User,
+    owner: str | None = None,
+    project: str | None = None,
+    organization: str | None = None,
+    state: str | None = None,
+) -> QuerySet[Job]:
+    """Every tenant's jobs for a facility admin (nobody else sees any), filtered by the
+    submitter's username, the project's or organization's uuid, and state; newest first."""
+    if not is_facility_admin(user):
+        return Job.objects.none()
+    qs = Job.objects.all()
+    if owner:
+        qs = qs.filter(user__username=owner)
+    for field, value in (("project__uuid", project), ("project__organization__uuid", organization)):
+        if value:
+            try:
+                qs = qs.filter(**{field: uuid_lib.UUID(value)})
+            except ValueError:
+                return Job.objects.none()
+    if state:
+        qs = qs.filter(state=state)
+    return (
+        qs.select_related("project", "cluster", "user")
+        .only(*LIST_FIELDS)
+        .order_by("-created_at", "-id")
+    )
+
+
+def job_get_for_staff(*, user: User, job_uuid: uuid_lib.UUID | str) -> Job:
+    """Any tenant's job for a facility admin; JobNotFound for everyone else."""
+    if not is_facility_admin(user):
+        raise JobNotFound("No such job")
+    try:
+        key = job_uuid if isinstance(job_uuid, uuid_lib.UUID) else uuid_lib.UUID(str(job_uuid))
+    except ValueError:
+        raise JobNotFound("No such job") from None
+    job = (
+        Job.objects.select_related("project", "project__organization", "cluster", "user", "hold")
+        .filter(uuid=key)
+        .first()
+    )
+    if job is None:
+        raise JobNotFound("No such job")
+    return job
