@@ -16,7 +16,6 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db.models import Model
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -30,32 +29,10 @@ from portal.web import form_error, refusal, run_action, visible
 from quotas import documents, notifications, selectors, services
 from quotas.exceptions import ConflictOfInterest
 from quotas.forms import AllocationRequestForm, ReviewForm
+from quotas.history import history_rows
 from quotas.models import Allocation, AllocationRequest, Cluster
 from quotas.policy import has_conflict_of_interest, is_reviewer
 from quotas.services import trials
-
-
-def history_rows(obj: Model, *, exclude: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    """The object's simple-history records, newest first, each with what changed and who."""
-    records = list(obj.history.select_related("history_user").order_by("-history_date", "-pk"))  # type: ignore[attr-defined]
-    rows = []
-    for i, record in enumerate(records):
-        older = records[i + 1] if i + 1 < len(records) else None
-        changes = []
-        if older is not None:
-            delta = record.diff_against(older, excluded_fields=list(exclude))
-            changes = [(c.field, c.old, c.new) for c in delta.changes]
-        rows.append(
-            {
-                "when": record.history_date,
-                "who": record.history_user,
-                "type": {"+": "created", "~": "changed", "-": "deleted"}[record.history_type],
-                "changes": changes,
-                "reason": record.history_change_reason,
-            }
-        )
-    return rows
-
 
 # --- clusters -------------------------------------------------------------------------------
 
