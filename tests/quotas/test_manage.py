@@ -161,14 +161,14 @@ def test_the_usage_report_groups_by_month_org_project_and_cluster_with_csv(
     ]
     this_month = timezone.now().strftime("%Y-%m")
     assert rows[1:] == [
-        [this_month, "Vision Lab", "Protein folding", "sim", "15.0000", "0", "15.0000"],
+        [this_month, "Vision Lab", "Protein folding", "sim", "15.0000", "0.0000", "15.0000"],
         [
             last_month.strftime("%Y-%m"),
             "Vision Lab",
             "Protein folding",
             "other",
             "7.0000",
-            "0",
+            "0.0000",
             "7.0000",
         ],
     ]
