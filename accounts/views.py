@@ -28,6 +28,7 @@ from accounts.forms import (
     ProjectRoleForm,
 )
 from accounts.models import Membership, Organization, Project, ProjectMember, User
+from accounts.project_page import project_sections
 from portal.errors import DomainError, NotFound
 from portal.web import form_error, run_action, visible
 
@@ -215,6 +216,8 @@ def _project_page(
         "add_form": add_form or (ProjectMemberAddForm() if manager else None),
         "role_choices": ProjectMember.Role.choices,
         "org_role": selectors.org_role(request.user, project.organization),
+        # balance, allocations and requests (quotas); recent jobs and cluster accounts (jobs)
+        "sections": project_sections(request.user, project),
     }
     return render(request, "accounts/project_detail.html", context)
 

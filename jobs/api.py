@@ -246,6 +246,7 @@ class JobListView(APIView):
             OpenApiParameter("state", str),
             OpenApiParameter("cluster", str, description="cluster name"),
             OpenApiParameter("origin", str, enum=Job.Origin.values),
+            OpenApiParameter("name", str, description="part of the job's name (any case)"),
         ],
         responses=JobSerializer(many=True),
     )
@@ -262,6 +263,7 @@ class JobListView(APIView):
             state=state,
             cluster=request.query_params.get("cluster") or None,
             origin=origin,
+            name=request.query_params.get("name") or None,
         )
         paginator = self.pagination_class()
         rows: Any = qs.values(*JOB_ROWS.keys)
