@@ -193,6 +193,17 @@ def invitation_get_by_token(raw_token: str) -> Invitation:
     return invitation
 
 
+def invitation_accepted_by(user: AnyUser, invitation_uuid: Any) -> Invitation | None:
+    """An invitation the user accepted (to send them on to what they joined), or None."""
+    if not user.is_authenticated:
+        return None
+    return (
+        Invitation.objects.select_related("organization", "project")
+        .filter(uuid=invitation_uuid, accepted_by=user)
+        .first()
+    )
+
+
 def api_tokens_for_user(user: AnyUser) -> QuerySet[ApiToken]:
     if not user.is_authenticated:
         return ApiToken.objects.none()

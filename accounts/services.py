@@ -21,7 +21,6 @@ from django.conf import settings
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.template.loader import render_to_string
-from django.urls import reverse
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -49,6 +48,7 @@ from accounts.models import (
     User,
 )
 from accounts.token_cache import forget_tokens, forget_user_tokens
+from portal import mail
 from portal.errors import DomainError, NotFound
 
 INVITATION_LIFETIME = timedelta(days=7)
@@ -315,7 +315,7 @@ def invitation_url(raw_token: str) -> str:
 
 
 def invitation_open_url() -> str:
-    return f"{settings.SITE_URL.rstrip('/')}{reverse('accounts:invitation_open')}"
+    return mail.url_for("accounts:invitation_open")
 
 
 def _send_invitation(invitation_pk: int, raw_token: str) -> None:
@@ -327,6 +327,7 @@ def _send_invitation(invitation_pk: int, raw_token: str) -> None:
         "url": invitation_url(raw_token),
         "open_url": invitation_open_url(),
         "code": raw_token,
+        **mail.context(),
     }
     subject = render_to_string("accounts/email/invitation_subject.txt", context).strip()
     body = render_to_string("accounts/email/invitation_message.txt", context)

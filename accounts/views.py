@@ -17,6 +17,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts import selectors, services
+from accounts.adapters import INVITATION_SESSION_KEY
 from accounts.forms import (
     ApiTokenForm,
     InvitationOpenForm,
@@ -29,6 +30,7 @@ from accounts.forms import (
 )
 from accounts.models import Membership, Organization, Project, ProjectMember, User
 from accounts.project_page import project_sections
+from accounts.signals import INVITATION_JOINED_SESSION_KEY
 from portal.errors import DomainError, NotFound
 from portal.web import form_error, run_action, visible
 
@@ -300,9 +302,6 @@ def project_member_remove(request: HttpRequest, uuid: str, user_id: int) -> Http
 # --- invitations ------------------------------------------------------------------------
 
 
-INVITATION_SESSION_KEY = "accounts_invitation_token"
-
-
 @require_http_methods(["GET", "POST"])
 def invitation_open(request: HttpRequest) -> HttpResponse:
     """Where the emailed link lands (`/invitations/#<code>`). Posting the code keeps it in this
@@ -319,6 +318,7 @@ def invitation_open(request: HttpRequest) -> HttpResponse:
                 form.add_error("token", exc.detail)
                 status = HTTPStatus.NOT_FOUND
             else:
+                # Signed out, sign-up carries it: see accounts.adapters and accounts.signals.
                 request.session[INVITATION_SESSION_KEY] = token
                 return redirect("accounts:invitation_accept")
         else:
@@ -336,9 +336,15 @@ def invitation_legacy_link(request: HttpRequest, token: str) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def invitation_accept(request: HttpRequest) -> HttpResponse:
-    """The invitation opened in this browser's session: who is invited, and the accept button."""
+    """The invitation opened in this browser's session: who is invited, and the accept button
+    (or, just after a sign-up that accepted it, the organization or project joined)."""
     token = request.session.get(INVITATION_SESSION_KEY)
     if not token:
+        joined = request.session.pop(INVITATION_JOINED_SESSION_KEY, None)
+        if joined and (done := selectors.invitation_accepted_by(request.user, joined)):
+            if done.project is not None:
+                return redirect("accounts:project_detail", uuid=done.project.uuid)
+            return redirect("accounts:organization_detail", uuid=done.organization.uuid)
         raise Http404("No invitation is open here: follow the link in the email again.")
     invitation = visible(selectors.invitation_get_by_token, token)
     error, status = None, int(HTTPStatus.OK)

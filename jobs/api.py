@@ -23,6 +23,7 @@ from jobs.exceptions import InvalidJob
 from jobs.models import Job, JobEvent, JobTemplate
 from jobs.selectors import projects_for_user
 from portal.api import CursorPagination, ResultsPagination, StrictFieldsMixin, ValuesRenderer
+from portal.ids import uuid_prefix_range
 from quotas.models import Cluster
 
 
@@ -247,6 +248,12 @@ class JobListView(APIView):
             OpenApiParameter("cluster", str, description="cluster name"),
             OpenApiParameter("origin", str, enum=Job.Origin.values),
             OpenApiParameter("name", str, description="part of the job's name (any case)"),
+            OpenApiParameter(
+                "id_prefix",
+                str,
+                description="the first hexadecimal digits of the job id (the short id the "
+                "pages show is its first 8; dashes are ignored): the jobs whose id starts so",
+            ),
         ],
         responses=JobSerializer(many=True),
     )
@@ -257,6 +264,14 @@ class JobListView(APIView):
         origin = request.query_params.get("origin") or None
         if origin and origin not in Job.Origin.values:
             raise InvalidJob(f"Unknown origin '{origin}' (portal or direct)", field="origin")
+        id_prefix = request.query_params.get("id_prefix") or None
+        id_range = uuid_prefix_range(id_prefix) if id_prefix else None
+        if id_prefix and id_range is None:
+            raise InvalidJob(
+                f"id_prefix '{id_prefix}' is not the start of a job id (1 to 32 hexadecimal "
+                "digits)",
+                field="id_prefix",
+            )
         qs = selectors.job_list_for_user(
             user=_user(request),
             project=request.query_params.get("project") or None,
@@ -264,6 +279,7 @@ class JobListView(APIView):
             cluster=request.query_params.get("cluster") or None,
             origin=origin,
             name=request.query_params.get("name") or None,
+            id_range=id_range,
         )
         paginator = self.pagination_class()
         rows: Any = qs.values(*JOB_ROWS.keys)

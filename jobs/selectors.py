@@ -69,10 +69,12 @@ def job_list_for_user(
     cluster: str | None = None,
     origin: str | None = None,
     name: str | None = None,
+    id_range: tuple[uuid_lib.UUID, uuid_lib.UUID] | None = None,
 ) -> QuerySet[Job]:
     """The caller's visible jobs, newest first, filtered by project (uuid or slug), state,
-    cluster (name), origin (portal, direct) and name (a case-insensitive part of it); light
-    enough for keyset pages over 100,000 rows."""
+    cluster (name), origin (portal, direct), name (a case-insensitive part of it) and uuid
+    range (a short id's, from `portal.ids.uuid_prefix_range`); light enough for keyset pages
+    over 100,000 rows."""
     if not user.is_authenticated:
         return Job.objects.none()
     # Resolve the projects to ids first: `project_id IN (<constants>)` lets PostgreSQL walk the
@@ -94,6 +96,8 @@ def job_list_for_user(
         qs = qs.filter(origin=origin)
     if name:
         qs = qs.filter(name__icontains=name)
+    if id_range:
+        qs = qs.filter(uuid__range=id_range)
     return qs.select_related("project", "cluster", "user").only(*LIST_FIELDS)
 
 
@@ -231,3 +235,54 @@ def project_open_access_requests(*, project: Project) -> list[ClusterAccessReque
         .select_related("user", "cluster")
         .order_by("created_at", "id")
     )
+
+
+# --- the staff area (/manage/jobs/): any tenant's jobs, for facility admins only --------------
+
+
+def job_list_for_staff(
+    *,
+    user: User,
+    owner: str | None = None,
+    project: str | None = None,
+    organization: str | None = None,
+    state: str | None = None,
+) -> QuerySet[Job]:
+    """Every tenant's jobs for a facility admin (nobody else sees any), filtered by the
+    submitter's username, the project's or organization's uuid, and state; newest first."""
+    if not is_facility_admin(user):
+        return Job.objects.none()
+    qs = Job.objects.all()
+    if owner:
+        qs = qs.filter(user__username=owner)
+    for field, value in (("project__uuid", project), ("project__organization__uuid", organization)):
+        if value:
+            try:
+                qs = qs.filter(**{field: uuid_lib.UUID(value)})
+            except ValueError:
+                return Job.objects.none()
+    if state:
+        qs = qs.filter(state=state)
+    return (
+        qs.select_related("project", "cluster", "user")
+        .only(*LIST_FIELDS)
+        .order_by("-created_at", "-id")
+    )
+
+
+def job_get_for_staff(*, user: User, job_uuid: uuid_lib.UUID | str) -> Job:
+    """Any tenant's job for a facility admin; JobNotFound for everyone else."""
+    if not is_facility_admin(user):
+        raise JobNotFound("No such job")
+    try:
+        key = job_uuid if isinstance(job_uuid, uuid_lib.UUID) else uuid_lib.UUID(str(job_uuid))
+    except ValueError:
+        raise JobNotFound("No such job") from None
+    job = (
+        Job.objects.select_related("project", "project__organization", "cluster", "user", "hold")
+        .filter(uuid=key)
+        .first()
+    )
+    if job is None:
+        raise JobNotFound("No such job")
+    return job

@@ -5,12 +5,13 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpRequest
 
+from quotas.policy import is_facility_admin, is_reviewer
+
 
 def portal(request: HttpRequest) -> dict[str, Any]:
+    # The same rules as the pages behind the links: superusers review and manage too.
     return {
         "billing_enabled": bool(settings.STRIPE_SECRET_KEY),
-        "is_reviewer": request.user.is_authenticated
-        and request.user.groups.filter(name="allocation reviewers").exists(),
-        "is_facility_admin": request.user.is_authenticated
-        and (request.user.is_staff or request.user.groups.filter(name="facility admins").exists()),
+        "is_reviewer": is_reviewer(request.user),
+        "is_facility_admin": is_facility_admin(request.user),
     }

@@ -74,6 +74,8 @@ EXTRA_ERRORS: dict[str, tuple[HTTPStatus, ...]] = {
     "v1_organizations_members_destroy": (HTTPStatus.CONFLICT,),
     "v1_organizations_invitations_create": (HTTPStatus.CONFLICT,),
     "v1_invitations_accept_create": (HTTPStatus.NOT_FOUND, HTTPStatus.CONFLICT, HTTPStatus.GONE),
+    # The organization already had its one trial.
+    "v1_organizations_trial_create": (HTTPStatus.CONFLICT,),
     # Billing: the project is not one the caller pays for, Stripe is off or does not answer.
     "v1_billing_checkout_create": (
         HTTPStatus.NOT_FOUND,

@@ -31,7 +31,10 @@ if not DEBUG and (not SECRET_KEY or SECRET_KEY == _DEV_SECRET or len(SECRET_KEY)
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+# Every link in a mail is built from SITE_URL (`make run` sets it from its PORT); mails are
+# signed with SITE_NAME.
 SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
+SITE_NAME = env.str("SITE_NAME", default="GPU Commons")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -438,6 +441,12 @@ BILLING_PAYMENT_GRACE_DAYS = env.int("BILLING_PAYMENT_GRACE_DAYS", default=7)
 # registered; QUOTAS_HOLD_OWNER_CHECK is an optional dotted path to such a check.
 QUOTAS_STALE_HOLD_DAYS = env.int("QUOTAS_STALE_HOLD_DAYS", default=14)
 QUOTAS_HOLD_OWNER_CHECK = env.str("QUOTAS_HOLD_OWNER_CHECK", default="")
+# Self-serve trials (company organizations, once each): SU credited, days it lasts, and the
+# clusters it may be spent on (empty: every enabled cluster open to the organization).
+# GPUC_TRIAL_SU=0 switches trials off.
+GPUC_TRIAL_SU = env.int("GPUC_TRIAL_SU", default=100)
+GPUC_TRIAL_DAYS = env.int("GPUC_TRIAL_DAYS", default=14)
+GPUC_TRIAL_CLUSTERS = env.list("GPUC_TRIAL_CLUSTERS", default=[])
 
 LOGGING = {
     "version": 1,

@@ -22,6 +22,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.models import User
+from accounts.selectors import organization_get_for_user, project_get_for_user
 from portal.api import (
     CursorPagination,
     JSONParser,
@@ -32,6 +33,7 @@ from portal.api import (
 from portal.ids import as_uuid
 from quotas import documents, selectors, services
 from quotas.models import Allocation, AllocationRequest, Cluster, LedgerEntry
+from quotas.services.trials import trial_start
 
 MIN_SU = Decimal("0.0001")
 
@@ -514,3 +516,33 @@ class AllocationRequestChangesView(_TransitionView):
 
     def act(self, request: Request, target: AllocationRequest, data: dict[str, Any]) -> None:
         services.allocation_request_request_changes(actor=_user(request), request=target, **data)
+
+
+# --- self-serve trial ------------------------------------------------------------------------
+
+
+class TrialStartSerializer(StrictFieldsMixin, serializers.Serializer[Any]):
+    project = serializers.UUIDField(
+        required=False,
+        help_text="The project credited (default: the organization's only project, or a new "
+        "project 'Trial' when it has none).",
+    )
+
+
+class TrialStartView(APIView):
+    """Start the organization's one self-serve trial (company organizations, owners/admins
+    with a verified email): 201 with the trial allocation; 409 `trial_already_used` after."""
+
+    @extend_schema(
+        request=TrialStartSerializer,
+        responses={HTTPStatus.CREATED: AllocationSerializer},
+    )
+    def post(self, request: Request, uuid: str) -> Response:
+        body = TrialStartSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        organization = organization_get_for_user(request.user, uuid)
+        project = None
+        if project_uuid := body.validated_data.get("project"):
+            project = project_get_for_user(request.user, project_uuid)
+        allocation = trial_start(actor=_user(request), organization=organization, project=project)
+        return Response(AllocationSerializer(allocation).data, status=HTTPStatus.CREATED)

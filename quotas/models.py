@@ -345,3 +345,28 @@ class LedgerEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.amount} SU on {self.allocation_id}"
+
+
+class Trial(models.Model):
+    """The one self-serve trial a company organization may start: the allocation it made.
+
+    One row per organization, enforced by the database (two concurrent starts cannot both
+    commit), so a trial is never granted twice even if its allocation later expires.
+    """
+
+    organization = models.ForeignKey(
+        "accounts.Organization", on_delete=models.PROTECT, related_name="trials"
+    )
+    allocation = models.OneToOneField(Allocation, on_delete=models.PROTECT, related_name="trial")
+    started_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organization"], name="trial_once_per_organization")
+        ]
+
+    def __str__(self) -> str:
+        return f"Trial of {self.organization_id} ({self.created_at:%Y-%m-%d})"

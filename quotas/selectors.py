@@ -18,7 +18,7 @@ from django.db.models import Q, QuerySet, Sum
 from django.db.models.functions import TruncMonth
 from django.utils import timezone
 
-from accounts.models import Membership, Organization, Project, ProjectMember
+from accounts.models import Membership, Organization, Project, ProjectMember, User
 from portal.errors import NotFound
 from portal.ids import get_by_uuid
 from quotas.models import ZERO, Allocation, AllocationRequest, Cluster, LedgerEntry, Rate
@@ -46,6 +46,18 @@ def visible_projects(user: Any) -> QuerySet[Project]:
                 user=user, role__in=ORG_VIEWER_ROLES
             ).values("organization_id")
         )
+    )
+
+
+def suspended_allocations_for_member(user: Any) -> QuerySet[Allocation]:
+    """Suspended allocations of the projects the user sees as a member (staff included: only
+    their own, not every tenant's), with the reason given, most recently changed first."""
+    return (
+        Allocation.objects.filter(
+            status=Allocation.Status.SUSPENDED, project__in=visible_projects(user)
+        )
+        .select_related("project")
+        .order_by("project__name", "ends_at")[:20]
     )
 
 
@@ -267,6 +279,19 @@ def staff_search(query: str) -> tuple[QuerySet[Organization], QuerySet[Project]]
             | Q(organization__name__icontains=query)
         )
     return orgs, projects
+
+
+def staff_people_search(query: str) -> QuerySet[User]:
+    """People whose username, name or email contains `query` (nobody for an empty query)."""
+    query = query.strip()
+    if not query:
+        return User.objects.none()
+    q = Q(username__icontains=query) | Q(email__icontains=query)
+    q |= Q(first_name__icontains=query) | Q(last_name__icontains=query)
+    if " " in query:  # "Ada Lovelace"
+        first, _, last = query.partition(" ")
+        q |= Q(first_name__icontains=first, last_name__icontains=last.strip())
+    return User.objects.filter(q).order_by("username")
 
 
 @dataclass(frozen=True)

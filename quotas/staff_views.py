@@ -1,5 +1,5 @@
-"""The staff area (/manage/): search organizations and projects, see balances and burn rates,
-credit/debit with a memo, extend, suspend and resume allocations, set rates, usage reports.
+"""The staff area (/manage/): search people, organizations and projects, see balances and burn
+rates, credit/debit with a memo, extend, suspend and resume allocations, set rates, usage reports.
 
 Open to staff and to the "facility admins" group; anyone else gets a 404 (the area does not
 exist for them). Every write goes through the same services as the API and tasks.
@@ -74,6 +74,7 @@ def _get(model: type[Any], uuid: str) -> Any:
 def manage_home(request: HttpRequest) -> HttpResponse:
     query = request.GET.get("q", "")
     orgs, projects = selectors.staff_search(query)
+    people = selectors.staff_people_search(query)
     attention = (
         Allocation.objects.filter(status=Allocation.Status.SUSPENDED)
         .select_related("project__organization")
@@ -94,6 +95,7 @@ def manage_home(request: HttpRequest) -> HttpResponse:
             "q": query,
             "orgs": orgs[:50],
             "projects": projects[:100],
+            "people": people[:50],
             "suspended": attention,
             "ending": ending,
         },

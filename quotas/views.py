@@ -8,8 +8,10 @@ become form errors or flash messages.
 from __future__ import annotations
 
 from decimal import Decimal
+from http import HTTPStatus
 from typing import Any, TypedDict, cast
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -21,14 +23,16 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.models import User
-from portal.errors import DomainError
+from accounts.selectors import organization_get_for_user, projects_for_user
+from portal.errors import DomainError, NotFound
 from portal.ids import as_uuid
 from portal.web import form_error, refusal, run_action, visible
-from quotas import documents, selectors, services
+from quotas import documents, notifications, selectors, services
 from quotas.exceptions import ConflictOfInterest
 from quotas.forms import AllocationRequestForm, ReviewForm
 from quotas.models import Allocation, AllocationRequest, Cluster
 from quotas.policy import can_manage_project, has_conflict_of_interest, is_reviewer
+from quotas.services import trials
 
 
 def _user(request: HttpRequest) -> User:
@@ -237,7 +241,7 @@ def allocation_request_create(request: HttpRequest) -> HttpResponse:
             form_error(form, exc)
         else:
             if "submit" in request.POST:
-                messages.success(request, "Request submitted: the reviewers have been notified.")
+                messages.success(request, notifications.submitted_message(created))
             else:
                 messages.success(request, "Draft saved. Submit it when it is ready.")
             return redirect("quotas:allocation_request_detail", uuid=created.uuid)
@@ -265,7 +269,10 @@ def allocation_request_edit(request: HttpRequest, uuid: str) -> HttpResponse:
             form_error(form, exc)
         else:
             messages.success(
-                request, "Request resubmitted." if "submit" in request.POST else "Changes saved."
+                request,
+                notifications.submitted_message(target)
+                if "submit" in request.POST
+                else "Changes saved.",
             )
             return redirect("quotas:allocation_request_detail", uuid=target.uuid)
     return render(request, "quotas/request_form.html", {"form": form, "editing": target})
@@ -304,11 +311,14 @@ def allocation_request_detail(request: HttpRequest, uuid: str) -> HttpResponse:
 @require_POST
 def allocation_request_submit(request: HttpRequest, uuid: str) -> HttpResponse:
     target = visible(selectors.allocation_request_for_user, request.user, uuid)
-    run_action(
-        request,
-        lambda: services.allocation_request_submit(actor=_user(request), request=target),
-        "Request submitted: the reviewers have been notified.",
-    )
+    try:
+        services.allocation_request_submit(actor=_user(request), request=target)
+    except NotFound as exc:
+        raise Http404(exc.detail) from None
+    except DomainError as exc:
+        messages.error(request, exc.detail)
+    else:
+        messages.success(request, notifications.submitted_message(target))
     return redirect("quotas:allocation_request_detail", uuid=target.uuid)
 
 
@@ -403,4 +413,52 @@ def allocation_review_queue(request: HttpRequest) -> HttpResponse:
                 s for s in AllocationRequest.State.choices if s[0] != AllocationRequest.State.DRAFT
             ],
         },
+    )
+
+
+# --- self-serve trial -------------------------------------------------------------------------
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def trial_start(request: HttpRequest, uuid: str) -> HttpResponse:
+    """What the trial gives and, for those who may start it, the button (or why not)."""
+    organization = visible(organization_get_for_user, request.user, uuid)
+    projects = list(
+        projects_for_user(request.user).filter(organization=organization, is_active=True)
+    )
+    error = ""
+    if request.method == "POST":
+        project = None
+        if chosen := request.POST.get("project"):
+            project = next((p for p in projects if str(p.uuid) == chosen), None)
+            if project is None:
+                raise Http404("Project not found")
+        try:
+            allocation = trials.trial_start(
+                actor=_user(request), organization=organization, project=project
+            )
+        except DomainError as exc:
+            if exc.status == 404:
+                raise Http404(exc.detail) from None
+            error = exc.detail
+        else:
+            messages.success(
+                request,
+                f"Trial started: {allocation.credited.normalize():f} SU for "
+                f"{allocation.project.name} until {allocation.ends_at:%Y-%m-%d}.",
+            )
+            return redirect("quotas:allocation_detail", uuid=allocation.uuid)
+    return render(
+        request,
+        "quotas/trial_start.html",
+        {
+            "organization": organization,
+            "projects": projects,
+            "amount": trials.trial_amount(),
+            "days": settings.GPUC_TRIAL_DAYS,
+            "refusal": error
+            or trials.trial_refusal(actor=_user(request), organization=organization),
+        },
+        status=HTTPStatus.CONFLICT if error else HTTPStatus.OK,
     )

@@ -56,11 +56,19 @@ from quotas.services.requests import (
     allocation_request_update,
     allocation_window,
 )
+from quotas.services.staff_roles import (
+    STAFF_ROLES,
+    staff_roles_grant,
+    staff_roles_of,
+    staff_roles_revoke,
+    staff_user_find,
+)
 
 __all__ = [
     "EXPIRY_REMINDERS",
     "HOUR",
     "QUANTUM",
+    "STAFF_ROLES",
     "THRESHOLDS",
     "_EFFECTS",
     "Cost",
@@ -101,6 +109,10 @@ __all__ = [
     "ledger_settle",
     "rate_create",
     "rates_at",
+    "staff_roles_grant",
+    "staff_roles_of",
+    "staff_roles_revoke",
+    "staff_user_find",
     "su",
     "usage_percent",
 ]
