@@ -213,6 +213,7 @@ class JobListView(APIView):
             OpenApiParameter("state", str),
             OpenApiParameter("cluster", str, description="cluster name"),
             OpenApiParameter("origin", str, enum=Job.Origin.values),
+            OpenApiParameter("name", str, description="part of the job's name (any case)"),
             OpenApiParameter(
                 "id_prefix",
                 str,
@@ -243,6 +244,7 @@ class JobListView(APIView):
             state=state,
             cluster=request.query_params.get("cluster") or None,
             origin=origin,
+            name=request.query_params.get("name") or None,
             id_range=id_range,
         )
         paginator = self.pagination_class()

@@ -68,11 +68,13 @@ def job_list_for_user(
     state: str | None = None,
     cluster: str | None = None,
     origin: str | None = None,
+    name: str | None = None,
     id_range: tuple[uuid_lib.UUID, uuid_lib.UUID] | None = None,
 ) -> QuerySet[Job]:
     """The caller's visible jobs, newest first, filtered by project (uuid or slug), state,
-    cluster (name), origin (portal, direct) and uuid range (a short id's, from
-    `portal.ids.uuid_prefix_range`); light enough for keyset pages over 100,000 rows."""
+    cluster (name), origin (portal, direct), name (a case-insensitive part of it) and uuid
+    range (a short id's, from `portal.ids.uuid_prefix_range`); light enough for keyset pages
+    over 100,000 rows."""
     if not user.is_authenticated:
         return Job.objects.none()
     # Resolve the projects to ids first: `project_id IN (<constants>)` lets PostgreSQL walk the
@@ -92,6 +94,8 @@ def job_list_for_user(
         qs = qs.filter(cluster_id__in=cluster_ids)
     if origin:
         qs = qs.filter(origin=origin)
+    if name:
+        qs = qs.filter(name__icontains=name)
     if id_range:
         qs = qs.filter(uuid__range=id_range)
     return qs.select_related("project", "cluster", "user").only(*LIST_FIELDS)
@@ -223,6 +227,45 @@ def resolve_cluster(value: str) -> Cluster:
     if cluster is None:
         raise InvalidJob(f"Unknown cluster '{value}'", field="cluster")
     return cluster
+
+
+def project_is_member(*, user: User, project: Project) -> bool:
+    """Whether the user belongs to the project (and so sees its jobs)."""
+    return (
+        user.is_authenticated and ProjectMember.objects.filter(project=project, user=user).exists()
+    )
+
+
+def project_recent_jobs(*, user: User, project: Project, limit: int = 10) -> list[Job]:
+    """The project's newest jobs the user may see (none for a non-member): one query."""
+    if not user.is_authenticated:
+        return []
+    qs = Job.objects.filter(project=project, project__memberships__user=user)
+    return list(
+        qs.select_related("project", "cluster", "user")
+        .only(*LIST_FIELDS)
+        .order_by("-created_at", "-id")[:limit]
+    )
+
+
+def project_cluster_accounts(*, project: Project) -> list[ClusterAccount]:
+    """The cluster accounts of the project's members, by cluster then member: one query."""
+    return list(
+        ClusterAccount.objects.filter(user__project_memberships__project=project)
+        .select_related("user", "cluster")
+        .order_by("cluster__name", "user__username")
+    )
+
+
+def project_open_access_requests(*, project: Project) -> list[ClusterAccessRequest]:
+    """Access requests made for the project that are still being decided or provisioned."""
+    return list(
+        ClusterAccessRequest.objects.filter(
+            project=project, state__in=ClusterAccessRequest.OPEN_STATES
+        )
+        .select_related("user", "cluster")
+        .order_by("created_at", "id")
+    )
 
 
 # --- the staff area (/manage/jobs/): any tenant's jobs, for facility admins only --------------

@@ -104,6 +104,8 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "portal.context_processors.portal",
             ],
+            # {{ x|su }}, {{ job|runtime }}, {% date_range %}: one way to show SU and periods
+            "builtins": ["portal.templatetags.units"],
         },
     },
 ]
