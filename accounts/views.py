@@ -8,11 +8,11 @@ services become form errors or flash messages.
 from __future__ import annotations
 
 from http import HTTPStatus
-from typing import Any, cast
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -28,16 +28,13 @@ from accounts.forms import (
     ProjectMemberAddForm,
     ProjectRoleForm,
 )
-from accounts.models import Membership, Organization, Project, ProjectMember, User
+from accounts.models import Membership, Organization, Project, ProjectMember
+from accounts.project_page import project_sections
+from accounts.roles import ORG_MANAGER_ROLES
 from accounts.signals import INVITATION_JOINED_SESSION_KEY
 from portal.errors import DomainError, NotFound
+from portal.users import acting_user
 from portal.web import form_error, run_action, visible
-
-
-def _actor(request: HttpRequest) -> User:
-    # Every view here is behind login_required.
-    return cast(User, request.user)
-
 
 # --- organizations ----------------------------------------------------------------------
 
@@ -54,7 +51,7 @@ def organization_create(request: HttpRequest) -> HttpResponse:
     form = OrganizationForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            org = services.org_create(actor=_actor(request), **form.cleaned_data)
+            org = services.org_create(actor=acting_user(request), **form.cleaned_data)
         except DomainError as exc:
             form_error(form, exc)
         else:
@@ -63,7 +60,9 @@ def organization_create(request: HttpRequest) -> HttpResponse:
     return render(request, "accounts/organization_form.html", {"form": form})
 
 
-def _invite_form(request: HttpRequest, org: Organization, data: Any = None) -> InviteForm:
+def _invite_form(
+    request: HttpRequest, org: Organization, data: QueryDict | None = None
+) -> InviteForm:
     return InviteForm(
         data,
         projects=selectors.organization_projects_for_user(request.user, org),
@@ -74,7 +73,7 @@ def _invite_form(request: HttpRequest, org: Organization, data: Any = None) -> I
 def _organization_page(
     request: HttpRequest, org: Organization, invite_form: InviteForm | None = None
 ) -> HttpResponse:
-    manager = org.my_role in selectors.ORG_MANAGERS  # type: ignore[attr-defined]
+    manager = org.my_role in ORG_MANAGER_ROLES  # type: ignore[attr-defined]
     context = {
         "org": org,
         "is_manager": manager,
@@ -102,7 +101,7 @@ def organization_invite(request: HttpRequest, uuid: str) -> HttpResponse:
     if form.is_valid():
         try:
             invitation, _raw = services.invitation_create(
-                actor=_actor(request), organization=org, **form.cleaned_data
+                actor=acting_user(request), organization=org, **form.cleaned_data
             )
         except NotFound as exc:
             raise Http404(exc.detail) from None
@@ -125,7 +124,7 @@ def invitation_revoke(request: HttpRequest, uuid: str, invitation_uuid: str) -> 
         raise Http404("Invitation not found")
     run_action(
         request,
-        lambda: services.invitation_revoke(actor=_actor(request), invitation=invitation),
+        lambda: services.invitation_revoke(actor=acting_user(request), invitation=invitation),
         f"Invitation of {invitation.email} revoked.",
     )
     return redirect("accounts:organization_detail", uuid=org.uuid)
@@ -143,7 +142,7 @@ def organization_member_role(request: HttpRequest, uuid: str, user_id: int) -> H
         run_action(
             request,
             lambda: services.membership_role_change(
-                actor=_actor(request), membership=membership, role=role
+                actor=acting_user(request), membership=membership, role=role
             ),
             f"{membership.user.username} is now {Membership.Role(role).label.lower()}.",
         )
@@ -157,7 +156,7 @@ def organization_member_remove(request: HttpRequest, uuid: str, user_id: int) ->
     leaving = membership.user_id == request.user.pk
     done = run_action(
         request,
-        lambda: services.membership_remove(actor=_actor(request), membership=membership),
+        lambda: services.membership_remove(actor=acting_user(request), membership=membership),
         "You left the organization." if leaving else f"{membership.user.username} removed.",
     )
     if done and leaving:
@@ -168,7 +167,7 @@ def organization_member_remove(request: HttpRequest, uuid: str, user_id: int) ->
 # --- projects ---------------------------------------------------------------------------
 
 
-def _manageable_organizations(request: HttpRequest) -> Any:
+def _manageable_organizations(request: HttpRequest) -> QuerySet[Organization]:
     return selectors.organizations_managed_by(request.user).order_by("name")
 
 
@@ -192,7 +191,7 @@ def project_create(request: HttpRequest) -> HttpResponse:
         data = dict(form.cleaned_data)
         try:
             project = services.project_create(
-                actor=_actor(request), organization=data.pop("organization"), **data
+                actor=acting_user(request), organization=data.pop("organization"), **data
             )
         except DomainError as exc:
             form_error(form, exc)
@@ -217,6 +216,8 @@ def _project_page(
         "add_form": add_form or (ProjectMemberAddForm() if manager else None),
         "role_choices": ProjectMember.Role.choices,
         "org_role": selectors.org_role(request.user, project.organization),
+        # balance, allocations and requests (quotas); recent jobs and cluster accounts (jobs)
+        "sections": project_sections(request.user, project),
     }
     return render(request, "accounts/project_detail.html", context)
 
@@ -243,7 +244,7 @@ def project_member_add(request: HttpRequest, uuid: str) -> HttpResponse:
         else:
             try:
                 services.project_member_add(
-                    actor=_actor(request),
+                    actor=acting_user(request),
                     project=project,
                     user=user,
                     role=form.cleaned_data["role"],
@@ -270,7 +271,7 @@ def project_member_role(request: HttpRequest, uuid: str, user_id: int) -> HttpRe
         run_action(
             request,
             lambda: services.project_member_role_change(
-                actor=_actor(request), member=member, role=role
+                actor=acting_user(request), member=member, role=role
             ),
             f"{member.user.username} is now {ProjectMember.Role(role).label}.",
         )
@@ -284,7 +285,7 @@ def project_member_remove(request: HttpRequest, uuid: str, user_id: int) -> Http
     leaving = member.user_id == request.user.pk
     done = run_action(
         request,
-        lambda: services.project_member_remove(actor=_actor(request), member=member),
+        lambda: services.project_member_remove(actor=acting_user(request), member=member),
         "You left the project." if leaving else f"{member.user.username} removed.",
     )
     if (
@@ -347,7 +348,7 @@ def invitation_accept(request: HttpRequest) -> HttpResponse:
     error, status = None, int(HTTPStatus.OK)
     if request.method == "POST":
         try:
-            services.invitation_accept(actor=_actor(request), raw_token=token)
+            services.invitation_accept(actor=acting_user(request), raw_token=token)
         except DomainError as exc:
             error, status = exc.detail, exc.status
         else:
@@ -375,7 +376,7 @@ def api_tokens(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         try:
             _token, new_token = services.api_token_create(
-                actor=_actor(request),
+                actor=acting_user(request),
                 name=form.cleaned_data["name"],
                 scope=form.cleaned_data["scope"],
                 expires_at=form.expires_at(),
@@ -402,7 +403,7 @@ def api_token_revoke(request: HttpRequest, uuid: str) -> HttpResponse:
     token = visible(selectors.api_token_get_for_user, request.user, uuid)
     run_action(
         request,
-        lambda: services.api_token_revoke(actor=_actor(request), token=token),
+        lambda: services.api_token_revoke(actor=acting_user(request), token=token),
         f"Token {token.name} revoked.",
     )
     return redirect("accounts:api_tokens")

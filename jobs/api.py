@@ -6,9 +6,8 @@ import os
 import uuid as uuid_lib
 from decimal import Decimal
 from http import HTTPStatus
-from typing import Any, cast
+from typing import Any
 
-from django.db.models import Q
 from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
@@ -17,46 +16,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.models import Project, User
 from jobs import selectors, services
 from jobs.exceptions import InvalidJob
 from jobs.models import Job, JobEvent, JobTemplate
-from jobs.selectors import projects_for_user
+from jobs.selectors import resolve_cluster, resolve_project
 from portal.api import CursorPagination, ResultsPagination, StrictFieldsMixin, ValuesRenderer
 from portal.ids import uuid_prefix_range
-from quotas.models import Cluster
-
-
-def _user(request: Request) -> User:
-    """The authenticated caller (IsAuthenticated is the default permission)."""
-    return cast(User, request.user)
-
-
-def resolve_project(user: Any, value: str) -> Project:
-    """One of the caller's projects by uuid or slug; 400 naming `project` otherwise."""
-    projects = projects_for_user(user=user)
-    try:
-        matches = list(projects.filter(uuid=uuid_lib.UUID(str(value))))
-    except ValueError:
-        matches = list(projects.filter(slug=value))
-    if len(matches) != 1:
-        raise InvalidJob(
-            f"Unknown project '{value}'" if not matches else f"Project slug '{value}' is ambiguous",
-            field="project",
-        )
-    return matches[0]
-
-
-def resolve_cluster(value: str) -> Cluster:
-    """A cluster by name or uuid; 400 naming `cluster` otherwise."""
-    try:
-        query = Q(uuid=uuid_lib.UUID(str(value)))
-    except ValueError:
-        query = Q(name=value)
-    cluster = Cluster.objects.filter(query).first()
-    if cluster is None:
-        raise InvalidJob(f"Unknown cluster '{value}'", field="cluster")
-    return cluster
+from portal.users import acting_user as _user
 
 
 class JobRequestSerializer(StrictFieldsMixin, serializers.Serializer):
@@ -247,6 +213,7 @@ class JobListView(APIView):
             OpenApiParameter("state", str),
             OpenApiParameter("cluster", str, description="cluster name"),
             OpenApiParameter("origin", str, enum=Job.Origin.values),
+            OpenApiParameter("name", str, description="part of the job's name (any case)"),
             OpenApiParameter(
                 "id_prefix",
                 str,
@@ -277,6 +244,7 @@ class JobListView(APIView):
             state=state,
             cluster=request.query_params.get("cluster") or None,
             origin=origin,
+            name=request.query_params.get("name") or None,
             id_range=id_range,
         )
         paginator = self.pagination_class()

@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
 
 from accounts.models import Project, ProjectMember, User
-from jobs.exceptions import AccessRequestNotFound, JobNotFound
+from jobs.exceptions import AccessRequestNotFound, InvalidJob, JobNotFound
 from jobs.models import ClusterAccessRequest, ClusterAccount, Job, JobEvent, JobTemplate
 from quotas.models import Cluster
 from quotas.policy import is_facility_admin
@@ -68,11 +68,13 @@ def job_list_for_user(
     state: str | None = None,
     cluster: str | None = None,
     origin: str | None = None,
+    name: str | None = None,
     id_range: tuple[uuid_lib.UUID, uuid_lib.UUID] | None = None,
 ) -> QuerySet[Job]:
     """The caller's visible jobs, newest first, filtered by project (uuid or slug), state,
-    cluster (name), origin (portal, direct) and uuid range (a short id's, from
-    `portal.ids.uuid_prefix_range`); light enough for keyset pages over 100,000 rows."""
+    cluster (name), origin (portal, direct), name (a case-insensitive part of it) and uuid
+    range (a short id's, from `portal.ids.uuid_prefix_range`); light enough for keyset pages
+    over 100,000 rows."""
     if not user.is_authenticated:
         return Job.objects.none()
     # Resolve the projects to ids first: `project_id IN (<constants>)` lets PostgreSQL walk the
@@ -92,6 +94,8 @@ def job_list_for_user(
         qs = qs.filter(cluster_id__in=cluster_ids)
     if origin:
         qs = qs.filter(origin=origin)
+    if name:
+        qs = qs.filter(name__icontains=name)
     if id_range:
         qs = qs.filter(uuid__range=id_range)
     return qs.select_related("project", "cluster", "user").only(*LIST_FIELDS)
@@ -182,16 +186,86 @@ def access_requests_recent_outcomes(*, limit: int = 50) -> QuerySet[ClusterAcces
     )
 
 
-def project_for_member(*, user: User, value: str) -> Project:
-    """One of the caller's projects by uuid or slug; anyone else's is a 404."""
+def _projects_named(user: User, value: str) -> list[Project]:
+    """Up to two of the caller's projects whose uuid or slug is `value` (slugs are unique per
+    organization only, so two means ambiguous)."""
     projects = projects_for_user(user=user)
     try:
-        matches = list(projects.filter(uuid=uuid_lib.UUID(str(value))))
+        return list(projects.filter(uuid=uuid_lib.UUID(str(value))))
     except ValueError:
-        matches = list(projects.filter(slug=value)[:2])
+        return list(projects.filter(slug=value)[:2])
+
+
+def project_for_member(*, user: User, value: str) -> Project:
+    """One of the caller's projects by uuid or slug; anyone else's is a 404."""
+    matches = _projects_named(user, value)
     if len(matches) != 1:
         raise AccessRequestNotFound(f"No such project: {value}")
     return matches[0]
+
+
+def resolve_project(user: User, value: str) -> Project:
+    """One of the caller's projects by uuid or slug, for a job or template request; 400 naming
+    `project` otherwise."""
+    matches = _projects_named(user, value)
+    if len(matches) != 1:
+        raise InvalidJob(
+            f"Unknown project '{value}'" if not matches else f"Project slug '{value}' is ambiguous",
+            field="project",
+        )
+    return matches[0]
+
+
+def resolve_cluster(value: str) -> Cluster:
+    """A cluster by name or uuid, for a job or template request; 400 naming `cluster`
+    otherwise."""
+    try:
+        query = Q(uuid=uuid_lib.UUID(str(value)))
+    except ValueError:
+        query = Q(name=value)
+    cluster = Cluster.objects.filter(query).first()
+    if cluster is None:
+        raise InvalidJob(f"Unknown cluster '{value}'", field="cluster")
+    return cluster
+
+
+def project_is_member(*, user: User, project: Project) -> bool:
+    """Whether the user belongs to the project (and so sees its jobs)."""
+    return (
+        user.is_authenticated and ProjectMember.objects.filter(project=project, user=user).exists()
+    )
+
+
+def project_recent_jobs(*, user: User, project: Project, limit: int = 10) -> list[Job]:
+    """The project's newest jobs the user may see (none for a non-member): one query."""
+    if not user.is_authenticated:
+        return []
+    qs = Job.objects.filter(project=project, project__memberships__user=user)
+    return list(
+        qs.select_related("project", "cluster", "user")
+        .only(*LIST_FIELDS)
+        .order_by("-created_at", "-id")[:limit]
+    )
+
+
+def project_cluster_accounts(*, project: Project) -> list[ClusterAccount]:
+    """The cluster accounts of the project's members, by cluster then member: one query."""
+    return list(
+        ClusterAccount.objects.filter(user__project_memberships__project=project)
+        .select_related("user", "cluster")
+        .order_by("cluster__name", "user__username")
+    )
+
+
+def project_open_access_requests(*, project: Project) -> list[ClusterAccessRequest]:
+    """Access requests made for the project that are still being decided or provisioned."""
+    return list(
+        ClusterAccessRequest.objects.filter(
+            project=project, state__in=ClusterAccessRequest.OPEN_STATES
+        )
+        .select_related("user", "cluster")
+        .order_by("created_at", "id")
+    )
 
 
 # --- the staff area (/manage/jobs/): any tenant's jobs, for facility admins only --------------

@@ -8,7 +8,7 @@ rest of the staff area (others get a 404)."""
 from __future__ import annotations
 
 import uuid as uuid_lib
-from typing import Any, cast
+from typing import Any
 
 from django.contrib import messages
 from django.db.models import Q
@@ -23,18 +23,15 @@ from jobs.exceptions import InvalidAccountSetting, JobNotFound
 from jobs.models import ClusterAccount, Job, SchedulerAccount
 from jobs.views import FAILED_STATES, LOG_TAIL_BYTES, PAGE_SIZE, decode_cursor, encode_cursor
 from portal.errors import DomainError
+from portal.users import acting_user
 from quotas.models import Cluster
 from quotas.services import staff_roles_of
 from quotas.staff_views import facility_admin_required
 
 
-def _staff(request: HttpRequest) -> User:
-    return cast(User, request.user)
-
-
 def _staff_job(request: HttpRequest, job_uuid: uuid_lib.UUID) -> Job:
     try:
-        return selectors.job_get_for_staff(user=_staff(request), job_uuid=job_uuid)
+        return selectors.job_get_for_staff(user=acting_user(request), job_uuid=job_uuid)
     except JobNotFound:
         raise Http404("No such job") from None
 
@@ -60,7 +57,7 @@ def manage_user(request: HttpRequest, username: str) -> HttpResponse:
             .select_related("cluster")
             .order_by("cluster__name"),
             "jobs": list(
-                selectors.job_list_for_staff(user=_staff(request), owner=person.username)[:20]
+                selectors.job_list_for_staff(user=acting_user(request), owner=person.username)[:20]
             ),
         },
     )
@@ -80,7 +77,7 @@ def manage_job_list(request: HttpRequest) -> HttpResponse:
         "state": state or "",
     }
     qs = selectors.job_list_for_staff(
-        user=_staff(request),
+        user=acting_user(request),
         owner=current["user"] or None,
         project=current["project"] or None,
         organization=current["organization"] or None,
@@ -115,7 +112,7 @@ def manage_job_detail(request: HttpRequest, job_uuid: uuid_lib.UUID) -> HttpResp
     for stream in ("stdout", "stderr"):
         try:
             log = services.job_read_log(
-                user=_staff(request), job=job, stream=stream, offset=-LOG_TAIL_BYTES
+                user=acting_user(request), job=job, stream=stream, offset=-LOG_TAIL_BYTES
             )
         except DomainError as exc:
             tails.append({"stream": stream, "text": "", "error": exc.detail})
@@ -142,7 +139,7 @@ def manage_job_cancel(request: HttpRequest, job_uuid: uuid_lib.UUID) -> HttpResp
     staff member."""
     job = _staff_job(request, job_uuid)
     try:
-        job = services.job_cancel(user=_staff(request), job=job)
+        job = services.job_cancel(user=acting_user(request), job=job)
     except DomainError as exc:
         messages.error(request, exc.detail)
     else:

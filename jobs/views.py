@@ -8,7 +8,7 @@ import uuid as uuid_lib
 from datetime import datetime
 from decimal import Decimal
 from http import HTTPStatus
-from typing import Any, cast
+from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -24,17 +24,13 @@ from jobs.forms import JobSubmitForm
 from jobs.models import Job
 from jobs.validation import ABSOLUTE, DEFAULTS
 from portal.errors import DomainError
+from portal.users import acting_user as _user
 from quotas.models import Allocation, Cluster
 from quotas.selectors import allocations_for_user
 
 PAGE_SIZE = 50
 LOG_TAIL_BYTES = 64 * 1024
 FAILED_STATES = (Job.State.FAILED, Job.State.TIMEOUT, Job.State.NODE_FAIL, Job.State.REJECTED)
-
-
-def _user(request: HttpRequest) -> User:
-    """The signed-in user (every view here is login_required)."""
-    return cast(User, request.user)
 
 
 def _job(request: HttpRequest, job_uuid: uuid_lib.UUID) -> Job:
@@ -60,7 +56,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, int] | None:
 @login_required
 @require_GET
 def job_list(request: HttpRequest) -> HttpResponse:
-    """Filters (project, state, cluster, origin) and keyset pages of 50, newest first."""
+    """Filters (project, state, cluster, origin, name) and keyset pages of 50, newest first."""
     state = request.GET.get("state") or None
     if state not in Job.State.values:
         state = None
@@ -73,6 +69,7 @@ def job_list(request: HttpRequest) -> HttpResponse:
         state=state,
         cluster=request.GET.get("cluster") or None,
         origin=origin,
+        name=request.GET.get("name", "").strip() or None,
     ).order_by("-created_at", "-id")
     if (cursor := decode_cursor(request.GET.get("cursor", ""))) is not None:
         stamp, pk = cursor
@@ -97,6 +94,7 @@ def job_list(request: HttpRequest) -> HttpResponse:
                 "state": state or "",
                 "origin": origin or "",
                 "cluster": request.GET.get("cluster", ""),
+                "name": request.GET.get("name", ""),
             },
         },
     )

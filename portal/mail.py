@@ -11,7 +11,8 @@ from django.urls import reverse
 
 def site_url(path: str = "") -> str:
     """An absolute link to `path` on this site."""
-    return settings.SITE_URL.rstrip("/") + path
+    base: str = settings.SITE_URL
+    return base.rstrip("/") + path
 
 
 def url_for(name: str, *args: Any, **kwargs: Any) -> str:

@@ -10,9 +10,14 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+import django_stubs_ext
 import environ
 from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
+
+# Lets the generic admin and form classes be subscripted at runtime (ModelAdmin[Project]), as
+# the type checker sees them.
+django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("GPUC_VAR_DIR", default=str(BASE_DIR / "var")))
@@ -99,6 +104,8 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "portal.context_processors.portal",
             ],
+            # {{ x|su }}, {{ job|runtime }}, {% date_range %}: one way to show SU and periods
+            "builtins": ["portal.templatetags.units"],
         },
     },
 ]

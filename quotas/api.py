@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from http import HTTPStatus
-from typing import Any, cast
+from typing import Any
 
 from django.db.models import QuerySet
 from django.http import FileResponse
@@ -21,7 +21,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.models import User
 from accounts.selectors import organization_get_for_user, project_get_for_user
 from portal.api import (
     CursorPagination,
@@ -31,6 +30,7 @@ from portal.api import (
     ValuesRenderer,
 )
 from portal.ids import as_uuid
+from portal.users import acting_user
 from quotas import documents, selectors, services
 from quotas.models import Allocation, AllocationRequest, Cluster, LedgerEntry
 from quotas.services.trials import trial_start
@@ -43,10 +43,6 @@ def _su_field() -> serializers.DecimalField:
     return serializers.DecimalField(
         max_digits=18, decimal_places=4, coerce_to_string=True, read_only=True
     )
-
-
-def _user(request: Request) -> User:
-    return cast(User, request.user)
 
 
 # --- clusters -------------------------------------------------------------------------------
@@ -414,7 +410,7 @@ class AllocationRequestListView(generics.ListAPIView[AllocationRequest]):
 
                 raise InvalidRequest("Unknown allocation to extend", field="extends")
         created = services.allocation_request_create(
-            actor=_user(request), project=project, extends=extends, **data
+            actor=acting_user(request), project=project, extends=extends, **data
         )
         return _request_detail(created, HTTPStatus.CREATED)
 
@@ -433,7 +429,7 @@ class AllocationRequestDetailView(APIView):
         body.is_valid(raise_exception=True)
         data = dict(body.validated_data)
         services.allocation_request_update(
-            actor=_user(request),
+            actor=acting_user(request),
             request=target,
             clusters=data.pop("clusters", None),
             document=data.pop("document", None),
@@ -482,7 +478,7 @@ class AllocationRequestSubmitView(_TransitionView):
         return super().post(request, uuid)
 
     def act(self, request: Request, target: AllocationRequest, data: dict[str, Any]) -> None:
-        services.allocation_request_submit(actor=_user(request), request=target)
+        services.allocation_request_submit(actor=acting_user(request), request=target)
 
 
 class AllocationRequestApproveView(_TransitionView):
@@ -493,7 +489,7 @@ class AllocationRequestApproveView(_TransitionView):
         return super().post(request, uuid)
 
     def act(self, request: Request, target: AllocationRequest, data: dict[str, Any]) -> None:
-        services.allocation_request_approve(actor=_user(request), request=target, **data)
+        services.allocation_request_approve(actor=acting_user(request), request=target, **data)
 
 
 class AllocationRequestRejectView(_TransitionView):
@@ -504,7 +500,7 @@ class AllocationRequestRejectView(_TransitionView):
         return super().post(request, uuid)
 
     def act(self, request: Request, target: AllocationRequest, data: dict[str, Any]) -> None:
-        services.allocation_request_reject(actor=_user(request), request=target, **data)
+        services.allocation_request_reject(actor=acting_user(request), request=target, **data)
 
 
 class AllocationRequestChangesView(_TransitionView):
@@ -515,7 +511,9 @@ class AllocationRequestChangesView(_TransitionView):
         return super().post(request, uuid)
 
     def act(self, request: Request, target: AllocationRequest, data: dict[str, Any]) -> None:
-        services.allocation_request_request_changes(actor=_user(request), request=target, **data)
+        services.allocation_request_request_changes(
+            actor=acting_user(request), request=target, **data
+        )
 
 
 # --- self-serve trial ------------------------------------------------------------------------
@@ -544,5 +542,7 @@ class TrialStartView(APIView):
         project = None
         if project_uuid := body.validated_data.get("project"):
             project = project_get_for_user(request.user, project_uuid)
-        allocation = trial_start(actor=_user(request), organization=organization, project=project)
+        allocation = trial_start(
+            actor=acting_user(request), organization=organization, project=project
+        )
         return Response(AllocationSerializer(allocation).data, status=HTTPStatus.CREATED)

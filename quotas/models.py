@@ -82,6 +82,13 @@ class Cluster(models.Model):
     def backend_path(self) -> str:
         return self.backend or settings.GPUC_BACKENDS[self.kind]
 
+    def is_open_to(self, *organization_slugs: str) -> bool:
+        """Whether any of these organizations may use the cluster: every organization may,
+        unless the options carry "allowed_organizations" (a list of organization slugs).
+        The one place that reads that option."""
+        allowed = self.options.get("allowed_organizations")
+        return allowed is None or any(slug in allowed for slug in organization_slugs)
+
     @property
     def gpu_types(self) -> list[str]:
         return list(self.options.get("gpu_types", []))

@@ -22,7 +22,9 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.models import Organization, Project
 from portal.errors import DomainError
+from portal.formatting import su_csv
 from portal.ids import as_uuid
+from portal.users import acting_user
 from portal.web import form_error, run_action, visible
 from quotas import selectors, services
 from quotas.forms import (
@@ -38,7 +40,6 @@ from quotas.forms import (
 from quotas.history import history_rows
 from quotas.models import Allocation, Cluster
 from quotas.policy import is_facility_admin
-from quotas.views import _user
 
 View = Callable[..., HttpResponse]
 
@@ -131,7 +132,7 @@ def manage_project(request: HttpRequest, uuid: str) -> HttpResponse:
         data = form.cleaned_data
         try:
             allocation = services.allocation_create(
-                actor=_user(request),
+                actor=acting_user(request),
                 project=project,
                 kind=data["kind"],
                 clusters=data["clusters"],
@@ -188,7 +189,7 @@ def manage_allocation_adjust(request: HttpRequest, uuid: str) -> HttpResponse:
         run_action(
             request,
             lambda: services.ledger_adjust(
-                actor=_user(request),
+                actor=acting_user(request),
                 allocation=allocation,
                 amount=data["amount"],
                 key=f"manage-adjust:{allocation.uuid}:{data['key']}",
@@ -210,7 +211,7 @@ def manage_allocation_extend(request: HttpRequest, uuid: str) -> HttpResponse:
         run_action(
             request,
             lambda: services.allocation_extend(
-                actor=_user(request), allocation=allocation, ends_at=form.ends_at()
+                actor=acting_user(request), allocation=allocation, ends_at=form.ends_at()
             ),
             f"Extended to {form.cleaned_data['ends_on']}.",
         )
@@ -228,7 +229,9 @@ def manage_allocation_suspend(request: HttpRequest, uuid: str) -> HttpResponse:
         run_action(
             request,
             lambda: services.allocation_suspend(
-                actor=_user(request), allocation=allocation, reason=form.cleaned_data["reason"]
+                actor=acting_user(request),
+                allocation=allocation,
+                reason=form.cleaned_data["reason"],
             ),
             "Suspended: new jobs are refused; running ones settle normally.",
         )
@@ -243,7 +246,7 @@ def manage_allocation_resume(request: HttpRequest, uuid: str) -> HttpResponse:
     allocation = _get(Allocation, uuid)
     run_action(
         request,
-        lambda: services.allocation_resume(actor=_user(request), allocation=allocation),
+        lambda: services.allocation_resume(actor=acting_user(request), allocation=allocation),
         "Resumed.",
     )
     return redirect("quotas:manage_allocation", uuid=allocation.uuid)
@@ -263,7 +266,7 @@ def manage_clusters(request: HttpRequest) -> HttpResponse:
         if form.is_valid():
             data = form.cleaned_data
             try:
-                services.rate_create(actor=_user(request), cluster=cluster, **data)
+                services.rate_create(actor=acting_user(request), cluster=cluster, **data)
             except DomainError as exc:
                 messages.error(request, exc.detail)
             else:
@@ -307,7 +310,7 @@ def manage_usage(request: HttpRequest) -> HttpResponse:
         data = form.cleaned_data
         filters = {
             "since": day_start(data["since"]) if data["since"] else None,
-            "until": day_start(data["until"]) if data["until"] else None,
+            "until": day_end(data["until"]) if data["until"] else None,
             "organization": data["organization"],
             "project": data["project"],
             "cluster": data["cluster"],
@@ -344,9 +347,9 @@ def _usage_csv(rows: list[selectors.UsageRow]) -> HttpResponse:
                 _cell(r.organization),
                 _cell(r.project),
                 _cell(r.cluster),
-                r.charged,
-                r.refunded,
-                r.net,
+                su_csv(r.charged),
+                su_csv(r.refunded),
+                su_csv(r.net),
             ]
         )
     return response

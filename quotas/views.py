@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from http import HTTPStatus
-from typing import Any, TypedDict, cast
+from typing import Any, TypedDict
 
 from django.conf import settings
 from django.contrib import messages
@@ -21,23 +21,18 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
-from accounts.models import User
-from accounts.selectors import organization_get_for_user, projects_for_user
+from accounts.selectors import can_manage_project, organization_get_for_user, projects_for_user
 from portal.errors import DomainError, NotFound
 from portal.ids import as_uuid
+from portal.users import acting_user
 from portal.web import form_error, refusal, run_action, visible
 from quotas import documents, notifications, selectors, services
 from quotas.exceptions import ConflictOfInterest
 from quotas.forms import AllocationRequestForm, ReviewForm
 from quotas.history import history_rows
 from quotas.models import Allocation, AllocationRequest, Cluster
-from quotas.policy import can_manage_project, has_conflict_of_interest, is_reviewer
+from quotas.policy import has_conflict_of_interest, is_reviewer
 from quotas.services import trials
-
-
-def _user(request: HttpRequest) -> User:
-    return cast(User, request.user)
-
 
 # --- clusters -------------------------------------------------------------------------------
 
@@ -212,9 +207,9 @@ def allocation_request_create(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         data = dict(form.cleaned_data)
         try:
-            created = services.allocation_request_create(actor=_user(request), **data)
+            created = services.allocation_request_create(actor=acting_user(request), **data)
             if "submit" in request.POST:
-                services.allocation_request_submit(actor=_user(request), request=created)
+                services.allocation_request_submit(actor=acting_user(request), request=created)
         except DomainError as exc:
             form_error(form, exc)
         else:
@@ -235,14 +230,14 @@ def allocation_request_edit(request: HttpRequest, uuid: str) -> HttpResponse:
         data = dict(form.cleaned_data)
         try:
             services.allocation_request_update(
-                actor=_user(request),
+                actor=acting_user(request),
                 request=target,
                 clusters=data.pop("clusters"),
                 document=data.pop("document") or None,
                 **data,
             )
             if "submit" in request.POST:
-                services.allocation_request_submit(actor=_user(request), request=target)
+                services.allocation_request_submit(actor=acting_user(request), request=target)
         except DomainError as exc:
             form_error(form, exc)
         else:
@@ -290,7 +285,7 @@ def allocation_request_detail(request: HttpRequest, uuid: str) -> HttpResponse:
 def allocation_request_submit(request: HttpRequest, uuid: str) -> HttpResponse:
     target = visible(selectors.allocation_request_for_user, request.user, uuid)
     try:
-        services.allocation_request_submit(actor=_user(request), request=target)
+        services.allocation_request_submit(actor=acting_user(request), request=target)
     except NotFound as exc:
         raise Http404(exc.detail) from None
     except DomainError as exc:
@@ -313,7 +308,7 @@ def allocation_request_review(request: HttpRequest, uuid: str) -> HttpResponse:
         return redirect("quotas:allocation_request_detail", uuid=target.uuid)
     data = form.cleaned_data
     action = data["action"]
-    user = _user(request)
+    user = acting_user(request)
     decisions = {
         "approve": (
             lambda: services.allocation_request_approve(
@@ -414,7 +409,7 @@ def trial_start(request: HttpRequest, uuid: str) -> HttpResponse:
                 raise Http404("Project not found")
         try:
             allocation = trials.trial_start(
-                actor=_user(request), organization=organization, project=project
+                actor=acting_user(request), organization=organization, project=project
             )
         except DomainError as exc:
             if exc.status == 404:
@@ -436,7 +431,7 @@ def trial_start(request: HttpRequest, uuid: str) -> HttpResponse:
             "amount": trials.trial_amount(),
             "days": settings.GPUC_TRIAL_DAYS,
             "refusal": error
-            or trials.trial_refusal(actor=_user(request), organization=organization),
+            or trials.trial_refusal(actor=acting_user(request), organization=organization),
         },
         status=HTTPStatus.CONFLICT if error else HTTPStatus.OK,
     )

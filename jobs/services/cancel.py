@@ -10,6 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import ProjectMember, User
+from accounts.roles import PROJECT_MANAGER_ROLES
 from jobs.backends import get_backend
 from jobs.backends.base import BackendUnavailable
 from jobs.exceptions import ClusterUnavailable, JobStateError
@@ -32,7 +33,7 @@ def _may_manage(user: User, job: Job) -> bool:
     return ProjectMember.objects.filter(
         project_id=job.project_id,
         user=user,
-        role__in=(ProjectMember.Role.PI, ProjectMember.Role.MANAGER),
+        role__in=PROJECT_MANAGER_ROLES,
     ).exists()
 
 

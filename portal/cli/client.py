@@ -244,7 +244,7 @@ def retry_after(value: str | None, attempt: int) -> float:
     try:
         when = parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError):
-        return RETRY_DELAY * 2**attempt
+        return RETRY_DELAY * 2.0**attempt
     if when.tzinfo is None:  # an HTTP-date is always GMT; parsedate leaves "-0000" naive
         when = when.replace(tzinfo=UTC)
     return float(max(0, math.ceil((when - datetime.now(UTC)).total_seconds())))

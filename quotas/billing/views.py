@@ -14,6 +14,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accounts.selectors import organizations_for_user
 from portal.errors import DomainError, NotFound
+from portal.users import acting_user
 from quotas.billing import selectors
 from quotas.billing.services import checkout_start, webhook_receive
 from quotas.billing.stripe_api import billing_enabled
@@ -64,7 +65,7 @@ def billing_checkout(request: HttpRequest, org_uuid: str) -> HttpResponse:
     """The buy button: open a Stripe Checkout and send the browser there."""
     try:
         purchase = checkout_start(
-            actor=request.user,  # type: ignore[arg-type]
+            actor=acting_user(request),
             organization=org_uuid,
             pack=request.POST.get("pack"),
             quantity=request.POST.get("quantity", "1"),

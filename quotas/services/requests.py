@@ -14,6 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import Project, User
+from accounts.selectors import can_manage_project
 from quotas import notifications
 from quotas.documents import DOCUMENT_EXTENSIONS, DOCUMENT_MAX_BYTES, display_name
 from quotas.exceptions import (
@@ -26,7 +27,7 @@ from quotas.exceptions import (
     SelfReview,
 )
 from quotas.models import Allocation, AllocationRequest, AllocationRequestEvent, Cluster
-from quotas.policy import can_manage_project, has_conflict_of_interest, is_reviewer
+from quotas.policy import has_conflict_of_interest, is_reviewer
 from quotas.services.allocations import check_clusters
 from quotas.services.ledger import ledger_credit
 from quotas.services.ledger.amounts import positive_amount

@@ -15,7 +15,8 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import Organization, Project, User
-from accounts.selectors import ORG_MANAGERS, org_role
+from accounts.roles import ORG_MANAGER_ROLES
+from accounts.selectors import org_role
 from accounts.services import project_create
 from portal.errors import NotFound, PermissionDenied
 from quotas.exceptions import (
@@ -51,7 +52,7 @@ def trial_refusal(*, actor: User, organization: Organization) -> str | None:
             f"Trials are for company organizations; {organization.name} is "
             f"{organization.get_kind_display().lower()}: request a grant instead."
         )
-    if org_role(actor, organization) not in ORG_MANAGERS:
+    if org_role(actor, organization) not in ORG_MANAGER_ROLES:
         return f"Only an owner or admin of {organization.name} can start its trial."
     if used := Trial.objects.filter(organization=organization).first():
         return f"{organization.name} already had its trial (started {used.created_at:%Y-%m-%d})."
@@ -95,7 +96,7 @@ def trial_start(
             f"Trials are for company organizations; {organization.name} is "
             f"{organization.get_kind_display().lower()}: request a grant instead."
         )
-    if role not in ORG_MANAGERS:
+    if role not in ORG_MANAGER_ROLES:
         raise PermissionDenied(f"Only an owner or admin of {organization.name} can start its trial")
     if used := Trial.objects.filter(organization=organization).first():
         raise TrialAlreadyUsed(
