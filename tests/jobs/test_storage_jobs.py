@@ -8,7 +8,10 @@ from http import HTTPStatus
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from jobs.models import Job
-from tests.jobs.test_local_backend import _submit_and_forward, _sync_until, local_body  # noqa: F401
+from tests.jobs.test_local_backend import _submit_and_forward, _sync_until
+from tests.jobs.test_local_backend import local_body as _local_body
+
+local_body = _local_body  # the same fixture, under its name here
 
 
 def test_a_local_job_reads_the_uploaded_file_from_gpuc_project_dir(
