@@ -10,7 +10,7 @@ from typing import Any, cast
 from django.http import FileResponse, HttpRequest, QueryDict
 from django.utils.datastructures import MultiValueDict
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -74,8 +74,13 @@ class CopyResultsSerializer(serializers.Serializer[Any]):
     copied = EntrySerializer(many=True)
 
 
+@extend_schema_field(OpenApiTypes.BINARY)
+class _BinaryField(serializers.FileField):
+    """A file's bytes in a multipart part (documented as binary, not a URL)."""
+
+
 class UploadRequestSerializer(serializers.Serializer[Any]):
-    file = serializers.FileField()
+    file = _BinaryField()
 
 
 def _entry(entry: fs.Entry) -> dict[str, Any]:
