@@ -8,6 +8,11 @@ from jobs.storage import views as storage_views
 
 urlpatterns: list[URLPattern | URLResolver] = [
     path("projects/<uuid:uuid>/files/", storage_views.project_files, name="project-files"),
+    path(
+        "projects/<uuid:uuid>/files/copy-results/<uuid:job_uuid>/",
+        storage_views.project_files_copy_results,
+        name="project-files-copy-results",
+    ),
     path("access/", access_views.access_list, name="access-list"),
     path("manage/access/", access_views.access_manage, name="access-manage"),
     path(

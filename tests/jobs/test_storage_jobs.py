@@ -59,3 +59,33 @@ def test_a_job_of_another_project_cannot_be_copied_in(
     )
 
     assert response.status_code == HTTPStatus.NOT_FOUND
+
+
+def test_the_job_page_copies_the_results_into_the_project_storage_in_one_click(
+    client, alice, api_alice, tenant, local_cluster, local_body, tmp_path
+):
+    job = _submit_and_forward(api_alice, local_body, 'echo 42 > "$GPUC_OUTPUT_DIR/answer.txt"\n')
+    job = _sync_until(job, local_cluster, Job.FINAL_STATES)
+    client.force_login(alice)
+    page = client.get(f"/jobs/{job.uuid}/results/")
+    assert "Copy to project storage" in page.content.decode()
+
+    response = client.post(f"/projects/{tenant.project.uuid}/files/copy-results/{job.uuid}/")
+
+    assert response.status_code == HTTPStatus.FOUND
+    assert f"/projects/{tenant.project.uuid}/files/?cluster=local&path=results" in response.url
+    folder = tmp_path / "jobs" / "projects" / "vision-lab.folding" / "results"
+    [copied] = list(folder.rglob("answer.txt"))
+    assert copied.read_text() == "42\n"
+
+
+def test_mallory_cannot_copy_results_into_a_project_from_the_web(
+    client, mallory, tenant, local_cluster
+):
+    client.force_login(mallory)
+
+    response = client.post(
+        f"/projects/{tenant.project.uuid}/files/copy-results/00000000-0000-0000-0000-000000000001/"
+    )
+
+    assert response.status_code == HTTPStatus.NOT_FOUND
