@@ -14,6 +14,7 @@ import contextlib
 import errno
 import os
 import stat
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -91,10 +92,18 @@ def ensure_root(storage_root: str, project: str) -> str:
     return os.path.join(storage_root, project)
 
 
+def _split(root: str) -> tuple[str, list[str]]:
+    """The project folder as (the folder of all projects, [its name]): the project's own folder
+    is then opened with O_NOFOLLOW too (a job swapping it for a link is refused)."""
+    parent, name = os.path.split(root.rstrip("/"))
+    return parent, [name]
+
+
 def _open_dir(root: str, parts: Sequence[str]) -> int:
     """A directory fd for root/parts, never through a link: BadPath names what went wrong."""
+    parent, top = _split(root)
     try:
-        return files.open_dir(root, parts)
+        return files.open_dir(parent, [*top, *parts])
     except PathRefused as exc:
         raise BadPath(f"Path {_shown(parts)!r} is refused: {exc}") from None
     except NotADirectoryError:
@@ -161,8 +170,11 @@ def stat_entry(root: str, parts: Sequence[str]) -> Entry:
 
 def open_read(root: str, parts: Sequence[str]) -> BinaryIO:
     """A regular file for reading: links, FIFOs and devices are refused (BadPath)."""
+    parent, top = _split(root)
+    if not parts:
+        raise IsADirectoryError(root)
     try:
-        return files.open_file(root, parts)
+        return files.open_file(parent, [*top, *parts])
     except PathRefused as exc:
         raise BadPath(f"Path {_shown(parts)!r} is refused: {exc}") from None
     except NotADirectoryError:
@@ -173,7 +185,7 @@ def usage(root: str) -> int:
     """Bytes held by regular files under the project folder (uploads in progress included),
     counted without following any link."""
     total = 0
-    fd = os.open(root, _DIR_OPEN)
+    fd = _open_dir(root, [])
     try:
         for _, _, filenames, dirfd in os.fwalk(".", dir_fd=fd, follow_symlinks=False):
             for name in filenames:
@@ -254,6 +266,21 @@ def delete(root: str, parts: Sequence[str], *, recursive: bool) -> None:
         os.close(fd)
 
 
+STALE_TEMP_SECONDS = 24 * 3600
+
+
+def _sweep_stale(dir_fd: int) -> None:
+    """Remove uploads a crashed portal left half-written (untouched for a day) in this folder."""
+    now = time.time()
+    for name in os.listdir(dir_fd):
+        if not name.startswith(TEMP_PREFIX):
+            continue
+        with contextlib.suppress(OSError):
+            info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            if now - info.st_mtime > STALE_TEMP_SECONDS:
+                os.unlink(name, dir_fd=dir_fd)
+
+
 class TempFile:
     """A new file written next to its final place (O_CREAT|O_EXCL, never through a link) and
     renamed into place by commit(); discard() (or any failure) leaves nothing behind."""
@@ -261,6 +288,7 @@ class TempFile:
     def __init__(self, root: str, parts: Sequence[str]) -> None:
         self.parts = list(parts)
         self.dir_fd = _open_dir(root, parts[:-1])
+        _sweep_stale(self.dir_fd)
         self.name = f"{TEMP_PREFIX}{uuid.uuid4().hex}"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
         try:

@@ -208,10 +208,8 @@ class Upload:
             with transaction.atomic():
                 # One finisher per project at a time: the quota holds under concurrent uploads
                 # (the walk counts every upload in progress, this one included).
-                row, _ = ProjectStorage.objects.get_or_create(
-                    project=self.folder.project, defaults={"quota_bytes": self.quota}
-                )
-                ProjectStorage.objects.select_for_update().filter(pk=row.pk).first()
+                Project.objects.select_for_update().filter(pk=self.folder.project.pk).first()
+                self.quota = storage_quota_bytes(project=self.folder.project)
                 used = fs.usage(self.folder.root)
                 try:
                     replaced = fs.stat_entry(self.folder.root, self.parts).size

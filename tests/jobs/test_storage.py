@@ -403,3 +403,34 @@ def test_the_file_browser_page_lists_the_files_and_loads_its_script(
     assert "data.csv" in html
     assert "js/files.js" in html
     assert "GPUC_PROJECT_DIR" in html
+
+
+def test_a_project_folder_swapped_for_a_link_is_refused(api_alice, files_url, folder, tmp_path):
+    assert _upload(api_alice, files_url, "data.txt", b"mine").status_code == HTTPStatus.CREATED
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "theirs.txt").write_text("theirs")
+    folder.rename(tmp_path / "moved-away")
+    folder.symlink_to(elsewhere)
+
+    listing = api_alice.get(files_url)
+    download = api_alice.get(files_url + "download/", {"path": "theirs.txt"})
+
+    assert listing.status_code == HTTPStatus.BAD_REQUEST
+    assert download.status_code == HTTPStatus.BAD_REQUEST
+    assert "not a folder" in listing.json()["detail"]
+
+
+def test_a_link_in_place_of_the_folder_between_checks_is_not_followed(folder, tmp_path):
+    from jobs.storage import fs
+
+    folder.mkdir(parents=True)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "theirs.txt").write_text("theirs")
+    folder.rmdir()
+    folder.symlink_to(tmp_path / "other")
+
+    with pytest.raises(fs.BadPath):
+        fs.list_dir(str(folder), [])
+    with pytest.raises(fs.BadPath):
+        fs.open_read(str(folder), ["theirs.txt"])
