@@ -434,3 +434,28 @@ def test_a_link_in_place_of_the_folder_between_checks_is_not_followed(folder, tm
         fs.list_dir(str(folder), [])
     with pytest.raises(fs.BadPath):
         fs.open_read(str(folder), ["theirs.txt"])
+
+
+def test_staff_set_a_quota_in_the_django_admin_and_members_are_held_to_it(
+    client, api_alice, files_url, folder, tenant
+):
+    from django.contrib.auth.models import Permission
+
+    from tests import factories
+
+    staff = factories.UserFactory(username="staff", is_staff=True, is_superuser=True)
+    client.force_login(staff)
+    assert Permission.objects.filter(codename="add_projectstorage").exists()
+
+    page = client.get("/django-admin/jobs/projectstorage/add/")
+    saved = client.post(
+        "/django-admin/jobs/projectstorage/add/",
+        {"project": tenant.project.pk, "quota_bytes": 10},
+    )
+
+    assert page.status_code == HTTPStatus.OK
+    assert saved.status_code == HTTPStatus.FOUND
+    assert ProjectStorage.objects.get(project=tenant.project).quota_bytes == 10
+    refused = _upload(api_alice, files_url, "eleven.txt", b"x" * 11)
+    assert refused.status_code == HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+    assert api_alice.get(files_url).json()["quota_bytes"] == 10

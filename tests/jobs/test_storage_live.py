@@ -152,3 +152,27 @@ def test_an_upload_cut_off_on_the_wire_leaves_no_file(live):
     assert answer.split(b" ", 2)[1] == b"400", answer[:300]
     assert b"cut off" in answer
     assert not folder.exists() or list(folder.iterdir()) == []
+
+
+def test_two_uploads_racing_for_the_last_of_the_quota_never_overspend_it(live, tenant):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from jobs.storage.models import ProjectStorage
+
+    base, auth, folder = live
+    ProjectStorage.objects.create(project=tenant.project, quota_bytes=50 * BLOCK)
+
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(
+            pool.map(
+                lambda name: _post(base, auth, _MultipartBody(name, size=30 * BLOCK)),
+                ["one.bin", "two.bin"],
+            )
+        )
+
+    codes = sorted(a.status_code for a in answers)
+    assert HTTPStatus.REQUEST_ENTITY_TOO_LARGE in codes
+    assert set(codes) <= {HTTPStatus.CREATED, HTTPStatus.REQUEST_ENTITY_TOO_LARGE}
+    kept = list(folder.iterdir())
+    assert sum(p.stat().st_size for p in kept) <= 50 * BLOCK
+    assert len(kept) == codes.count(HTTPStatus.CREATED)
