@@ -12,12 +12,13 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from jobs.models import Job
 from quotas.models import Allocation, Cluster
-from tests.jobs.slurm.conftest import ALICE_UNIX, SlurmSite, sync_until
+from tests.jobs.slurm.conftest import ALICE_UNIX, SlurmSite, both_slurms, sync_until
 from tests.jobs.slurm.test_api import submit
 
 pytestmark = pytest.mark.slurm
 
 
+@both_slurms
 def test_a_slurm_job_reads_the_uploaded_file_from_gpuc_project_dir(
     api_alice, tenant, slurm_cluster: Cluster, slurm_allocation: Allocation, slurm_site: SlurmSite
 ):
