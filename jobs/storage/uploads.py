@@ -18,9 +18,12 @@ from django.http import HttpRequest
 from django.http.multipartparser import MultiPartParser, MultiPartParserError
 
 from jobs.storage import fs, services
-from jobs.storage.exceptions import FileTooLarge, InvalidPath, InvalidUpload
+from jobs.storage.exceptions import FileTooLarge, InvalidPath, InvalidUpload, StorageQuotaExceeded
 
 CHUNK_BYTES = 1024 * 1024
+# A refused upload's unread rest is read and dropped up to this much, so that the client (which
+# is still sending) gets the 413 and its reason rather than a reset connection.
+DRAIN_BYTES = 64 * 1024 * 1024
 FIELD = "file"
 
 
@@ -110,6 +113,12 @@ class _WatchedStream:
         return data
 
 
+def _drain(stream: _WatchedStream) -> None:
+    left = min(stream.length - stream.seen, DRAIN_BYTES)
+    while left > 0 and (data := stream.read(min(left, CHUNK_BYTES))):
+        left -= len(data)
+
+
 def receive(*, request: HttpRequest, folder: services.Folder, directory: str) -> fs.Entry:
     """Parse the multipart body (one file) into `directory` of the folder; the entry stored."""
     content_type = request.META.get("CONTENT_TYPE", "")
@@ -139,6 +148,9 @@ def receive(*, request: HttpRequest, folder: services.Folder, directory: str) ->
             raise InvalidUpload(f"The multipart body could not be read: {exc}{hint}") from None
         except fs.BadPath as exc:
             raise InvalidPath(str(exc), field="path") from None
+        except (FileTooLarge, StorageQuotaExceeded):
+            _drain(stream)
+            raise
         boundary = content_type.partition("boundary=")[2].split(";")[0].strip().strip('"')
         if stream.seen < length or f"--{boundary}--".encode() not in stream.tail:
             raise InvalidUpload(

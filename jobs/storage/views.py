@@ -43,7 +43,8 @@ def project_files(request: HttpRequest, uuid: uuid_lib.UUID) -> HttpResponse:
             path="/".join(parts),
             clusters=selectors.storage_clusters(project=project),
             quota_bytes=selectors.storage_quota_bytes(project=project),
-            usage_bytes=services.storage_usage(folder=folder),
+            usage_bytes=(usage := services.storage_usage(folder=folder)),
+            free_bytes=max(0, selectors.storage_quota_bytes(project=project) - usage),
             max_upload_bytes=services.max_upload_bytes(),
         )
     except (DomainError, fs.BadPath) as exc:

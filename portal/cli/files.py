@@ -103,6 +103,19 @@ def _upload(client: Client, base: str, params: dict[str, str], source: str, targ
     directory, _, name = target.rpartition("/")
     name = name or local.name
     size = local.stat().st_size
+    # Refused here rather than half-way through sending it (the portal would refuse it too).
+    listing = client.get(base, {**params, "path": directory})
+    room = int(listing.get("quota_bytes", 0)) - int(listing.get("usage_bytes", 0))
+    if size > int(listing.get("max_upload_bytes", size)):
+        raise CliError(
+            f"{source} ({size} bytes) is larger than the limit of "
+            f"{listing.get('max_upload_bytes')} bytes per file"
+        )
+    if size > room:
+        raise CliError(
+            f"{source} ({size} bytes) does not fit in the project's storage: "
+            f"{max(room, 0)} of {listing.get('quota_bytes')} bytes are free"
+        )
     with local.open("rb") as handle:
         body = _Multipart(handle, name, size)
         try:

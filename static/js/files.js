@@ -37,6 +37,7 @@
     var file = input.files[0];
     if (!file) { return; }
     if (file.size > Number(root.dataset.max)) { say(file.name + " is larger than the limit per file."); return; }
+    if (file.size > Number(root.dataset.free)) { say(file.name + " does not fit in the project's storage quota."); return; }
     var bar = document.getElementById("upload-progress");
     var data = new FormData();
     data.append("file", file, file.name);

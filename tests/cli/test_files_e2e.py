@@ -62,3 +62,21 @@ def test_gpuc_cp_names_a_refused_path_and_needs_one_remote_side(
     assert "starting with ':'" in both_local.err
     assert escaping.code == 1
     assert "'../secret'" in escaping.err
+
+
+def test_gpuc_cp_refuses_a_file_over_the_quota_before_sending_it(
+    gpuc: Gpuc,  # noqa: F811
+    local: Any,  # noqa: F811
+    tenant: Any,
+    tmp_path: Path,
+) -> None:
+    from jobs.storage.models import ProjectStorage
+
+    ProjectStorage.objects.create(project=tenant.project, quota_bytes=100)
+    source = tmp_path / "big.bin"
+    source.write_bytes(b"b" * 101)
+
+    run = gpuc("cp", source, ":", "-p", str(tenant.project.uuid))
+
+    assert run.code == 1
+    assert "does not fit in the project's storage: 100 of 100 bytes are free" in run.err

@@ -176,3 +176,16 @@ def test_two_uploads_racing_for_the_last_of_the_quota_never_overspend_it(live, t
     kept = list(folder.iterdir())
     assert sum(p.stat().st_size for p in kept) <= 50 * BLOCK
     assert len(kept) == codes.count(HTTPStatus.CREATED)
+
+
+def test_an_upload_over_the_quota_is_answered_413_with_its_reason_while_still_sending(live, tenant):
+    from jobs.storage.models import ProjectStorage
+
+    base, auth, folder = live
+    ProjectStorage.objects.create(project=tenant.project, quota_bytes=BLOCK)
+
+    response = _post(base, auth, _MultipartBody("too-big.bin", size=20 * BLOCK))
+
+    assert response.status_code == HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+    assert response.json()["code"] == "storage_quota_exceeded"
+    assert not folder.exists() or list(folder.iterdir()) == []
