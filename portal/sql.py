@@ -26,7 +26,7 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import QuerySet
 
 # Two sets of stand-ins no real value takes: ids far below zero, uuids of a fixed odd pattern.
-_INTS = (-7_301_946_285_113_577, -6_104_448_297_301_923)
+_INTS = (-7_301_946_285_113_577, -6_104_448_297_301_924)
 _UUIDS = (
     uuid.UUID("5e9d1c62-0f3b-4d7e-9a11-7c3e2b5d4f01"),
     uuid.UUID("a41f7e08-6c2d-4b95-8e3a-1d9c0b7f6e02"),
