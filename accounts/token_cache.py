@@ -87,7 +87,7 @@ def local_lookup(token_hash: str, counter: Any = None) -> tuple[ApiToken | None,
         pipe.expire(full_key, named[1])
     replies = pipe.execute()
     count = int(replies[1]) if named is not None else None
-    if replies[0] != generation:
+    if (None if replies[0] is None else int(replies[0])) != generation:
         _local.pop(token_hash, None)
         return None, count
     return _copy(token), count
@@ -107,17 +107,9 @@ def token_lookup(token_hash: str) -> ApiToken | None:
         return ApiToken.objects.select_related("user").filter(token_hash=token_hash).first()
     key = _key(token_hash)
     client = _redis_client(key)
-    generation: Any = None
-    if client is not None:  # the generation before the entry: a later revocation shows
-        generation, cached = (
-            client.pipeline(transaction=False)
-            .get(cache.make_and_validate_key(GENERATION_KEY))
-            .get(cache.make_and_validate_key(key))
-            .execute()
-        )
-        cached = None if cached is None else cache._cache._serializer.loads(cached)  # type: ignore[attr-defined]
-    else:
-        cached = cache.get(key)
+    # The generation before the entry: a revocation after this read shows in the copy's check.
+    generation = cache.get(GENERATION_KEY) if client is not None else None
+    cached: Any = cache.get(key)
     if isinstance(cached, ApiToken):
         token: ApiToken | None = cached
         keep = True
