@@ -311,34 +311,31 @@ class ValuesRenderer:
             self._plan = self._build(self.serializer_class().fields, "")
         return self._plan
 
-    def _row(self, plan: list[tuple[str, str, Any]], row: dict[str, Any]) -> dict[str, Any]:
+    @staticmethod
+    def _row(plan: list[tuple[str, str, Any, Any]], row: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for name, key, convert in plan:
-            if isinstance(convert, list):
-                out[name] = self._row(convert, row)
-            elif convert is None:
-                out[name] = row[key]
-            else:
-                value = row[key]
-                out[name] = None if value is None else convert(value)
+        for name, key, convert, nested in plan:
+            if nested is not None:
+                out[name] = ValuesRenderer._row(nested, row)
+                continue
+            value = row[key]
+            out[name] = value if value is None or convert is None else convert(value)
         return out
 
-    def _converters(self, plan: list[tuple[str, str, Any]]) -> list[tuple[str, str, Any]]:
-        """The plan with each field replaced by what turns a value into its JSON form, for one
-        rendering (the current time zone and decimal context are read once, not per value)."""
-        context = _Context()
-        return [
-            (
-                name,
-                key,
-                self._converters(field)
-                if isinstance(field, list)
-                else None
-                if field is None
-                else _converter(field, context),
-            )
-            for name, key, field in plan
-        ]
+    def _converters(
+        self, plan: list[tuple[str, str, Any]], context: _Context | None = None
+    ) -> list[tuple[str, str, Any, Any]]:
+        """The plan as (name, key, converter or None, nested plan or None), each field replaced
+        by what turns a value into its JSON form, for one rendering (the current time zone and
+        decimal context are read once, not per value)."""
+        context = context or _Context()
+        out: list[tuple[str, str, Any, Any]] = []
+        for name, key, field in plan:
+            if isinstance(field, list):
+                out.append((name, key, None, self._converters(field, context)))
+            else:
+                out.append((name, key, None if field is None else _converter(field, context), None))
+        return out
 
     def render(self, rows: Any) -> list[dict[str, Any]]:
         plan = self._converters(self.plan)
