@@ -20,12 +20,16 @@ $(BIN)/activate: pyproject.toml
 install: $(BIN)/activate
 
 ## make run: install, migrate, create the demo tenant, start a worker with beat and the web server.
+# Links in mails point at this server (SITE_URL from PORT); every mail, from the web server and
+# the worker alike, is written to var/mail/ (filemail:///var/mail is relative: <repo>/var/mail).
+run: export SITE_URL ?= http://127.0.0.1:$(PORT)
+run: export EMAIL_URL ?= filemail:///var/mail
 run: install
 	@mkdir -p var
 	$(BIN)/python manage.py migrate --noinput
 	@$(BIN)/celery -A portal worker --beat --loglevel=INFO --concurrency=2 \
 		--schedule var/celerybeat-schedule > var/celery.log 2>&1 & echo $$! > var/celery.pid
-	@echo; echo "  GPU Commons: http://127.0.0.1:$(PORT)/  (Celery worker + beat log: var/celery.log)"
+	@echo; echo "  GPU Commons: $$SITE_URL/  (Celery worker + beat log: var/celery.log; mail: var/mail/)"
 	@$(BIN)/python manage.py bootstrap_demo | sed 's/^/  /'; echo
 	@trap 'kill $$(cat var/celery.pid) 2>/dev/null' EXIT INT TERM; \
 		$(BIN)/python manage.py runserver 127.0.0.1:$(PORT)

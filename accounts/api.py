@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import uuid as uuid_lib
 from http import HTTPStatus
-from typing import Any, cast
+from typing import Any
 
+from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import generics, serializers
 from rest_framework.request import Request
@@ -31,6 +32,7 @@ from portal.api import OptionalEmailField, StrictFieldsMixin, ValuesRenderer
 from portal.errors import DomainError, NotFound
 from portal.ids import as_uuid
 from portal.sql import PreparedValues
+from portal.users import acting_user
 
 NIL_UUID = uuid_lib.UUID(int=0)
 
@@ -249,11 +251,6 @@ class MeSerializer(serializers.ModelSerializer[User]):
 # --- helpers ----------------------------------------------------------------------------
 
 
-def _actor(request: Request) -> User:
-    # Every view here requires an authenticated user (IsAuthenticated is the default).
-    return cast(User, request.user)
-
-
 def _valid(serializer_class: type[serializers.Serializer[Any]], request: Request) -> dict[str, Any]:
     serializer = serializer_class(data=request.data)
     serializer.is_valid(raise_exception=True)
@@ -297,7 +294,7 @@ ME_PROJECTS = PreparedValues(
 class MeView(APIView):
     @extend_schema(responses=MeSerializer, summary="The caller, their organizations and projects")
     def get(self, request: Request) -> Response:
-        user = _actor(request)
+        user = acting_user(request)
         row = {key: getattr(user, key) for key in ME_ROWS.keys}
         row["organizations"] = ORGANIZATION_ROWS.render(ME_ORGANIZATIONS.rows({"user_id": user.pk}))
         row["projects"] = PROJECT_ROWS.render(ME_PROJECTS.rows({"user_id": user.pk}))
@@ -307,7 +304,7 @@ class MeView(APIView):
 class OrganizationListView(generics.ListAPIView[Organization]):
     serializer_class = OrganizationSerializer
 
-    def get_queryset(self) -> Any:
+    def get_queryset(self) -> QuerySet[Organization]:
         return selectors.organizations_for_user(self.request.user)
 
     @extend_schema(
@@ -317,7 +314,7 @@ class OrganizationListView(generics.ListAPIView[Organization]):
     )
     def post(self, request: Request) -> Response:
         org = services.org_create(
-            actor=_actor(request), **_valid(OrganizationCreateSerializer, request)
+            actor=acting_user(request), **_valid(OrganizationCreateSerializer, request)
         )
         org = selectors.organization_get_for_user(request.user, org.uuid)
         return Response(OrganizationSerializer(org).data, status=HTTPStatus.CREATED)
@@ -333,7 +330,7 @@ class OrganizationDetailView(APIView):
 class OrganizationMemberListView(generics.ListAPIView[Membership]):
     serializer_class = MembershipSerializer
 
-    def get_queryset(self) -> Any:
+    def get_queryset(self) -> QuerySet[Membership]:
         org = selectors.organization_get_for_user(self.request.user, self.kwargs["uuid"])
         return selectors.organization_memberships(org)
 
@@ -344,21 +341,21 @@ class OrganizationMemberDetailView(APIView):
         membership = selectors.organization_member_get(request.user, uuid, user_id)
         role = _require_role(_valid(RoleSerializer, request)["role"], Membership.Role.values)
         membership = services.membership_role_change(
-            actor=_actor(request), membership=membership, role=role
+            actor=acting_user(request), membership=membership, role=role
         )
         return Response(MembershipSerializer(membership).data)
 
     @extend_schema(request=None, responses={HTTPStatus.NO_CONTENT: None})
     def delete(self, request: Request, uuid: str, user_id: int) -> Response:
         membership = selectors.organization_member_get(request.user, uuid, user_id)
-        services.membership_remove(actor=_actor(request), membership=membership)
+        services.membership_remove(actor=acting_user(request), membership=membership)
         return Response(status=HTTPStatus.NO_CONTENT)
 
 
 class OrganizationInvitationListView(generics.ListAPIView[Invitation]):
     serializer_class = InvitationSerializer
 
-    def get_queryset(self) -> Any:
+    def get_queryset(self) -> QuerySet[Invitation]:
         org = selectors.organization_get_for_user(self.request.user, self.kwargs["uuid"])
         if not selectors.can_manage_organization(self.request.user, org):
             raise NotAllowed("Only organization owners and admins see invitations")
@@ -378,7 +375,7 @@ class OrganizationInvitationListView(generics.ListAPIView[Invitation]):
             if project.organization_id != org.pk:
                 raise NotFound("Project not found", field="project")
         invitation, _raw = services.invitation_create(
-            actor=_actor(request),
+            actor=acting_user(request),
             organization=org,
             email=data["email"],
             org_role=data["org_role"],
@@ -399,7 +396,7 @@ class OrganizationInvitationDetailView(APIView):
         )
         if invitation is None:
             raise NotFound("Invitation not found")
-        services.invitation_revoke(actor=_actor(request), invitation=invitation)
+        services.invitation_revoke(actor=acting_user(request), invitation=invitation)
         return Response(status=HTTPStatus.NO_CONTENT)
 
 
@@ -411,14 +408,14 @@ class InvitationAcceptView(APIView):
     )
     def post(self, request: Request) -> Response:
         token = _valid(InvitationAcceptSerializer, request)["token"]
-        invitation = services.invitation_accept(actor=_actor(request), raw_token=token)
+        invitation = services.invitation_accept(actor=acting_user(request), raw_token=token)
         return Response(InvitationSerializer(invitation).data)
 
 
 class ProjectListView(generics.ListAPIView[Project]):
     serializer_class = ProjectSerializer
 
-    def get_queryset(self) -> Any:
+    def get_queryset(self) -> QuerySet[Project]:
         return selectors.projects_for_user(self.request.user)
 
     @extend_schema(
@@ -432,7 +429,7 @@ class ProjectListView(generics.ListAPIView[Project]):
             org = selectors.organization_get_for_user(request.user, data.pop("organization"))
         except NotFound:
             raise NotFound("Organization not found", field="organization") from None
-        project = services.project_create(actor=_actor(request), organization=org, **data)
+        project = services.project_create(actor=acting_user(request), organization=org, **data)
         project = selectors.project_get_for_user(request.user, project.uuid)
         return Response(ProjectSerializer(project).data, status=HTTPStatus.CREATED)
 
@@ -447,7 +444,7 @@ class ProjectDetailView(APIView):
 class ProjectMemberListView(generics.ListAPIView[ProjectMember]):
     serializer_class = ProjectMemberSerializer
 
-    def get_queryset(self) -> Any:
+    def get_queryset(self) -> QuerySet[ProjectMember]:
         project = selectors.project_get_for_user(self.request.user, self.kwargs["uuid"])
         return selectors.project_members(project)
 
@@ -468,7 +465,7 @@ class ProjectMemberListView(generics.ListAPIView[ProjectMember]):
                 field=field,
             )
         member = services.project_member_add(
-            actor=_actor(request), project=project, user=user, role=data["role"]
+            actor=acting_user(request), project=project, user=user, role=data["role"]
         )
         return Response(ProjectMemberSerializer(member).data, status=HTTPStatus.CREATED)
 
@@ -479,21 +476,21 @@ class ProjectMemberDetailView(APIView):
         member = selectors.project_member_get(request.user, uuid, user_id)
         role = _require_role(_valid(RoleSerializer, request)["role"], ProjectMember.Role.values)
         member = services.project_member_role_change(
-            actor=_actor(request), member=member, role=role
+            actor=acting_user(request), member=member, role=role
         )
         return Response(ProjectMemberSerializer(member).data)
 
     @extend_schema(request=None, responses={HTTPStatus.NO_CONTENT: None})
     def delete(self, request: Request, uuid: str, user_id: int) -> Response:
         member = selectors.project_member_get(request.user, uuid, user_id)
-        services.project_member_remove(actor=_actor(request), member=member)
+        services.project_member_remove(actor=acting_user(request), member=member)
         return Response(status=HTTPStatus.NO_CONTENT)
 
 
 class ApiTokenListView(generics.ListAPIView[ApiToken]):
     serializer_class = ApiTokenSerializer
 
-    def get_queryset(self) -> Any:
+    def get_queryset(self) -> QuerySet[ApiToken]:
         return selectors.api_tokens_for_user(self.request.user)
 
     @extend_schema(
@@ -503,7 +500,7 @@ class ApiTokenListView(generics.ListAPIView[ApiToken]):
     )
     def post(self, request: Request) -> Response:
         token, raw = services.api_token_create(
-            actor=_actor(request), **_valid(ApiTokenCreateSerializer, request)
+            actor=acting_user(request), **_valid(ApiTokenCreateSerializer, request)
         )
         token.token = raw  # type: ignore[attr-defined]
         return Response(ApiTokenCreatedSerializer(token).data, status=HTTPStatus.CREATED)
@@ -523,5 +520,5 @@ class ApiTokenDetailView(APIView):
     )
     def delete(self, request: Request, uuid: str) -> Response:
         token = selectors.api_token_get_for_user(request.user, uuid)
-        services.api_token_revoke(actor=_actor(request), token=token)
+        services.api_token_revoke(actor=acting_user(request), token=token)
         return Response(status=HTTPStatus.NO_CONTENT)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, cast
 
 from django import forms
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from accounts.models import ApiToken, Membership, Organization, Project, ProjectMember
@@ -30,9 +31,10 @@ class ProjectForm(forms.Form):
     )
     description = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
 
-    def __init__(self, *args: Any, organizations: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, organizations: QuerySet[Organization], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["organization"].queryset = organizations  # type: ignore[attr-defined]
+        field = cast("forms.ModelChoiceField[Organization]", self.fields["organization"])
+        field.queryset = organizations
 
 
 class InviteForm(forms.Form):
@@ -49,13 +51,15 @@ class InviteForm(forms.Form):
     )
     project_role = forms.ChoiceField(choices=ProjectMember.Role.choices, initial="member")
 
-    def __init__(self, *args: Any, projects: Any, can_grant_owner: bool, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, projects: QuerySet[Project], can_grant_owner: bool, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["project"].queryset = projects  # type: ignore[attr-defined]
+        project = cast("forms.ModelChoiceField[Project]", self.fields["project"])
+        project.queryset = projects
         if not can_grant_owner:
-            self.fields["org_role"].choices = [  # type: ignore[attr-defined]
-                c for c in Membership.Role.choices if c[0] != Membership.Role.OWNER
-            ]
+            org_role = cast(forms.ChoiceField, self.fields["org_role"])
+            org_role.choices = [c for c in Membership.Role.choices if c[0] != Membership.Role.OWNER]
 
 
 class OrganizationRoleForm(forms.Form):
@@ -84,7 +88,7 @@ class ApiTokenForm(forms.Form):
         label="Expires", choices=EXPIRY_CHOICES, initial="90", required=False
     )
 
-    def expires_at(self) -> Any:
+    def expires_at(self) -> datetime | None:
         days = self.cleaned_data.get("expires_in_days")
         return timezone.now() + timedelta(days=int(days)) if days else None
 

@@ -24,11 +24,9 @@ from accounts.models import (
     ProjectMember,
     User,
 )
+from accounts.roles import ORG_MANAGER_ROLES, PROJECT_MANAGER_ROLES
 from portal.errors import NotFound
 from portal.ids import get_by_uuid
-
-ORG_MANAGERS = (Membership.Role.OWNER, Membership.Role.ADMIN)
-PROJECT_MANAGERS = (ProjectMember.Role.PI, ProjectMember.Role.MANAGER)
 
 AnyUser = User | AnonymousUser
 
@@ -49,7 +47,9 @@ def organizations_managed_by(user: AnyUser) -> QuerySet[Organization]:
     """The user's organizations where they are an owner or admin."""
     if not user.is_authenticated:
         return Organization.objects.none()
-    managed = Membership.objects.filter(user=user, role__in=ORG_MANAGERS).values("organization_id")
+    managed = Membership.objects.filter(user=user, role__in=ORG_MANAGER_ROLES).values(
+        "organization_id"
+    )
     return organizations_for_user(user).filter(pk__in=managed)
 
 
@@ -70,7 +70,7 @@ def org_role(user: AnyUser, org: Organization) -> str | None:
 
 
 def can_manage_organization(user: AnyUser, org: Organization) -> bool:
-    return org_role(user, org) in ORG_MANAGERS
+    return org_role(user, org) in ORG_MANAGER_ROLES
 
 
 def organization_memberships(org: Organization) -> QuerySet[Membership]:
@@ -104,7 +104,7 @@ def projects_for_user(user: AnyUser) -> QuerySet[Project]:
     if not user.is_authenticated:
         return Project.objects.none()
     role = ProjectMember.objects.filter(project=OuterRef("pk"), user=user).values("role")[:1]
-    managed_orgs = Membership.objects.filter(user=user, role__in=ORG_MANAGERS).values(
+    managed_orgs = Membership.objects.filter(user=user, role__in=ORG_MANAGER_ROLES).values(
         "organization_id"
     )
     member_of = ProjectMember.objects.filter(user=user).values("project_id")
@@ -131,11 +131,29 @@ def project_role(user: AnyUser, project: Project) -> str | None:
     )
 
 
-def can_manage_project(user: AnyUser, project: Project) -> bool:
-    """PIs and managers of the project, and owners/admins of its organization."""
-    return project_role(user, project) in PROJECT_MANAGERS or can_manage_organization(
-        user, project.organization
+def projects_managed_by(user: AnyUser) -> QuerySet[Project]:
+    """The projects the user manages: as their PI or manager, or as an owner or admin of
+    their organization. The one definition of "manages a project" (see can_manage_project)."""
+    if not (user.is_authenticated and user.is_active):
+        return Project.objects.none()
+    return Project.objects.filter(
+        Q(
+            pk__in=ProjectMember.objects.filter(user=user, role__in=PROJECT_MANAGER_ROLES).values(
+                "project_id"
+            )
+        )
+        | Q(
+            organization_id__in=Membership.objects.filter(
+                user=user, role__in=ORG_MANAGER_ROLES
+            ).values("organization_id")
+        )
     )
+
+
+def can_manage_project(user: AnyUser, project: Project) -> bool:
+    """Whether the user manages the project (see projects_managed_by): PIs and managers may
+    request SU, add members and edit the project; so may the organization's owners and admins."""
+    return projects_managed_by(user).filter(pk=project.pk).exists()
 
 
 def project_members(project: Project) -> QuerySet[ProjectMember]:
@@ -191,6 +209,17 @@ def invitation_get_by_token(raw_token: str) -> Invitation:
     if invitation is None:
         raise NotFound("Invitation not found")
     return invitation
+
+
+def invitation_accepted_by(user: AnyUser, invitation_uuid: Any) -> Invitation | None:
+    """An invitation the user accepted (to send them on to what they joined), or None."""
+    if not user.is_authenticated:
+        return None
+    return (
+        Invitation.objects.select_related("organization", "project")
+        .filter(uuid=invitation_uuid, accepted_by=user)
+        .first()
+    )
 
 
 def api_tokens_for_user(user: AnyUser) -> QuerySet[ApiToken]:

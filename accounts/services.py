@@ -21,7 +21,6 @@ from django.conf import settings
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.template.loader import render_to_string
-from django.urls import reverse
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -48,12 +47,12 @@ from accounts.models import (
     ProjectMember,
     User,
 )
+from accounts.roles import ORG_MANAGER_ROLES, PROJECT_MANAGER_ROLES
 from accounts.token_cache import forget_tokens, forget_user_tokens
+from portal import mail
 from portal.errors import DomainError, NotFound
 
 INVITATION_LIFETIME = timedelta(days=7)
-ORG_MANAGERS = selectors.ORG_MANAGERS
-PROJECT_MANAGERS = selectors.PROJECT_MANAGERS
 
 
 def _check_length(value: str, *, field: str, max_length: int) -> None:
@@ -135,7 +134,7 @@ def membership_add(
     *, actor: User, organization: Organization, user: User, role: str = Membership.Role.MEMBER
 ) -> Membership:
     """Add a user to an organization (owners/admins; only owners grant the owner role)."""
-    actor_role = _require_org_role(actor, organization, ORG_MANAGERS)
+    actor_role = _require_org_role(actor, organization, ORG_MANAGER_ROLES)
     if role not in Membership.Role.values:
         raise DomainError(f"'{role}' is not a valid role.", field="role")
     if role == Membership.Role.OWNER and actor_role != Membership.Role.OWNER:
@@ -150,7 +149,7 @@ def membership_add(
 def membership_role_change(*, actor: User, membership: Membership, role: str) -> Membership:
     """Change a member's organization role, keeping at least one owner."""
     org = membership.organization
-    actor_role = _require_org_role(actor, org, ORG_MANAGERS)
+    actor_role = _require_org_role(actor, org, ORG_MANAGER_ROLES)
     if role not in Membership.Role.values:
         raise DomainError(f"'{role}' is not a valid role.", field="role")
     _lock_org(org)
@@ -182,7 +181,7 @@ def membership_remove(*, actor: User, membership: Membership) -> None:
     themself); an organization keeps at least one owner."""
     org = membership.organization
     if membership.user_id != actor.pk:
-        actor_role = _require_org_role(actor, org, ORG_MANAGERS)
+        actor_role = _require_org_role(actor, org, ORG_MANAGER_ROLES)
         if membership.role == Membership.Role.OWNER and actor_role != Membership.Role.OWNER:
             raise NotAllowed("Only an owner can remove an owner")
     _lock_org(org)
@@ -207,7 +206,7 @@ def project_create(
     description: str = "",
 ) -> Project:
     """Create a project in an organization (owners/admins); the actor becomes its PI."""
-    _require_org_role(actor, organization, ORG_MANAGERS)
+    _require_org_role(actor, organization, ORG_MANAGER_ROLES)
     name = name.strip()
     if not name:
         raise DomainError("This field may not be blank.", field="name")
@@ -237,7 +236,7 @@ def _require_project_manager(actor: User, project: Project) -> bool:
     selectors.project_get_for_user(actor, project.uuid)  # NotFound for outsiders
     role = selectors.project_role(actor, project)
     org_manager = selectors.can_manage_organization(actor, project.organization)
-    if role not in PROJECT_MANAGERS and not org_manager:
+    if role not in PROJECT_MANAGER_ROLES and not org_manager:
         raise NotAllowed("This needs the project role PI or manager, or an organization admin")
     return org_manager or role == ProjectMember.Role.PI
 
@@ -315,7 +314,7 @@ def invitation_url(raw_token: str) -> str:
 
 
 def invitation_open_url() -> str:
-    return f"{settings.SITE_URL.rstrip('/')}{reverse('accounts:invitation_open')}"
+    return mail.url_for("accounts:invitation_open")
 
 
 def _send_invitation(invitation_pk: int, raw_token: str) -> None:
@@ -327,6 +326,7 @@ def _send_invitation(invitation_pk: int, raw_token: str) -> None:
         "url": invitation_url(raw_token),
         "open_url": invitation_open_url(),
         "code": raw_token,
+        **mail.context(),
     }
     subject = render_to_string("accounts/email/invitation_subject.txt", context).strip()
     body = render_to_string("accounts/email/invitation_message.txt", context)
@@ -353,11 +353,11 @@ def invitation_create(
     actor_role = selectors.org_role(actor, organization)
     if actor_role is None:
         raise NotFound("Organization not found")
-    if project is not None and actor_role not in ORG_MANAGERS:
+    if project is not None and actor_role not in ORG_MANAGER_ROLES:
         # Project PIs/managers may invite people into their project, as plain org members.
         _require_project_manager(actor, project)
         org_role = Membership.Role.MEMBER
-    elif actor_role not in ORG_MANAGERS:
+    elif actor_role not in ORG_MANAGER_ROLES:
         raise NotAllowed("Only organization owners and admins can invite")
     if org_role not in Membership.Role.values:
         raise DomainError(f"'{org_role}' is not a valid role.", field="org_role")
@@ -441,7 +441,7 @@ def invitation_accept(*, actor: User, raw_token: str) -> Invitation:
 def invitation_revoke(*, actor: User, invitation: Invitation) -> Invitation:
     """Cancel a pending invitation (organization owners/admins, or whoever sent it)."""
     if invitation.invited_by_id != actor.pk:
-        _require_org_role(actor, invitation.organization, ORG_MANAGERS)
+        _require_org_role(actor, invitation.organization, ORG_MANAGER_ROLES)
     elif selectors.org_role(actor, invitation.organization) is None:
         raise NotFound("Organization not found")
     invitation = Invitation.objects.select_for_update().get(pk=invitation.pk)

@@ -8,15 +8,16 @@ services become form errors or flash messages.
 from __future__ import annotations
 
 from http import HTTPStatus
-from typing import Any, cast
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts import selectors, services
+from accounts.adapters import INVITATION_SESSION_KEY
 from accounts.forms import (
     ApiTokenForm,
     InvitationOpenForm,
@@ -27,15 +28,12 @@ from accounts.forms import (
     ProjectMemberAddForm,
     ProjectRoleForm,
 )
-from accounts.models import Membership, Organization, Project, ProjectMember, User
+from accounts.models import Membership, Organization, Project, ProjectMember
+from accounts.roles import ORG_MANAGER_ROLES
+from accounts.signals import INVITATION_JOINED_SESSION_KEY
 from portal.errors import DomainError, NotFound
+from portal.users import acting_user
 from portal.web import form_error, run_action, visible
-
-
-def _actor(request: HttpRequest) -> User:
-    # Every view here is behind login_required.
-    return cast(User, request.user)
-
 
 # --- organizations ----------------------------------------------------------------------
 
@@ -52,7 +50,7 @@ def organization_create(request: HttpRequest) -> HttpResponse:
     form = OrganizationForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            org = services.org_create(actor=_actor(request), **form.cleaned_data)
+            org = services.org_create(actor=acting_user(request), **form.cleaned_data)
         except DomainError as exc:
             form_error(form, exc)
         else:
@@ -61,7 +59,9 @@ def organization_create(request: HttpRequest) -> HttpResponse:
     return render(request, "accounts/organization_form.html", {"form": form})
 
 
-def _invite_form(request: HttpRequest, org: Organization, data: Any = None) -> InviteForm:
+def _invite_form(
+    request: HttpRequest, org: Organization, data: QueryDict | None = None
+) -> InviteForm:
     return InviteForm(
         data,
         projects=selectors.organization_projects_for_user(request.user, org),
@@ -72,7 +72,7 @@ def _invite_form(request: HttpRequest, org: Organization, data: Any = None) -> I
 def _organization_page(
     request: HttpRequest, org: Organization, invite_form: InviteForm | None = None
 ) -> HttpResponse:
-    manager = org.my_role in selectors.ORG_MANAGERS  # type: ignore[attr-defined]
+    manager = org.my_role in ORG_MANAGER_ROLES  # type: ignore[attr-defined]
     context = {
         "org": org,
         "is_manager": manager,
@@ -100,7 +100,7 @@ def organization_invite(request: HttpRequest, uuid: str) -> HttpResponse:
     if form.is_valid():
         try:
             invitation, _raw = services.invitation_create(
-                actor=_actor(request), organization=org, **form.cleaned_data
+                actor=acting_user(request), organization=org, **form.cleaned_data
             )
         except NotFound as exc:
             raise Http404(exc.detail) from None
@@ -123,7 +123,7 @@ def invitation_revoke(request: HttpRequest, uuid: str, invitation_uuid: str) -> 
         raise Http404("Invitation not found")
     run_action(
         request,
-        lambda: services.invitation_revoke(actor=_actor(request), invitation=invitation),
+        lambda: services.invitation_revoke(actor=acting_user(request), invitation=invitation),
         f"Invitation of {invitation.email} revoked.",
     )
     return redirect("accounts:organization_detail", uuid=org.uuid)
@@ -141,7 +141,7 @@ def organization_member_role(request: HttpRequest, uuid: str, user_id: int) -> H
         run_action(
             request,
             lambda: services.membership_role_change(
-                actor=_actor(request), membership=membership, role=role
+                actor=acting_user(request), membership=membership, role=role
             ),
             f"{membership.user.username} is now {Membership.Role(role).label.lower()}.",
         )
@@ -155,7 +155,7 @@ def organization_member_remove(request: HttpRequest, uuid: str, user_id: int) ->
     leaving = membership.user_id == request.user.pk
     done = run_action(
         request,
-        lambda: services.membership_remove(actor=_actor(request), membership=membership),
+        lambda: services.membership_remove(actor=acting_user(request), membership=membership),
         "You left the organization." if leaving else f"{membership.user.username} removed.",
     )
     if done and leaving:
@@ -166,7 +166,7 @@ def organization_member_remove(request: HttpRequest, uuid: str, user_id: int) ->
 # --- projects ---------------------------------------------------------------------------
 
 
-def _manageable_organizations(request: HttpRequest) -> Any:
+def _manageable_organizations(request: HttpRequest) -> QuerySet[Organization]:
     return selectors.organizations_managed_by(request.user).order_by("name")
 
 
@@ -190,7 +190,7 @@ def project_create(request: HttpRequest) -> HttpResponse:
         data = dict(form.cleaned_data)
         try:
             project = services.project_create(
-                actor=_actor(request), organization=data.pop("organization"), **data
+                actor=acting_user(request), organization=data.pop("organization"), **data
             )
         except DomainError as exc:
             form_error(form, exc)
@@ -241,7 +241,7 @@ def project_member_add(request: HttpRequest, uuid: str) -> HttpResponse:
         else:
             try:
                 services.project_member_add(
-                    actor=_actor(request),
+                    actor=acting_user(request),
                     project=project,
                     user=user,
                     role=form.cleaned_data["role"],
@@ -268,7 +268,7 @@ def project_member_role(request: HttpRequest, uuid: str, user_id: int) -> HttpRe
         run_action(
             request,
             lambda: services.project_member_role_change(
-                actor=_actor(request), member=member, role=role
+                actor=acting_user(request), member=member, role=role
             ),
             f"{member.user.username} is now {ProjectMember.Role(role).label}.",
         )
@@ -282,7 +282,7 @@ def project_member_remove(request: HttpRequest, uuid: str, user_id: int) -> Http
     leaving = member.user_id == request.user.pk
     done = run_action(
         request,
-        lambda: services.project_member_remove(actor=_actor(request), member=member),
+        lambda: services.project_member_remove(actor=acting_user(request), member=member),
         "You left the project." if leaving else f"{member.user.username} removed.",
     )
     if (
@@ -295,9 +295,6 @@ def project_member_remove(request: HttpRequest, uuid: str, user_id: int) -> Http
 
 
 # --- invitations ------------------------------------------------------------------------
-
-
-INVITATION_SESSION_KEY = "accounts_invitation_token"
 
 
 @require_http_methods(["GET", "POST"])
@@ -316,6 +313,7 @@ def invitation_open(request: HttpRequest) -> HttpResponse:
                 form.add_error("token", exc.detail)
                 status = HTTPStatus.NOT_FOUND
             else:
+                # Signed out, sign-up carries it: see accounts.adapters and accounts.signals.
                 request.session[INVITATION_SESSION_KEY] = token
                 return redirect("accounts:invitation_accept")
         else:
@@ -333,15 +331,21 @@ def invitation_legacy_link(request: HttpRequest, token: str) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def invitation_accept(request: HttpRequest) -> HttpResponse:
-    """The invitation opened in this browser's session: who is invited, and the accept button."""
+    """The invitation opened in this browser's session: who is invited, and the accept button
+    (or, just after a sign-up that accepted it, the organization or project joined)."""
     token = request.session.get(INVITATION_SESSION_KEY)
     if not token:
+        joined = request.session.pop(INVITATION_JOINED_SESSION_KEY, None)
+        if joined and (done := selectors.invitation_accepted_by(request.user, joined)):
+            if done.project is not None:
+                return redirect("accounts:project_detail", uuid=done.project.uuid)
+            return redirect("accounts:organization_detail", uuid=done.organization.uuid)
         raise Http404("No invitation is open here: follow the link in the email again.")
     invitation = visible(selectors.invitation_get_by_token, token)
     error, status = None, int(HTTPStatus.OK)
     if request.method == "POST":
         try:
-            services.invitation_accept(actor=_actor(request), raw_token=token)
+            services.invitation_accept(actor=acting_user(request), raw_token=token)
         except DomainError as exc:
             error, status = exc.detail, exc.status
         else:
@@ -369,7 +373,7 @@ def api_tokens(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         try:
             _token, new_token = services.api_token_create(
-                actor=_actor(request),
+                actor=acting_user(request),
                 name=form.cleaned_data["name"],
                 scope=form.cleaned_data["scope"],
                 expires_at=form.expires_at(),
@@ -396,7 +400,7 @@ def api_token_revoke(request: HttpRequest, uuid: str) -> HttpResponse:
     token = visible(selectors.api_token_get_for_user, request.user, uuid)
     run_action(
         request,
-        lambda: services.api_token_revoke(actor=_actor(request), token=token),
+        lambda: services.api_token_revoke(actor=acting_user(request), token=token),
         f"Token {token.name} revoked.",
     )
     return redirect("accounts:api_tokens")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid as uuid_lib
 from http import HTTPStatus
-from typing import Any, cast
+from typing import Any
 
 from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema
@@ -19,15 +19,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.models import User
 from jobs import selectors, services
-from jobs.api import resolve_cluster
 from jobs.models import ClusterAccessRequest
 from portal.api import CursorPagination, StrictFieldsMixin
-
-
-def _user(request: Request) -> User:
-    return cast(User, request.user)
+from portal.users import acting_user
 
 
 class AccessRequestSerializer(serializers.ModelSerializer[ClusterAccessRequest]):
@@ -79,7 +74,9 @@ class RejectSerializer(StrictFieldsMixin, serializers.Serializer[Any]):
 
 
 def _detail(request: Request, target: ClusterAccessRequest, status: int) -> Response:
-    fresh = selectors.access_request_get_for_user(user=_user(request), request_uuid=target.uuid)
+    fresh = selectors.access_request_get_for_user(
+        user=acting_user(request), request_uuid=target.uuid
+    )
     return Response(AccessRequestSerializer(fresh).data, status=status)
 
 
@@ -90,7 +87,7 @@ class AccessRequestListView(generics.ListAPIView[ClusterAccessRequest]):
     pagination_class = CursorPagination
 
     def get_queryset(self) -> QuerySet[ClusterAccessRequest]:
-        requests = selectors.access_requests_for_user(user=_user(self.request))
+        requests = selectors.access_requests_for_user(user=acting_user(self.request))
         if state := self.request.query_params.get("state"):
             requests = requests.filter(state=state)
         return requests
@@ -101,9 +98,9 @@ class AccessRequestListView(generics.ListAPIView[ClusterAccessRequest]):
         body.is_valid(raise_exception=True)
         data = body.validated_data
         created = services.access_request_create(
-            actor=_user(request),
-            project=selectors.project_for_member(user=_user(request), value=data["project"]),
-            cluster=resolve_cluster(data["cluster"]),
+            actor=acting_user(request),
+            project=selectors.project_for_member(user=acting_user(request), value=data["project"]),
+            cluster=selectors.resolve_cluster(data["cluster"]),
             username=data["username"],
             uid=data["uid"],
         )
@@ -114,7 +111,7 @@ class AccessRequestDetailView(APIView):
     @extend_schema(responses=AccessRequestSerializer)
     def get(self, request: Request, request_uuid: uuid_lib.UUID) -> Response:
         target = selectors.access_request_get_for_user(
-            user=_user(request), request_uuid=request_uuid
+            user=acting_user(request), request_uuid=request_uuid
         )
         return Response(AccessRequestSerializer(target).data)
 
@@ -123,9 +120,9 @@ class AccessRequestApproveView(APIView):
     @extend_schema(request=None, responses=AccessRequestSerializer)
     def post(self, request: Request, request_uuid: uuid_lib.UUID) -> Response:
         target = selectors.access_request_get_for_user(
-            user=_user(request), request_uuid=request_uuid
+            user=acting_user(request), request_uuid=request_uuid
         )
-        services.access_request_approve(actor=_user(request), request=target)
+        services.access_request_approve(actor=acting_user(request), request=target)
         return _detail(request, target, HTTPStatus.OK)
 
 
@@ -133,11 +130,11 @@ class AccessRequestRejectView(APIView):
     @extend_schema(request=RejectSerializer, responses=AccessRequestSerializer)
     def post(self, request: Request, request_uuid: uuid_lib.UUID) -> Response:
         target = selectors.access_request_get_for_user(
-            user=_user(request), request_uuid=request_uuid
+            user=acting_user(request), request_uuid=request_uuid
         )
         body = RejectSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         services.access_request_reject(
-            actor=_user(request), request=target, reason=body.validated_data["reason"]
+            actor=acting_user(request), request=target, reason=body.validated_data["reason"]
         )
         return _detail(request, target, HTTPStatus.OK)

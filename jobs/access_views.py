@@ -18,14 +18,11 @@ from jobs import selectors, services
 from jobs.models import ClusterAccessRequest, ClusterAccount
 from jobs.provisioning import provisioner_path
 from portal.errors import DomainError
+from portal.users import acting_user
 from portal.web import form_error, run_action, visible
 from quotas.models import Cluster
 from quotas.selectors import clusters_for_user
 from quotas.staff_views import facility_admin_required
-
-
-def _user(request: HttpRequest) -> User:
-    return cast(User, request.user)
 
 
 def _self_service_clusters(user: User) -> list[Cluster]:
@@ -68,7 +65,7 @@ class AccessRequestForm(forms.Form):
 @require_http_methods(["GET", "POST"])
 def access_list(request: HttpRequest) -> HttpResponse:
     """My cluster accounts and access requests, and the form to ask for another."""
-    user = _user(request)
+    user = acting_user(request)
     initial = {k: request.GET[k] for k in ("project", "cluster") if request.GET.get(k)}
     form = AccessRequestForm(request.POST or None, user=user, initial=initial)
     if request.method == "POST" and form.is_valid():
@@ -124,7 +121,7 @@ def access_manage(request: HttpRequest) -> HttpResponse:
 def _target(request: HttpRequest, request_uuid: str) -> ClusterAccessRequest:
     return visible(
         lambda: selectors.access_request_get_for_user(
-            user=_user(request), request_uuid=request_uuid
+            user=acting_user(request), request_uuid=request_uuid
         )
     )
 
@@ -135,7 +132,7 @@ def access_approve(request: HttpRequest, request_uuid: str) -> HttpResponse:
     target = _target(request, request_uuid)
     run_action(
         request,
-        lambda: services.access_request_approve(actor=_user(request), request=target),
+        lambda: services.access_request_approve(actor=acting_user(request), request=target),
         f"Approved: {target.username} on {target.cluster.name} is being created.",
     )
     return redirect("access-manage")
@@ -148,7 +145,7 @@ def access_reject(request: HttpRequest, request_uuid: str) -> HttpResponse:
     run_action(
         request,
         lambda: services.access_request_reject(
-            actor=_user(request), request=target, reason=request.POST.get("reason", "")
+            actor=acting_user(request), request=target, reason=request.POST.get("reason", "")
         ),
         f"Rejected the request of {target.user.username}.",
     )

@@ -6,9 +6,8 @@ import os
 import uuid as uuid_lib
 from decimal import Decimal
 from http import HTTPStatus
-from typing import Any, cast
+from typing import Any
 
-from django.db.models import Q
 from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
@@ -17,46 +16,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.models import Project, User
 from jobs import selectors, services
 from jobs.exceptions import InvalidJob
 from jobs.models import Job, JobEvent, JobTemplate
-from jobs.selectors import projects_for_user
+from jobs.selectors import resolve_cluster, resolve_project
 from portal.api import CursorPagination, ResultsPagination, StrictFieldsMixin, ValuesRenderer
+from portal.ids import uuid_prefix_range
 from portal.sql import PreparedValues
-from quotas.models import Cluster
-
-
-def _user(request: Request) -> User:
-    """The authenticated caller (IsAuthenticated is the default permission)."""
-    return cast(User, request.user)
-
-
-def resolve_project(user: Any, value: str) -> Project:
-    """One of the caller's projects by uuid or slug; 400 naming `project` otherwise."""
-    projects = projects_for_user(user=user)
-    try:
-        matches = list(projects.filter(uuid=uuid_lib.UUID(str(value))))
-    except ValueError:
-        matches = list(projects.filter(slug=value))
-    if len(matches) != 1:
-        raise InvalidJob(
-            f"Unknown project '{value}'" if not matches else f"Project slug '{value}' is ambiguous",
-            field="project",
-        )
-    return matches[0]
-
-
-def resolve_cluster(value: str) -> Cluster:
-    """A cluster by name or uuid; 400 naming `cluster` otherwise."""
-    try:
-        query = Q(uuid=uuid_lib.UUID(str(value)))
-    except ValueError:
-        query = Q(name=value)
-    cluster = Cluster.objects.filter(query).first()
-    if cluster is None:
-        raise InvalidJob(f"Unknown cluster '{value}'", field="cluster")
-    return cluster
+from portal.users import acting_user as _user
 
 
 class JobRequestSerializer(StrictFieldsMixin, serializers.Serializer):
@@ -295,6 +262,12 @@ class JobListView(APIView):
             OpenApiParameter("state", str),
             OpenApiParameter("cluster", str, description="cluster name"),
             OpenApiParameter("origin", str, enum=Job.Origin.values),
+            OpenApiParameter(
+                "id_prefix",
+                str,
+                description="the first hexadecimal digits of the job id (the short id the "
+                "pages show is its first 8; dashes are ignored): the jobs whose id starts so",
+            ),
         ],
         responses=JobSerializer(many=True),
     )
@@ -305,13 +278,26 @@ class JobListView(APIView):
         origin = request.query_params.get("origin") or None
         if origin and origin not in Job.Origin.values:
             raise InvalidJob(f"Unknown origin '{origin}' (portal or direct)", field="origin")
+        id_prefix = request.query_params.get("id_prefix") or None
+        id_range = uuid_prefix_range(id_prefix) if id_prefix else None
+        if id_prefix and id_range is None:
+            raise InvalidJob(
+                f"id_prefix '{id_prefix}' is not the start of a job id (1 to 32 hexadecimal "
+                "digits)",
+                field="id_prefix",
+            )
         project = request.query_params.get("project") or None
         cluster = request.query_params.get("cluster") or None
         paginator = self.pagination_class()
         rows: Any
-        if paginator.cursor_query_param in request.query_params:  # a later page: the ORM
+        if paginator.cursor_query_param in request.query_params or id_range:  # the ORM
             qs = selectors.job_list_for_user(
-                user=_user(request), project=project, state=state, cluster=cluster, origin=origin
+                user=_user(request),
+                project=project,
+                state=state,
+                cluster=cluster,
+                origin=origin,
+                id_range=id_range,
             )
             rows = qs.values(*JOB_ROWS.keys)
         else:  # the first page, which scripts poll: statements compiled once (portal.sql)

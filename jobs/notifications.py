@@ -10,9 +10,9 @@ from django.conf import settings
 from django.core.mail import EmailMessage, get_connection
 from django.db import transaction
 from django.template.loader import render_to_string
-from django.urls import reverse
 
 from accounts.models import User
+from portal import mail
 from quotas.policy import FACILITY_ADMINS_GROUP
 
 if TYPE_CHECKING:
@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 
 def _url(name: str) -> str:
-    return settings.SITE_URL.rstrip("/") + reverse(name)
+    return mail.url_for(name)
 
 
 def _send_on_commit(template: str, request: ClusterAccessRequest, to: list[str]) -> None:
@@ -35,10 +35,11 @@ def _send_on_commit(template: str, request: ClusterAccessRequest, to: list[str])
         "project": request.project.name,
         "access_url": _url("access-list"),
         "manage_url": _url("access-manage"),
+        **mail.context(),
     }
     subject = render_to_string(f"jobs/email/{template}_subject.txt", context).strip()
     message = EmailMessage(
-        subject=f"[GPU Commons] {subject}",
+        subject=mail.subject(subject),
         body=render_to_string(f"jobs/email/{template}_message.txt", context),
         from_email=settings.DEFAULT_FROM_EMAIL,
         to=to,

@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
 
 from accounts.models import Project, ProjectMember, User
-from jobs.exceptions import AccessRequestNotFound, JobNotFound
+from jobs.exceptions import AccessRequestNotFound, InvalidJob, JobNotFound
 from jobs.models import ClusterAccessRequest, ClusterAccount, Job, JobEvent, JobTemplate
 from quotas.models import Cluster
 from quotas.policy import is_facility_admin
@@ -98,6 +98,7 @@ def job_list_of_projects(
     state: str | None = None,
     cluster_ids: list[int] | None = None,
     origin: str | None = None,
+    id_range: tuple[uuid_lib.UUID, uuid_lib.UUID] | None = None,
 ) -> QuerySet[Job]:
     """The jobs of these projects (already resolved for the caller), filtered."""
     # `project_id IN (<constants>)` lets PostgreSQL walk the (project, -created_at, -id) index
@@ -110,6 +111,8 @@ def job_list_of_projects(
         qs = qs.filter(cluster_id__in=cluster_ids)
     if origin:
         qs = qs.filter(origin=origin)
+    if id_range:
+        qs = qs.filter(uuid__range=id_range)
     return qs.select_related("project", "cluster", "user").only(*LIST_FIELDS)
 
 
@@ -130,10 +133,11 @@ def job_list_for_user(
     state: str | None = None,
     cluster: str | None = None,
     origin: str | None = None,
+    id_range: tuple[uuid_lib.UUID, uuid_lib.UUID] | None = None,
 ) -> QuerySet[Job]:
     """The caller's visible jobs, newest first, filtered by project (uuid or slug), state,
-    cluster (name) and origin (portal, direct); light enough for keyset pages over 100,000
-    rows."""
+    cluster (name), origin (portal, direct) and uuid range (a short id's, from
+    `portal.ids.uuid_prefix_range`); light enough for keyset pages over 100,000 rows."""
     if not user.is_authenticated:
         return Job.objects.none()
     # Resolve the projects (and the cluster) to ids first: see job_list_of_projects.
@@ -146,6 +150,7 @@ def job_list_for_user(
         state=state,
         cluster_ids=cluster_ids,
         origin=origin,
+        id_range=id_range,
     )
 
 
@@ -234,13 +239,95 @@ def access_requests_recent_outcomes(*, limit: int = 50) -> QuerySet[ClusterAcces
     )
 
 
-def project_for_member(*, user: User, value: str) -> Project:
-    """One of the caller's projects by uuid or slug; anyone else's is a 404."""
+def _projects_named(user: User, value: str) -> list[Project]:
+    """Up to two of the caller's projects whose uuid or slug is `value` (slugs are unique per
+    organization only, so two means ambiguous)."""
     projects = projects_for_user(user=user)
     try:
-        matches = list(projects.filter(uuid=uuid_lib.UUID(str(value))))
+        return list(projects.filter(uuid=uuid_lib.UUID(str(value))))
     except ValueError:
-        matches = list(projects.filter(slug=value)[:2])
+        return list(projects.filter(slug=value)[:2])
+
+
+def project_for_member(*, user: User, value: str) -> Project:
+    """One of the caller's projects by uuid or slug; anyone else's is a 404."""
+    matches = _projects_named(user, value)
     if len(matches) != 1:
         raise AccessRequestNotFound(f"No such project: {value}")
     return matches[0]
+
+
+def resolve_project(user: User, value: str) -> Project:
+    """One of the caller's projects by uuid or slug, for a job or template request; 400 naming
+    `project` otherwise."""
+    matches = _projects_named(user, value)
+    if len(matches) != 1:
+        raise InvalidJob(
+            f"Unknown project '{value}'" if not matches else f"Project slug '{value}' is ambiguous",
+            field="project",
+        )
+    return matches[0]
+
+
+def resolve_cluster(value: str) -> Cluster:
+    """A cluster by name or uuid, for a job or template request; 400 naming `cluster`
+    otherwise."""
+    try:
+        query = Q(uuid=uuid_lib.UUID(str(value)))
+    except ValueError:
+        query = Q(name=value)
+    cluster = Cluster.objects.filter(query).first()
+    if cluster is None:
+        raise InvalidJob(f"Unknown cluster '{value}'", field="cluster")
+    return cluster
+
+
+# --- the staff area (/manage/jobs/): any tenant's jobs, for facility admins only --------------
+
+
+def job_list_for_staff(
+    *,
+    user: User,
+    owner: str | None = None,
+    project: str | None = None,
+    organization: str | None = None,
+    state: str | None = None,
+) -> QuerySet[Job]:
+    """Every tenant's jobs for a facility admin (nobody else sees any), filtered by the
+    submitter's username, the project's or organization's uuid, and state; newest first."""
+    if not is_facility_admin(user):
+        return Job.objects.none()
+    qs = Job.objects.all()
+    if owner:
+        qs = qs.filter(user__username=owner)
+    for field, value in (("project__uuid", project), ("project__organization__uuid", organization)):
+        if value:
+            try:
+                qs = qs.filter(**{field: uuid_lib.UUID(value)})
+            except ValueError:
+                return Job.objects.none()
+    if state:
+        qs = qs.filter(state=state)
+    return (
+        qs.select_related("project", "cluster", "user")
+        .only(*LIST_FIELDS)
+        .order_by("-created_at", "-id")
+    )
+
+
+def job_get_for_staff(*, user: User, job_uuid: uuid_lib.UUID | str) -> Job:
+    """Any tenant's job for a facility admin; JobNotFound for everyone else."""
+    if not is_facility_admin(user):
+        raise JobNotFound("No such job")
+    try:
+        key = job_uuid if isinstance(job_uuid, uuid_lib.UUID) else uuid_lib.UUID(str(job_uuid))
+    except ValueError:
+        raise JobNotFound("No such job") from None
+    job = (
+        Job.objects.select_related("project", "project__organization", "cluster", "user", "hold")
+        .filter(uuid=key)
+        .first()
+    )
+    if job is None:
+        raise JobNotFound("No such job")
+    return job

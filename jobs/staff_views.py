@@ -1,23 +1,153 @@
-"""Staff area page of the project accounts the portal manages on schedulers (/manage/accounts/):
-per cluster, the accounts and their members, the limits last pushed and when, the scheduler's
-refusals, drift between what the portal wants and what the scheduler holds, and a repair
-button. Same permission as the rest of the staff area (others get a 404)."""
+"""Staff area pages of jobs (/manage/): a person's page (their organizations, projects,
+cluster accounts and jobs), any tenant's jobs (listed, opened read-only, cancelled through the
+same service as the owner's cancel), and the project accounts the portal manages on
+schedulers (/manage/accounts/: per cluster, the accounts and their members, the limits last
+pushed and when, the scheduler's refusals, drift, and a repair button). Same permission as the
+rest of the staff area (others get a 404)."""
 
 from __future__ import annotations
 
+import uuid as uuid_lib
 from typing import Any
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
+from django.db.models import Q
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_POST
 
-from jobs import services
+from accounts.models import Membership, ProjectMember, User
+from jobs import selectors, services
 from jobs.backends.base import BackendError, BackendUnavailable
-from jobs.exceptions import InvalidAccountSetting
-from jobs.models import SchedulerAccount
+from jobs.exceptions import InvalidAccountSetting, JobNotFound
+from jobs.models import ClusterAccount, Job, SchedulerAccount
+from jobs.views import FAILED_STATES, LOG_TAIL_BYTES, PAGE_SIZE, decode_cursor, encode_cursor
+from portal.errors import DomainError
+from portal.users import acting_user
 from quotas.models import Cluster
+from quotas.services import staff_roles_of
 from quotas.staff_views import facility_admin_required
+
+
+def _staff_job(request: HttpRequest, job_uuid: uuid_lib.UUID) -> Job:
+    try:
+        return selectors.job_get_for_staff(user=acting_user(request), job_uuid=job_uuid)
+    except JobNotFound:
+        raise Http404("No such job") from None
+
+
+@facility_admin_required
+@require_GET
+def manage_user(request: HttpRequest, username: str) -> HttpResponse:
+    """One person: who they are, where they belong, their cluster accounts and recent jobs."""
+    person = get_object_or_404(User, username=username)
+    return render(
+        request,
+        "jobs/manage/user.html",
+        {
+            "person": person,
+            "staff_roles": staff_roles_of(user=person),
+            "memberships": Membership.objects.filter(user=person)
+            .select_related("organization")
+            .order_by("organization__name"),
+            "project_roles": ProjectMember.objects.filter(user=person)
+            .select_related("project__organization")
+            .order_by("project__organization__name", "project__name"),
+            "cluster_accounts": ClusterAccount.objects.filter(user=person)
+            .select_related("cluster")
+            .order_by("cluster__name"),
+            "jobs": list(
+                selectors.job_list_for_staff(user=acting_user(request), owner=person.username)[:20]
+            ),
+        },
+    )
+
+
+@facility_admin_required
+@require_GET
+def manage_job_list(request: HttpRequest) -> HttpResponse:
+    """Any tenant's jobs, newest first, by person, project, organization and state."""
+    state = request.GET.get("state") or None
+    if state not in Job.State.values:
+        state = None
+    current = {
+        "user": request.GET.get("user", "").strip(),
+        "project": request.GET.get("project", "").strip(),
+        "organization": request.GET.get("organization", "").strip(),
+        "state": state or "",
+    }
+    qs = selectors.job_list_for_staff(
+        user=acting_user(request),
+        owner=current["user"] or None,
+        project=current["project"] or None,
+        organization=current["organization"] or None,
+        state=state,
+    )
+    if (cursor := decode_cursor(request.GET.get("cursor", ""))) is not None:
+        stamp, pk = cursor
+        qs = qs.filter(Q(created_at__lt=stamp) | Q(created_at=stamp, id__lt=pk))
+    jobs = list(qs[: PAGE_SIZE + 1])
+    params = request.GET.copy()
+    params.pop("cursor", None)
+    return render(
+        request,
+        "jobs/manage/job_list.html",
+        {
+            "jobs": jobs[:PAGE_SIZE],
+            "next_cursor": encode_cursor(jobs[PAGE_SIZE - 1]) if len(jobs) > PAGE_SIZE else "",
+            "filter_query": params.urlencode(),
+            "states": Job.State.choices,
+            "current": current,
+        },
+    )
+
+
+@facility_admin_required
+@require_GET
+def manage_job_detail(request: HttpRequest, job_uuid: uuid_lib.UUID) -> HttpResponse:
+    """One job of any tenant, read-only: state, why it failed, timeline, the ends of its
+    stdout and stderr, its script; and a cancel button while it runs."""
+    job = _staff_job(request, job_uuid)
+    tails: list[dict[str, Any]] = []
+    for stream in ("stdout", "stderr"):
+        try:
+            log = services.job_read_log(
+                user=acting_user(request), job=job, stream=stream, offset=-LOG_TAIL_BYTES
+            )
+        except DomainError as exc:
+            tails.append({"stream": stream, "text": "", "error": exc.detail})
+        else:
+            tails.append(
+                {"stream": stream, "text": log.data.decode("utf-8", "replace"), "error": ""}
+            )
+    return render(
+        request,
+        "jobs/manage/job.html",
+        {
+            "job": job,
+            "events": selectors.job_events(job=job),
+            "tabs": tails,
+            "show_stderr": job.state in FAILED_STATES and bool(tails[1]["text"]),
+        },
+    )
+
+
+@facility_admin_required
+@require_POST
+def manage_job_cancel(request: HttpRequest, job_uuid: uuid_lib.UUID) -> HttpResponse:
+    """Cancel any tenant's job through the owner's cancel service; the timeline names the
+    staff member."""
+    job = _staff_job(request, job_uuid)
+    try:
+        job = services.job_cancel(user=acting_user(request), job=job)
+    except DomainError as exc:
+        messages.error(request, exc.detail)
+    else:
+        if job.state == Job.State.CANCELLED:
+            messages.success(request, "Job cancelled; its owner sees who did on the job's page.")
+        else:
+            messages.info(request, "Cancellation requested; the cluster is stopping the job.")
+    return redirect("manage-job-detail", job_uuid=job.uuid)
 
 
 def _cluster_rows() -> list[dict[str, Any]]:

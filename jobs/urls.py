@@ -30,6 +30,14 @@ urlpatterns: list[URLPattern | URLResolver] = [
         views.job_result_download,
         name="job-result-download",
     ),
+    path("manage/users/<str:username>/", staff_views.manage_user, name="manage-user"),
+    path("manage/jobs/", staff_views.manage_job_list, name="manage-job-list"),
+    path("manage/jobs/<uuid:job_uuid>/", staff_views.manage_job_detail, name="manage-job-detail"),
+    path(
+        "manage/jobs/<uuid:job_uuid>/cancel/",
+        staff_views.manage_job_cancel,
+        name="manage-job-cancel",
+    ),
     path(
         "manage/accounts/",
         staff_views.manage_scheduler_accounts,
@@ -48,18 +56,6 @@ urlpatterns: list[URLPattern | URLResolver] = [
 ]
 
 api_urlpatterns: list[URLPattern | URLResolver] = [
-    path("access/", access_views.access_list, name="access-list"),
-    path("manage/access/", access_views.access_manage, name="access-manage"),
-    path(
-        "manage/access/<uuid:request_uuid>/approve/",
-        access_views.access_approve,
-        name="access-approve",
-    ),
-    path(
-        "manage/access/<uuid:request_uuid>/reject/",
-        access_views.access_reject,
-        name="access-reject",
-    ),
     path("jobs/", api.JobListView.as_view(), name="api-job-list"),
     path("jobs/estimate/", api.JobEstimateView.as_view(), name="api-job-estimate"),
     path("jobs/batch/", api.JobBatchView.as_view(), name="api-job-batch"),

@@ -6,7 +6,7 @@ Cluster options read here (all optional):
     default_partition  defaults to the first partition
     max_gpus, max_cpus, max_memory_mb, max_time_minutes, max_array_tasks   (per partition too)
     allowed_projects   project slugs allowed to use the cluster (default: any with an allocation)
-    allowed_organizations   organization slugs allowed (as quotas.selectors.clusters_for_user)
+    allowed_organizations   organization slugs allowed (read by Cluster.is_open_to only)
 """
 
 from __future__ import annotations
@@ -172,8 +172,7 @@ def _check_usable(
         raise InvalidJob(f"Project {project.name} is not active", field="project")
     if not cluster.enabled:
         raise ClusterNotUsable(f"Cluster {cluster.name} is disabled", field="cluster")
-    orgs = cluster.options.get("allowed_organizations")
-    if orgs is not None and project.organization.slug not in orgs:
+    if not cluster.is_open_to(project.organization.slug):
         raise ClusterNotUsable(
             f"Organization of project {project.name} may not use cluster {cluster.name}",
             field="cluster",

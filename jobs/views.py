@@ -6,12 +6,13 @@ import base64
 import os
 import uuid as uuid_lib
 from datetime import datetime
+from decimal import Decimal
 from http import HTTPStatus
-from typing import Any, cast
+from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db.models import Q
+from django.db.models import F, Q
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -21,15 +22,15 @@ from jobs import selectors, services
 from jobs.exceptions import JobNotFound, NoClusterAccount
 from jobs.forms import JobSubmitForm
 from jobs.models import Job
+from jobs.validation import ABSOLUTE, DEFAULTS
 from portal.errors import DomainError
+from portal.users import acting_user as _user
+from quotas.models import Allocation, Cluster
+from quotas.selectors import allocations_for_user
 
 PAGE_SIZE = 50
 LOG_TAIL_BYTES = 64 * 1024
-
-
-def _user(request: HttpRequest) -> User:
-    """The signed-in user (every view here is login_required)."""
-    return cast(User, request.user)
+FAILED_STATES = (Job.State.FAILED, Job.State.TIMEOUT, Job.State.NODE_FAIL, Job.State.REJECTED)
 
 
 def _job(request: HttpRequest, job_uuid: uuid_lib.UUID) -> Job:
@@ -39,12 +40,12 @@ def _job(request: HttpRequest, job_uuid: uuid_lib.UUID) -> Job:
         raise Http404("No such job") from None
 
 
-def _encode_cursor(job: Job) -> str:
+def encode_cursor(job: Job) -> str:
     raw = f"{job.created_at.isoformat()}|{job.pk}".encode()
     return base64.urlsafe_b64encode(raw).decode()
 
 
-def _decode_cursor(cursor: str) -> tuple[datetime, int] | None:
+def decode_cursor(cursor: str) -> tuple[datetime, int] | None:
     try:
         stamp, _, pk = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
         return datetime.fromisoformat(stamp), int(pk)
@@ -69,11 +70,11 @@ def job_list(request: HttpRequest) -> HttpResponse:
         cluster=request.GET.get("cluster") or None,
         origin=origin,
     ).order_by("-created_at", "-id")
-    if (cursor := _decode_cursor(request.GET.get("cursor", ""))) is not None:
+    if (cursor := decode_cursor(request.GET.get("cursor", ""))) is not None:
         stamp, pk = cursor
         qs = qs.filter(Q(created_at__lt=stamp) | Q(created_at=stamp, id__lt=pk))
     jobs = list(qs[: PAGE_SIZE + 1])
-    next_cursor = _encode_cursor(jobs[PAGE_SIZE - 1]) if len(jobs) > PAGE_SIZE else ""
+    next_cursor = encode_cursor(jobs[PAGE_SIZE - 1]) if len(jobs) > PAGE_SIZE else ""
     params = request.GET.copy()
     params.pop("cursor", None)
     return render(
@@ -123,6 +124,32 @@ def _initial_from_template(request: HttpRequest) -> dict[str, Any]:
     return initial
 
 
+def _initial_from_job(request: HttpRequest) -> dict[str, Any]:
+    """ "Resubmit with changes": the form prefilled from one of the caller's jobs (?from=<uuid>);
+    a job the caller cannot see prefills nothing."""
+    source = request.GET.get("from")
+    if not source:
+        return {}
+    try:
+        job = selectors.job_get_for_user(user=_user(request), job_uuid=source)
+    except JobNotFound:
+        return {}
+    return {
+        "project": job.project.uuid,
+        "cluster": job.cluster.name,
+        "name": job.name,
+        "script": job.script,
+        "gpus": job.gpus,
+        "gpu_type": job.gpu_type,
+        "cpus": job.cpus,
+        "memory_mb": job.memory_mb,
+        "time_limit_minutes": job.time_limit_minutes,
+        "partition": job.partition,
+        "array": job.array,
+        "env": "".join(f"{key}={value}\n" for key, value in sorted(job.env.items())),
+    }
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def job_submit_view(request: HttpRequest) -> HttpResponse:
@@ -140,7 +167,11 @@ def job_submit_view(request: HttpRequest) -> HttpResponse:
                 messages.success(request, f"Job {job.name} submitted.")
                 return redirect("job-detail", job_uuid=job.uuid)
     else:
-        form = JobSubmitForm(user=_user(request), initial=_initial_from_template(request))
+        initial = _initial_from_template(request) or _initial_from_job(request)
+        if "project" not in initial:
+            initial.update(_initial_payer(_user(request)))
+        form = JobSubmitForm(user=_user(request), initial=initial)
+    balances = _balances(_user(request))
     return render(
         request,
         "jobs/submit.html",
@@ -148,8 +179,74 @@ def job_submit_view(request: HttpRequest) -> HttpResponse:
             "form": form,
             "templates": selectors.job_templates_for_user(user=_user(request)),
             "access_needed": access_needed,
+            "balances": balances,
+            "cluster_limits": [_limits(c) for c in form.fields["cluster"].queryset],  # type: ignore[attr-defined]
+            "can_pay": any(b["available"] > 0 for b in balances),
         },
     )
+
+
+def _funded(user: User) -> Any:
+    """The user's active allocations with SU left, soonest-ending first (the hold policy)."""
+    return (
+        allocations_for_user(user)
+        .filter(
+            status=Allocation.Status.ACTIVE,
+            credited__gt=F("held") + F("charged"),
+            project__in=selectors.projects_for_user(user=user),
+        )
+        .order_by("ends_at", "id")
+    )
+
+
+def _initial_payer(user: User) -> dict[str, Any]:
+    """Open the form on a project that can pay, and a cluster its allocation covers."""
+    allocation = _funded(user).select_related("project").first()
+    if allocation is None:
+        return {}
+    initial: dict[str, Any] = {"project": allocation.project.uuid}
+    usable = {c.name for c in selectors.clusters_for_user(user=user)}
+    if cluster := next((c for c in allocation.clusters.all() if c.name in usable), None):
+        initial["cluster"] = cluster.name
+    return initial
+
+
+def _balances(user: User) -> list[dict[str, Any]]:
+    """SU available now per project the user may submit for (active allocations only)."""
+    available: dict[int, Decimal] = {}
+    for row in _funded(user).values("project_id", "credited", "held", "charged"):
+        left = row["credited"] - row["held"] - row["charged"]
+        available[row["project_id"]] = available.get(row["project_id"], Decimal(0)) + left
+    return [
+        {"project": p, "available": available.get(p.pk, Decimal(0))}
+        for p in selectors.projects_for_user(user=user)
+    ]
+
+
+LIMIT_LABELS = {
+    "max_gpus": "GPUs",
+    "max_cpus": "CPUs",
+    "max_memory_mb": "memory (MB)",
+    "max_time_minutes": "time (minutes)",
+}
+
+
+def _limits(cluster: Cluster) -> dict[str, Any]:
+    """The cluster's per-job limits as the submit checks apply them (cluster level)."""
+    limits = []
+    for key, label in LIMIT_LABELS.items():
+        try:
+            value = min(int(cluster.options.get(key, DEFAULTS[key])), ABSOLUTE[key])
+        except (TypeError, ValueError):
+            value = DEFAULTS[key]
+        limits.append((label, value))
+    partitions = cluster.options.get("partitions") or []
+    return {
+        "cluster": cluster,
+        "limits": limits,
+        "gpu_types": cluster.gpu_types,
+        "partitions": list(partitions),
+    }
 
 
 def _access_link(form: JobSubmitForm, exc: DomainError) -> dict[str, str]:
@@ -173,11 +270,23 @@ def job_estimate_partial(request: HttpRequest) -> HttpResponse:
         try:
             context["cost"] = services.job_estimate(user=_user(request), data=form.service_kwargs())
         except DomainError as exc:
-            context["error"] = exc.detail
+            context["error"] = f"Cannot estimate: {exc.detail}"
     else:
-        field, errors = next(iter(form.errors.items()))
-        context["error"] = f"{field}: {errors[0]}" if field != "__all__" else errors[0]
+        context["error"] = _why_no_estimate(form)
     return render(request, "jobs/_estimate.html", context)
+
+
+def _why_no_estimate(form: JobSubmitForm) -> str:
+    """The first problem with the form, in words a person can act on."""
+    field, errors = next(iter(form.errors.items()))
+    if field == "project" and not form.fields["project"].queryset.exists():  # type: ignore[attr-defined]
+        return "Cannot estimate: you have no project yet. Create one (or be added to one) first."
+    if field == "cluster" and not form.fields["cluster"].queryset.exists():  # type: ignore[attr-defined]
+        return "Cannot estimate: no cluster is open to your organizations yet."
+    if field == "__all__":
+        return f"Cannot estimate: {errors[0]}"
+    label = form.fields[field].label or field.replace("_", " ").capitalize()
+    return f"Cannot estimate: {label} — {errors[0]}"
 
 
 def _status_context(request: HttpRequest, job: Job) -> dict[str, Any]:
@@ -197,20 +306,38 @@ def _status_context(request: HttpRequest, job: Job) -> dict[str, Any]:
     }
 
 
+def _log_tail(request: HttpRequest, job: Job, stream: str) -> dict[str, Any]:
+    """The last LOG_TAIL_BYTES of one stream, for the job page's tabs."""
+    try:
+        log = services.job_read_log(
+            user=_user(request), job=job, stream=stream, offset=-LOG_TAIL_BYTES
+        )
+    except DomainError as exc:
+        return {"stream": stream, "log": None, "text": "", "error": exc.detail}
+    return {
+        "stream": stream,
+        "log": log,
+        "text": log.data.decode("utf-8", "replace"),
+        "error": "",
+    }
+
+
 @login_required
 @require_GET
 def job_detail(request: HttpRequest, job_uuid: uuid_lib.UUID) -> HttpResponse:
     job = _job(request, job_uuid)
     context = _status_context(request, job)
-    log, log_error = None, ""
-    try:
-        log = services.job_read_log(
-            user=_user(request), job=job, stream="stdout", offset=-LOG_TAIL_BYTES
-        )
-    except DomainError as exc:
-        log_error = exc.detail
-    log_text = log.data.decode("utf-8", "replace") if log else ""
-    context.update({"log": log, "log_text": log_text, "log_error": log_error})
+    stdout, stderr = _log_tail(request, job, "stdout"), _log_tail(request, job, "stderr")
+    context.update(
+        {
+            "stderr": stderr,
+            "tabs": [stdout, stderr],
+            # "(live)" only while the job runs: before, there is nothing; after, it is final.
+            "live": job.state == Job.State.RUNNING,
+            # A failed job opens on what it said on stderr.
+            "show_stderr": job.state in FAILED_STATES and bool(stderr["text"]),
+        }
+    )
     return render(request, "jobs/detail.html", context)
 
 
@@ -224,20 +351,29 @@ def job_status_partial(request: HttpRequest, job_uuid: uuid_lib.UUID) -> HttpRes
 @login_required
 @require_GET
 def job_log_partial(request: HttpRequest, job_uuid: uuid_lib.UUID) -> HttpResponse:
-    """htmx: log bytes from ?offset= appended to the tail, and the poller re-armed."""
+    """htmx: bytes of ?stream= (stdout, stderr) from ?offset= appended to the tail, and the
+    poller re-armed."""
     job = _job(request, job_uuid)
+    stream = "stderr" if request.GET.get("stream") == "stderr" else "stdout"
     try:
         offset = int(request.GET.get("offset", "0"))
     except ValueError:
         offset = 0
     try:
-        log = services.job_read_log(user=_user(request), job=job, stream="stdout", offset=offset)
+        log = services.job_read_log(user=_user(request), job=job, stream=stream, offset=offset)
     except DomainError as exc:
-        return render(request, "jobs/_log_chunk.html", {"job": job, "error": exc.detail})
+        return render(
+            request, "jobs/_log_chunk.html", {"job": job, "stream": stream, "error": exc.detail}
+        )
     return render(
         request,
         "jobs/_log_chunk.html",
-        {"job": job, "log": log, "log_text": log.data.decode("utf-8", "replace")},
+        {
+            "job": job,
+            "stream": stream,
+            "log": log,
+            "log_text": log.data.decode("utf-8", "replace"),
+        },
     )
 
 

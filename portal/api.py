@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime
 import decimal
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -214,7 +214,7 @@ def _converter(field: Any, context: _Context) -> Callable[[Any], Any]:
     """`field.to_representation` for a value that is not None, doing for the common field
     classes (exactly those, no subclass) what DRF does without its per-value lookups; any other
     value or field goes to DRF itself."""
-    slow = field.to_representation
+    slow: Callable[[Any], Any] = field.to_representation
     kind = type(field)
     if kind is serializers.CharField:
         return lambda value: value if type(value) is str else slow(value)
@@ -247,7 +247,7 @@ def _converter(field: Any, context: _Context) -> Callable[[Any], Any]:
             return f"{quantized:f}"
 
         return as_decimal
-    return cast(Callable[[Any], Any], slow)
+    return slow
 
 
 def _iso_datetime(value: Any, zone: Any, slow: Callable[[Any], Any]) -> Any:

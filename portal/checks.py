@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core import checks
 from django.db import DatabaseError
 from django.utils.module_loading import import_string
 
+if TYPE_CHECKING:
+    from django.apps import AppConfig
+
+    from jobs.backends.base import ComputeBackend
+    from quotas.models import Cluster
+
 
 @checks.register(checks.Tags.compatibility, deploy=False)
-def check_cluster_backends(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+def check_cluster_backends(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
     """Every enabled cluster's backend loads and accepts its options, and so does its account
     provisioner (if any); `local` only when the local backend is enabled."""
     from jobs.backends.base import ComputeBackend
@@ -77,7 +86,9 @@ def _served_static_roots() -> list[Path]:
 
 
 @checks.register(checks.Tags.security, checks.Tags.staticfiles)
-def check_media_is_private(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+def check_media_is_private(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
     """Uploads (MEDIA_ROOT) are private: they must not lie in a folder served as static files."""
     media = Path(settings.MEDIA_ROOT).resolve()
     return [
@@ -96,7 +107,9 @@ def check_media_is_private(app_configs: Any = None, **kwargs: Any) -> list[check
 CHECK_TIMEOUT_SECONDS = 5
 
 
-def _check_running_cluster(backend_class: type[Any], cluster: Any) -> list[checks.CheckMessage]:
+def _check_running_cluster(
+    backend_class: type[ComputeBackend], cluster: Cluster
+) -> list[checks.CheckMessage]:
     """What only the running cluster can tell (e.g. a slurmrestd serving no API version the
     portal speaks), asked once with a short timeout; an unreachable cluster is not an error."""
     from jobs.backends.base import ComputeBackend

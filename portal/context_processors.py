@@ -2,15 +2,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from django.http import HttpRequest
+
+from quotas.billing.stripe_api import billing_enabled
+from quotas.policy import is_facility_admin, is_reviewer
 
 
 def portal(request: HttpRequest) -> dict[str, Any]:
+    """What the navigation shows: the same rules the views enforce (quotas.policy)."""
     return {
-        "billing_enabled": bool(settings.STRIPE_SECRET_KEY),
-        "is_reviewer": request.user.is_authenticated
-        and request.user.groups.filter(name="allocation reviewers").exists(),
-        "is_facility_admin": request.user.is_authenticated
-        and (request.user.is_staff or request.user.groups.filter(name="facility admins").exists()),
+        "billing_enabled": billing_enabled(),
+        "is_reviewer": is_reviewer(request.user),
+        "is_facility_admin": is_facility_admin(request.user),
     }

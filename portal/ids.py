@@ -30,3 +30,14 @@ def get_by_uuid(queryset: QuerySet[M], value: Any, error: NotFound) -> M:
     if row is None:
         raise error
     return row
+
+
+def uuid_prefix_range(value: str) -> tuple[uuid.UUID, uuid.UUID] | None:
+    """The smallest and largest UUID starting with `value` (1 to 32 hexadecimal digits, dashes
+    ignored, as the short ids the pages show: the first 8), or None when it is no such prefix.
+
+    A range rather than a text match, so the lookup walks the uuid index on any database."""
+    digits = value.strip().replace("-", "").lower()
+    if not 1 <= len(digits) <= 32 or any(c not in "0123456789abcdef" for c in digits):
+        return None
+    return uuid.UUID(digits.ljust(32, "0")), uuid.UUID(digits.ljust(32, "f"))

@@ -88,7 +88,7 @@ class BrowserOnlyMixin:
     machinery). Cookie-session API calls still get all of it, CSRF checks included. A subclass
     of the original, so Django's and the admin's system checks still find it."""
 
-    get_response: Any
+    get_response: Any  # the sync-or-async callable of the Django middleware mixed with
 
     def skipped(self, request: HttpRequest) -> None:
         """What a skipped request gets instead (nothing by default)."""
@@ -96,7 +96,7 @@ class BrowserOnlyMixin:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if is_token_api_request(request):
             self.skipped(request)
-            return self.get_response(request)
+            return cast(HttpResponse, self.get_response(request))  # a sync stack (WSGI)
         return cast(HttpResponse, super().__call__(request))  # type: ignore[misc]
 
 

@@ -10,9 +10,14 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+import django_stubs_ext
 import environ
 from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
+
+# Lets the generic admin and form classes be subscripted at runtime (ModelAdmin[Project]), as
+# the type checker sees them.
+django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("GPUC_VAR_DIR", default=str(BASE_DIR / "var")))
@@ -31,7 +36,10 @@ if not DEBUG and (not SECRET_KEY or SECRET_KEY == _DEV_SECRET or len(SECRET_KEY)
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+# Every link in a mail is built from SITE_URL (`make run` sets it from its PORT); mails are
+# signed with SITE_NAME.
 SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
+SITE_NAME = env.str("SITE_NAME", default="GPU Commons")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -436,6 +444,12 @@ BILLING_PAYMENT_GRACE_DAYS = env.int("BILLING_PAYMENT_GRACE_DAYS", default=7)
 # registered; QUOTAS_HOLD_OWNER_CHECK is an optional dotted path to such a check.
 QUOTAS_STALE_HOLD_DAYS = env.int("QUOTAS_STALE_HOLD_DAYS", default=14)
 QUOTAS_HOLD_OWNER_CHECK = env.str("QUOTAS_HOLD_OWNER_CHECK", default="")
+# Self-serve trials (company organizations, once each): SU credited, days it lasts, and the
+# clusters it may be spent on (empty: every enabled cluster open to the organization).
+# GPUC_TRIAL_SU=0 switches trials off.
+GPUC_TRIAL_SU = env.int("GPUC_TRIAL_SU", default=100)
+GPUC_TRIAL_DAYS = env.int("GPUC_TRIAL_DAYS", default=14)
+GPUC_TRIAL_CLUSTERS = env.list("GPUC_TRIAL_CLUSTERS", default=[])
 
 LOGGING = {
     "version": 1,

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 from http import HTTPStatus
-from typing import cast
 
 from django.contrib.auth.decorators import login_required
 from django.db import connection
@@ -14,9 +13,9 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from accounts.models import User
 from jobs.selectors import access_requests_for_user, job_list_for_user
 from portal.celery import app as celery_app
+from portal.users import acting_user
 from quotas.models import Allocation, LedgerEntry
 from quotas.selectors import allocations_for_user
 
@@ -55,11 +54,11 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "portal/dashboard.html",
         {
             "allocations": allocations,
-            "recent_jobs": list(job_list_for_user(user=cast(User, request.user))[:10]),
+            "recent_jobs": list(job_list_for_user(user=acting_user(request))[:10]),
             # The caller's own cluster access requests (staff see theirs here, not everyone's).
             "access_requests": list(
-                access_requests_for_user(user=cast(User, request.user)).filter(
-                    user=cast(User, request.user)
+                access_requests_for_user(user=acting_user(request)).filter(
+                    user=acting_user(request)
                 )[:5]
             ),
             "chart": chart,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from http import HTTPStatus
-from typing import Any, cast
+from typing import Any
 
 from django.db.models import QuerySet
 from django.http import FileResponse
@@ -21,7 +21,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.models import User
+from accounts.selectors import organization_get_for_user, project_get_for_user
 from portal.api import (
     CursorPagination,
     JSONParser,
@@ -32,8 +32,10 @@ from portal.api import (
 from portal.errors import NotFound
 from portal.ids import as_uuid
 from portal.sql import PreparedValues
+from portal.users import acting_user
 from quotas import documents, selectors, services
 from quotas.models import Allocation, AllocationRequest, Cluster, LedgerEntry
+from quotas.services.trials import trial_start
 
 MIN_SU = Decimal("0.0001")
 
@@ -43,10 +45,6 @@ def _su_field() -> serializers.DecimalField:
     return serializers.DecimalField(
         max_digits=18, decimal_places=4, coerce_to_string=True, read_only=True
     )
-
-
-def _user(request: Request) -> User:
-    return cast(User, request.user)
 
 
 # --- clusters -------------------------------------------------------------------------------
@@ -170,7 +168,7 @@ class AllocationListView(generics.ListAPIView[Allocation]):
         # Rows as values (two statements, like the prefetch), rendered as the serializer does.
         if project := request.query_params.get("project"):
             rows, clusters = _project_allocation_rows(
-                cast(User, request.user).pk, project, request.query_params.get("status")
+                acting_user(request).pk, project, request.query_params.get("status")
             )
         else:
             rows = list(self.get_queryset().values(*ALLOCATION_ROWS.keys, "pk"))
@@ -446,7 +444,7 @@ class AllocationRequestListView(generics.ListAPIView[AllocationRequest]):
 
                 raise InvalidRequest("Unknown allocation to extend", field="extends")
         created = services.allocation_request_create(
-            actor=_user(request), project=project, extends=extends, **data
+            actor=acting_user(request), project=project, extends=extends, **data
         )
         return _request_detail(created, HTTPStatus.CREATED)
 
@@ -465,7 +463,7 @@ class AllocationRequestDetailView(APIView):
         body.is_valid(raise_exception=True)
         data = dict(body.validated_data)
         services.allocation_request_update(
-            actor=_user(request),
+            actor=acting_user(request),
             request=target,
             clusters=data.pop("clusters", None),
             document=data.pop("document", None),
@@ -514,7 +512,7 @@ class AllocationRequestSubmitView(_TransitionView):
         return super().post(request, uuid)
 
     def act(self, request: Request, target: AllocationRequest, data: dict[str, Any]) -> None:
-        services.allocation_request_submit(actor=_user(request), request=target)
+        services.allocation_request_submit(actor=acting_user(request), request=target)
 
 
 class AllocationRequestApproveView(_TransitionView):
@@ -525,7 +523,7 @@ class AllocationRequestApproveView(_TransitionView):
         return super().post(request, uuid)
 
     def act(self, request: Request, target: AllocationRequest, data: dict[str, Any]) -> None:
-        services.allocation_request_approve(actor=_user(request), request=target, **data)
+        services.allocation_request_approve(actor=acting_user(request), request=target, **data)
 
 
 class AllocationRequestRejectView(_TransitionView):
@@ -536,7 +534,7 @@ class AllocationRequestRejectView(_TransitionView):
         return super().post(request, uuid)
 
     def act(self, request: Request, target: AllocationRequest, data: dict[str, Any]) -> None:
-        services.allocation_request_reject(actor=_user(request), request=target, **data)
+        services.allocation_request_reject(actor=acting_user(request), request=target, **data)
 
 
 class AllocationRequestChangesView(_TransitionView):
@@ -547,4 +545,38 @@ class AllocationRequestChangesView(_TransitionView):
         return super().post(request, uuid)
 
     def act(self, request: Request, target: AllocationRequest, data: dict[str, Any]) -> None:
-        services.allocation_request_request_changes(actor=_user(request), request=target, **data)
+        services.allocation_request_request_changes(
+            actor=acting_user(request), request=target, **data
+        )
+
+
+# --- self-serve trial ------------------------------------------------------------------------
+
+
+class TrialStartSerializer(StrictFieldsMixin, serializers.Serializer[Any]):
+    project = serializers.UUIDField(
+        required=False,
+        help_text="The project credited (default: the organization's only project, or a new "
+        "project 'Trial' when it has none).",
+    )
+
+
+class TrialStartView(APIView):
+    """Start the organization's one self-serve trial (company organizations, owners/admins
+    with a verified email): 201 with the trial allocation; 409 `trial_already_used` after."""
+
+    @extend_schema(
+        request=TrialStartSerializer,
+        responses={HTTPStatus.CREATED: AllocationSerializer},
+    )
+    def post(self, request: Request, uuid: str) -> Response:
+        body = TrialStartSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        organization = organization_get_for_user(request.user, uuid)
+        project = None
+        if project_uuid := body.validated_data.get("project"):
+            project = project_get_for_user(request.user, project_uuid)
+        allocation = trial_start(
+            actor=acting_user(request), organization=organization, project=project
+        )
+        return Response(AllocationSerializer(allocation).data, status=HTTPStatus.CREATED)

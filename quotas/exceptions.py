@@ -80,3 +80,19 @@ class NotProjectManager(PermissionDenied):
 
 class NotFacilityAdmin(PermissionDenied):
     code = "not_facility_admin"
+
+
+class TrialUnavailable(DomainError):
+    """This organization cannot start a trial (not a company, or trials are switched off)."""
+
+    code = "trial_unavailable"
+
+
+class TrialAlreadyUsed(Conflict):
+    """The organization already had its one trial."""
+
+    code = "trial_already_used"
+
+
+class EmailNotVerified(PermissionDenied):
+    code = "email_not_verified"

@@ -23,7 +23,7 @@ by services only (allocation_suspend/resume, allocations_expire, allocation_exte
 from __future__ import annotations
 
 import uuid
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from django.conf import settings
@@ -42,6 +42,13 @@ SU: dict[str, Any] = {"max_digits": 18, "decimal_places": 4}
 # where 0.0352 + 2.0748 > 2.11: without the slack a correct settlement would be refused there.
 SU_SLACK = Decimal("0.00005")
 ZERO = Decimal("0")
+# The ledger's precision: every amount of SU it stores is a multiple of this.
+QUANTUM = Decimal("0.0001")
+
+
+def su(value: Decimal | int | str) -> Decimal:
+    """Round an amount of service units to the ledger's precision (4 places, half up)."""
+    return Decimal(value).quantize(QUANTUM, rounding=ROUND_HALF_UP)
 
 
 class Cluster(models.Model):
@@ -74,6 +81,13 @@ class Cluster(models.Model):
     @property
     def backend_path(self) -> str:
         return self.backend or settings.GPUC_BACKENDS[self.kind]
+
+    def is_open_to(self, *organization_slugs: str) -> bool:
+        """Whether any of these organizations may use the cluster: every organization may,
+        unless the options carry "allowed_organizations" (a list of organization slugs).
+        The one place that reads that option."""
+        allowed = self.options.get("allowed_organizations")
+        return allowed is None or any(slug in allowed for slug in organization_slugs)
 
     @property
     def gpu_types(self) -> list[str]:
@@ -345,3 +359,41 @@ class LedgerEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.amount} SU on {self.allocation_id}"
+
+
+# The counter rules of this module's docstring as data: kind -> (credited, held, charged)
+# multipliers applied to the entry's amount. Posting and reconcile_ledger both read it.
+EFFECTS: dict[str, tuple[int, int, int]] = {
+    LedgerEntry.Kind.CREDIT: (1, 0, 0),
+    LedgerEntry.Kind.HOLD: (0, 1, 0),
+    LedgerEntry.Kind.RELEASE: (0, -1, 0),
+    LedgerEntry.Kind.CHARGE: (0, -1, 1),
+    LedgerEntry.Kind.REFUND: (0, 0, -1),
+    LedgerEntry.Kind.EXPIRE: (-1, 0, 0),
+    LedgerEntry.Kind.ADJUSTMENT: (1, 0, 0),
+}
+
+
+class Trial(models.Model):
+    """The one self-serve trial a company organization may start: the allocation it made.
+
+    One row per organization, enforced by the database (two concurrent starts cannot both
+    commit), so a trial is never granted twice even if its allocation later expires.
+    """
+
+    organization = models.ForeignKey(
+        "accounts.Organization", on_delete=models.PROTECT, related_name="trials"
+    )
+    allocation = models.OneToOneField(Allocation, on_delete=models.PROTECT, related_name="trial")
+    started_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organization"], name="trial_once_per_organization")
+        ]
+
+    def __str__(self) -> str:
+        return f"Trial of {self.organization_id} ({self.created_at:%Y-%m-%d})"

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.core.mail import EmailMessage, get_connection
 from django.db import transaction
-from django.urls import reverse
 
 from accounts.models import Membership, Project, ProjectMember, User
+from portal import mail
 
 if TYPE_CHECKING:
     from quotas.models import Allocation, AllocationRequest, AllocationRequestEvent
@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 
 def _url(name: str, **kwargs: object) -> str:
-    return settings.SITE_URL.rstrip("/") + reverse(name, kwargs=kwargs)
+    return mail.url_for(name, **kwargs)
 
 
 def _send_on_commit(messages: list[EmailMessage]) -> None:
@@ -40,8 +40,8 @@ def _send_on_commit(messages: list[EmailMessage]) -> None:
 
 def _message(subject: str, body: str, to: list[str]) -> EmailMessage:
     return EmailMessage(
-        subject=f"[GPU Commons] {subject}",
-        body=body,
+        subject=mail.subject(subject),
+        body=body.rstrip("\n") + "\n" + mail.signature(),
         from_email=settings.DEFAULT_FROM_EMAIL,
         to=sorted(set(to)),
     )
@@ -107,6 +107,26 @@ def expiry_reminder(*, allocation: Allocation, days: int) -> None:
     _send_on_commit([_message(subject, body, pi_emails(project))])
 
 
+def submission_recipients(request: AllocationRequest) -> list[str]:
+    """The reviewers told of a submitted request: those without a conflict, not the requester."""
+    return sorted(set(reviewer_emails(request.project)) - {request.requested_by.email})
+
+
+def submitted_message(request: AllocationRequest) -> str:
+    """What the requester is told after submitting: that reviewers were notified only when
+    some were (a portal without reviewers says so instead)."""
+    count = len(submission_recipients(request))
+    if count:
+        return (
+            f"Request submitted: {count} reviewer{'s have' if count != 1 else ' has'} been "
+            "notified."
+        )
+    return (
+        "Request submitted. No reviewer could be emailed (none is set up yet): it waits in "
+        "the review queue; ask the facility to name a reviewer."
+    )
+
+
 _TRANSITION_SUBJECTS = {
     "submitted": "submitted for review",
     "changes_requested": "changes requested",
@@ -144,10 +164,5 @@ def request_transition(*, request: AllocationRequest, event: AllocationRequestEv
             f"Review it: {link}\nQueue: {_url('quotas:allocation_review_queue')}\n"
         )
         subject = f"To review: '{request.title}'"
-        messages += [
-            _message(subject, body, [email])
-            for email in sorted(
-                set(reviewer_emails(request.project)) - {request.requested_by.email}
-            )
-        ]
+        messages += [_message(subject, body, [email]) for email in submission_recipients(request)]
     _send_on_commit(messages)

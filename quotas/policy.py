@@ -1,4 +1,6 @@
-"""Who may do what in quotas: the staff groups, project roles and which clusters a project may use.
+"""Who may do what in quotas: the staff groups, conflicts of interest and which clusters a
+project may use. Project and organization roles, and who manages a project, belong to accounts
+(accounts.roles, accounts.selectors.can_manage_project).
 
 Plain functions over users and rows (no queries served to a page: see selectors for those).
 """
@@ -14,10 +16,6 @@ from quotas.models import Cluster
 
 REVIEWERS_GROUP = "allocation reviewers"
 FACILITY_ADMINS_GROUP = "facility admins"
-MANAGER_PROJECT_ROLES = (ProjectMember.Role.PI, ProjectMember.Role.MANAGER)
-MANAGER_ORG_ROLES = (Membership.Role.OWNER, Membership.Role.ADMIN)
-# Organization roles that see every project's allocations and requests (owners, admins, billing).
-ORG_VIEWER_ROLES = (Membership.Role.OWNER, Membership.Role.ADMIN, Membership.Role.BILLING)
 
 
 def _authenticated(user: Any) -> bool:
@@ -40,19 +38,6 @@ def is_facility_admin(user: Any) -> bool:
         or user.is_superuser
         or user.groups.filter(name=FACILITY_ADMINS_GROUP).exists()
     )
-
-
-def can_manage_project(user: Any, project: Project) -> bool:
-    """PIs and managers of the project, and owners/admins of its organization, may request SU."""
-    if not _authenticated(user):
-        return False
-    if ProjectMember.objects.filter(
-        project=project, user=user, role__in=MANAGER_PROJECT_ROLES
-    ).exists():
-        return True
-    return Membership.objects.filter(
-        organization_id=project.organization_id, user=user, role__in=MANAGER_ORG_ROLES
-    ).exists()
 
 
 # Conflict of interest: a user may not review a request of a project they are a member of, or
@@ -84,12 +69,11 @@ def has_conflict_of_interest(user: Any, project: Project) -> bool:
 def cluster_refusal(cluster: Cluster, project: Project) -> str | None:
     """Why `project` may not use `cluster`, or None when it may.
 
-    A project may use a cluster that is enabled and, when the cluster's options carry
-    "allowed_organizations" (a list of organization slugs), belongs to one of them.
+    A project may use a cluster that is enabled and open to its organization
+    (Cluster.is_open_to).
     """
     if not cluster.enabled:
         return f"cluster '{cluster.name}' is disabled"
-    allowed = cluster.options.get("allowed_organizations")
-    if allowed is not None and project.organization.slug not in allowed:
+    if not cluster.is_open_to(project.organization.slug):
         return f"cluster '{cluster.name}' is not open to organization '{project.organization.slug}'"
     return None

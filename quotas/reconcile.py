@@ -26,8 +26,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from quotas.models import ZERO, Allocation, Hold, LedgerEntry
-from quotas.services.rates import su
+from quotas.models import EFFECTS, ZERO, Allocation, Hold, LedgerEntry, su
 
 HoldOwnerCheck = Callable[[Sequence[Hold]], Mapping[int, str]]
 _checks: list[HoldOwnerCheck] = []
@@ -118,13 +117,11 @@ def _reconcile(*, now: datetime, stale_hold_days: int | None) -> ReconcileReport
 
 
 def _check_counters(report: ReconcileReport) -> None:
-    from quotas.services.ledger import _EFFECTS
-
     sums: dict[int, list[Decimal]] = defaultdict(lambda: [ZERO, ZERO, ZERO])
     # Sums at the ledger's precision (su): exact already on PostgreSQL; SQLite, the development
     # default, adds in floating point (2.1100000000000003).
     for row in LedgerEntry.objects.values("allocation_id", "kind").annotate(total=Sum("amount")):
-        effect = _EFFECTS[row["kind"]]
+        effect = EFFECTS[row["kind"]]
         for i in range(3):
             sums[row["allocation_id"]][i] += effect[i] * su(row["total"])
     open_held = {

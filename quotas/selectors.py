@@ -19,17 +19,12 @@ from django.db.models.functions import TruncMonth
 from django.utils import timezone
 
 from accounts.models import Membership, Organization, Project, ProjectMember, User
+from accounts.roles import ORG_VIEWER_ROLES
+from accounts.selectors import projects_managed_by
 from portal.errors import NotFound
 from portal.ids import get_by_uuid
 from quotas.models import ZERO, Allocation, AllocationRequest, Cluster, LedgerEntry, Rate
-from quotas.policy import (
-    MANAGER_ORG_ROLES,
-    MANAGER_PROJECT_ROLES,
-    ORG_VIEWER_ROLES,
-    conflicted_projects,
-    is_facility_admin,
-    is_reviewer,
-)
+from quotas.policy import conflicted_projects, is_facility_admin, is_reviewer
 
 # Cluster options a user may see: never URLs, credentials, secret names or key file paths.
 PUBLIC_OPTION_KEYS = frozenset({"gpu_types", "partitions", "default_partition", "gpus", "nodes"})
@@ -49,20 +44,23 @@ def visible_projects(user: Any) -> QuerySet[Project]:
     )
 
 
+def suspended_allocations_for_member(user: Any) -> QuerySet[Allocation]:
+    """Suspended allocations of the projects the user sees as a member (staff included: only
+    their own, not every tenant's), with the reason given, most recently changed first."""
+    return (
+        Allocation.objects.filter(
+            status=Allocation.Status.SUSPENDED, project__in=visible_projects(user)
+        )
+        .select_related("project")
+        .order_by("project__name", "ends_at")[:20]
+    )
+
+
 def manageable_projects(user: Any) -> QuerySet[Project]:
     """Projects the user may request SU for: PI/manager, or owner/admin of the organization."""
-    if not user.is_authenticated:
-        return Project.objects.none()
     return (
-        Project.objects.filter(
-            Q(memberships__user=user, memberships__role__in=MANAGER_PROJECT_ROLES)
-            | Q(
-                organization__memberships__user=user,
-                organization__memberships__role__in=MANAGER_ORG_ROLES,
-            )
-        )
+        projects_managed_by(user)
         .select_related("organization")
-        .distinct()
         .order_by("organization__name", "name")
     )
 
@@ -93,12 +91,7 @@ def clusters_for_user(user: Any) -> list[Cluster]:
     if is_facility_admin(user):
         return clusters
     slugs = set(Organization.objects.filter(memberships__user=user).values_list("slug", flat=True))
-    return [
-        c
-        for c in clusters
-        if c.options.get("allowed_organizations") is None
-        or slugs & set(c.options["allowed_organizations"])
-    ]
+    return [c for c in clusters if c.is_open_to(*slugs)]
 
 
 @dataclass(frozen=True)
@@ -288,6 +281,19 @@ def staff_search(query: str) -> tuple[QuerySet[Organization], QuerySet[Project]]
             | Q(organization__name__icontains=query)
         )
     return orgs, projects
+
+
+def staff_people_search(query: str) -> QuerySet[User]:
+    """People whose username, name or email contains `query` (nobody for an empty query)."""
+    query = query.strip()
+    if not query:
+        return User.objects.none()
+    q = Q(username__icontains=query) | Q(email__icontains=query)
+    q |= Q(first_name__icontains=query) | Q(last_name__icontains=query)
+    if " " in query:  # "Ada Lovelace"
+        first, _, last = query.partition(" ")
+        q |= Q(first_name__icontains=first, last_name__icontains=last.strip())
+    return User.objects.filter(q).order_by("username")
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""The staff area (/manage/): search organizations and projects, see balances and burn rates,
-credit/debit with a memo, extend, suspend and resume allocations, set rates, usage reports.
+"""The staff area (/manage/): search people, organizations and projects, see balances and burn
+rates, credit/debit with a memo, extend, suspend and resume allocations, set rates, usage reports.
 
 Open to staff and to the "facility admins" group; anyone else gets a 404 (the area does not
 exist for them). Every write goes through the same services as the API and tasks.
@@ -23,6 +23,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from accounts.models import Organization, Project
 from portal.errors import DomainError
 from portal.ids import as_uuid
+from portal.users import acting_user
 from portal.web import form_error, run_action, visible
 from quotas import selectors, services
 from quotas.forms import (
@@ -35,9 +36,9 @@ from quotas.forms import (
     day_end,
     day_start,
 )
+from quotas.history import history_rows
 from quotas.models import Allocation, Cluster
 from quotas.policy import is_facility_admin
-from quotas.views import _user, history_rows
 
 View = Callable[..., HttpResponse]
 
@@ -73,6 +74,7 @@ def _get(model: type[Any], uuid: str) -> Any:
 def manage_home(request: HttpRequest) -> HttpResponse:
     query = request.GET.get("q", "")
     orgs, projects = selectors.staff_search(query)
+    people = selectors.staff_people_search(query)
     attention = (
         Allocation.objects.filter(status=Allocation.Status.SUSPENDED)
         .select_related("project__organization")
@@ -93,6 +95,7 @@ def manage_home(request: HttpRequest) -> HttpResponse:
             "q": query,
             "orgs": orgs[:50],
             "projects": projects[:100],
+            "people": people[:50],
             "suspended": attention,
             "ending": ending,
         },
@@ -128,7 +131,7 @@ def manage_project(request: HttpRequest, uuid: str) -> HttpResponse:
         data = form.cleaned_data
         try:
             allocation = services.allocation_create(
-                actor=_user(request),
+                actor=acting_user(request),
                 project=project,
                 kind=data["kind"],
                 clusters=data["clusters"],
@@ -185,7 +188,7 @@ def manage_allocation_adjust(request: HttpRequest, uuid: str) -> HttpResponse:
         run_action(
             request,
             lambda: services.ledger_adjust(
-                actor=_user(request),
+                actor=acting_user(request),
                 allocation=allocation,
                 amount=data["amount"],
                 key=f"manage-adjust:{allocation.uuid}:{data['key']}",
@@ -207,7 +210,7 @@ def manage_allocation_extend(request: HttpRequest, uuid: str) -> HttpResponse:
         run_action(
             request,
             lambda: services.allocation_extend(
-                actor=_user(request), allocation=allocation, ends_at=form.ends_at()
+                actor=acting_user(request), allocation=allocation, ends_at=form.ends_at()
             ),
             f"Extended to {form.cleaned_data['ends_on']}.",
         )
@@ -225,7 +228,9 @@ def manage_allocation_suspend(request: HttpRequest, uuid: str) -> HttpResponse:
         run_action(
             request,
             lambda: services.allocation_suspend(
-                actor=_user(request), allocation=allocation, reason=form.cleaned_data["reason"]
+                actor=acting_user(request),
+                allocation=allocation,
+                reason=form.cleaned_data["reason"],
             ),
             "Suspended: new jobs are refused; running ones settle normally.",
         )
@@ -240,7 +245,7 @@ def manage_allocation_resume(request: HttpRequest, uuid: str) -> HttpResponse:
     allocation = _get(Allocation, uuid)
     run_action(
         request,
-        lambda: services.allocation_resume(actor=_user(request), allocation=allocation),
+        lambda: services.allocation_resume(actor=acting_user(request), allocation=allocation),
         "Resumed.",
     )
     return redirect("quotas:manage_allocation", uuid=allocation.uuid)
@@ -260,7 +265,7 @@ def manage_clusters(request: HttpRequest) -> HttpResponse:
         if form.is_valid():
             data = form.cleaned_data
             try:
-                services.rate_create(actor=_user(request), cluster=cluster, **data)
+                services.rate_create(actor=acting_user(request), cluster=cluster, **data)
             except DomainError as exc:
                 messages.error(request, exc.detail)
             else:

@@ -9,6 +9,7 @@ from quotas import api, staff_views, views
 
 _pages: list[URLPattern | URLResolver] = [
     path("clusters/", views.cluster_list, name="cluster_list"),
+    path("organizations/<uuid:uuid>/trial/", views.trial_start, name="trial_start"),
     path("allocations/", views.allocation_list, name="allocation_list"),
     path("allocations/<str:uuid>/", views.allocation_detail, name="allocation_detail"),
     path("allocations/<str:uuid>/history/", views.allocation_history, name="allocation_history"),
@@ -94,6 +95,11 @@ urlpatterns: list[URLPattern | URLResolver] = [path("", include((_pages, "quotas
 
 api_urlpatterns: list[URLPattern | URLResolver] = [
     path("clusters/", api.ClusterListView.as_view(), name="api-cluster-list"),
+    path(
+        "organizations/<str:uuid>/trial/",
+        api.TrialStartView.as_view(),
+        name="api-organization-trial",
+    ),
     path("allocations/", api.AllocationListView.as_view(), name="api-allocation-list"),
     path(
         "allocations/<str:uuid>/",

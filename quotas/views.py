@@ -8,54 +8,31 @@ become form errors or flash messages.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any, TypedDict, cast
+from http import HTTPStatus
+from typing import Any, TypedDict
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db.models import Model
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
-from accounts.models import User
-from portal.errors import DomainError
+from accounts.selectors import can_manage_project, organization_get_for_user, projects_for_user
+from portal.errors import DomainError, NotFound
 from portal.ids import as_uuid
+from portal.users import acting_user
 from portal.web import form_error, refusal, run_action, visible
-from quotas import documents, selectors, services
+from quotas import documents, notifications, selectors, services
 from quotas.exceptions import ConflictOfInterest
 from quotas.forms import AllocationRequestForm, ReviewForm
+from quotas.history import history_rows
 from quotas.models import Allocation, AllocationRequest, Cluster
-from quotas.policy import can_manage_project, has_conflict_of_interest, is_reviewer
-
-
-def _user(request: HttpRequest) -> User:
-    return cast(User, request.user)
-
-
-def history_rows(obj: Model, *, exclude: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    """The object's simple-history records, newest first, each with what changed and who."""
-    records = list(obj.history.select_related("history_user").order_by("-history_date", "-pk"))  # type: ignore[attr-defined]
-    rows = []
-    for i, record in enumerate(records):
-        older = records[i + 1] if i + 1 < len(records) else None
-        changes = []
-        if older is not None:
-            delta = record.diff_against(older, excluded_fields=list(exclude))
-            changes = [(c.field, c.old, c.new) for c in delta.changes]
-        rows.append(
-            {
-                "when": record.history_date,
-                "who": record.history_user,
-                "type": {"+": "created", "~": "changed", "-": "deleted"}[record.history_type],
-                "changes": changes,
-                "reason": record.history_change_reason,
-            }
-        )
-    return rows
-
+from quotas.policy import has_conflict_of_interest, is_reviewer
+from quotas.services import trials
 
 # --- clusters -------------------------------------------------------------------------------
 
@@ -230,14 +207,14 @@ def allocation_request_create(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         data = dict(form.cleaned_data)
         try:
-            created = services.allocation_request_create(actor=_user(request), **data)
+            created = services.allocation_request_create(actor=acting_user(request), **data)
             if "submit" in request.POST:
-                services.allocation_request_submit(actor=_user(request), request=created)
+                services.allocation_request_submit(actor=acting_user(request), request=created)
         except DomainError as exc:
             form_error(form, exc)
         else:
             if "submit" in request.POST:
-                messages.success(request, "Request submitted: the reviewers have been notified.")
+                messages.success(request, notifications.submitted_message(created))
             else:
                 messages.success(request, "Draft saved. Submit it when it is ready.")
             return redirect("quotas:allocation_request_detail", uuid=created.uuid)
@@ -253,19 +230,22 @@ def allocation_request_edit(request: HttpRequest, uuid: str) -> HttpResponse:
         data = dict(form.cleaned_data)
         try:
             services.allocation_request_update(
-                actor=_user(request),
+                actor=acting_user(request),
                 request=target,
                 clusters=data.pop("clusters"),
                 document=data.pop("document") or None,
                 **data,
             )
             if "submit" in request.POST:
-                services.allocation_request_submit(actor=_user(request), request=target)
+                services.allocation_request_submit(actor=acting_user(request), request=target)
         except DomainError as exc:
             form_error(form, exc)
         else:
             messages.success(
-                request, "Request resubmitted." if "submit" in request.POST else "Changes saved."
+                request,
+                notifications.submitted_message(target)
+                if "submit" in request.POST
+                else "Changes saved.",
             )
             return redirect("quotas:allocation_request_detail", uuid=target.uuid)
     return render(request, "quotas/request_form.html", {"form": form, "editing": target})
@@ -304,11 +284,14 @@ def allocation_request_detail(request: HttpRequest, uuid: str) -> HttpResponse:
 @require_POST
 def allocation_request_submit(request: HttpRequest, uuid: str) -> HttpResponse:
     target = visible(selectors.allocation_request_for_user, request.user, uuid)
-    run_action(
-        request,
-        lambda: services.allocation_request_submit(actor=_user(request), request=target),
-        "Request submitted: the reviewers have been notified.",
-    )
+    try:
+        services.allocation_request_submit(actor=acting_user(request), request=target)
+    except NotFound as exc:
+        raise Http404(exc.detail) from None
+    except DomainError as exc:
+        messages.error(request, exc.detail)
+    else:
+        messages.success(request, notifications.submitted_message(target))
     return redirect("quotas:allocation_request_detail", uuid=target.uuid)
 
 
@@ -325,7 +308,7 @@ def allocation_request_review(request: HttpRequest, uuid: str) -> HttpResponse:
         return redirect("quotas:allocation_request_detail", uuid=target.uuid)
     data = form.cleaned_data
     action = data["action"]
-    user = _user(request)
+    user = acting_user(request)
     decisions = {
         "approve": (
             lambda: services.allocation_request_approve(
@@ -403,4 +386,52 @@ def allocation_review_queue(request: HttpRequest) -> HttpResponse:
                 s for s in AllocationRequest.State.choices if s[0] != AllocationRequest.State.DRAFT
             ],
         },
+    )
+
+
+# --- self-serve trial -------------------------------------------------------------------------
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def trial_start(request: HttpRequest, uuid: str) -> HttpResponse:
+    """What the trial gives and, for those who may start it, the button (or why not)."""
+    organization = visible(organization_get_for_user, request.user, uuid)
+    projects = list(
+        projects_for_user(request.user).filter(organization=organization, is_active=True)
+    )
+    error = ""
+    if request.method == "POST":
+        project = None
+        if chosen := request.POST.get("project"):
+            project = next((p for p in projects if str(p.uuid) == chosen), None)
+            if project is None:
+                raise Http404("Project not found")
+        try:
+            allocation = trials.trial_start(
+                actor=acting_user(request), organization=organization, project=project
+            )
+        except DomainError as exc:
+            if exc.status == 404:
+                raise Http404(exc.detail) from None
+            error = exc.detail
+        else:
+            messages.success(
+                request,
+                f"Trial started: {allocation.credited.normalize():f} SU for "
+                f"{allocation.project.name} until {allocation.ends_at:%Y-%m-%d}.",
+            )
+            return redirect("quotas:allocation_detail", uuid=allocation.uuid)
+    return render(
+        request,
+        "quotas/trial_start.html",
+        {
+            "organization": organization,
+            "projects": projects,
+            "amount": trials.trial_amount(),
+            "days": settings.GPUC_TRIAL_DAYS,
+            "refusal": error
+            or trials.trial_refusal(actor=acting_user(request), organization=organization),
+        },
+        status=HTTPStatus.CONFLICT if error else HTTPStatus.OK,
     )

@@ -10,6 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import ProjectMember, User
+from accounts.roles import PROJECT_MANAGER_ROLES
 from jobs.backends import get_backend
 from jobs.backends.base import BackendUnavailable
 from jobs.exceptions import ClusterUnavailable, JobStateError
@@ -17,6 +18,7 @@ from jobs.models import Job, JobEvent
 from jobs.services.forward import job_ref
 from portal.errors import PermissionDenied
 from quotas.models import ZERO, Hold
+from quotas.policy import is_facility_admin
 from quotas.services import ledger_settle
 
 logger = logging.getLogger(__name__)
@@ -31,16 +33,22 @@ def _may_manage(user: User, job: Job) -> bool:
     return ProjectMember.objects.filter(
         project_id=job.project_id,
         user=user,
-        role__in=(ProjectMember.Role.PI, ProjectMember.Role.MANAGER),
+        role__in=PROJECT_MANAGER_ROLES,
     ).exists()
 
 
 def job_cancel(*, user: User, job: Job) -> Job:
     """Pending: cancelled now and the hold released. Queued/running: the cluster is asked to
-    stop it and the next sync records the end (charged for what it ran). Finished: 409."""
-    if not _may_manage(user, job):
+    stop it and the next sync records the end (charged for what it ran). Finished: 409.
+    The owner, the project's PI or managers, and facility staff may cancel; the timeline
+    records who did."""
+    if _may_manage(user, job):
+        by = ""
+    elif is_facility_admin(user):
+        by = " by facility staff"
+    else:
         raise PermissionDenied("Only the job's owner or the project's PI or manager may cancel it")
-    if job.state == Job.State.PENDING and _cancel_pending(user, job):
+    if job.state == Job.State.PENDING and _cancel_pending(user, job, by):
         job.refresh_from_db()
         return job
     job.refresh_from_db(
@@ -58,7 +66,7 @@ def job_cancel(*, user: User, job: Job) -> Job:
         job=job,
         from_state=job.state,
         to_state=job.state,
-        message="Cancellation requested",
+        message=f"Cancellation requested{by}",
         actor=user,
     )
     cluster_id = job.cluster_id
@@ -67,7 +75,7 @@ def job_cancel(*, user: User, job: Job) -> Job:
 
 
 @transaction.atomic
-def _cancel_pending(user: User, job: Job) -> bool:
+def _cancel_pending(user: User, job: Job, by: str) -> bool:
     now = timezone.now()
     updated = Job.objects.filter(pk=job.pk, state=Job.State.PENDING).update(
         state=Job.State.CANCELLED,
@@ -86,7 +94,7 @@ def _cancel_pending(user: User, job: Job) -> bool:
         job=job,
         from_state=Job.State.PENDING,
         to_state=Job.State.CANCELLED,
-        message="Cancelled before it reached the cluster; hold released",
+        message=f"Cancelled{by} before it reached the cluster; hold released",
         actor=user,
         created_at=now,
     )

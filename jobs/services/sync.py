@@ -31,9 +31,9 @@ from jobs.backends.base import (
 from jobs.models import Job, JobEvent
 from jobs.services.direct import cluster_direct_sync
 from jobs.services.submit import qualified_project
-from quotas.models import ZERO, Cluster, Rate
-from quotas.services import Usage, cost_of
-from quotas.services.batch import SettledHold, bulk_insert, bulk_set, ledger_settle_many
+from quotas.models import ZERO, Cluster
+from quotas.services import RateTable, SettledHold, Usage, cost_of, ledger_settle_many
+from quotas.services.batch import bulk_insert, bulk_set
 
 logger = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ def _end_lost(cluster: Cluster, ids: Sequence[int], *, cutoff: datetime) -> int:
     """End the jobs the cluster has not reported since before `cutoff`; returns how many."""
     if not ids:
         return 0
-    book = _RateBook(cluster)
+    book = RateTable.load(cluster=cluster)
     ended = 0
     for batch in _chunks(ids, FINALIZE_BATCH):
         ended += _end_lost_batch(cluster, batch, cutoff, book)
@@ -186,7 +186,7 @@ def _end_lost(cluster: Cluster, ids: Sequence[int], *, cutoff: datetime) -> int:
 
 
 @transaction.atomic
-def _end_lost_batch(cluster: Cluster, ids: Sequence[int], cutoff: datetime, book: _RateBook) -> int:
+def _end_lost_batch(cluster: Cluster, ids: Sequence[int], cutoff: datetime, book: RateTable) -> int:
     """Fail and finalise lost jobs in one transaction: charge what the portal saw them run
     (started_at to missing_since x the requested resources), release the rest of the hold.
 
@@ -310,24 +310,6 @@ def _transition_message(status: JobStatus) -> str:
     return "; ".join(parts)[:1000]
 
 
-class _RateBook:
-    """All rates of a cluster loaded once; answers 'rates in force at t' without a query."""
-
-    def __init__(self, cluster: Cluster) -> None:
-        self.rates = list(
-            Rate.objects.filter(cluster=cluster)
-            .order_by("effective_from")
-            .values_list("resource", "gpu_type", "su_per_unit", "effective_from")
-        )
-
-    def at(self, when: datetime) -> dict[tuple[str, str], Decimal]:
-        current: dict[tuple[str, str], Decimal] = {}
-        for resource, gpu_type, value, since in self.rates:
-            if since <= when:
-                current[(resource, gpu_type)] = value
-        return current
-
-
 def _usage_for(job: _Ended, record: UsageRecord | None) -> tuple[Usage, dict[str, Any]]:
     if record is not None:
         usage = Usage(
@@ -370,7 +352,7 @@ def _usage_for(job: _Ended, record: UsageRecord | None) -> tuple[Usage, dict[str
 
 
 def _charge_for(
-    cluster: Cluster, job: _Ended, record: UsageRecord | None, book: _RateBook, now: datetime
+    cluster: Cluster, job: _Ended, record: UsageRecord | None, book: RateTable, now: datetime
 ) -> tuple[Usage, dict[str, Any], Decimal]:
     """A finished job's usage (accounting record, else its own started_at..ended_at) and its
     cost at the rates in force when it started."""
@@ -442,7 +424,7 @@ def _finalize_finished(
             logger.warning("Usage of cluster %s unavailable; finalising later", cluster.name)
             result.transitions += _apply_transitions(list(ending))
             return 0
-    book = _RateBook(cluster)
+    book = RateTable.load(cluster=cluster)
     finalized = 0
     for batch in _chunks(finished, FINALIZE_BATCH):
         done, ended = _finalize_batch(cluster, batch, records, book, ends)
@@ -480,7 +462,7 @@ def _finalize_batch(
     cluster: Cluster,
     batch: Sequence[_Ended],
     records: Mapping[str, UsageRecord],
-    book: _RateBook,
+    book: RateTable,
     ends: Mapping[int, tuple[str, JobStatus]],
 ) -> tuple[int, int]:
     """Finalise one batch in one transaction; returns (jobs finalised, transitions written).

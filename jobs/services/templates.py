@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db import transaction
 
 from accounts.models import Project, ProjectMember, User
+from accounts.roles import PROJECT_MANAGER_ROLES
 from jobs.exceptions import InvalidJob
 from jobs.models import JobTemplate
 from portal.errors import PermissionDenied
@@ -42,7 +43,7 @@ def job_template_create(
     elif not ProjectMember.objects.filter(
         project=project,
         user=user,
-        role__in=(ProjectMember.Role.PI, ProjectMember.Role.MANAGER),
+        role__in=PROJECT_MANAGER_ROLES,
     ).exists():
         raise PermissionDenied("Only the project's PI or a manager may create its templates")
     if not name.strip():

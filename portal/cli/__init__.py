@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from portal.cli import commands
+from portal.cli import account, commands
 from portal.cli.client import (
     EXIT_ERROR,
     EXIT_OK,
@@ -84,9 +84,13 @@ def _positive_int(minimum: int) -> Callable[[str], int]:
 def _add_job_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("script", metavar="SCRIPT_FILE", help="batch script ('-' reads stdin)")
     parser.add_argument(
-        "--project", "-p", help="project uuid, slug or org/slug (default: $GPUC_PROJECT)"
+        "--project",
+        "-p",
+        help="project uuid, slug or org/slug (default: $GPUC_PROJECT, else 'gpuc config')",
     )
-    parser.add_argument("--cluster", "-c", help="cluster name (default: $GPUC_CLUSTER)")
+    parser.add_argument(
+        "--cluster", "-c", help="cluster name (default: $GPUC_CLUSTER, else 'gpuc config')"
+    )
     parser.add_argument("--name", "-J", help="job name (default: the script's file name)")
     parser.add_argument("--partition", help="partition (default: the cluster's default)")
     parser.add_argument("--gpus", "-G", type=_positive_int(0), help="GPUs per task")
@@ -117,7 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gpuc",
         description="Command-line client of GPU Commons: submit and follow jobs, see balances.",
-        epilog="Exit codes: 0 ok, 1 error, 2 usage error, 4 insufficient quota; "
+        epilog="JOB_ID: a job's UUID or its short id (the first 8 characters, as the portal "
+        "shows it). "
+        "Exit codes: 0 ok, 1 error, 2 usage error, 4 insufficient quota; "
         "'submit --wait' exits with the job's exit code. "
         "Configuration: $GPUC_CONFIG or ~/.config/gpuc/config.json; GPUC_URL and GPUC_TOKEN "
         "override it.",
@@ -125,9 +131,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"gpuc {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("login", help="store the portal URL and an API token (verified)")
+    p = sub.add_parser(
+        "login",
+        help="store the portal URL and an API token (verified), and a default project/cluster",
+        description="Stores the URL and token, and a default project and cluster: the ones "
+        "given, else the stored ones while still yours, else your only project and the only "
+        "cluster you may use.",
+    )
     p.add_argument("--url", help="portal address, e.g. https://gpu.example.org")
     p.add_argument("--token", help="API token (prompted for when omitted)")
+    p.add_argument("--project", "-p", help="default project: uuid, slug or org/slug")
+    p.add_argument("--cluster", "-c", help="default cluster name")
+
+    p = sub.add_parser(
+        "config",
+        help="show the configuration, or set/unset the default project or cluster",
+        usage="gpuc config [show]\n       gpuc config set {project,cluster} VALUE\n"
+        "       gpuc config unset {project,cluster}",
+    )
+    p.add_argument("action", nargs="?", choices=("show", "set", "unset"))
+    p.add_argument("key", nargs="?", metavar="KEY")
+    p.add_argument("value", nargs="?", metavar="VALUE")
 
     p = sub.add_parser("whoami", help="who the stored token belongs to, and their projects")
     p.add_argument("--json", action="store_true")
@@ -143,7 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_job_flags(p)
     p.add_argument("--idempotency-key", help="resubmitting with the same key returns the same job")
-    p.add_argument("--wait", "-w", action="store_true", help="wait for the end; exit as the job")
+    p.add_argument(
+        "--wait",
+        "-w",
+        action="store_true",
+        help="print the job's output as it runs and exit with its exit code (the id and state "
+        "changes go to stderr)",
+    )
     p.add_argument("--interval", type=float, default=DEFAULT_INTERVAL, help=argparse.SUPPRESS)
 
     p = sub.add_parser(
@@ -185,17 +215,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", help="where to save (default: the file's name; '-' stdout)")
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("clusters", help="clusters you may use, their GPU types and rates")
+    p = sub.add_parser(
+        "clusters", help="clusters you may use: GPU types, limits per job, partitions, rates"
+    )
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser(
         "access",
         help="cluster accounts: ask for one (request) or list your requests (ls)",
-        usage="gpuc access request -c CLUSTER -p PROJECT [--username NAME]\n       gpuc access ls",
+        usage="gpuc access request [-c CLUSTER] [-p PROJECT] [--username NAME]\n"
+        "       gpuc access ls",
     )
     p.add_argument("action", choices=("request", "ls"))
-    p.add_argument("--cluster", "-c", help="cluster name")
-    p.add_argument("--project", "-p", help="project uuid, slug or org/slug")
+    p.add_argument("--cluster", "-c", help="cluster name (default: 'gpuc config')")
+    p.add_argument("--project", "-p", help="project uuid, slug or org/slug (default: as -c)")
     p.add_argument("--username", "-u", help="the user name you want (default: from your email)")
     p.add_argument("--json", action="store_true")
 
@@ -206,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Client], int]] = {
-    "whoami": commands.cmd_whoami,
+    "whoami": account.cmd_whoami,
     "submit": commands.cmd_submit,
     "estimate": commands.cmd_estimate,
     "ls": commands.cmd_ls,
@@ -226,7 +259,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         if args.command == "login":
-            return commands.cmd_login(args)
+            return account.cmd_login(args)
+        if args.command == "config":
+            return account.cmd_config(args)
         config = load_config()
         return COMMANDS[args.command](args, Client(config.url, config.token))
     except SystemExit as exc:  # argparse: --help (0) and usage errors (2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import sys
@@ -10,6 +11,8 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -20,6 +23,10 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_QUOTA = 0, 1, 2, 4
 TIMEOUT = (10, 60)  # seconds: connect, read
 TRANSIENT_STATUSES = frozenset({502, 503, 504})
 RETRY_DELAY = 1.0  # seconds, doubled at each retry
+# 429 Too Many Requests: the server did nothing, so any method may be repeated after the pause
+# it asks for (Retry-After), a few times; a pause longer than MAX_RETRY_AFTER is not waited out.
+RATE_LIMIT_RETRIES = 5
+MAX_RETRY_AFTER = 120.0  # seconds
 
 
 class CliError(Exception):
@@ -79,11 +86,19 @@ def load_config() -> Config:
     return Config(url=url, token=token)
 
 
-def save_config(path: Path, *, url: str, token: str) -> None:
-    """Write url+token atomically, readable by the owner only (0600, directory 0700)."""
+CONFIG_KEYS = ("url", "token", "project", "cluster")
+
+
+def save_config(path: Path, **changes: str | None) -> None:
+    """Change some keys of the file (None removes one), atomically, readable by the owner
+    only (0600, directory 0700)."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     data = read_config_file(path)
-    data.update(url=url, token=token)
+    for key, value in changes.items():
+        if value is None:
+            data.pop(key, None)
+        else:
+            data[key] = value
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".config-", suffix=".json")
     try:
         with os.fdopen(fd, "w") as handle:
@@ -131,9 +146,11 @@ class Client:
         retries: int | None = None,
     ) -> requests.Response:
         """One call; transient failures (network, 502/503/504) are retried `retries` times
-        (default: GETs 3, other methods 0: only an idempotent POST may be repeated)."""
+        (default: GETs 3, other methods 0: only an idempotent POST may be repeated), and a 429
+        up to RATE_LIMIT_RETRIES times after the pause its Retry-After header asks for."""
         retries = (3 if method == "GET" else 0) if retries is None else retries
-        for attempt in range(retries + 1):
+        attempt = throttled = 0
+        while True:
             last = attempt == retries
             try:
                 response = self.session.request(
@@ -153,14 +170,22 @@ class Client:
                 if last or not isinstance(exc, (requests.ConnectionError, requests.Timeout)):
                     raise CliError(failure) from None
                 _pause(attempt, failure)
+                attempt += 1
                 continue
+            if response.status_code == 429 and throttled < RATE_LIMIT_RETRIES:
+                delay = retry_after(response.headers.get("Retry-After"), throttled)
+                if delay <= MAX_RETRY_AFTER:
+                    response.close()  # give the connection back before waiting
+                    throttled += 1
+                    _wait(delay, f"{self.root} is rate limiting (HTTP 429)")
+                    continue
             if response.status_code in TRANSIENT_STATUSES and not last:
                 _pause(attempt, f"{self.root} answered HTTP {response.status_code}")
+                attempt += 1
                 continue
             if response.status_code >= 400:
                 raise _api_error(response)
             return response
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
         return _json(self.request("GET", path, params=params))
@@ -199,9 +224,30 @@ class Client:
 
 
 def _pause(attempt: int, failure: str) -> None:
-    delay = RETRY_DELAY * 2**attempt
+    _wait(RETRY_DELAY * 2**attempt, failure)
+
+
+def _wait(delay: float, failure: str) -> None:
     print(f"warning: {failure}; retrying in {delay:g} s", file=sys.stderr)
-    time.sleep(delay)
+    _sleep(delay)
+
+
+_sleep = time.sleep  # one name for the tests to record the pauses by
+
+
+def retry_after(value: str | None, attempt: int) -> float:
+    """Seconds to wait from a Retry-After header: delay-seconds or an HTTP-date (RFC 9110
+    10.2.3); without a usable one, the usual backoff for this attempt."""
+    text = (value or "").strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return RETRY_DELAY * 2.0**attempt
+    if when.tzinfo is None:  # an HTTP-date is always GMT; parsedate leaves "-0000" naive
+        when = when.replace(tzinfo=UTC)
+    return float(max(0, math.ceil((when - datetime.now(UTC)).total_seconds())))
 
 
 def _version() -> str:
@@ -245,4 +291,7 @@ def _api_error(response: requests.Response) -> ApiError:
         detail, code = f"HTTP {response.status_code} {response.reason or ''}".strip(), ""
     if response.status_code == 401:
         detail += " (run 'gpuc login' with a valid token)"
+    if response.status_code == 429 and response.headers.get("Retry-After"):
+        wait = retry_after(response.headers["Retry-After"], 0)
+        detail += f" (rate limited: try again in {math.ceil(wait)} s)"
     return ApiError(response.status_code, detail, code, body)

@@ -4,15 +4,12 @@ prints the answer (a table, or JSON with --json)."""
 from __future__ import annotations
 
 import argparse
-import getpass
-import json
 import os
 import re
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -26,115 +23,31 @@ from portal.cli.client import (
     EXIT_USAGE,
     Client,
     CliError,
-    config_path,
     failure_reason,
-    read_config_file,
-    save_config,
+)
+from portal.cli.output import (
+    duration,
+    megabytes,
+    object_id,
+    print_json,
+    print_table,
+    related_name,
+    when,
 )
 from portal.cli.parsing import parse_job_id, script_directives
+from portal.cli.resolve import (
+    SHORT_ID_LENGTH,
+    project_and_cluster,
+    resolve_job,
+    resolve_project,
+    short_ids,
+)
 
 FINAL_STATES = frozenset({"completed", "failed", "cancelled", "timeout", "node_fail", "rejected"})
 DEFAULT_INTERVAL = 2.0
 
 
-# --- output ----------------------------------------------------------------------------
-
-
-def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, sort_keys=True, default=str))
-
-
-def _print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    cells = [[str(c) for c in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    for row in cells:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-
-
-def _id(obj: dict[str, Any]) -> str:
-    return str(obj.get("id") or obj.get("uuid") or "")
-
-
-def _name(value: Any) -> str:
-    """A related object as the API may render it: a nested object, a name or an id."""
-    if isinstance(value, dict):
-        return str(value.get("slug") or value.get("name") or _id(value))
-    return "" if value is None else str(value)
-
-
-def _when(value: Any) -> str:
-    """ISO timestamps shortened to 'YYYY-MM-DD HH:MM:SS' (UTC as the server sent it)."""
-    return str(value or "").replace("T", " ")[:19]
-
-
-def _mem(mb: Any) -> str:
-    if not isinstance(mb, int):
-        return str(mb or "")
-    return f"{mb // 1024}G" if mb % 1024 == 0 else f"{mb}M"
-
-
 # --- commands --------------------------------------------------------------------------
-
-
-def cmd_login(args: argparse.Namespace) -> int:
-    path = config_path()
-    stored = read_config_file(path)
-    url = args.url or os.environ.get("GPUC_URL") or stored.get("url")
-    if not url:
-        raise CliError(
-            "give the portal address with --url (e.g. https://gpu.example.org)", EXIT_USAGE
-        )
-    token = args.token or os.environ.get("GPUC_TOKEN")
-    if not token:
-        token = getpass.getpass("API token (create one under 'API tokens' in the portal): ")
-    token = token.strip()
-    if not token:
-        raise CliError("no token given", EXIT_USAGE)
-    client = Client(url, token)
-    me = client.get("me/")
-    save_config(path, url=client.root, token=token)
-    user = (me.get("username") or me.get("email")) if isinstance(me, dict) else None
-    print(f"Logged in to {client.root} as {user or '?'} (configuration saved in {path})")
-    return EXIT_OK
-
-
-def cmd_whoami(args: argparse.Namespace, client: Client) -> int:
-    me = client.get("me/")
-    if args.json:
-        _print_json(me)
-        return EXIT_OK
-    print(f"{me.get('username', '')} <{me.get('email', '')}> on {client.root}")
-    for project in me.get("projects", []):
-        print(f"  project {_project_label(project)}  {_id(project)}")
-    return EXIT_OK
-
-
-def _project_label(project: dict[str, Any]) -> str:
-    org = project.get("organization")
-    org_slug = org.get("slug") if isinstance(org, dict) else project.get("organization_slug")
-    slug = project.get("slug") or project.get("name") or _id(project)
-    return f"{org_slug}/{slug}" if org_slug else str(slug)
-
-
-def resolve_project(client: Client, ref: str) -> str:
-    """A project uuid from a uuid, a slug or 'organization-slug/project-slug'."""
-    try:
-        return str(uuid.UUID(ref))
-    except ValueError:
-        pass
-    org_slug, _, slug = ref.rpartition("/")
-    matches = [
-        p
-        for p in client.paginate("projects/")
-        if p.get("slug") == slug
-        and (not org_slug or _project_label(p).rpartition("/")[0] == org_slug)
-    ]
-    if not matches:
-        raise CliError(f"no project '{ref}' among your projects (see 'gpuc whoami')")
-    if len(matches) > 1:
-        choices = ", ".join(_project_label(p) for p in matches)
-        raise CliError(f"project '{ref}' is ambiguous: say which one of {choices}")
-    return _id(matches[0])
 
 
 def _job_body(args: argparse.Namespace, client: Client) -> dict[str, Any]:
@@ -168,15 +81,7 @@ def _job_body(args: argparse.Namespace, client: Client) -> dict[str, Any]:
         raise CliError(
             "give a time limit with --time (or '#SBATCH --time' in the script)", EXIT_USAGE
         )
-    project = args.project or _default("project")
-    cluster = args.cluster or _default("cluster")
-    if not project or not cluster:
-        missing = "--project" if not project else "--cluster"
-        raise CliError(
-            f"give {missing} (or set GPUC_{missing[2:].upper()}, or '{missing[2:]}' in "
-            f"{config_path()})",
-            EXIT_USAGE,
-        )
+    project, cluster = project_and_cluster(args)
     body: dict[str, Any] = {
         "project": resolve_project(client, project),
         "cluster": cluster,
@@ -189,12 +94,6 @@ def _job_body(args: argparse.Namespace, client: Client) -> dict[str, Any]:
     return body
 
 
-def _default(key: str) -> str | None:
-    """A default for --project/--cluster: $GPUC_PROJECT/$GPUC_CLUSTER, else the config file."""
-    value = os.environ.get(f"GPUC_{key.upper()}") or read_config_file(config_path()).get(key)
-    return str(value) if value else None
-
-
 def _job_name(file_name: str) -> str:
     """A job name the API accepts (letters, digits, '.', '_', '-') from a script's file name."""
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", file_name).lstrip("._-")[:128]
@@ -204,7 +103,7 @@ def _job_name(file_name: str) -> str:
 def cmd_estimate(args: argparse.Namespace, client: Client) -> int:
     answer = client.post("jobs/estimate/", _job_body(args, client))
     if args.json:
-        _print_json(answer)
+        print_json(answer)
         return EXIT_OK
     rows = [
         (
@@ -216,7 +115,7 @@ def cmd_estimate(args: argparse.Namespace, client: Client) -> int:
         for line in answer.get("breakdown", [])
     ]
     if rows:
-        _print_table(("RESOURCE", "QUANTITY", "SU/UNIT", "SU"), rows)
+        print_table(("RESOURCE", "QUANTITY", "SU/UNIT", "SU"), rows)
     print(f"Estimated cost: {answer.get('estimated_cost')} SU (held at submit, the most it costs)")
     return EXIT_OK
 
@@ -226,28 +125,49 @@ def cmd_submit(args: argparse.Namespace, client: Client) -> int:
     # A key of our own makes the POST safe to repeat when the answer is lost on the way back.
     key = args.idempotency_key or f"gpuc-{uuid.uuid4()}"
     job = client.post("jobs/", body, headers={"Idempotency-Key": key}, retries=3)
-    if args.json and not args.wait:
-        _print_json(job)
-        return EXIT_OK
-    print(_id(job))
     if not args.wait:
+        if args.json:
+            print_json(job)
+        else:
+            print(object_id(job))
         return EXIT_OK
-    job = wait_for(client, _id(job), interval=args.interval)
+    # Waiting: stdout carries the job's own output (or, with --json, the final job), so
+    # `gpuc submit --wait job.sh > out.txt` keeps what the job printed; the id and the state
+    # changes go to stderr.
+    job = follow_job(
+        client,
+        object_id(job),
+        interval=args.interval,
+        stream=None if args.json else "stdout",
+        announce=True,
+    )
     if args.json:
-        _print_json(job)
+        print_json(job)
+    elif job.get("state") != "completed":
+        short = object_id(job)[:SHORT_ID_LENGTH]
+        print(f"{short}: its error output: gpuc logs {short} --stream stderr", file=sys.stderr)
     return job_exit_code(job)
 
 
-def wait_for(client: Client, job_id: str, *, interval: float) -> dict[str, Any]:
-    """Poll a job until it is final, telling each state change on stderr."""
+def follow_job(
+    client: Client, job_id: str, *, interval: float, stream: str | None, announce: bool
+) -> dict[str, Any]:
+    """Poll a job until it is final, printing its `stream` log as it grows (from byte 0,
+    through the log API's offsets) and, if `announce`, each state change on stderr."""
     seen = None
+    offset = 0
     while True:
-        job = client.get(f"jobs/{job_id}/")
-        if job.get("state") != seen:
+        if stream:
+            offset = _print_log(client, job_id, stream, offset)
+        job: dict[str, Any] = client.get(f"jobs/{job_id}/")
+        if announce and job.get("state") != seen:
             seen = job.get("state")
             reason = f" ({job['state_reason']})" if job.get("state_reason") else ""
-            print(f"{job_id}: {seen}{reason}", file=sys.stderr)
-        if seen in FINAL_STATES:
+            code = f" (exit {job['exit_code']})" if job.get("exit_code") not in (None, 0) else ""
+            print(f"{job_id}: {seen}{reason}{code}", file=sys.stderr)
+        if job.get("state") in FINAL_STATES:
+            if stream:  # the job may have written its last lines after our read: drain
+                _print_log(client, job_id, stream, offset)
             return job
         time.sleep(interval)
 
@@ -270,38 +190,39 @@ def cmd_ls(args: argparse.Namespace, client: Client) -> int:
     }
     jobs = list(client.paginate("jobs/", params, limit=args.limit))
     if args.json:
-        _print_json(jobs)
+        print_json(jobs)
         return EXIT_OK
+    short = short_ids([object_id(j) for j in jobs])
     rows = [
         (
-            _id(j),
+            short[object_id(j)],
             j.get("name", ""),
             j.get("state", "") + (" (direct)" if j.get("origin") == "direct" else ""),
-            j.get("project_name") or _name(j.get("project")),
-            _name(j.get("cluster")),
+            j.get("project_name") or related_name(j.get("project")),
+            related_name(j.get("cluster")),
             j.get("gpus", ""),
-            _when(j.get("created_at")),
+            when(j.get("created_at")),
             j.get("charged_cost") or j.get("estimated_cost") or "",
         )
         for j in jobs
     ]
-    _print_table(("ID", "NAME", "STATE", "PROJECT", "CLUSTER", "GPUS", "CREATED", "SU"), rows)
+    print_table(("ID", "NAME", "STATE", "PROJECT", "CLUSTER", "GPUS", "CREATED", "SU"), rows)
     return EXIT_OK
 
 
 def cmd_status(args: argparse.Namespace, client: Client) -> int:
-    job = client.get(f"jobs/{args.job_id}/")
+    job = client.get(f"jobs/{resolve_job(client, args.job_id)}/")
     if args.json:
-        _print_json(job)
+        print_json(job)
         return EXIT_OK
     gpus = f"{job.get('gpus', 0)}" + (f" x {job['gpu_type']}" if job.get("gpu_type") else "")
     fields = [
-        ("Job", f"{job.get('name', '')} ({_id(job)})"),
+        ("Job", f"{job.get('name', '')} ({object_id(job)})"),
         (
             "State",
             job.get("state", "") + (f": {job['state_reason']}" if job.get("state_reason") else ""),
         ),
-        ("Project", job.get("project_name") or _name(job.get("project"))),
+        ("Project", job.get("project_name") or related_name(job.get("project"))),
         (
             "Origin",
             "submitted outside the portal (found in the cluster's accounting)"
@@ -309,19 +230,19 @@ def cmd_status(args: argparse.Namespace, client: Client) -> int:
             else None,
         ),
         ("User", job.get("user") or job.get("cluster_user")),
-        ("Cluster", _name(job.get("cluster"))),
+        ("Cluster", related_name(job.get("cluster"))),
         ("GPUs", gpus),
         ("CPUs", job.get("cpus")),
-        ("Memory", _mem(job.get("memory_mb"))),
+        ("Memory", megabytes(job.get("memory_mb"))),
         (
             "Time limit",
             f"{job.get('time_limit_minutes')} min" if job.get("time_limit_minutes") else None,
         ),
         ("Array", job.get("array")),
         ("Backend id", job.get("backend_id")),
-        ("Created", _when(job.get("created_at"))),
-        ("Started", _when(job.get("started_at"))),
-        ("Ended", _when(job.get("ended_at"))),
+        ("Created", when(job.get("created_at"))),
+        ("Started", when(job.get("started_at"))),
+        ("Ended", when(job.get("ended_at"))),
         (
             "Elapsed",
             f"{job['elapsed_seconds']} s" if job.get("elapsed_seconds") is not None else None,
@@ -344,21 +265,17 @@ def cmd_status(args: argparse.Namespace, client: Client) -> int:
         for event in events:
             change = f"{event.get('from_state') or '-'} -> {event.get('to_state') or '-'}"
             message = f"  {event['message']}" if event.get("message") else ""
-            print(f"  {_when(event.get('created_at') or event.get('at'))}  {change}{message}")
+            print(f"  {when(event.get('created_at') or event.get('at'))}  {change}{message}")
     return EXIT_OK
 
 
 def cmd_logs(args: argparse.Namespace, client: Client) -> int:
-    offset = 0
-    while True:
-        offset = _print_log(client, args.job_id, args.stream, offset)
-        if not args.follow:
-            return EXIT_OK
-        if client.get(f"jobs/{args.job_id}/").get("state") in FINAL_STATES:
-            # The job may have written its last lines between our read and its end: drain.
-            _print_log(client, args.job_id, args.stream, offset)
-            return EXIT_OK
-        time.sleep(args.interval)
+    job_id = resolve_job(client, args.job_id)
+    if args.follow:
+        follow_job(client, job_id, interval=args.interval, stream=args.stream, announce=False)
+    else:
+        _print_log(client, job_id, args.stream, 0)
+    return EXIT_OK
 
 
 def _print_log(client: Client, job_id: str, stream: str, offset: int) -> int:
@@ -375,12 +292,13 @@ def _print_log(client: Client, job_id: str, stream: str, offset: int) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace, client: Client) -> int:
-    job = client.post(f"jobs/{args.job_id}/cancel/")
+    job_id = resolve_job(client, args.job_id)
+    job = client.post(f"jobs/{job_id}/cancel/")
     state = job.get("state") if isinstance(job, dict) else None
     if state in FINAL_STATES:
-        print(f"{args.job_id}: {state}")
+        print(f"{job_id}: {state}")
     else:  # the cluster was asked; the next sync records the end
-        print(f"{args.job_id}: cancel requested (state: {state or 'unknown'})")
+        print(f"{job_id}: cancel requested (state: {state or 'unknown'})")
     return EXIT_OK
 
 
@@ -389,15 +307,17 @@ def cmd_results(args: argparse.Namespace, client: Client) -> int:
     if words[0] == "get":
         if len(words) != 3:
             raise CliError("usage: gpuc results get JOB_ID PATH [-o FILE]", EXIT_USAGE)
-        return _results_get(client, _checked_job_id(words[1]), words[2], args.output)
+        job_id = resolve_job(client, _checked_job_id(words[1]))
+        return _results_get(client, job_id, words[2], args.output)
     if len(words) != 1 or args.output:
         raise CliError("usage: gpuc results JOB_ID  |  gpuc results get JOB_ID PATH", EXIT_USAGE)
-    items = list(client.paginate(f"jobs/{_checked_job_id(words[0])}/results/"))
+    job_id = resolve_job(client, _checked_job_id(words[0]))
+    items = list(client.paginate(f"jobs/{job_id}/results/"))
     if args.json:
-        _print_json(items)
+        print_json(items)
         return EXIT_OK
-    rows = [(i.get("path", ""), i.get("size", ""), _when(i.get("modified"))) for i in items]
-    _print_table(("PATH", "BYTES", "MODIFIED"), rows)
+    rows = [(i.get("path", ""), i.get("size", ""), when(i.get("modified"))) for i in items]
+    print_table(("PATH", "BYTES", "MODIFIED"), rows)
     return EXIT_OK
 
 
@@ -449,17 +369,17 @@ def cmd_balance(args: argparse.Namespace, client: Client) -> int:
     params = {"project": resolve_project(client, args.project) if args.project else None}
     allocations = list(client.paginate("allocations/", params))
     if args.json:
-        _print_json(allocations)
+        print_json(allocations)
         return EXIT_OK
     columns = ("credited", "held", "charged", "available")
     rows: list[tuple[Any, ...]] = [
         (
-            _id(a),
-            a.get("project_name") or _name(a.get("project")),
+            object_id(a),
+            a.get("project_name") or related_name(a.get("project")),
             ",".join(a.get("clusters") or []),
             a.get("kind", ""),
             a.get("status", ""),
-            _when(a.get("ends_at"))[:10],
+            when(a.get("ends_at"))[:10],
             *(a.get(c, "") for c in columns),
         )
         for a in allocations
@@ -469,18 +389,30 @@ def cmd_balance(args: argparse.Namespace, client: Client) -> int:
         totals = [sum((Decimal(str(a.get(c) or 0)) for a in active), Decimal(0)) for c in columns]
         rows.append(("total (active)", "", "", "", "", "", *totals))
     headers = ("ALLOCATION", "PROJECT", "CLUSTERS", "KIND", "STATUS", "ENDS")
-    _print_table((*headers, *(c.upper() for c in columns)), rows)
+    print_table((*headers, *(c.upper() for c in columns)), rows)
     return EXIT_OK
 
 
 def cmd_clusters(args: argparse.Namespace, client: Client) -> int:
     clusters = list(client.paginate("clusters/"))
     if args.json:
-        _print_json(clusters)
+        print_json(clusters)
         return EXIT_OK
     for cluster in clusters:
         types = ", ".join(cluster.get("gpu_types") or []) or "-"
         print(f"{cluster.get('name')}  ({cluster.get('kind', '')}; GPU types: {types})")
+        given = cluster.get("options")
+        options: dict[str, Any] = given if isinstance(given, dict) else {}
+        print(f"  limits per job: {_limits(options) or 'none stated (the portal defaults apply)'}")
+        partitions = options.get("partitions") or []
+        default = options.get("default_partition") or next(iter(partitions), None)
+        if isinstance(partitions, dict):  # partitions with limits of their own
+            for name, own in partitions.items():
+                mark = " (default)" if name == default else ""
+                print(f"  partition {name}{mark}: {_limits(own) or 'the limits above'}")
+        elif partitions:
+            names = [f"{n} (default)" if n == default else str(n) for n in partitions]
+            print(f"  partitions: {', '.join(names)}")
         for rate in cluster.get("rates") or []:
             what = rate.get("resource", "") + (
                 f":{rate['gpu_type']}" if rate.get("gpu_type") else ""
@@ -489,23 +421,54 @@ def cmd_clusters(args: argparse.Namespace, client: Client) -> int:
     return EXIT_OK
 
 
+# A cluster's (or partition's) max_* options, in the order and words of `gpuc submit`'s flags.
+_LIMITS: tuple[tuple[str, str], ...] = (
+    ("max_gpus", "GPU"),
+    ("max_cpus", "CPU"),
+    ("max_memory_mb", "memory"),
+    ("max_time_minutes", "time"),
+    ("max_array_tasks", "array task"),
+)
+
+
+def _limits(options: Any) -> str:
+    """'4 GPUs, 8 CPUs, 16G memory, 1d time' from max_* options; '' when there are none."""
+    if not isinstance(options, dict):
+        return ""
+    parts = []
+    for key, label in _LIMITS:
+        value = options.get(key)
+        if value is None:
+            continue
+        if key == "max_memory_mb":
+            parts.append(f"{megabytes(value)} {label}")
+        elif key == "max_time_minutes":
+            parts.append(f"{duration(value)} {label}")
+        else:
+            parts.append(f"{value} {label}{'' if value == 1 else 's'}")
+    known = {key for key, _ in _LIMITS}
+    parts += [
+        f"{k}={v}" for k, v in sorted(options.items()) if k.startswith("max_") and k not in known
+    ]
+    return ", ".join(parts)
+
+
 def cmd_access(args: argparse.Namespace, client: Client) -> int:
     """`gpuc access request -c CLUSTER -p PROJECT [--username NAME]` and `gpuc access ls`."""
     if args.action == "request":
-        if not args.cluster or not args.project:
-            raise CliError("access request needs -c CLUSTER and -p PROJECT", EXIT_USAGE)
+        project, cluster = project_and_cluster(args)
         body: dict[str, Any] = {
-            "project": resolve_project(client, args.project),
-            "cluster": args.cluster,
+            "project": resolve_project(client, project),
+            "cluster": cluster,
         }
         if args.username:
             body["username"] = args.username
         created = client.post("cluster-access-requests/", body)
         if args.json:
-            _print_json(created)
+            print_json(created)
             return EXIT_OK
         state = created.get("state")
-        print(f"{_id(created)}  {created.get('username')}@{created.get('cluster')}  {state}")
+        print(f"{object_id(created)}  {created.get('username')}@{created.get('cluster')}  {state}")
         if state == "pending":
             print("Facility staff will review it; you will be told by email.")
         elif state in ("approved", "provisioning"):
@@ -513,19 +476,19 @@ def cmd_access(args: argparse.Namespace, client: Client) -> int:
         return EXIT_OK
     requests = list(client.paginate("cluster-access-requests/"))
     if args.json:
-        _print_json(requests)
+        print_json(requests)
         return EXIT_OK
     rows = [
         (
-            _id(r)[:8],
+            object_id(r)[:8],
             r.get("cluster"),
             r.get("project_name"),
             r.get("username"),
             r.get("state"),
-            _when(r.get("created_at")),
+            when(r.get("created_at")),
             r.get("reason") or "",
         )
         for r in requests
     ]
-    _print_table(("ID", "CLUSTER", "PROJECT", "USER", "STATE", "ASKED", "WHY"), rows)
+    print_table(("ID", "CLUSTER", "PROJECT", "USER", "STATE", "ASKED", "WHY"), rows)
     return EXIT_OK

@@ -179,9 +179,27 @@ def _gpu_request(value: str, *, gres: bool) -> tuple[int, str]:
     return int(count), parts[0] if len(parts) == 2 else ""
 
 
+MIN_SHORT_ID = 4  # hexadecimal digits, as git asks of an abbreviated commit
+_SHORT_ID = re.compile(r"^[0-9a-f]+(?:-[0-9a-f]+)*$")
+
+
 def parse_job_id(text: str) -> str:
-    """A job id is a UUID; checking it here keeps anything else out of the URL."""
+    """A job's UUID, or the start of one: the short id the pages show (its first 8 digits)
+    or any 4 to 31 hexadecimal digits; checking it here keeps anything else out of the URL."""
+    value = text.strip().lower()
     try:
-        return str(uuid.UUID(text))
+        return str(uuid.UUID(value))
     except ValueError:
-        raise ValueError(f"invalid job id '{text}': expected a UUID") from None
+        pass
+    digits = value.replace("-", "")
+    if _SHORT_ID.match(value) and MIN_SHORT_ID <= len(digits) < 32:
+        return value
+    raise ValueError(
+        f"invalid job id '{text}': expected a UUID or its first {MIN_SHORT_ID} or more "
+        "hexadecimal digits (the short id the portal shows)"
+    )
+
+
+def is_full_job_id(job_id: str) -> bool:
+    """Whether a parse_job_id result is a whole UUID rather than the start of one."""
+    return len(job_id) == 36

@@ -13,6 +13,7 @@ from rest_framework.views import APIView
 
 from accounts.models import Organization
 from portal.api import CursorPagination, OptionalURLField, StrictFieldsMixin
+from portal.users import acting_user
 from quotas.billing import selectors
 from quotas.billing.models import Invoice, Purchase, SuPack
 from quotas.billing.services import checkout_start
@@ -158,7 +159,7 @@ class CheckoutView(APIView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         purchase = checkout_start(
-            actor=request.user,  # type: ignore[arg-type]
+            actor=acting_user(request),
             pack=data["pack"],
             quantity=data["quantity"],
             project=data["project"],

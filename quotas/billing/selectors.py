@@ -13,7 +13,8 @@ from typing import Any
 from django.contrib.auth.models import AnonymousUser
 from django.db.models import Q, QuerySet, Sum
 
-from accounts.models import Membership, Organization, Project, User
+from accounts.models import Organization, Project, User
+from accounts.roles import ORG_BILLING_ROLES
 from portal.errors import NotFound
 from portal.ids import get_by_uuid
 from quotas.billing.models import (
@@ -27,8 +28,6 @@ from quotas.billing.models import (
 )
 from quotas.models import ZERO, Allocation
 
-BILLING_ROLES = (Membership.Role.OWNER, Membership.Role.BILLING)
-
 AnyUser = User | AnonymousUser
 
 
@@ -37,7 +36,7 @@ def billing_organizations_for_user(user: AnyUser) -> QuerySet[Organization]:
     if not user.is_authenticated:
         return Organization.objects.none()
     return Organization.objects.filter(
-        memberships__user=user, memberships__role__in=BILLING_ROLES
+        memberships__user=user, memberships__role__in=ORG_BILLING_ROLES
     ).distinct()
 
 

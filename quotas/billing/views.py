@@ -12,10 +12,13 @@ from django.shortcuts import redirect, render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
+from accounts.selectors import organizations_for_user
 from portal.errors import DomainError, NotFound
+from portal.users import acting_user
 from quotas.billing import selectors
 from quotas.billing.services import checkout_start, webhook_receive
 from quotas.billing.stripe_api import billing_enabled
+from quotas.services.trials import trial_refusal
 
 logger = logging.getLogger(__name__)
 
@@ -23,13 +26,13 @@ logger = logging.getLogger(__name__)
 @login_required
 @require_GET
 def billing_home(request: HttpRequest) -> HttpResponse:
-    """The billing page of the user's organization, or a list when they manage several."""
+    """The billing page of the user's organization, a list when they manage several, and what
+    to do when they manage none (never a 404: the link is shared and bookmarked)."""
     orgs = list(selectors.billing_organizations_for_user(request.user).order_by("name"))
-    if not orgs:
-        raise Http404("No billing to show")
     if len(orgs) == 1:
         return redirect("billing:page", org_uuid=orgs[0].uuid)
-    return render(request, "billing/home.html", {"organizations": orgs})
+    member_of = [] if orgs else [o.name for o in organizations_for_user(request.user)]
+    return render(request, "billing/home.html", {"organizations": orgs, "member_of": member_of})
 
 
 @login_required
@@ -47,7 +50,12 @@ def billing_page(request: HttpRequest, org_uuid: str) -> HttpResponse:
     return render(
         request,
         "billing/page.html",
-        {"view": selectors.billing_overview(org), "billing_on": billing_enabled()},
+        {
+            "view": selectors.billing_overview(org),
+            "billing_on": billing_enabled(),
+            # The trial is offered where SU are bought, to those who may start it.
+            "trial_open": trial_refusal(actor=request.user, organization=org) is None,  # type: ignore[arg-type]
+        },
     )
 
 
@@ -57,7 +65,7 @@ def billing_checkout(request: HttpRequest, org_uuid: str) -> HttpResponse:
     """The buy button: open a Stripe Checkout and send the browser there."""
     try:
         purchase = checkout_start(
-            actor=request.user,  # type: ignore[arg-type]
+            actor=acting_user(request),
             organization=org_uuid,
             pack=request.POST.get("pack"),
             quantity=request.POST.get("quantity", "1"),

@@ -1,8 +1,10 @@
 """Writes on rates, allocations, grant requests and the ledger (one function per use case).
 
-The package re-exports every public service so callers import from `quotas.services`.
+The package re-exports every public service (public names only) so callers import from
+`quotas.services`. The ledger's rounding, `su` and `QUANTUM`, lives beside the models.
 """
 
+from quotas.models import QUANTUM, su
 from quotas.services.allocations import (
     EXPIRY_REMINDERS,
     ExpiryResult,
@@ -14,13 +16,9 @@ from quotas.services.allocations import (
     check_clusters,
 )
 from quotas.services.ledger import (
-    _EFFECTS,
     THRESHOLDS,
     DirectCharge,
-    _after_charge,
-    _locked,
-    _positive,
-    _post,
+    SettledHold,
     eligible_allocations,
     ledger_adjust,
     ledger_charge_direct,
@@ -31,13 +29,14 @@ from quotas.services.ledger import (
     ledger_hold_many,
     ledger_refund,
     ledger_settle,
+    ledger_settle_many,
     usage_percent,
 )
 from quotas.services.rates import (
     HOUR,
-    QUANTUM,
     Cost,
     CostLine,
+    RateTable,
     Usage,
     cached_rates_at,
     cost_of,
@@ -45,7 +44,6 @@ from quotas.services.rates import (
     forget_cached_rates,
     rate_create,
     rates_at,
-    su,
 )
 from quotas.services.requests import (
     allocation_request_approve,
@@ -56,22 +54,27 @@ from quotas.services.requests import (
     allocation_request_update,
     allocation_window,
 )
+from quotas.services.staff_roles import (
+    STAFF_ROLES,
+    staff_roles_grant,
+    staff_roles_of,
+    staff_roles_revoke,
+    staff_user_find,
+)
 
 __all__ = [
     "EXPIRY_REMINDERS",
     "HOUR",
     "QUANTUM",
+    "STAFF_ROLES",
     "THRESHOLDS",
-    "_EFFECTS",
     "Cost",
     "CostLine",
     "DirectCharge",
     "ExpiryResult",
+    "RateTable",
+    "SettledHold",
     "Usage",
-    "_after_charge",
-    "_locked",
-    "_positive",
-    "_post",
     "allocation_create",
     "allocation_extend",
     "allocation_request_approve",
@@ -99,8 +102,13 @@ __all__ = [
     "ledger_hold_many",
     "ledger_refund",
     "ledger_settle",
+    "ledger_settle_many",
     "rate_create",
     "rates_at",
+    "staff_roles_grant",
+    "staff_roles_of",
+    "staff_roles_revoke",
+    "staff_user_find",
     "su",
     "usage_percent",
 ]

@@ -15,7 +15,8 @@ from quotas import notifications
 from quotas.exceptions import AllocationStateError, InvalidRequest, NotFacilityAdmin
 from quotas.models import Allocation, Cluster, LedgerEntry
 from quotas.policy import cluster_refusal, is_facility_admin
-from quotas.services.ledger import _locked, _post, _refresh_status, ledger_credit
+from quotas.services.ledger import ledger_credit
+from quotas.services.ledger.posting import lock_allocation, post, refresh_status
 
 # Days before the end at which the PI is reminded, most distant first; each goes once.
 EXPIRY_REMINDERS = (30, 7)
@@ -101,7 +102,7 @@ def allocation_suspend(*, actor: User | None, allocation: Allocation, reason: st
     reason = reason.strip()
     if not reason:
         raise InvalidRequest("A reason is required to suspend an allocation", field="reason")
-    locked = _locked(allocation)
+    locked = lock_allocation(allocation)
     if locked.status == Allocation.Status.EXPIRED:
         raise AllocationStateError(
             f"Allocation {locked.uuid} is expired and cannot be suspended", state=locked.status
@@ -118,7 +119,7 @@ def allocation_suspend(*, actor: User | None, allocation: Allocation, reason: st
 def allocation_resume(*, actor: User | None, allocation: Allocation) -> Allocation:
     """Lift a suspension: the allocation is active again (or exhausted, if nothing is left)."""
     _authorize(actor, "resume allocations")
-    locked = _locked(allocation)
+    locked = lock_allocation(allocation)
     if locked.status != Allocation.Status.SUSPENDED:
         raise AllocationStateError(
             f"Allocation {locked.uuid} is {locked.status}, not suspended", state=locked.status
@@ -127,7 +128,7 @@ def allocation_resume(*, actor: User | None, allocation: Allocation) -> Allocati
     locked.status_reason = ""
     _attribute(locked, actor)
     locked.save(update_fields=["status", "status_reason"])
-    _refresh_status(locked, actor=actor)
+    refresh_status(locked, actor=actor)
     allocation.status, allocation.status_reason = locked.status, locked.status_reason
     return locked
 
@@ -139,7 +140,7 @@ def allocation_extend(
     """Move the end later. An expired allocation becomes active again with what it holds;
     the SU that expired stay expired (credit or adjust to add new ones)."""
     _authorize(actor, "extend allocations")
-    locked = _locked(allocation)
+    locked = lock_allocation(allocation)
     if ends_at <= locked.ends_at:
         raise InvalidRequest(
             f"The new end must be after the current end ({locked.ends_at:%Y-%m-%d %H:%M} UTC)",
@@ -157,7 +158,7 @@ def allocation_extend(
         fields += ["status", "status_reason"]
     _attribute(locked, actor)
     locked.save(update_fields=fields)
-    _refresh_status(locked, actor=actor)
+    refresh_status(locked, actor=actor)
     allocation.ends_at, allocation.status = locked.ends_at, locked.status
     allocation.notified = locked.notified
     return locked
@@ -201,7 +202,7 @@ def _expire_one(pk: int, *, now: datetime) -> Decimal | None:
         return None  # someone extended or expired it meanwhile
     amount = locked.available
     if amount > 0:
-        _post(
+        post(
             locked,
             kind=LedgerEntry.Kind.EXPIRE,
             amount=amount,

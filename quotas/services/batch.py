@@ -1,27 +1,14 @@
-"""Settling many holds in one transaction (job sync finalises thousands per tick), and
-bulk_set / bulk_insert, one statement writing per-row values to many rows (used by jobs' sync
-and forwarding too).
-
-Each hold is settled exactly as ledger_settle would (same entries, same keys, same counter
-effects, expiry of what is released on an expired allocation, thresholds after charges), but
-with a fixed number of statements per batch: one row lock per hold and per allocation, one
-UPDATE of the holds, one INSERT of the entries and one counter update per allocation, all from
-plain values (no model instance per hold or entry).
+"""bulk_set / bulk_insert: one statement writing per-row values to many rows, from plain values
+(no model instance per row). The ledger's batch settlement, jobs' sync and forwarding use them.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from decimal import Decimal
-from typing import Any, NamedTuple, cast
+from typing import Any, cast
 
-from django.db import connection, models, transaction
-from django.utils import timezone
-
-from accounts.models import User
-from quotas.models import ZERO, Allocation, Hold, LedgerEntry
-from quotas.services.ledger import _EFFECTS, _actual, _after_charge, _move_counters, _settle_parts
+from django.db import connection, models
 
 _BATCH = 5000
 # Values of these fields need no preparation: str (or a TextChoices member), int, Decimal, UUID
@@ -214,106 +201,3 @@ def bulk_insert(
         )
         with connection.cursor() as cursor:
             cursor.execute(sql, fixed_params + params)
-
-
-class SettledHold(NamedTuple):
-    """A hold as ledger_settle_many leaves it (settled now or before)."""
-
-    pk: int
-    allocation_id: int
-    charged: Decimal
-    released: Decimal
-
-
-# The columns of the entries ledger_settle_many inserts, one tuple per entry (actor and
-# created_at are the same for the whole batch).
-_ENTRY_FIELDS = (
-    "allocation_id",
-    "kind",
-    "amount",
-    "memo",
-    "cluster_id",
-    "hold_id",
-    "job_uuid",
-    "idempotency_key",
-)
-
-
-@transaction.atomic
-def ledger_settle_many(
-    *, actor: User | None, settlements: Sequence[tuple[Hold | int, Decimal]], memo: str = ""
-) -> dict[int, SettledHold]:
-    """Charge min(actual, held) out of each hold (a Hold or its pk) and release the rest, each
-    exactly once. Returns {hold pk: the hold as settled}; holds settled before come back as
-    they were. A fixed number of statements whatever the number of holds.
-    """
-    actuals: dict[int, Decimal] = {}
-    for hold, actual in settlements:
-        actuals[hold if isinstance(hold, int) else hold.pk] = _actual(actual)
-    if not actuals:
-        return {}
-    # The same locks as ledger_settle, taken in one consistent order (holds by pk, then
-    # allocations by ends_at, id) so concurrent batches never deadlock. A hold already settled
-    # (by another sync, a cancel) is seen here under its lock and left alone.
-    rows = list(
-        Hold.objects.select_for_update(no_key=True)
-        .filter(pk__in=list(actuals))
-        .order_by("pk")
-        .values_list(
-            "pk", "allocation_id", "state", "amount", "charged", "released", "cluster_id",
-            "job_uuid", "key",
-        )
-    )  # fmt: skip
-    settled: dict[int, SettledHold] = {}
-    to_settle = []
-    for row in rows:
-        if row[2] == Hold.State.SETTLED:
-            settled[row[0]] = SettledHold(row[0], row[1], row[4], row[5])
-        else:
-            to_settle.append(row)
-    if not to_settle:
-        return settled
-    allocations = list(
-        Allocation.objects.select_for_update(no_key=True)
-        .filter(pk__in={row[1] for row in to_settle})
-        .order_by("ends_at", "id")
-    )
-    expired = {a.pk for a in allocations if a.status == Allocation.Status.EXPIRED}
-    deltas = {a.pk: [ZERO, ZERO, ZERO] for a in allocations}
-    charged_on: set[int] = set()
-    holds: list[tuple[int, Decimal, Decimal]] = []
-    entries: list[tuple[Any, ...]] = []
-    for pk, allocation_id, _, amount, _, _, cluster_id, job_uuid, key in to_settle:
-        charge, release, parts = _settle_parts(
-            amount, actuals[pk], expired=allocation_id in expired, memo=memo
-        )
-        delta = deltas[allocation_id]
-        for kind, value, text in parts:
-            entries.append(
-                (allocation_id, kind, value, text, cluster_id, pk, job_uuid, f"{key}:{kind}")
-            )
-            for i, factor in enumerate(_EFFECTS[kind]):
-                delta[i] += factor * value
-        if charge > 0:
-            charged_on.add(allocation_id)
-        holds.append((pk, charge, release))
-        settled[pk] = SettledHold(pk, allocation_id, charge, release)
-    now = timezone.now()
-    bulk_set(
-        Hold,
-        ("charged", "released"),
-        holds,
-        constants={"state": Hold.State.SETTLED, "settled_at": now},
-    )
-    bulk_insert(
-        LedgerEntry,
-        _ENTRY_FIELDS,
-        entries,
-        constants={"actor_id": actor.pk if actor is not None else None, "created_at": now},
-    )
-    for allocation in allocations:
-        _move_counters(allocation, *deltas[allocation.pk], actor=actor)
-    for allocation in allocations:
-        if allocation.pk in charged_on:
-            _after_charge(allocation)
-    return settled

@@ -6,26 +6,20 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import User
 from quotas.exceptions import InvalidAmount, InvalidRequest, NoRate
-from quotas.models import ZERO, Cluster, Rate
+from quotas.models import QUANTUM, ZERO, Cluster, Rate, su
 from quotas.policy import is_facility_admin
 
-QUANTUM = Decimal("0.0001")
 HOUR = Decimal(3600)
 # A rate may take effect "now": allow for the seconds between the form and the save.
 _BACKDATE_TOLERANCE = timedelta(minutes=5)
 _MAX_RATE = Decimal("1e8")  # Rate.su_per_unit holds 14 digits, 6 of them decimals
-
-
-def su(value: Decimal | int | str) -> Decimal:
-    """Round an amount of service units to the ledger's precision (4 places, half up)."""
-    return Decimal(value).quantize(QUANTUM, rounding=ROUND_HALF_UP)
 
 
 @dataclass(frozen=True)
@@ -54,17 +48,46 @@ class Cost:
     breakdown: list[CostLine] = field(default_factory=list)
 
 
-def rates_at(*, cluster: Cluster, at: datetime | None = None) -> dict[tuple[str, str], Decimal]:
+Rates = dict[tuple[str, str], Decimal]
+
+
+class RateTable:
+    """A cluster's rates, every effective date; the one answer to "which rates were in force
+    at time t" (rates_at, the per-process cache behind cached_rates_at, job sync's pricing of
+    thousands of jobs that started at different moments)."""
+
+    def __init__(self, rows: list[tuple[str, str, datetime, Decimal]]) -> None:
+        # (resource, gpu_type, effective_from, su_per_unit), newest first per resource.
+        self.rows = rows
+
+    @classmethod
+    def load(cls, *, cluster: Cluster, at: datetime | None = None) -> RateTable:
+        """One query: the cluster's rates (only those in force by `at`, if given)."""
+        rates = Rate.objects.filter(cluster=cluster)
+        if at is not None:
+            rates = rates.filter(effective_from__lte=at)
+        return cls(
+            list(
+                rates.order_by("resource", "gpu_type", "-effective_from").values_list(
+                    "resource", "gpu_type", "effective_from", "su_per_unit"
+                )
+            )
+        )
+
+    def at(self, when: datetime) -> Rates:
+        """The rates in force at `when`, keyed by (resource, gpu_type): the latest of each
+        that took effect by then."""
+        current: Rates = {}
+        for resource, gpu_type, effective_from, su_per_unit in self.rows:
+            if effective_from <= when:
+                current.setdefault((resource, gpu_type), su_per_unit)
+        return current
+
+
+def rates_at(*, cluster: Cluster, at: datetime | None = None) -> Rates:
     """The rates in force on a cluster at a moment, keyed by (resource, gpu_type): one query."""
     at = at or timezone.now()
-    current: dict[tuple[str, str], Decimal] = {}
-    for resource, gpu_type, su_per_unit in (
-        Rate.objects.filter(cluster=cluster, effective_from__lte=at)
-        .order_by("resource", "gpu_type", "-effective_from")
-        .values_list("resource", "gpu_type", "su_per_unit")
-    ):
-        current.setdefault((resource, gpu_type), su_per_unit)
-    return current
+    return RateTable.load(cluster=cluster, at=at).at(at)
 
 
 # Rates change rarely, and every submission prices its job: each process keeps a cluster's
@@ -74,28 +97,16 @@ def rates_at(*, cluster: Cluster, at: datetime | None = None) -> dict[tuple[str,
 # (a rate cannot take effect in the past, and one scheduled "now" is backdated by at most
 # _BACKDATE_TOLERANCE anyway).
 RATES_TTL = 2.0
-_tables: dict[int, tuple[float, list[tuple[str, str, datetime, Decimal]]]] = {}
+_tables: dict[int, tuple[float, RateTable]] = {}
 
 
-def cached_rates_at(
-    *, cluster: Cluster, at: datetime | None = None
-) -> dict[tuple[str, str], Decimal]:
+def cached_rates_at(*, cluster: Cluster, at: datetime | None = None) -> Rates:
     """rates_at from this process's copy of the cluster's rate table (at most RATES_TTL old)."""
     now = time.monotonic()
     cached = _tables.get(cluster.pk)
     if cached is None or cached[0] < now:
-        table = list(
-            Rate.objects.filter(cluster=cluster)
-            .order_by("resource", "gpu_type", "-effective_from")
-            .values_list("resource", "gpu_type", "effective_from", "su_per_unit")
-        )
-        _tables[cluster.pk] = cached = (now + RATES_TTL, table)
-    at = at or timezone.now()
-    current: dict[tuple[str, str], Decimal] = {}
-    for resource, gpu_type, effective_from, su_per_unit in cached[1]:
-        if effective_from <= at:
-            current.setdefault((resource, gpu_type), su_per_unit)
-    return current
+        _tables[cluster.pk] = cached = (now + RATES_TTL, RateTable.load(cluster=cluster))
+    return cached[1].at(at or timezone.now())
 
 
 def forget_cached_rates() -> None:
@@ -107,7 +118,7 @@ def cost_of(
     cluster: Cluster,
     usage: Usage,
     at: datetime | None = None,
-    rates: dict[tuple[str, str], Decimal] | None = None,
+    rates: Rates | None = None,
 ) -> Cost:
     """SU for `usage` on `cluster` at the rates in force at `at` (rate × quantity × hours)."""
     rates = rates if rates is not None else rates_at(cluster=cluster, at=at)

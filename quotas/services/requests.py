@@ -14,6 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import Project, User
+from accounts.selectors import can_manage_project
 from quotas import notifications
 from quotas.documents import DOCUMENT_EXTENSIONS, DOCUMENT_MAX_BYTES, display_name
 from quotas.exceptions import (
@@ -26,9 +27,11 @@ from quotas.exceptions import (
     SelfReview,
 )
 from quotas.models import Allocation, AllocationRequest, AllocationRequestEvent, Cluster
-from quotas.policy import can_manage_project, has_conflict_of_interest, is_reviewer
+from quotas.policy import has_conflict_of_interest, is_reviewer
 from quotas.services.allocations import check_clusters
-from quotas.services.ledger import _locked, _positive, ledger_credit
+from quotas.services.ledger import ledger_credit
+from quotas.services.ledger.amounts import positive_amount
+from quotas.services.ledger.posting import lock_allocation
 
 State = AllocationRequest.State
 EDITABLE_STATES = (State.DRAFT, State.CHANGES_REQUESTED)
@@ -140,7 +143,7 @@ def allocation_request_create(
 ) -> AllocationRequest:
     """Draft a request for `project` (its PI or a manager); nothing is sent until submitted."""
     _require_manager(actor, project)
-    value = _positive(amount)
+    value = positive_amount(amount)
     _check_dates(start_date, end_date)
     chosen = check_clusters(project=project, clusters=clusters)
     _check_extends(project=project, kind=kind, extends=extends)
@@ -205,7 +208,7 @@ def allocation_request_update(
             state=locked.state,
         )
     if "amount" in fields:
-        fields["amount"] = _positive(fields["amount"])
+        fields["amount"] = positive_amount(fields["amount"])
     for name in ("title", "justification"):
         if name in fields and not str(fields[name]).strip():
             raise InvalidRequest(f"A {name} is required", field=name)
@@ -285,7 +288,7 @@ def allocation_request_approve(
     _require_submitted(locked, "approve")
     changes: dict[str, list[str]] = {}
     if amount is not None:
-        value = _positive(amount)
+        value = positive_amount(amount)
         if value != locked.amount:
             changes["amount"] = [str(locked.amount), str(value)]
             locked.amount = value
@@ -333,7 +336,7 @@ def _apply_supplement(
     ends_at: datetime,
     key: str,
 ) -> None:
-    target = _locked(extends)
+    target = lock_allocation(extends)
     _check_extends(project=request.project, kind=request.kind, extends=target)
     if ends_at > target.ends_at:
         target.ends_at = ends_at

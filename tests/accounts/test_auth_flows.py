@@ -10,6 +10,7 @@ import pytest
 from allauth.account.models import EmailAddress
 from allauth.mfa.models import Authenticator
 from allauth.mfa.totp.internal.auth import format_hotp_value, hotp_value
+from django.conf import settings
 from django.core import mail
 from django.core.exceptions import ImproperlyConfigured
 from django.test import Client
@@ -47,7 +48,9 @@ def test_sign_up_sends_a_verification_link_and_following_it_allows_sign_in(clien
     user = User.objects.get(username="carol")
     assert not EmailAddress.objects.get(user=user).verified
     assert len(mail.outbox) == 1
-    link = re.search(r"http://testserver(/accounts/confirm-email/[^/\s]+/)", mail.outbox[0].body)
+    link = re.search(
+        re.escape(settings.SITE_URL) + r"(/accounts/confirm-email/[^/\s]+/)", mail.outbox[0].body
+    )
     assert link is not None
 
     confirmed = client.post(link.group(1))

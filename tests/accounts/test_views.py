@@ -6,13 +6,23 @@ import re
 from http import HTTPStatus
 
 import pytest
+from allauth.account.models import EmailAddress
+from django.conf import settings
 from django.core import mail
 from django.http import HttpResponse
 from django.test import Client
 
 from accounts import services
 from accounts.authentication import hash_token
-from accounts.models import ApiToken, Invitation, Membership, Organization, Project, ProjectMember
+from accounts.models import (
+    ApiToken,
+    Invitation,
+    Membership,
+    Organization,
+    Project,
+    ProjectMember,
+    User,
+)
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -419,7 +429,51 @@ def test_the_navigation_links_to_the_account_pages(web, alice):
     assert 'href="/settings/tokens/"' in page
 
 
-def test_an_invitee_without_an_account_signs_up_verifies_and_lands_on_the_invitation(
+def _signup(client: Client, email: str, next_path: str) -> HttpResponse:
+    return client.post(
+        "/accounts/signup/",
+        {
+            "email": email,
+            "username": "carol",
+            "password1": "a long passphrase for carol 42",
+            "password2": "a long passphrase for carol 42",
+            "next": next_path,
+        },
+    )
+
+
+def test_an_invitee_without_an_account_signs_up_with_the_invited_address_and_joins_at_once(
+    client, alice, tenant, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        invitation, raw = services.invitation_create(
+            actor=alice,
+            organization=tenant.org,
+            email="carol@uni.example",
+            project=tenant.project,
+        )
+    invitation_path = "/invitations/pending/"
+    to_login = client.get(_open_invitation(client, raw)["Location"])
+    assert to_login["Location"] == f"/accounts/login/?next={invitation_path}"
+    sent = len(mail.outbox)
+
+    signed_up = _signup(client, "Carol@uni.example", invitation_path)
+    landed = client.get(signed_up["Location"])
+
+    assert signed_up.status_code == HTTPStatus.FOUND
+    assert signed_up["Location"] == invitation_path
+    assert landed.status_code == HTTPStatus.FOUND
+    assert landed["Location"] == f"/projects/{tenant.project.uuid}/"
+    carol = User.objects.get(username="carol")
+    assert EmailAddress.objects.get(user=carol).verified
+    assert Membership.objects.get(organization=tenant.org, user=carol).role == "member"
+    assert ProjectMember.objects.get(project=tenant.project, user=carol).role == "member"
+    invitation.refresh_from_db()
+    assert invitation.accepted_by == carol
+    assert len(mail.outbox) == sent  # the invitation proved the address: no second mail
+
+
+def test_an_invitee_signing_up_with_another_address_verifies_it_and_lands_on_the_invitation(
     client, alice, tenant, django_capture_on_commit_callbacks
 ):
     with django_capture_on_commit_callbacks(execute=True):
@@ -427,25 +481,16 @@ def test_an_invitee_without_an_account_signs_up_verifies_and_lands_on_the_invita
             actor=alice, organization=tenant.org, email="carol@uni.example"
         )
     invitation_path = "/invitations/pending/"
-    to_login = client.get(_open_invitation(client, raw)["Location"])
-    assert to_login["Location"] == f"/accounts/login/?next={invitation_path}"
+    client.get(_open_invitation(client, raw)["Location"])
 
-    client.post(
-        "/accounts/signup/",
-        {
-            "email": "carol@uni.example",
-            "username": "carol",
-            "password1": "a long passphrase for carol 42",
-            "password2": "a long passphrase for carol 42",
-            "next": invitation_path,
-        },
+    _signup(client, "carol@home.example", invitation_path)
+    link = re.search(
+        re.escape(settings.SITE_URL) + r"(/accounts/confirm-email/[^/\s]+/)", mail.outbox[-1].body
     )
-    link = re.search(r"http://testserver(/accounts/confirm-email/[^/\s]+/)", mail.outbox[-1].body)
     assert link is not None
     confirmed = client.post(link.group(1))
-    assert confirmed["Location"] == invitation_path
-    assert "carol@uni.example" in client.get(invitation_path).content.decode()
-    accepted = client.post(invitation_path)
+    page = client.get(invitation_path)
 
-    assert accepted.status_code == HTTPStatus.FOUND
-    assert Membership.objects.get(organization=tenant.org, user__username="carol").role == "member"
+    assert confirmed["Location"] == invitation_path
+    assert "carol@uni.example" in page.content.decode()
+    assert not Membership.objects.filter(organization=tenant.org, user__username="carol").exists()

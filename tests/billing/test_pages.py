@@ -5,7 +5,11 @@ from http import HTTPStatus
 import pytest
 from rest_framework.test import APIClient
 
+from accounts.models import Organization
 from quotas.billing.models import BillingAccount, Purchase
+from quotas.services.trials import trial_start
+from tests import factories
+from tests.accounts.conftest import verify_email
 from tests.billing.helpers import open_postpaid
 
 
@@ -81,10 +85,27 @@ def test_members_without_a_billing_role_and_outsiders_get_404_everywhere(
     assert str(tenant.org.uuid) not in listed
 
 
-def test_bob_has_no_billing_page_at_all(client, bob, tenant):
+def test_bob_who_manages_no_billing_is_told_whom_to_ask_instead_of_a_404(client, bob, tenant):
     _login(client, bob)
 
-    assert client.get("/billing/").status_code == HTTPStatus.NOT_FOUND
+    response = client.get("/billing/")
+
+    assert response.status_code == HTTPStatus.OK
+    page = response.content.decode()
+    assert "Ask an owner of Vision Lab to give you the billing role" in page
+    assert 'href="/organizations/new/"' in page
+    assert client.get(_page(tenant.org)).status_code == HTTPStatus.NOT_FOUND
+
+
+def test_with_debug_on_billing_for_a_user_with_nothing_is_no_debug_404(client, settings, db):
+    settings.DEBUG = True
+    newcomer = factories.UserFactory(username="newcomer", email="newcomer@example.org")
+    _login(client, newcomer)
+
+    response = client.get("/billing/")
+
+    assert response.status_code == HTTPStatus.OK
+    assert "Create an organization" in response.content.decode()
 
 
 def test_billing_home_leads_the_owner_to_her_organization(client, alice, tenant):
@@ -157,3 +178,21 @@ def test_the_pack_list_is_public_to_signed_in_users(api_bob, pack):
 
     assert response.status_code == HTTPStatus.OK
     assert [(p["slug"], p["su_amount"]) for p in response.json()] == [("starter", "500.0000")]
+
+
+def test_the_billing_page_of_a_company_offers_its_owner_the_trial_until_it_is_used(
+    client, alice, tenant, settings
+):
+    settings.GPUC_TRIAL_SU = 10
+    Organization.objects.filter(pk=tenant.org.pk).update(kind=Organization.Kind.COMPANY)
+    tenant.org.refresh_from_db()
+    verify_email(alice)
+    factories.ClusterFactory(name="sim", kind="simulated")
+    _login(client, alice)
+
+    offered = client.get(_page(tenant.org)).content.decode()
+    trial_start(actor=alice, organization=tenant.org)
+    after = client.get(_page(tenant.org)).content.decode()
+
+    assert f'href="/organizations/{tenant.org.uuid}/trial/"' in offered
+    assert "/trial/" not in after

@@ -27,7 +27,8 @@ class Seen:
     body: Any
 
 
-Answer = tuple[int, Any]  # (status, JSON-able body or raw bytes)
+# (status, JSON-able body or raw bytes), optionally with response headers as a third item
+Answer = tuple[int, Any] | tuple[int, Any, dict[str, str]]
 
 
 @dataclass
@@ -66,10 +67,12 @@ def _handler(api: FakeApi) -> type[BaseHTTPRequestHandler]:
                 body=json.loads(raw) if raw else None,
             )
             api.seen.append(seen)
+            extra: dict[str, str] = {}
             if self.headers.get("Authorization") != f"Bearer {TOKEN}":
                 status, body = 401, {"detail": "Invalid API token", "code": "authentication_failed"}
             elif route := api.routes.get((seen.method, seen.path)):
-                status, body = route(seen)
+                status, body, *more = route(seen)
+                extra = more[0] if more else {}
             else:
                 status, body = 404, {"detail": "Not found.", "code": "not_found"}
             if isinstance(body, bytes):
@@ -81,6 +84,8 @@ def _handler(api: FakeApi) -> type[BaseHTTPRequestHandler]:
             self.send_response(status)
             self.send_header("Content-Type", kind)
             self.send_header("Content-Length", str(len(payload)))
+            for name, value in extra.items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(payload)
 

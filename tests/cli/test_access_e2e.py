@@ -101,8 +101,9 @@ def test_gpuc_access_request_without_a_cluster_is_a_usage_error(
     monkeypatch.setenv("GPUC_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("GPUC_TOKEN", "gpuc_x_y")
     monkeypatch.setenv("GPUC_CONFIG", str(tmp_path / "none.json"))
+    monkeypatch.delenv("GPUC_CLUSTER", raising=False)
 
     code, _, err = _gpuc(capsys, "access", "request", "-p", "folding")
 
     assert code == 2
-    assert "needs -c CLUSTER and -p PROJECT" in err
+    assert "give --cluster (or set a default: 'gpuc config set cluster" in err

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from portal import cli
-from portal.cli import commands
+from portal.cli import account
 from tests.cli.conftest import TOKEN, FakeApi
 
 JOB_ID = "5b0e7a3c-4f3c-4a53-9b8e-2f1f0c8d7a11"
@@ -123,7 +123,7 @@ def test_project_and_cluster_default_to_the_environment_then_the_config_file(
     config_file.write_text("{}")
     monkeypatch.delenv("GPUC_CLUSTER")
     assert cli.main(["submit", str(script), "-t", "1h"]) == cli.EXIT_USAGE
-    assert "give --cluster (or set GPUC_CLUSTER" in capsys.readouterr().err
+    assert "give --cluster (or set a default: 'gpuc config set cluster" in capsys.readouterr().err
 
 
 def test_submit_resolves_a_project_slug_across_pages_of_projects(
@@ -189,7 +189,7 @@ def test_submit_reads_the_script_from_stdin_with_a_dash(
     assert logged_in.seen[0].body["name"] == "stdin"
 
 
-def test_submit_wait_follows_the_job_and_exits_with_its_exit_code(
+def test_submit_wait_streams_the_jobs_output_and_exits_with_its_exit_code(
     logged_in: FakeApi, script: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     logged_in.on("POST", "jobs/", (201, {"id": JOB_ID, "state": "pending"}))
@@ -201,15 +201,50 @@ def test_submit_wait_follows_the_job_and_exits_with_its_exit_code(
         (OK, {"id": JOB_ID, "state": "running"}),
         (OK, {"id": JOB_ID, "state": "failed", "exit_code": 3}),
     )
+    logged_in.on(
+        "GET",
+        f"jobs/{JOB_ID}/log/",
+        (OK, {"data": "", "next_offset": 0, "eof": False}),  # queued: nothing yet
+        (OK, {"data": "epoch 1\n", "next_offset": 8, "eof": False}),
+        (OK, {"data": "", "next_offset": 8, "eof": False}),
+        (OK, {"data": "epoch 2\n", "next_offset": 16, "eof": False}),
+        (OK, {"data": "", "next_offset": 16, "eof": False}),
+        (OK, {"data": "", "next_offset": 16, "eof": False}),
+        (OK, {"data": "Traceback\n", "next_offset": 26, "eof": True}),  # the drain
+    )
 
     argv = ["submit", str(script), "-p", PROJECT_ID, "-c", "sim", "-t", "1h", "--wait"]
     code = cli.main([*argv, "--interval", "0"])
 
     assert code == 3
     out, err = capsys.readouterr()
-    assert out == f"{JOB_ID}\n"
-    assert err.splitlines() == [f"{JOB_ID}: queued", f"{JOB_ID}: running", f"{JOB_ID}: failed"]
+    assert out == "epoch 1\nepoch 2\nTraceback\n"
+    assert err.splitlines() == [
+        f"{JOB_ID}: queued",
+        f"{JOB_ID}: running",
+        f"{JOB_ID}: failed (exit 3)",
+        f"{JOB_ID[:8]}: its error output: gpuc logs {JOB_ID[:8]} --stream stderr",
+    ]
+    offsets = [s.query["offset"] for s in logged_in.requests_to(f"jobs/{JOB_ID}/log/")]
+    assert offsets == ["0", "0", "8", "8", "16", "16", "16"]
+    assert {s.query["stream"] for s in logged_in.requests_to(f"jobs/{JOB_ID}/log/")} == {"stdout"}
     assert len(logged_in.requests_to(f"jobs/{JOB_ID}/")) == 4
+
+
+def test_submit_wait_with_json_prints_only_the_final_job(
+    logged_in: FakeApi, script: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    final = {"id": JOB_ID, "state": "completed", "exit_code": 0}
+    logged_in.on("POST", "jobs/", (201, {"id": JOB_ID, "state": "pending"}))
+    logged_in.on("GET", f"jobs/{JOB_ID}/", (OK, {"id": JOB_ID, "state": "running"}), (OK, final))
+
+    argv = ["submit", str(script), "-p", PROJECT_ID, "-c", "sim", "-t", "1h", "-w", "--json"]
+    assert cli.main([*argv, "--interval", "0"]) == 0
+
+    out, err = capsys.readouterr()
+    assert json.loads(out) == final
+    assert err.splitlines() == [f"{JOB_ID}: running", f"{JOB_ID}: completed"]
+    assert logged_in.requests_to(f"jobs/{JOB_ID}/log/") == []
 
 
 @pytest.mark.parametrize(
@@ -508,7 +543,7 @@ def test_login_prompts_for_the_token_without_echo_when_not_given(
 ) -> None:
     api.on("GET", "me/", (OK, {"username": "alice"}))
     prompts: list[str] = []
-    monkeypatch.setattr(commands.getpass, "getpass", lambda prompt: prompts.append(prompt) or TOKEN)
+    monkeypatch.setattr(account.getpass, "getpass", lambda prompt: prompts.append(prompt) or TOKEN)
 
     assert cli.main(["login", "--url", api.url]) == 0
     assert len(prompts) == 1
@@ -802,23 +837,49 @@ def test_balance_shows_each_allocation_and_totals_the_active_ones(
     assert lines[-1].split() == ["total", "(active)", "1050.0000", "20.0000", "30.5000", "999.5000"]
 
 
-def test_clusters_lists_gpu_types_and_rates(
+def test_clusters_lists_gpu_types_limits_partitions_and_rates(
     logged_in: FakeApi, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cluster = {
+    sim = {
         "name": "sim",
         "kind": "simulated",
         "gpu_types": ["h100", "a100"],
+        "options": {
+            "gpu_types": ["h100", "a100"],
+            "max_gpus": 8,
+            "max_cpus": 64,
+            "max_memory_mb": 512 * 1024,
+            "max_time_minutes": 2 * 24 * 60 + 90,
+            "max_array_tasks": 1000,
+            "partitions": {"gpu": {}, "debug": {"max_gpus": 1, "max_time_minutes": 30}},
+            "default_partition": "gpu",
+        },
         "rates": [
             {"resource": "gpu_hour", "gpu_type": "h100", "su_per_unit": "2.000000"},
             {"resource": "cpu_hour", "gpu_type": "", "su_per_unit": "0.100000"},
         ],
     }
-    logged_in.on("GET", "clusters/", (OK, {"results": [cluster]}))
+    dev = {
+        "name": "dev",
+        "kind": "slurm",
+        "gpu_types": [],
+        "options": {"partitions": ["main", "long"], "max_nodes": 2},
+        "rates": [],
+    }
+    bare = {"name": "old", "kind": "local", "gpu_types": [], "rates": []}  # no options at all
+    logged_in.on("GET", "clusters/", (OK, {"results": [sim, dev, bare]}))
 
     assert cli.main(["clusters"]) == 0
     assert capsys.readouterr().out.splitlines() == [
         "sim  (simulated; GPU types: h100, a100)",
+        "  limits per job: 8 GPUs, 64 CPUs, 512G memory, 2d1h30m time, 1000 array tasks",
+        "  partition gpu (default): the limits above",
+        "  partition debug: 1 GPU, 30m time",
         "  gpu_hour:h100           2.000000 SU",
         "  cpu_hour                0.100000 SU",
+        "dev  (slurm; GPU types: -)",
+        "  limits per job: max_nodes=2",
+        "  partitions: main (default), long",
+        "old  (local; GPU types: -)",
+        "  limits per job: none stated (the portal defaults apply)",
     ]

@@ -183,16 +183,17 @@ def test_a_job_runs_from_submit_to_results_and_is_charged(
 
     assert run.code == 3  # the job's own exit code
     job = Job.objects.get()
-    assert run.out == f"{job.uuid}\n"
-    assert f"{job.uuid}: failed" in run.err
+    assert run.out == "hello from train with hola\n"  # streamed while it ran
+    assert f"{job.uuid}: failed (exit 3)" in run.err
     assert job.state == Job.State.FAILED
     assert job.exit_code == 3
+    short = str(job.uuid)[:8]  # as the portal's pages show it
 
-    logs = gpuc("logs", job.uuid)
+    logs = gpuc("logs", short)
     assert (logs.code, logs.out) == (0, "hello from train with hola\n")
     assert gpuc("logs", job.uuid, "--stream", "stderr").out == "oops\n"
 
-    status = gpuc("status", job.uuid)
+    status = gpuc("status", short)
     assert status.code == 0
     assert "State:      failed" in status.out
     assert "Exit code:  3" in status.out
@@ -309,4 +310,81 @@ def test_another_tenants_job_is_not_found(
     for command in ("status", "cancel", "logs", "results"):
         run = gpuc(command, job_id)
         assert (run.code, run.out, run.err) == (1, "", "error: No such job\n"), command
+        run = gpuc(command, job_id[:8])
+        assert run.code == 1, command
+        assert run.err.startswith("error: No such job: none of your jobs"), command
     assert Job.objects.get().state == Job.State.PENDING
+
+
+def test_a_short_id_names_a_job_and_an_ambiguous_one_lists_the_candidates(
+    gpuc: Gpuc, local: Cluster, tmp_path: Path
+) -> None:
+    script = _script(tmp_path, "echo hi")
+    ids = [
+        gpuc(
+            "submit", script, "-p", "folding", "-c", "local", "-t", "1", "--name", f"j{n}"
+        ).out.strip()
+        for n in range(3)
+    ]
+    chosen = [
+        "5b0e7a3c-4f3c-4a53-9b8e-2f1f0c8d7a11",
+        "5b0e7a3c-9d01-4c2e-8f00-000000000002",
+        "0d6a1c1e-8c1e-4b7a-9f43-7d8f2b6c5a90",
+    ]
+    for job_id, uuid in zip(ids, chosen, strict=True):
+        Job.objects.filter(uuid=job_id).update(uuid=uuid)
+
+    ambiguous = gpuc("cancel", "5b0e7a3c")
+    assert ambiguous.code == 1
+    assert "is ambiguous: 2 of your jobs start with it" in ambiguous.err
+    assert [line.split()[:2] for line in ambiguous.err.splitlines()[1:]] == [
+        [chosen[1], "j1"],
+        [chosen[0], "j0"],
+    ]
+    assert set(Job.objects.values_list("state", flat=True)) == {Job.State.PENDING}
+
+    cancelled = gpuc("cancel", "5b0e7a3c-4")
+    assert cancelled.code == 0
+    assert cancelled.out.startswith(f"{chosen[0]}: ")
+    assert Job.objects.get(uuid=chosen[0]).state == Job.State.CANCELLED
+    assert "Job:        j2" in gpuc("status", "0d6a1c1e").out
+    listing = gpuc("ls").out.splitlines()[1:]
+    assert [line.split()[0] for line in listing] == ["0d6a1c1e", "5b0e7a3c-9", "5b0e7a3c-4"]
+
+
+def test_after_login_the_only_project_and_cluster_are_the_defaults_for_submit_wait(
+    gpuc: Gpuc, live_server: Any, local: Cluster, celery_worker: None, tmp_path: Path, alice: User
+) -> None:
+    _, raw = api_token_create(actor=alice, name="again")
+    login = gpuc("login", "--url", live_server.url, "--token", raw)
+    assert login.code == 0
+    assert "Default project: vision-lab/folding" in login.out
+    assert "Default cluster: local" in login.out
+    script = _script(tmp_path, "for i in 1 2 3; do echo step $i; sleep 0.3; done")
+
+    run = gpuc("submit", script, "-t", "2", "--wait", "--interval", "0.1")
+
+    assert (run.code, run.out) == (0, "step 1\nstep 2\nstep 3\n")
+    job = Job.objects.get()
+    assert (job.project.slug, job.cluster.name) == ("folding", "local")
+    assert f"{job.uuid}: completed" in run.err
+
+
+def test_clusters_shows_each_clusters_limits_from_the_api(gpuc: Gpuc, local: Cluster) -> None:
+    local.options = {
+        **local.options,
+        "max_gpus": 4,
+        "max_cpus": 2,
+        "max_memory_mb": 16000,
+        "max_time_minutes": 1440,
+    }
+    local.save()
+
+    run = gpuc("clusters")
+
+    assert run.code == 0
+    lines = run.out.splitlines()
+    assert lines[lines.index("local  (local; GPU types: -)") + 1] == (
+        "  limits per job: 4 GPUs, 2 CPUs, 16000M memory, 1d time"
+    )
+    assert "root" not in run.out  # options a user may not see stay hidden

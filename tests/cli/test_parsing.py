@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from portal.cli import parse_array, parse_env, parse_memory, parse_time, script_directives
+from portal.cli.parsing import is_full_job_id, parse_job_id
 
 
 @pytest.mark.parametrize(
@@ -155,3 +156,26 @@ def test_sbatch_gpu_requests_give_the_count_and_type(
 def test_bad_sbatch_directives_are_refused(line: str) -> None:
     with pytest.raises(ValueError, match="line 2"):
         script_directives(f"#!/bin/sh\n#SBATCH {line}\necho\n")
+
+
+@pytest.mark.parametrize(
+    ("text", "job_id"),
+    [
+        ("5B0E7A3C-4F3C-4A53-9B8E-2F1F0C8D7A11", "5b0e7a3c-4f3c-4a53-9b8e-2f1f0c8d7a11"),
+        ("5b0e7a3c4f3c4a539b8e2f1f0c8d7a11", "5b0e7a3c-4f3c-4a53-9b8e-2f1f0c8d7a11"),
+        ("5b0e7a3c", "5b0e7a3c"),  # the short id the pages show
+        ("5B0E", "5b0e"),
+        (" 5b0e7a3c-4f ", "5b0e7a3c-4f"),
+    ],
+)
+def test_a_job_id_is_a_uuid_or_the_start_of_one(text: str, job_id: str) -> None:
+    assert parse_job_id(text) == job_id
+    assert is_full_job_id(job_id) == (len(job_id) == 36)
+
+
+@pytest.mark.parametrize(
+    "text", ["", "5b0", "5b0e7a3g", "5b0e--7a3c", "-5b0e7a3c", "5b0e7a3c-", "5b0e/../x", "a" * 33]
+)
+def test_a_job_id_refuses_what_could_not_start_a_uuid(text: str) -> None:
+    with pytest.raises(ValueError, match="expected a UUID or its first 4"):
+        parse_job_id(text)

@@ -80,10 +80,12 @@ def policy_complaint(text: str) -> bool:
 
 
 @pytest.fixture
-def browser(_chromium: Path, live_server: Any, tmp_path: Path) -> Iterator[Browser]:
+def browser(_chromium: Path, live_server: Any, tmp_path: Path, settings: Any) -> Iterator[Browser]:
     """A factory of isolated browsers (fresh user-data dir each, so no shared cookies), all
     pointed at live_server; each page fails a step after TIMEOUT_MS. A test whose pages log a
     CSP violation (an inline script, style or handler, anything from another host) fails."""
+    # Mails link to SITE_URL, as in production: here, the live server.
+    settings.SITE_URL = live_server.url
     expect.set_options(timeout=TIMEOUT_MS)
     complaints: list[str] = []
     with sync_playwright() as playwright:

@@ -197,6 +197,34 @@ def test_the_list_is_newest_first_in_cursor_pages_and_scoped_to_members(
     )
 
 
+def test_the_list_filters_by_the_start_of_the_job_id_as_the_pages_show_it(
+    api_alice, api_mallory, body, mallory_tenant
+):
+    ids = [_job_id(api_alice.post("/api/v1/jobs/", body, format="json")) for _ in range(3)]
+    chosen = [
+        "5b0e7a3c-4f3c-4a53-9b8e-2f1f0c8d7a11",
+        "5b0e7a3c-9d01-4c2e-8f00-000000000002",
+        "5b0e7a3d-0000-4000-8000-000000000003",
+    ]
+    for job_id, uuid in zip(ids, chosen, strict=True):
+        Job.objects.filter(uuid=job_id).update(uuid=uuid)
+
+    def found(client, prefix):
+        response = client.get("/api/v1/jobs/", {"id_prefix": prefix})
+        assert response.status_code == HTTPStatus.OK, response.json()
+        return [j["id"] for j in response.json()["results"]]
+
+    assert found(api_alice, "5b0e7a3c") == chosen[1::-1]  # newest first, like the list
+    assert found(api_alice, "5B0E7A3C-4F3C") == chosen[:1]
+    assert found(api_alice, chosen[2]) == chosen[2:]
+    assert found(api_alice, "5b0e7a3e") == []
+    assert found(api_mallory, "5b0e") == []
+    for bad in ("5b0e7a3cz", "5" * 33, "5b0e'--"):
+        response = api_alice.get("/api/v1/jobs/", {"id_prefix": bad})
+        assert response.status_code == HTTPStatus.BAD_REQUEST, bad
+        assert response.json()["field"] == "id_prefix"
+
+
 def test_mallory_gets_404_on_every_job_endpoint(api_alice, api_mallory, body, mallory_tenant):
     job_id = _job_id(api_alice.post("/api/v1/jobs/", body, format="json"))
     for method, url in [

@@ -6,8 +6,7 @@ from decimal import Decimal
 
 from quotas.models import Hold, LedgerEntry
 from quotas.reconcile import reconcile_ledger
-from quotas.services import ledger_hold, ledger_settle
-from quotas.services.batch import ledger_settle_many
+from quotas.services import ledger_hold, ledger_settle, ledger_settle_many
 
 
 def _entries(key: str) -> list[tuple[str, Decimal, str]]:

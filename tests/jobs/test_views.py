@@ -81,7 +81,7 @@ def test_the_live_estimate_follows_the_fields(web_alice, tenant, sim_cluster, al
     # 2 × 2 + 2 × 0.1 + 2 GB × 0.01 per hour
     assert "Estimated cost: 4.2200 SU" in response.content.decode()
     bad = web_alice.post("/jobs/estimate/", _form(tenant, gpu_type="tpu"))
-    assert "Unknown GPU type" in bad.content.decode()
+    assert "Cannot estimate: Unknown GPU type" in bad.content.decode()
 
 
 def test_a_template_prefills_the_form(web_alice, tenant, sim_cluster):

@@ -15,10 +15,10 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from accounts.models import User
-from quotas.models import Allocation, AllocationRequest, Cluster, LedgerEntry
+from quotas.models import EFFECTS, Allocation, AllocationRequest, Cluster, LedgerEntry
 from quotas.policy import FACILITY_ADMINS_GROUP, REVIEWERS_GROUP
 from quotas.reconcile import reconcile_ledger
-from quotas.services import _EFFECTS, allocation_request_create
+from quotas.services import allocation_request_create
 from tests import factories
 
 
@@ -79,7 +79,7 @@ def ledger_sums(allocation: Allocation) -> tuple[Decimal, Decimal, Decimal]:
     for kind, amount in LedgerEntry.objects.filter(allocation=allocation).values_list(
         "kind", "amount"
     ):
-        for i, factor in enumerate(_EFFECTS[kind]):
+        for i, factor in enumerate(EFFECTS[kind]):
             totals[i] += factor * amount
     return totals[0], totals[1], totals[2]
 

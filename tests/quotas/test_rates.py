@@ -9,7 +9,15 @@ from django.utils import timezone
 from portal.errors import PermissionDenied
 from quotas.exceptions import InvalidAmount, InvalidRequest, NoRate
 from quotas.models import Rate
-from quotas.services import Usage, cost_of, estimate, rate_create, rates_at
+from quotas.services import (
+    RateTable,
+    Usage,
+    cached_rates_at,
+    cost_of,
+    estimate,
+    rate_create,
+    rates_at,
+)
 
 
 def test_a_new_rate_applies_from_its_date_and_past_costs_do_not_change(cluster, dave):
@@ -82,3 +90,24 @@ def test_array_tasks_multiply_the_estimate(cluster):
         tasks=10,
     )
     assert (one.total, ten.total) == (Decimal(1), Decimal(10))
+
+
+def test_the_rates_in_force_at_a_moment_are_the_same_however_they_are_read(cluster, dave):
+    now = timezone.now()
+    for days, value in ((3, "3"), (10, "5")):
+        rate_create(
+            actor=dave,
+            cluster=cluster,
+            resource=Rate.Resource.GPU_HOUR,
+            gpu_type="h100",
+            su_per_unit=value,
+            effective_from=now + timedelta(days=days),
+        )
+    table = RateTable.load(cluster=cluster)
+
+    for days, h100 in ((0, 2), (3, 3), (9, 3), (10, 5), (30, 5)):
+        at = now + timedelta(days=days, seconds=1)
+        rates = rates_at(cluster=cluster, at=at)
+        assert rates[("gpu_hour", "h100")] == Decimal(h100)
+        assert rates[("gpu_hour", "")] == Decimal(1)
+        assert table.at(at) == rates == cached_rates_at(cluster=cluster, at=at)

@@ -10,10 +10,10 @@ from django.conf import settings
 from django.core.mail import EmailMessage, get_connection
 from django.db import transaction
 from django.template.loader import render_to_string
-from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import Membership, Organization
+from portal import mail
 from quotas.billing.exceptions import StripeUnavailable
 from quotas.billing.models import BillingAccount, Invoice
 from quotas.billing.stripe_api import stripe_client
@@ -97,11 +97,14 @@ def _send_on_commit(message: EmailMessage) -> None:
 
 
 def _notify(organization: Organization, *, template: str, subject: str, **context: object) -> None:
-    url = settings.SITE_URL.rstrip("/") + reverse("billing:page", args=[organization.uuid])
-    body = render_to_string(template, {"organization": organization, "billing_url": url, **context})
+    url = mail.url_for("billing:page", organization.uuid)
+    body = render_to_string(
+        template,
+        {"organization": organization, "billing_url": url, **mail.context(), **context},
+    )
     _send_on_commit(
         EmailMessage(
-            subject=f"[GPU Commons] {subject}",
+            subject=mail.subject(subject),
             body=body,
             from_email=settings.DEFAULT_FROM_EMAIL,
             to=owner_emails(organization),

@@ -21,11 +21,10 @@ from quotas.billing.exceptions import InvalidCheckout, StripeUnavailable
 from quotas.billing.models import Purchase, RefundShortfall, StripeEvent, SuPack
 from quotas.billing.services.accounts import billing_account_ensure_customer
 from quotas.billing.stripe_api import stripe_client
-from quotas.models import ZERO, Allocation, Cluster
+from quotas.models import ZERO, Allocation, Cluster, su
 from quotas.policy import cluster_refusal
 from quotas.services.allocations import allocation_create
 from quotas.services.ledger import ledger_credit, ledger_debit
-from quotas.services.rates import su
 
 logger = logging.getLogger(__name__)
 

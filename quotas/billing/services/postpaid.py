@@ -14,11 +14,10 @@ from quotas.billing.exceptions import InvalidPlan
 from quotas.billing.models import PostpaidPlan
 from quotas.billing.services.accounts import billing_account_ensure_customer
 from quotas.exceptions import NotFacilityAdmin
-from quotas.models import Allocation, Cluster
+from quotas.models import Allocation, Cluster, su
 from quotas.policy import cluster_refusal, is_facility_admin
 from quotas.services.allocations import allocation_create
 from quotas.services.ledger import ledger_credit, ledger_debit
-from quotas.services.rates import su
 
 # A credit line does not expire by itself; closing the plan ends it.
 PLAN_YEARS = 10
