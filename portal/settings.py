@@ -366,6 +366,9 @@ elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
 # quarter of it) lost its forward; the sweep looks for such jobs this often.
 JOBS_LOST_FORWARD_SECONDS = env.int("JOBS_LOST_FORWARD_SECONDS", default=45)
 JOBS_FORWARD_SWEEP_SECONDS = env.int("JOBS_FORWARD_SWEEP_SECONDS", default=10)
+# A job the cluster refuses for an account the portal has just set up waits this long for the
+# cluster to learn it (retried with backoff), then is rejected.
+JOBS_ACCOUNT_WAIT_SECONDS = env.int("JOBS_ACCOUNT_WAIT_SECONDS", default=600)
 if JOBS_LOST_FORWARD_SECONDS < 30 or JOBS_FORWARD_SWEEP_SECONDS < 1:
     # A job between two quick retries waits up to 16 s untouched: it must not look lost.
     raise ImproperlyConfigured(

@@ -24,6 +24,12 @@ class BackendUnavailable(Exception):
     """A transient failure (cluster or API down): retry later."""
 
 
+class AccountUnknown(BackendError):
+    """The cluster refused the job's account, or the user's association with it. Permanent in
+    itself; the forwarder waits instead while the portal has just made that account or user and
+    the cluster may not have learnt it yet (services.scheduler_accounts.account_settling)."""
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """Everything a backend needs to start one portal job."""

@@ -45,6 +45,7 @@ from jobs.provisioning import (
     get_provisioner,
 )
 from jobs.provisioning.base import UID_MAX, UID_MIN, USERNAME_RE
+from jobs.services.account_names import managed
 from jobs.validation import SYSTEM_USERS, check_cluster_usable
 from portal.errors import PermissionDenied
 from quotas.models import Allocation, Cluster
@@ -178,6 +179,24 @@ def _queue_provision(request_id: int) -> None:
             cluster_access_provision_task.delay(request_id)
         except Exception:  # the broker is down: staff can approve again after a failure
             logger.exception("Could not queue provisioning of access request %s", request_id)
+
+    transaction.on_commit(queue)
+
+
+def _queue_account_push(cluster: Cluster) -> None:
+    """On a cluster whose project accounts the portal manages, push them as soon as the new
+    account commits (not a beat tick later), so that the new user's association reaches the
+    scheduler before their first job does."""
+    from jobs.tasks import accounts_sync_task
+
+    if not managed(cluster):
+        return
+
+    def queue() -> None:
+        try:
+            accounts_sync_task.delay(cluster.pk)
+        except Exception:  # the broker is down: the next beat tick pushes it
+            logger.exception("Could not queue the account push of cluster %s", cluster.name)
 
     transaction.on_commit(queue)
 
@@ -395,6 +414,7 @@ def access_request_provision(*, request_id: int) -> ClusterAccessRequest:
                 uid=made.uid,
                 provision_key=identity.key,
             )
+            _queue_account_push(request.cluster)
             return _finish(
                 request_id,
                 state=State.PROVISIONED,

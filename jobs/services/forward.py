@@ -19,9 +19,10 @@ from django.db.models import F
 from django.utils import timezone
 
 from jobs.backends import get_backend
-from jobs.backends.base import BackendError, BackendUnavailable, JobRef, JobSpec
+from jobs.backends.base import AccountUnknown, BackendError, BackendUnavailable, JobRef, JobSpec
 from jobs.models import Job, JobEvent
 from jobs.services.account_names import job_account
+from jobs.services.scheduler_accounts import account_settling
 from jobs.services.submit import _spec, qualified_project
 from quotas.models import ZERO
 from quotas.services import ledger_settle
@@ -111,6 +112,9 @@ def job_forward(*, job_id: int) -> Job:
 
         ((backend_id, found),) = _run_claimed([job.pk], find_or_submit, [job])
     except BackendError as exc:
+        if waiting := _account_waiting(job, exc):
+            _forward_failed(job.pk, exc, retry=False, reason=waiting)
+            raise BackendUnavailable(waiting) from exc
         _reject(job, f"Rejected by the cluster: {exc}")
         return job
     except Exception as exc:
@@ -185,25 +189,53 @@ def jobs_forward_batch(
         found={job.pk for job in retried if job.uuid in known},
     )
     for job, _, exc in outcomes:
-        if isinstance(exc, BackendError):
+        if exc is None:
+            continue
+        waiting = _account_waiting(job, exc)
+        if isinstance(exc, BackendError) and not waiting:
             _reject(job, f"Rejected by the cluster: {exc}")
-        elif exc is not None:
-            _forward_failed(job.pk, exc, retry=lost_before is None)
+        else:
+            _forward_failed(job.pk, exc, retry=lost_before is None, reason=waiting)
     return len(ids)
 
 
-def _forward_failed(job_id: int, exc: Exception, *, retry: bool = True) -> None:
+def _account_waiting(job: Job, exc: Exception) -> str:
+    """Why a refusal of the job's account is not final yet ("" = it is, or another error):
+    the portal has just set the account or user up and the cluster may not know it yet."""
+    if not isinstance(exc, AccountUnknown):
+        return ""
+    return account_settling(
+        cluster=job.cluster,
+        project_id=job.project_id,
+        username=job.cluster_username,
+        submitted=job.created_at,
+    )
+
+
+def _forward_failed(job_id: int, exc: Exception, *, retry: bool = True, reason: str = "") -> None:
     """Back to pending after a transient failure; its own task retries it with backoff
-    (`retry`), else the next sweep retries it with the cluster's other lost jobs."""
+    (`retry`), else the next sweep retries it with the cluster's other lost jobs. `reason`
+    (waiting for the cluster account) replaces the default state reason and is told once in
+    the job's events."""
     from jobs.tasks import forward_job_task
 
-    logger.warning("Forwarding job %s failed, will retry: %s", job_id, exc)
-    Job.objects.filter(pk=job_id, state=Job.State.SUBMITTING).update(
-        state=Job.State.PENDING,
-        forward_attempts=F("forward_attempts") + 1,
-        state_reason=f"Cluster unavailable, will retry: {exc}"[:500],
-        updated_at=timezone.now(),
-    )
+    logger.warning("Forwarding job %s failed, will retry: %s", job_id, reason or exc)
+    now = timezone.now()
+    with transaction.atomic():
+        updated = Job.objects.filter(pk=job_id, state=Job.State.SUBMITTING).update(
+            state=Job.State.PENDING,
+            forward_attempts=F("forward_attempts") + 1,
+            state_reason=(reason or f"Cluster unavailable, will retry: {exc}")[:500],
+            updated_at=now,
+        )
+        if updated and reason and not JobEvent.objects.filter(job_id=job_id, message=reason):
+            JobEvent.objects.create(
+                job_id=job_id,
+                from_state=Job.State.SUBMITTING,
+                to_state=Job.State.PENDING,
+                message=reason[:1000],
+                created_at=now,
+            )
     if not retry:
         return
     try:

@@ -29,9 +29,10 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import DecimalField, ExpressionWrapper, F, Q, Sum
 from django.utils import timezone
@@ -41,7 +42,7 @@ from jobs.backends import get_backend
 from jobs.backends.base import AccountSpec, AccountState
 from jobs.exceptions import InvalidAccountSetting
 from jobs.models import ClusterAccount, SchedulerAccount
-from jobs.services.account_names import account_name, managed
+from jobs.services.account_names import account_name, job_account, managed
 from quotas.models import Allocation, Cluster, Hold, LedgerEntry
 from quotas.services.batch import bulk_set
 
@@ -64,6 +65,10 @@ PUSHES_PER_TICK = 200
 RETRY_BASE_SECONDS = 5
 RETRY_MAX_SECONDS = 3600
 MAX_GPU_CAP = 1_000_000
+# slurmdbd hands a new account or association to slurmctld asynchronously after the push
+# answered (seconds on the dev cluster): a refusal of an account pushed this recently, or of a
+# user provisioned this recently, may only mean the news has not arrived yet.
+ACCOUNT_SETTLE = timedelta(minutes=2)
 
 
 @dataclass
@@ -339,6 +344,44 @@ def accounts_drift(*, cluster: Cluster) -> list[Drift]:
     return out
 
 
+def account_wait() -> timedelta:
+    """How long after its submission a job may wait for its cluster account (settings)."""
+    return timedelta(seconds=settings.JOBS_ACCOUNT_WAIT_SECONDS)
+
+
+def account_settling(
+    *, cluster: Cluster, project_id: int, username: str, submitted: datetime
+) -> str:
+    """Why a job submitted at `submitted` that the cluster refused for its account (or the
+    user's association with it) should wait rather than be rejected: the portal manages the
+    cluster's accounts and has not pushed this one with this user yet, or did so (or
+    provisioned the user) moments ago, so the cluster may not have learnt it. "" when the
+    refusal is final: the cluster is not managed, or the job has waited account_wait()."""
+    now = timezone.now()
+    if not managed(cluster) or submitted < now - account_wait():
+        return ""
+    account = SchedulerAccount.objects.filter(cluster=cluster, project_id=project_id).first()
+    name = account.name if account is not None else job_account(cluster, project_id)
+    until = f"until {(submitted + account_wait()):%H:%M} UTC"
+    if account is None or account.pushed_at is None or username not in (account.pushed_users or []):
+        refused = account.last_error[:200] if account is not None else ""
+        why = f" (last refusal: {refused})" if refused else ""
+        return (
+            f"Waiting for the cluster account: the portal is setting up account {name} for "
+            f"{username} on cluster {cluster.name}{why}; the job is retried {until}"
+        )
+    recent = now - ACCOUNT_SETTLE
+    provisioned = ClusterAccount.objects.filter(
+        cluster=cluster, username=username, created_at__gt=recent
+    ).exists()
+    if account.pushed_at > recent or account.created_at > recent or provisioned:
+        return (
+            f"Waiting for the cluster account: cluster {cluster.name} has not learnt account "
+            f"{name} for {username} yet (just set up); the job is retried {until}"
+        )
+    return ""
+
+
 def scheduler_account_set_cap(*, account: SchedulerAccount, gpu_cap: int | None) -> None:
     """Set a project's concurrent GPU cap on one cluster (pushed at the next tick)."""
     if gpu_cap is not None and (
@@ -356,6 +399,8 @@ __all__ = [
     "AccountsTick",
     "Drift",
     "account_name",
+    "account_settling",
+    "account_wait",
     "accounts_create_missing",
     "accounts_drift",
     "accounts_sync",

@@ -17,6 +17,7 @@ from jobs.backends.base import (
     UNKNOWN,
     AccountSpec,
     AccountState,
+    AccountUnknown,
     BackendError,
     BackendUnavailable,
     ComputeBackend,
@@ -33,6 +34,7 @@ from jobs.backends.slurm import records, script, versions
 from jobs.backends.slurm.accounts import SlurmAccounts
 from jobs.backends.slurm.rest import (
     ALREADY_DONE,
+    INVALID_ACCOUNT,
     INVALID_JOB_ID,
     PathNotFound,
     SlurmRest,
@@ -353,6 +355,8 @@ class SlurmBackend(ComputeBackend):
             created = exc.body.get("job_id")
             if isinstance(created, int) and created > 0:
                 self._cancel_quietly(str(created), user)
+            if INVALID_ACCOUNT in exc.errnos:
+                raise AccountUnknown(str(exc)) from exc
             raise
         job_id = (answer or {}).get("job_id")
         if not isinstance(job_id, int) or job_id <= 0:

@@ -37,6 +37,7 @@ TRANSIENT_RANGES = ((1000, 1999), (5000, 5999))
 NOTHING_FOUND = 9003  # slurmdbd: "Nothing found with query"
 INVALID_JOB_ID = 2017
 ALREADY_DONE = 2021
+INVALID_ACCOUNT = 2045  # "Invalid account or account/partition combination specified"
 
 
 def is_transient(errno: int) -> bool:

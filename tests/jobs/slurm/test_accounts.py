@@ -5,15 +5,18 @@ concurrent ticks, members leaving, projects archived, refusals recorded and retr
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 from decimal import Decimal
 from http import HTTPStatus
+from typing import Any
 
 import pytest
 from django.db import DataError, IntegrityError, connection, transaction
 from django.utils import timezone
 
 from accounts.models import ProjectMember, User
+from jobs.backends.base import BackendUnavailable
 from jobs.backends.slurm.options import check_options
 from jobs.exceptions import InvalidAccountSetting
 from jobs.models import Job, SchedulerAccount
@@ -294,3 +297,99 @@ def test_when_more_accounts_changed_than_a_tick_pushes_shrinking_limits_go_first
     accounts_sync(cluster=managed_cluster)
     grown.refresh_from_db()
     assert grown.pushed_limit_su == Decimal(1005)
+
+
+def _submit(api_alice: Any, cluster: Cluster, name: str) -> Job:
+    response = api_alice.post(
+        "/api/v1/jobs/",
+        {
+            "project": "folding",
+            "cluster": cluster.name,
+            "name": name,
+            "script": "true\n",
+            "cpus": 1,
+            "memory_mb": 64,
+            "time_limit_minutes": 1,
+        },
+        format="json",
+    )
+    assert response.status_code == HTTPStatus.CREATED, response.json()
+    return Job.objects.get(uuid=response.json()["id"])
+
+
+def test_a_job_submitted_before_its_account_reaches_slurm_waits_for_it_then_runs_under_it(
+    tenant: Tenant, managed_cluster: Cluster, slurm_site: SlurmSite, alice: User, api_alice
+):
+    allocation = project_allocation(tenant.project, managed_cluster, 100_000, {alice: ALICE_UNIX})
+    job = _submit(api_alice, managed_cluster, "too-early")  # no account pushed yet
+
+    with pytest.raises(BackendUnavailable, match="Waiting for the cluster account"):
+        job_forward(job_id=job.pk)
+
+    job.refresh_from_db()
+    allocation.refresh_from_db()
+    name = account_name(managed_cluster, tenant.project.pk)
+    assert job.state == Job.State.PENDING and job.forward_attempts == 1
+    assert job.state_reason.startswith("Waiting for the cluster account")
+    assert name in job.state_reason and ALICE_UNIX in job.state_reason
+    assert job.events.filter(message=job.state_reason).count() == 1
+    assert allocation.held > 0  # still held: the job is not rejected
+    assert slurm_jobs_tagged(slurm_site, job.uuid) == []
+
+    accounts_sync(cluster=managed_cluster)
+    deadline = time.monotonic() + 60
+    while True:  # as the forward task retries, until slurmctld has learnt the association
+        try:
+            job_forward(job_id=job.pk)
+            break
+        except BackendUnavailable:
+            assert time.monotonic() < deadline, "slurmctld never learnt the pushed account"
+            time.sleep(0.5)
+
+    job.refresh_from_db()
+    assert job.state == Job.State.QUEUED, job.state_reason
+    (record,) = slurm_jobs_tagged(slurm_site, job.uuid)
+    assert record["account"] == name
+
+
+def test_a_job_whose_account_never_reaches_slurm_is_rejected_once_it_has_waited_long_enough(
+    tenant: Tenant, managed_cluster: Cluster, alice: User, api_alice, settings
+):
+    allocation = project_allocation(tenant.project, managed_cluster, 100_000, {alice: ALICE_UNIX})
+    job = _submit(api_alice, managed_cluster, "waited")
+    wait = timedelta(seconds=settings.JOBS_ACCOUNT_WAIT_SECONDS)
+    Job.objects.filter(pk=job.pk).update(created_at=timezone.now() - wait - timedelta(seconds=1))
+
+    job_forward(job_id=job.pk)
+
+    job.refresh_from_db()
+    allocation.refresh_from_db()
+    assert job.state == Job.State.REJECTED
+    assert "Invalid account" in job.state_reason
+    assert (allocation.held, allocation.charged) == (0, 0)
+
+
+def test_a_job_refused_for_an_account_pushed_long_ago_is_rejected_at_once(
+    tenant: Tenant, managed_cluster: Cluster, alice: User, api_alice
+):
+    """The portal pushed it an hour ago, yet Slurm does not know it (removed by hand): waiting
+    would not help."""
+    project_allocation(tenant.project, managed_cluster, 100_000, {alice: ALICE_UNIX})
+    long_ago = timezone.now() - timedelta(hours=1)
+    SchedulerAccount.objects.create(
+        project=tenant.project,
+        cluster=managed_cluster,
+        name=account_name(managed_cluster, tenant.project.pk),
+        state=SchedulerAccount.State.ACTIVE,
+        pushed_at=long_ago,
+        pushed_users=[ALICE_UNIX],
+        created_at=long_ago,
+    )
+    alice.cluster_accounts.filter(cluster=managed_cluster).update(created_at=long_ago)
+    job = _submit(api_alice, managed_cluster, "drifted")
+
+    job_forward(job_id=job.pk)
+
+    job.refresh_from_db()
+    assert job.state == Job.State.REJECTED
+    assert "Invalid account" in job.state_reason

@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 
 from accounts.models import Membership, ProjectMember, User
-from jobs.models import ClusterAccessRequest, ClusterAccount, Job
+from jobs.backends.base import BackendUnavailable
+from jobs.models import ClusterAccessRequest, ClusterAccount, Job, SchedulerAccount
 from jobs.provisioning import Identity, NameTaken, get_provisioner
 from jobs.services import job_forward
 from portal.celery import app as celery_app
@@ -181,6 +182,61 @@ def test_a_provisioned_unix_user_runs_a_job_on_the_real_slurm(
     assert sacct_field(slurm_site, job.backend_id, "User") == name
     log = api.get(f"/api/v1/jobs/{job.uuid}/log/").json()
     assert log["data"] == f"I am {name} ({account.uid})\n"
+
+
+def test_on_a_managed_cluster_a_new_member_submits_at_once_and_the_job_waits_for_the_account(
+    managed_cluster: Cluster,
+    unix_cluster: Cluster,
+    newcomer: User,
+    slurm_site: SlurmSite,
+    eager_tasks: None,
+    django_capture_on_commit_callbacks,
+):
+    """No sacctmgr here: provisioning itself pushes the project's Slurm account with the new
+    user at once, and a job submitted the moment access is granted waits (pending in the
+    portal, retried) until slurmctld has learnt the association, instead of being rejected."""
+    api = _api_client(newcomer)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api.post(
+            "/api/v1/cluster-access-requests/",
+            {"project": "folding", "cluster": "slurm"},
+            format="json",
+        )
+    request = ClusterAccessRequest.objects.get(uuid=response.json()["id"])
+    assert request.state == State.PROVISIONED, request.reason
+    name = ClusterAccount.objects.get(user=newcomer, cluster=unix_cluster).username
+    pushed = SchedulerAccount.objects.get(project__slug="folding", cluster=unix_cluster)
+    assert name in pushed.pushed_users  # pushed when provisioning committed, not a tick later
+
+    submitted = api.post(
+        "/api/v1/jobs/",
+        {
+            "project": "folding",
+            "cluster": "slurm",
+            "name": "at-once",
+            "script": "id -un\n",
+            "cpus": 1,
+            "memory_mb": 128,
+            "time_limit_minutes": 2,
+        },
+        format="json",
+    )
+    assert submitted.status_code == HTTPStatus.CREATED, submitted.json()
+    job = Job.objects.get(uuid=submitted.json()["id"])
+    deadline = time.monotonic() + 60
+    while True:  # what forward_job_task's retries do
+        try:
+            job_forward(job_id=job.pk)
+            break
+        except BackendUnavailable as exc:
+            assert str(exc).startswith("Waiting for the cluster account"), exc
+            assert time.monotonic() < deadline, "slurmctld never learnt the new association"
+            time.sleep(0.5)
+    sync_until(unix_cluster, [job])
+
+    assert job.state == Job.State.COMPLETED, job.state_reason
+    assert sacct_field(slurm_site, job.backend_id, "User") == name
+    assert sacct_field(slurm_site, job.backend_id, "Account") == pushed.name
 
 
 def test_a_name_that_exists_on_the_host_without_the_portal_is_refused_and_left_alone(
