@@ -39,7 +39,7 @@ from django.utils import timezone
 from playwright.sync_api import Page, expect
 
 from accounts.models import User
-from jobs.models import ClusterAccessRequest, ClusterAccount, Job, SchedulerAccount
+from jobs.models import ClusterAccessRequest, ClusterAccount, Job
 from jobs.provisioning import Identity, get_provisioner
 from quotas.models import Allocation, AllocationRequest, Cluster, Trial
 from quotas.policy import REVIEWERS_GROUP
@@ -59,7 +59,6 @@ WIDTHS = [1280, 390]
 PASSPHRASE = "a long passphrase for a researcher 7"
 HELPER = Path("/usr/local/sbin/gpuc-provision-user")
 SCANCEL = shutil.which("scancel") or "/usr/bin/scancel"
-SCONTROL = shutil.which("scontrol") or "/usr/bin/scontrol"
 FAILING = """#!/bin/bash
 echo "reading input as $(id -un)"
 echo "FileNotFoundError: input.csv" >&2
@@ -134,24 +133,6 @@ def _reload_until(page: Page, locator: str, text: str, seconds: float = 40) -> N
         assert time.monotonic() < deadline, f"{page.url}: {locator} never showed {text!r}"
         page.wait_for_timeout(500)
         page.reload()
-
-
-def _slurm_knows(name: str, seconds: float = 60) -> None:
-    """Wait until slurmctld has the user's association (slurmdbd sends it asynchronously after
-    the portal's push); until then Slurm would refuse their jobs."""
-    deadline = time.monotonic() + seconds
-    while True:
-        shown = subprocess.run(  # noqa: S603 (fixed argv and a checked name)
-            [SCONTROL, "show", "assoc_mgr", f"users={name}", "flags=assoc"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-        if f"UserName={name}(" in shown.stdout:
-            return
-        assert time.monotonic() < deadline, f"slurmctld never learnt the association of {name}"
-        time.sleep(0.5)
 
 
 def _sign_up(page: Page, live_server: Any, *, email: str, username: str) -> User:
@@ -271,15 +252,8 @@ def test_a_researcher_signs_up_gets_a_grant_and_cluster_access_and_fixes_a_faile
     assert subprocess.run(["id", "-u", account.username], capture_output=True).returncode == 0  # noqa: S603, S607
     screenshot(page, f"journey-a-access-{width}")
 
-    # The worker pushes the project's Slurm account with the new member; Slurm learns it.
-    deadline = time.monotonic() + 30
-    while not SchedulerAccount.objects.filter(
-        cluster=open_slurm, pushed_users__contains=[account.username]
-    ).exists():
-        assert time.monotonic() < deadline, "the worker never pushed the new association"
-        time.sleep(0.3)
-    _slurm_knows(account.username)
-
+    # Submits at once: provisioning queued the push of the project's Slurm account, and a job
+    # that reaches Slurm before the association does waits in the portal, not rejected.
     # Submits a job that fails on the cluster: the page shows why, with stderr open.
     _nav(page, "Submit")
     page.locator("#id_cluster").select_option(open_slurm.name)
@@ -408,13 +382,6 @@ def test_a_startup_signs_up_starts_a_trial_submits_and_downloads_a_result(
     _reload_until(page, "main section:last-of-type table", "Provisioned")
     account = ClusterAccount.objects.get(user=founder, cluster=open_slurm)
     assert account.username == email.partition("@")[0] and account.uid >= 1000
-    deadline = time.monotonic() + 30
-    while not SchedulerAccount.objects.filter(
-        cluster=open_slurm, pushed_users__contains=[account.username]
-    ).exists():
-        assert time.monotonic() < deadline, "the worker never pushed the new association"
-        time.sleep(0.3)
-    _slurm_knows(account.username)
 
     # Submits a job and downloads what it wrote.
     _nav(page, "Dashboard")
