@@ -32,6 +32,7 @@ from portal.cli.output import (
     print_json,
     print_table,
     related_name,
+    runtime,
     when,
 )
 from portal.cli.parsing import parse_job_id, script_directives
@@ -42,7 +43,13 @@ from portal.cli.resolve import (
     resolve_project,
     short_ids,
 )
-from portal.formatting import format_su, format_su_rate, last_day_iso, rate_name
+from portal.formatting import (
+    format_duration,
+    format_su,
+    format_su_rate,
+    last_day_iso,
+    rate_name,
+)
 
 FINAL_STATES = frozenset({"completed", "failed", "cancelled", "timeout", "node_fail", "rejected"})
 DEFAULT_INTERVAL = 2.0
@@ -208,11 +215,14 @@ def cmd_ls(args: argparse.Namespace, client: Client) -> int:
             related_name(j.get("cluster")),
             j.get("gpus", ""),
             when(j.get("created_at")),
+            runtime(j.get("started_at"), j.get("ended_at")),
             format_su(j.get("charged_cost") or j.get("estimated_cost")),
         )
         for j in jobs
     ]
-    print_table(("ID", "NAME", "STATE", "PROJECT", "CLUSTER", "GPUS", "CREATED", "SU"), rows)
+    print_table(
+        ("ID", "NAME", "STATE", "PROJECT", "CLUSTER", "GPUS", "CREATED", "RUNTIME", "SU"), rows
+    )
     return EXIT_OK
 
 
@@ -251,7 +261,9 @@ def cmd_status(args: argparse.Namespace, client: Client) -> int:
         ("Ended", when(job.get("ended_at"))),
         (
             "Elapsed",
-            f"{job['elapsed_seconds']} s" if job.get("elapsed_seconds") is not None else None,
+            format_duration(job["elapsed_seconds"])
+            if job.get("elapsed_seconds") is not None
+            else None,
         ),
         ("Exit code", job.get("exit_code")),
         ("Estimated", _su(job.get("estimated_cost")) if job.get("estimated_cost") else None),

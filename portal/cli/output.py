@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
+
+from portal.formatting import format_duration
 
 
 def print_json(data: Any) -> None:
@@ -35,6 +38,23 @@ def related_name(value: Any) -> str:
 def when(value: Any) -> str:
     """ISO timestamps shortened to 'YYYY-MM-DD HH:MM:SS' (UTC as the server sent it)."""
     return str(value or "").replace("T", " ")[:19]
+
+
+def runtime(started: Any, ended: Any) -> str:
+    """How long a job ran, from the API's started_at and ended_at: to its end, or to now while
+    it runs ("12 min 5 s", as the web shows it); "—" before it starts."""
+    try:
+        start = datetime.fromisoformat(str(started)) if started else None
+        end = datetime.fromisoformat(str(ended)) if ended else datetime.now(UTC)
+    except ValueError:
+        return format_duration(None)
+    if start is None:
+        return format_duration(None)
+    if start.tzinfo is None:
+        start = start.replace(tzinfo=UTC)
+    if end.tzinfo is None:
+        end = end.replace(tzinfo=UTC)
+    return format_duration(end - start)
 
 
 def megabytes(mb: Any) -> str:

@@ -645,10 +645,32 @@ def test_ls_follows_cursor_pages_up_to_the_limit_and_keeps_the_token_on_its_host
         "CLUSTER",
         "GPUS",
         "CREATED",
+        "RUNTIME",
         "SU",
     ]
     assert [line.split()[1] for line in lines[1:]] == ["job-1", "job-2", "job-3"]
     assert "2025-01-02 03:04:05" in lines[1]
+
+
+def test_ls_shows_how_long_each_job_ran_as_the_web_does(
+    logged_in: FakeApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ended = _job(
+        1,
+        state="completed",
+        started_at="2025-01-02T03:05:00Z",
+        ended_at="2025-01-02T03:17:05Z",
+        charged_cost="1.2500",
+    )
+    waiting = _job(2, state="pending", started_at=None, ended_at=None)
+    logged_in.on("GET", "jobs/", (OK, {"next": None, "results": [ended, waiting]}))
+
+    assert cli.main(["ls"]) == 0
+
+    header, first, second = capsys.readouterr().out.splitlines()
+    assert header.index("RUNTIME") == first.index("12 min 5 s")
+    assert first.rstrip().endswith("12 min 5 s  1.25")
+    assert second.split()[-2:] == ["—", "2.00"]
 
 
 def test_ls_json_prints_the_jobs_as_a_list(

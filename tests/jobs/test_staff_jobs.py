@@ -4,12 +4,14 @@ did), follow a ledger entry to its job. Everyone else gets a 404."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from http import HTTPStatus
 
 import pytest
 from allauth.account.models import EmailAddress
 from django.contrib.auth.models import Group
 from django.test import Client
+from django.utils import timezone
 
 from jobs.models import Job, JobEvent
 from jobs.services import cluster_sync, job_forward
@@ -87,6 +89,36 @@ def test_staff_list_any_tenants_jobs_by_person_project_and_state(
     assert f"/manage/jobs/?organization={tenant.org.uuid}" in org_page
     by_org = staff.get(f"/manage/jobs/?organization={tenant.org.uuid}")
     assert len(by_org.context["jobs"]) == 2
+
+
+def test_staff_job_list_shows_when_each_job_ended_and_how_long_it_ran(staff, job):
+    ended = timezone.now().replace(microsecond=0)
+    Job.objects.filter(pk=job.pk).update(
+        state=Job.State.COMPLETED,
+        started_at=ended - timedelta(hours=3, minutes=4, seconds=9),
+        ended_at=ended,
+    )
+
+    html = staff.get("/manage/jobs/").content.decode()
+
+    assert "<th>Ended</th>" in html and ">Runtime</th>" in html
+    assert f'<time datetime="{ended.isoformat()}">{ended:%Y-%m-%d %H:%M}</time>' in html
+    assert '<td class="num">3 h 04 min</td>' in html
+
+
+def test_the_job_page_says_how_long_the_job_ran_in_words(alice, job):
+    ended = timezone.now()
+    Job.objects.filter(pk=job.pk).update(
+        state=Job.State.COMPLETED,
+        started_at=ended - timedelta(minutes=12, seconds=5),
+        ended_at=ended,
+        elapsed_seconds=725,
+    )
+
+    html = _signed_in(alice).get(f"/jobs/{job.uuid}/").content.decode()
+
+    assert "ran 12 min 5 s" in html and "for 12 min 5 s" in html
+    assert "725 s" not in html
 
 
 def test_staff_open_a_failed_job_read_only_with_its_stderr(staff, submit, sim, sim_cluster):
