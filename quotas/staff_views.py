@@ -13,19 +13,24 @@ from datetime import UTC, datetime, timedelta
 from functools import wraps
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.template.defaultfilters import filesizeformat
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.models import Organization, Project
+from jobs.storage.selectors import storage_quota_bytes
+from jobs.storage.services import storage_quota_parse, storage_quota_set
 from portal.errors import DomainError
 from portal.formatting import su_csv
 from portal.ids import as_uuid
 from portal.users import acting_user
-from portal.web import form_error, run_action, visible
+from portal.web import form_error, refusal, run_action, visible
 from quotas import selectors, services
 from quotas.forms import (
     AdjustForm,
@@ -155,8 +160,34 @@ def manage_project(request: HttpRequest, uuid: str) -> HttpResponse:
     return render(
         request,
         "quotas/manage/project.html",
-        {"project": project, "rows": _allocation_rows(allocations), "form": form},
+        {
+            "project": project,
+            "rows": _allocation_rows(allocations),
+            "form": form,
+            "storage_quota": storage_quota_bytes(project=project),
+            "storage_default": settings.GPUC_STORAGE_DEFAULT_QUOTA_BYTES,
+        },
     )
+
+
+@facility_admin_required
+@require_POST
+def manage_project_storage(request: HttpRequest, uuid: str) -> HttpResponse:
+    """Set the project's storage quota; a bad size is a 400 page naming the problem."""
+    project = _get(Project, uuid)
+    try:
+        row = storage_quota_set(
+            actor=acting_user(request),
+            project=project,
+            quota_bytes=storage_quota_parse(request.POST.get("quota", "")),
+        )
+    except DomainError as exc:
+        return refusal(
+            request, exc, back=reverse("quotas:manage_project", kwargs={"uuid": project.uuid})
+        )
+    size = filesizeformat(row.quota_bytes)
+    messages.success(request, f"Storage quota set to {size} ({row.quota_bytes} bytes).")
+    return redirect("quotas:manage_project", uuid=project.uuid)
 
 
 @facility_admin_required

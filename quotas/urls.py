@@ -58,6 +58,11 @@ _pages: list[URLPattern | URLResolver] = [
     ),
     path("manage/projects/<str:uuid>/", staff_views.manage_project, name="manage_project"),
     path(
+        "manage/projects/<str:uuid>/storage/",
+        staff_views.manage_project_storage,
+        name="manage_project_storage",
+    ),
+    path(
         "manage/allocations/<str:uuid>/",
         staff_views.manage_allocation,
         name="manage_allocation",

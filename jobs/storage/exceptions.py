@@ -37,3 +37,9 @@ class NoProjectStorage(DomainError):
     """The cluster keeps no project folders (or none the portal can reach)."""
 
     code = "no_project_storage"
+
+
+class InvalidStorageQuota(DomainError):
+    """A storage quota that is not a size of 0 bytes or more (the detail says what is)."""
+
+    code = "invalid_storage_quota"

@@ -4,9 +4,11 @@ and filled with a job's results. Every file operation is confined (jobs.storage.
 
 from __future__ import annotations
 
+import re
 import uuid as uuid_lib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import BinaryIO
 
 from django.conf import settings
@@ -23,6 +25,7 @@ from jobs.storage import fs
 from jobs.storage.exceptions import (
     FileTooLarge,
     InvalidPath,
+    InvalidStorageQuota,
     NoProjectStorage,
     StorageNotFound,
     StorageQuotaExceeded,
@@ -30,6 +33,7 @@ from jobs.storage.exceptions import (
 from jobs.storage.models import ProjectStorage
 from jobs.storage.selectors import storage_clusters, storage_quota_bytes
 from quotas.models import Cluster
+from quotas.policy import is_facility_admin
 
 
 @dataclass(frozen=True)
@@ -285,13 +289,56 @@ def _make_dirs(folder: Folder, parts: Sequence[str]) -> None:
             raise _fs_errors("/".join(parts[:depth]), exc) from None
 
 
+# Sizes staff may type: bytes, or a number with a unit (binary: K/KiB = 1024; decimal: KB = 1000).
+SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:([KMGTP])(i?B)?|(B))?\s*$", re.IGNORECASE)
+SIZE_POWERS = {"K": 1, "M": 2, "G": 3, "T": 4, "P": 5}
+MAX_QUOTA_BYTES = 2**60  # 1 EiB: far above any filesystem, far below the column's limit
+SIZE_RULE = (
+    "a size of 0 bytes or more: a number of bytes, or a number with a unit "
+    "(500G or 500GiB = 500 × 1024³ bytes, 500GB = 500 × 1000³ bytes; K, M, G, T, P)"
+)
+
+
+def storage_quota_parse(text: str) -> int:
+    """Bytes from what staff typed ("500G", "1.5 TiB", "2TB", "1048576"); InvalidStorageQuota
+    naming the value and the rule otherwise."""
+    match = SIZE_RE.match(text or "")
+    if match is None:
+        shown = (text or "").strip()[:40]
+        why = f"{shown!r} is not a size" if shown else "the quota is empty"
+        raise InvalidStorageQuota(f"The storage quota must be {SIZE_RULE}; {why}", field="quota")
+    number, unit, suffix, _ = match.groups()
+    amount = Decimal(number)
+    if unit:
+        base = 1000 if suffix and suffix.lower() == "b" else 1024
+        amount *= base ** SIZE_POWERS[unit.upper()]
+    return storage_quota_check(amount)
+
+
+def storage_quota_check(amount: Decimal | int) -> int:
+    if isinstance(amount, bool) or not isinstance(amount, int | Decimal):
+        raise InvalidStorageQuota(f"The storage quota must be {SIZE_RULE}", field="quota")
+    if amount != int(amount):
+        shown = f"{Decimal(amount).normalize():f}"
+        raise InvalidStorageQuota(
+            f"The storage quota must be a whole number of bytes, not {shown}", field="quota"
+        )
+    if not 0 <= amount <= MAX_QUOTA_BYTES:
+        raise InvalidStorageQuota(
+            f"The storage quota must be from 0 bytes to 1 EiB ({MAX_QUOTA_BYTES} bytes), "
+            f"not {int(amount)} bytes",
+            field="quota",
+        )
+    return int(amount)
+
+
 @transaction.atomic
 def storage_quota_set(*, actor: User, project: Project, quota_bytes: int) -> ProjectStorage:
-    """Staff set a project's byte quota (per cluster folder)."""
-    if not actor.is_staff:
+    """Facility staff set a project's byte quota (for its folder on each cluster). Anyone
+    else is told there is no such project; a negative, fractional or absurd size is a 400."""
+    if not is_facility_admin(actor):
         raise StorageNotFound("No such project")
-    if isinstance(quota_bytes, bool) or not isinstance(quota_bytes, int) or quota_bytes < 0:
-        raise InvalidPath("quota_bytes must be a whole number of bytes, 0 or more", field="quota")
+    quota_bytes = storage_quota_check(quota_bytes)
     row, _ = ProjectStorage.objects.update_or_create(
         project=project, defaults={"quota_bytes": quota_bytes}
     )

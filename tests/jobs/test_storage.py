@@ -4,17 +4,23 @@ the project's folder; outsiders answered 404."""
 
 from __future__ import annotations
 
+import html
 import os
 import stat
 from http import HTTPStatus
 from pathlib import Path
 
 import pytest
+from allauth.account.models import EmailAddress
+from django.contrib.auth.models import Group
 from django.core.files.uploadedfile import SimpleUploadedFile
 
+from jobs.storage.exceptions import StorageNotFound
 from jobs.storage.fs import TEMP_PREFIX
 from jobs.storage.models import ProjectStorage
 from jobs.storage.services import storage_quota_set
+from quotas.policy import FACILITY_ADMINS_GROUP
+from tests import factories
 
 BOUNDARY = "gpucBoundary7MA4YWxk"
 
@@ -149,6 +155,76 @@ def test_staff_set_the_quota_and_members_see_it_with_the_usage(
     storage_quota_set(actor=alice, project=tenant.project, quota_bytes=5_000_000)
 
     assert api_alice.get(files_url).json()["quota_bytes"] == 5_000_000
+
+
+def _facility_admin(client):
+    """dave, a facility admin (the group, not Django staff), signed in on `client`."""
+    dave = factories.UserFactory(username="dave", email="dave@facility.example")
+    dave.groups.add(Group.objects.get_or_create(name=FACILITY_ADMINS_GROUP)[0])
+    EmailAddress.objects.create(user=dave, email=dave.email, verified=True, primary=True)
+    client.force_login(dave)
+    return client
+
+
+def test_a_facility_admin_sets_the_quota_on_the_staff_project_page_and_members_see_it(
+    client, api_alice, files_url, tenant
+):
+    staff = _facility_admin(client)
+    page = f"/manage/projects/{tenant.project.uuid}/"
+    assert "100.0\xa0GB" in staff.get(page).content.decode()  # the default, before
+
+    response = staff.post(page + "storage/", {"quota": "1.5 GiB"})
+
+    assert response.status_code == HTTPStatus.FOUND and response.url == page
+    assert ProjectStorage.objects.get(project=tenant.project).quota_bytes == 1_610_612_736
+    shown = staff.get(page).content.decode()
+    assert "Storage quota set to 1.5\xa0GB (1610612736 bytes)." in shown
+    assert "(1610612736 bytes) for the project" in shown
+    assert api_alice.get(files_url).json()["quota_bytes"] == 1_610_612_736
+
+
+@pytest.mark.parametrize(
+    ("typed", "quota"),
+    [("1048576", 1_048_576), ("500G", 500 * 1024**3), ("2TB", 2 * 10**12), ("0", 0)],
+)
+def test_staff_type_quotas_in_bytes_or_with_a_unit(client, tenant, typed, quota):
+    staff = _facility_admin(client)
+
+    staff.post(f"/manage/projects/{tenant.project.uuid}/storage/", {"quota": typed})
+
+    assert ProjectStorage.objects.get(project=tenant.project).quota_bytes == quota
+
+
+@pytest.mark.parametrize(
+    ("typed", "says"),
+    [
+        ("-5G", "'-5G' is not a size"),
+        ("lots", "'lots' is not a size"),
+        ("", "the quota is empty"),
+        ("1.5", "a whole number of bytes, not 1.5"),
+        ("2 EB", "'2 EB' is not a size"),
+        ("9999P", "from 0 bytes to 1 EiB"),
+    ],
+)
+def test_a_bad_quota_is_a_400_naming_the_problem_and_changes_nothing(client, tenant, typed, says):
+    ProjectStorage.objects.create(project=tenant.project, quota_bytes=7)
+    staff = _facility_admin(client)
+
+    response = staff.post(f"/manage/projects/{tenant.project.uuid}/storage/", {"quota": typed})
+
+    assert response.status_code == HTTPStatus.BAD_REQUEST
+    assert says in html.unescape(response.content.decode())
+    assert ProjectStorage.objects.get(project=tenant.project).quota_bytes == 7
+
+
+def test_members_and_outsiders_get_404_from_the_staff_quota_form(client, alice, mallory, tenant):
+    for user in (alice, mallory):
+        client.force_login(user)
+        response = client.post(f"/manage/projects/{tenant.project.uuid}/storage/", {"quota": "1T"})
+        assert response.status_code == HTTPStatus.NOT_FOUND
+    assert not ProjectStorage.objects.filter(project=tenant.project).exists()
+    with pytest.raises(StorageNotFound):
+        storage_quota_set(actor=mallory, project=tenant.project, quota_bytes=1)
 
 
 # --- bad input ------------------------------------------------------------------------------
