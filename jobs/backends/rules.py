@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from jobs.backends.base import JobSpec
+
 Check = Callable[[Mapping[str, Any]], list[str]]
 
 
@@ -61,3 +63,36 @@ def whole_in(low: int, high: int) -> Callable[[Any], bool]:
     return lambda value: (
         isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
     )
+
+
+# --- a job's spec against one cluster's options (the backends' validate_spec) ----------------
+
+SpecCheck = Callable[[JobSpec, Mapping[str, Any], str], list[tuple[str, str]]]
+
+
+@dataclass(frozen=True)
+class Refuse:
+    """One rule of a job's spec: when `refused(spec, options)` holds, the cluster refuses the
+    job's `field` with `message`, a format string of spec, options and cluster (or a function
+    of them)."""
+
+    field: str
+    refused: Callable[[JobSpec, Mapping[str, Any]], object]
+    message: str | Callable[[JobSpec, Mapping[str, Any], str], str]
+
+    def __call__(
+        self, spec: JobSpec, options: Mapping[str, Any], cluster: str
+    ) -> list[tuple[str, str]]:
+        if not self.refused(spec, options):
+            return []
+        message = self.message
+        if isinstance(message, str):
+            return [(self.field, message.format(spec=spec, options=options, cluster=cluster))]
+        return [(self.field, message(spec, options, cluster))]
+
+
+def refusals(
+    checks: Iterable[SpecCheck], spec: JobSpec, options: Mapping[str, Any], cluster: str
+) -> list[tuple[str, str]]:
+    """(field, message) of every rule the spec breaks, in the table's order."""
+    return [found for check in checks for found in check(spec, options, cluster)]

@@ -19,7 +19,16 @@ from jobs.backends.kubernetes.objects import (
     is_label_value,
     parse_array,
 )
-from jobs.backends.rules import Check, Option, When, is_positive_int, problems
+from jobs.backends.rules import (
+    Check,
+    Option,
+    Refuse,
+    SpecCheck,
+    When,
+    is_positive_int,
+    problems,
+    refusals,
+)
 
 _CONNECTION_KEYS = ("token_env", "token_file", "kubeconfig", "in_cluster")
 _POSITIVE_INTS = (
@@ -222,68 +231,122 @@ def check_options(options: Mapping[str, Any]) -> list[str]:
     return problems(CHECKS, options)
 
 
-def validate_spec(spec: JobSpec, options: Mapping[str, Any], cluster: str) -> list[tuple[str, str]]:
-    """(field, message) for everything in `spec` this cluster would refuse."""
-    errors: list[tuple[str, str]] = []
-    opts = options
-    if not is_label_value(spec.name) or not spec.name:
-        errors.append(
-            (
-                "name",
-                "On Kubernetes clusters a job name must be a valid label value: at most 63 "
-                "letters, digits, '-', '_' or '.', starting and ending with a letter or digit.",
-            )
-        )
-    image = spec.image or opts.get("default_image", "")
-    allowed = opts.get("allowed_images") or []
-    if not image:
-        errors.append(("image", f"Cluster {cluster} needs a container image."))
-    elif not image_allowed(image, allowed, opts.get("default_image", "")):
-        shown = ", ".join(allowed) or opts.get("default_image", "")
-        errors.append(
-            (
-                "image",
-                f"Image {image} is not allowed on cluster {cluster} (allowed: {shown}).",
-            )
-        )
+def _image(spec: JobSpec, options: Mapping[str, Any]) -> str:
+    return spec.image or options.get("default_image", "")
+
+
+def _image_refused(spec: JobSpec, options: Mapping[str, Any]) -> bool:
+    image = _image(spec, options)
+    allowed = options.get("allowed_images") or []
+    return bool(image) and not image_allowed(image, allowed, options.get("default_image", ""))
+
+
+def _image_message(spec: JobSpec, options: Mapping[str, Any], cluster: str) -> str:
+    shown = ", ".join(options.get("allowed_images") or []) or options.get("default_image", "")
+    return f"Image {_image(spec, options)} is not allowed on cluster {cluster} (allowed: {shown})."
+
+
+def _command_ok(spec: JobSpec) -> bool:
     command: Any = spec.command
-    if (
-        isinstance(command, (str, bytes))
-        or not isinstance(command, Sequence)
-        or not all(isinstance(part, str) for part in command)
-    ):
-        errors.append(("command", "command must be a list of strings."))
-    elif spec.script and command:
-        errors.append(("command", "Give either a script or a command, not both."))
-    limits = {
-        "gpus": ("max_gpus", spec.gpus),
-        "cpus": ("max_cpus", spec.cpus),
-        "memory_mb": ("max_memory_mb", spec.memory_mb),
-        "time_limit_minutes": ("max_time_minutes", spec.time_limit_minutes),
-    }
-    for field_name, (option, value) in limits.items():
-        if option in opts and value > opts[option]:
-            errors.append(
-                (field_name, f"At most {opts[option]} on cluster {cluster} (asked {value}).")
-            )
-    if spec.cpus < 1:
-        errors.append(("cpus", "A job needs at least 1 CPU."))
-    if spec.time_limit_minutes < 1:
-        errors.append(("time_limit_minutes", "The time limit must be at least 1 minute."))
-    gpu_types = opts.get("gpu_types") or []
-    if spec.gpu_type and gpu_types and spec.gpu_type not in gpu_types:
-        errors.append(("gpu_type", f"Cluster {cluster} has GPU types {', '.join(gpu_types)}."))
+    return (
+        not isinstance(command, str | bytes)
+        and isinstance(command, Sequence)
+        and all(isinstance(part, str) for part in command)
+    )
+
+
+def _gpu_type_refused(spec: JobSpec, options: Mapping[str, Any]) -> bool:
+    gpu_types = options.get("gpu_types") or []
+    return bool(spec.gpu_type and gpu_types and spec.gpu_type not in gpu_types)
+
+
+def _array(spec: JobSpec, options: Mapping[str, Any], cluster: str) -> list[tuple[str, str]]:
     try:
         array = parse_array(spec.array)
     except ValueError as exc:
-        errors.append(("array", str(exc)))
-    else:
-        most = opts.get("max_array_tasks", DEFAULT_MAX_ARRAY_TASKS)
-        if array and array[0] > most:
-            errors.append(("array", f"At most {most} array tasks on cluster {cluster}."))
-    bad_env = [k for k in spec.env if not isinstance(k, str) or not ENV_NAME.match(k)]
-    if bad_env:
-        errors.append(("env", f"Invalid environment variable names: {', '.join(bad_env)}."))
-    elif any(not isinstance(v, str) for v in spec.env.values()):
-        errors.append(("env", "Environment variable values must be strings."))
-    return errors
+        return [("array", str(exc))]
+    most = options.get("max_array_tasks", DEFAULT_MAX_ARRAY_TASKS)
+    if array and array[0] > most:
+        return [("array", f"At most {most} array tasks on cluster {cluster}.")]
+    return []
+
+
+def _bad_env_names(spec: JobSpec) -> list[Any]:
+    return [k for k in spec.env if not isinstance(k, str) or not ENV_NAME.match(k)]
+
+
+# A JobSpec field -> the option that bounds it.
+_LIMITS = {
+    "gpus": "max_gpus",
+    "cpus": "max_cpus",
+    "memory_mb": "max_memory_mb",
+    "time_limit_minutes": "max_time_minutes",
+}
+
+
+def _over(field: str, option: str) -> Refuse:
+    return Refuse(
+        field,
+        lambda spec, options: option in options and getattr(spec, field) > options[option],
+        f"At most {{options[{option}]}} on cluster {{cluster}} (asked {{spec.{field}}}).",
+    )
+
+
+SPEC_CHECKS: tuple[SpecCheck, ...] = (
+    Refuse(
+        "name",
+        lambda spec, _: not is_label_value(spec.name) or not spec.name,
+        "On Kubernetes clusters a job name must be a valid label value: at most 63 "
+        "letters, digits, '-', '_' or '.', starting and ending with a letter or digit.",
+    ),
+    Refuse(
+        "image",
+        lambda spec, options: not _image(spec, options),
+        "Cluster {cluster} needs a container image.",
+    ),
+    Refuse("image", _image_refused, _image_message),
+    Refuse(
+        "command",
+        lambda spec, _: not _command_ok(spec),
+        "command must be a list of strings.",
+    ),
+    Refuse(
+        "command",
+        lambda spec, _: _command_ok(spec) and spec.script and spec.command,
+        "Give either a script or a command, not both.",
+    ),
+    *(_over(field, option) for field, option in _LIMITS.items()),
+    Refuse("cpus", lambda spec, _: spec.cpus < 1, "A job needs at least 1 CPU."),
+    Refuse(
+        "time_limit_minutes",
+        lambda spec, _: spec.time_limit_minutes < 1,
+        "The time limit must be at least 1 minute.",
+    ),
+    Refuse(
+        "gpu_type",
+        _gpu_type_refused,
+        lambda spec, options, cluster: (
+            f"Cluster {cluster} has GPU types {', '.join(options.get('gpu_types') or [])}."
+        ),
+    ),
+    _array,
+    Refuse(
+        "env",
+        lambda spec, _: _bad_env_names(spec),
+        lambda spec, options, cluster: (
+            f"Invalid environment variable names: {', '.join(_bad_env_names(spec))}."
+        ),
+    ),
+    Refuse(
+        "env",
+        lambda spec, _: (
+            not _bad_env_names(spec) and any(not isinstance(v, str) for v in spec.env.values())
+        ),
+        "Environment variable values must be strings.",
+    ),
+)
+
+
+def validate_spec(spec: JobSpec, options: Mapping[str, Any], cluster: str) -> list[tuple[str, str]]:
+    """(field, message) for everything in `spec` this cluster would refuse: SPEC_CHECKS."""
+    return refusals(SPEC_CHECKS, spec, options, cluster)

@@ -12,10 +12,13 @@ from jobs.backends.base import JobSpec
 from jobs.backends.rules import (
     Check,
     Option,
+    Refuse,
+    SpecCheck,
     When,
     is_positive_int,
     is_positive_number,
     problems,
+    refusals,
     whole_in,
 )
 from jobs.backends.slurm import versions
@@ -220,40 +223,63 @@ def check_options(options: Mapping[str, Any]) -> list[str]:
     return problems(CHECKS, options)
 
 
+SPEC_CHECKS: tuple[SpecCheck, ...] = (
+    Refuse(
+        "image",
+        lambda spec, _: spec.image,
+        "Cluster {cluster} runs batch scripts; container images are not supported.",
+    ),
+    Refuse(
+        "command",
+        lambda spec, _: spec.script and spec.command,
+        "Give either a script or a command, not both.",
+    ),
+    Refuse(
+        "script",
+        lambda spec, _: not spec.script.strip() and not spec.command,
+        "Cluster {cluster} needs a script to run.",
+    ),
+    Refuse(
+        "cluster",
+        lambda spec, _: (
+            spec.cluster_user
+            and (spec.cluster_user in FORBIDDEN_USERS or not USER_RE.match(spec.cluster_user))
+        ),
+        "Jobs never run as '{spec.cluster_user}' on cluster {cluster}.",
+    ),
+    Refuse(
+        "name",
+        lambda spec, _: not NAME_RE.match(spec.name or ""),
+        "On Slurm clusters a job name is at most 64 letters, digits, '.', '_' or '-', "
+        "starting with a letter or digit.",
+    ),
+    Refuse(
+        "partition",
+        lambda spec, _: spec.partition and not NAME_RE.match(spec.partition),
+        "partition must be a Slurm partition name.",
+    ),
+    Refuse("cpus", lambda spec, _: spec.cpus < 1, "A job needs at least 1 CPU."),
+    Refuse(
+        "memory_mb",
+        lambda spec, _: spec.memory_mb < 1,
+        "A job needs some memory (memory_mb at least 1).",
+    ),
+    Refuse(
+        "time_limit_minutes",
+        lambda spec, _: spec.time_limit_minutes < 1,
+        "The time limit must be at least 1 minute.",
+    ),
+    Refuse(
+        "gpu_type",
+        lambda spec, _: spec.gpus and spec.gpu_type and not GRES_RE.match(spec.gpu_type),
+        "gpu_type must be a GRES type name.",
+    ),
+)
+
+
 def validate_spec(spec: JobSpec, options: Mapping[str, Any], cluster: str) -> list[tuple[str, str]]:
-    """(field, message) for everything in `spec` this cluster would refuse."""
-    errors: list[tuple[str, str]] = []
-    if spec.image:
-        errors.append(
-            ("image", f"Cluster {cluster} runs batch scripts; container images are not supported.")
-        )
-    if spec.script and spec.command:
-        errors.append(("command", "Give either a script or a command, not both."))
-    if not spec.script.strip() and not spec.command:
-        errors.append(("script", f"Cluster {cluster} needs a script to run."))
-    if spec.cluster_user and (
-        spec.cluster_user in FORBIDDEN_USERS or not USER_RE.match(spec.cluster_user)
-    ):
-        errors.append(("cluster", f"Jobs never run as '{spec.cluster_user}' on cluster {cluster}."))
-    if not NAME_RE.match(spec.name or ""):
-        errors.append(
-            (
-                "name",
-                "On Slurm clusters a job name is at most 64 letters, digits, '.', '_' or '-', "
-                "starting with a letter or digit.",
-            )
-        )
-    if spec.partition and not NAME_RE.match(spec.partition):
-        errors.append(("partition", "partition must be a Slurm partition name."))
-    if spec.cpus < 1:
-        errors.append(("cpus", "A job needs at least 1 CPU."))
-    if spec.memory_mb < 1:
-        errors.append(("memory_mb", "A job needs some memory (memory_mb at least 1)."))
-    if spec.time_limit_minutes < 1:
-        errors.append(("time_limit_minutes", "The time limit must be at least 1 minute."))
-    if spec.gpus and spec.gpu_type and not re.match(r"^[A-Za-z0-9_.-]{1,64}$", spec.gpu_type):
-        errors.append(("gpu_type", "gpu_type must be a GRES type name."))
-    return errors
+    """(field, message) for everything in `spec` this cluster would refuse: SPEC_CHECKS."""
+    return refusals(SPEC_CHECKS, spec, options, cluster)
 
 
 def _accounts_version(value: Any) -> bool:
