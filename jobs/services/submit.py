@@ -130,7 +130,7 @@ def job_submit(
     cost = _estimate(request, rates=cached_rates_at(cluster=cluster))
     job_uuid = uuid.uuid4()
     hold = None
-    message = "Submitted; nothing to hold (free cluster)"
+    message = _submitted(ZERO)
     if cost.total > 0:
         # The hold first, so the job is stored with it in one INSERT.
         hold = ledger_hold(
@@ -142,7 +142,7 @@ def job_submit(
             job_uuid=job_uuid,
             memo=f"Job {request.name}",
         )
-        message = f"Submitted; {hold.amount} SU held"
+        message = _submitted(hold.amount)
     job = _new_job(
         request,
         job_uuid=job_uuid,
@@ -224,17 +224,7 @@ def job_submit_many(
     if len(drafts) > BATCH_MAX:
         raise InvalidJob(f"A batch holds at most {BATCH_MAX} jobs", field="jobs")
     account = check_submit_access(user=user, project=project, cluster=cluster)
-    rates = cached_rates_at(cluster=cluster)
-    requests: list[tuple[JobRequest, Cost]] = []
-    for i, draft in enumerate(drafts):
-        try:
-            request = validate_job(project=project, cluster=cluster, draft=draft)
-            _check_with_backend(request, cluster_user=account.username)
-        except InvalidJob as exc:
-            field = f"jobs[{i}].{exc.field}" if exc.field else f"jobs[{i}]"
-            raise InvalidJob(exc.detail, field=field, **exc.extra) from exc
-        requests.append((request, _estimate(request, rates=rates)))
-    total = sum((cost.total for _, cost in requests), ZERO)
+    requests = _check_batch(drafts, project=project, cluster=cluster, account=account)
     job_uuids = [uuid.uuid4() for _ in requests]
     # Jobs and events first, holds last: placing the holds locks the project's allocation rows
     # until commit, and every other submission to the project waits on them, so as little as
@@ -267,36 +257,63 @@ def job_submit_many(
             created_at=now,
             from_state="",
             to_state=Job.State.PENDING,
-            message=f"Submitted; {cost.total} SU held"
-            if cost.total > 0
-            else "Submitted; nothing to hold (free cluster)",
+            message=_submitted(job.estimated_cost),
         )
-        for job, (_, cost) in zip(new_jobs, requests, strict=True)
+        for job in new_jobs
     )
     for job, event in zip(new_jobs, events, strict=True):
         job.submit_events = [event]  # type: ignore[attr-defined]
-    paid = [i for i, (_, cost) in enumerate(requests) if cost.total > 0]
+    _hold_batch(new_jobs, user=user, project=project, cluster=cluster)
+    cluster_id = cluster.pk
+    # A batch is already many jobs in one commit: its task need not wait for more to join.
+    transaction.on_commit(lambda: queue.forward_cluster(cluster_id, coalesce=False))
+    return new_jobs
+
+
+def _submitted(held: Decimal) -> str:
+    """The first event of a new job."""
+    return f"Submitted; {held} SU held" if held > 0 else "Submitted; nothing to hold (free cluster)"
+
+
+def _check_batch(
+    drafts: Sequence[JobDraft], *, project: Project, cluster: Cluster, account: ClusterAccount
+) -> list[tuple[JobRequest, Cost]]:
+    """Each draft checked as job_submit checks it (a 400 names `jobs[i].<field>`), with its
+    estimate at the cluster's rates."""
+    rates = cached_rates_at(cluster=cluster)
+    requests: list[tuple[JobRequest, Cost]] = []
+    for i, draft in enumerate(drafts):
+        try:
+            request = validate_job(project=project, cluster=cluster, draft=draft)
+            _check_with_backend(request, cluster_user=account.username)
+        except InvalidJob as exc:
+            field = f"jobs[{i}].{exc.field}" if exc.field else f"jobs[{i}]"
+            raise InvalidJob(exc.detail, field=field, **exc.extra) from exc
+        requests.append((request, _estimate(request, rates=rates)))
+    return requests
+
+
+def _hold_batch(jobs: list[Job], *, user: User, project: Project, cluster: Cluster) -> None:
+    """Each job's own hold of its estimate, placed together and linked in one UPDATE; any that
+    does not fit -> InsufficientQuota for the whole batch with its shortfall, nothing held."""
+    paid = [i for i, job in enumerate(jobs) if job.estimated_cost > 0]
     try:
         placed = ledger_hold_many(
             actor=user,
             project=project,
             cluster=cluster,
             holds=[
-                (
-                    requests[i][1].total,
-                    f"job:{job_uuids[i]}",
-                    job_uuids[i],
-                    f"Job {requests[i][0].name}",
-                )
+                (jobs[i].estimated_cost, f"job:{jobs[i].uuid}", jobs[i].uuid, f"Job {jobs[i].name}")
                 for i in paid
             ],
         )
     except InsufficientQuotaForBatch as exc:
-        # Nothing of the batch was held (and the jobs above roll back with this exception).
-        # What could have been: what the jobs before the first misfit took, plus the best one
+        # Nothing of the batch was held (and its jobs roll back with this exception). What
+        # could have been: what the jobs before the first misfit took, plus the best one
         # allocation still had for that job.
+        total = sum((job.estimated_cost for job in jobs), ZERO)
         raise InsufficientQuota(
-            f"Insufficient quota: this batch of {len(requests)} jobs needs {total} SU "
+            f"Insufficient quota: this batch of {len(jobs)} jobs needs {total} SU "
             f"but project '{project.name}' could hold only {exc.available} SU "
             f"on cluster '{cluster.name}' (job {paid[exc.index]} did not fit; "
             f"short by {total - exc.available} SU)",
@@ -304,11 +321,7 @@ def job_submit_many(
             available=exc.available,
         ) from exc
     for i, hold in zip(paid, placed, strict=True):
-        new_jobs[i].hold = hold
+        jobs[i].hold = hold
     bulk_set(
-        Job, ("hold_id",), [(new_jobs[i].pk, hold.pk) for i, hold in zip(paid, placed, strict=True)]
+        Job, ("hold_id",), [(jobs[i].pk, hold.pk) for i, hold in zip(paid, placed, strict=True)]
     )
-    cluster_id = cluster.pk
-    # A batch is already many jobs in one commit: its task need not wait for more to join.
-    transaction.on_commit(lambda: queue.forward_cluster(cluster_id, coalesce=False))
-    return new_jobs
