@@ -24,7 +24,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from accounts.models import Project, ProjectMember, User
-from jobs import notifications
+from jobs import notifications, queue
 from jobs.exceptions import (
     AccessRequestNotFound,
     AccessRequestState,
@@ -172,33 +172,23 @@ def _choose_username(*, user: User, cluster: Cluster, provisioner: Provisioner, 
 
 
 def _queue_provision(request_id: int) -> None:
-    from jobs.tasks import cluster_access_provision_task
-
-    def queue() -> None:
-        try:
-            cluster_access_provision_task.delay(request_id)
-        except Exception:  # the broker is down: staff can approve again after a failure
-            logger.exception("Could not queue provisioning of access request %s", request_id)
-
-    transaction.on_commit(queue)
+    transaction.on_commit(lambda: queue.access_provision(request_id))
 
 
 def _queue_account_push(cluster: Cluster) -> None:
     """On a cluster whose project accounts the portal manages, push them as soon as the new
     account commits (not a beat tick later), so that the new user's association reaches the
     scheduler before their first job does."""
-    from jobs.tasks import accounts_sync_task
-
     if not managed(cluster):
         return
 
-    def queue() -> None:
+    def push() -> None:
         try:
-            accounts_sync_task.delay(cluster.pk)
+            queue.accounts_sync(cluster.pk)
         except Exception:  # the broker is down: the next beat tick pushes it
             logger.exception("Could not queue the account push of cluster %s", cluster.name)
 
-    transaction.on_commit(queue)
+    transaction.on_commit(push)
 
 
 def access_request_create(
