@@ -81,9 +81,12 @@ class ClusterSerializer(serializers.ModelSerializer[Cluster]):
     def get_options(self, cluster: Cluster) -> dict[str, Any]:
         return selectors.public_options(cluster)
 
-    def _rows(self, cluster: Cluster, *, current: bool) -> Any:
+    def _rows(self, cluster: Cluster, *, current: bool) -> list[dict[str, Any]]:
         rows = self.context["rates"].get(cluster.pk, [])
-        return RateSerializer([r for r in rows if r.current is current], many=True).data
+        serializer = RateSerializer([r for r in rows if r.current is current], many=True)
+        # drf-stubs types Serializer(many=True) as the serializer itself, whose data is a dict:
+        # it is a ListSerializer, whose data is a list.
+        return serializer.data  # type: ignore[return-value]
 
     @extend_schema_field(RateSerializer(many=True))
     def get_rates(self, cluster: Cluster) -> list[dict[str, Any]]:

@@ -18,8 +18,8 @@ DATE = forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d")
 MIN_SU = Decimal("0.0001")
 
 
-class ClusterChoiceField(forms.ModelMultipleChoiceField):
-    def label_from_instance(self, obj: Cluster) -> str:  # type: ignore[override]
+class ClusterChoiceField(forms.ModelMultipleChoiceField[Cluster]):
+    def label_from_instance(self, obj: Cluster) -> str:
         return f"{obj} ({obj.get_kind_display()})"
 
 

@@ -54,7 +54,7 @@ def _check_dates(start_date: date, end_date: date) -> None:
         raise InvalidRequest("end_date must be after start_date", field="end_date")
 
 
-def _check_document(document: UploadedFile | None) -> None:
+def _check_document(document: UploadedFile[bytes] | None) -> None:
     if document is None:
         return
     name = display_name(document.name or "").lower()
@@ -139,7 +139,7 @@ def allocation_request_create(
     extends: Allocation | None = None,
     funder: str = "",
     award_number: str = "",
-    document: UploadedFile | None = None,
+    document: UploadedFile[bytes] | None = None,
 ) -> AllocationRequest:
     """Draft a request for `project` (its PI or a manager); nothing is sent until submitted."""
     _require_manager(actor, project)
@@ -193,7 +193,7 @@ def allocation_request_update(
     actor: User,
     request: AllocationRequest,
     clusters: Iterable[Cluster] | None = None,
-    document: UploadedFile | None = None,
+    document: UploadedFile[bytes] | None = None,
     **fields: Any,
 ) -> AllocationRequest:
     """Edit a draft or a request sent back for changes (title, amount, dates, clusters, ...)."""
