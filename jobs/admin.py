@@ -18,7 +18,9 @@ class UncoveredFilter(admin.SimpleListFilter):
     title = "uncovered cost"
     parameter_name = "uncovered"
 
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+    def lookups(
+        self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]
+    ) -> list[tuple[str, str]]:
         return [("yes", "Part of the cost not covered")]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Job]) -> QuerySet[Job]:
@@ -28,7 +30,7 @@ class UncoveredFilter(admin.SimpleListFilter):
 
 
 @admin.register(Job)
-class JobAdmin(ReadOnlyAdmin):
+class JobAdmin(ReadOnlyAdmin[Job]):
     list_display = [
         "uuid",
         "name",

@@ -29,7 +29,7 @@ FORWARD_COALESCE_SECONDS = 0.05
 
 
 @shared_task(bind=True, acks_late=True, max_retries=FORWARD_QUICK_RETRIES)
-def forward_job_task(self: Task, job_id: int) -> None:
+def forward_job_task(self: Task[[int], None], job_id: int) -> None:
     """Hand one pending job to its cluster (idempotent: claim + uuid lookup)."""
     try:
         services.job_forward(job_id=job_id)
