@@ -113,7 +113,7 @@ def _record(
 
 
 def _save(request: AllocationRequest, actor: User, fields: list[str] | None = None) -> None:
-    request._history_user = actor  # type: ignore[attr-defined]
+    request._history_user = actor
     request.save(update_fields=[*fields, "updated_at"] if fields else None)
 
 
@@ -315,7 +315,7 @@ def allocation_request_approve(
             ends_at=ends_at,
             memo=memo[:500],
         )
-        allocation._history_user = actor  # type: ignore[attr-defined]
+        allocation._history_user = actor
         allocation.save()
         allocation.clusters.set(clusters)
         ledger_credit(actor=actor, allocation=allocation, amount=locked.amount, key=key, memo=memo)
@@ -341,7 +341,7 @@ def _apply_supplement(
     if ends_at > target.ends_at:
         target.ends_at = ends_at
         target.notified = [n for n in target.notified if not n.startswith("expiry-")]
-        target._history_user = actor  # type: ignore[attr-defined]
+        target._history_user = actor
         target.save(update_fields=["ends_at", "notified"])
     target.clusters.add(*clusters)
     memo = f"Supplement request '{request.title}'"
