@@ -104,7 +104,7 @@ class ClusterListView(APIView):
 
     @extend_schema(responses=ClusterSerializer(many=True))
     def get(self, request: Request) -> Response:
-        clusters = selectors.clusters_for_user(request.user)
+        clusters = selectors.clusters_for_user(acting_user(request))
         rates = selectors.rate_schedule(clusters)
         data = ClusterSerializer(clusters, many=True, context={"rates": rates}).data
         return self.pagination_class().get_paginated_response(data)
