@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 from celery import Task, shared_task
 from celery.signals import worker_ready
@@ -112,7 +111,7 @@ def sync_all_clusters_task() -> int:
     retry_jitter=True,
     max_retries=200,
 )
-def cluster_access_provision_task(self: Any, request_id: int) -> str:
+def cluster_access_provision_task(self: Task[[int], str], request_id: int) -> str:
     """Provision one approved access request (idempotent: claim + the request's mark)."""
     request = services.access_request_provision(request_id=request_id)
     if request.state == ClusterAccessRequest.State.PROVISIONING:
