@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from typing import Any
 
 from django.utils import timezone
@@ -11,7 +12,7 @@ from rest_framework import authentication, exceptions, permissions, throttling
 from rest_framework.request import Request
 
 from accounts.models import ApiToken, User
-from accounts.token_cache import claim_touch, token_lookup
+from accounts.token_cache import claim_touch, local_lookup, token_lookup
 
 TOKEN_PREFIX = "gpuc_"  # noqa: S105 (a public prefix, not a secret)
 # An authentication scheme is an RFC 9110 token.
@@ -51,7 +52,14 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
             secret = parts[1].decode("ascii")
         except UnicodeDecodeError:
             raise exceptions.AuthenticationFailed("Invalid API token") from None
-        token = token_lookup(hash_token(secret))  # cached a few seconds, dropped on revoke
+        token_hash = hash_token(secret)
+        # Cached a few seconds, dropped on revoke; a copy this process kept is checked, with
+        # the rate counter read in the same round trip.
+        token, count = local_lookup(token_hash, UserRateThrottle.counter_for(request))
+        if count is not None:
+            request._request.gpuc_rate_count = count  # type: ignore[attr-defined]
+        if token is None:
+            token = token_lookup(token_hash)
         if token is None:
             raise exceptions.AuthenticationFailed("Invalid API token")
         if token.revoked_at is not None:
@@ -94,6 +102,26 @@ class UserRateThrottle(throttling.UserRateThrottle):
     num_requests: int
     duration: int
 
+    @classmethod
+    def counter_for(cls, request: Request) -> Callable[[int], tuple[str, int] | None] | None:
+        """What BearerTokenAuthentication increments with its token check, in the same Redis
+        round trip: `(key, timeout)` of a user's counter of this window, when the view is
+        throttled by this class (allow_request then uses that count)."""
+        view = (request.parser_context or {}).get("view")
+        if view is None or cls not in getattr(view, "throttle_classes", ()):
+            return None
+        throttle = cls()
+        if throttle.rate is None:
+            return None
+
+        def counter(user_id: int) -> tuple[str, int]:
+            window = int(throttle.timer() // throttle.duration)
+            ident = throttle.cache_format % {"scope": throttle.scope, "ident": user_id}
+            request._request.gpuc_rate_key = f"{ident}:{window}"  # type: ignore[attr-defined]
+            return f"{ident}:{window}", throttle.duration + 1
+
+        return counter
+
     def allow_request(self, request: Request, view: Any) -> bool:
         if self.rate is None:
             return True
@@ -102,7 +130,13 @@ class UserRateThrottle(throttling.UserRateThrottle):
             return True
         now = self.timer()
         window = int(now // self.duration)
-        count = self._count(f"{self.key}:{window}")
+        key = f"{self.key}:{window}"
+        raw = getattr(request, "_request", None)  # the HttpRequest under DRF's Request
+        prefetched = getattr(raw, "gpuc_rate_count", None)
+        if prefetched is not None and getattr(raw, "gpuc_rate_key", None) == key:
+            count = int(prefetched)  # counted with the token check (counter_for)
+        else:
+            count = self._count(key)
         self.wait_seconds = (window + 1) * self.duration - now
         return count <= self.num_requests
 

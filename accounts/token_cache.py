@@ -9,10 +9,19 @@ the services that revoke a token or deactivate a user call `forget_tokens` /
 the cache is shared). A tombstone also stops a request that read the row just before the change
 from putting the old row back (entries are only ever added, never overwritten). With a
 per-process cache (locmem, the development default) tokens are read from the database each time.
+
+On Redis, each process also keeps the tokens it read for ENTRY_SECONDS, stamped with the shared
+revocation generation (a counter every `forget_*` call increments). A request served from there
+reads only that counter, in the same round trip as its rate-limit counter
+(`local_lookup`): a revocation anywhere changes the counter, so every process drops its copies
+on its next request.
 """
 
 from __future__ import annotations
 
+import copy
+import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -27,6 +36,11 @@ TOMBSTONE_SECONDS = 60
 TOMBSTONE = "forgotten"
 # last_used_at is written at most once a minute per token (one cache add decides who writes).
 TOUCH_SECONDS = 60
+GENERATION_KEY = "gpuc:api-token-generation"
+# Per process: token hash -> (expiry on the monotonic clock, generation when read, token).
+_local: dict[str, tuple[float, Any, ApiToken]] = {}
+_local_lock = threading.Lock()
+LOCAL_MAX = 10_000
 
 
 def _key(token_hash: str) -> str:
@@ -40,17 +54,74 @@ def _shared() -> bool:
     return not backend.endswith(("LocMemCache", "DummyCache"))
 
 
+def _redis_client(key: str) -> Any:
+    """The Redis client of Django's Redis cache for this key, or None for another backend."""
+    client_of = getattr(getattr(cache, "_cache", None), "get_client", None)
+    if client_of is None or not hasattr(cache, "make_and_validate_key"):
+        return None
+    return client_of(cache.make_and_validate_key(key), write=True)
+
+
+def local_lookup(token_hash: str, counter: Any = None) -> tuple[ApiToken | None, int | None]:
+    """(this process's copy of the token if the revocation generation has not moved since it
+    was read, the value of `counter` after an increment) in one Redis round trip.
+
+    `counter(user_id)` names the rate counter of the token's user as (cache key, timeout), or
+    None; the count is None when there was no copy or no counter."""
+    entry = _local.get(token_hash)
+    if entry is None:
+        return None, None
+    expires, generation, token = entry
+    if expires < time.monotonic():
+        _local.pop(token_hash, None)
+        return None, None
+    client = _redis_client(GENERATION_KEY)
+    if client is None:
+        return None, None
+    named = counter(token.user_id) if counter is not None else None
+    pipe = client.pipeline(transaction=False)
+    pipe.get(cache.make_and_validate_key(GENERATION_KEY))
+    if named is not None:
+        full_key = cache.make_and_validate_key(named[0])
+        pipe.incr(full_key)
+        pipe.expire(full_key, named[1])
+    replies = pipe.execute()
+    count = int(replies[1]) if named is not None else None
+    if (None if replies[0] is None else int(replies[0])) != generation:
+        _local.pop(token_hash, None)
+        return None, count
+    return _copy(token), count
+
+
+def _copy(token: ApiToken) -> ApiToken:
+    """A copy for one request (as an unpickled cache entry is): the kept one is shared."""
+    user = copy.copy(token.user)
+    token = copy.copy(token)
+    token.user = user
+    return token
+
+
 def token_lookup(token_hash: str) -> ApiToken | None:
     """The token with this hash, its user loaded, from the cache or the database."""
     if not _shared():
         return ApiToken.objects.select_related("user").filter(token_hash=token_hash).first()
     key = _key(token_hash)
+    client = _redis_client(key)
+    # The generation before the entry: a revocation after this read shows in the copy's check.
+    generation = cache.get(GENERATION_KEY) if client is not None else None
     cached: Any = cache.get(key)
     if isinstance(cached, ApiToken):
-        return cached
-    token = ApiToken.objects.select_related("user").filter(token_hash=token_hash).first()
-    if token is not None and cached is None:
-        cache.add(key, token, ENTRY_SECONDS)
+        token: ApiToken | None = cached
+        keep = True
+    else:
+        token = ApiToken.objects.select_related("user").filter(token_hash=token_hash).first()
+        # Kept only where no tombstone says it was just revoked (and maybe not yet committed).
+        keep = token is not None and cached is None and bool(cache.add(key, token, ENTRY_SECONDS))
+    if client is not None and keep and token is not None:
+        with _local_lock:
+            if len(_local) >= LOCAL_MAX:
+                _local.clear()
+            _local[token_hash] = (time.monotonic() + ENTRY_SECONDS, generation, token)
     return token
 
 
@@ -64,6 +135,18 @@ def forget_tokens(token_hashes: Iterable[str]) -> None:
     keys = {_key(token_hash): TOMBSTONE for token_hash in token_hashes}
     if keys:
         cache.set_many(keys, TOMBSTONE_SECONDS)
+        _bump_generation()
+        for token_hash in token_hashes if isinstance(token_hashes, list | tuple) else ():
+            _local.pop(token_hash, None)
+
+
+def _bump_generation() -> None:
+    """Every process's copies of tokens are stale from now on (they check this counter)."""
+    try:
+        cache.incr(GENERATION_KEY)
+    except ValueError:  # not there yet (or evicted): any new value differs from the copies'
+        if not cache.add(GENERATION_KEY, 1, None):
+            cache.incr(GENERATION_KEY)
 
 
 def forget_user_tokens(user_id: int) -> None:

@@ -29,6 +29,7 @@ from accounts.forms import (
     ProjectRoleForm,
 )
 from accounts.models import Membership, Organization, Project, ProjectMember
+from accounts.project_page import project_sections
 from accounts.roles import ORG_MANAGER_ROLES
 from accounts.signals import INVITATION_JOINED_SESSION_KEY
 from portal.errors import DomainError, NotFound
@@ -215,6 +216,8 @@ def _project_page(
         "add_form": add_form or (ProjectMemberAddForm() if manager else None),
         "role_choices": ProjectMember.Role.choices,
         "org_role": selectors.org_role(request.user, project.organization),
+        # balance, allocations and requests (quotas); recent jobs and cluster accounts (jobs)
+        "sections": project_sections(request.user, project),
     }
     return render(request, "accounts/project_detail.html", context)
 

@@ -19,7 +19,7 @@ the Redis cache of CACHE_URL. Creates and drops a throw-away database next to DA
 `--load python`, a bounded Python load generator (threads with kept-alive connections) is used.
 
     python bench/api.py [--jobs 100000] [--other 20000] [--duration 10] [--threads 2]
-                        [--connections 16] [--procs 2] [--load wrk|python]
+                        [--connections 16] [--procs 2] [--gthreads N] [--load wrk|python]
 """
 
 from __future__ import annotations
@@ -183,7 +183,7 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start_gunicorn(settings_module: str, procs: int, threads: int) -> tuple[Any, str]:
+def start_gunicorn(settings_module: str, procs: int, threads: int | None) -> tuple[Any, str]:
     db = connection.settings_dict
     port = free_port()
     env = dict(os.environ)
@@ -194,8 +194,9 @@ def start_gunicorn(settings_module: str, procs: int, threads: int) -> tuple[Any,
         ),
         GUNICORN_BIND=f"127.0.0.1:{port}",
         GUNICORN_WORKERS=str(procs),
-        GUNICORN_THREADS=str(threads),
     )
+    if threads:
+        env["GUNICORN_THREADS"] = str(threads)
     gunicorn = str(Path(sys.executable).with_name("gunicorn"))
     log = open(f"/tmp/bench-api-gunicorn-{os.getpid()}.log", "ab")  # noqa: SIM115
     proc = subprocess.Popen(
@@ -300,7 +301,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="wrk -t")
     parser.add_argument("--connections", type=int, default=16, help="wrk -c")
     parser.add_argument("--procs", type=int, default=2, help="gunicorn workers")
-    parser.add_argument("--gthreads", type=int, default=4, help="threads per gunicorn worker")
+    parser.add_argument(
+        "--gthreads", type=int, default=None, help="threads per worker (default: the config's)"
+    )
     parser.add_argument("--in-process", type=int, default=200, help="requests per endpoint")
     parser.add_argument("--load", choices=["wrk", "python"], default="wrk")
     args = parser.parse_args()
@@ -319,7 +322,7 @@ def main() -> None:
             f"bench/api.py on {connection.vendor} ({connection.settings_dict['NAME']}): "
             f"{args.jobs} + {args.other} jobs in {time.perf_counter() - started:.0f} s; "
             f"load {args.load} -t{args.threads} -c{args.connections} {args.duration}s against "
-            f"gunicorn {args.procs} x {args.gthreads} threads; "
+            f"gunicorn {args.procs} x {args.gthreads or 'default'} threads; "
             f"load average {os.getloadavg()[0]:.1f}"
         )
         print("  in-process, per request:")

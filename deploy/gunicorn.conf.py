@@ -5,7 +5,11 @@ import os
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS", multiprocessing.cpu_count() * 2 + 1))
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+# An API request spends much of its time waiting on PostgreSQL and Redis (more so on a busy
+# host, where each round trip waits for the other process to be scheduled): 8 threads keep a
+# worker's CPU busy meanwhile. Each thread holds its own database connection (DB_CONN_MAX_AGE):
+# workers x threads must stay under PostgreSQL's max_connections.
+threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 worker_class = "gthread"
 timeout = 60
 graceful_timeout = 30

@@ -11,6 +11,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from jobs.models import Job
+from jobs.storage.models import ProjectStorage
 from quotas.admin import ReadOnlyAdmin
 
 
@@ -48,3 +49,12 @@ class JobAdmin(ReadOnlyAdmin[Job]):
     list_select_related = ["project", "cluster"]
     show_full_result_count = False
     exclude = ["script", "env"]
+
+
+@admin.register(ProjectStorage)
+class ProjectStorageAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Staff set a project's storage quota (bytes per cluster folder) here."""
+
+    list_display = ("project", "quota_bytes", "updated_at")
+    search_fields = ("project__name", "project__slug")
+    raw_id_fields = ("project",)

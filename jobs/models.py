@@ -372,3 +372,6 @@ class JobTemplate(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+from jobs.storage.models import ProjectStorage  # noqa: E402,F401  (registers the model)

@@ -61,6 +61,74 @@ def job_visible_to(*, user: User) -> QuerySet[Job]:
     return Job.objects.filter(project_id__in=project_ids_for_user(user))
 
 
+def job_list_project_ids(
+    *,
+    user: User,
+    project_uuid: uuid_lib.UUID | None = None,
+    project_slug: str | None = None,
+) -> QuerySet[Project, Any]:
+    """The ids of the caller's projects (only the one named, when one is), as `values("pk")`."""
+    projects = Project.objects.filter(memberships__user=user)
+    if project_uuid is not None:
+        projects = projects.filter(uuid=project_uuid)
+    elif project_slug is not None:
+        projects = projects.filter(slug=project_slug)
+    return projects.values("pk")
+
+
+def job_list_project_ids_of(
+    *,
+    user_id: int,
+    project_uuid: uuid_lib.UUID | None = None,
+    project_slug: str | None = None,
+) -> QuerySet[Project, Any]:
+    """job_list_project_ids for the user with this id."""
+    return job_list_project_ids(
+        user=User(pk=user_id), project_uuid=project_uuid, project_slug=project_slug
+    )
+
+
+def job_list_cluster_ids(*, name: str) -> QuerySet[Cluster, Any]:
+    return Cluster.objects.filter(name=name).values("pk")
+
+
+def job_list_of_projects(
+    *,
+    project_ids: list[int],
+    state: str | None = None,
+    cluster_ids: list[int] | None = None,
+    origin: str | None = None,
+    name: str | None = None,
+    id_range: tuple[uuid_lib.UUID, uuid_lib.UUID] | None = None,
+) -> QuerySet[Job]:
+    """The jobs of these projects (already resolved for the caller), filtered."""
+    # `project_id IN (<constants>)` lets PostgreSQL walk the (project, -created_at, -id) index
+    # and stop after one page; `IN (<subquery>)` makes it sort every visible job (100 ms at
+    # 100,000 jobs) for each page.
+    qs = Job.objects.filter(project_id__in=project_ids)
+    if state:
+        qs = qs.filter(state=state)
+    if cluster_ids is not None:
+        qs = qs.filter(cluster_id__in=cluster_ids)
+    if origin:
+        qs = qs.filter(origin=origin)
+    if name:
+        qs = qs.filter(name__icontains=name)
+    if id_range:
+        qs = qs.filter(uuid__range=id_range)
+    return qs.select_related("project", "cluster", "user").only(*LIST_FIELDS)
+
+
+def split_project_ref(project: str | None) -> dict[str, Any]:
+    """A project named by uuid or slug, as the keyword job_list_project_ids takes."""
+    if not project:
+        return {}
+    try:
+        return {"project_uuid": uuid_lib.UUID(project)}
+    except ValueError:
+        return {"project_slug": project}
+
+
 def job_list_for_user(
     *,
     user: User,
@@ -68,33 +136,28 @@ def job_list_for_user(
     state: str | None = None,
     cluster: str | None = None,
     origin: str | None = None,
+    name: str | None = None,
     id_range: tuple[uuid_lib.UUID, uuid_lib.UUID] | None = None,
 ) -> QuerySet[Job]:
     """The caller's visible jobs, newest first, filtered by project (uuid or slug), state,
-    cluster (name), origin (portal, direct) and uuid range (a short id's, from
-    `portal.ids.uuid_prefix_range`); light enough for keyset pages over 100,000 rows."""
+    cluster (name), origin (portal, direct), name (a case-insensitive part of it) and uuid
+    range (a short id's, from `portal.ids.uuid_prefix_range`); light enough for keyset pages
+    over 100,000 rows."""
     if not user.is_authenticated:
         return Job.objects.none()
-    # Resolve the projects to ids first: `project_id IN (<constants>)` lets PostgreSQL walk the
-    # (project, -created_at, -id) index and stop after one page; `IN (<subquery>)` makes it
-    # sort every visible job (100 ms at 100,000 jobs) for each page.
-    projects = Project.objects.filter(memberships__user=user)
-    if project:
-        try:
-            projects = projects.filter(uuid=uuid_lib.UUID(project))
-        except ValueError:
-            projects = projects.filter(slug=project)
-    qs = Job.objects.filter(project_id__in=list(projects.values_list("pk", flat=True)))
-    if state:
-        qs = qs.filter(state=state)
+    # Resolve the projects (and the cluster) to ids first: see job_list_of_projects.
+    ids = job_list_project_ids(user=user, **split_project_ref(project))
+    cluster_ids = None
     if cluster:
-        cluster_ids = list(Cluster.objects.filter(name=cluster).values_list("pk", flat=True))
-        qs = qs.filter(cluster_id__in=cluster_ids)
-    if origin:
-        qs = qs.filter(origin=origin)
-    if id_range:
-        qs = qs.filter(uuid__range=id_range)
-    return qs.select_related("project", "cluster", "user").only(*LIST_FIELDS)
+        cluster_ids = [row["pk"] for row in job_list_cluster_ids(name=cluster)]
+    return job_list_of_projects(
+        project_ids=[row["pk"] for row in ids],
+        state=state,
+        cluster_ids=cluster_ids,
+        origin=origin,
+        name=name,
+        id_range=id_range,
+    )
 
 
 def job_get_for_user(*, user: User, job_uuid: uuid_lib.UUID | str) -> Job:
@@ -223,6 +286,45 @@ def resolve_cluster(value: str) -> Cluster:
     if cluster is None:
         raise InvalidJob(f"Unknown cluster '{value}'", field="cluster")
     return cluster
+
+
+def project_is_member(*, user: User, project: Project) -> bool:
+    """Whether the user belongs to the project (and so sees its jobs)."""
+    return (
+        user.is_authenticated and ProjectMember.objects.filter(project=project, user=user).exists()
+    )
+
+
+def project_recent_jobs(*, user: User, project: Project, limit: int = 10) -> list[Job]:
+    """The project's newest jobs the user may see (none for a non-member): one query."""
+    if not user.is_authenticated:
+        return []
+    qs = Job.objects.filter(project=project, project__memberships__user=user)
+    return list(
+        qs.select_related("project", "cluster", "user")
+        .only(*LIST_FIELDS)
+        .order_by("-created_at", "-id")[:limit]
+    )
+
+
+def project_cluster_accounts(*, project: Project) -> list[ClusterAccount]:
+    """The cluster accounts of the project's members, by cluster then member: one query."""
+    return list(
+        ClusterAccount.objects.filter(user__project_memberships__project=project)
+        .select_related("user", "cluster")
+        .order_by("cluster__name", "user__username")
+    )
+
+
+def project_open_access_requests(*, project: Project) -> list[ClusterAccessRequest]:
+    """Access requests made for the project that are still being decided or provisioned."""
+    return list(
+        ClusterAccessRequest.objects.filter(
+            project=project, state__in=ClusterAccessRequest.OPEN_STATES
+        )
+        .select_related("user", "cluster")
+        .order_by("created_at", "id")
+    )
 
 
 # --- the staff area (/manage/jobs/): any tenant's jobs, for facility admins only --------------

@@ -3,8 +3,16 @@ from __future__ import annotations
 from django.urls import URLPattern, URLResolver, path
 
 from jobs import access_api, access_views, api, staff_views, views
+from jobs.storage import api as storage_api
+from jobs.storage import views as storage_views
 
 urlpatterns: list[URLPattern | URLResolver] = [
+    path("projects/<uuid:uuid>/files/", storage_views.project_files, name="project-files"),
+    path(
+        "projects/<uuid:uuid>/files/copy-results/<uuid:job_uuid>/",
+        storage_views.project_files_copy_results,
+        name="project-files-copy-results",
+    ),
     path("access/", access_views.access_list, name="access-list"),
     path("manage/access/", access_views.access_manage, name="access-manage"),
     path(
@@ -56,6 +64,37 @@ urlpatterns: list[URLPattern | URLResolver] = [
 ]
 
 api_urlpatterns: list[URLPattern | URLResolver] = [
+    path("projects/<str:uuid>/files/", storage_api.FileListView.as_view(), name="api-files"),
+    path(
+        "projects/<str:uuid>/files/download/",
+        storage_api.FileDownloadView.as_view(),
+        name="api-files-download",
+    ),
+    path(
+        "projects/<str:uuid>/files/upload/",
+        storage_api.FileUploadView.as_view(),
+        name="api-files-upload",
+    ),
+    path(
+        "projects/<str:uuid>/files/mkdir/",
+        storage_api.FileMkdirView.as_view(),
+        name="api-files-mkdir",
+    ),
+    path(
+        "projects/<str:uuid>/files/rename/",
+        storage_api.FileRenameView.as_view(),
+        name="api-files-rename",
+    ),
+    path(
+        "projects/<str:uuid>/files/delete/",
+        storage_api.FileDeleteView.as_view(),
+        name="api-files-delete",
+    ),
+    path(
+        "projects/<str:uuid>/files/copy-results/",
+        storage_api.FileCopyResultsView.as_view(),
+        name="api-files-copy-results",
+    ),
     path("jobs/", api.JobListView.as_view(), name="api-job-list"),
     path("jobs/estimate/", api.JobEstimateView.as_view(), name="api-job-estimate"),
     path("jobs/batch/", api.JobBatchView.as_view(), name="api-job-batch"),

@@ -56,7 +56,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, int] | None:
 @login_required
 @require_GET
 def job_list(request: HttpRequest) -> HttpResponse:
-    """Filters (project, state, cluster, origin) and keyset pages of 50, newest first."""
+    """Filters (project, state, cluster, origin, name) and keyset pages of 50, newest first."""
     state = request.GET.get("state") or None
     if state not in Job.State.values:
         state = None
@@ -69,6 +69,7 @@ def job_list(request: HttpRequest) -> HttpResponse:
         state=state,
         cluster=request.GET.get("cluster") or None,
         origin=origin,
+        name=request.GET.get("name", "").strip() or None,
     ).order_by("-created_at", "-id")
     if (cursor := decode_cursor(request.GET.get("cursor", ""))) is not None:
         stamp, pk = cursor
@@ -93,6 +94,7 @@ def job_list(request: HttpRequest) -> HttpResponse:
                 "state": state or "",
                 "origin": origin or "",
                 "cluster": request.GET.get("cluster", ""),
+                "name": request.GET.get("name", ""),
             },
         },
     )

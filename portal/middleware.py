@@ -11,6 +11,7 @@ from django.contrib.messages import middleware as messages
 from django.contrib.sessions import middleware as sessions
 from django.http import HttpRequest, HttpResponse
 from django.http.multipartparser import MultiPartParserError
+from django.urls import Resolver404, resolve
 from django_htmx import middleware as htmx
 
 from portal.handlers import BadInput, bad_request
@@ -34,6 +35,16 @@ def _nul_in_pairs(pairs: Iterable[tuple[str, list[str]]], where: str) -> BadInpu
     return None
 
 
+def _streams_body(request: HttpRequest) -> bool:
+    """Whether the view reads its body itself, streamed (project storage uploads): its file
+    names are checked there, and parsing it here would spool the whole body first."""
+    try:
+        match = resolve(request.path_info)
+    except Resolver404:
+        return False
+    return bool(getattr(match.func, "streams_body", False))
+
+
 def nul_problem(request: HttpRequest) -> BadInput | None:
     """The first NUL character in the path, the query string or a form body, as a BadInput.
 
@@ -44,7 +55,11 @@ def nul_problem(request: HttpRequest) -> BadInput | None:
         return BadInput("The URL path contains a NUL character (\\u0000), which is not allowed")
     if problem := _nul_in_pairs(request.GET.lists(), "Query parameter"):
         return problem
-    if request.method in ("POST", "PUT", "PATCH") and request.content_type in FORM_TYPES:
+    if (
+        request.method in ("POST", "PUT", "PATCH")
+        and request.content_type in FORM_TYPES
+        and not _streams_body(request)
+    ):
         try:
             if problem := _nul_in_pairs(request.POST.lists(), "Form field"):
                 return problem

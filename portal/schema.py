@@ -56,6 +56,13 @@ EXTRA_ERRORS: dict[str, tuple[HTTPStatus, ...]] = {
     "v1_jobs_log_retrieve": (HTTPStatus.SERVICE_UNAVAILABLE,),
     "v1_jobs_results_list": (HTTPStatus.SERVICE_UNAVAILABLE,),
     "v1_jobs_results_download": (HTTPStatus.SERVICE_UNAVAILABLE,),
+    # Project storage: beyond the per-file limit or the project's quota; results read from
+    # the cluster, which may not answer.
+    "v1_projects_files_upload_create": (HTTPStatus.REQUEST_ENTITY_TOO_LARGE,),
+    "v1_projects_files_copy_results_create": (
+        HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+        HTTPStatus.SERVICE_UNAVAILABLE,
+    ),
     # The grant workflow: a request in the wrong state for the step.
     "v1_allocation_requests_create": (HTTPStatus.NOT_FOUND,),
     "v1_allocation_requests_partial_update": (HTTPStatus.CONFLICT,),

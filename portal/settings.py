@@ -104,6 +104,8 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "portal.context_processors.portal",
             ],
+            # {{ x|su }}, {{ job|runtime }}, {% date_range %}: one way to show SU and periods
+            "builtins": ["portal.templatetags.units"],
         },
     },
 ]
@@ -431,6 +433,12 @@ GPUC_DEMO_BACKEND = env.str("GPUC_DEMO_BACKEND", default="local")
 # after the first poll that left it out.
 JOBS_MISSING_GRACE_SECONDS = env.int("JOBS_MISSING_GRACE_SECONDS", default=3600)
 GPUC_MAX_SCRIPT_BYTES = 1024 * 1024
+# Project storage (jobs.storage): the largest file one upload may hold, and the byte quota of a
+# project's folder (on each cluster) until staff set one of its own.
+GPUC_STORAGE_MAX_UPLOAD_BYTES = env.int("GPUC_STORAGE_MAX_UPLOAD_BYTES", default=10 * 1024**3)
+GPUC_STORAGE_DEFAULT_QUOTA_BYTES = env.int(
+    "GPUC_STORAGE_DEFAULT_QUOTA_BYTES", default=100 * 1024**3
+)
 
 # Stripe: billing is off unless keys are set.
 STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="")

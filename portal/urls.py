@@ -23,6 +23,9 @@ api_v1 = [
 ]
 
 urlpatterns = [
+    # First: scripts poll the API, and Django tries the patterns in order (no page's pattern
+    # starts with api/, so the order changes no answer).
+    path("api/v1/", include(api_v1)),
     path("", views.dashboard, name="dashboard"),
     path("healthz", views.healthz, name="healthz"),
     path("accounts/", include("allauth.urls")),
@@ -30,7 +33,6 @@ urlpatterns = [
     path("", include(quotas_urls.urlpatterns)),
     path("", include(billing_urls.urlpatterns)),
     path("", include(jobs_urls.urlpatterns)),
-    path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # The split view serves Swagger UI's start-up script as a file (?script=): no inline script.
     path(

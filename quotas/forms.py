@@ -189,7 +189,7 @@ class RateForm(forms.Form):
 
 class UsageFilterForm(forms.Form):
     since = forms.DateField(label="From", widget=DATE, required=False)
-    until = forms.DateField(label="Until (exclusive)", widget=DATE, required=False)
+    until = forms.DateField(label="Until (inclusive)", widget=DATE, required=False)
     organization = forms.ModelChoiceField(
         queryset=Organization.objects.order_by("name"), to_field_name="uuid", required=False
     )

@@ -13,6 +13,7 @@ from django.db import transaction
 
 from accounts.models import Membership, Project, ProjectMember, User
 from portal import mail
+from portal.formatting import format_date_range, format_su, last_day
 
 if TYPE_CHECKING:
     from quotas.models import Allocation, AllocationRequest, AllocationRequestEvent
@@ -83,8 +84,10 @@ def usage_threshold(*, allocation: Allocation, threshold: int, percent: Decimal)
     body = (
         f"Project '{project.name}' has used {percent:.1f} % of allocation "
         f"{allocation.uuid} ({allocation.get_kind_display()}).\n\n"
-        f"Credited: {allocation.credited} SU\nCharged: {allocation.charged} SU\n"
-        f"Held by running jobs: {allocation.held} SU\nAvailable: {allocation.available} SU\n\n"
+        f"Credited: {format_su(allocation.credited)} SU\n"
+        f"Charged: {format_su(allocation.charged)} SU\n"
+        f"Held by running jobs: {format_su(allocation.held)} SU\n"
+        f"Available: {format_su(allocation.available)} SU\n\n"
     )
     if threshold >= 100:
         body += "New jobs on this allocation will be refused until SU are added.\n"
@@ -96,9 +99,11 @@ def usage_threshold(*, allocation: Allocation, threshold: int, percent: Decimal)
 def expiry_reminder(*, allocation: Allocation, days: int) -> None:
     project = allocation.project
     body = (
-        f"Allocation {allocation.uuid} of project '{project.name}' ends on "
-        f"{allocation.ends_at:%Y-%m-%d %H:%M} UTC (in {days} day{'s' if days != 1 else ''}).\n"
-        f"{allocation.available} SU are still available; whatever is unspent then expires.\n\n"
+        f"Allocation {allocation.uuid} of project '{project.name}' runs through "
+        f"{last_day(allocation.ends_at):%Y-%m-%d} (ends {allocation.ends_at:%Y-%m-%d %H:%M} UTC, "
+        f"in {days} day{'s' if days != 1 else ''}).\n"
+        f"{format_su(allocation.available)} SU are still available; whatever is unspent then "
+        "expires.\n\n"
         f"To continue, request a renewal: {_url('quotas:allocation_request_create')}"
         f"?extends={allocation.uuid}&kind=renewal\n"
         f"Details: {_url('quotas:allocation_detail', uuid=allocation.uuid)}\n"
@@ -143,7 +148,8 @@ def request_transition(*, request: AllocationRequest, event: AllocationRequestEv
         f"Allocation request '{request.title}' for project '{request.project.name}' was {what}"
         f" by {event.actor}.",
         "",
-        f"Amount: {request.amount} SU, {request.start_date} to {request.end_date}",
+        f"Amount: {format_su(request.amount)} SU, "
+        f"{format_date_range(request.start_date, request.end_date)} (inclusive)",
     ]
     if event.changes:
         lines += ["", "Changed on approval:"]
@@ -160,7 +166,8 @@ def request_transition(*, request: AllocationRequest, event: AllocationRequestEv
         body = (
             f"{request.requested_by} submitted '{request.title}' for project "
             f"'{request.project.name}' ({request.project.organization.name}): "
-            f"{request.amount} SU, {request.start_date} to {request.end_date}.\n\n"
+            f"{format_su(request.amount)} SU, "
+            f"{format_date_range(request.start_date, request.end_date)} (inclusive).\n\n"
             f"Review it: {link}\nQueue: {_url('quotas:allocation_review_queue')}\n"
         )
         subject = f"To review: '{request.title}'"

@@ -150,6 +150,27 @@ def allocation_cluster_names(allocation_ids: list[int]) -> dict[int, list[str]]:
     return {key: sorted(value) for key, value in names.items()}
 
 
+def visible_project_ids(*, user_id: int, project_uuid: Any) -> QuerySet[Project, Any]:
+    """The id of the project with this uuid when the user with this id may see its
+    allocations (project_for_user's rule), as `values("pk")`."""
+    return visible_projects(User(pk=user_id)).filter(uuid=project_uuid).values("pk")
+
+
+def project_allocations(*, project_id: int, status: str | None = None) -> QuerySet[Allocation]:
+    """The allocations of a project the caller may see, soonest-ending first."""
+    qs = Allocation.objects.filter(project_id=project_id)
+    if status:
+        qs = qs.filter(status=status)
+    return qs.order_by("ends_at", "id")
+
+
+def project_allocation_cluster_names(*, project_id: int) -> QuerySet[Any, Any]:
+    """(allocation_id, cluster__name) of every allocation of a project, as values."""
+    return Allocation.clusters.through.objects.filter(allocation__project_id=project_id).values(
+        "allocation_id", "cluster__name"
+    )
+
+
 def allocation_for_user(user: AnyUser, allocation_uuid: Any) -> Allocation:
     return get_by_uuid(
         allocations_for_user(user), allocation_uuid, NotFound("Allocation not found")

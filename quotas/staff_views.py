@@ -23,6 +23,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.models import Organization, Project
 from portal.errors import DomainError
+from portal.formatting import su_csv
 from portal.ids import as_uuid
 from portal.users import acting_user
 from portal.web import form_error, run_action, visible
@@ -315,7 +316,7 @@ def manage_usage(request: HttpRequest) -> HttpResponse:
         data = form.cleaned_data
         filters = {
             "since": day_start(data["since"]) if data["since"] else None,
-            "until": day_start(data["until"]) if data["until"] else None,
+            "until": day_end(data["until"]) if data["until"] else None,
             "organization": data["organization"],
             "project": data["project"],
             "cluster": data["cluster"],
@@ -352,9 +353,9 @@ def _usage_csv(rows: list[selectors.UsageRow]) -> HttpResponse:
                 _cell(r.organization),
                 _cell(r.project),
                 _cell(r.cluster),
-                r.charged,
-                r.refunded,
-                r.net,
+                su_csv(r.charged),
+                su_csv(r.refunded),
+                su_csv(r.net),
             ]
         )
     return response

@@ -45,7 +45,7 @@ def _client(user) -> Client:
 
 
 def _nav_links(page: str) -> list[str]:
-    nav = page.split('<ul class="nav-links">', 1)[1].split("</ul>", 1)[0]
+    nav = page.split('<ul class="nav-links" id="nav-links">', 1)[1].split("</ul>", 1)[0]
     return re.findall(r'href="([^"]+)"', nav)
 
 
@@ -132,8 +132,8 @@ def test_the_submit_form_opens_on_the_project_that_can_pay_with_its_balance_and_
     selected = re.search(r'<option value="([^"]+)" selected>', page)
     assert selected is not None
     assert selected.group(1) == str(tenant.project.uuid)
-    assert 'Protein folding</td><td class="num"><strong>1000</strong> SU' in page
-    assert 'Aardvark</td><td class="num"><strong>0</strong> SU' in page
+    assert 'Protein folding</td><td class="num"><strong>1,000.00</strong> SU' in page
+    assert 'Aardvark</td><td class="num"><strong>0.00</strong> SU' in page
     assert "GPUs ≤ 64" in page
     assert "time (minutes) ≤ 20160" in page
 

@@ -94,6 +94,19 @@ def test_the_log_estimate_and_results_endpoints_describe_their_real_shapes(schem
     }
 
 
+def test_project_storage_documents_its_streamed_upload_download_and_413(schema):
+    base = "/api/v1/projects/{uuid}/files/"
+    for action in ("", "download/", "upload/", "mkdir/", "rename/", "delete/", "copy-results/"):
+        assert base + action in schema["paths"]
+    upload = schema["paths"][base + "upload/"]["post"]
+    body = upload["requestBody"]["content"]["multipart/form-data"]["schema"]
+    part = schema["components"]["schemas"][body["$ref"].rsplit("/", 1)[-1]]
+    assert part["properties"]["file"] == {"type": "string", "format": "binary"}
+    assert "413" in upload["responses"]
+    download = schema["paths"][base + "download/"]["get"]["responses"]["200"]
+    assert download["content"]["application/octet-stream"]["schema"]["format"] == "binary"
+
+
 def test_state_and_kind_enums_are_named_after_their_models(schema):
     # A collision would have been a warning (failing the fixture) and a hashed name.
     names = set(schema["components"]["schemas"])

@@ -219,6 +219,20 @@ class ComputeBackend(abc.ABC):
     def usage(self, refs: Sequence[JobRef]) -> dict[str, UsageRecord]:
         """Accounting records of finished jobs, keyed by backend id (one call for all)."""
 
+    # --- project storage (optional) --------------------------------------------------------
+    # A backend whose jobs share a filesystem with the portal keeps one folder per project,
+    # <root>/projects/<project>/ (project as JobSpec.project), seen by jobs as
+    # $GPUC_PROJECT_DIR. The default: no project storage on this cluster.
+
+    def project_storage_root(self) -> str | None:
+        """Where the portal host reaches the folder holding every project's folder (it writes
+        there through jobs.storage, confined); None when the cluster has no project storage."""
+        return None
+
+    def project_dir(self, project: str) -> str | None:
+        """The project's folder as the cluster's jobs see it ($GPUC_PROJECT_DIR), or None."""
+        return None
+
     # --- project accounts and work outside the portal (optional) --------------------------
     # A backend that cannot manage accounts or see work outside the portal keeps these
     # defaults: push_accounts refuses, direct_jobs finds nothing.

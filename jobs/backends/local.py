@@ -62,6 +62,7 @@ from jobs.backends.local_runner import sign
 
 RUNNER = Path(__file__).with_name("local_runner.py")
 RECORDS = ".records"  # the portal's own records, outside every job's folder
+PROJECTS = "projects"  # <root>/projects/<project>/: project storage ($GPUC_PROJECT_DIR)
 STREAM_FILES = {"stdout": "stdout.log", "stderr": "stderr.log"}
 MAX_RESULTS = 10_000
 FINAL = {"completed", "failed", "cancelled", "timeout", "node_fail"}
@@ -104,6 +105,12 @@ class LocalBackend(ComputeBackend):
     @property
     def root(self) -> Path:
         return Path(self.options.get("root") or settings.GPUC_LOCAL_BACKEND_ROOT)
+
+    def project_storage_root(self) -> str | None:
+        return str(self.root / PROJECTS)
+
+    def project_dir(self, project: str) -> str | None:
+        return str(self.root / PROJECTS / project) if project else None
 
     def job_dir(self, backend_id: str | uuid.UUID) -> Path:
         """The job's directory; the backend id is the portal uuid, validated as one."""
@@ -170,6 +177,8 @@ class LocalBackend(ComputeBackend):
             "GPUC_GPUS": str(spec.gpus),
             "GPUC_CPUS": str(spec.cpus),
         }
+        if project_dir := self.project_dir(spec.project):
+            env["GPUC_PROJECT_DIR"] = project_dir
         payload = {
             "uuid": str(spec.uuid),
             "name": spec.name,
@@ -189,6 +198,8 @@ class LocalBackend(ComputeBackend):
         try:
             (self.root / RECORDS).mkdir(parents=True, exist_ok=True, mode=0o700)
             (jobdir / "output").mkdir(parents=True, exist_ok=True, mode=0o700)
+            if project_dir:
+                os.makedirs(project_dir, mode=0o700, exist_ok=True)
             script = jobdir / "script.sh"
             script.unlink(missing_ok=True)  # a link the job left is replaced, not written through
             script.write_text(spec.script)

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from portal.cli import account, commands
+from portal.cli import account, commands, files
 from portal.cli.client import (
     EXIT_ERROR,
     EXIT_OK,
@@ -232,6 +232,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--username", "-u", help="the user name you want (default: from your email)")
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser(
+        "ls-files",
+        help="list a folder of the project's storage ($GPUC_PROJECT_DIR in jobs)",
+        usage="gpuc ls-files [:PATH] [-p PROJECT] [-c CLUSTER] [--json]",
+    )
+    p.add_argument("path", nargs="?", metavar=":PATH", help="a folder (default: the top)")
+    p.add_argument("--project", "-p", help="project uuid, slug or org/slug")
+    p.add_argument("--cluster", "-c", help="cluster name (optional with storage on one)")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser(
+        "cp",
+        help="copy a file into or out of the project's storage (remote paths start with ':')",
+        usage="gpuc cp FILE :[DIR/][NAME]  |  gpuc cp :PATH FILE|DIR|-  [-p PROJECT] [-c CLUSTER]",
+    )
+    p.add_argument("source", metavar="SOURCE")
+    p.add_argument("target", metavar="TARGET")
+    p.add_argument("--project", "-p", help="project uuid, slug or org/slug")
+    p.add_argument("--cluster", "-c", help="cluster name (optional with storage on one)")
+
     p = sub.add_parser("balance", help="allocations: credited, held, charged, available SU")
     p.add_argument("--project", "-p", help="project uuid, slug or org/slug")
     p.add_argument("--json", action="store_true")
@@ -250,6 +270,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Client], int]] = {
     "balance": commands.cmd_balance,
     "clusters": commands.cmd_clusters,
     "access": commands.cmd_access,
+    "ls-files": files.cmd_ls_files,
+    "cp": files.cmd_cp,
 }
 
 

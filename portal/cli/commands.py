@@ -42,6 +42,7 @@ from portal.cli.resolve import (
     resolve_project,
     short_ids,
 )
+from portal.formatting import format_su, format_su_rate, last_day_iso, rate_name
 
 FINAL_STATES = frozenset({"completed", "failed", "cancelled", "timeout", "node_fail", "rejected"})
 DEFAULT_INTERVAL = 2.0
@@ -100,6 +101,10 @@ def _job_name(file_name: str) -> str:
     return name or "job"
 
 
+def _su(value: Any) -> str:
+    return f"{format_su(value)} SU"
+
+
 def cmd_estimate(args: argparse.Namespace, client: Client) -> int:
     answer = client.post("jobs/estimate/", _job_body(args, client))
     if args.json:
@@ -107,16 +112,17 @@ def cmd_estimate(args: argparse.Namespace, client: Client) -> int:
         return EXIT_OK
     rows = [
         (
-            line.get("resource", ""),
+            rate_name(line.get("resource")),
             line.get("quantity", ""),
-            line.get("rate", ""),
-            line.get("cost", ""),
+            format_su_rate(line.get("rate")),
+            format_su(line.get("cost")),
         )
         for line in answer.get("breakdown", [])
     ]
     if rows:
         print_table(("RESOURCE", "QUANTITY", "SU/UNIT", "SU"), rows)
-    print(f"Estimated cost: {answer.get('estimated_cost')} SU (held at submit, the most it costs)")
+    cost = format_su(answer.get("estimated_cost"))
+    print(f"Estimated cost: {cost} SU (held at submit, the most it costs)")
     return EXIT_OK
 
 
@@ -202,7 +208,7 @@ def cmd_ls(args: argparse.Namespace, client: Client) -> int:
             related_name(j.get("cluster")),
             j.get("gpus", ""),
             when(j.get("created_at")),
-            j.get("charged_cost") or j.get("estimated_cost") or "",
+            format_su(j.get("charged_cost") or j.get("estimated_cost")),
         )
         for j in jobs
     ]
@@ -248,10 +254,10 @@ def cmd_status(args: argparse.Namespace, client: Client) -> int:
             f"{job['elapsed_seconds']} s" if job.get("elapsed_seconds") is not None else None,
         ),
         ("Exit code", job.get("exit_code")),
-        ("Estimated", f"{job['estimated_cost']} SU" if job.get("estimated_cost") else None),
-        ("Charged", f"{job['charged_cost']} SU" if job.get("charged_cost") is not None else None),
-        ("Held", f"{job['held']} SU" if job.get("held") not in (None, "0.0000") else None),
-        ("Uncovered", f"{job['uncovered_cost']} SU" if job.get("uncovered_cost") else None),
+        ("Estimated", _su(job.get("estimated_cost")) if job.get("estimated_cost") else None),
+        ("Charged", _su(job.get("charged_cost")) if job.get("charged_cost") is not None else None),
+        ("Held", _su(job.get("held")) if job.get("held") not in (None, "0.0000") else None),
+        ("Uncovered", _su(job.get("uncovered_cost")) if job.get("uncovered_cost") else None),
     ]
     for label, value in fields:
         if value not in (None, ""):
@@ -379,16 +385,16 @@ def cmd_balance(args: argparse.Namespace, client: Client) -> int:
             ",".join(a.get("clusters") or []),
             a.get("kind", ""),
             a.get("status", ""),
-            when(a.get("ends_at"))[:10],
-            *(a.get(c, "") for c in columns),
+            last_day_iso(a.get("ends_at")),
+            *(format_su(a.get(c)) for c in columns),
         )
         for a in allocations
     ]
     active = [a for a in allocations if a.get("status") == "active"]
     if len(allocations) > 1 and active:
         totals = [sum((Decimal(str(a.get(c) or 0)) for a in active), Decimal(0)) for c in columns]
-        rows.append(("total (active)", "", "", "", "", "", *totals))
-    headers = ("ALLOCATION", "PROJECT", "CLUSTERS", "KIND", "STATUS", "ENDS")
+        rows.append(("total (active)", "", "", "", "", "", *(format_su(t) for t in totals)))
+    headers = ("ALLOCATION", "PROJECT", "CLUSTERS", "KIND", "STATUS", "LAST-DAY")
     print_table((*headers, *(c.upper() for c in columns)), rows)
     return EXIT_OK
 
@@ -414,10 +420,10 @@ def cmd_clusters(args: argparse.Namespace, client: Client) -> int:
             names = [f"{n} (default)" if n == default else str(n) for n in partitions]
             print(f"  partitions: {', '.join(names)}")
         for rate in cluster.get("rates") or []:
-            what = rate.get("resource", "") + (
-                f":{rate['gpu_type']}" if rate.get("gpu_type") else ""
+            what = rate_name(
+                rate.get("resource", "") + (f":{rate['gpu_type']}" if rate.get("gpu_type") else "")
             )
-            print(f"  {what:<24}{rate.get('su_per_unit')} SU")
+            print(f"  {what:<24}{format_su_rate(rate.get('su_per_unit'))} SU")
     return EXIT_OK
 
 

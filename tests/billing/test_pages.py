@@ -51,7 +51,7 @@ def test_the_owner_sees_packs_plan_invoices_and_payments(
     html = response.content.decode()
     assert "Starter" in html
     assert f'action="/billing/{tenant.org.uuid}/checkout/"' in html
-    assert "1,000 SU" in html  # the credit limit
+    assert "1,000.00 SU" in html  # the credit limit
     assert "GPUC-0001" in html
     assert "123.45 EUR" in html
     assert invoice["hosted_invoice_url"] in html

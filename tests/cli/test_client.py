@@ -285,8 +285,8 @@ def test_estimate_prints_the_cost_and_its_breakdown(
 
     assert code == 0
     out = capsys.readouterr().out
-    assert "gpu_hour:h100  3         2        6.0000" in out
-    assert "Estimated cost: 6.3000 SU" in out
+    assert "GPU-hour (h100)  3         2.00     6.00" in out
+    assert "Estimated cost: 6.30 SU" in out
     assert logged_in.seen[0].body["gpus"] == 2
 
 
@@ -692,7 +692,7 @@ def test_status_prints_resources_costs_and_the_timeline(
     assert "GPUs:       1 x h100" in out
     assert "Memory:     16G" in out
     assert "Time limit: 90 min" in out
-    assert "Charged:    1.2500 SU" in out
+    assert "Charged:    1.25 SU" in out
     assert "2025-01-02 03:05:00  running -> completed  exit 0" in out
 
 
@@ -826,15 +826,15 @@ def test_balance_shows_each_allocation_and_totals_the_active_ones(
     lines = capsys.readouterr().out.splitlines()
     assert logged_in.seen[0].query == {"project": PROJECT_ID}
     assert lines[0].split() == [
-        "ALLOCATION", "PROJECT", "CLUSTERS", "KIND", "STATUS", "ENDS",
+        "ALLOCATION", "PROJECT", "CLUSTERS", "KIND", "STATUS", "LAST-DAY",
         "CREDITED", "HELD", "CHARGED", "AVAILABLE",
     ]  # fmt: skip
     assert lines[1].split()[1:] == [
-        "Folding", "local,sim", "grant", "active", "2026-01-01",
-        "1000.0000", "20.0000", "30.5000", "949.5000",
+        "Folding", "local,sim", "grant", "active", "2025-12-31",
+        "1,000.00", "20.00", "30.50", "949.50",
     ]  # fmt: skip
     assert lines[3].split()[4] == "expired"
-    assert lines[-1].split() == ["total", "(active)", "1050.0000", "20.0000", "30.5000", "999.5000"]
+    assert lines[-1].split() == ["total", "(active)", "1,050.00", "20.00", "30.50", "999.50"]
 
 
 def test_clusters_lists_gpu_types_limits_partitions_and_rates(
@@ -875,8 +875,8 @@ def test_clusters_lists_gpu_types_limits_partitions_and_rates(
         "  limits per job: 8 GPUs, 64 CPUs, 512G memory, 2d1h30m time, 1000 array tasks",
         "  partition gpu (default): the limits above",
         "  partition debug: 1 GPU, 30m time",
-        "  gpu_hour:h100           2.000000 SU",
-        "  cpu_hour                0.100000 SU",
+        "  GPU-hour (h100)         2.00 SU",
+        "  CPU-hour                0.10 SU",
         "dev  (slurm; GPU types: -)",
         "  limits per job: max_nodes=2",
         "  partitions: main (default), long",

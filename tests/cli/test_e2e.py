@@ -149,7 +149,7 @@ def test_balance_shows_the_projects_allocation(gpuc: Gpuc, local: Cluster) -> No
     header, row = run.out.splitlines()
     assert header.split()[-4:] == ["CREDITED", "HELD", "CHARGED", "AVAILABLE"]
     assert row.startswith(f"{allocation.uuid}  Protein folding  local  ")
-    assert row.split()[-4:] == ["1000.0000", "0.0000", "0.0000", "1000.0000"]
+    assert row.split()[-4:] == ["1,000.00", "0.00", "0.00", "1,000.00"]
 
 
 def test_estimate_shows_the_servers_cost_for_the_flags(
@@ -160,8 +160,8 @@ def test_estimate_shows_the_servers_cost_for_the_flags(
     run = gpuc("estimate", script, "-p", "folding", "-c", "local", "--cpus", "2", "--time", "5m")
 
     assert run.code == 0
-    assert "Estimated cost: 600.0000 SU" in run.out  # 2 CPUs x 5 min x 1 SU/CPU-second
-    assert "cpu_hour" in run.out
+    assert "Estimated cost: 600.00 SU" in run.out  # 2 CPUs x 5 min x 1 SU/CPU-second
+    assert "CPU-hour" in run.out
 
 
 def test_a_job_runs_from_submit_to_results_and_is_charged(

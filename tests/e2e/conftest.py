@@ -184,19 +184,30 @@ def local_allocation(local_cluster: Cluster) -> Allocation:
 
 
 @pytest.fixture
-def celery_worker(local_cluster: Cluster) -> Iterator[None]:
+def celery_worker(local_cluster: Cluster, worker: None) -> Iterator[None]:
+    """The real Celery worker (`worker`), with the local cluster in place."""
+    yield
+
+
+@pytest.fixture
+def worker() -> Iterator[None]:
     """A real Celery worker on the Redis broker (CELERY_BROKER_URL), and a beat thread asking it
-    to sync every cluster every 0.3 s, as Celery beat does every few seconds in production."""
+    to sync every cluster every 0.3 s (and push the project accounts of clusters that manage
+    them every second), as Celery beat does every few seconds in production."""
     from celery.contrib.testing.worker import start_worker
 
-    from jobs.tasks import sync_all_clusters_task
+    from jobs.tasks import accounts_sync_all_task, sync_all_clusters_task
 
     celery_app.control.purge()
     stop = threading.Event()
 
     def beat() -> None:
+        tick = 0
         while not stop.wait(0.3):
             sync_all_clusters_task.delay()
+            tick += 1
+            if tick % 3 == 0:
+                accounts_sync_all_task.delay()
 
     with start_worker(celery_app, perform_ping_check=False, shutdown_timeout=30):
         ticker = threading.Thread(target=beat, daemon=True)
@@ -212,3 +223,43 @@ def purge_broker() -> Iterator[None]:
     """Drop the tasks queued by services (forwarding, syncs) that no worker will run here."""
     yield
     celery_app.control.purge()
+
+
+# Every document a watched page loads reports how far it scrolls sideways once loaded.
+OVERFLOW_TAG = "e2e-overflow"
+_MEASURE_ON_LOAD = (
+    "window.addEventListener('load', () => setTimeout(() => console.log("
+    f"'{OVERFLOW_TAG} ' + (document.documentElement.scrollWidth - window.innerWidth) + ' ' + "
+    "location.pathname + location.search), 50));"
+)
+_OVERFLOW_NOW = "document.documentElement.scrollWidth - window.innerWidth"
+
+
+class SidewaysScroll:
+    """Sizes a page's viewport to `width` and measures, after every navigation (each document
+    it loads) and whenever `check` is called (after an in-place update), whether the page
+    scrolls sideways: document.documentElement.scrollWidth must not exceed innerWidth."""
+
+    def __init__(self, page: Page, width: int) -> None:
+        self.page = page
+        self.seen: list[tuple[str, int]] = []
+        page.set_viewport_size({"width": width, "height": 900})
+        page.add_init_script(_MEASURE_ON_LOAD)
+        page.on("console", self._note)
+
+    def _note(self, message: ConsoleMessage) -> None:
+        if message.text.startswith(f"{OVERFLOW_TAG} "):
+            _, pixels, url = message.text.split(" ", 2)
+            self.seen.append((url, int(pixels)))
+
+    def check(self) -> None:
+        overflow = self.page.evaluate(_OVERFLOW_NOW)
+        assert overflow <= 0, f"{self.page.url} scrolls sideways by {overflow}px"
+
+    def pages(self) -> list[str]:
+        """Every page measured so far (paths, in order); fails if any scrolled sideways."""
+        self.check()
+        self.page.wait_for_timeout(150)  # the last load's report is on its way
+        wide = [(url, pixels) for url, pixels in self.seen if pixels > 0]
+        assert wide == [], f"pages that scroll sideways (path, px): {wide}"
+        return [url for url, _ in self.seen]

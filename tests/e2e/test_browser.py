@@ -104,16 +104,16 @@ def test_alice_prices_submits_and_follows_a_job_live_then_downloads_its_result_a
     page.locator("#id_script").fill(SCRIPT)
     estimate = page.locator("#estimate")
     # 1 GPU × 1 h × 7200 SU + 1 CPU × 1 h × 3600 SU (the form's defaults)
-    expect(estimate).to_contain_text("Estimated cost: 10800.0000 SU")
+    expect(estimate).to_contain_text("Estimated cost: 10,800.00 SU")
     _mark(page)
 
     page.locator("#id_gpus").fill("2")
     page.locator("#id_gpus").press("Tab")
-    expect(estimate).to_contain_text("Estimated cost: 18000.0000 SU")
+    expect(estimate).to_contain_text("Estimated cost: 18,000.00 SU")
     page.locator("#id_time_limit_minutes").fill("30")
     page.locator("#id_time_limit_minutes").press("Tab")
-    expect(estimate).to_contain_text("Estimated cost: 9000.0000 SU")
-    expect(estimate).to_contain_text("gpu_hour")
+    expect(estimate).to_contain_text("Estimated cost: 9,000.00 SU")
+    expect(estimate).to_contain_text("GPU-hour")
     screenshot(page, "submit")
     assert _not_reloaded(page)  # htmx swapped the estimate in place
 
@@ -152,19 +152,19 @@ def test_alice_prices_submits_and_follows_a_job_live_then_downloads_its_result_a
     # 2 GPUs × 2 SU/s + 1 CPU × 1 SU/s for the seconds it ran
     assert job.charged_cost == Decimal(5 * job.elapsed_seconds)
     assert local_allocation.charged == job.charged_cost
-    expect(status).to_contain_text(f"charged {job.charged_cost}")
+    expect(status).to_contain_text(f"charged {job.charged_cost:,.2f}")
 
     page.get_by_role("link", name="Dashboard").click()
     page.wait_for_url(f"{live_server.url}/")
     row = page.locator("main table").first.locator("tbody tr", has_text=tenant.project.name)
     cells = row.locator("td").all_inner_texts()
     assert cells[3:] == [
-        "100000.00",
+        "100,000.00",
         "0.00",
-        f"{job.charged_cost:.2f}",
-        f"{local_allocation.available:.2f}",
+        f"{job.charged_cost:,.2f}",
+        f"{local_allocation.available:,.2f}",
     ]
-    expect(page.locator("main")).to_contain_text(f"last 30 days: {job.charged_cost:.2f} SU")
+    expect(page.locator("main")).to_contain_text(f"last 30 days: {job.charged_cost:,.2f} SU")
     recent = page.locator("main section", has_text="Recent jobs")
     expect(recent.get_by_role("link", name="browser-job")).to_be_visible()
     bars = page.evaluate("Chart.getChart('usage-chart').data.datasets[0].data")
@@ -234,11 +234,11 @@ def test_a_pi_requests_an_allocation_a_reviewer_approves_it_and_the_pi_sees_the_
     pi.locator("dd a", has_text=str(request.allocation.uuid)).click()
     pi.wait_for_url(f"**/allocations/{request.allocation.uuid}/")
     available = pi.locator(".card", has_text="Available").locator(".figure")
-    expect(available).to_have_text("5000 SU")
+    expect(available).to_have_text("5,000.00 SU")
     screenshot(pi, "allocation")
     pi.get_by_role("link", name="Dashboard").click()
     row = pi.locator("main table").first.locator("tbody tr", has_text="Protein folding")
-    expect(row.locator("td").last).to_have_text("5000.00")
+    expect(row.locator("td").last).to_have_text("5,000.00")
 
 
 def test_mallory_signed_in_gets_404_pages_for_the_job_and_project_urls_alice_can_open(
@@ -345,13 +345,13 @@ def test_the_dashboard_charts_the_su_charged_on_each_of_the_last_30_days(
     assert labels[0] == (now - timedelta(days=29)).date().isoformat()
     assert bars == expected  # the charge 31 days ago is outside the chart
     total = sum(Decimal(a) for a in charged.values()) + Decimal("4.5")
-    expect(page.locator("main")).to_contain_text(f"last 30 days: {total:.2f} SU")
+    expect(page.locator("main")).to_contain_text(f"last 30 days: {total:,.2f} SU")
     row = page.locator("main table").first.locator("tbody tr", has_text="Protein folding")
     assert row.locator("td").all_inner_texts()[3:] == [
-        f"{allocation.credited:.2f}",
-        f"{allocation.held:.2f}",
-        f"{allocation.charged:.2f}",
-        f"{allocation.available:.2f}",
+        f"{allocation.credited:,.2f}",
+        f"{allocation.held:,.2f}",
+        f"{allocation.charged:,.2f}",
+        f"{allocation.available:,.2f}",
     ]
     assert allocation.held > 0 and allocation.charged == total + Decimal(99)
     recent = page.locator("main section", has_text="Recent jobs")

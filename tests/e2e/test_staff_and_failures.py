@@ -1,16 +1,18 @@
 """In a real browser, at desktop width and at 390 px (no sideways scroll): a facility admin finds
 a user by email, opens one of their running jobs, cancels it, suspends the allocation, and the
 tenant sees why on their dashboard; a failed job shows its stderr and is resubmitted with
-changes from a prefilled form."""
+changes from a prefilled form. Every page each browser loads is measured for sideways scroll
+(SidewaysScroll), and again after in-place updates."""
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import Group
-from playwright.sync_api import Page, expect
+from playwright.sync_api import expect
 
 from accounts.models import User
 from jobs.models import Job, JobEvent
@@ -18,7 +20,7 @@ from jobs.services import job_submit
 from quotas.models import Allocation, Cluster
 from quotas.policy import FACILITY_ADMINS_GROUP
 from tests import factories
-from tests.e2e.conftest import Browser, screenshot, sign_in, verified
+from tests.e2e.conftest import Browser, SidewaysScroll, screenshot, sign_in, verified
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -32,11 +34,6 @@ echo "loading data"
 echo "Traceback: FileNotFoundError: data.csv" >&2
 exit 3
 """
-
-
-def _no_sideways_scroll(page: Page) -> None:
-    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
-    assert overflow <= 0, f"{page.url} scrolls sideways by {overflow}px"
 
 
 def _wait_for_state(job: Job, state: str, seconds: float = 20) -> None:
@@ -78,7 +75,7 @@ def test_an_admin_finds_a_user_cancels_their_job_suspends_and_the_tenant_sees_wh
     job = _submit(alice, tenant, local_cluster, "long-run", WAITING)
     _wait_for_state(job, Job.State.RUNNING)
     staff = browser()
-    staff.set_viewport_size({"width": width, "height": 900})
+    staff_scroll = SidewaysScroll(staff, width)
     sign_in(staff, verified(dave).username)
 
     staff.goto("/manage/")
@@ -86,11 +83,10 @@ def test_an_admin_finds_a_user_cancels_their_job_suspends_and_the_tenant_sees_wh
     staff.get_by_role("button", name="Search").click()
     staff.locator("#people").get_by_role("link", name="alice").click()
     staff.wait_for_url("**/manage/users/alice/")
-    _no_sideways_scroll(staff)
     staff.get_by_role("link", name="long-run").click()
     staff.wait_for_url(f"**/manage/jobs/{job.uuid}/")
     expect(staff.locator("#log-stdout")).to_have_text("working\n")
-    _no_sideways_scroll(staff)
+    staff_scroll.check()
     screenshot(staff, f"staff-job-{width}")
     staff.once("dialog", lambda dialog: dialog.accept())
     staff.get_by_role("button", name="Cancel job (as staff)").click()
@@ -98,22 +94,40 @@ def test_an_admin_finds_a_user_cancels_their_job_suspends_and_the_tenant_sees_wh
     _wait_for_state(job, Job.State.CANCELLED)
     assert JobEvent.objects.filter(job=job, actor=dave, message__contains="staff").exists()
 
-    staff.goto(f"/manage/allocations/{local_allocation.uuid}/")
+    # From the job to its project, and to the allocation that pays for it.
+    staff.locator("main").get_by_role("link", name=tenant.project.name).first.click()
+    staff.wait_for_url(f"**/manage/projects/{tenant.project.uuid}/")
+    staff.locator("main").get_by_role(
+        "link", name=re.compile(str(local_allocation.uuid)[:8])
+    ).click()
+    staff.wait_for_url(f"**/manage/allocations/{local_allocation.uuid}/")
     staff.locator("input[name=reason]").fill("Unpaid invoice INV-7: contact billing@facility")
     staff.get_by_role("button", name="Suspend").click()
     expect(staff.locator(".flash").first).to_contain_text("Suspended")
     local_allocation.refresh_from_db()
     assert local_allocation.status == Allocation.Status.SUSPENDED
+    staff_pages = staff_scroll.pages()
+    for path in (
+        "/manage/",
+        "/manage/?q=alice%40uni.example",
+        "/manage/users/alice/",
+        f"/manage/jobs/{job.uuid}/",
+        f"/manage/projects/{tenant.project.uuid}/",
+        f"/manage/allocations/{local_allocation.uuid}/",
+    ):
+        assert any(p == path or p.startswith(f"{path}?") for p in staff_pages), (
+            f"{path} was not measured: {staff_pages}"
+        )
 
     tenant_page = browser()
-    tenant_page.set_viewport_size({"width": width, "height": 900})
+    tenant_scroll = SidewaysScroll(tenant_page, width)
     sign_in(tenant_page, verified(alice).username)
     notice = tenant_page.locator("#suspended")
     expect(notice).to_contain_text("Unpaid invoice INV-7: contact billing@facility")
-    _no_sideways_scroll(tenant_page)
     screenshot(tenant_page, f"suspended-dashboard-{width}")
     tenant_page.goto(f"/jobs/{job.uuid}/")
     expect(tenant_page.locator("ol.timeline")).to_contain_text("by facility staff")
+    assert tenant_scroll.pages() == ["/accounts/login/", "/", f"/jobs/{job.uuid}/"]
 
 
 @pytest.mark.parametrize("width", WIDTHS)
@@ -129,7 +143,7 @@ def test_a_failed_job_shows_stderr_and_is_resubmitted_with_changes(
     job = _submit(alice, tenant, local_cluster, "prep", FAILING)
     _wait_for_state(job, Job.State.FAILED)
     page = browser()
-    page.set_viewport_size({"width": width, "height": 900})
+    scroll = SidewaysScroll(page, width)
     sign_in(page, verified(alice).username)
 
     page.goto(f"/jobs/{job.uuid}/")
@@ -139,7 +153,7 @@ def test_a_failed_job_shows_stderr_and_is_resubmitted_with_changes(
     expect(stderr).to_contain_text("FileNotFoundError: data.csv")
     expect(stdout).to_be_hidden()
     expect(page.get_by_text("(live)")).to_have_count(0)
-    _no_sideways_scroll(page)
+    scroll.check()
     screenshot(page, f"failed-job-{width}")
     page.locator("label[for=tab-stdout]").click()
     expect(stdout).to_be_visible()
@@ -157,3 +171,10 @@ def test_a_failed_job_shows_stderr_and_is_resubmitted_with_changes(
     again = Job.objects.exclude(pk=job.pk).get()
     assert (again.name, again.cpus, again.memory_mb) == ("prep", 1, 256)
     _wait_for_state(again, Job.State.COMPLETED)
+    assert scroll.pages() == [
+        "/accounts/login/",
+        "/",
+        f"/jobs/{job.uuid}/",
+        f"/jobs/new/?from={job.uuid}",
+        f"/jobs/{again.uuid}/",
+    ]

@@ -18,9 +18,10 @@ from django.utils import timezone
 from rest_framework.renderers import JSONRenderer
 from rest_framework.test import APIClient
 
+from accounts import token_cache
 from accounts.api import MeSerializer
-from accounts.authentication import hash_token
-from accounts.models import Membership, ProjectMember, User
+from accounts.authentication import UserRateThrottle, hash_token
+from accounts.models import ApiToken, Membership, ProjectMember, User
 from accounts.services import api_token_create, api_token_revoke, user_set_active
 from accounts.token_cache import TOMBSTONE, _key
 from jobs.api import JobDetailSerializer, JobSerializer
@@ -330,3 +331,120 @@ def test_tokens_are_not_cached_in_a_cache_that_other_processes_cannot_see(alice,
     assert caches["default"].get(_key(hash_token(raw))) is None
     api_token_revoke(actor=alice, token=alice.api_tokens.get())
     assert client.get("/api/v1/me/").status_code == HTTPStatus.UNAUTHORIZED
+
+
+ALLOCATION_STATEMENTS = 3  # the project (if visible), its allocations, their clusters
+
+
+@pytest.mark.parametrize("size", [0, 4])
+def test_a_project_s_allocations_take_a_constant_small_number_of_statements(
+    alice, tenant, sim_cluster, allocation, size
+):
+    _grow(alice, sim_cluster, size)
+    for _ in range(size):
+        factories.AllocationFactory(project=tenant.project, clusters=[sim_cluster])
+    client, _ = _bearer(alice)
+    path = f"/api/v1/allocations/?project={tenant.project.uuid}"
+    client.get(path)
+
+    assert _statements(client, "GET", path) == ALLOCATION_STATEMENTS
+    assert len(client.get(path).json()["results"]) == 1 + size
+
+
+def test_a_token_this_process_keeps_is_refused_once_another_process_revokes_it(alice, tenant):
+    client, raw = _bearer(alice)
+    assert client.get("/api/v1/me/").status_code == HTTPStatus.OK
+    assert client.get("/api/v1/me/").status_code == HTTPStatus.OK  # served from the copy
+    assert hash_token(raw) in token_cache._local
+
+    # Another process revokes it: its row, its tombstone and the generation, through its own
+    # client of the shared cache; nothing of this process's memory is touched.
+    elsewhere = caches.create_connection("default")
+    ApiToken.objects.filter(token_hash=hash_token(raw)).update(revoked_at=timezone.now())
+    elsewhere.set(_key(hash_token(raw)), TOMBSTONE, 60)
+    elsewhere.add(token_cache.GENERATION_KEY, 0, None)  # as forget_tokens does
+    elsewhere.incr(token_cache.GENERATION_KEY)
+    response = client.get("/api/v1/me/")
+
+    assert response.status_code == HTTPStatus.UNAUTHORIZED
+    assert response.json()["detail"] == "This API token was revoked"
+
+
+def test_a_user_deactivated_by_another_process_is_refused_at_once(alice, tenant):
+    client, _ = _bearer(alice)
+    assert client.get("/api/v1/jobs/").status_code == HTTPStatus.OK
+    assert client.get("/api/v1/jobs/").status_code == HTTPStatus.OK
+
+    User.objects.filter(pk=alice.pk).update(is_active=False)
+    elsewhere = caches.create_connection("default")
+    for token_hash in alice.api_tokens.values_list("token_hash", flat=True):
+        elsewhere.set(_key(token_hash), TOMBSTONE, 60)
+    elsewhere.add(token_cache.GENERATION_KEY, 0, None)  # as forget_tokens does
+    elsewhere.incr(token_cache.GENERATION_KEY)
+
+    assert client.get("/api/v1/jobs/").json()["detail"] == "This account is disabled"
+
+
+def test_a_request_served_from_the_kept_token_counts_once_against_the_rate(alice, tenant):
+    client, _ = _bearer(alice)
+    client.get("/api/v1/me/")  # the token is read and kept
+    throttle = UserRateThrottle()
+    key = f"{throttle.cache_format % {'scope': 'user', 'ident': alice.pk}}"
+    window = int(throttle.timer() // throttle.duration)
+    before = caches["default"].get(f"{key}:{window}")
+
+    for _ in range(3):
+        assert client.get("/api/v1/me/").status_code == HTTPStatus.OK
+
+    after = caches["default"].get(f"{key}:{int(throttle.timer() // throttle.duration)}")
+    assert after - before == 3 or window != int(throttle.timer() // throttle.duration)
+
+
+def test_the_job_page_read_from_compiled_statements_answers_what_the_orm_answers(
+    alice, mallory, tenant, mallory_tenant, sim_cluster
+):
+    other_cluster = factories.ClusterFactory(name="other", kind=sim_cluster.kind)
+    now = timezone.now()
+    for index, (cluster, state, origin) in enumerate(
+        [
+            (sim_cluster, "completed", "portal"),
+            (other_cluster, "failed", "portal"),
+            (sim_cluster, "running", "direct"),
+            (other_cluster, "completed", "direct"),
+        ]
+    ):
+        Job.objects.create(
+            project=tenant.project,
+            cluster=cluster,
+            user=alice,
+            name=f"j{index}",
+            script="true",
+            state=state,
+            origin=origin,
+            created_at=now - timedelta(seconds=index),
+        )
+    Job.objects.create(project=mallory_tenant.project, cluster=sim_cluster, user=mallory, name="m")
+    client, _ = _bearer(alice)
+    queries = [
+        "",
+        f"project={tenant.project.uuid}",
+        f"project={tenant.project.slug}",
+        f"project={mallory_tenant.project.uuid}",
+        "state=completed",
+        "cluster=other",
+        "cluster=nowhere",
+        "origin=direct",
+        f"project={tenant.project.slug}&state=completed&cluster=sim&origin=portal",
+        "page_size=2",
+    ]
+    for query in queries:
+        params = dict(pair.split("=") for pair in query.split("&") if pair)
+        params.pop("page_size", None)
+        expected = job_list_for_user(user=alice, **params)
+        response = client.get(f"/api/v1/jobs/?{query}")
+        page_size = 2 if "page_size" in query else 50
+        assert response.status_code == HTTPStatus.OK, query
+        assert _json(response.json()["results"]) == _json(
+            JobSerializer(expected[:page_size], many=True).data
+        ), query
+        assert (response.json()["next"] is not None) == (expected.count() > page_size), query

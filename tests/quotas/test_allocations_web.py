@@ -17,7 +17,7 @@ def test_members_see_balances_burn_and_the_ledger(web, bob, allocation, tenant, 
     assert "979" in listing
     assert detail.status_code == HTTPStatus.OK
     page = detail.content.decode()
-    assert "21 SU in 7 days" in page
+    assert "21.00 SU in 7 days" in page
     assert "charge" in page and "release" in page
 
 
@@ -64,5 +64,5 @@ def test_the_clusters_page_shows_current_and_scheduled_rates(web, alice, cluster
 
     assert "0.25" in page and "scheduled" in page
     # estimate(): 1 GPU-hour + 8 CPU-hours + 64 GB-hours at the rates in force
-    assert "<strong>3.4400 SU</strong> on h100" in page
-    assert "<strong>2.4400 SU</strong> on a100" in page
+    assert "<strong>3.44 SU</strong> on h100" in page
+    assert "<strong>2.44 SU</strong> on a100" in page

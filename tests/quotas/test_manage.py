@@ -161,14 +161,14 @@ def test_the_usage_report_groups_by_month_org_project_and_cluster_with_csv(
     ]
     this_month = timezone.now().strftime("%Y-%m")
     assert rows[1:] == [
-        [this_month, "Vision Lab", "Protein folding", "sim", "15.0000", "0", "15.0000"],
+        [this_month, "Vision Lab", "Protein folding", "sim", "15.0000", "0.0000", "15.0000"],
         [
             last_month.strftime("%Y-%m"),
             "Vision Lab",
             "Protein folding",
             "other",
             "7.0000",
-            "0",
+            "0.0000",
             "7.0000",
         ],
     ]
@@ -254,3 +254,19 @@ def test_the_django_admin_lists_every_quotas_model_and_keeps_the_ledger_read_onl
     assert response.status_code == HTTPStatus.FORBIDDEN
     rate.refresh_from_db()
     assert rate.su_per_unit != 0
+
+
+def test_the_usage_reports_until_date_is_inclusive(staff, allocation, tenant, cluster):
+    hold = ledger_hold(actor=None, project=tenant.project, cluster=cluster, amount=20, key="t")
+    ledger_settle(actor=None, hold=hold, actual=Decimal("0.0042"))
+    today = timezone.now().date()
+
+    through_today = staff.get(f"/manage/usage/?format=csv&until={today}").content.decode()
+    before_today = staff.get(
+        f"/manage/usage/?format=csv&until={today - timedelta(days=1)}"
+    ).content.decode()
+    page = staff.get(f"/manage/usage/?until={today}").content.decode()
+
+    assert "0.0042" in through_today  # the ledger's precision, not 0.00
+    assert "0.0042" not in before_today
+    assert "Until (inclusive)" in page and "0.0042" in page

@@ -264,6 +264,13 @@ class SlurmBackend(ComputeBackend):
         """The job's working directory as the cluster sees it."""
         return f"{self.shared_root}/{self._user(user)}/jobs/{uuid.UUID(str(job_uuid))}"
 
+    def project_storage_root(self) -> str | None:
+        """<shared_mount>/projects: project folders sit next to the users' job directories."""
+        return f"{self.shared_mount}/projects" if self.shared_mount else None
+
+    def project_dir(self, project: str) -> str | None:
+        return f"{self.shared_root}/projects/{project}" if self.shared_root and project else None
+
     def _parts(self, ref: JobRef, *rest: str) -> list[str]:
         """Path components below shared_mount of the job's directory (+ rest)."""
         return [self._user(ref.cluster_user), "jobs", str(uuid.UUID(str(ref.uuid))), *rest]
@@ -321,6 +328,7 @@ class SlurmBackend(ComputeBackend):
             spec,
             workdir,
             home=f"{self.shared_root}/{user}",
+            project_dir=self.project_dir(spec.project) or "",
             path=str(self.options.get("path") or script.DEFAULT_PATH),
         )
         batch = script.wrapper(spec, workdir)

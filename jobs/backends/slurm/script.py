@@ -59,7 +59,7 @@ def wrapper(spec: JobSpec, workdir: str) -> str:
 
 
 def environment(
-    spec: JobSpec, workdir: str, *, home: str, path: str = DEFAULT_PATH
+    spec: JobSpec, workdir: str, *, home: str, path: str = DEFAULT_PATH, project_dir: str = ""
 ) -> dict[str, str]:
     """The job's environment (slurmrestd requires one): a minimal login-like base, the
     user's variables, then the portal's GPUC_* (which the user cannot override)."""
@@ -75,6 +75,8 @@ def environment(
             "GPUC_CPUS": str(spec.cpus),
         }
     )
+    if project_dir:
+        env["GPUC_PROJECT_DIR"] = project_dir
     return env
 
 
