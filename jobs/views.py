@@ -12,13 +12,14 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.models import User
 from jobs import selectors, services
+from jobs.backends.base import ResultFile
 from jobs.exceptions import JobNotFound, NoClusterAccount
 from jobs.forms import JobSubmitForm
 from jobs.models import Job
@@ -188,7 +189,7 @@ def job_submit_view(request: HttpRequest) -> HttpResponse:
     )
 
 
-def _funded(user: User) -> Any:
+def _funded(user: User) -> QuerySet[Allocation]:
     """The user's active allocations with SU left, soonest-ending first (the hold policy)."""
     return (
         allocations_for_user(user)
@@ -292,7 +293,7 @@ def _why_no_estimate(form: JobSubmitForm) -> str:
 
 
 def _status_context(request: HttpRequest, job: Job) -> dict[str, Any]:
-    results: list[Any] = []
+    results: list[ResultFile] = []
     results_error = ""
     if job.backend_id:
         try:
