@@ -16,7 +16,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.models import Project, User
 from jobs import selectors, services
+from jobs.drafts import JobDraft
 from jobs.exceptions import InvalidJob
 from jobs.models import Job, JobEvent, JobTemplate
 from jobs.selectors import resolve_cluster, resolve_project
@@ -24,13 +26,13 @@ from portal.api import CursorPagination, ResultsPagination, StrictFieldsMixin, V
 from portal.ids import uuid_prefix_range
 from portal.sql import PreparedValues
 from portal.users import acting_user as _user
+from quotas.models import Cluster
 
 
-class JobRequestSerializer(StrictFieldsMixin, serializers.Serializer):
-    """The body of POST jobs/ and jobs/estimate/ (types only; the service checks the rest)."""
+class _DraftFields(serializers.Serializer):
+    """The fields of a job's draft (types only; jobs.validation checks the rest). A field left
+    out takes JobDraft's default, the same as the web form's and the CLI's."""
 
-    project = serializers.CharField(max_length=200)
-    cluster = serializers.CharField(max_length=200)
     name = serializers.CharField(max_length=1000, allow_blank=True)
     script = serializers.CharField(allow_blank=True, trim_whitespace=False, required=False)
     image = serializers.CharField(allow_blank=True, required=False, max_length=1000)
@@ -44,13 +46,23 @@ class JobRequestSerializer(StrictFieldsMixin, serializers.Serializer):
     array = serializers.CharField(allow_blank=True, required=False, max_length=1000)
     env = serializers.JSONField(required=False)
 
-    def service_kwargs(self, user: Any) -> dict[str, Any]:
-        data = dict(self.validated_data)
-        data["project"] = resolve_project(user, data["project"])
-        data["cluster"] = resolve_cluster(data["cluster"])
-        if data.get("command") is None:
-            data.pop("command", None)
-        return data
+
+class _Target(serializers.Serializer):
+    """Where a job goes: one of the caller's projects (uuid or slug) and a cluster."""
+
+    project = serializers.CharField(max_length=200)
+    cluster = serializers.CharField(max_length=200)
+
+    def target(self, user: User) -> tuple[Project, Cluster]:
+        data = self.validated_data
+        return resolve_project(user, data["project"]), resolve_cluster(data["cluster"])
+
+
+class JobRequestSerializer(StrictFieldsMixin, _Target, _DraftFields):
+    """The body of POST jobs/ and jobs/estimate/ (types only; the service checks the rest)."""
+
+    def draft(self) -> JobDraft:
+        return JobDraft.from_data(self.validated_data)
 
 
 class JobEventSerializer(serializers.ModelSerializer):
@@ -321,9 +333,14 @@ class JobListView(APIView):
     def post(self, request: Request) -> Response:
         serializer = JobRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        kwargs = serializer.service_kwargs(_user(request))
-        key = request.headers.get("Idempotency-Key", "").strip()
-        job = services.job_submit(user=_user(request), idempotency_key=key, **kwargs)
+        project, cluster = serializer.target(_user(request))
+        job = services.job_submit(
+            user=_user(request),
+            project=project,
+            cluster=cluster,
+            draft=serializer.draft(),
+            idempotency_key=request.headers.get("Idempotency-Key", "").strip(),
+        )
         # A new job is answered from memory (its project, cluster, user, hold and event are
         # the objects just stored); a replayed key answers with the stored job as it is now.
         replay = not hasattr(job, "submit_events")
@@ -333,28 +350,13 @@ class JobListView(APIView):
         return Response(render_job(job), status=status)
 
 
-class BatchJobSerializer(StrictFieldsMixin, serializers.Serializer):
+class BatchJobSerializer(StrictFieldsMixin, _DraftFields):
     """One job of POST jobs/batch/ (types only; the service checks the rest)."""
 
-    name = serializers.CharField(max_length=1000, allow_blank=True)
-    script = serializers.CharField(allow_blank=True, trim_whitespace=False, required=False)
-    image = serializers.CharField(allow_blank=True, required=False, max_length=1000)
-    command = serializers.JSONField(required=False)
-    partition = serializers.CharField(allow_blank=True, required=False, max_length=200)
-    gpus = serializers.IntegerField(required=False)
-    gpu_type = serializers.CharField(allow_blank=True, required=False, max_length=200)
-    cpus = serializers.IntegerField(required=False)
-    memory_mb = serializers.IntegerField(required=False)
-    time_limit_minutes = serializers.IntegerField()
-    array = serializers.CharField(allow_blank=True, required=False, max_length=1000)
-    env = serializers.JSONField(required=False)
 
-
-class JobBatchRequestSerializer(StrictFieldsMixin, serializers.Serializer):
+class JobBatchRequestSerializer(StrictFieldsMixin, _Target):
     """The body of POST jobs/batch/: up to 500 jobs for one project and cluster."""
 
-    project = serializers.CharField(max_length=200)
-    cluster = serializers.CharField(max_length=200)
     # The service refuses an empty batch or one over BATCH_MAX (a 400 naming `jobs`).
     jobs = BatchJobSerializer(many=True)
 
@@ -385,12 +387,12 @@ class JobBatchView(APIView):
         user = _user(request)
         serializer = JobBatchRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        project, cluster = serializer.target(user)
         jobs = services.job_submit_many(
             user=user,
-            project=resolve_project(user, data["project"]),
-            cluster=resolve_cluster(data["cluster"]),
-            jobs=data["jobs"],
+            project=project,
+            cluster=cluster,
+            drafts=[JobDraft.from_data(job) for job in serializer.validated_data["jobs"]],
             idempotency_key=request.headers.get("Idempotency-Key", "").strip(),
         )
         replay = not hasattr(jobs[0], "submit_events")
@@ -407,8 +409,9 @@ class JobEstimateView(APIView):
     def post(self, request: Request) -> Response:
         serializer = JobRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        project, cluster = serializer.target(_user(request))
         cost = services.job_estimate(
-            user=_user(request), data=serializer.service_kwargs(_user(request))
+            user=_user(request), project=project, cluster=cluster, draft=serializer.draft()
         )
         return Response(
             {

@@ -20,8 +20,8 @@ class JobsConfig(AppConfig):
 def queue_access_revocation(user_id: int) -> None:
     """A member left a project: remove the cluster accounts they no longer have a project for
     (in a task: removal is a process or network call)."""
+    from jobs import queue
     from jobs.models import ClusterAccount
-    from jobs.tasks import cluster_access_revoke_task
 
     if ClusterAccount.objects.filter(user_id=user_id).exclude(provision_key="").exists():
-        cluster_access_revoke_task.delay(user_id)
+        queue.access_revoke(user_id)

@@ -1,4 +1,5 @@
-"""The submit form: parses the fields; jobs.services.job_submit checks them."""
+"""The submit form: parses the fields into a JobDraft; jobs.services.job_submit checks it.
+Its initial resources are JobDraft's defaults, the same as the API's and the CLI's."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any, cast
 from django import forms
 
 from accounts.models import User
+from jobs.drafts import DEFAULT, JobDraft
 from jobs.selectors import clusters_for_user, projects_for_user
 
 
@@ -38,11 +40,13 @@ class JobSubmitForm(forms.Form):
         required=False,
         initial="#!/bin/bash\necho hello\n",
     )
-    gpus = forms.IntegerField(initial=1)
+    gpus = forms.IntegerField(initial=DEFAULT.gpus)
     gpu_type = forms.CharField(required=False, max_length=64)
-    cpus = forms.IntegerField(initial=1)
-    memory_mb = forms.IntegerField(initial=4096, label="Memory (MB)")
-    time_limit_minutes = forms.IntegerField(initial=60, label="Time limit (minutes)")
+    cpus = forms.IntegerField(initial=DEFAULT.cpus)
+    memory_mb = forms.IntegerField(initial=DEFAULT.memory_mb, label="Memory (MB)")
+    time_limit_minutes = forms.IntegerField(
+        initial=DEFAULT.time_limit_minutes, label="Time limit (minutes)"
+    )
     partition = forms.CharField(required=False, max_length=64)
     array = forms.CharField(required=False, max_length=64, help_text="e.g. 0-99%10")
     env = forms.CharField(
@@ -77,7 +81,12 @@ class JobSubmitForm(forms.Form):
         return parse_env(self.cleaned_data.get("env") or "")
 
     def service_kwargs(self) -> dict[str, Any]:
+        """project, cluster and draft: the arguments of job_estimate and job_submit."""
+        data = self.cleaned_data
+        return {"project": data["project"], "cluster": data["cluster"], "draft": self.draft()}
+
+    def draft(self) -> JobDraft:
         data = dict(self.cleaned_data)
         for optional in ("gpu_type", "partition", "array"):
             data[optional] = data.get(optional) or ""
-        return data
+        return JobDraft.from_data(data)

@@ -10,6 +10,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import Project
+from jobs.drafts import DEFAULT
 from quotas.models import SU, Cluster, Hold
 
 
@@ -234,11 +235,11 @@ class Job(models.Model):
     image = models.CharField(max_length=255, blank=True)
     command = models.JSONField(default=list, blank=True)
     partition = models.CharField(max_length=64, blank=True)
-    gpus = models.PositiveIntegerField(default=0)
+    gpus = models.PositiveIntegerField(default=DEFAULT.gpus)
     gpu_type = models.CharField(max_length=64, blank=True)
-    cpus = models.PositiveIntegerField(default=1)
-    memory_mb = models.PositiveIntegerField(default=1024)
-    time_limit_minutes = models.PositiveIntegerField(default=60)
+    cpus = models.PositiveIntegerField(default=DEFAULT.cpus)
+    memory_mb = models.PositiveIntegerField(default=DEFAULT.memory_mb)
+    time_limit_minutes = models.PositiveIntegerField(default=DEFAULT.time_limit_minutes)
     array = models.CharField(max_length=64, blank=True)
     array_size = models.PositiveIntegerField(default=1)
     env = models.JSONField(default=dict, blank=True)
@@ -360,11 +361,11 @@ class JobTemplate(models.Model):
     script = models.TextField(blank=True)
     image = models.CharField(max_length=255, blank=True)
     command = models.JSONField(default=list, blank=True)
-    gpus = models.PositiveIntegerField(default=0)
+    gpus = models.PositiveIntegerField(default=DEFAULT.gpus)
     gpu_type = models.CharField(max_length=64, blank=True)
-    cpus = models.PositiveIntegerField(default=1)
-    memory_mb = models.PositiveIntegerField(default=1024)
-    time_limit_minutes = models.PositiveIntegerField(default=60)
+    cpus = models.PositiveIntegerField(default=DEFAULT.cpus)
+    memory_mb = models.PositiveIntegerField(default=DEFAULT.memory_mb)
+    time_limit_minutes = models.PositiveIntegerField(default=DEFAULT.time_limit_minutes)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -10,7 +10,7 @@ from celery.signals import worker_ready
 from django.core.cache import cache
 from django.utils import timezone
 
-from jobs import services
+from jobs import queue, services
 from jobs.backends.base import BackendUnavailable
 from jobs.models import ClusterAccessRequest
 from jobs.provisioning import ProvisionUnavailable
@@ -51,7 +51,7 @@ def forward_cluster_task(cluster_id: int, coalesce: bool = True, recover: bool =
     every attempt left untouched that long instead of the first attempts."""
     if coalesce and not forward_cluster_task.request.is_eager:
         time.sleep(FORWARD_COALESCE_SECONDS)
-    services.forward_debounce_clear(cluster_id=cluster_id)
+    queue.forward_debounce_clear(cluster_id=cluster_id)
     lost_before = timezone.now() - services.lost_forward_after() if recover else None
     total = 0
     while (
@@ -69,14 +69,14 @@ def forward_pending_task() -> int:
     cluster with jobs whose forwarding was lost (broker down at submit, worker killed)."""
     cluster_ids = services.jobs_recover_lost_forwards()
     for cluster_id in cluster_ids:
-        forward_cluster_task.delay(cluster_id, coalesce=False, recover=True)
+        queue.forward_recovery(cluster_id)
     return len(cluster_ids)
 
 
 @worker_ready.connect
 def _sweep_when_a_worker_starts(sender: object = None, **kwargs: object) -> None:
     """A worker coming back after a crash or a broker outage recovers at once, not a tick later."""
-    forward_pending_task.delay()
+    queue.forward_sweep()
 
 
 @shared_task(acks_late=True)
@@ -98,7 +98,7 @@ def sync_all_clusters_task() -> int:
     """Beat: one sync task per enabled cluster."""
     ids = list(Cluster.objects.filter(enabled=True).values_list("pk", flat=True))
     for cluster_id in ids:
-        sync_cluster_task.delay(cluster_id)
+        queue.sync_cluster(cluster_id)
     return len(ids)
 
 
@@ -151,5 +151,5 @@ def accounts_sync_all_task() -> int:
     """Beat: one account push per enabled cluster that manages project accounts."""
     ids = [c.pk for c in Cluster.objects.filter(enabled=True) if services.accounts_managed(c)]
     for cluster_id in ids:
-        accounts_sync_task.delay(cluster_id)
+        queue.accounts_sync(cluster_id)
     return len(ids)

@@ -21,6 +21,7 @@ from django.db import connection
 
 from accounts.models import Project, ProjectMember, User
 from jobs.arrays import parse_array
+from jobs.drafts import FIELDS, JobDraft
 from jobs.exceptions import ClusterNotUsable, InvalidJob, NoClusterAccount
 from jobs.models import ClusterAccount
 from quotas.models import Allocation, Cluster
@@ -87,25 +88,16 @@ SYSTEM_USERS = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class JobRequest:
-    """A validated, normalised submission (what job_submit stores and estimates)."""
+@dataclass(frozen=True, kw_only=True)
+class JobRequest(JobDraft):
+    """A checked, normalised draft for one project and cluster (what job_submit stores and
+    estimates): every field has its type, the cluster's limits hold, defaults are filled in."""
 
     project: Project
     cluster: Cluster
-    name: str
-    script: str = ""
-    image: str = ""
     command: tuple[str, ...] = ()
-    partition: str = ""
-    gpus: int = 0
-    gpu_type: str = ""
-    cpus: int = 1
-    memory_mb: int = 1024
-    time_limit_minutes: int = 60
-    array: str = ""
-    array_size: int = 1
     env: dict[str, str] = field(default_factory=dict)
+    array_size: int = 1
 
 
 def _int(value: Any, name: str, *, minimum: int, maximum: int) -> int:
@@ -260,123 +252,158 @@ def validate_cluster_username(username: str, uid: int | None) -> None:
         raise InvalidJob("uid must be at least 1000 (no system accounts)", field="uid")
 
 
-def validate_job(
-    *,
-    project: Project,
-    cluster: Cluster,
-    name: Any,
-    script: Any = "",
-    image: Any = "",
-    command: Any = (),
-    partition: Any = "",
-    gpus: Any = 0,
-    gpu_type: Any = "",
-    cpus: Any = 1,
-    memory_mb: Any = 1024,
-    time_limit_minutes: Any = 60,
-    array: Any = "",
-    env: Any = None,
-) -> JobRequest:
-    """Normalise and check every field; raises InvalidJob naming the first bad field."""
-    if not isinstance(name, str) or not NAME_RE.match(name):
+# --- the draft's rules: one per field, applied in this order (the first failure is the answer)
+
+Rule = Callable[[str, Any, "_Checking"], Any]
+
+
+@dataclass
+class _Checking:
+    """A draft under check: its cluster, the chosen partition's limits once known, and the
+    values so far (each rule returns its field's normalised value)."""
+
+    cluster: Cluster
+    values: dict[str, Any]
+    part: Mapping[str, Any] = field(default_factory=dict)
+
+    def limit(self, key: str) -> int:
+        return _limit(self.cluster, self.part, key)
+
+
+def _name(name: str, value: Any, checking: _Checking) -> str:
+    if not isinstance(value, str) or not NAME_RE.match(value):
         raise InvalidJob(
             "name must start with a letter or digit and contain only letters, digits, "
             "'.', '_' or '-' (at most 128 characters)",
-            field="name",
+            field=name,
         )
-    if not isinstance(script, str):
-        raise InvalidJob("script must be text", field="script")
-    if not isinstance(image, str) or len(image) > MAX_IMAGE_LEN or "\x00" in image:
-        raise InvalidJob(f"image must be at most {MAX_IMAGE_LEN} characters", field="image")
-    if not isinstance(command, Sequence) or isinstance(command, str):
-        raise InvalidJob("command must be a list of strings", field="command")
-    if len(command) > MAX_COMMAND_ARGS or not all(
-        isinstance(a, str) and "\x00" not in a for a in command
+    return value
+
+
+def _text(name: str, value: Any, checking: _Checking) -> str:
+    if not isinstance(value, str):
+        raise InvalidJob(f"{name} must be text", field=name)
+    return value
+
+
+def _image(name: str, value: Any, checking: _Checking) -> str:
+    if not isinstance(value, str) or len(value) > MAX_IMAGE_LEN or "\x00" in value:
+        raise InvalidJob(f"image must be at most {MAX_IMAGE_LEN} characters", field=name)
+    return value
+
+
+def _command(name: str, value: Any, checking: _Checking) -> tuple[str, ...]:
+    if (
+        not isinstance(value, Sequence)
+        or isinstance(value, str)
+        or len(value) > MAX_COMMAND_ARGS
+        or not all(isinstance(a, str) and "\x00" not in a for a in value)
     ):
-        raise InvalidJob("command must be a list of strings", field="command")
-    if not script.strip() and not image:
-        raise InvalidJob("script must not be empty", field="script")
+        raise InvalidJob("command must be a list of strings", field=name)
+    return tuple(value)
+
+
+def _script(name: str, value: str, checking: _Checking) -> str:
+    if not value.strip() and not checking.values["image"]:
+        raise InvalidJob("script must not be empty", field=name)
     max_bytes = settings.GPUC_MAX_SCRIPT_BYTES
-    if len(script.encode("utf-8", "surrogatepass")) > max_bytes:
-        raise InvalidJob(f"script must be at most {max_bytes} bytes", field="script")
-    if "\x00" in script:
-        raise InvalidJob("script must not contain NUL bytes", field="script")
-    if not isinstance(partition, str):
-        raise InvalidJob("partition must be a name", field="partition")
-    partition, part = _partition_options(cluster, partition)
+    if len(value.encode("utf-8", "surrogatepass")) > max_bytes:
+        raise InvalidJob(f"script must be at most {max_bytes} bytes", field=name)
+    if "\x00" in value:
+        raise InvalidJob("script must not contain NUL bytes", field=name)
+    return value
 
-    gpus = _int(gpus, "gpus", minimum=0, maximum=_limit(cluster, part, "max_gpus"))
-    cpus = _int(cpus, "cpus", minimum=1, maximum=_limit(cluster, part, "max_cpus"))
-    memory_mb = _int(
-        memory_mb, "memory_mb", minimum=1, maximum=_limit(cluster, part, "max_memory_mb")
-    )
-    time_limit_minutes = _int(
-        time_limit_minutes,
-        "time_limit_minutes",
-        minimum=1,
-        maximum=_limit(cluster, part, "max_time_minutes"),
-    )
 
-    if not isinstance(gpu_type, str):
-        raise InvalidJob("gpu_type must be a name", field="gpu_type")
-    known_types = cluster.gpu_types
-    if gpu_type and gpu_type not in known_types:
-        known = ", ".join(known_types) or "none"
+def _partition(name: str, value: Any, checking: _Checking) -> str:
+    if not isinstance(value, str):
+        raise InvalidJob("partition must be a name", field=name)
+    chosen, checking.part = _partition_options(checking.cluster, value)
+    return chosen
+
+
+def _count(limit: str, *, minimum: int) -> Rule:
+    """A whole number from `minimum` to the partition's (or cluster's) `limit`."""
+
+    def rule(name: str, value: Any, checking: _Checking) -> int:
+        return _int(value, name, minimum=minimum, maximum=checking.limit(limit))
+
+    return rule
+
+
+def _gpu_type(name: str, value: Any, checking: _Checking) -> str:
+    if not isinstance(value, str):
+        raise InvalidJob("gpu_type must be a name", field=name)
+    known = checking.cluster.gpu_types
+    if value and value not in known:
         raise InvalidJob(
-            f"Unknown GPU type '{gpu_type}' on cluster {cluster.name} (known: {known})",
-            field="gpu_type",
+            f"Unknown GPU type '{value}' on cluster {checking.cluster.name} "
+            f"(known: {', '.join(known) or 'none'})",
+            field=name,
         )
-    if gpus > 0 and not gpu_type and known_types:
-        gpu_type = known_types[0]
-    if gpus == 0:
-        gpu_type = ""
+    if checking.values["gpus"] == 0:
+        return ""
+    return value or (known[0] if known else "")
 
-    if not isinstance(array, str):
-        raise InvalidJob("array must be a specification like '0-99%10'", field="array")
-    array = array.strip()
-    array_size = 1
-    if array:
+
+def _array(name: str, value: Any, checking: _Checking) -> str:
+    """Also sets array_size (1 without an array)."""
+    if not isinstance(value, str):
+        raise InvalidJob("array must be a specification like '0-99%10'", field=name)
+    value = value.strip()
+    if value:
         try:
-            spec = parse_array(array, max_tasks=_limit(cluster, part, "max_array_tasks"))
+            spec = parse_array(value, max_tasks=checking.limit("max_array_tasks"))
         except ValueError as exc:
-            raise InvalidJob(f"array: {exc}", field="array") from None
-        array_size = spec.size
+            raise InvalidJob(f"array: {exc}", field=name) from None
+        checking.values["array_size"] = spec.size
+    return value
 
-    env = {} if env is None else env
+
+def _env(name: str, value: Any, checking: _Checking) -> dict[str, str]:
+    env = {} if value is None else value
     if not isinstance(env, Mapping):
-        raise InvalidJob("env must be an object of NAME: value strings", field="env")
+        raise InvalidJob("env must be an object of NAME: value strings", field=name)
     if len(env) > MAX_ENV_VARS:
-        raise InvalidJob(f"env may hold at most {MAX_ENV_VARS} variables", field="env")
-    clean_env: dict[str, str] = {}
-    total = 0
-    for key, value in env.items():
+        raise InvalidJob(f"env may hold at most {MAX_ENV_VARS} variables", field=name)
+    for key, item in env.items():
         if not isinstance(key, str) or not ENV_KEY_RE.match(key):
             raise InvalidJob(
                 f"env name {key!r} is not an identifier (letters, digits and '_', "
                 "not starting with a digit)",
-                field="env",
+                field=name,
             )
-        if not isinstance(value, str) or "\x00" in value:
-            raise InvalidJob(f"env value of {key} must be a string", field="env")
-        total += len(key) + len(value.encode("utf-8", "surrogatepass"))
-        clean_env[key] = value
+        if not isinstance(item, str) or "\x00" in item:
+            raise InvalidJob(f"env value of {key} must be a string", field=name)
+    total = sum(len(k) + len(v.encode("utf-8", "surrogatepass")) for k, v in env.items())
     if total > MAX_ENV_BYTES:
-        raise InvalidJob(f"env must be at most {MAX_ENV_BYTES} bytes in all", field="env")
+        raise InvalidJob(f"env must be at most {MAX_ENV_BYTES} bytes in all", field=name)
+    return dict(env)
 
-    return JobRequest(
-        project=project,
-        cluster=cluster,
-        name=name,
-        script=script,
-        image=image,
-        command=tuple(command),
-        partition=partition,
-        gpus=gpus,
-        gpu_type=gpu_type,
-        cpus=cpus,
-        memory_mb=memory_mb,
-        time_limit_minutes=time_limit_minutes,
-        array=array,
-        array_size=array_size,
-        env=clean_env,
-    )
+
+# A field may have more than one rule: the script's type is checked before the image and the
+# command, its content after them (an empty script is fine when an image runs).
+RULES: tuple[tuple[str, Rule], ...] = (
+    ("name", _name),
+    ("script", _text),
+    ("image", _image),
+    ("command", _command),
+    ("script", _script),
+    ("partition", _partition),
+    ("gpus", _count("max_gpus", minimum=0)),
+    ("cpus", _count("max_cpus", minimum=1)),
+    ("memory_mb", _count("max_memory_mb", minimum=1)),
+    ("time_limit_minutes", _count("max_time_minutes", minimum=1)),
+    ("gpu_type", _gpu_type),
+    ("array", _array),
+    ("env", _env),
+)
+
+
+def validate_job(*, project: Project, cluster: Cluster, draft: JobDraft) -> JobRequest:
+    """Normalise and check every field of `draft` on `cluster` (RULES, in order); raises
+    InvalidJob naming the first bad field."""
+    values = {name: getattr(draft, name) for name in FIELDS}
+    checking = _Checking(cluster=cluster, values={**values, "array_size": 1})
+    for name, rule in RULES:
+        checking.values[name] = rule(name, checking.values[name], checking)
+    return JobRequest(project=project, cluster=cluster, **checking.values)

@@ -271,7 +271,7 @@ def job_estimate_partial(request: HttpRequest) -> HttpResponse:
     context: dict[str, Any] = {}
     if form.is_valid():
         try:
-            context["cost"] = services.job_estimate(user=_user(request), data=form.service_kwargs())
+            context["cost"] = services.job_estimate(user=_user(request), **form.service_kwargs())
         except DomainError as exc:
             context["error"] = f"Cannot estimate: {exc.detail}"
     else:

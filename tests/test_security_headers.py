@@ -16,6 +16,7 @@ from rest_framework.test import APIClient
 
 from accounts import services as account_services
 from accounts.models import User
+from jobs.drafts import JobDraft
 from jobs.models import ClusterAccount
 from jobs.services import job_submit
 from portal.security import csp_header, permissions_policy_header
@@ -120,12 +121,14 @@ def everything(alice: User, tenant, cluster, allocation: Allocation) -> dict[str
         user=alice,
         project=tenant.project,
         cluster=cluster,
-        name="train",
-        script="echo hi\n",
-        gpus=1,
-        cpus=1,
-        memory_mb=1024,
-        time_limit_minutes=60,
+        draft=JobDraft(
+            name="train",
+            script="echo hi\n",
+            gpus=1,
+            cpus=1,
+            memory_mb=1024,
+            time_limit_minutes=60,
+        ),
     )
     today = timezone.localdate()
     request = allocation_request_create(

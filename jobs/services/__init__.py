@@ -7,9 +7,9 @@ the backend tags each job with; finalisation is exactly once by claiming finaliz
 The package re-exports every service (and the constants and helpers that tasks and tests use)
 so callers import from `jobs.services`; each use case lives in its own module: cluster_accounts
 (cluster accounts), access (access requests, provisioning and revocation of cluster accounts),
-submit (estimate, submit, batch submit, queueing the forward), forward, sync (sync and
-finalisation), direct (work submitted outside the portal, found by the sync), cancel, files
-(logs and results) and templates.
+submit (estimate, submit, batch submit), specs (what a backend sees of a job), forward, sync
+(sync and finalisation), direct (work submitted outside the portal, found by the sync), cancel,
+files (logs and results) and templates. Tasks are queued through jobs.queue only.
 """
 
 from jobs.services.access import (
@@ -22,7 +22,7 @@ from jobs.services.access import (
     cluster_access_revoke_departed,
     username_candidates,
 )
-from jobs.services.account_names import account_name, job_account
+from jobs.services.account_names import account_name, job_account, qualified_project
 from jobs.services.account_names import managed as accounts_managed
 from jobs.services.cancel import job_cancel
 from jobs.services.cluster_accounts import cluster_account_create
@@ -44,11 +44,9 @@ from jobs.services.files import (
 from jobs.services.forward import (
     FORWARD_BATCH,
     FORWARD_THREADS,
-    _record_forwarded_many,
     job_forward,
-    job_ref,
-    job_spec,
     jobs_forward_batch,
+    jobs_record_forwarded,
     jobs_recover_lost_forwards,
     lost_forward_after,
 )
@@ -61,17 +59,13 @@ from jobs.services.scheduler_accounts import (
     accounts_wanted,
     scheduler_account_set_cap,
 )
+from jobs.services.specs import backend_spec, job_ref, job_spec
 from jobs.services.submit import (
     BATCH_KEY_MAX,
     BATCH_MAX,
-    FORWARD_DEBOUNCE_KEY,
-    FORWARD_DEBOUNCE_SECONDS,
-    SPEC_FIELDS,
-    forward_debounce_clear,
     job_estimate,
     job_submit,
     job_submit_many,
-    qualified_project,
 )
 from jobs.services.sync import (
     EVENT_FIELDS,
@@ -88,20 +82,16 @@ __all__ = [
     "EVENT_FIELDS",
     "FINALIZE_BATCH",
     "FORWARD_BATCH",
-    "FORWARD_DEBOUNCE_KEY",
-    "FORWARD_DEBOUNCE_SECONDS",
     "FORWARD_THREADS",
     "LOG_DEFAULT_LIMIT",
     "LOG_MAX_LIMIT",
     "MISSING_BATCH",
-    "SPEC_FIELDS",
     "STALE_CLAIM",
     "STREAMS",
     "AccountsTick",
     "DirectResult",
     "Drift",
     "SyncResult",
-    "_record_forwarded_many",
     "access_request_approve",
     "access_request_create",
     "access_request_provision",
@@ -112,6 +102,7 @@ __all__ = [
     "accounts_managed",
     "accounts_sync",
     "accounts_wanted",
+    "backend_spec",
     "check_cluster_username",
     "clean_result_path",
     "cluster_access_revoke_departed",
@@ -120,7 +111,6 @@ __all__ = [
     "cluster_sync",
     "direct_jobs_record",
     "direct_key",
-    "forward_debounce_clear",
     "job_account",
     "job_cancel",
     "job_estimate",
@@ -134,6 +124,7 @@ __all__ = [
     "job_submit_many",
     "job_template_create",
     "jobs_forward_batch",
+    "jobs_record_forwarded",
     "jobs_recover_lost_forwards",
     "lost_forward_after",
     "qualified_project",

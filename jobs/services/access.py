@@ -24,7 +24,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from accounts.models import Project, ProjectMember, User
-from jobs import notifications
+from jobs import notifications, queue
 from jobs.exceptions import (
     AccessRequestNotFound,
     AccessRequestState,
@@ -171,15 +171,7 @@ def _choose_username(*, user: User, cluster: Cluster, provisioner: Provisioner, 
 
 
 def _queue_provision(request_id: int) -> None:
-    from jobs.tasks import cluster_access_provision_task
-
-    def queue() -> None:
-        try:
-            cluster_access_provision_task.delay(request_id)
-        except Exception:  # the broker is down: staff can approve again after a failure
-            logger.exception("Could not queue provisioning of access request %s", request_id)
-
-    transaction.on_commit(queue)
+    transaction.on_commit(lambda: queue.access_provision(request_id))
 
 
 def access_request_create(

@@ -6,8 +6,13 @@ from __future__ import annotations
 
 from accounts.models import Project
 from jobs.backends import get_backend
-from jobs.services.submit import qualified_project
 from quotas.models import Cluster
+
+
+def qualified_project(project: Project) -> str:
+    """The project's name for backends: "<organization slug>.<project slug>". Project slugs are
+    unique only within an organization, and a slug never holds a dot, so this is unique."""
+    return f"{project.organization.slug}.{project.slug}"
 
 
 def account_name(cluster: Cluster, project: Project | int) -> str:

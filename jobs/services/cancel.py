@@ -4,25 +4,21 @@ what it ran."""
 
 from __future__ import annotations
 
-import logging
-
 from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import ProjectMember, User
 from accounts.roles import PROJECT_MANAGER_ROLES
+from jobs import queue
 from jobs.backends import get_backend
 from jobs.backends.base import BackendUnavailable
 from jobs.exceptions import ClusterUnavailable, JobStateError
 from jobs.models import Job, JobEvent
-from jobs.services.forward import job_ref
+from jobs.services.specs import job_ref
 from portal.errors import PermissionDenied
 from quotas.models import ZERO, Hold
 from quotas.policy import is_facility_admin
 from quotas.services import ledger_settle
-
-logger = logging.getLogger(__name__)
-
 
 # --- cancel ----------------------------------------------------------------------------------
 
@@ -70,7 +66,7 @@ def job_cancel(*, user: User, job: Job) -> Job:
         actor=user,
     )
     cluster_id = job.cluster_id
-    transaction.on_commit(lambda: _enqueue_sync(cluster_id))
+    transaction.on_commit(lambda: queue.sync_cluster(cluster_id, quiet=True))
     return job
 
 
@@ -99,12 +95,3 @@ def _cancel_pending(user: User, job: Job, by: str) -> bool:
         created_at=now,
     )
     return True
-
-
-def _enqueue_sync(cluster_id: int) -> None:
-    from jobs.tasks import sync_cluster_task
-
-    try:
-        sync_cluster_task.delay(cluster_id)
-    except Exception:
-        logger.exception("Could not queue a sync of cluster %s", cluster_id)

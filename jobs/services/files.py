@@ -10,7 +10,7 @@ from jobs.backends import get_backend
 from jobs.backends.base import BackendError, BackendUnavailable, LogChunk, ResultFile
 from jobs.exceptions import ClusterUnavailable, InvalidJob, ResultNotFound
 from jobs.models import Job
-from jobs.services.forward import job_ref
+from jobs.services.specs import job_ref
 
 LOG_DEFAULT_LIMIT = 64 * 1024
 LOG_MAX_LIMIT = 1024 * 1024

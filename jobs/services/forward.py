@@ -18,11 +18,11 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from jobs import queue
 from jobs.backends import get_backend
-from jobs.backends.base import BackendError, BackendUnavailable, JobRef, JobSpec
+from jobs.backends.base import BackendError, BackendUnavailable
 from jobs.models import Job, JobEvent
-from jobs.services.account_names import job_account
-from jobs.services.submit import _spec, qualified_project
+from jobs.services.specs import job_spec
 from quotas.models import ZERO
 from quotas.services import ledger_settle
 from quotas.services.batch import bulk_insert, bulk_set
@@ -62,27 +62,6 @@ def _run_claimed(ids: Sequence[int], call: Callable[[T], R], items: Sequence[T])
 
 
 # --- forwarding ----------------------------------------------------------------------------
-
-
-def job_spec(job: Job) -> JobSpec:
-    """What the backend gets to start `job`; on a cluster that manages project accounts it
-    runs under its own project's account (job.cluster is always select_related here)."""
-    return _spec(
-        job,
-        job_uuid=job.uuid,
-        cluster_user=job.cluster_username,
-        account=job_account(job.cluster, job.project),
-    )
-
-
-def job_ref(job: Job) -> JobRef:
-    return JobRef(
-        uuid=job.uuid,
-        backend_id=job.backend_id,
-        cluster_user=job.cluster_username,
-        project=qualified_project(job.project),
-        tasks=job.array_size,
-    )
 
 
 def job_forward(*, job_id: int) -> Job:
@@ -180,7 +159,7 @@ def jobs_forward_batch(
             return job, "", exc
 
     outcomes = _run_claimed([job.pk for job in jobs], submit, jobs)
-    _record_forwarded_many(
+    jobs_record_forwarded(
         [(job, backend_id) for job, backend_id, exc in outcomes if not exc],
         found={job.pk for job in retried if job.uuid in known},
     )
@@ -195,8 +174,6 @@ def jobs_forward_batch(
 def _forward_failed(job_id: int, exc: Exception, *, retry: bool = True) -> None:
     """Back to pending after a transient failure; its own task retries it with backoff
     (`retry`), else the next sweep retries it with the cluster's other lost jobs."""
-    from jobs.tasks import forward_job_task
-
     logger.warning("Forwarding job %s failed, will retry: %s", job_id, exc)
     Job.objects.filter(pk=job_id, state=Job.State.SUBMITTING).update(
         state=Job.State.PENDING,
@@ -204,19 +181,16 @@ def _forward_failed(job_id: int, exc: Exception, *, retry: bool = True) -> None:
         state_reason=f"Cluster unavailable, will retry: {exc}"[:500],
         updated_at=timezone.now(),
     )
-    if not retry:
-        return
-    try:
-        forward_job_task.apply_async((job_id,), countdown=2)
-    except Exception:
-        logger.exception("Could not queue the retry of job %s", job_id)
+    if retry:
+        queue.forward_retry(job_id)
 
 
 @transaction.atomic
-def _record_forwarded_many(done: Sequence[tuple[Job, str]], *, found: Collection[int] = ()) -> None:
-    """_record_forwarded for many jobs: one locking read, one UPDATE from arrays of values and
-    one INSERT of events (a CASE over hundreds of ids costs more than the submissions). `found`:
-    pks of the jobs found on the cluster rather than submitted."""
+def jobs_record_forwarded(done: Sequence[tuple[Job, str]], *, found: Collection[int] = ()) -> None:
+    """Record the backend ids of many forwarded jobs (as _record_forwarded does for one): one
+    locking read, one UPDATE from arrays of values and one INSERT of events (a CASE over
+    hundreds of ids costs more than the submissions). `found`: pks of the jobs found on the
+    cluster rather than submitted."""
     if not done:
         return
     now = timezone.now()

@@ -1,28 +1,25 @@
-"""Estimate and submit: check a job against the portal and the cluster's own rules,
-estimate it, hold the estimate and create it pending (one job, or a batch all or
-nothing; both idempotent by key), then queue its forwarding after commit, debounced per
-cluster. Also what a backend sees of a job (qualified_project, _spec), which forwarding
-shares."""
+"""Estimate and submit: check a job's draft against the portal and the cluster's own rules,
+estimate it, hold the estimate and create it pending (one job, or a batch all or nothing; both
+idempotent by key), then queue its forwarding after commit (jobs.queue, debounced per
+cluster)."""
 
 from __future__ import annotations
 
-import functools
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any
 
-from django.conf import settings
-from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import Project, User
+from jobs import queue
 from jobs.backends import get_backend
-from jobs.backends.base import JobSpec
+from jobs.drafts import JobDraft
 from jobs.exceptions import InvalidJob
 from jobs.models import ClusterAccount, Job, JobEvent
+from jobs.services.specs import backend_spec
 from jobs.validation import JobRequest, check_cluster_usable, check_submit_access, validate_job
 from quotas.exceptions import InsufficientQuota, InsufficientQuotaForBatch
 from quotas.models import ZERO, Cluster, Hold
@@ -39,59 +36,14 @@ from quotas.services.batch import bulk_set
 
 logger = logging.getLogger(__name__)
 
-SPEC_FIELDS = (
-    "name",
-    "script",
-    "image",
-    "command",
-    "partition",
-    "gpus",
-    "gpu_type",
-    "cpus",
-    "memory_mb",
-    "time_limit_minutes",
-    "array",
-    "env",
-)
-
 
 # --- estimate and submit -----------------------------------------------------------------
-
-
-def qualified_project(project: Project) -> str:
-    """The project's name for backends: "<organization slug>.<project slug>". Project slugs are
-    unique only within an organization, and a slug never holds a dot, so this is unique."""
-    return f"{project.organization.slug}.{project.slug}"
-
-
-def _spec(
-    source: Job | JobRequest, *, job_uuid: uuid.UUID, cluster_user: str, account: str = ""
-) -> JobSpec:
-    """What a backend sees of a stored job or of a submission: plain values, no ORM objects."""
-    return JobSpec(
-        uuid=job_uuid,
-        name=source.name,
-        project=qualified_project(source.project),
-        cluster_user=cluster_user,
-        script=source.script,
-        image=source.image,
-        command=tuple(source.command or ()),
-        partition=source.partition,
-        gpus=source.gpus,
-        gpu_type=source.gpu_type,
-        cpus=source.cpus,
-        memory_mb=source.memory_mb,
-        time_limit_minutes=source.time_limit_minutes,
-        array=source.array,
-        env=dict(source.env or {}),
-        account=account,
-    )
 
 
 def _check_with_backend(request: JobRequest, *, cluster_user: str = "") -> None:
     """The cluster's own rules (backend.validate_spec): a 400 naming the first bad field."""
     problems = get_backend(request.cluster).validate_spec(
-        _spec(request, job_uuid=uuid.UUID(int=0), cluster_user=cluster_user)
+        backend_spec(request, project=request.project, cluster_user=cluster_user)
     )
     if problems:
         field, message = problems[0]
@@ -120,14 +72,11 @@ def _estimate(request: JobRequest, rates: dict[tuple[str, str], Decimal] | None 
     )
 
 
-def job_estimate(*, user: User, data: Mapping[str, Any]) -> Cost:
-    """The most a job can cost (what submit would hold); `data` holds project, cluster and
-    the submit fields. Checks everything submit checks except the cluster account."""
-    project, cluster = data["project"], data["cluster"]
+def job_estimate(*, user: User, project: Project, cluster: Cluster, draft: JobDraft) -> Cost:
+    """The most the drafted job can cost (what submit would hold). Checks everything submit
+    checks except the cluster account."""
     check_cluster_usable(user=user, project=project, cluster=cluster)
-    request = validate_job(
-        project=project, cluster=cluster, **{k: data[k] for k in SPEC_FIELDS if k in data}
-    )
+    request = validate_job(project=project, cluster=cluster, draft=draft)
     _check_with_backend(request)
     return _estimate(request)
 
@@ -148,19 +97,8 @@ def _new_job(
         project=request.project,
         user=user,
         cluster=request.cluster,
-        name=request.name,
-        script=request.script,
-        image=request.image,
-        command=list(request.command),
-        partition=request.partition,
-        gpus=request.gpus,
-        gpu_type=request.gpu_type,
-        cpus=request.cpus,
-        memory_mb=request.memory_mb,
-        time_limit_minutes=request.time_limit_minutes,
-        array=request.array,
+        **request.values(),
         array_size=request.array_size,
-        env=request.env,
         cluster_username=account.username,
         estimated_cost=cost.total,
         idempotency_key=idempotency_key,
@@ -174,22 +112,11 @@ def job_submit(
     user: User,
     project: Project,
     cluster: Cluster,
-    name: str,
-    script: str = "",
-    image: str = "",
-    command: Sequence[str] = (),
-    partition: str = "",
-    gpus: int = 0,
-    gpu_type: str = "",
-    cpus: int = 1,
-    memory_mb: int = 1024,
-    time_limit_minutes: int = 60,
-    array: str = "",
-    env: Mapping[str, str] | None = None,
+    draft: JobDraft,
     idempotency_key: str = "",
 ) -> Job:
-    """Validate against the cluster, hold the estimate, create the job (pending) and forward
-    it after commit. The same user + idempotency key returns the first job."""
+    """Validate the draft against the cluster, hold the estimate, create the job (pending) and
+    forward it after commit. The same user + idempotency key returns the first job."""
     idempotency_key = (idempotency_key or "").strip()
     if len(idempotency_key) > 200:
         raise InvalidJob("Idempotency-Key must be at most 200 characters", field="idempotency_key")
@@ -198,27 +125,12 @@ def job_submit(
     ):
         return first
     account = check_submit_access(user=user, project=project, cluster=cluster)
-    request = validate_job(
-        project=project,
-        cluster=cluster,
-        name=name,
-        script=script,
-        image=image,
-        command=command,
-        partition=partition,
-        gpus=gpus,
-        gpu_type=gpu_type,
-        cpus=cpus,
-        memory_mb=memory_mb,
-        time_limit_minutes=time_limit_minutes,
-        array=array,
-        env=env,
-    )
+    request = validate_job(project=project, cluster=cluster, draft=draft)
     _check_with_backend(request, cluster_user=account.username)
     cost = _estimate(request, rates=cached_rates_at(cluster=cluster))
     job_uuid = uuid.uuid4()
     hold = None
-    message = "Submitted; nothing to hold (free cluster)"
+    message = _submitted(ZERO)
     if cost.total > 0:
         # The hold first, so the job is stored with it in one INSERT.
         hold = ledger_hold(
@@ -230,7 +142,7 @@ def job_submit(
             job_uuid=job_uuid,
             memo=f"Job {request.name}",
         )
-        message = f"Submitted; {hold.amount} SU held"
+        message = _submitted(hold.amount)
     job = _new_job(
         request,
         job_uuid=job_uuid,
@@ -260,7 +172,7 @@ def job_submit(
     # The 201 answer is built from these, without re-reading the job's events.
     job.submit_events = [event]  # type: ignore[attr-defined]
     cluster_id = cluster.pk
-    transaction.on_commit(lambda: _enqueue_cluster_forward(cluster_id))
+    transaction.on_commit(lambda: queue.forward_cluster(cluster_id))
     return job
 
 
@@ -286,7 +198,7 @@ def job_submit_many(
     user: User,
     project: Project,
     cluster: Cluster,
-    jobs: Sequence[Mapping[str, Any]],
+    drafts: Sequence[JobDraft],
     idempotency_key: str = "",
 ) -> list[Job]:
     """Submit up to BATCH_MAX jobs at once, all or nothing: each is checked as job_submit
@@ -307,26 +219,12 @@ def job_submit_many(
         )
     if idempotency_key and (first := _batch_replay(user, idempotency_key)):
         return first
-    if not jobs:
+    if not drafts:
         raise InvalidJob("A batch needs at least one job", field="jobs")
-    if len(jobs) > BATCH_MAX:
+    if len(drafts) > BATCH_MAX:
         raise InvalidJob(f"A batch holds at most {BATCH_MAX} jobs", field="jobs")
     account = check_submit_access(user=user, project=project, cluster=cluster)
-    rates = cached_rates_at(cluster=cluster)
-    requests: list[tuple[JobRequest, Cost]] = []
-    for i, data in enumerate(jobs):
-        try:
-            request = validate_job(
-                project=project,
-                cluster=cluster,
-                **{k: data[k] for k in SPEC_FIELDS if k in data and data[k] is not None},
-            )
-            _check_with_backend(request, cluster_user=account.username)
-        except InvalidJob as exc:
-            field = f"jobs[{i}].{exc.field}" if exc.field else f"jobs[{i}]"
-            raise InvalidJob(exc.detail, field=field, **exc.extra) from exc
-        requests.append((request, _estimate(request, rates=rates)))
-    total = sum((cost.total for _, cost in requests), ZERO)
+    requests = _check_batch(drafts, project=project, cluster=cluster, account=account)
     job_uuids = [uuid.uuid4() for _ in requests]
     # Jobs and events first, holds last: placing the holds locks the project's allocation rows
     # until commit, and every other submission to the project waits on them, so as little as
@@ -359,36 +257,63 @@ def job_submit_many(
             created_at=now,
             from_state="",
             to_state=Job.State.PENDING,
-            message=f"Submitted; {cost.total} SU held"
-            if cost.total > 0
-            else "Submitted; nothing to hold (free cluster)",
+            message=_submitted(job.estimated_cost),
         )
-        for job, (_, cost) in zip(new_jobs, requests, strict=True)
+        for job in new_jobs
     )
     for job, event in zip(new_jobs, events, strict=True):
         job.submit_events = [event]  # type: ignore[attr-defined]
-    paid = [i for i, (_, cost) in enumerate(requests) if cost.total > 0]
+    _hold_batch(new_jobs, user=user, project=project, cluster=cluster)
+    cluster_id = cluster.pk
+    # A batch is already many jobs in one commit: its task need not wait for more to join.
+    transaction.on_commit(lambda: queue.forward_cluster(cluster_id, coalesce=False))
+    return new_jobs
+
+
+def _submitted(held: Decimal) -> str:
+    """The first event of a new job."""
+    return f"Submitted; {held} SU held" if held > 0 else "Submitted; nothing to hold (free cluster)"
+
+
+def _check_batch(
+    drafts: Sequence[JobDraft], *, project: Project, cluster: Cluster, account: ClusterAccount
+) -> list[tuple[JobRequest, Cost]]:
+    """Each draft checked as job_submit checks it (a 400 names `jobs[i].<field>`), with its
+    estimate at the cluster's rates."""
+    rates = cached_rates_at(cluster=cluster)
+    requests: list[tuple[JobRequest, Cost]] = []
+    for i, draft in enumerate(drafts):
+        try:
+            request = validate_job(project=project, cluster=cluster, draft=draft)
+            _check_with_backend(request, cluster_user=account.username)
+        except InvalidJob as exc:
+            field = f"jobs[{i}].{exc.field}" if exc.field else f"jobs[{i}]"
+            raise InvalidJob(exc.detail, field=field, **exc.extra) from exc
+        requests.append((request, _estimate(request, rates=rates)))
+    return requests
+
+
+def _hold_batch(jobs: list[Job], *, user: User, project: Project, cluster: Cluster) -> None:
+    """Each job's own hold of its estimate, placed together and linked in one UPDATE; any that
+    does not fit -> InsufficientQuota for the whole batch with its shortfall, nothing held."""
+    paid = [i for i, job in enumerate(jobs) if job.estimated_cost > 0]
     try:
         placed = ledger_hold_many(
             actor=user,
             project=project,
             cluster=cluster,
             holds=[
-                (
-                    requests[i][1].total,
-                    f"job:{job_uuids[i]}",
-                    job_uuids[i],
-                    f"Job {requests[i][0].name}",
-                )
+                (jobs[i].estimated_cost, f"job:{jobs[i].uuid}", jobs[i].uuid, f"Job {jobs[i].name}")
                 for i in paid
             ],
         )
     except InsufficientQuotaForBatch as exc:
-        # Nothing of the batch was held (and the jobs above roll back with this exception).
-        # What could have been: what the jobs before the first misfit took, plus the best one
+        # Nothing of the batch was held (and its jobs roll back with this exception). What
+        # could have been: what the jobs before the first misfit took, plus the best one
         # allocation still had for that job.
+        total = sum((job.estimated_cost for job in jobs), ZERO)
         raise InsufficientQuota(
-            f"Insufficient quota: this batch of {len(requests)} jobs needs {total} SU "
+            f"Insufficient quota: this batch of {len(jobs)} jobs needs {total} SU "
             f"but project '{project.name}' could hold only {exc.available} SU "
             f"on cluster '{cluster.name}' (job {paid[exc.index]} did not fit; "
             f"short by {total - exc.available} SU)",
@@ -396,47 +321,7 @@ def job_submit_many(
             available=exc.available,
         ) from exc
     for i, hold in zip(paid, placed, strict=True):
-        new_jobs[i].hold = hold
+        jobs[i].hold = hold
     bulk_set(
-        Job, ("hold_id",), [(new_jobs[i].pk, hold.pk) for i, hold in zip(paid, placed, strict=True)]
+        Job, ("hold_id",), [(jobs[i].pk, hold.pk) for i, hold in zip(paid, placed, strict=True)]
     )
-    cluster_id = cluster.pk
-    # A batch is already many jobs in one commit: its task need not wait for more to join.
-    transaction.on_commit(lambda: _enqueue_cluster_forward(cluster_id, coalesce=False))
-    return new_jobs
-
-
-FORWARD_DEBOUNCE_KEY = "jobs:forward:{cluster_id}"
-# A lost "forward now" task blocks new ones for at most this long (forward_pending_task is the
-# backstop for the jobs it would have taken).
-FORWARD_DEBOUNCE_SECONDS = 5
-
-
-def _enqueue_cluster_forward(cluster_id: int, *, coalesce: bool = True) -> None:
-    """Queue one "forward this cluster's pending jobs" task, unless one is queued and not yet
-    started: many submissions within a few milliseconds share one task. The task deletes the
-    key before it claims, so a job committed after that either is claimed by it or queues a new
-    task (see forward_cluster_task). `coalesce`: the task first waits a moment for more."""
-    from jobs.tasks import forward_cluster_task
-
-    try:
-        if _shared_cache() and not cache.add(
-            FORWARD_DEBOUNCE_KEY.format(cluster_id=cluster_id), 1, FORWARD_DEBOUNCE_SECONDS
-        ):
-            return
-        forward_cluster_task.delay(cluster_id, coalesce=coalesce)
-    except Exception:
-        # The broker (or cache) is down: the job stays pending and forward_pending_task
-        # picks it up.
-        logger.exception("Could not queue forwarding on cluster %s", cluster_id)
-
-
-@functools.cache
-def _shared_cache() -> bool:
-    """Debouncing needs a cache that the API processes and the workers share."""
-    backend = settings.CACHES["default"]["BACKEND"]
-    return "locmem" not in backend and "dummy" not in backend
-
-
-def forward_debounce_clear(*, cluster_id: int) -> None:
-    cache.delete(FORWARD_DEBOUNCE_KEY.format(cluster_id=cluster_id))

@@ -30,8 +30,8 @@ from jobs.backends.base import (
     UsageRecord,
 )
 from jobs.models import Job, JobEvent
+from jobs.services.account_names import qualified_project
 from jobs.services.direct import cluster_direct_sync
-from jobs.services.submit import qualified_project
 from quotas.models import ZERO, Cluster
 from quotas.services import RateTable, SettledHold, Usage, cost_of, ledger_settle_many
 from quotas.services.batch import bulk_insert, bulk_set

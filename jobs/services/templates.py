@@ -10,6 +10,7 @@ from django.db import transaction
 
 from accounts.models import Project, ProjectMember, User
 from accounts.roles import PROJECT_MANAGER_ROLES
+from jobs.drafts import DEFAULT
 from jobs.exceptions import InvalidJob
 from jobs.models import JobTemplate
 from portal.errors import PermissionDenied
@@ -29,11 +30,11 @@ def job_template_create(
     script: str = "",
     image: str = "",
     command: Sequence[str] = (),
-    gpus: int = 0,
+    gpus: int = DEFAULT.gpus,
     gpu_type: str = "",
-    cpus: int = 1,
-    memory_mb: int = 1024,
-    time_limit_minutes: int = 60,
+    cpus: int = DEFAULT.cpus,
+    memory_mb: int = DEFAULT.memory_mb,
+    time_limit_minutes: int = DEFAULT.time_limit_minutes,
 ) -> JobTemplate:
     """A template prefilling the submit form: for a project (its PI or manager) or global
     (facility staff)."""

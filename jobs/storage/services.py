@@ -17,8 +17,8 @@ from jobs.backends import get_backend
 from jobs.backends.files import PathRefused
 from jobs.models import Job
 from jobs.selectors import job_get_for_user
+from jobs.services.account_names import qualified_project
 from jobs.services.files import job_open_result, job_results
-from jobs.services.submit import qualified_project
 from jobs.storage import fs
 from jobs.storage.exceptions import (
     FileTooLarge,

@@ -20,6 +20,7 @@ from django.utils import timezone
 from playwright.sync_api import Page, expect
 
 from accounts.models import User
+from jobs.drafts import JobDraft
 from jobs.models import ClusterAccount, Job
 from jobs.services import job_submit
 from quotas.models import Allocation, AllocationRequest, Cluster, LedgerEntry
@@ -256,12 +257,14 @@ def test_mallory_signed_in_gets_404_pages_for_the_job_and_project_urls_alice_can
         user=alice,
         project=tenant.project,
         cluster=cluster,
-        name="secret-training",
-        script="echo hi\n",
-        gpus=1,
-        cpus=1,
-        memory_mb=1024,
-        time_limit_minutes=60,
+        draft=JobDraft(
+            name="secret-training",
+            script="echo hi\n",
+            gpus=1,
+            cpus=1,
+            memory_mb=1024,
+            time_limit_minutes=60,
+        ),
     )
     urls = [
         f"/jobs/{job.uuid}/",
@@ -322,13 +325,15 @@ def test_the_dashboard_charts_the_su_charged_on_each_of_the_last_30_days(
             user=alice,
             project=tenant.project,
             cluster=cluster,
-            name=name,
-            script="python fold.py\n",
-            gpus=gpus,
-            gpu_type="h100",
-            cpus=8,
-            memory_mb=65536,
-            time_limit_minutes=120,
+            draft=JobDraft(
+                name=name,
+                script="python fold.py\n",
+                gpus=gpus,
+                gpu_type="h100",
+                cpus=8,
+                memory_mb=65536,
+                time_limit_minutes=120,
+            ),
         )
     allocation.refresh_from_db()
     page = browser()
@@ -377,12 +382,14 @@ def test_under_the_content_security_policy_api_docs_admin_2fa_tokens_and_cancel_
         user=alice,
         project=tenant.project,
         cluster=cluster,
-        name="to-cancel",
-        script="echo hi\n",
-        gpus=1,
-        cpus=1,
-        memory_mb=1024,
-        time_limit_minutes=60,
+        draft=JobDraft(
+            name="to-cancel",
+            script="echo hi\n",
+            gpus=1,
+            cpus=1,
+            memory_mb=1024,
+            time_limit_minutes=60,
+        ),
     )
     page = browser()
     sign_in(page, verified(alice).username)

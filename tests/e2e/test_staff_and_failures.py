@@ -15,6 +15,7 @@ from django.contrib.auth.models import Group
 from playwright.sync_api import expect
 
 from accounts.models import User
+from jobs.drafts import JobDraft
 from jobs.models import Job, JobEvent
 from jobs.services import job_submit
 from quotas.models import Allocation, Cluster
@@ -51,12 +52,9 @@ def _submit(alice: User, tenant: Any, cluster: Cluster, name: str, script: str) 
         user=alice,
         project=tenant.project,
         cluster=cluster,
-        name=name,
-        script=script,
-        gpus=0,
-        cpus=1,
-        memory_mb=256,
-        time_limit_minutes=10,
+        draft=JobDraft(
+            name=name, script=script, gpus=0, cpus=1, memory_mb=256, time_limit_minutes=10
+        ),
     )
 
 

@@ -10,6 +10,7 @@ import pytest
 from accounts.models import User
 from jobs.backends import get_backend
 from jobs.backends.simulated import SimulatedBackend
+from jobs.drafts import JobDraft
 from jobs.models import ClusterAccount, Job
 from jobs.services import job_submit
 from quotas.models import Allocation, Cluster, Rate
@@ -78,6 +79,13 @@ def submit(alice: User, tenant, allocation: Allocation, accounts: None):
         }
         data.update(fields)
         user = data.pop("user", alice)
-        return job_submit(user=user, project=tenant.project, cluster=cluster, **data)
+        key = data.pop("idempotency_key", "")
+        return job_submit(
+            user=user,
+            project=tenant.project,
+            cluster=cluster,
+            draft=JobDraft(**data),
+            idempotency_key=key,
+        )
 
     return _submit

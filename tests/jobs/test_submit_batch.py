@@ -11,6 +11,7 @@ import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
+from jobs.drafts import JobDraft
 from jobs.models import Job, JobEvent
 from jobs.services import job_submit_many, jobs_forward_batch
 from quotas.models import Hold
@@ -186,11 +187,15 @@ def test_a_batch_that_loses_an_idempotency_race_returns_the_winners_jobs_and_kee
     alice, tenant, sim_cluster, allocation, accounts
 ):
     inserted, winner = threading.Event(), {}
-    jobs = [{**JOB, "name": f"race-{i}"} for i in range(3)]
+    drafts = [JobDraft(**{**JOB, "name": f"race-{i}"}) for i in range(3)]
 
     def submit(key: str) -> list[Job]:
         return job_submit_many(
-            user=alice, project=tenant.project, cluster=sim_cluster, jobs=jobs, idempotency_key=key
+            user=alice,
+            project=tenant.project,
+            cluster=sim_cluster,
+            drafts=drafts,
+            idempotency_key=key,
         )
 
     def first_request() -> None:

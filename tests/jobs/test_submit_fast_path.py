@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from accounts.authentication import UserRateThrottle
 from jobs.models import Job, JobEvent
-from jobs.services import _record_forwarded_many, jobs_forward_batch
+from jobs.services import jobs_forward_batch, jobs_record_forwarded
 from quotas.exceptions import InsufficientQuota
 from quotas.models import Hold, Rate
 from quotas.services import ledger_hold, rate_create
@@ -60,7 +60,7 @@ def test_a_batch_leaves_jobs_already_retrying_to_their_own_task(submit, sim_clus
 def test_a_batch_never_overwrites_a_job_cancelled_while_it_was_being_submitted(submit, sim_cluster):
     job = submit(sim_cluster, name="cancelled")
     Job.objects.filter(pk=job.pk).update(state=Job.State.CANCELLED)
-    _record_forwarded_many([(job, "12345")])
+    jobs_record_forwarded([(job, "12345")])
 
     job.refresh_from_db()
     assert job.state == Job.State.CANCELLED

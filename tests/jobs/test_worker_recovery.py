@@ -22,6 +22,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
+from jobs.drafts import JobDraft
 from jobs.models import Job, JobEvent
 from jobs.services import job_submit_many
 from portal.celery import app as celery_app
@@ -172,10 +173,10 @@ def test_a_worker_killed_in_the_middle_of_a_batch_loses_and_duplicates_nothing_w
     submit = functools.partial(
         job_submit_many, user=alice, project=tenant.project, cluster=slow_cluster
     )
-    claimed = submit(jobs=_batch(tmp_path))
+    claimed = submit(drafts=[JobDraft(**job) for job in _batch(tmp_path)])
     _wait(lambda: len(_trace(tmp_path)) >= 2, 60, "the first batch to be claimed")
     # A second batch's forwarding message is taken (prefetched) by the busy worker ...
-    held = submit(jobs=_batch(tmp_path, BATCH // 2))
+    held = submit(drafts=[JobDraft(**job) for job in _batch(tmp_path, BATCH // 2)])
     log = tmp_path / "doomed.log"
     _wait(lambda: log.read_text().count("forward_cluster_task[") >= 2, 30, "the message")
     # ... and four submits of the first batch are under way: kill the worker and its pool.
@@ -208,11 +209,12 @@ def test_jobs_submitted_while_the_broker_is_down_are_forwarded_within_90_s(
         "import django, json, sys; django.setup()\n"
         "from accounts.models import User, Project\n"
         "from quotas.models import Cluster\n"
+        "from jobs.drafts import JobDraft\n"
         "from jobs.services import job_submit_many\n"
-        "jobs = json.loads(sys.stdin.read())\n"
+        "jobs = [JobDraft(**job) for job in json.loads(sys.stdin.read())]\n"
         f"done = job_submit_many(user=User.objects.get(pk={alice.pk}), "
         f"project=Project.objects.get(pk={tenant.project.pk}), "
-        f"cluster=Cluster.objects.get(pk={slow_cluster.pk}), jobs=jobs)\n"
+        f"cluster=Cluster.objects.get(pk={slow_cluster.pk}), drafts=jobs)\n"
         "print(len(done))\n"
     )
     api = subprocess.run(  # noqa: S603 (fixed argv)

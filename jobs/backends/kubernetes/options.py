@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,16 @@ from jobs.backends.kubernetes.objects import (
     is_label_value,
     parse_array,
 )
+from jobs.backends.rules import (
+    Check,
+    Option,
+    Refuse,
+    SpecCheck,
+    When,
+    is_positive_int,
+    problems,
+    refusals,
+)
 
 _CONNECTION_KEYS = ("token_env", "token_file", "kubeconfig", "in_cluster")
 _POSITIVE_INTS = (
@@ -30,177 +40,313 @@ _POSITIVE_INTS = (
     "list_page_size",
 )
 DEFAULT_LIST_PAGE_SIZE = 500
+NAMESPACE_PREFIX = re.compile(r"^[a-z0-9][-a-z0-9]{0,29}$")
 
 
-def is_positive_int(value: Any) -> bool:
-    """A whole number of at least 1 (true and false are not numbers here)."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+def _is_absolute(value: Any) -> bool:
+    return Path(str(value)).is_absolute()
 
 
-def check_options(options: Mapping[str, Any]) -> list[str]:
-    """Problems with a Kubernetes cluster's options, as sentences (empty when valid)."""
-    problems: list[str] = []
+def _matches(pattern: re.Pattern[str]) -> Callable[[Any], bool]:
+    """The value, as text, matches (options read from JSON may be of any type)."""
+    return lambda value: bool(pattern.match(str(value)))
+
+
+def _no_stored_token(options: Mapping[str, Any]) -> list[str]:
     if "token" in options:
-        problems.append(
-            "Never store a token in the cluster options: name it with token_env or token_file."
-        )
+        return ["Never store a token in the cluster options: name it with token_env or token_file."]
+    return []
+
+
+def _one_connection(options: Mapping[str, Any]) -> list[str]:
     sources = [key for key in _CONNECTION_KEYS if options.get(key)]
-    if len(sources) != 1:
-        problems.append(
-            "Give exactly one way to authenticate: token_env, token_file, kubeconfig or "
-            f"in_cluster (got {', '.join(sources) or 'none'})."
-        )
-    host = options.get("host", "")
-    if (options.get("token_env") or options.get("token_file")) and not str(host).startswith(
-        ("https://", "http://")
-    ):
-        problems.append("host must be the API server URL, like https://k8s.example.org:6443.")
-    if options.get("ca_file") and not Path(str(options["ca_file"])).is_absolute():
-        problems.append("ca_file must be an absolute path to a CA bundle.")
-    if "verify_ssl" in options and not isinstance(options["verify_ssl"], bool):
-        problems.append("verify_ssl must be true or false.")
-    if options.get("token_env") and not ENV_NAME.match(str(options["token_env"])):
-        problems.append("token_env must be the name of an environment variable.")
+    if len(sources) == 1:
+        return []
+    return [
+        "Give exactly one way to authenticate: token_env, token_file, kubeconfig or "
+        f"in_cluster (got {', '.join(sources) or 'none'})."
+    ]
+
+
+def _host(options: Mapping[str, Any]) -> list[str]:
+    token = options.get("token_env") or options.get("token_file")
+    if token and not str(options.get("host", "")).startswith(("https://", "http://")):
+        return ["host must be the API server URL, like https://k8s.example.org:6443."]
+    return []
+
+
+def _namespace(options: Mapping[str, Any]) -> list[str]:
     if options.get("namespace"):
         if not DNS_LABEL.match(str(options["namespace"])):
-            problems.append("namespace must be a DNS-1123 label (lowercase, digits, '-').")
-    else:
-        prefix = options.get("namespace_prefix", "gpuc-")
-        if not isinstance(prefix, str) or not re.match(r"^[a-z0-9][-a-z0-9]{0,29}$", prefix):
-            problems.append(
-                "namespace_prefix must be up to 30 lowercase letters, digits or '-', "
-                "starting with a letter or digit."
-            )
+            return ["namespace must be a DNS-1123 label (lowercase, digits, '-')."]
+        return []
+    prefix = options.get("namespace_prefix", "gpuc-")
+    if not isinstance(prefix, str) or not NAMESPACE_PREFIX.match(prefix):
+        return [
+            "namespace_prefix must be up to 30 lowercase letters, digits or '-', "
+            "starting with a letter or digit."
+        ]
+    return []
+
+
+def _images(options: Mapping[str, Any]) -> list[str]:
+    found: list[str] = []
     allowed = options.get("allowed_images", [])
     if not isinstance(allowed, list) or not all(isinstance(p, str) and p for p in allowed):
-        problems.append("allowed_images must be a list of image names or glob patterns.")
+        found.append("allowed_images must be a list of image names or glob patterns.")
         allowed = []
     default_image = options.get("default_image", "")
     if not allowed and not default_image:
-        problems.append("Give allowed_images or a default_image: no image could run.")
+        found.append("Give allowed_images or a default_image: no image could run.")
     if default_image and allowed and not image_allowed(default_image, allowed):
-        problems.append(f"default_image {default_image} is not in allowed_images.")
-    gpu_resource = options.get("gpu_resource", "nvidia.com/gpu")
-    if not isinstance(gpu_resource, str) or not QUALIFIED_NAME.match(gpu_resource):
-        problems.append("gpu_resource must be a resource name like nvidia.com/gpu.")
-    gpu_types = options.get("gpu_types", [])
-    if not isinstance(gpu_types, list) or not all(isinstance(t, str) for t in gpu_types):
-        problems.append("gpu_types must be a list of GPU type names.")
-        gpu_types = []
-    selectors = options.get("node_selectors", {})
-    if not isinstance(selectors, dict) or not all(
-        isinstance(sel, dict)
+        found.append(f"default_image {default_image} is not in allowed_images.")
+    return found
+
+
+def _type_names(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(t, str) for t in value)
+
+
+def _selector_map(value: Any) -> bool:
+    """{GPU type: {label: value}} with valid label names and values."""
+    return isinstance(value, dict) and all(
+        isinstance(selector, dict)
         and all(
             isinstance(k, str)
             and QUALIFIED_NAME.match(k)
             and isinstance(v, str)
             and is_label_value(v)
-            for k, v in sel.items()
+            for k, v in selector.items()
         )
-        for sel in selectors.values()
-    ):
-        problems.append(
-            "node_selectors must map each GPU type to {label: value} with valid labels."
-        )
-    elif gpu_types:
-        unknown = sorted(set(selectors) - set(gpu_types))
-        if unknown:
-            problems.append(f"node_selectors names GPU types not in gpu_types: {unknown}.")
-    if options.get("queue_name") and not is_label_value(str(options["queue_name"])):
-        problems.append("queue_name must be a valid label value (the Kueue LocalQueue).")
-    if options.get("priority_class") and not DNS_SUBDOMAIN.match(str(options["priority_class"])):
-        problems.append("priority_class must be a PriorityClass name.")
-    for key in _POSITIVE_INTS:
-        if key in options and not is_positive_int(options[key]):
-            problems.append(f"{key} must be a positive whole number.")
-    for key in ("gpu_quota", "ttl_seconds_after_finished", "direct_overlap_seconds"):
-        if key in options and (not isinstance(options[key], int) or options[key] < 0):
-            problems.append(f"{key} must be a whole number of at least 0.")
-    for key in ("run_as_user", "run_as_group"):
-        if key in options and (not isinstance(options[key], int) or options[key] < 1000):
-            problems.append(f"{key} must be a uid/gid of at least 1000 (never root).")
+        for selector in value.values()
+    )
+
+
+def _node_selectors(options: Mapping[str, Any]) -> list[str]:
+    selectors = options.get("node_selectors", {})
+    if not _selector_map(selectors):
+        return ["node_selectors must map each GPU type to {label: value} with valid labels."]
+    gpu_types = options.get("gpu_types", [])
+    unknown = sorted(set(selectors) - set(gpu_types)) if _type_names(gpu_types) else []
+    if gpu_types and unknown:
+        return [f"node_selectors names GPU types not in gpu_types: {unknown}."]
+    return []
+
+
+def _results(options: Mapping[str, Any]) -> list[str]:
+    found: list[str] = []
     results = [k for k in ("results_pvc", "results_nfs") if options.get(k)]
     paths = [k for k in ("results_mount_path", "results_host_path") if options.get(k)]
     if len(results) > 1:
-        problems.append("Give results_pvc or results_nfs, not both.")
+        found.append("Give results_pvc or results_nfs, not both.")
     if (results and len(paths) != 2) or (paths and not results):
-        problems.append(
+        found.append(
             "Results need results_pvc (or results_nfs) with results_mount_path and "
             "results_host_path together."
         )
-    for key in paths:
-        if not Path(str(options[key])).is_absolute():
-            problems.append(f"{key} must be an absolute path.")
-    if options.get("results_pvc") and not DNS_SUBDOMAIN.match(str(options["results_pvc"])):
-        problems.append("results_pvc must be a PersistentVolumeClaim name.")
-    nfs = options.get("results_nfs")
-    if nfs and not (isinstance(nfs, dict) and nfs.get("server") and nfs.get("path")):
-        problems.append("results_nfs must be {server, path}.")
-    return problems
+    return found
 
 
-def validate_spec(spec: JobSpec, options: Mapping[str, Any], cluster: str) -> list[tuple[str, str]]:
-    """(field, message) for everything in `spec` this cluster would refuse."""
-    errors: list[tuple[str, str]] = []
-    opts = options
-    if not is_label_value(spec.name) or not spec.name:
-        errors.append(
-            (
-                "name",
-                "On Kubernetes clusters a job name must be a valid label value: at most 63 "
-                "letters, digits, '-', '_' or '.', starting and ending with a letter or digit.",
-            )
+CHECKS: tuple[Check, ...] = (
+    _no_stored_token,
+    _one_connection,
+    _host,
+    Option(
+        "ca_file", _is_absolute, "ca_file must be an absolute path to a CA bundle.", When.TRUTHY
+    ),
+    Option("verify_ssl", lambda v: isinstance(v, bool), "verify_ssl must be true or false."),
+    Option(
+        "token_env",
+        _matches(ENV_NAME),
+        "token_env must be the name of an environment variable.",
+        When.TRUTHY,
+    ),
+    _namespace,
+    _images,
+    Option(
+        "gpu_resource",
+        lambda v: isinstance(v, str) and QUALIFIED_NAME.match(v),
+        "gpu_resource must be a resource name like nvidia.com/gpu.",
+        When.ALWAYS,
+        "nvidia.com/gpu",
+    ),
+    Option(
+        "gpu_types", _type_names, "gpu_types must be a list of GPU type names.", When.ALWAYS, []
+    ),
+    _node_selectors,
+    Option(
+        "queue_name",
+        lambda v: is_label_value(str(v)),
+        "queue_name must be a valid label value (the Kueue LocalQueue).",
+        When.TRUTHY,
+    ),
+    Option(
+        "priority_class",
+        _matches(DNS_SUBDOMAIN),
+        "priority_class must be a PriorityClass name.",
+        When.TRUTHY,
+    ),
+    *(
+        Option(key, is_positive_int, f"{key} must be a positive whole number.")
+        for key in _POSITIVE_INTS
+    ),
+    *(
+        Option(
+            key,
+            lambda v: isinstance(v, int) and v >= 0,
+            f"{key} must be a whole number of at least 0.",
         )
-    image = spec.image or opts.get("default_image", "")
-    allowed = opts.get("allowed_images") or []
-    if not image:
-        errors.append(("image", f"Cluster {cluster} needs a container image."))
-    elif not image_allowed(image, allowed, opts.get("default_image", "")):
-        shown = ", ".join(allowed) or opts.get("default_image", "")
-        errors.append(
-            (
-                "image",
-                f"Image {image} is not allowed on cluster {cluster} (allowed: {shown}).",
-            )
+        for key in ("gpu_quota", "ttl_seconds_after_finished", "direct_overlap_seconds")
+    ),
+    *(
+        Option(
+            key,
+            lambda v: isinstance(v, int) and v >= 1000,
+            f"{key} must be a uid/gid of at least 1000 (never root).",
         )
+        for key in ("run_as_user", "run_as_group")
+    ),
+    _results,
+    *(
+        Option(key, _is_absolute, f"{key} must be an absolute path.", When.TRUTHY)
+        for key in ("results_mount_path", "results_host_path")
+    ),
+    Option(
+        "results_pvc",
+        _matches(DNS_SUBDOMAIN),
+        "results_pvc must be a PersistentVolumeClaim name.",
+        When.TRUTHY,
+    ),
+    Option(
+        "results_nfs",
+        lambda v: isinstance(v, dict) and v.get("server") and v.get("path"),
+        "results_nfs must be {server, path}.",
+        When.TRUTHY,
+    ),
+)
+
+
+def check_options(options: Mapping[str, Any]) -> list[str]:
+    """Problems with a Kubernetes cluster's options, as sentences (empty when valid): CHECKS."""
+    return problems(CHECKS, options)
+
+
+def _image(spec: JobSpec, options: Mapping[str, Any]) -> str:
+    return spec.image or options.get("default_image", "")
+
+
+def _image_refused(spec: JobSpec, options: Mapping[str, Any]) -> bool:
+    image = _image(spec, options)
+    allowed = options.get("allowed_images") or []
+    return bool(image) and not image_allowed(image, allowed, options.get("default_image", ""))
+
+
+def _image_message(spec: JobSpec, options: Mapping[str, Any], cluster: str) -> str:
+    shown = ", ".join(options.get("allowed_images") or []) or options.get("default_image", "")
+    return f"Image {_image(spec, options)} is not allowed on cluster {cluster} (allowed: {shown})."
+
+
+def _command_ok(spec: JobSpec) -> bool:
     command: Any = spec.command
-    if (
-        isinstance(command, (str, bytes))
-        or not isinstance(command, Sequence)
-        or not all(isinstance(part, str) for part in command)
-    ):
-        errors.append(("command", "command must be a list of strings."))
-    elif spec.script and command:
-        errors.append(("command", "Give either a script or a command, not both."))
-    limits = {
-        "gpus": ("max_gpus", spec.gpus),
-        "cpus": ("max_cpus", spec.cpus),
-        "memory_mb": ("max_memory_mb", spec.memory_mb),
-        "time_limit_minutes": ("max_time_minutes", spec.time_limit_minutes),
-    }
-    for field_name, (option, value) in limits.items():
-        if option in opts and value > opts[option]:
-            errors.append(
-                (field_name, f"At most {opts[option]} on cluster {cluster} (asked {value}).")
-            )
-    if spec.cpus < 1:
-        errors.append(("cpus", "A job needs at least 1 CPU."))
-    if spec.time_limit_minutes < 1:
-        errors.append(("time_limit_minutes", "The time limit must be at least 1 minute."))
-    gpu_types = opts.get("gpu_types") or []
-    if spec.gpu_type and gpu_types and spec.gpu_type not in gpu_types:
-        errors.append(("gpu_type", f"Cluster {cluster} has GPU types {', '.join(gpu_types)}."))
+    return (
+        not isinstance(command, str | bytes)
+        and isinstance(command, Sequence)
+        and all(isinstance(part, str) for part in command)
+    )
+
+
+def _gpu_type_refused(spec: JobSpec, options: Mapping[str, Any]) -> bool:
+    gpu_types = options.get("gpu_types") or []
+    return bool(spec.gpu_type and gpu_types and spec.gpu_type not in gpu_types)
+
+
+def _array(spec: JobSpec, options: Mapping[str, Any], cluster: str) -> list[tuple[str, str]]:
     try:
         array = parse_array(spec.array)
     except ValueError as exc:
-        errors.append(("array", str(exc)))
-    else:
-        most = opts.get("max_array_tasks", DEFAULT_MAX_ARRAY_TASKS)
-        if array and array[0] > most:
-            errors.append(("array", f"At most {most} array tasks on cluster {cluster}."))
-    bad_env = [k for k in spec.env if not isinstance(k, str) or not ENV_NAME.match(k)]
-    if bad_env:
-        errors.append(("env", f"Invalid environment variable names: {', '.join(bad_env)}."))
-    elif any(not isinstance(v, str) for v in spec.env.values()):
-        errors.append(("env", "Environment variable values must be strings."))
-    return errors
+        return [("array", str(exc))]
+    most = options.get("max_array_tasks", DEFAULT_MAX_ARRAY_TASKS)
+    if array and array[0] > most:
+        return [("array", f"At most {most} array tasks on cluster {cluster}.")]
+    return []
+
+
+def _bad_env_names(spec: JobSpec) -> list[Any]:
+    return [k for k in spec.env if not isinstance(k, str) or not ENV_NAME.match(k)]
+
+
+# A JobSpec field -> the option that bounds it.
+_LIMITS = {
+    "gpus": "max_gpus",
+    "cpus": "max_cpus",
+    "memory_mb": "max_memory_mb",
+    "time_limit_minutes": "max_time_minutes",
+}
+
+
+def _over(field: str, option: str) -> Refuse:
+    return Refuse(
+        field,
+        lambda spec, options: option in options and getattr(spec, field) > options[option],
+        f"At most {{options[{option}]}} on cluster {{cluster}} (asked {{spec.{field}}}).",
+    )
+
+
+SPEC_CHECKS: tuple[SpecCheck, ...] = (
+    Refuse(
+        "name",
+        lambda spec, _: not is_label_value(spec.name) or not spec.name,
+        "On Kubernetes clusters a job name must be a valid label value: at most 63 "
+        "letters, digits, '-', '_' or '.', starting and ending with a letter or digit.",
+    ),
+    Refuse(
+        "image",
+        lambda spec, options: not _image(spec, options),
+        "Cluster {cluster} needs a container image.",
+    ),
+    Refuse("image", _image_refused, _image_message),
+    Refuse(
+        "command",
+        lambda spec, _: not _command_ok(spec),
+        "command must be a list of strings.",
+    ),
+    Refuse(
+        "command",
+        lambda spec, _: _command_ok(spec) and spec.script and spec.command,
+        "Give either a script or a command, not both.",
+    ),
+    *(_over(field, option) for field, option in _LIMITS.items()),
+    Refuse("cpus", lambda spec, _: spec.cpus < 1, "A job needs at least 1 CPU."),
+    Refuse(
+        "time_limit_minutes",
+        lambda spec, _: spec.time_limit_minutes < 1,
+        "The time limit must be at least 1 minute.",
+    ),
+    Refuse(
+        "gpu_type",
+        _gpu_type_refused,
+        lambda spec, options, cluster: (
+            f"Cluster {cluster} has GPU types {', '.join(options.get('gpu_types') or [])}."
+        ),
+    ),
+    _array,
+    Refuse(
+        "env",
+        lambda spec, _: _bad_env_names(spec),
+        lambda spec, options, cluster: (
+            f"Invalid environment variable names: {', '.join(_bad_env_names(spec))}."
+        ),
+    ),
+    Refuse(
+        "env",
+        lambda spec, _: (
+            not _bad_env_names(spec) and any(not isinstance(v, str) for v in spec.env.values())
+        ),
+        "Environment variable values must be strings.",
+    ),
+)
+
+
+def validate_spec(spec: JobSpec, options: Mapping[str, Any], cluster: str) -> list[tuple[str, str]]:
+    """(field, message) for everything in `spec` this cluster would refuse: SPEC_CHECKS."""
+    return refusals(SPEC_CHECKS, spec, options, cluster)

@@ -14,7 +14,7 @@ from celery.contrib.testing.worker import start_worker
 from jobs.backends.kubernetes import KubernetesBackend
 from jobs.models import SchedulerAccount
 from jobs.services import account_name, accounts_drift, accounts_sync, scheduler_account_set_cap
-from jobs.services.submit import qualified_project
+from jobs.services.account_names import qualified_project
 from jobs.tasks import accounts_sync_all_task
 from portal.celery import app as celery_app
 from quotas.models import Allocation, Cluster

@@ -15,8 +15,8 @@ from jobs.backends.base import AccountSpec
 from jobs.backends.kubernetes import KubernetesBackend
 from jobs.models import DirectWatermark, Job, SchedulerAccount
 from jobs.services import cluster_sync, job_forward
+from jobs.services.account_names import qualified_project
 from jobs.services.direct import direct_key
-from jobs.services.submit import qualified_project
 from quotas.models import Allocation, Cluster, LedgerEntry
 from quotas.reconcile import reconcile_ledger
 from tests.conftest import Tenant

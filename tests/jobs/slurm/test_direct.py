@@ -21,6 +21,7 @@ from django.core.management import call_command
 from django.db import connection
 
 from accounts.models import User
+from jobs.drafts import JobDraft
 from jobs.models import Job, SchedulerAccount
 from jobs.services import (
     accounts_sync,
@@ -270,11 +271,13 @@ def test_a_portal_job_under_the_project_account_is_never_imported_as_direct(
         user=alice,
         project=tenant.project,
         cluster=slurm_cluster,
-        name="portal",
-        script="sleep 1\n",
-        cpus=1,
-        memory_mb=128,
-        time_limit_minutes=2,
+        draft=JobDraft(
+            name="portal",
+            script="sleep 1\n",
+            cpus=1,
+            memory_mb=128,
+            time_limit_minutes=2,
+        ),
     )
     job_forward(job_id=job.pk)
     sync_until(slurm_cluster, [job])
