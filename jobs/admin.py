@@ -52,7 +52,7 @@ class JobAdmin(ReadOnlyAdmin[Job]):
 
 
 @admin.register(ProjectStorage)
-class ProjectStorageAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class ProjectStorageAdmin(admin.ModelAdmin[ProjectStorage]):
     """Staff set a project's storage quota (bytes per cluster folder) here."""
 
     list_display = ("project", "quota_bytes", "updated_at")

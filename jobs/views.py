@@ -183,7 +183,7 @@ def job_submit_view(request: HttpRequest) -> HttpResponse:
             "templates": selectors.job_templates_for_user(user=_user(request)),
             "access_needed": access_needed,
             "balances": balances,
-            "cluster_limits": [_limits(c) for c in form.fields["cluster"].queryset],  # type: ignore[attr-defined]
+            "cluster_limits": [_limits(c) for c in form.cluster_queryset],
             "can_pay": any(b["available"] > 0 for b in balances),
         },
     )
@@ -282,9 +282,9 @@ def job_estimate_partial(request: HttpRequest) -> HttpResponse:
 def _why_no_estimate(form: JobSubmitForm) -> str:
     """The first problem with the form, in words a person can act on."""
     field, errors = next(iter(form.errors.items()))
-    if field == "project" and not form.fields["project"].queryset.exists():  # type: ignore[attr-defined]
+    if field == "project" and not form.project_queryset.exists():
         return "Cannot estimate: you have no project yet. Create one (or be added to one) first."
-    if field == "cluster" and not form.fields["cluster"].queryset.exists():  # type: ignore[attr-defined]
+    if field == "cluster" and not form.cluster_queryset.exists():
         return "Cannot estimate: no cluster is open to your organizations yet."
     if field == "__all__":
         return f"Cannot estimate: {errors[0]}"
