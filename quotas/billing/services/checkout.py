@@ -17,6 +17,7 @@ from stripe.params.checkout import SessionCreateParams
 
 from accounts.models import Organization, Project, User
 from portal.ids import as_uuid
+from quotas import queue
 from quotas.billing import selectors
 from quotas.billing.exceptions import InvalidCheckout, StripeUnavailable
 from quotas.billing.models import Purchase, RefundShortfall, StripeEvent, SuPack
@@ -277,12 +278,11 @@ def _credit(purchase: Purchase) -> None:
 
 
 def _wake_deferred(payment_intent: str) -> None:
-    from quotas.billing.tasks import process_stripe_event_task
-
-    for event_id in StripeEvent.objects.filter(
-        related_id=payment_intent, status=StripeEvent.Status.DEFERRED
-    ).values_list("stripe_id", flat=True):
-        process_stripe_event_task.delay(event_id)
+    queue.process_stripe_events(
+        StripeEvent.objects.filter(
+            related_id=payment_intent, status=StripeEvent.Status.DEFERRED
+        ).values_list("stripe_id", flat=True)
+    )
 
 
 # --- webhooks: charge.refunded ---------------------------------------------------------

@@ -14,6 +14,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from quotas import queue
 from quotas.billing.exceptions import InvalidWebhook
 from quotas.billing.models import StripeEvent
 from quotas.billing.services.checkout import (
@@ -95,9 +96,7 @@ def _store(body: dict[str, Any]) -> tuple[StripeEvent, bool]:
 
 
 def _enqueue(event_id: str) -> None:
-    from quotas.billing.tasks import process_stripe_event_task
-
-    transaction.on_commit(lambda: process_stripe_event_task.delay(event_id))
+    queue.process_stripe_event_on_commit(event_id)
 
 
 # --- processing ------------------------------------------------------------------------
@@ -184,8 +183,6 @@ def stripe_event_process(*, event_id: str) -> StripeEvent:
 
 def stripe_events_sweep(*, now: datetime | None = None) -> list[str]:
     """Queue again the events that are stuck, failed or deferred (Stripe also redelivers)."""
-    from quotas.billing.tasks import process_stripe_event_task
-
     now = now or timezone.now()
     ids = list(
         StripeEvent.objects.filter(
@@ -198,8 +195,7 @@ def stripe_events_sweep(*, now: datetime | None = None) -> list[str]:
             "stripe_id", flat=True
         )[:1000]
     )
-    for event_id in ids:
-        process_stripe_event_task.delay(event_id)
+    queue.process_stripe_events(ids)
     return ids
 
 
