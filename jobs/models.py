@@ -270,6 +270,9 @@ class Job(models.Model):
     )
     idempotency_key = models.CharField(max_length=200, blank=True)
     forward_attempts = models.PositiveIntegerField(default=0)
+    # Set by job_submit on a job it has just made (never on a replay): its first events, so the
+    # API answers them without a query. Absent on a job read back from the database.
+    submit_events: list[JobEvent]
 
     class Meta:
         ordering = ["-created_at", "-id"]
