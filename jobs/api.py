@@ -160,6 +160,8 @@ class JobDetailSerializer(JobSerializer):
         events = getattr(job, "submit_events", None)
         if events is None:
             events = selectors.job_events(job=job)
+        # drf-stubs types Serializer(many=True) as the serializer itself, whose data is a dict:
+        # it is a ListSerializer, whose data is a list.
         return JobEventSerializer(events, many=True).data  # type: ignore[return-value]
 
 
