@@ -77,9 +77,11 @@ def _job_body(args: argparse.Namespace, client: Client) -> dict[str, Any]:
         "time_limit_minutes": args.time,
         "array": args.array,
     }
-    # What is neither given nor in the script is left out: the server's defaults (the same
-    # as the web form's, jobs/drafts.py) apply.
     values = {**directives, **{k: v for k, v in given.items() if v is not None}}
+    if "time_limit_minutes" not in values:
+        raise CliError(
+            "give a time limit with --time (or '#SBATCH --time' in the script)", EXIT_USAGE
+        )
     project, cluster = project_and_cluster(args)
     body: dict[str, Any] = {
         "project": resolve_project(client, project),

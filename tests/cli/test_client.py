@@ -323,13 +323,12 @@ def test_sbatch_lines_in_the_script_are_defaults_that_flags_override(
     )
 
 
-def test_a_job_without_any_time_limit_gets_the_servers_default_like_the_web_form(
-    logged_in: FakeApi, script: Path
+def test_a_job_without_any_time_limit_is_a_usage_error(
+    logged_in: FakeApi, script: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    logged_in.on("POST", "jobs/", (201, {"id": JOB_ID, "state": "pending"}))
-    assert cli.main(["submit", str(script), "-p", PROJECT_ID, "-c", "sim"]) == 0
-    (request,) = logged_in.seen
-    assert "time_limit_minutes" not in request.body
+    assert cli.main(["submit", str(script), "-p", PROJECT_ID, "-c", "sim"]) == cli.EXIT_USAGE
+    assert "give a time limit with --time" in capsys.readouterr().err
+    assert logged_in.seen == []
 
 
 def test_a_bad_sbatch_line_is_a_usage_error_naming_the_line(
