@@ -35,6 +35,10 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 # signed with SITE_NAME.
 SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
 SITE_NAME = env.str("SITE_NAME", default="GPU Commons")
+# The shared secret nginx sends with its auth_request to /sessions-auth/ (deploy/sessions/):
+# only the proxy learns where a session listens and its app's secret. Empty: no proxy, and
+# sessions answer with a page saying so (`make run`).
+SESSIONS_PROXY_SECRET = env.str("SESSIONS_PROXY_SECRET", default="")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
