@@ -7,10 +7,17 @@ set -euo pipefail
 
 VENV="${GPUC_JUPYTERLAB_VENV:-/opt/gpucommons-sessions/jupyterlab}"
 JUPYTERLAB_VERSION="${GPUC_JUPYTERLAB_VERSION:-4.*}"
-PYTHON="${PYTHON:-python3}"
+# Debian's Python: the venv must run as any cluster user (a pyenv or per-user interpreter,
+# such as root's, would not be readable by them).
+PYTHON=/usr/bin/python3
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
+
+if ! "$PYTHON" -c "import ensurepip, venv" 2>/dev/null; then
+  $SUDO apt-get install -y --no-install-recommends python3-venv \
+    || { $SUDO apt-get update && $SUDO apt-get install -y --no-install-recommends python3-venv; }
+fi
 
 if ! [ -x /usr/sbin/nginx ]; then
   echo "installing nginx"
@@ -24,6 +31,11 @@ if ! [ -x /usr/sbin/nginx ]; then
 fi
 echo "nginx: $(/usr/sbin/nginx -v 2>&1)"
 
+# A venv whose interpreter a cluster user cannot run is rebuilt.
+if [ -x "$VENV/bin/jupyter-lab" ] && [ "$(readlink -f "$VENV/bin/python3")" != "$(readlink -f "$PYTHON")" ]; then
+  echo "rebuilding $VENV on $PYTHON"
+  $SUDO rm -rf "$VENV"
+fi
 if ! [ -x "$VENV/bin/jupyter-lab" ]; then
   echo "installing JupyterLab into $VENV"
   $SUDO mkdir -p "$(dirname "$VENV")"

@@ -8,6 +8,8 @@ from typing import Any
 from django.db import migrations
 
 JUPYTERLAB_COMMAND = (
+    "# A home the job can write to (kernels keep state there), else the job's own directory.\n"
+    '[ -d "$HOME" ] && [ -w "$HOME" ] || export HOME="$GPUC_JOB_DIR"\n'
     'JUPYTER_TOKEN={token} JUPYTER_RUNTIME_DIR="$GPUC_JOB_DIR/.jupyter-runtime" \\\n'
     "exec /opt/gpucommons-sessions/jupyterlab/bin/jupyter-lab --no-browser \\\n"
     "    --ServerApp.ip=0.0.0.0 --ServerApp.port={port} --ServerApp.base_url={base_url} \\\n"
