@@ -10,7 +10,7 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from jobs.models import Job
+from jobs.models import Job, SessionApp
 from quotas.admin import ReadOnlyAdmin
 
 
@@ -46,3 +46,13 @@ class JobAdmin(ReadOnlyAdmin):
     list_select_related = ["project", "cluster"]
     show_full_result_count = False
     exclude = ["script", "env"]
+
+
+@admin.register(SessionApp)
+class SessionAppAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """The interactive apps a facility offers. The command runs on the cluster inside each
+    session's job (see jobs.services.sessions): staff-written, never a member's input."""
+
+    list_display = ("slug", "name", "port", "token_scheme", "enabled")
+    list_filter = ("enabled",)
+    search_fields = ("slug", "name")
