@@ -16,7 +16,7 @@ from rest_framework.views import APIView
 
 from accounts.models import User
 from jobs import selectors
-from jobs.api import render_job, resolve_cluster, resolve_project
+from jobs.api import JobDetailSerializer, render_job, resolve_cluster, resolve_project
 from jobs.exceptions import JobNotFound
 from jobs.models import Job, Session, SessionApp
 from jobs.services.sessions import session_share, session_start
@@ -47,6 +47,22 @@ class SessionAppSerializer(serializers.ModelSerializer):
     class Meta:
         model = SessionApp
         fields = ["slug", "name", "description", "port"]
+
+
+class SessionInfoSerializer(serializers.Serializer):
+    app = serializers.CharField()
+    url = serializers.CharField()
+    shared_with_managers = serializers.BooleanField()
+    ready = serializers.BooleanField(help_text="its app answers through the proxy")
+
+
+class SessionSerializer(JobDetailSerializer):
+    """A session as the API answers it (render_session): its job, plus `session`."""
+
+    session = SessionInfoSerializer(read_only=True)
+
+    class Meta(JobDetailSerializer.Meta):
+        fields = [*JobDetailSerializer.Meta.fields, "session"]
 
 
 def render_session(job: Job, session: Session) -> dict[str, Any]:
@@ -80,7 +96,10 @@ class SessionAppListView(APIView):
 class SessionListView(APIView):
     """GET: the caller's own sessions, newest first. POST: start one."""
 
-    @extend_schema(responses=inline_serializer("SessionList", {"results": serializers.JSONField()}))
+    @extend_schema(
+        operation_id="v1_sessions_list",
+        responses=inline_serializer("SessionList", {"results": SessionSerializer(many=True)}),
+    )
     def get(self, request: Request) -> Response:
         jobs = (
             selectors.job_visible_to(user=_user(request))
@@ -92,7 +111,7 @@ class SessionListView(APIView):
 
     @extend_schema(
         request=SessionStartSerializer,
-        responses={201: serializers.JSONField()},
+        responses={201: SessionSerializer},
         parameters=[OpenApiParameter("Idempotency-Key", str, location=OpenApiParameter.HEADER)],
     )
     def post(self, request: Request) -> Response:
@@ -113,7 +132,7 @@ class SessionListView(APIView):
 
 
 class SessionDetailView(APIView):
-    @extend_schema(responses=serializers.JSONField())
+    @extend_schema(responses=SessionSerializer)
     def get(self, request: Request, job_uuid: uuid_lib.UUID) -> Response:
         job, session = _session_for(_user(request), job_uuid)
         return Response(render_session(job, session))
@@ -128,7 +147,7 @@ class SessionShareView(APIView):
 
     @extend_schema(
         request=SessionShareSerializer,
-        responses=serializers.JSONField(),
+        responses=SessionSerializer,
     )
     def post(self, request: Request, job_uuid: uuid_lib.UUID) -> Response:
         job, session = _session_for(_user(request), job_uuid)

@@ -18,16 +18,19 @@ from http import HTTPStatus
 from typing import cast
 
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.utils.crypto import constant_time_compare
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 
 from accounts.models import User
+from jobs.forms import SessionStartForm
 from jobs.models import Job, Session
-from jobs.services.sessions import session_locate, session_may_open
+from jobs.services.sessions import session_locate, session_may_open, session_start
+from portal.errors import DomainError
 
 SESSION_PATH_RE = re.compile(r"^/sessions/([0-9a-fA-F-]{32,36})(?:/|$)")
 
@@ -90,3 +93,27 @@ def session_page(request: HttpRequest, job_uuid: uuid_lib.UUID, path: str = "") 
     )
     response["Retry-After"] = "5"
     return response
+
+
+@login_required
+def session_list(request: HttpRequest) -> HttpResponse:
+    """The caller's sessions (newest first) and the form to start one."""
+    user = cast(User, request.user)
+    if request.method == "POST":
+        form = SessionStartForm(request.POST, user=user)
+        if form.is_valid():
+            try:
+                job = session_start(user=user, **form.service_kwargs())
+            except DomainError as exc:
+                form.add_error(exc.field if exc.field in form.fields else None, exc.detail)
+            else:
+                messages.success(request, f"{job.name} started: it opens here once its job runs.")
+                return redirect("session-list")
+    else:
+        form = SessionStartForm(user=user)
+    sessions = (
+        Session.objects.filter(job__user=user, job__kind=Job.Kind.SESSION)
+        .select_related("job", "job__project", "job__cluster", "app")
+        .order_by("-job__created_at")[:50]
+    )
+    return render(request, "jobs/sessions.html", {"form": form, "sessions": sessions})

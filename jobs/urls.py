@@ -17,6 +17,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
         access_views.access_reject,
         name="access-reject",
     ),
+    path("interactive/", session_views.session_list, name="session-list"),
     path("sessions-auth/", session_views.session_auth, name="session-auth"),
     path("sessions/<uuid:job_uuid>/", session_views.session_page, name="session-page"),
     path("sessions/<uuid:job_uuid>/<path:path>", session_views.session_page),
