@@ -72,11 +72,12 @@ slurm-down:
 	bash deploy/slurm/down.sh
 
 ## make bench: every benchmark, printing its figures (needs services-up and slurm-up).
-bench: install services-up slurm-up
+bench: install services-up slurm-up sessions-up
 	$(TEST_ENV) $(BIN)/python bench/ledger.py
 	$(TEST_ENV) $(BIN)/python bench/joblist.py
 	$(TEST_ENV) $(BIN)/python bench/sync.py
 	$(TEST_ENV) $(BIN)/python bench/submit.py
+	$(TEST_ENV) $(BIN)/python bench/sessions.py
 
 clean:
 	rm -rf $(VENV) var staticfiles

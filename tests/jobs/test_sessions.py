@@ -295,3 +295,15 @@ def test_a_session_asked_for_too_long_on_the_web_is_refused_with_nothing_held(
     assert "at most" in response.content.decode()
     assert not Job.objects.exists()
     assert not Hold.objects.exists()
+
+
+def test_the_job_page_of_a_session_offers_to_open_it_to_its_owner_only(
+    api_alice, body, client, alice, bob
+):
+    job_uuid = api_alice.post("/api/v1/sessions/", body, format="json").json()["id"]
+    client.force_login(alice)
+    page = client.get(f"/jobs/{job_uuid}/").content.decode()
+    assert f'href="/sessions/{job_uuid}/"' in page
+    assert "Resubmit with changes" not in page
+    client.force_login(bob)
+    assert f'href="/sessions/{job_uuid}/"' not in client.get(f"/jobs/{job_uuid}/").content.decode()
