@@ -12,6 +12,7 @@ from accounts.services import api_token_create
 from jobs.models import ClusterAccount, Job
 from portal import cli
 from quotas.models import Hold
+from tests.jobs.session_apps import jupyterlab_app  # noqa: F401 (autouse)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -12,6 +12,7 @@ from django.test import Client
 from jobs.models import Job, Session, SessionApp
 from jobs.services.sessions import parse_session_file, session_script
 from quotas.models import Allocation, Hold
+from tests.jobs.session_apps import jupyterlab_app  # noqa: F401 (autouse)
 
 SECRET = "proxy-secret-for-tests"
 TOKEN = "ab" * 32

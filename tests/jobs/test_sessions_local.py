@@ -11,6 +11,7 @@ import requests
 from jobs.models import Job, Session, SessionApp
 from jobs.services import cluster_sync, job_cancel, job_forward
 from jobs.services.sessions import session_locate, session_start
+from tests.jobs.session_apps import jupyterlab_app  # noqa: F401 (autouse)
 
 # A stand-in app: answers GET / only with the secret the proxy would add.
 APP = (

@@ -29,6 +29,7 @@ from accounts.models import User
 from jobs.models import Job, Session
 from jobs.services import cluster_sync, job_cancel, job_forward
 from quotas.models import Allocation, Cluster
+from tests.jobs.session_apps import jupyterlab_app  # noqa: F401 (autouse)
 from tests.jobs.slurm.conftest import wait_until
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"

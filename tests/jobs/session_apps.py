@@ -1,0 +1,26 @@
+"""The JupyterLab app row as migration 0011 ships it. A transactional test (live_server) flushes
+every table, data migrations' rows included, so session tests make sure it is there."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+from jobs.models import SessionApp
+
+_shipped = importlib.import_module("jobs.migrations.0011_sessions_jupyterlab")
+
+
+@pytest.fixture(autouse=True)
+def jupyterlab_app(db: None) -> SessionApp:
+    app, _ = SessionApp.objects.get_or_create(
+        slug="jupyterlab",
+        defaults={
+            "name": "JupyterLab",
+            "command": _shipped.JUPYTERLAB_COMMAND,
+            "port": 0,
+            "token_scheme": "token",
+        },
+    )
+    return app
