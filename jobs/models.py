@@ -399,6 +399,10 @@ class SessionApp(models.Model):
     # ("token" for Jupyter); blank: no header (an app that needs none, e.g. code-server with
     # --auth none, which then relies on the job's node being reachable only by the proxy).
     token_scheme = models.CharField(max_length=32, blank=True, default="token")
+    # Where the app tells whether work is under way (Jupyter: "api/kernels", a list whose
+    # items carry execution_state "busy"), below its base URL; blank: only the proxy's
+    # traffic counts as activity.
+    activity_path = models.CharField(max_length=200, blank=True)
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now)
 
@@ -427,6 +431,8 @@ class Session(models.Model):
     port = models.PositiveIntegerField(null=True, blank=True)
     token = models.CharField(max_length=128, blank=True)
     reported_at = models.DateTimeField(null=True, blank=True)
+    # The last request through the proxy (or busy kernel the app reported); None: none yet.
+    last_activity_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"{self.app.slug} session {self.job_id}"

@@ -29,7 +29,12 @@ from django.views.decorators.csrf import csrf_exempt
 from accounts.models import User
 from jobs.forms import SessionStartForm
 from jobs.models import Job, Session
-from jobs.services.sessions import session_locate, session_may_open, session_start
+from jobs.services.sessions import (
+    session_locate,
+    session_may_open,
+    session_start,
+    session_touch,
+)
 from portal.errors import DomainError
 
 SESSION_PATH_RE = re.compile(r"^/sessions/([0-9a-fA-F-]{32,36})(?:/|$)")
@@ -68,6 +73,7 @@ def session_auth(request: HttpRequest) -> HttpResponse:
     session = session_locate(session=session)
     if session.job.state != Job.State.RUNNING or not session.upstream or not session.token:
         return HttpResponse(status=HTTPStatus.FORBIDDEN)
+    session_touch(session=session)
     response = HttpResponse(status=HTTPStatus.OK)
     response["X-Session-Upstream"] = session.upstream
     scheme = session.app.token_scheme

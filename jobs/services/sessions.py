@@ -17,17 +17,24 @@ import logging
 import re
 import shlex
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from http import HTTPStatus
 
+import requests
+from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import Project, ProjectMember, User
 from jobs.backends import get_backend
 from jobs.backends.base import BackendError, BackendUnavailable
-from jobs.exceptions import InvalidJob
-from jobs.models import Job, Session, SessionApp
+from jobs.exceptions import InvalidJob, JobNotFound
+from jobs.models import Job, JobEvent, Session, SessionApp
+from jobs.services.cancel import job_cancel
 from jobs.services.forward import job_ref
 from jobs.services.submit import job_submit
+from portal.errors import DomainError
 from quotas.models import Cluster
 
 logger = logging.getLogger(__name__)
@@ -222,9 +229,82 @@ def session_may_open(*, user: User, session: Session) -> bool:
 def session_share(*, user: User, session: Session, shared: bool) -> Session:
     """The owner shares the session with the project's managers (or stops sharing)."""
     if session.job.user_id != user.pk:
-        from jobs.exceptions import JobNotFound
-
         raise JobNotFound("No such session")
     Session.objects.filter(pk=session.pk).update(shared_with_managers=shared)
     session.shared_with_managers = shared
     return session
+
+
+# --- idle sessions --------------------------------------------------------------------------
+
+ACTIVITY_WRITE_EVERY = timedelta(seconds=30)
+DEFAULT_IDLE_MINUTES = 30
+
+
+def session_touch(*, session: Session) -> None:
+    """Record activity through the proxy (at most one write per ACTIVITY_WRITE_EVERY)."""
+    now = timezone.now()
+    Session.objects.filter(pk=session.pk).filter(
+        Q(last_activity_at__isnull=True) | Q(last_activity_at__lt=now - ACTIVITY_WRITE_EVERY)
+    ).update(last_activity_at=now)
+
+
+def idle_limit(cluster: Cluster) -> timedelta:
+    """SESSIONS_IDLE_MINUTES (default 30), never above the cluster's max_session_idle_minutes."""
+    minutes = int(getattr(settings, "SESSIONS_IDLE_MINUTES", DEFAULT_IDLE_MINUTES))
+    ceiling = cluster.options.get("max_session_idle_minutes") if cluster.options else None
+    if isinstance(ceiling, int) and not isinstance(ceiling, bool) and ceiling > 0:
+        minutes = min(minutes, ceiling)
+    return timedelta(minutes=minutes)
+
+
+def app_reports_busy(*, session: Session) -> bool:
+    """The app says work is under way (Jupyter: a kernel whose execution_state is busy).
+    False when it has no activity_path, is not located or does not answer."""
+    app = session.app
+    if not app.activity_path or not session.upstream or not session.token:
+        return False
+    url = f"http://{session.upstream}/sessions/{session.job.uuid}/{app.activity_path}"
+    headers = {"Authorization": f"{app.token_scheme} {session.token}"} if app.token_scheme else {}
+    try:
+        answer = requests.get(url, headers=headers, timeout=5)
+        items = answer.json() if answer.status_code == HTTPStatus.OK else []
+    except (requests.RequestException, ValueError):
+        return False
+    return isinstance(items, list) and any(
+        isinstance(item, dict) and item.get("execution_state") == "busy" for item in items
+    )
+
+
+def sessions_stop_idle(*, now: datetime | None = None) -> list[Job]:
+    """Stop running sessions idle for longer than their cluster's idle limit (no request
+    through the proxy since then, and no busy kernel where the app reports it): the job is
+    cancelled on the cluster, and the sync charges what it ran and releases the rest of its
+    hold. Returns the jobs asked to stop. Network calls happen outside any transaction."""
+    now = now or timezone.now()
+    stopped: list[Job] = []
+    candidates = Session.objects.select_related(
+        "job", "job__cluster", "job__user", "job__project", "app"
+    ).filter(job__kind=Job.Kind.SESSION, job__state=Job.State.RUNNING)
+    for session in candidates:
+        job = session.job
+        since = session.last_activity_at or job.started_at or job.created_at
+        if now - since <= idle_limit(job.cluster):
+            continue
+        if app_reports_busy(session=session):
+            Session.objects.filter(pk=session.pk).update(last_activity_at=now)
+            continue
+        if job.user is None:  # a session always has its owner; never stop a stray one
+            continue
+        minutes = int((now - since).total_seconds() // 60)
+        JobEvent.objects.create(
+            job=job,
+            from_state=job.state,
+            to_state=job.state,
+            message=f"Idle for {minutes} minutes: stopping the session",
+        )
+        try:
+            stopped.append(job_cancel(user=job.user, job=job))
+        except DomainError:
+            logger.exception("Could not stop idle session %s", job.uuid)
+    return stopped

@@ -143,6 +143,8 @@ def test_the_proxy_learns_upstream_and_secret_for_the_owner_only(
 
     answer = _auth(owner, job_uuid)
     assert answer.status_code == HTTPStatus.OK
+    # Each request let through counts as the session's activity (for the idle stop).
+    assert Session.objects.get(job__uuid=job_uuid).last_activity_at is not None
     assert answer["X-Session-Upstream"] == "10.0.0.5:31337"
     assert answer["X-Session-Authorization"] == f"token {TOKEN}"
     assert _auth(member, job_uuid).status_code == HTTPStatus.FORBIDDEN
