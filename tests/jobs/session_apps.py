@@ -1,5 +1,6 @@
-"""The JupyterLab app row as migration 0011 ships it. A transactional test (live_server) flushes
-every table, data migrations' rows included, so session tests make sure it is there."""
+"""The JupyterLab app row as migrations 0011 and 0012 ship it. A transactional test
+(live_server) flushes every table, data migrations' rows included, so session tests make sure
+it is there."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ def jupyterlab_app(db: None) -> SessionApp:
             "command": _shipped.JUPYTERLAB_COMMAND,
             "port": 0,
             "token_scheme": "token",
+            "activity_path": "api/kernels",
         },
     )
     return app

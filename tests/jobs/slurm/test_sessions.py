@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -23,11 +24,13 @@ import pytest
 import requests
 import websocket
 from django.test import Client
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from accounts.models import User
 from jobs.models import Job, Session
 from jobs.services import cluster_sync, job_cancel, job_forward
+from jobs.services.sessions import app_reports_busy, sessions_stop_idle
 from quotas.models import Allocation, Cluster
 from tests.jobs.session_apps import jupyterlab_app  # noqa: F401 (autouse)
 from tests.jobs.slurm.conftest import wait_until
@@ -268,3 +271,126 @@ def test_a_jupyterlab_session_on_slurm_opens_only_for_its_owner_through_the_prox
     )
     assert gone.status_code == HTTPStatus.GONE
     assert "This session has ended" in gone.text
+
+
+def _start_running_session(
+    api: APIClient, tenant: Any, cluster: Cluster, proxy: Proxy, owner: requests.Session
+) -> Job:
+    started = api.post(
+        "/api/v1/sessions/",
+        {
+            "app": "jupyterlab",
+            "project": str(tenant.project.uuid),
+            "cluster": cluster.name,
+            "cpus": 1,
+            "memory_mb": 1024,
+            "time_limit_minutes": 10,
+        },
+        format="json",
+    )
+    assert started.status_code == HTTPStatus.CREATED, started.json()
+    job = Job.objects.get(uuid=started.json()["id"])
+    job_forward(job_id=job.pk)
+    url = f"{proxy.url}/sessions/{job.uuid}/api/status"
+
+    def answers() -> bool:
+        cluster_sync(cluster=cluster)
+        job.refresh_from_db()
+        assert not job.is_final, (job.state, job.state_reason)
+        return owner.get(url, allow_redirects=False, timeout=10).status_code == HTTPStatus.OK
+
+    wait_until(answers, timeout=150, what="the session to answer through the proxy")
+    return job
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_idle_jupyterlab_session_is_stopped_and_refunded_but_not_while_a_kernel_works(
+    proxy: Proxy,
+    slurm_cluster: Cluster,
+    slurm_allocation: Allocation,
+    tenant: Any,
+    alice: User,
+) -> None:
+    api = APIClient()
+    api.force_authenticate(alice)
+    owner = _browser(alice)
+    job = _start_running_session(api, tenant, slurm_cluster, proxy, owner)
+    try:
+        kernel = owner.post(
+            f"{proxy.url}/sessions/{job.uuid}/api/kernels", json={"name": "python3"}, timeout=60
+        ).json()
+        ws = websocket.create_connection(
+            f"ws://127.0.0.1:{proxy.url.rsplit(':', 1)[1]}/sessions/{job.uuid}/api/kernels/"
+            f"{kernel['id']}/channels",
+            cookie=f"sessionid={owner.cookies['sessionid']}",
+            timeout=60,
+        )
+        try:
+            assert _execute(ws, "6*7") == "42"
+            # A long computation: no request through the proxy, but the kernel is busy.
+            ws.send(
+                json.dumps(
+                    {
+                        "header": {
+                            "msg_id": uuid.uuid4().hex,
+                            "username": "test",
+                            "session": uuid.uuid4().hex,
+                            "msg_type": "execute_request",
+                            "version": "5.3",
+                        },
+                        "parent_header": {},
+                        "metadata": {},
+                        "content": {"code": "import time; time.sleep(25)", "silent": False},
+                        "channel": "shell",
+                        "buffers": [],
+                    }
+                )
+            )
+            wait_until(
+                lambda: app_reports_busy(
+                    session=Session.objects.select_related("job", "app").get(job=job)
+                ),
+                timeout=15,
+                what="JupyterLab to report the kernel busy",
+            )
+            long_ago = timezone.now() - timedelta(hours=1)
+            Session.objects.filter(job=job).update(last_activity_at=long_ago)
+            assert sessions_stop_idle() == []
+            job.refresh_from_db()
+            assert job.state == Job.State.RUNNING
+        finally:
+            ws.close()
+        # The computation over and nothing through the proxy for the idle limit: stopped.
+        wait_until(
+            lambda: (
+                owner.get(f"{proxy.url}/sessions/{job.uuid}/api/kernels", timeout=10).json()[0][
+                    "execution_state"
+                ]
+                == "idle"
+            ),
+            timeout=60,
+            what="the kernel to finish",
+        )
+        Session.objects.filter(job=job).update(last_activity_at=timezone.now() - timedelta(hours=1))
+        assert [j.pk for j in sessions_stop_idle()] == [job.pk]
+
+        def ended() -> bool:
+            cluster_sync(cluster=slurm_cluster)
+            job.refresh_from_db()
+            return job.finalized_at is not None
+
+        wait_until(ended, timeout=90, what="the idle session's job to end and be charged")
+    finally:
+        job.refresh_from_db()
+        if not job.is_final:
+            job_cancel(user=alice, job=job)
+    assert job.state == Job.State.CANCELLED
+    ran = (job.ended_at - job.started_at).total_seconds()
+    # Charged what it ran (1 SU per CPU-second), within the sync's granularity; the rest of
+    # the 600 SU hold is released.
+    assert job.charged_cost is not None
+    assert abs(float(job.charged_cost) - ran) <= 10, (job.charged_cost, ran)
+    assert job.charged_cost < job.estimated_cost
+    slurm_allocation.refresh_from_db()
+    assert slurm_allocation.held == 0
+    assert "Idle for 60 minutes" in " ".join(job.events.values_list("message", flat=True))
