@@ -31,6 +31,7 @@ from jobs.backends import get_backend
 from jobs.backends.base import BackendError, BackendUnavailable
 from jobs.exceptions import InvalidJob, JobNotFound
 from jobs.models import Job, JobEvent, Session, SessionApp
+from jobs.notifications import notify_session_stopped_idle
 from jobs.services.cancel import job_cancel
 from jobs.services.forward import job_ref
 from jobs.services.submit import job_submit
@@ -307,4 +308,6 @@ def sessions_stop_idle(*, now: datetime | None = None) -> list[Job]:
             stopped.append(job_cancel(user=job.user, job=job))
         except DomainError:
             logger.exception("Could not stop idle session %s", job.uuid)
+        else:
+            notify_session_stopped_idle(job, idle_minutes=minutes)
     return stopped

@@ -39,7 +39,7 @@ def running_session(alice, tenant, sim_cluster, allocation, accounts) -> Session
 
 
 def test_a_session_idle_past_the_limit_is_stopped_charged_and_the_rest_released(
-    running_session, sim, sim_cluster
+    running_session, sim, sim_cluster, mailoutbox, django_capture_on_commit_callbacks
 ):
     job = running_session.job
     sim.advance(40 * 60)
@@ -47,7 +47,8 @@ def test_a_session_idle_past_the_limit_is_stopped_charged_and_the_rest_released(
         last_activity_at=timezone.now() - timedelta(minutes=31)
     )
 
-    stopped = sessions_stop_idle()
+    with django_capture_on_commit_callbacks(execute=True):
+        stopped = sessions_stop_idle()
 
     assert [j.pk for j in stopped] == [job.pk]
     cluster_sync(cluster=sim_cluster)
@@ -57,13 +58,18 @@ def test_a_session_idle_past_the_limit_is_stopped_charged_and_the_rest_released(
     assert 0 < job.charged_cost < job.estimated_cost
     assert job.hold.state != Hold.State.OPEN
     assert "Idle for 31 minutes" in " ".join(job.events.values_list("message", flat=True))
+    [mail] = mailoutbox
+    assert mail.to == ["alice@uni.example"]
+    assert "JupyterLab session was stopped after 31 idle minutes" in mail.subject
+    assert f"/jobs/{job.uuid}/" in mail.body
 
 
-def test_an_active_session_is_not_stopped(running_session):
+def test_an_active_session_is_not_stopped(running_session, mailoutbox):
     Session.objects.filter(pk=running_session.pk).update(
         last_activity_at=timezone.now() - timedelta(minutes=5)
     )
     assert sessions_stop_idle() == []
+    assert not mailoutbox
     running_session.job.refresh_from_db()
     assert running_session.job.state == Job.State.RUNNING
 
