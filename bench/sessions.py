@@ -78,7 +78,8 @@ def start_nginx(portal_url: str) -> tuple[subprocess.Popen[bytes], str, Path]:
             return proc, url, prefix
         except OSError:
             time.sleep(0.1)
-    raise SystemExit("nginx did not start")
+    proc.terminate()
+    raise SystemExit(f"nginx did not start (see {prefix}/error.log)")
 
 
 def start_session(api: requests.Session, portal: str, cluster_name: str) -> Job:
