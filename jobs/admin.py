@@ -10,7 +10,7 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from jobs.models import Job
+from jobs.models import Job, SessionApp
 from jobs.storage.models import ProjectStorage
 from quotas.admin import ReadOnlyAdmin
 
@@ -58,3 +58,13 @@ class ProjectStorageAdmin(admin.ModelAdmin[ProjectStorage]):
     list_display = ("project", "quota_bytes", "updated_at")
     search_fields = ("project__name", "project__slug")
     raw_id_fields = ("project",)
+
+
+@admin.register(SessionApp)
+class SessionAppAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """The interactive apps a facility offers. The command runs on the cluster inside each
+    session's job (see jobs.services.sessions): staff-written, never a member's input."""
+
+    list_display = ("slug", "name", "port", "token_scheme", "enabled")
+    list_filter = ("enabled",)
+    search_fields = ("slug", "name")

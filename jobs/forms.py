@@ -10,6 +10,7 @@ from django.db.models import QuerySet
 
 from accounts.models import Project, User
 from jobs.drafts import DEFAULT, JobDraft
+from jobs.models import SessionApp
 from jobs.selectors import clusters_for_user, projects_for_user
 from quotas.models import Cluster
 
@@ -104,3 +105,43 @@ class JobSubmitForm(forms.Form):
         for optional in ("gpu_type", "partition", "array"):
             data[optional] = data.get(optional) or ""
         return JobDraft.from_data(data)
+
+
+class SessionStartForm(forms.Form):
+    """Start an interactive session: jobs.services.sessions.session_start checks the values."""
+
+    app: forms.ModelChoiceField[SessionApp] = forms.ModelChoiceField(
+        queryset=None, to_field_name="slug"
+    )
+    project: forms.ModelChoiceField[Project] = forms.ModelChoiceField(
+        queryset=None, to_field_name="uuid"
+    )
+    cluster: forms.ModelChoiceField[Cluster] = forms.ModelChoiceField(
+        queryset=None, to_field_name="name"
+    )
+    gpus = forms.IntegerField(initial=0)
+    gpu_type = forms.CharField(required=False, max_length=64)
+    cpus = forms.IntegerField(initial=1)
+    memory_mb = forms.IntegerField(initial=4096, label="Memory (MB)")
+    time_limit_minutes = forms.IntegerField(initial=120, label="Time limit (minutes)")
+    partition = forms.CharField(required=False, max_length=64)
+    shared_with_managers = forms.BooleanField(
+        required=False, label="Let the project's PI and managers open it too"
+    )
+
+    def __init__(self, *args: Any, user: User, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        projects = projects_for_user(user=user)
+        clusters = clusters_for_user(user=user)
+        cast(
+            "forms.ModelChoiceField[SessionApp]", self.fields["app"]
+        ).queryset = SessionApp.objects.filter(enabled=True)
+        cast("forms.ModelChoiceField[Project]", self.fields["project"]).queryset = projects
+        cast("forms.ModelChoiceField[Cluster]", self.fields["cluster"]).queryset = clusters
+
+    def service_kwargs(self) -> dict[str, Any]:
+        data = dict(self.cleaned_data)
+        data["app"] = data["app"].slug
+        for optional in ("gpu_type", "partition"):
+            data[optional] = data.get(optional) or ""
+        return data

@@ -14,6 +14,7 @@ from jobs import queue, services
 from jobs.backends.base import BackendUnavailable
 from jobs.models import ClusterAccessRequest
 from jobs.provisioning import ProvisionUnavailable
+from jobs.services.sessions import sessions_stop_idle
 from quotas.models import Cluster
 
 logger = logging.getLogger(__name__)
@@ -91,6 +92,12 @@ def sync_cluster_task(cluster_id: int) -> dict[str, object] | None:
         return vars(result)
     finally:
         cache.delete(lock)
+
+
+@shared_task
+def sessions_stop_idle_task() -> int:
+    """Beat, every minute: stop idle sessions (jobs.services.sessions.sessions_stop_idle)."""
+    return len(sessions_stop_idle())
 
 
 @shared_task
