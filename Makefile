@@ -9,7 +9,7 @@ TEST_ENV := DATABASE_URL=$${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:543
 	CELERY_BROKER_URL=$${TEST_BROKER_URL:-redis://127.0.0.1:6379/14} \
 	CACHE_URL=$${TEST_CACHE_URL:-redis://127.0.0.1:6379/15}
 
-.PHONY: install run test lint fmt typecheck services-up slurm-up slurm-down ldap-up browser-up bench clean
+.PHONY: install run test lint fmt typecheck services-up slurm-up slurm-down ldap-up browser-up sessions-up bench clean
 
 $(BIN)/activate: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +35,7 @@ run: install
 		$(BIN)/python manage.py runserver 127.0.0.1:$(PORT)
 
 ## make test: install, start PostgreSQL/Redis/Slurm/OpenLDAP if needed, lint, and run the whole suite.
-test: install services-up slurm-up ldap-up browser-up lint
+test: install services-up slurm-up ldap-up browser-up sessions-up lint
 	$(TEST_ENV) $(BIN)/pytest $(PYTEST_ARGS)
 
 lint: install
@@ -61,6 +61,10 @@ slurm-up:
 browser-up:
 	bash deploy/browser-up.sh
 
+## make sessions-up: Debian's nginx (the session proxy) and JupyterLab for the dev cluster's node.
+sessions-up:
+	bash deploy/sessions/up.sh
+
 ldap-up:
 	bash deploy/ldap/up.sh
 
@@ -68,11 +72,12 @@ slurm-down:
 	bash deploy/slurm/down.sh
 
 ## make bench: every benchmark, printing its figures (needs services-up and slurm-up).
-bench: install services-up slurm-up
+bench: install services-up slurm-up sessions-up
 	$(TEST_ENV) $(BIN)/python bench/ledger.py
 	$(TEST_ENV) $(BIN)/python bench/joblist.py
 	$(TEST_ENV) $(BIN)/python bench/sync.py
 	$(TEST_ENV) $(BIN)/python bench/submit.py
+	$(TEST_ENV) $(BIN)/python bench/sessions.py
 
 clean:
 	rm -rf $(VENV) var staticfiles

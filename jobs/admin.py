@@ -10,7 +10,7 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from jobs.models import Job
+from jobs.models import Job, SessionApp
 from jobs.storage.models import ProjectStorage
 from quotas.admin import ReadOnlyAdmin
 
@@ -19,7 +19,9 @@ class UncoveredFilter(admin.SimpleListFilter):
     title = "uncovered cost"
     parameter_name = "uncovered"
 
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+    def lookups(
+        self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]
+    ) -> list[tuple[str, str]]:
         return [("yes", "Part of the cost not covered")]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Job]) -> QuerySet[Job]:
@@ -29,7 +31,7 @@ class UncoveredFilter(admin.SimpleListFilter):
 
 
 @admin.register(Job)
-class JobAdmin(ReadOnlyAdmin):
+class JobAdmin(ReadOnlyAdmin[Job]):
     list_display = [
         "uuid",
         "name",
@@ -50,9 +52,19 @@ class JobAdmin(ReadOnlyAdmin):
 
 
 @admin.register(ProjectStorage)
-class ProjectStorageAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class ProjectStorageAdmin(admin.ModelAdmin[ProjectStorage]):
     """Staff set a project's storage quota (bytes per cluster folder) here."""
 
     list_display = ("project", "quota_bytes", "updated_at")
     search_fields = ("project__name", "project__slug")
     raw_id_fields = ("project",)
+
+
+@admin.register(SessionApp)
+class SessionAppAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """The interactive apps a facility offers. The command runs on the cluster inside each
+    session's job (see jobs.services.sessions): staff-written, never a member's input."""
+
+    list_display = ("slug", "name", "port", "token_scheme", "enabled")
+    list_filter = ("enabled",)
+    search_fields = ("slug", "name")

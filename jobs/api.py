@@ -29,7 +29,7 @@ from portal.users import acting_user as _user
 from quotas.models import Cluster
 
 
-class _DraftFields(serializers.Serializer):
+class _DraftFields(serializers.Serializer[Any]):
     """The fields of a job's draft (types only; jobs.validation checks the rest). A field left
     out takes JobDraft's default, the same as the web form's and the CLI's."""
 
@@ -47,7 +47,7 @@ class _DraftFields(serializers.Serializer):
     env = serializers.JSONField(required=False)
 
 
-class _Target(serializers.Serializer):
+class _Target(serializers.Serializer[Any]):
     """Where a job goes: one of the caller's projects (uuid or slug) and a cluster."""
 
     project = serializers.CharField(max_length=200)
@@ -65,7 +65,7 @@ class JobRequestSerializer(StrictFieldsMixin, _Target, _DraftFields):
         return JobDraft.from_data(self.validated_data)
 
 
-class JobEventSerializer(serializers.ModelSerializer):
+class JobEventSerializer(serializers.ModelSerializer[JobEvent]):
     actor = serializers.CharField(source="actor.username", default=None)
 
     class Meta:
@@ -73,7 +73,7 @@ class JobEventSerializer(serializers.ModelSerializer):
         fields = ["created_at", "from_state", "to_state", "message", "actor"]
 
 
-class JobSerializer(serializers.ModelSerializer):
+class JobSerializer(serializers.ModelSerializer[Job]):
     id = serializers.UUIDField(source="uuid")
     project = serializers.UUIDField(source="project.uuid")
     project_name = serializers.CharField(source="project.name")
@@ -160,6 +160,8 @@ class JobDetailSerializer(JobSerializer):
         events = getattr(job, "submit_events", None)
         if events is None:
             events = selectors.job_events(job=job)
+        # drf-stubs types Serializer(many=True) as the serializer itself, whose data is a dict:
+        # it is a ListSerializer, whose data is a list.
         return JobEventSerializer(events, many=True).data  # type: ignore[return-value]
 
 
@@ -179,14 +181,14 @@ def render_job(job: Job) -> dict[str, Any]:
     )
 
 
-class CostLineSerializer(serializers.Serializer):
+class CostLineSerializer(serializers.Serializer[Any]):
     resource = serializers.CharField()
     quantity = serializers.DecimalField(max_digits=24, decimal_places=4)
     rate = serializers.DecimalField(max_digits=20, decimal_places=6)
     cost = serializers.DecimalField(max_digits=24, decimal_places=4)
 
 
-class JobEstimateSerializer(serializers.Serializer):
+class JobEstimateSerializer(serializers.Serializer[Any]):
     """The answer of POST jobs/estimate/: what submit would hold, line by line."""
 
     estimated_cost = serializers.DecimalField(max_digits=24, decimal_places=4)
@@ -205,13 +207,13 @@ LogChunkSerializer = inline_serializer(
 )
 
 
-class ResultFileSerializer(serializers.Serializer):
+class ResultFileSerializer(serializers.Serializer[Any]):
     path = serializers.CharField(help_text="relative to the job's output directory")
     size = serializers.IntegerField(help_text="bytes")
     modified = serializers.DateTimeField(allow_null=True)
 
 
-class ResultListSerializer(serializers.Serializer):
+class ResultListSerializer(serializers.Serializer[Any]):
     results = ResultFileSerializer(many=True)
 
 
@@ -361,13 +363,13 @@ class JobBatchRequestSerializer(StrictFieldsMixin, _Target):
     jobs = BatchJobSerializer(many=True)
 
 
-class BatchJobResultSerializer(serializers.Serializer):
+class BatchJobResultSerializer(serializers.Serializer[Any]):
     id = serializers.UUIDField(source="uuid")
     state = serializers.CharField()
     estimated_cost = serializers.DecimalField(max_digits=24, decimal_places=4)
 
 
-class JobBatchResultSerializer(serializers.Serializer):
+class JobBatchResultSerializer(serializers.Serializer[Any]):
     jobs = BatchJobResultSerializer(many=True)
     estimated_cost = serializers.DecimalField(
         max_digits=24, decimal_places=4, help_text="the batch's total"
@@ -503,7 +505,7 @@ class JobResultDownloadView(APIView):
         )
 
 
-class JobTemplateSerializer(StrictFieldsMixin, serializers.ModelSerializer):
+class JobTemplateSerializer(StrictFieldsMixin, serializers.ModelSerializer[JobTemplate]):
     id = serializers.UUIDField(source="uuid", read_only=True)
     project = serializers.CharField(required=False, allow_null=True, allow_blank=True)
     cluster = serializers.CharField(required=False, allow_null=True, allow_blank=True)

@@ -6,10 +6,13 @@ from __future__ import annotations
 from typing import Any, cast
 
 from django import forms
+from django.db.models import QuerySet
 
-from accounts.models import User
+from accounts.models import Project, User
 from jobs.drafts import DEFAULT, JobDraft
+from jobs.models import SessionApp
 from jobs.selectors import clusters_for_user, projects_for_user
+from quotas.models import Cluster
 
 
 def parse_env(text: str) -> dict[str, str]:
@@ -27,10 +30,10 @@ def parse_env(text: str) -> dict[str, str]:
 
 
 class JobSubmitForm(forms.Form):
-    project: forms.ModelChoiceField[Any] = forms.ModelChoiceField(
+    project: forms.ModelChoiceField[Project] = forms.ModelChoiceField(
         queryset=None, to_field_name="uuid"
     )
-    cluster: forms.ModelChoiceField[Any] = forms.ModelChoiceField(
+    cluster: forms.ModelChoiceField[Cluster] = forms.ModelChoiceField(
         queryset=None, to_field_name="name"
     )
     name = forms.CharField(max_length=128, initial="job")
@@ -59,8 +62,8 @@ class JobSubmitForm(forms.Form):
         super().__init__(*args, **kwargs)
         projects = projects_for_user(user=user)
         clusters = clusters_for_user(user=user)
-        cast(forms.ModelChoiceField, self.fields["project"]).queryset = projects
-        cast(forms.ModelChoiceField, self.fields["cluster"]).queryset = clusters
+        cast("forms.ModelChoiceField[Project]", self.fields["project"]).queryset = projects
+        cast("forms.ModelChoiceField[Cluster]", self.fields["cluster"]).queryset = clusters
         if not self.is_bound:
             # Preselect the first choices so the live estimate has something to price.
             if "project" not in self.initial and (project := projects.first()):
@@ -68,6 +71,18 @@ class JobSubmitForm(forms.Form):
             if "cluster" not in self.initial and (cluster := clusters.first()):
                 self.initial["cluster"] = cluster.name
         self.gpu_types = sorted({t for c in clusters for t in c.gpu_types})
+
+    @property
+    def project_queryset(self) -> QuerySet[Project]:
+        """The projects the form offers (the user's, set above)."""
+        queryset = cast("forms.ModelChoiceField[Project]", self.fields["project"]).queryset
+        return queryset if queryset is not None else Project.objects.none()
+
+    @property
+    def cluster_queryset(self) -> QuerySet[Cluster]:
+        """The clusters the form offers (those open to the user, set above)."""
+        queryset = cast("forms.ModelChoiceField[Cluster]", self.fields["cluster"]).queryset
+        return queryset if queryset is not None else Cluster.objects.none()
         self.fields["gpu_type"].widget.attrs.update(
             {"list": "gpu-types", "placeholder": "cluster default"}
         )
@@ -90,3 +105,43 @@ class JobSubmitForm(forms.Form):
         for optional in ("gpu_type", "partition", "array"):
             data[optional] = data.get(optional) or ""
         return JobDraft.from_data(data)
+
+
+class SessionStartForm(forms.Form):
+    """Start an interactive session: jobs.services.sessions.session_start checks the values."""
+
+    app: forms.ModelChoiceField[SessionApp] = forms.ModelChoiceField(
+        queryset=None, to_field_name="slug"
+    )
+    project: forms.ModelChoiceField[Project] = forms.ModelChoiceField(
+        queryset=None, to_field_name="uuid"
+    )
+    cluster: forms.ModelChoiceField[Cluster] = forms.ModelChoiceField(
+        queryset=None, to_field_name="name"
+    )
+    gpus = forms.IntegerField(initial=0)
+    gpu_type = forms.CharField(required=False, max_length=64)
+    cpus = forms.IntegerField(initial=1)
+    memory_mb = forms.IntegerField(initial=4096, label="Memory (MB)")
+    time_limit_minutes = forms.IntegerField(initial=120, label="Time limit (minutes)")
+    partition = forms.CharField(required=False, max_length=64)
+    shared_with_managers = forms.BooleanField(
+        required=False, label="Let the project's PI and managers open it too"
+    )
+
+    def __init__(self, *args: Any, user: User, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        projects = projects_for_user(user=user)
+        clusters = clusters_for_user(user=user)
+        cast(
+            "forms.ModelChoiceField[SessionApp]", self.fields["app"]
+        ).queryset = SessionApp.objects.filter(enabled=True)
+        cast("forms.ModelChoiceField[Project]", self.fields["project"]).queryset = projects
+        cast("forms.ModelChoiceField[Cluster]", self.fields["cluster"]).queryset = clusters
+
+    def service_kwargs(self) -> dict[str, Any]:
+        data = dict(self.cleaned_data)
+        data["app"] = data["app"].slug
+        for optional in ("gpu_type", "partition"):
+            data[optional] = data.get(optional) or ""
+        return data

@@ -195,6 +195,11 @@ class Job(models.Model):
         NODE_FAIL = "node_fail", "Node failure"
         REJECTED = "rejected", "Rejected"
 
+    class Kind(models.TextChoices):
+        BATCH = "batch", "Batch job"
+        # An interactive app (JupyterLab, ...) reached through the portal's proxy: see Session.
+        SESSION = "session", "Interactive session"
+
     class Origin(models.TextChoices):
         PORTAL = "portal", "Portal"
         # Found in the scheduler's accounting under a project's account without a portal
@@ -244,6 +249,7 @@ class Job(models.Model):
     array_size = models.PositiveIntegerField(default=1)
     env = models.JSONField(default=dict, blank=True)
     origin = models.CharField(max_length=8, choices=Origin.choices, default=Origin.PORTAL)
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.BATCH)
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
     state_reason = models.CharField(max_length=500, blank=True)
     backend_id = models.CharField(max_length=128, blank=True)
@@ -270,6 +276,9 @@ class Job(models.Model):
     )
     idempotency_key = models.CharField(max_length=200, blank=True)
     forward_attempts = models.PositiveIntegerField(default=0)
+    # Set by job_submit on a job it has just made (never on a replay): its first events, so the
+    # API answers them without a query. Absent on a job read back from the database.
+    submit_events: list[JobEvent]
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -373,6 +382,68 @@ class JobTemplate(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class SessionApp(models.Model):
+    """An interactive app a facility offers (JupyterLab ships; RStudio, code-server are rows a
+    facility adds). `command` is a bash fragment run on the cluster inside the session's job,
+    with placeholders filled by the portal: {port} and {token} become the shell variables
+    $GPUC_SESSION_PORT and $GPUC_SESSION_TOKEN (set by the session wrapper on the node),
+    {base_url} the quoted path /sessions/<uuid>/ the app must serve under. Only staff write it;
+    no member input ever reaches it."""
+
+    slug = models.SlugField(max_length=32, unique=True)
+    name = models.CharField(max_length=100)
+    description = models.CharField(max_length=500, blank=True)
+    command = models.TextField()
+    # The port convention: 0 = the wrapper picks a free port on the node; else the app always
+    # listens on this port.
+    port = models.PositiveIntegerField(default=0)
+    # How the proxy hands the app its secret upstream: "Authorization: <scheme> <secret>"
+    # ("token" for Jupyter); blank: no header (an app that needs none, e.g. code-server with
+    # --auth none, which then relies on the job's node being reachable only by the proxy).
+    token_scheme = models.CharField(max_length=32, blank=True, default="token")
+    # Where the app tells whether work is under way (Jupyter: "api/kernels", a list whose
+    # items carry execution_state "busy"), below its base URL; blank: only the proxy's
+    # traffic counts as activity.
+    activity_path = models.CharField(max_length=200, blank=True)
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(condition=Q(port__lte=65535), name="session_app_valid_port"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Session(models.Model):
+    """The interactive part of a job of kind `session`: which app, where it listens and its
+    secret, as the job reported them on the cluster (host, port, token). The token is the
+    app's own password: only the proxy's auth answer carries it, never a page or the API."""
+
+    job = models.OneToOneField(
+        Job, on_delete=models.CASCADE, primary_key=True, related_name="session"
+    )
+    app = models.ForeignKey(SessionApp, on_delete=models.PROTECT, related_name="sessions")
+    # Project managers may open it too (the owner's choice).
+    shared_with_managers = models.BooleanField(default=False)
+    host = models.CharField(max_length=255, blank=True)
+    port = models.PositiveIntegerField(null=True, blank=True)
+    token = models.CharField(max_length=128, blank=True)
+    reported_at = models.DateTimeField(null=True, blank=True)
+    # The last request through the proxy (or busy kernel the app reported); None: none yet.
+    last_activity_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.app.slug} session {self.job_id}"
+
+    @property
+    def upstream(self) -> str:
+        return f"{self.host}:{self.port}" if self.host and self.port else ""
 
 
 from jobs.storage.models import ProjectStorage  # noqa: E402,F401  (registers the model)

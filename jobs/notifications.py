@@ -16,7 +16,7 @@ from portal import mail
 from quotas.policy import FACILITY_ADMINS_GROUP
 
 if TYPE_CHECKING:
-    from jobs.models import ClusterAccessRequest
+    from jobs.models import ClusterAccessRequest, Job
 
 logger = logging.getLogger(__name__)
 
@@ -68,3 +68,35 @@ def notify_staff(request: ClusterAccessRequest) -> None:
     emails = admins.filter(groups__name=FACILITY_ADMINS_GROUP).values_list("email", flat=True)
     staff = admins.filter(is_staff=True).values_list("email", flat=True)
     _send_on_commit("access_staff_pending", request, [*emails, *staff])
+
+
+def notify_session_stopped_idle(job: Job, *, idle_minutes: int) -> None:
+    """Tell a session's owner it was stopped for being idle (after commit)."""
+    if job.user is None or not job.user.email:
+        return
+    context = {
+        "job": job,
+        "user": job.user,
+        "idle_minutes": idle_minutes,
+        "job_url": _url_args("job-detail", job_uuid=job.uuid),
+        **mail.context(),
+    }
+    subject = render_to_string("jobs/email/session_idle_subject.txt", context).strip()
+    message = EmailMessage(
+        subject=mail.subject(subject),
+        body=render_to_string("jobs/email/session_idle_message.txt", context),
+        from_email=settings.DEFAULT_FROM_EMAIL,
+        to=[job.user.email],
+    )
+
+    def send() -> None:
+        try:
+            get_connection().send_messages([message])
+        except Exception:  # the stop has happened: a mail outage must not undo it
+            logger.exception("Could not send the idle-stop email for session %s", job.uuid)
+
+    transaction.on_commit(send)
+
+
+def _url_args(name: str, **kwargs: object) -> str:
+    return mail.url_for(name, **kwargs)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 from celery import Task, shared_task
 from celery.signals import worker_ready
@@ -15,6 +14,7 @@ from jobs import queue, services
 from jobs.backends.base import BackendUnavailable
 from jobs.models import ClusterAccessRequest
 from jobs.provisioning import ProvisionUnavailable
+from jobs.services.sessions import sessions_stop_idle
 from quotas.models import Cluster
 
 logger = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ FORWARD_COALESCE_SECONDS = 0.05
 
 
 @shared_task(bind=True, acks_late=True, max_retries=FORWARD_QUICK_RETRIES)
-def forward_job_task(self: Task, job_id: int) -> None:
+def forward_job_task(self: Task[[int], None], job_id: int) -> None:
     """Hand one pending job to its cluster (idempotent: claim + uuid lookup)."""
     try:
         services.job_forward(job_id=job_id)
@@ -95,6 +95,12 @@ def sync_cluster_task(cluster_id: int) -> dict[str, object] | None:
 
 
 @shared_task
+def sessions_stop_idle_task() -> int:
+    """Beat, every minute: stop idle sessions (jobs.services.sessions.sessions_stop_idle)."""
+    return len(sessions_stop_idle())
+
+
+@shared_task
 def sync_all_clusters_task() -> int:
     """Beat: one sync task per enabled cluster."""
     ids = list(Cluster.objects.filter(enabled=True).values_list("pk", flat=True))
@@ -112,7 +118,7 @@ def sync_all_clusters_task() -> int:
     retry_jitter=True,
     max_retries=200,
 )
-def cluster_access_provision_task(self: Any, request_id: int) -> str:
+def cluster_access_provision_task(self: Task[[int], str], request_id: int) -> str:
     """Provision one approved access request (idempotent: claim + the request's mark)."""
     request = services.access_request_provision(request_id=request_id)
     if request.state == ClusterAccessRequest.State.PROVISIONING:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import URLPattern, URLResolver, path
 
-from jobs import access_api, access_views, api, staff_views, views
+from jobs import access_api, access_views, api, session_api, session_views, staff_views, views
 from jobs.storage import api as storage_api
 from jobs.storage import views as storage_views
 
@@ -25,6 +25,10 @@ urlpatterns: list[URLPattern | URLResolver] = [
         access_views.access_reject,
         name="access-reject",
     ),
+    path("interactive/", session_views.session_list, name="session-list"),
+    path("sessions-auth/", session_views.session_auth, name="session-auth"),
+    path("sessions/<uuid:job_uuid>/", session_views.session_page, name="session-page"),
+    path("sessions/<uuid:job_uuid>/<path:path>", session_views.session_page),
     path("jobs/", views.job_list, name="job-list"),
     path("jobs/new/", views.job_submit_view, name="job-submit"),
     path("jobs/estimate/", views.job_estimate_partial, name="job-estimate"),
@@ -106,6 +110,14 @@ api_urlpatterns: list[URLPattern | URLResolver] = [
         "jobs/<uuid:job_uuid>/results/<path:path>",
         api.JobResultDownloadView.as_view(),
         name="api-job-result-download",
+    ),
+    path("sessions/", session_api.SessionListView.as_view(), name="api-session-list"),
+    path("sessions/apps/", session_api.SessionAppListView.as_view(), name="api-session-apps"),
+    path("sessions/<uuid:job_uuid>/", session_api.SessionDetailView.as_view(), name="api-session"),
+    path(
+        "sessions/<uuid:job_uuid>/share/",
+        session_api.SessionShareView.as_view(),
+        name="api-session-share",
     ),
     path("job-templates/", api.JobTemplateListView.as_view(), name="api-job-templates"),
     path(

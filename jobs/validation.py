@@ -345,7 +345,7 @@ def _gpu_type(name: str, value: Any, checking: _Checking) -> str:
     return value or (known[0] if known else "")
 
 
-def _array(name: str, value: Any, checking: _Checking) -> str:
+def _array(name: str, value: object, checking: _Checking) -> str:
     """Also sets array_size (1 without an array)."""
     if not isinstance(value, str):
         raise InvalidJob("array must be a specification like '0-99%10'", field=name)

@@ -12,13 +12,14 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.models import User
 from jobs import selectors, services
+from jobs.backends.base import ResultFile
 from jobs.exceptions import JobNotFound, NoClusterAccount
 from jobs.forms import JobSubmitForm
 from jobs.models import Job
@@ -182,13 +183,13 @@ def job_submit_view(request: HttpRequest) -> HttpResponse:
             "templates": selectors.job_templates_for_user(user=_user(request)),
             "access_needed": access_needed,
             "balances": balances,
-            "cluster_limits": [_limits(c) for c in form.fields["cluster"].queryset],  # type: ignore[attr-defined]
+            "cluster_limits": [_limits(c) for c in form.cluster_queryset],
             "can_pay": any(b["available"] > 0 for b in balances),
         },
     )
 
 
-def _funded(user: User) -> Any:
+def _funded(user: User) -> QuerySet[Allocation]:
     """The user's active allocations with SU left, soonest-ending first (the hold policy)."""
     return (
         allocations_for_user(user)
@@ -281,9 +282,9 @@ def job_estimate_partial(request: HttpRequest) -> HttpResponse:
 def _why_no_estimate(form: JobSubmitForm) -> str:
     """The first problem with the form, in words a person can act on."""
     field, errors = next(iter(form.errors.items()))
-    if field == "project" and not form.fields["project"].queryset.exists():  # type: ignore[attr-defined]
+    if field == "project" and not form.project_queryset.exists():
         return "Cannot estimate: you have no project yet. Create one (or be added to one) first."
-    if field == "cluster" and not form.fields["cluster"].queryset.exists():  # type: ignore[attr-defined]
+    if field == "cluster" and not form.cluster_queryset.exists():
         return "Cannot estimate: no cluster is open to your organizations yet."
     if field == "__all__":
         return f"Cannot estimate: {errors[0]}"
@@ -292,7 +293,7 @@ def _why_no_estimate(form: JobSubmitForm) -> str:
 
 
 def _status_context(request: HttpRequest, job: Job) -> dict[str, Any]:
-    results: list[Any] = []
+    results: list[ResultFile] = []
     results_error = ""
     if job.backend_id:
         try:

@@ -40,6 +40,14 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 # signed with SITE_NAME.
 SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
 SITE_NAME = env.str("SITE_NAME", default="GPU Commons")
+# The shared secret nginx sends with its auth_request to /sessions-auth/ (deploy/sessions/):
+# only the proxy learns where a session listens and its app's secret. Empty: no proxy, and
+# sessions answer with a page saying so (`make run`).
+SESSIONS_PROXY_SECRET = env.str("SESSIONS_PROXY_SECRET", default="")
+# A running session with no request through the proxy (and no busy kernel) this long is
+# stopped, charged for what it ran and the rest of its hold released; a cluster's option
+# max_session_idle_minutes caps it.
+SESSIONS_IDLE_MINUTES = env.int("SESSIONS_IDLE_MINUTES", default=30)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -388,6 +396,10 @@ CELERY_BEAT_SCHEDULE = {
     "jobs-accounts-sync-all-clusters": {
         "task": "jobs.tasks.accounts_sync_all_task",
         "schedule": timedelta(seconds=env.int("JOBS_ACCOUNTS_SYNC_INTERVAL_SECONDS", default=5)),
+    },
+    "jobs-sessions-stop-idle": {
+        "task": "jobs.tasks.sessions_stop_idle_task",
+        "schedule": timedelta(seconds=60),
     },
     "jobs-forward-pending": {
         "task": "jobs.tasks.forward_pending_task",

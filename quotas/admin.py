@@ -7,9 +7,10 @@ tables."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TypeVar
 
 from django.contrib import admin
+from django.db.models import Model
 from django.http import HttpRequest
 from simple_history.admin import SimpleHistoryAdmin
 
@@ -23,25 +24,27 @@ from quotas.models import (
     Rate,
 )
 
+_ModelT = TypeVar("_ModelT", bound=Model)
+
 
 class ReadOnly:
     """For admins and inlines of what only the services may write."""
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
 
-class ReadOnlyAdmin(ReadOnly, admin.ModelAdmin):  # type: ignore[type-arg]
+class ReadOnlyAdmin(ReadOnly, admin.ModelAdmin[_ModelT]):
     pass
 
 
-class RateInline(ReadOnly, admin.TabularInline):  # type: ignore[type-arg]
+class RateInline(ReadOnly, admin.TabularInline[Rate, Cluster]):
     model = Rate
     extra = 0
     fields = ["resource", "gpu_type", "su_per_unit", "effective_from"]
@@ -50,7 +53,7 @@ class RateInline(ReadOnly, admin.TabularInline):  # type: ignore[type-arg]
 
 
 @admin.register(Cluster)
-class ClusterAdmin(SimpleHistoryAdmin):  # type: ignore[type-arg]
+class ClusterAdmin(SimpleHistoryAdmin[Cluster]):
     list_display = ["name", "display_name", "kind", "enabled", "created_at"]
     list_filter = ["kind", "enabled"]
     search_fields = ["name", "display_name"]
@@ -58,14 +61,14 @@ class ClusterAdmin(SimpleHistoryAdmin):  # type: ignore[type-arg]
 
 
 @admin.register(Rate)
-class RateAdmin(ReadOnlyAdmin, SimpleHistoryAdmin):  # type: ignore[misc]
+class RateAdmin(ReadOnlyAdmin[Rate], SimpleHistoryAdmin[Rate]):
     list_display = ["cluster", "resource", "gpu_type", "su_per_unit", "effective_from"]
     list_filter = ["cluster", "resource"]
     date_hierarchy = "effective_from"
 
 
 @admin.register(Allocation)
-class AllocationAdmin(SimpleHistoryAdmin):  # type: ignore[type-arg]
+class AllocationAdmin(SimpleHistoryAdmin[Allocation]):
     list_display = [
         "uuid",
         "project",
@@ -92,18 +95,20 @@ class AllocationAdmin(SimpleHistoryAdmin):  # type: ignore[type-arg]
     ]
 
 
-class AllocationRequestEventInline(admin.TabularInline):  # type: ignore[type-arg]
+class AllocationRequestEventInline(admin.TabularInline[AllocationRequestEvent, AllocationRequest]):
     model = AllocationRequestEvent
     extra = 0
     can_delete = False
     readonly_fields = ["actor", "from_state", "to_state", "comment", "changes", "created_at"]
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_add_permission(
+        self, request: HttpRequest, obj: AllocationRequest | None = None
+    ) -> bool:
         return False
 
 
 @admin.register(AllocationRequest)
-class AllocationRequestAdmin(SimpleHistoryAdmin):  # type: ignore[type-arg]
+class AllocationRequestAdmin(SimpleHistoryAdmin[AllocationRequest]):
     list_display = ["title", "project", "kind", "amount", "state", "requested_by", "created_at"]
     list_filter = ["state", "kind"]
     search_fields = ["uuid", "title", "project__name", "funder", "award_number"]
@@ -113,13 +118,13 @@ class AllocationRequestAdmin(SimpleHistoryAdmin):  # type: ignore[type-arg]
 
 
 @admin.register(AllocationRequestEvent)
-class AllocationRequestEventAdmin(ReadOnlyAdmin):
+class AllocationRequestEventAdmin(ReadOnlyAdmin[AllocationRequestEvent]):
     list_display = ["request", "from_state", "to_state", "actor", "created_at"]
     list_filter = ["to_state"]
 
 
 @admin.register(Hold)
-class HoldAdmin(ReadOnlyAdmin):
+class HoldAdmin(ReadOnlyAdmin[Hold]):
     list_display = ["key", "allocation", "cluster", "amount", "charged", "released", "state"]
     list_filter = ["state", "cluster"]
     search_fields = ["key", "job_uuid"]
@@ -127,7 +132,7 @@ class HoldAdmin(ReadOnlyAdmin):
 
 
 @admin.register(LedgerEntry)
-class LedgerEntryAdmin(ReadOnlyAdmin):
+class LedgerEntryAdmin(ReadOnlyAdmin[LedgerEntry]):
     list_display = ["created_at", "kind", "amount", "allocation", "cluster", "actor", "memo"]
     list_filter = ["kind", "cluster"]
     search_fields = ["idempotency_key", "memo", "job_uuid"]

@@ -83,9 +83,12 @@ class ClusterSerializer(serializers.ModelSerializer[Cluster]):
     def get_options(self, cluster: Cluster) -> dict[str, Any]:
         return selectors.public_options(cluster)
 
-    def _rows(self, cluster: Cluster, *, current: bool) -> Any:
+    def _rows(self, cluster: Cluster, *, current: bool) -> list[dict[str, Any]]:
         rows = self.context["rates"].get(cluster.pk, [])
-        return RateSerializer([r for r in rows if r.current is current], many=True).data
+        serializer = RateSerializer([r for r in rows if r.current is current], many=True)
+        # drf-stubs types Serializer(many=True) as the serializer itself, whose data is a dict:
+        # it is a ListSerializer, whose data is a list.
+        return serializer.data  # type: ignore[return-value]
 
     @extend_schema_field(RateSerializer(many=True))
     def get_rates(self, cluster: Cluster) -> list[dict[str, Any]]:
@@ -103,7 +106,7 @@ class ClusterListView(APIView):
 
     @extend_schema(responses=ClusterSerializer(many=True))
     def get(self, request: Request) -> Response:
-        clusters = selectors.clusters_for_user(request.user)
+        clusters = selectors.clusters_for_user(acting_user(request))
         rates = selectors.rate_schedule(clusters)
         data = ClusterSerializer(clusters, many=True, context={"rates": rates}).data
         return self.pagination_class().get_paginated_response(data)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.db.models import QuerySet
@@ -18,8 +18,8 @@ DATE = forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d")
 MIN_SU = Decimal("0.0001")
 
 
-class ClusterChoiceField(forms.ModelMultipleChoiceField):
-    def label_from_instance(self, obj: Cluster) -> str:  # type: ignore[override]
+class ClusterChoiceField(forms.ModelMultipleChoiceField[Cluster]):
+    def label_from_instance(self, obj: Cluster) -> str:
         return f"{obj} ({obj.get_kind_display()})"
 
 
@@ -70,11 +70,11 @@ class AllocationRequestForm(forms.Form):
             for name in ("project", "kind", "extends"):
                 del self.fields[name]
         else:
-            self.fields["project"].queryset = projects  # type: ignore[attr-defined]
-            self.fields["extends"].queryset = (  # type: ignore[attr-defined]
+            cast("forms.ModelChoiceField[Project]", self.fields["project"]).queryset = projects
+            cast("forms.ModelChoiceField[Allocation]", self.fields["extends"]).queryset = (
                 allocations if allocations is not None else Allocation.objects.none()
             )
-        self.fields["clusters"].queryset = Cluster.objects.filter(  # type: ignore[attr-defined]
+        cast(ClusterChoiceField, self.fields["clusters"]).queryset = Cluster.objects.filter(
             pk__in=[c.pk for c in clusters]
         )
 

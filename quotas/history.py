@@ -9,6 +9,8 @@ from django.db.models import Model
 
 def history_rows(obj: Model, *, exclude: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """The object's simple-history records, newest first, each with what changed and who."""
+    # `history` is the manager django-simple-history's HistoricalRecords adds to the model
+    # class at runtime: no stub can name it on a Model.
     records = list(obj.history.select_related("history_user").order_by("-history_date", "-pk"))  # type: ignore[attr-defined]
     rows = []
     for i, record in enumerate(records):

@@ -32,7 +32,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 from simple_history.models import HistoricalRecords
 
-from accounts.models import Project
+from accounts.models import Project, User
 from quotas import documents
 
 SU: dict[str, Any] = {"max_digits": 18, "decimal_places": 4}
@@ -71,6 +71,8 @@ class Cluster(models.Model):
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now)
     history = HistoricalRecords()
+    # The author django-simple-history records for the next save (services set it).
+    _history_user: User
 
     class Meta:
         ordering = ["name"]
@@ -109,6 +111,8 @@ class Rate(models.Model):
     effective_from = models.DateTimeField(default=timezone.now)
     created_at = models.DateTimeField(default=timezone.now)
     history = HistoricalRecords()
+    # The author django-simple-history records for the next save (services set it).
+    _history_user: User
 
     class Meta:
         ordering = ["cluster", "resource", "gpu_type", "-effective_from"]
@@ -159,6 +163,8 @@ class Allocation(models.Model):
     # Notifications already sent ("80", "100", "expiry-30", "expiry-7"): each goes once.
     notified = models.JSONField(default=list, blank=True)
     history = HistoricalRecords(excluded_fields=["credited", "held", "charged"])
+    # The author django-simple-history records for the next save (services set it).
+    _history_user: User
 
     class Meta:
         ordering = ["ends_at", "id"]
@@ -239,6 +245,8 @@ class AllocationRequest(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
     history = HistoricalRecords()
+    # The author django-simple-history records for the next save (services set it).
+    _history_user: User
 
     class Meta:
         ordering = ["-created_at"]

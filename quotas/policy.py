@@ -7,29 +7,30 @@ Plain functions over users and rows (no queries served to a page: see selectors 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TypeGuard
 
 from django.db.models import Q
 
-from accounts.models import Membership, Project, ProjectMember
+from accounts.models import Membership, Project, ProjectMember, User
+from accounts.selectors import AnyUser
 from quotas.models import Cluster
 
 REVIEWERS_GROUP = "allocation reviewers"
 FACILITY_ADMINS_GROUP = "facility admins"
 
 
-def _authenticated(user: Any) -> bool:
+def _authenticated(user: AnyUser | None) -> TypeGuard[User]:
     return bool(user is not None and user.is_authenticated and user.is_active)
 
 
-def is_reviewer(user: Any) -> bool:
+def is_reviewer(user: AnyUser | None) -> TypeGuard[User]:
     """Members of the "allocation reviewers" group (and superusers) review grant requests."""
     if not _authenticated(user):
         return False
     return bool(user.is_superuser or user.groups.filter(name=REVIEWERS_GROUP).exists())
 
 
-def is_facility_admin(user: Any) -> bool:
+def is_facility_admin(user: AnyUser | None) -> TypeGuard[User]:
     """Staff or members of the "facility admins" group manage quotas (credit, extend, suspend)."""
     if not _authenticated(user):
         return False
@@ -45,7 +46,7 @@ def is_facility_admin(user: Any) -> bool:
 # is written here once, in its two directions (projects of a user, users of a project).
 
 
-def conflicted_projects(user: Any) -> Q:
+def conflicted_projects(user: User) -> Q:
     """A Q over Project: the projects whose requests `user` may not review."""
     return Q(
         organization_id__in=Membership.objects.filter(user=user).values("organization_id")
@@ -59,7 +60,7 @@ def conflicted_users(project: Project) -> Q:
     ) | Q(pk__in=ProjectMember.objects.filter(project=project).values("user_id"))
 
 
-def has_conflict_of_interest(user: Any, project: Project) -> bool:
+def has_conflict_of_interest(user: AnyUser | None, project: Project) -> bool:
     """Whether `user` may not review the requests of `project` (see conflicted_projects)."""
     if not _authenticated(user):
         return False

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from accounts.models import Membership, Organization, Project, ProjectMember, User
 from accounts.roles import ORG_VIEWER_ROLES
-from accounts.selectors import projects_managed_by
+from accounts.selectors import AnyUser, projects_managed_by
 from portal.errors import NotFound
 from portal.ids import get_by_uuid
 from quotas.models import ZERO, Allocation, AllocationRequest, Cluster, LedgerEntry, Rate
@@ -30,7 +30,7 @@ from quotas.policy import conflicted_projects, is_facility_admin, is_reviewer
 PUBLIC_OPTION_KEYS = frozenset({"gpu_types", "partitions", "default_partition", "gpus", "nodes"})
 
 
-def visible_projects(user: Any) -> QuerySet[Project]:
+def visible_projects(user: AnyUser) -> QuerySet[Project]:
     """Projects whose allocations the user may see (members; org owners, admins, billing)."""
     if not user.is_authenticated:
         return Project.objects.none()
@@ -44,7 +44,7 @@ def visible_projects(user: Any) -> QuerySet[Project]:
     )
 
 
-def suspended_allocations_for_member(user: Any) -> QuerySet[Allocation]:
+def suspended_allocations_for_member(user: AnyUser) -> QuerySet[Allocation]:
     """Suspended allocations of the projects the user sees as a member (staff included: only
     their own, not every tenant's), with the reason given, most recently changed first."""
     return (
@@ -56,7 +56,7 @@ def suspended_allocations_for_member(user: Any) -> QuerySet[Allocation]:
     )
 
 
-def manageable_projects(user: Any) -> QuerySet[Project]:
+def manageable_projects(user: AnyUser) -> QuerySet[Project]:
     """Projects the user may request SU for: PI/manager, or owner/admin of the organization."""
     return (
         projects_managed_by(user)
@@ -65,7 +65,7 @@ def manageable_projects(user: Any) -> QuerySet[Project]:
     )
 
 
-def project_for_user(user: Any, project_uuid: Any) -> Project:
+def project_for_user(user: AnyUser, project_uuid: Any) -> Project:
     return get_by_uuid(
         visible_projects(user).select_related("organization"),
         project_uuid,
@@ -85,7 +85,7 @@ def public_options(cluster: Cluster) -> dict[str, Any]:
     }
 
 
-def clusters_for_user(user: Any) -> list[Cluster]:
+def clusters_for_user(user: User) -> list[Cluster]:
     """Enabled clusters open to at least one of the user's organizations (all, for staff)."""
     clusters = list(Cluster.objects.filter(enabled=True).order_by("name"))
     if is_facility_admin(user):
@@ -134,7 +134,7 @@ def cluster_for_staff(cluster_uuid: Any) -> Cluster:
 # --- allocations and the ledger -------------------------------------------------------------
 
 
-def allocations_for_user(user: Any) -> QuerySet[Allocation]:
+def allocations_for_user(user: AnyUser) -> QuerySet[Allocation]:
     qs = Allocation.objects.select_related("project__organization").prefetch_related("clusters")
     if is_facility_admin(user):
         return qs
@@ -171,7 +171,7 @@ def project_allocation_cluster_names(*, project_id: int) -> QuerySet[Any, Any]:
     )
 
 
-def allocation_for_user(user: Any, allocation_uuid: Any) -> Allocation:
+def allocation_for_user(user: AnyUser, allocation_uuid: Any) -> Allocation:
     return get_by_uuid(
         allocations_for_user(user), allocation_uuid, NotFound("Allocation not found")
     )
@@ -224,7 +224,7 @@ def burn_rates(allocation_ids: list[int], *, now: datetime | None = None) -> dic
 # --- grant requests -------------------------------------------------------------------------
 
 
-def allocation_requests_for_user(user: Any) -> QuerySet[AllocationRequest]:
+def allocation_requests_for_user(user: AnyUser) -> QuerySet[AllocationRequest]:
     """The requests of the user's projects; plus every submitted-or-later one for reviewers."""
     qs = AllocationRequest.objects.select_related(
         "project__organization", "requested_by", "allocation", "extends"
@@ -237,20 +237,20 @@ def allocation_requests_for_user(user: Any) -> QuerySet[AllocationRequest]:
     return qs.filter(mine)
 
 
-def allocation_request_for_user(user: Any, request_uuid: Any) -> AllocationRequest:
+def allocation_request_for_user(user: AnyUser, request_uuid: Any) -> AllocationRequest:
     return get_by_uuid(
         allocation_requests_for_user(user), request_uuid, NotFound("Allocation request not found")
     )
 
 
-def my_allocation_requests(user: Any) -> QuerySet[AllocationRequest]:
+def my_allocation_requests(user: AnyUser) -> QuerySet[AllocationRequest]:
     """Requests of the projects the user belongs to (not the reviewers' view of everyone's)."""
     if not user.is_authenticated:
         return AllocationRequest.objects.none()
     return allocation_requests_for_user(user).filter(project__in=visible_projects(user))
 
 
-def review_queue(user: Any, *, state: str | None = None) -> QuerySet[AllocationRequest]:
+def review_queue(user: AnyUser, *, state: str | None = None) -> QuerySet[AllocationRequest]:
     """For reviewers: submitted requests, oldest first (or every non-draft one in `state`);
     never those of the reviewer's own organizations or projects (conflicts of interest)."""
     if not is_reviewer(user):

@@ -8,14 +8,15 @@ exist for them). Every write goes through the same services as the API and tasks
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from functools import wraps
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.forms import BaseForm
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.template.defaultfilters import filesizeformat
@@ -60,17 +61,22 @@ def facility_admin_required(view: View) -> View:
     return wrapped
 
 
-def _allocation_rows(allocations: Any) -> list[dict[str, Any]]:
-    allocations = list(allocations)
-    burn = selectors.burn_rates([a.pk for a in allocations])
+# What the manage pages look up by uuid.
+_Found = TypeVar("_Found", Organization, Project, Allocation)
+
+
+def _allocation_rows(allocations: Iterable[Allocation]) -> list[dict[str, Any]]:
+    rows = list(allocations)
+    burn = selectors.burn_rates([a.pk for a in rows])
     return [
         {"allocation": a, "burn": burn[a.pk], "days_left": burn[a.pk].days_left(a.available)}
-        for a in allocations
+        for a in rows
     ]
 
 
-def _get(model: type[Any], uuid: str) -> Any:
-    obj = model.objects.filter(uuid=as_uuid(uuid)).first()
+def _get(model: type[_Found], uuid: str) -> _Found:
+    key = as_uuid(uuid)
+    obj = model.objects.filter(uuid=key).first() if key else None
     if obj is None:
         raise Http404("Not found")
     return obj
@@ -283,7 +289,7 @@ def manage_allocation_resume(request: HttpRequest, uuid: str) -> HttpResponse:
     return redirect("quotas:manage_allocation", uuid=allocation.uuid)
 
 
-def _flash_errors(request: HttpRequest, form: Any) -> None:
+def _flash_errors(request: HttpRequest, form: BaseForm) -> None:
     for field, errors in form.errors.items():
         messages.error(request, f"{field}: {' '.join(str(e) for e in errors)}")
 

@@ -39,7 +39,7 @@ from quotas.services import trials
 
 @login_required
 def cluster_list(request: HttpRequest) -> HttpResponse:
-    clusters = selectors.clusters_for_user(request.user)
+    clusters = selectors.clusters_for_user(acting_user(request))
     schedule = selectors.rate_schedule(clusters)
     rows = [
         {
@@ -156,7 +156,7 @@ def allocation_request_list(request: HttpRequest) -> HttpResponse:
 def _request_form(
     request: HttpRequest, *, instance: AllocationRequest | None = None
 ) -> AllocationRequestForm:
-    clusters = selectors.clusters_for_user(request.user)
+    clusters = selectors.clusters_for_user(acting_user(request))
     if instance is not None:
         clusters = list({*clusters, *instance.clusters.all()})
         initial = {

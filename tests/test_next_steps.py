@@ -21,6 +21,7 @@ pytestmark = pytest.mark.django_db
 NAV_PAGES = [
     "/",
     "/jobs/",
+    "/interactive/",
     "/jobs/new/",
     "/access/",
     "/allocations/",

@@ -22,8 +22,8 @@ def get_backend(cluster: Cluster) -> ComputeBackend:
 
 @functools.cache
 def _load(path: str, name: str, options_json: str) -> ComputeBackend:
-    backend_class = import_string(path)
-    return backend_class(name=name, options=json.loads(options_json))  # type: ignore[no-any-return]
+    backend_class: type[ComputeBackend] = import_string(path)
+    return backend_class(name=name, options=json.loads(options_json))
 
 
 @receiver(setting_changed)

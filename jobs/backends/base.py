@@ -221,6 +221,11 @@ class ComputeBackend(abc.ABC):
 
         Raises FileNotFoundError for a missing file, BackendError for a refused path."""
 
+    def read_session_file(self, ref: JobRef) -> bytes:
+        """The session.json an interactive session's wrapper wrote in the job's directory
+        (where its app listens, and its secret); FileNotFoundError until it is written."""
+        raise BackendError(f"{type(self).__name__} does not run interactive sessions")
+
     @abc.abstractmethod
     def usage(self, refs: Sequence[JobRef]) -> dict[str, UsageRecord]:
         """Accounting records of finished jobs, keyed by backend id (one call for all)."""

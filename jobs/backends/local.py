@@ -85,6 +85,10 @@ def _ts(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, tz=UTC)
 
 
+SESSION_FILE = "session.json"
+SESSION_FILE_MAX = 4096
+
+
 class LocalBackend(ComputeBackend):
     """Subprocesses in per-job directories (development and demos)."""
 
@@ -366,3 +370,9 @@ class LocalBackend(ComputeBackend):
 
     def open_result(self, ref: JobRef, path: str) -> BinaryIO:
         return files.open_file(self.root, self._output(ref, *files.result_parts(path)))
+
+    def read_session_file(self, ref: JobRef) -> bytes:
+        """<uuid>/session.json (not under output/, so never listed as a result)."""
+        parts = [self.job_dir(ref.backend_id).name, SESSION_FILE]
+        with files.open_file(self.root, parts) as handle:
+            return handle.read(SESSION_FILE_MAX)

@@ -89,8 +89,8 @@ def get_provisioner(cluster: Cluster) -> Provisioner | None:
 
 @functools.cache
 def _load(path: str, cluster: str, options_json: str) -> Provisioner:
-    provisioner_class = import_string(path)
-    return provisioner_class(cluster=cluster, options=json.loads(options_json))  # type: ignore[no-any-return]
+    provisioner_class: type[Provisioner] = import_string(path)
+    return provisioner_class(cluster=cluster, options=json.loads(options_json))
 
 
 @receiver(setting_changed)

@@ -34,7 +34,8 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import DecimalField, ExpressionWrapper, F, Q, Sum
+from django.db.models import DecimalField, ExpressionWrapper, F, Model, Q, QuerySet, Sum
+from django.db.models.expressions import Combinable
 from django.utils import timezone
 
 from accounts.models import Project
@@ -86,9 +87,9 @@ class AccountsTick:
     deferred: int = 0  # left for the next ticks (new_accounts_per_tick, pushes_per_tick)
 
 
-def _sum(query: object, key: str, value: object) -> dict[int, Decimal]:
+def _sum(query: QuerySet[Model], key: str, value: str | Combinable) -> dict[int, Decimal]:
     out: dict[int, Decimal] = {}
-    for row in query.values(key).annotate(total=Sum(value)).values_list(key, "total"):  # type: ignore[attr-defined]
+    for row in query.values(key).annotate(total=Sum(value)).values_list(key, "total"):
         out[row[0]] = row[1] or ZERO
     return out
 

@@ -170,7 +170,7 @@ def job_submit(
         job=job, from_state="", to_state=Job.State.PENDING, message=message
     )
     # The 201 answer is built from these, without re-reading the job's events.
-    job.submit_events = [event]  # type: ignore[attr-defined]
+    job.submit_events = [event]
     cluster_id = cluster.pk
     transaction.on_commit(lambda: queue.forward_cluster(cluster_id))
     return job
@@ -262,7 +262,7 @@ def job_submit_many(
         for job in new_jobs
     )
     for job, event in zip(new_jobs, events, strict=True):
-        job.submit_events = [event]  # type: ignore[attr-defined]
+        job.submit_events = [event]
     _hold_batch(new_jobs, user=user, project=project, cluster=cluster)
     cluster_id = cluster.pk
     # A batch is already many jobs in one commit: its task need not wait for more to join.

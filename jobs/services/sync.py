@@ -24,6 +24,7 @@ from jobs.backends.base import (
     UNKNOWN,
     BackendError,
     BackendUnavailable,
+    ComputeBackend,
     JobRef,
     JobStatus,
     UsageRecord,
@@ -137,7 +138,7 @@ def cluster_sync(*, cluster: Cluster) -> SyncResult:
     return result
 
 
-def _sync_direct(cluster: Cluster, backend: Any, result: SyncResult) -> None:
+def _sync_direct(cluster: Cluster, backend: ComputeBackend, result: SyncResult) -> None:
     """Record and charge the work submitted outside the portal (one more backend call, only
     when the cluster has project accounts); an outage of it never fails the sync."""
     try:
@@ -389,7 +390,7 @@ def _charge_message(usage: Usage, actual: Decimal, hold: SettledHold | None) -> 
 
 def _finalize_finished(
     cluster: Cluster,
-    backend: Any,
+    backend: ComputeBackend,
     result: SyncResult,
     *,
     ending: Sequence[tuple[int, str, JobStatus]] = (),

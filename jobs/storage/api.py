@@ -84,7 +84,7 @@ class UploadRequestSerializer(serializers.Serializer[Any]):
 
 
 def _entry(entry: fs.Entry) -> dict[str, Any]:
-    return EntrySerializer(entry).data  # type: ignore[return-value]
+    return EntrySerializer(entry).data
 
 
 def _folder(request: Request, uuid: str, cluster: str | None) -> services.Folder:

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from portal.cli import account, commands, files
+from portal.cli import account, commands, files, sessions
 from portal.cli.client import (
     EXIT_ERROR,
     EXIT_OK,
@@ -252,6 +252,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--project", "-p", help="project uuid, slug or org/slug")
     p.add_argument("--cluster", "-c", help="cluster name (optional with storage on one)")
 
+    p = sub.add_parser(
+        "session",
+        help="interactive sessions: start one (JupyterLab, ...), list yours, list the apps",
+        usage="gpuc session start APP -t MINUTES [-p PROJECT] [-c CLUSTER] [--gpus N] ...\n"
+        "       gpuc session ls\n       gpuc session apps",
+    )
+    p.add_argument("action", choices=("start", "ls", "apps"))
+    p.add_argument("app", nargs="?", metavar="APP", help="app slug, e.g. jupyterlab")
+    p.add_argument("--project", "-p", help="project uuid, slug or org/slug")
+    p.add_argument("--cluster", "-c", help="cluster name")
+    p.add_argument("--time", "-t", type=_argtype(parse_time), help="time limit: 90, 2h, 1:30:00")
+    p.add_argument("--gpus", "-G", type=_positive_int(0))
+    p.add_argument("--gpu-type")
+    p.add_argument("--cpus", type=_positive_int(1))
+    p.add_argument("--mem", dest="memory_mb", type=_argtype(parse_memory), help="8G, 8000M")
+    p.add_argument("--partition")
+    p.add_argument("--share", action="store_true", help="let the project's managers open it")
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("balance", help="allocations: credited, held, charged, available SU")
     p.add_argument("--project", "-p", help="project uuid, slug or org/slug")
     p.add_argument("--json", action="store_true")
@@ -272,6 +291,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Client], int]] = {
     "access": commands.cmd_access,
     "ls-files": files.cmd_ls_files,
     "cp": files.cmd_cp,
+    "session": sessions.cmd_session,
 }
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TypeVar
 
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 
 from quotas.billing.models import (
@@ -21,22 +21,24 @@ from quotas.billing.models import (
 from quotas.billing.services.events import stripe_events_requeue
 from quotas.billing.services.metering import meter_reports_retry
 
+_ModelT = TypeVar("_ModelT", bound=Model)
 
-class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+
+class ReadOnlyAdmin(admin.ModelAdmin[_ModelT]):
     """Rows written by services and webhooks only: viewable, never edited by hand."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: _ModelT | None = None) -> bool:
         return False
 
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: _ModelT | None = None) -> bool:
         return False
 
 
 @admin.register(SuPack)
-class SuPackAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class SuPackAdmin(admin.ModelAdmin[SuPack]):
     list_display = ["name", "slug", "su_amount", "price_display", "stripe_price_id", "active"]
     list_filter = ["active"]
     search_fields = ["name", "slug", "stripe_price_id"]
@@ -45,13 +47,13 @@ class SuPackAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
 
 @admin.register(BillingAccount)
-class BillingAccountAdmin(ReadOnlyAdmin):
+class BillingAccountAdmin(ReadOnlyAdmin[BillingAccount]):
     list_display = ["organization", "stripe_customer_id", "email", "suspended_at"]
     search_fields = ["organization__name", "stripe_customer_id"]
 
 
 @admin.register(Purchase)
-class PurchaseAdmin(ReadOnlyAdmin):
+class PurchaseAdmin(ReadOnlyAdmin[Purchase]):
     list_display = [
         "uuid",
         "organization",
@@ -68,12 +70,12 @@ class PurchaseAdmin(ReadOnlyAdmin):
 
 
 @admin.register(RefundShortfall)
-class RefundShortfallAdmin(ReadOnlyAdmin):
+class RefundShortfallAdmin(ReadOnlyAdmin[RefundShortfall]):
     list_display = ["organization", "purchase", "su_amount", "amount", "currency", "settled_at"]
 
 
 @admin.register(StripeEvent)
-class StripeEventAdmin(ReadOnlyAdmin):
+class StripeEventAdmin(ReadOnlyAdmin[StripeEvent]):
     list_display = ["stripe_id", "type", "status", "attempts", "stripe_created", "received_at"]
     list_filter = ["status", "type"]
     search_fields = ["stripe_id", "object_id", "related_id"]
@@ -86,12 +88,12 @@ class StripeEventAdmin(ReadOnlyAdmin):
 
 
 @admin.register(PostpaidPlan)
-class PostpaidPlanAdmin(ReadOnlyAdmin):
+class PostpaidPlanAdmin(ReadOnlyAdmin[PostpaidPlan]):
     list_display = ["organization", "project", "credit_limit", "active", "created_at"]
 
 
 @admin.register(MeterReport)
-class MeterReportAdmin(ReadOnlyAdmin):
+class MeterReportAdmin(ReadOnlyAdmin[MeterReport]):
     list_display = [
         "stripe_customer_id",
         "hour",
@@ -113,7 +115,7 @@ class MeterReportAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Invoice)
-class InvoiceAdmin(ReadOnlyAdmin):
+class InvoiceAdmin(ReadOnlyAdmin[Invoice]):
     list_display = [
         "number",
         "organization",

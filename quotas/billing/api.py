@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, serializers
 from rest_framework.request import Request
@@ -146,7 +147,7 @@ class PackListView(generics.ListAPIView[SuPack]):
     serializer_class = PackSerializer
     pagination_class = None
 
-    def get_queryset(self) -> Any:
+    def get_queryset(self) -> QuerySet[SuPack]:
         return selectors.active_packs()
 
 
@@ -198,6 +199,6 @@ class InvoiceListView(generics.ListAPIView[Invoice]):
     serializer_class = InvoiceSerializer
     pagination_class = InvoicePagination
 
-    def get_queryset(self) -> Any:
+    def get_queryset(self) -> QuerySet[Invoice]:
         org = selectors.billing_organization_get_for_user(self.request.user, self.kwargs["uuid"])
         return selectors.invoices_for_organization(org)

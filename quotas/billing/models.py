@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.db import models
@@ -201,7 +202,7 @@ class StripeEvent(models.Model):
         return f"{self.type} {self.stripe_id} ({self.status})"
 
     @property
-    def data_object(self) -> dict:
+    def data_object(self) -> dict[str, Any]:
         return dict(self.payload.get("data", {}).get("object") or {})
 
 

@@ -54,7 +54,7 @@ def billing_page(request: HttpRequest, org_uuid: str) -> HttpResponse:
             "view": selectors.billing_overview(org),
             "billing_on": billing_enabled(),
             # The trial is offered where SU are bought, to those who may start it.
-            "trial_open": trial_refusal(actor=request.user, organization=org) is None,  # type: ignore[arg-type]
+            "trial_open": trial_refusal(actor=acting_user(request), organization=org) is None,
         },
     )
 

@@ -30,7 +30,7 @@ def _authorize(actor: User | None, what: str) -> None:
 
 def _attribute(allocation: Allocation, actor: User | None) -> None:
     if actor is not None:
-        allocation._history_user = actor  # type: ignore[attr-defined]
+        allocation._history_user = actor
 
 
 def check_clusters(*, project: Project, clusters: Iterable[Cluster]) -> list[Cluster]:

@@ -229,7 +229,7 @@ def rate_create(
         effective_from=when,
     )
     if actor is not None:
-        rate._history_user = actor  # type: ignore[attr-defined]
+        rate._history_user = actor
     try:
         with transaction.atomic():
             rate.save()

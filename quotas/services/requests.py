@@ -54,7 +54,7 @@ def _check_dates(start_date: date, end_date: date) -> None:
         raise InvalidRequest("end_date must be after start_date", field="end_date")
 
 
-def _check_document(document: UploadedFile | None) -> None:
+def _check_document(document: UploadedFile[bytes] | None) -> None:
     if document is None:
         return
     name = display_name(document.name or "").lower()
@@ -113,7 +113,7 @@ def _record(
 
 
 def _save(request: AllocationRequest, actor: User, fields: list[str] | None = None) -> None:
-    request._history_user = actor  # type: ignore[attr-defined]
+    request._history_user = actor
     request.save(update_fields=[*fields, "updated_at"] if fields else None)
 
 
@@ -139,7 +139,7 @@ def allocation_request_create(
     extends: Allocation | None = None,
     funder: str = "",
     award_number: str = "",
-    document: UploadedFile | None = None,
+    document: UploadedFile[bytes] | None = None,
 ) -> AllocationRequest:
     """Draft a request for `project` (its PI or a manager); nothing is sent until submitted."""
     _require_manager(actor, project)
@@ -193,7 +193,7 @@ def allocation_request_update(
     actor: User,
     request: AllocationRequest,
     clusters: Iterable[Cluster] | None = None,
-    document: UploadedFile | None = None,
+    document: UploadedFile[bytes] | None = None,
     **fields: Any,
 ) -> AllocationRequest:
     """Edit a draft or a request sent back for changes (title, amount, dates, clusters, ...)."""
@@ -315,7 +315,7 @@ def allocation_request_approve(
             ends_at=ends_at,
             memo=memo[:500],
         )
-        allocation._history_user = actor  # type: ignore[attr-defined]
+        allocation._history_user = actor
         allocation.save()
         allocation.clusters.set(clusters)
         ledger_credit(actor=actor, allocation=allocation, amount=locked.amount, key=key, memo=memo)
@@ -341,7 +341,7 @@ def _apply_supplement(
     if ends_at > target.ends_at:
         target.ends_at = ends_at
         target.notified = [n for n in target.notified if not n.startswith("expiry-")]
-        target._history_user = actor  # type: ignore[attr-defined]
+        target._history_user = actor
         target.save(update_fields=["ends_at", "notified"])
     target.clusters.add(*clusters)
     memo = f"Supplement request '{request.title}'"

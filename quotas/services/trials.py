@@ -64,7 +64,8 @@ def trial_refusal(*, actor: User, organization: Organization) -> str | None:
 def _email_verified(user: User) -> bool:
     from allauth.account.models import EmailAddress
 
-    return EmailAddress.objects.filter(user=user, verified=True).exists()
+    # allauth ships no type information: its manager answers Any.
+    return bool(EmailAddress.objects.filter(user=user, verified=True).exists())
 
 
 def _trial_clusters(project: Project) -> list[Cluster]:

@@ -64,6 +64,7 @@ from jobs.backends.kubernetes.objects import (
     status_from_job,
     usage_from_job,
 )
+from jobs.backends.rules import is_positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -591,7 +592,7 @@ class KubernetesBackend(ComputeBackend):
 
     def _page_size(self) -> int:
         size = self.options.get("list_page_size", option_checks.DEFAULT_LIST_PAGE_SIZE)
-        if not option_checks.is_positive_int(size):
+        if not is_positive_int(size):
             # A cluster misconfigured at runtime makes its jobs wait, never rejects them.
             raise BackendUnavailable(
                 f"Cluster {self.name}: list_page_size must be a positive whole number "

@@ -282,9 +282,10 @@ def build_job_manifest(spec: JobSpec, options: Mapping[str, Any], namespace: str
 
 
 def _condition(job: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
-    for condition in (job.get("status") or {}).get("conditions") or []:
+    conditions: list[Mapping[str, Any]] = (job.get("status") or {}).get("conditions") or []
+    for condition in conditions:
         if condition.get("type") == kind and condition.get("status") == "True":
-            return condition  # type: ignore[no-any-return]
+            return condition
     return None
 
 
@@ -296,7 +297,9 @@ def _failure(job: Mapping[str, Any]) -> Mapping[str, Any] | None:
 def needs_exit_code(job: Mapping[str, Any]) -> bool:
     """A failed Job whose exit code only its pods know (not a deadline, not deleted)."""
     failure = _failure(job)
-    return bool(failure) and failure.get("reason") != "DeadlineExceeded"  # type: ignore[union-attr]
+    if not failure:
+        return False
+    return failure.get("reason") != "DeadlineExceeded"
 
 
 def pod_exit_info(pods: Sequence[Mapping[str, Any]]) -> dict[str, tuple[int | None, str]]:

@@ -553,3 +553,8 @@ class SlurmBackend(ComputeBackend):
         """One file under <workdir>/output; '..', absolute paths and symlinks are refused."""
         parts = files.result_parts(path)
         return files.open_file(self.shared_mount, self._parts(ref, "output", *parts))
+
+    def read_session_file(self, ref: JobRef) -> bytes:
+        """<workdir>/session.json on the shared filesystem (outside output/: never a result)."""
+        with files.open_file(self.shared_mount, self._parts(ref, "session.json")) as handle:
+            return handle.read(4096)

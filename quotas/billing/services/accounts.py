@@ -11,6 +11,7 @@ from django.core.mail import EmailMessage, get_connection
 from django.db import transaction
 from django.template.loader import render_to_string
 from django.utils import timezone
+from stripe.params import CustomerCreateParams
 
 from accounts.models import Membership, Organization
 from portal import mail
@@ -57,7 +58,7 @@ def billing_account_ensure_customer(*, organization: Organization) -> BillingAcc
     client = stripe_client()
     emails = owner_emails(organization)
     email = organization.billing_email or (emails[0] if emails else "")
-    params: dict[str, object] = {
+    params: CustomerCreateParams = {
         "name": organization.name,
         "metadata": {
             "organization": str(organization.uuid),
@@ -68,7 +69,7 @@ def billing_account_ensure_customer(*, organization: Organization) -> BillingAcc
         params["email"] = email
     try:
         customer = client.v1.customers.create(
-            params=params,  # type: ignore[arg-type]
+            params=params,
             options={"idempotency_key": f"gpuc-customer-{organization.uuid}"},
         )
     except stripe.StripeError as exc:

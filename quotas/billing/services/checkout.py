@@ -13,6 +13,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.urls import reverse
 from django.utils import timezone
+from stripe.params.checkout import SessionCreateParams
 
 from accounts.models import Organization, Project, User
 from portal.ids import as_uuid
@@ -81,6 +82,9 @@ def checkout_start(
         )
 
     account = billing_account_ensure_customer(organization=org)
+    customer_id = account.stripe_customer_id
+    if not customer_id:  # never: billing_account_ensure_customer sets it or raises
+        raise StripeUnavailable("The organization has no Stripe customer")
     purchase_uuid = uuid.uuid4()
     page = settings.SITE_URL.rstrip("/") + reverse("billing:page", args=[org.uuid])
     metadata = {
@@ -91,17 +95,18 @@ def checkout_start(
         "quantity": str(count),
     }
     try:
+        params: SessionCreateParams = {
+            "mode": "payment",
+            "customer": customer_id,
+            "client_reference_id": str(purchase_uuid),
+            "line_items": [{"price": chosen_pack.stripe_price_id, "quantity": count}],
+            "metadata": metadata,
+            "payment_intent_data": {"metadata": metadata},
+            "success_url": f"{page}?checkout=success&session_id={{CHECKOUT_SESSION_ID}}",
+            "cancel_url": f"{page}?checkout=cancelled",
+        }
         session = stripe_client().v1.checkout.sessions.create(
-            params={  # type: ignore[arg-type]
-                "mode": "payment",
-                "customer": account.stripe_customer_id,
-                "client_reference_id": str(purchase_uuid),
-                "line_items": [{"price": chosen_pack.stripe_price_id, "quantity": count}],
-                "metadata": metadata,
-                "payment_intent_data": {"metadata": metadata},
-                "success_url": f"{page}?checkout=success&session_id={{CHECKOUT_SESSION_ID}}",
-                "cancel_url": f"{page}?checkout=cancelled",
-            },
+            params=params,
             options={"idempotency_key": f"gpuc-checkout-{purchase_uuid}"},
         )
     except stripe.StripeError as exc:

@@ -116,7 +116,8 @@ class SendResult:
 
 
 def _backoff(attempts: int) -> timedelta:
-    return min(RETRY_BASE * (2 ** max(attempts - 1, 0)), RETRY_MAX)
+    # 2 ** (attempts - 1) as a shift: an int, where a power of an int may be a float to mypy.
+    return min(RETRY_BASE * (1 << max(attempts - 1, 0)), RETRY_MAX)
 
 
 def meter_reports_send(*, now: datetime | None = None, limit: int = 1000) -> SendResult:

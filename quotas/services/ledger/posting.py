@@ -66,13 +66,35 @@ def post(
     return entry
 
 
-def post_once(allocation: Allocation, **kwargs: object) -> tuple[LedgerEntry, bool]:
+def post_once(
+    allocation: Allocation,
+    *,
+    kind: str,
+    amount: Decimal,
+    key: str,
+    actor: User | None,
+    memo: str = "",
+    job_uuid: uuid.UUID | None = None,
+    hold: Hold | None = None,
+    cluster: Cluster | None = None,
+) -> tuple[LedgerEntry, bool]:
     """post, or the entry already stored under the same key (a concurrent duplicate)."""
     try:
         with transaction.atomic():
-            return post(allocation, **kwargs), True  # type: ignore[arg-type]
+            entry = post(
+                allocation,
+                kind=kind,
+                amount=amount,
+                key=key,
+                actor=actor,
+                memo=memo,
+                job_uuid=job_uuid,
+                hold=hold,
+                cluster=cluster,
+            )
+            return entry, True
     except IntegrityError:
-        existing = LedgerEntry.objects.filter(idempotency_key=kwargs["key"]).first()
+        existing = LedgerEntry.objects.filter(idempotency_key=key).first()
         if existing is None:
             raise
         return existing, False
@@ -146,7 +168,7 @@ def refresh_status(allocation: Allocation, *, actor: User | None) -> None:
     if wanted != allocation.status:
         allocation.status = wanted
         if actor is not None:
-            allocation._history_user = actor  # type: ignore[attr-defined]
+            allocation._history_user = actor
         allocation.save(update_fields=["status"])
 
 
