@@ -37,8 +37,8 @@ from tests import factories
 ME_STATEMENTS = 2  # organizations, projects
 JOB_PAGE_STATEMENTS = 2  # the caller's project ids, the page
 # project, cluster, BEGIN, checks, rates (cached per process, read here), the hold in one
-# statement within a savepoint (2), job, event, COMMIT
-SUBMIT_STATEMENTS = 11
+# statement (no savepoint), the job and its event in one statement, COMMIT
+SUBMIT_STATEMENTS = 8
 
 BODY = {
     "cluster": "sim",

@@ -9,7 +9,7 @@ import time
 from decimal import Decimal
 
 import pytest
-from django.db import OperationalError, connection, connections
+from django.db import OperationalError, connection, connections, transaction
 
 from quotas.exceptions import InsufficientQuota
 from quotas.models import Hold, LedgerEntry
@@ -85,4 +85,48 @@ def test_200_concurrent_holds_on_an_allocation_sized_for_37_place_exactly_37(ten
     assert (credited, held, charged) == ledger_sums(allocation)
     assert Hold.objects.filter(allocation=allocation).count() == FITS
     assert LedgerEntry.objects.filter(kind=LedgerEntry.Kind.HOLD).count() == FITS
+    assert_reconciles()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_racing_holds_with_one_key_place_one_hold_and_move_the_balance_once(tenant, cluster):
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL row locks (set DATABASE_URL to a PostgreSQL database)")
+    allocation = factories.AllocationFactory(project=tenant.project, clusters=[cluster])
+    ledger_credit(actor=None, allocation=allocation, amount=HOLD * 4, key="race-key")
+    first_held = threading.Event()
+    holds: dict[str, Hold] = {}
+
+    def first() -> None:
+        try:
+            with transaction.atomic():
+                holds["first"] = ledger_hold(
+                    actor=None, project=tenant.project, cluster=cluster, amount=HOLD, key="once"
+                )
+                first_held.set()
+                time.sleep(0.5)  # the second call starts its statement before this commits
+        finally:
+            connections.close_all()
+
+    def second() -> None:
+        first_held.wait(timeout=30)
+        try:
+            with transaction.atomic():
+                holds["second"] = ledger_hold(
+                    actor=None, project=tenant.project, cluster=cluster, amount=HOLD, key="once"
+                )
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+
+    assert holds["first"].pk == holds["second"].pk
+    assert Hold.objects.filter(key="once").count() == 1
+    assert LedgerEntry.objects.filter(idempotency_key="once:hold").count() == 1
+    assert counters(allocation)[1] == HOLD
     assert_reconciles()

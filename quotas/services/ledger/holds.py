@@ -82,6 +82,22 @@ def ledger_hold(
     only suspended allocations could. Same key -> same hold, even when two calls race.
     """
     value = positive_amount(amount)
+    if connection.vendor == "postgresql":
+        # The common case in one statement and no savepoint: a repeated key is found by the
+        # statement itself (and a racing one is skipped by ON CONFLICT), so no error can
+        # abort the caller's transaction here.
+        fast = _place_hold_one_statement(
+            actor=actor,
+            project=project,
+            cluster=cluster,
+            value=value,
+            key=key,
+            job_uuid=job_uuid,
+            memo=memo,
+            now=timezone.now(),
+        )
+        if fast is not None:
+            return fast
     # Optimistic: no read of the key first (a key is nearly always new). A repeated key fails
     # the hold's unique key, which rolls back everything of ours (balance included) to the
     # savepoint; a repeated key that meets a refusal (the balance was spent since) still
@@ -113,20 +129,9 @@ def _place_hold(
     job_uuid: uuid.UUID | None,
     memo: str,
 ) -> Hold:
+    """The walk over the candidates (within a savepoint): an allocation that covers `value`
+    but is not the first that could, or a refusal explained."""
     now = timezone.now()
-    if connection.vendor == "postgresql":
-        fast = _place_hold_one_statement(
-            actor=actor,
-            project=project,
-            cluster=cluster,
-            value=value,
-            key=key,
-            job_uuid=job_uuid,
-            memo=memo,
-            now=now,
-        )
-        if fast is not None:
-            return fast
     rows = [
         _Candidate(*row)
         for row in Allocation.objects.filter(
@@ -182,16 +187,22 @@ def _place_hold_one_statement(
     memo: str,
     now: datetime,
 ) -> Hold | None:
-    """The common case of _place_hold in ONE round trip (PostgreSQL): the same conditional
-    UPDATE of the earliest-ending active allocation that covers `value` (re-checked on the
-    row's current version, so the last SU is never taken twice), the hold and its ledger entry
-    (the rows insert_holds writes) inserted by the same statement. None when no row was updated
-    (nothing covers it, or a concurrent hold took the balance): the caller then walks the
-    candidates one by one and explains a refusal."""
+    """The common case of ledger_hold in ONE round trip (PostgreSQL) and without a savepoint:
+    a conditional UPDATE of the earliest-ending active allocation that covers `value`
+    (re-checked on the row's current version, so the last SU is never taken twice), the hold
+    and its ledger entry (the rows insert_holds writes) inserted by the same statement.
+
+    A key that exists already updates nothing and answers its hold; a key inserted by a
+    concurrent transaction meanwhile is skipped (ON CONFLICT waits for it to commit), the
+    balance moved for it is given back and the winner's hold answered. None when no row was
+    updated (nothing covers it, or a concurrent hold took the balance): the caller then walks
+    the candidates one by one and explains a refusal."""
     allocations, link = Allocation._meta.db_table, Allocation.clusters.through._meta.db_table
     holds, entries = Hold._meta.db_table, LedgerEntry._meta.db_table
     sql = f"""
-        WITH chosen AS (
+        WITH existing AS (
+            SELECT id FROM {holds} WHERE key = %(key)s
+        ), chosen AS (
             UPDATE {allocations} SET held = held + %(value)s
             WHERE id = (
                 SELECT a.id FROM {allocations} a JOIN {link} l ON l.allocation_id = a.id
@@ -202,6 +213,7 @@ def _place_hold_one_statement(
             )
               AND status = %(active)s AND ends_at > %(now)s
               AND credited >= held + charged + %(value)s
+              AND NOT EXISTS (SELECT 1 FROM existing)
             RETURNING id
         ), hold AS (
             INSERT INTO {holds} (allocation_id, cluster_id, amount, charged, released, state,
@@ -209,6 +221,7 @@ def _place_hold_one_statement(
             SELECT id, %(cluster)s, %(value)s, 0, 0, %(open)s, %(job_uuid)s, %(key)s, %(now)s,
                    NULL
             FROM chosen
+            ON CONFLICT (key) DO NOTHING
             RETURNING id, allocation_id
         ), entry AS (
             INSERT INTO {entries} (allocation_id, kind, amount, cluster_id, hold_id, actor_id,
@@ -217,7 +230,8 @@ def _place_hold_one_statement(
                    %(job_uuid)s, %(entry_key)s, %(now)s
             FROM hold
         )
-        SELECT id, allocation_id FROM hold
+        SELECT (SELECT id FROM hold), (SELECT allocation_id FROM hold),
+               (SELECT id FROM chosen), (SELECT id FROM existing)
     """  # noqa: S608 (table names from the models; every value is a parameter)
     params: dict[str, Any] = {
         "value": value,
@@ -235,12 +249,19 @@ def _place_hold_one_statement(
     }
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        row = cursor.fetchone()
-    if row is None:
-        return None
+        hold_id, allocation_id, updated_id, existing_id = cursor.fetchone()
+    if existing_id is not None:
+        return Hold.objects.get(pk=existing_id)
+    if hold_id is None:
+        if updated_id is None:
+            return None
+        # A concurrent call with the same key committed its hold first: give back what this
+        # one moved, and answer with that hold.
+        Allocation.objects.filter(pk=updated_id).update(held=F("held") - value)
+        return Hold.objects.get(key=key)
     hold = Hold(
-        pk=row[0],
-        allocation_id=row[1],
+        pk=hold_id,
+        allocation_id=allocation_id,
         cluster=cluster,
         amount=value,
         key=key,
