@@ -249,3 +249,30 @@ def test_mallory_cannot_see_a_kubernetes_session(
     outsider = Client()
     outsider.force_login(mallory)
     assert outsider.get(f"/sessions/{job.uuid}/").status_code == HTTPStatus.NOT_FOUND
+
+
+def test_the_local_api_server_lists_services_by_label_and_refuses_a_service_without_ports(
+    api_alice, body, notebook, k8s: FakeKubernetes, kubectl: Any
+):
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    job = _start(api_alice, body)
+    core = client.CoreV1Api(kubectl)
+
+    listed = core.list_namespaced_service(NAMESPACE, label_selector=f"{UUID_LABEL}={job.uuid}")
+    assert [s.metadata.name for s in listed.items] == [f"gpuc-{job.uuid}"]
+    assert listed.items[0].spec.cluster_ip.startswith("10.96.")
+    assert core.list_service_for_all_namespaces(label_selector=f"{UUID_LABEL}=other").items == []
+    secrets = core.list_namespaced_secret(NAMESPACE, label_selector=f"{UUID_LABEL}={job.uuid}")
+    assert [s.metadata.name for s in secrets.items] == [f"gpuc-{job.uuid}-session"]
+
+    with pytest.raises(ApiException) as refused:
+        core.create_namespaced_service(
+            NAMESPACE, client.V1Service(metadata=client.V1ObjectMeta(name="bare"))
+        )
+    assert refused.value.status == HTTPStatus.UNPROCESSABLE_ENTITY
+    assert "spec.ports" in json.loads(refused.value.body)["message"]
+    with pytest.raises(ApiException) as missing:
+        core.delete_namespaced_service("bare", NAMESPACE)
+    assert missing.value.status == HTTPStatus.NOT_FOUND
