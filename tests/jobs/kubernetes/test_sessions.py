@@ -260,19 +260,20 @@ def test_the_local_api_server_lists_services_by_label_and_refuses_a_service_with
     job = _start(api_alice, body)
     core = client.CoreV1Api(kubectl)
 
-    listed = core.list_namespaced_service(NAMESPACE, label_selector=f"{UUID_LABEL}={job.uuid}")
-    assert [s.metadata.name for s in listed.items] == [f"gpuc-{job.uuid}"]
-    assert listed.items[0].spec.cluster_ip.startswith("10.96.")
+    selector = f"{UUID_LABEL}={job.uuid}"
+    listed = core.list_namespaced_service(NAMESPACE, label_selector=selector).to_dict()
+    assert [s["metadata"]["name"] for s in listed["items"]] == [f"gpuc-{job.uuid}"]
+    assert str(listed["items"][0]["spec"]["cluster_ip"]).startswith("10.96.")
     assert core.list_service_for_all_namespaces(label_selector=f"{UUID_LABEL}=other").items == []
-    secrets = core.list_namespaced_secret(NAMESPACE, label_selector=f"{UUID_LABEL}={job.uuid}")
-    assert [s.metadata.name for s in secrets.items] == [f"gpuc-{job.uuid}-session"]
+    secrets = core.list_namespaced_secret(NAMESPACE, label_selector=selector).to_dict()
+    assert [s["metadata"]["name"] for s in secrets["items"]] == [f"gpuc-{job.uuid}-session"]
 
     with pytest.raises(ApiException) as refused:
         core.create_namespaced_service(
             NAMESPACE, client.V1Service(metadata=client.V1ObjectMeta(name="bare"))
         )
     assert refused.value.status == HTTPStatus.UNPROCESSABLE_ENTITY
-    assert "spec.ports" in json.loads(refused.value.body)["message"]
+    assert "spec.ports" in json.loads(str(refused.value.body))["message"]
     with pytest.raises(ApiException) as missing:
         core.delete_namespaced_service("bare", NAMESPACE)
     assert missing.value.status == HTTPStatus.NOT_FOUND
