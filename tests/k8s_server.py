@@ -6,6 +6,12 @@ Served (JSON unless noted):
     /api/v1/namespaces                               GET list, POST
     /api/v1/namespaces/{ns}                          GET
     /api/v1/namespaces/{ns}/configmaps[/{name}]      POST, GET, PATCH (merge), DELETE
+    /api/v1/services                                 GET (all namespaces)
+    /api/v1/namespaces/{ns}/services[/{name}]        POST, GET (list), GET, DELETE (a
+                                                     ClusterIP Service: ports checked, a
+                                                     clusterIP assigned, selector kept)
+    /api/v1/namespaces/{ns}/secrets[/{name}]         POST, GET (list), GET, DELETE
+                                                     (stringData folded into base64 data)
     /api/v1/resourcequotas                           GET (all namespaces)
     /api/v1/namespaces/{ns}/resourcequotas[/{name}]  POST, GET (list), GET, PUT
     /apis/batch/v1/jobs                              GET (all namespaces)
@@ -288,6 +294,9 @@ class FakeKubernetes:
         self.lock = threading.RLock()
         self.namespaces: dict[str, dict[str, Any]] = {}
         self.configmaps: dict[tuple[str, str], dict[str, Any]] = {}
+        self.services: dict[tuple[str, str], dict[str, Any]] = {}
+        self.secrets: dict[tuple[str, str], dict[str, Any]] = {}
+        self._next_ip = 1
         self.quotas: dict[tuple[str, str], dict[str, Any]] = {}
         self.jobs: dict[tuple[str, str], dict[str, Any]] = {}
         self.pods: dict[tuple[str, str], dict[str, Any]] = {}
@@ -411,6 +420,23 @@ class FakeKubernetes:
                 rf"/api/v1/namespaces/{ns}/configmaps/{ns}",
                 {"GET": self._read_cm, "DELETE": self._delete_cm, "PATCH": self._patch_cm},
             ),
+            (r"/api/v1/services", {"GET": self._list_services}),
+            (
+                rf"/api/v1/namespaces/{ns}/services",
+                {"GET": self._list_services, "POST": self._create_service},
+            ),
+            (
+                rf"/api/v1/namespaces/{ns}/services/{ns}",
+                {"GET": self._read_service, "DELETE": self._delete_service},
+            ),
+            (
+                rf"/api/v1/namespaces/{ns}/secrets",
+                {"GET": self._list_secrets, "POST": self._create_secret},
+            ),
+            (
+                rf"/api/v1/namespaces/{ns}/secrets/{ns}",
+                {"GET": self._read_secret, "DELETE": self._delete_secret},
+            ),
             (r"/api/v1/resourcequotas", {"GET": self._list_quotas}),
             (
                 rf"/api/v1/namespaces/{ns}/resourcequotas",
@@ -502,7 +528,13 @@ class FakeKubernetes:
         """A resource's objects by etcd key (/registry/<resource>/[<namespace>/]<name>)."""
         if resource == "namespaces":
             return {f"/registry/namespaces/{name}": o for name, o in self.namespaces.items()}
-        store = {"jobs": self.jobs, "pods": self.pods, "resourcequotas": self.quotas}[resource]
+        store = {
+            "jobs": self.jobs,
+            "pods": self.pods,
+            "resourcequotas": self.quotas,
+            "services": self.services,
+            "secrets": self.secrets,
+        }[resource]
         return {f"/registry/{resource}/{ns}/{name}": o for (ns, name), o in store.items()}
 
     def _list(
@@ -642,6 +674,132 @@ class FakeKubernetes:
         if self.configmaps.pop((namespace, name), None) is None:
             raise _not_found("configmaps", "", name)
         return 200, _success(name, "configmaps")
+
+    # services
+    def _create_service(
+        self, namespace: str, *, query: dict[str, str], body: Any
+    ) -> tuple[int, Any]:
+        self._need_ns(namespace)
+        # A Service name is a DNS-1035 label: a letter first.
+        self._validate_meta(body, "Service", label_name=True)
+        name = body["metadata"]["name"]
+        spec = body.get("spec") or {}
+        causes = []
+        if not name[:1].isalpha():
+            causes.append(("metadata.name", f'Invalid value: "{name}": a DNS-1035 label'))
+        ports = spec.get("ports") or []
+        if not ports:
+            causes.append(("spec.ports", "Required value"))
+        for i, port in enumerate(ports):
+            number = port.get("port")
+            if not isinstance(number, int) or not 0 < number < 65536:
+                causes.append((f"spec.ports[{i}].port", f"Invalid value: {number!r}"))
+            if port.get("protocol", "TCP") not in ("TCP", "UDP", "SCTP"):
+                causes.append((f"spec.ports[{i}].protocol", "Unsupported value"))
+            if len(ports) > 1 and not port.get("name"):
+                causes.append((f"spec.ports[{i}].name", "Required value"))
+        if spec.get("type", "ClusterIP") not in ("ClusterIP", "NodePort", "LoadBalancer"):
+            causes.append(("spec.type", "Unsupported value"))
+        if causes:
+            raise ApiError(
+                422,
+                "Invalid",
+                f'Service "{name}" is invalid: ' + ", ".join(f"{f}: {m}" for f, m in causes),
+                details={
+                    "name": name,
+                    "group": "",
+                    "kind": "Service",
+                    "causes": [
+                        {"reason": "FieldValueInvalid", "field": f, "message": m} for f, m in causes
+                    ],
+                },
+            )
+        key = (namespace, name)
+        if key in self.services:
+            raise ApiError(
+                409,
+                "AlreadyExists",
+                f'services "{name}" already exists',
+                details={"name": name, "kind": "services"},
+            )
+        obj = self._meta(body, namespace)
+        obj.update(apiVersion="v1", kind="Service")
+        spec = obj.setdefault("spec", {})
+        spec.setdefault("type", "ClusterIP")
+        spec.setdefault("sessionAffinity", "None")
+        ip = f"10.96.{self._next_ip // 256}.{self._next_ip % 256}"
+        self._next_ip += 1
+        spec.update(clusterIP=ip, clusterIPs=[ip], ipFamilies=["IPv4"])
+        for port in spec["ports"]:
+            port.setdefault("protocol", "TCP")
+            port.setdefault("targetPort", port["port"])
+        obj["status"] = {"loadBalancer": {}}
+        self.services[key] = obj
+        return 201, copy.deepcopy(obj)
+
+    def _read_service(
+        self, namespace: str, name: str, *, query: dict[str, str], body: Any
+    ) -> tuple[int, Any]:
+        if (namespace, name) not in self.services:
+            raise _not_found("services", "", name)
+        return 200, copy.deepcopy(self.services[(namespace, name)])
+
+    def _list_services(
+        self, namespace: str | None = None, *, query: dict[str, str], body: Any
+    ) -> tuple[int, Any]:
+        return self._list("ServiceList", "v1", "services", namespace, query)
+
+    def _delete_service(
+        self, namespace: str, name: str, *, query: dict[str, str], body: Any
+    ) -> tuple[int, Any]:
+        # The apiserver answers a deleted Service with the object as it was.
+        obj = self.services.pop((namespace, name), None)
+        if obj is None:
+            raise _not_found("services", "", name)
+        return 200, copy.deepcopy(obj)
+
+    # secrets
+    def _create_secret(
+        self, namespace: str, *, query: dict[str, str], body: Any
+    ) -> tuple[int, Any]:
+        self._need_ns(namespace)
+        self._validate_meta(body, "Secret", label_name=False)
+        key = (namespace, body["metadata"]["name"])
+        if key in self.secrets:
+            raise ApiError(
+                409,
+                "AlreadyExists",
+                f'secrets "{key[1]}" already exists',
+                details={"name": key[1], "kind": "secrets"},
+            )
+        obj = self._meta(body, namespace)
+        obj.update(apiVersion="v1", kind="Secret")
+        obj.setdefault("type", "Opaque")
+        data = dict(obj.get("data") or {})
+        for name, value in (obj.pop("stringData", None) or {}).items():
+            data[name] = base64.b64encode(str(value).encode()).decode()
+        obj["data"] = data
+        self.secrets[key] = obj
+        return 201, copy.deepcopy(obj)
+
+    def _read_secret(
+        self, namespace: str, name: str, *, query: dict[str, str], body: Any
+    ) -> tuple[int, Any]:
+        if (namespace, name) not in self.secrets:
+            raise _not_found("secrets", "", name)
+        return 200, copy.deepcopy(self.secrets[(namespace, name)])
+
+    def _list_secrets(
+        self, namespace: str | None = None, *, query: dict[str, str], body: Any
+    ) -> tuple[int, Any]:
+        return self._list("SecretList", "v1", "secrets", namespace, query)
+
+    def _delete_secret(
+        self, namespace: str, name: str, *, query: dict[str, str], body: Any
+    ) -> tuple[int, Any]:
+        if self.secrets.pop((namespace, name), None) is None:
+            raise _not_found("secrets", "", name)
+        return 200, _success(name, "secrets")
 
     # resource quotas
     def _validate_quota(self, body: Any) -> None:
@@ -922,8 +1080,9 @@ class FakeKubernetes:
             for pod_key in [k for k, p in self.pods.items() if _owner_uid(p) == uid]:
                 self.pods.pop(pod_key)
                 self.runs.pop(pod_key, None)
-        for cm_key in [k for k, c in self.configmaps.items() if _owner_uid(c) == uid]:
-            self.configmaps.pop(cm_key)
+        for store in (self.configmaps, self.services, self.secrets):
+            for owned in [k for k, o in store.items() if _owner_uid(o) == uid]:
+                store.pop(owned)
 
     # pods
     def _list_pods(
@@ -1124,6 +1283,11 @@ class FakeKubernetes:
                 env[item["name"]] = item["value"]
             elif INDEX_KEY in json.dumps(item.get("valueFrom", {})) and index is not None:
                 env[item["name"]] = index
+            elif ref := (item.get("valueFrom") or {}).get("secretKeyRef"):
+                secret = self.secrets.get((pod["metadata"]["namespace"], ref["name"]))
+                value = ((secret or {}).get("data") or {}).get(ref["key"])
+                if value is not None:
+                    env[item["name"]] = base64.b64decode(value).decode()
         run = Run(started=self.now, duration=0, exit_code=0)
         clock = 0.0
         for raw in re.split(r"[;\n]", program):

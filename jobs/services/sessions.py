@@ -52,8 +52,10 @@ WRAPPER = """#!/bin/bash
 set -u
 umask 077
 cd -- "$GPUC_JOB_DIR" || exit 111
-GPUC_SESSION_TOKEN=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \\n')
+# A backend that cannot read session.json back (Kubernetes) hands in the secret and the port.
+GPUC_SESSION_TOKEN=${{GPUC_SESSION_TOKEN:-$(od -An -N32 -tx1 /dev/urandom | tr -d ' \\n')}}
 GPUC_SESSION_PORT={port}
+GPUC_SESSION_PORT=${{GPUC_SESSION_FIXED_PORT:-$GPUC_SESSION_PORT}}
 if [ "$GPUC_SESSION_PORT" = 0 ]; then
     for _ in $(seq 200); do
         candidate=$(( 20000 + RANDOM % 40000 ))
@@ -156,6 +158,8 @@ def session_start(
             cpus=cpus,
             memory_mb=memory_mb,
             time_limit_minutes=time_limit_minutes,
+            # Marks the job as a session for backends that build its network (Kubernetes).
+            env={"GPUC_SESSION_PORT": str(session_app.port)},
         ),
         idempotency_key=idempotency_key,
     )

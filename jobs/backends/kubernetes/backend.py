@@ -3,10 +3,13 @@ is imported lazily here and nowhere else (see the package docstring for the opti
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import json
 import logging
 import os
+import secrets
 import threading
 import time
 import uuid
@@ -18,6 +21,7 @@ from typing import Any, BinaryIO
 
 from jobs.backends import files
 from jobs.backends.base import (
+    UNKNOWN,
     AccountSpec,
     AccountState,
     BackendError,
@@ -51,15 +55,24 @@ from jobs.backends.kubernetes.objects import (
     MANAGER,
     SCRIPT_KEY,
     SELECTOR_CHUNK,
+    SESSION_LABEL,
+    SESSION_PORT_NAME,
+    SESSION_TOKEN_KEY,
     SNAPSHOT_SECONDS,
     UUID_LABEL,
     backend_id_of,
     build_job_manifest,
+    build_service_manifest,
+    build_session_secret,
     job_name,
     needs_exit_code,
     parse_stream,
     pod_exit_info,
     script_configmap_name,
+    service_host,
+    service_name,
+    session_port,
+    session_secret_name,
     split_backend_id,
     status_from_job,
     usage_from_job,
@@ -222,10 +235,13 @@ class KubernetesBackend(ComputeBackend):
         self._ensure_namespace(namespace, spec.project)
         manifest = build_job_manifest(spec, self.options, namespace)
         name = manifest["metadata"]["name"]
+        port = session_port(spec)
         if spec.script:
             # Before the Job: its pod must find the script even if our answer gets lost and the
             # retry finds the Job instead of submitting it again.
             self._create_script(namespace, spec)
+        if port is not None:  # the app's secret too, for the same reason
+            self._create_session_secret(namespace, spec)
         created = self._create_job(namespace, manifest)
         if created is None and not self.options.get("namespace"):
             # The namespace vanished since this process made it: make it again, once.
@@ -233,6 +249,8 @@ class KubernetesBackend(ComputeBackend):
             self._ensure_namespace(namespace, spec.project)
             if spec.script:
                 self._create_script(namespace, spec)
+            if port is not None:
+                self._create_session_secret(namespace, spec)
             created = self._create_job(namespace, manifest)
         if created is None:
             raise BackendError(f"Namespace {namespace} does not exist on cluster {self.name}.")
@@ -240,7 +258,134 @@ class KubernetesBackend(ComputeBackend):
             created = self._existing_job(namespace, name, spec.uuid)
         if spec.script:
             self._adopt_script(namespace, spec, created)
+        if port is not None:
+            self._create_service(namespace, spec, port, created)
         return f"{namespace}/{name}"
+
+    # -- interactive sessions -------------------------------------------------------------
+
+    def _create_session_secret(self, namespace: str, spec: JobSpec) -> None:
+        """The app's secret, made here (never in the Job, the script or the portal's DB until
+        the proxy asks); a retry keeps the first one (409)."""
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        body = build_session_secret(spec, namespace, secrets.token_hex(32))
+        with self._calling("store the session's secret"):
+            try:
+                self._core().create_namespaced_secret(
+                    namespace,
+                    client.V1Secret.from_dict(body),
+                    _preload_content=False,
+                    _request_timeout=self._timeout,
+                )
+            except ApiException as exc:
+                if exc.status != 409:  # stored by an earlier attempt
+                    raise
+
+    def _create_service(
+        self, namespace: str, spec: JobSpec, port: int, job: Mapping[str, Any]
+    ) -> None:
+        """The ClusterIP Service selecting the session's pod, owned by its Job; 409 (an
+        earlier attempt made it) is success when it carries this job's uuid."""
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        meta = job.get("metadata") or {}
+        owner = {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "name": meta.get("name", job_name(spec.uuid)),
+            "uid": meta.get("uid", ""),
+        }
+        body = build_service_manifest(spec, namespace, port, owner)
+        with self._calling("create the session's Service"):
+            try:
+                self._core().create_namespaced_service(
+                    namespace,
+                    client.V1Service.from_dict(body),
+                    _preload_content=False,
+                    _request_timeout=self._timeout,
+                )
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+                self._read_service(namespace, spec.uuid)  # refuses someone else's Service
+
+    def _read_service(self, namespace: str, job_uuid: uuid.UUID) -> dict[str, Any]:
+        """The session's Service; FileNotFoundError when it is not there."""
+        from kubernetes.client.exceptions import ApiException
+
+        name = service_name(job_uuid)
+        response = None
+        with self._calling("read the session's Service"):
+            try:
+                response = self._core().read_namespaced_service(
+                    name, namespace, _preload_content=False, _request_timeout=self._timeout
+                )
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+        if response is None:  # raised here: _calling takes an OSError for a network failure
+            raise FileNotFoundError(f"Service {namespace}/{name}")
+        service, _ = self._json(response)
+        owner = (service.get("metadata", {}).get("labels") or {}).get(UUID_LABEL)
+        if owner != str(job_uuid):
+            raise BackendError(f"Service {namespace}/{name} exists but belongs to {owner!r}.")
+        return service
+
+    def read_session_file(self, ref: JobRef) -> bytes:
+        """Where the session listens and its secret, in the shape the Slurm and local wrappers
+        write session.json: host = the Service's cluster DNS name, port = its session port,
+        token = the Secret's. FileNotFoundError while either is missing."""
+        from kubernetes.client.exceptions import ApiException
+
+        namespace, _ = split_backend_id(ref.backend_id)
+        service = self._read_service(namespace, ref.uuid)
+        ports = (service.get("spec") or {}).get("ports") or []
+        port = next(
+            (p.get("port") for p in ports if p.get("name") == SESSION_PORT_NAME),
+            ports[0].get("port") if ports else None,
+        )
+        if not isinstance(port, int):
+            raise FileNotFoundError(f"Service {namespace}/{service_name(ref.uuid)} has no port")
+        name = session_secret_name(ref.uuid)
+        response = None
+        with self._calling("read the session's secret"):
+            try:
+                response = self._core().read_namespaced_secret(
+                    name, namespace, _preload_content=False, _request_timeout=self._timeout
+                )
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+        if response is None:
+            raise FileNotFoundError(f"Secret {namespace}/{name}")
+        secret, _ = self._json(response)
+        if (secret.get("metadata", {}).get("labels") or {}).get(UUID_LABEL) != str(ref.uuid):
+            raise BackendError(f"Secret {namespace}/{name} does not belong to job {ref.uuid}.")
+        try:
+            token = base64.b64decode((secret.get("data") or {})[SESSION_TOKEN_KEY]).decode()
+        except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+            raise BackendError(f"Secret {namespace}/{name} holds no token.") from exc
+        host = service_host(service_name(ref.uuid), namespace)
+        return json.dumps({"host": host, "port": port, "token": token}).encode()
+
+    def _delete_session(self, namespace: str, job_uuid: uuid.UUID) -> None:
+        """Delete a session's Service and Secret (404: already gone, or not a session)."""
+        from kubernetes.client.exceptions import ApiException
+
+        core = self._core()
+        with self._calling("delete the session's Service"):
+            for delete, name in (
+                (core.delete_namespaced_service, service_name(job_uuid)),
+                (core.delete_namespaced_secret, session_secret_name(job_uuid)),
+            ):
+                try:
+                    delete(name, namespace, _preload_content=False, _request_timeout=self._timeout)
+                except ApiException as exc:
+                    if exc.status != 404:
+                        raise
 
     def _create_job(self, namespace: str, manifest: dict[str, Any]) -> dict[str, Any] | None:
         """The created Job; {} when it already exists (409); None when the namespace is gone."""
@@ -645,7 +790,20 @@ class KubernetesBackend(ComputeBackend):
                 )
             else:
                 result[ref.backend_id] = status_from_job(job, now=now, exit_info=exit_info)
+                labels = (job.get("metadata") or {}).get("labels") or {}
+                ended = result[ref.backend_id].state not in ("queued", "running", UNKNOWN)
+                if ended and labels.get(SESSION_LABEL) == "true":
+                    self._end_session(ref)
         return result
+
+    def _end_session(self, ref: JobRef) -> None:
+        """A session's Job ended: its Service and Secret go now, not with the Job's TTL.
+        Best effort: the Service is owned by the Job, so the garbage collector is the net."""
+        namespace, _ = split_backend_id(ref.backend_id)
+        try:
+            self._delete_session(namespace, ref.uuid)
+        except (BackendError, BackendUnavailable):
+            logger.warning("Session objects of job %s left behind", ref.uuid, exc_info=True)
 
     def usage(self, refs: Sequence[JobRef]) -> dict[str, UsageRecord]:
         """Requested resources x wall time, from poll()'s fresh listing or one new listing."""
@@ -696,6 +854,7 @@ class KubernetesBackend(ComputeBackend):
             except ApiException as exc:
                 if exc.status != 404:
                     raise
+        self._delete_session(namespace, ref.uuid)
         with self._lock:
             self._snapshot = None
 

@@ -72,6 +72,100 @@ def script_configmap_name(job_uuid: uuid.UUID) -> str:
     return f"gpuc-{job_uuid}-script"
 
 
+# --- interactive sessions ----------------------------------------------------------------
+# A portal job whose env carries GPUC_SESSION_PORT (set by jobs.services.sessions) is a
+# session: its pod gets the port and the app's secret (GPUC_SESSION_TOKEN, from a Secret the
+# backend makes, never in the Job or the script), and a ClusterIP Service gpuc-<uuid> selects
+# the pod by its uuid label on that port. The portal's proxy reaches <svc>.<namespace>.svc.
+
+SESSION_PORT_ENV = "GPUC_SESSION_PORT"
+SESSION_FIXED_PORT_ENV = "GPUC_SESSION_FIXED_PORT"  # the wrapper listens there, not at random
+SESSION_LABEL = "gpu-commons/session"
+SESSION_TOKEN_KEY = "token"  # noqa: S105 (the key in the Secret, not a secret)
+SESSION_PORT_NAME = "session"
+SESSION_DIR = "/gpuc/session"  # the wrapper's $GPUC_JOB_DIR: an emptyDir, never a result
+DEFAULT_SESSION_PORT = 8888  # for apps that pick a free port: a pod has its own IP
+
+
+def session_port(spec: JobSpec) -> int | None:
+    """The port a session's app listens on in its pod; None for a batch job."""
+    raw = spec.env.get(SESSION_PORT_ENV)
+    if raw is None or not str(raw).isdigit():
+        return None
+    port = int(raw)
+    if port == 0:
+        return DEFAULT_SESSION_PORT
+    return port if 0 < port < 65536 else None
+
+
+def service_name(job_uuid: uuid.UUID) -> str:
+    """The session's Service (a DNS-1035 label: starts with a letter, 41 characters)."""
+    return job_name(job_uuid)
+
+
+def session_secret_name(job_uuid: uuid.UUID) -> str:
+    return f"gpuc-{job_uuid}-session"
+
+
+def service_host(name: str, namespace: str) -> str:
+    """The Service's cluster DNS name, as the portal's proxy reaches it."""
+    return f"{name}.{namespace}.svc"
+
+
+def build_service_manifest(
+    spec: JobSpec, namespace: str, port: int, owner: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """A ClusterIP Service selecting the session's pod (by its uuid label) on `port`; owned
+    by the Job when `owner` is given, so the garbage collector removes it with the Job."""
+    metadata: dict[str, Any] = {
+        "name": service_name(spec.uuid),
+        "namespace": namespace,
+        "labels": {
+            MANAGED_BY_LABEL: MANAGER,
+            UUID_LABEL: str(spec.uuid),
+            SESSION_LABEL: "true",
+        },
+    }
+    if owner and owner.get("uid"):
+        metadata["ownerReferences"] = [dict(owner)]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata,
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {MANAGED_BY_LABEL: MANAGER, UUID_LABEL: str(spec.uuid)},
+            "ports": [
+                {
+                    "name": SESSION_PORT_NAME,
+                    "protocol": "TCP",
+                    "port": port,
+                    "targetPort": port,
+                }
+            ],
+        },
+    }
+
+
+def build_session_secret(spec: JobSpec, namespace: str, token: str) -> dict[str, Any]:
+    """The app's secret, handed to the pod as $GPUC_SESSION_TOKEN through secretKeyRef."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": session_secret_name(spec.uuid),
+            "namespace": namespace,
+            "labels": {
+                MANAGED_BY_LABEL: MANAGER,
+                UUID_LABEL: str(spec.uuid),
+                SESSION_LABEL: "true",
+            },
+        },
+        "stringData": {SESSION_TOKEN_KEY: token},
+    }
+
+
 def dns_label(text: str, *, max_length: int = 63) -> str:
     """`text` as a DNS-1123 label; when it had to change or shorten, a hash keeps it unique."""
     cleaned = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
@@ -169,6 +263,9 @@ def build_job_manifest(spec: JobSpec, options: Mapping[str, Any], namespace: str
         PROJECT_LABEL: label_value(spec.project),
         NAME_LABEL: label_value(spec.name),
     }
+    port = session_port(spec)
+    if port is not None:
+        labels[SESSION_LABEL] = "true"
     job_labels = dict(labels)
     if options.get("queue_name"):
         job_labels[QUEUE_LABEL] = options["queue_name"]
@@ -195,8 +292,27 @@ def build_job_manifest(spec: JobSpec, options: Mapping[str, Any], namespace: str
         "volumeMounts": [],
     }
     volumes: list[dict[str, Any]] = []
+    if port is not None:
+        env += [
+            {"name": SESSION_FIXED_PORT_ENV, "value": str(port)},
+            {
+                "name": "GPUC_SESSION_TOKEN",
+                "valueFrom": {
+                    "secretKeyRef": {
+                        "name": session_secret_name(spec.uuid),
+                        "key": SESSION_TOKEN_KEY,
+                    }
+                },
+            },
+            {"name": "GPUC_JOB_DIR", "value": SESSION_DIR},
+        ]
+        container["ports"] = [{"name": SESSION_PORT_NAME, "containerPort": port, "protocol": "TCP"}]
+        container["volumeMounts"].append({"name": "session", "mountPath": SESSION_DIR})
+        volumes.append({"name": "session", "emptyDir": {}})
     if spec.script:
-        container["command"] = ["/bin/sh", f"{SCRIPT_DIR}/{SCRIPT_KEY}"]
+        # A session's wrapper is bash (process substitution, $RANDOM); a job script is sh.
+        shell = "/bin/bash" if port is not None else "/bin/sh"
+        container["command"] = [shell, f"{SCRIPT_DIR}/{SCRIPT_KEY}"]
         container["volumeMounts"].append(
             {"name": "script", "mountPath": SCRIPT_DIR, "readOnly": True}
         )
