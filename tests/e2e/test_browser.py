@@ -104,8 +104,8 @@ def test_alice_prices_submits_and_follows_a_job_live_then_downloads_its_result_a
     page.locator("#id_name").fill("browser-job")
     page.locator("#id_script").fill(SCRIPT)
     estimate = page.locator("#estimate")
-    # 1 GPU × 1 h × 7200 SU + 1 CPU × 1 h × 3600 SU (the form's defaults)
-    expect(estimate).to_contain_text("Estimated cost: 10,800.00 SU")
+    # 1 CPU × 1 h × 3600 SU (the form's defaults, jobs.drafts: no GPU, 1 CPU, 1 h)
+    expect(estimate).to_contain_text("Estimated cost: 3,600.00 SU")
     _mark(page)
 
     page.locator("#id_gpus").fill("2")

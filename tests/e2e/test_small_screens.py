@@ -15,6 +15,7 @@ from playwright.sync_api import Page, expect
 
 from accounts.models import User
 from jobs.models import ClusterAccount
+from jobs.drafts import JobDraft
 from jobs.services import job_submit
 from quotas.models import Allocation, AllocationRequest, Cluster
 from quotas.policy import REVIEWERS_GROUP
@@ -64,12 +65,14 @@ def tenant_with_everything(
         user=alice,
         project=tenant.project,
         cluster=cluster,
-        name="a-job-with-a-rather-long-name-that-should-wrap-on-a-phone-screen",
-        script="echo hi\n",
-        gpus=1,
-        cpus=1,
-        memory_mb=1024,
-        time_limit_minutes=60,
+        draft=JobDraft(
+            name="a-job-with-a-rather-long-name-that-should-wrap-on-a-phone-screen",
+            script="echo hi\n",
+            gpus=1,
+            cpus=1,
+            memory_mb=1024,
+            time_limit_minutes=60,
+        ),
     )
     request = AllocationRequest.objects.create(
         project=tenant.project,
