@@ -25,17 +25,20 @@ from django.shortcuts import redirect, render
 from django.utils.crypto import constant_time_compare
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
 
 from accounts.models import User
-from jobs.forms import SessionStartForm
+from accounts.selectors import project_get_for_user
+from jobs.forms import ProjectIdleLimitForm, SessionStartForm
 from jobs.models import Job, Session
 from jobs.services.sessions import (
+    project_idle_limit_set,
     session_locate,
     session_may_open,
     session_start,
     session_touch,
 )
-from portal.errors import DomainError
+from portal.errors import DomainError, NotFound
 
 SESSION_PATH_RE = re.compile(r"^/sessions/([0-9a-fA-F-]{32,36})(?:/|$)")
 
@@ -123,3 +126,27 @@ def session_list(request: HttpRequest) -> HttpResponse:
         .order_by("-job__created_at")[:50]
     )
     return render(request, "jobs/sessions.html", {"form": form, "sessions": sessions})
+
+
+@require_POST
+@login_required
+def project_idle_limit(request: HttpRequest, uuid: uuid_lib.UUID) -> HttpResponse:
+    """A project manager sets the project's session idle limit (the form on the project page)."""
+    user = cast(User, request.user)
+    try:
+        project = project_get_for_user(user, uuid)
+    except NotFound as exc:
+        raise Http404(exc.detail) from None
+    form = ProjectIdleLimitForm(request.POST)
+    if form.is_valid():
+        try:
+            project_idle_limit_set(
+                actor=user, project=project, idle_minutes=form.cleaned_data["idle_minutes"]
+            )
+        except DomainError as exc:
+            messages.error(request, exc.detail)
+        else:
+            messages.success(request, "The idle limit of this project's sessions is saved.")
+    else:
+        messages.error(request, "The idle limit must be a whole number of minutes, at least 1.")
+    return redirect("accounts:project_detail", uuid=project.uuid)

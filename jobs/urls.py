@@ -25,6 +25,11 @@ urlpatterns: list[URLPattern | URLResolver] = [
         access_views.access_reject,
         name="access-reject",
     ),
+    path(
+        "projects/<uuid:uuid>/session-idle-limit/",
+        session_views.project_idle_limit,
+        name="project-session-idle-limit",
+    ),
     path("interactive/", session_views.session_list, name="session-list"),
     path("sessions-auth/", session_views.session_auth, name="session-auth"),
     path("sessions/<uuid:job_uuid>/", session_views.session_page, name="session-page"),
@@ -110,6 +115,11 @@ api_urlpatterns: list[URLPattern | URLResolver] = [
         "jobs/<uuid:job_uuid>/results/<path:path>",
         api.JobResultDownloadView.as_view(),
         name="api-job-result-download",
+    ),
+    path(
+        "projects/<str:uuid>/session-settings/",
+        session_api.ProjectSessionSettingsView.as_view(),
+        name="api-project-session-settings",
     ),
     path("sessions/", session_api.SessionListView.as_view(), name="api-session-list"),
     path("sessions/apps/", session_api.SessionAppListView.as_view(), name="api-session-apps"),
