@@ -29,6 +29,7 @@ from django.views.decorators.http import require_POST
 
 from accounts.models import User
 from accounts.selectors import project_get_for_user
+from jobs import selectors
 from jobs.forms import ProjectIdleLimitForm, SessionStartForm
 from jobs.models import Job, Session
 from jobs.services.sessions import (
@@ -125,7 +126,20 @@ def session_list(request: HttpRequest) -> HttpResponse:
         .select_related("job", "job__project", "job__cluster", "app")
         .order_by("-job__created_at")[:50]
     )
-    return render(request, "jobs/sessions.html", {"form": form, "sessions": sessions})
+    rows = [(session, selectors.session_clock(session=session)) for session in sessions]
+    return render(request, "jobs/sessions.html", {"form": form, "rows": rows})
+
+
+@never_cache
+@login_required
+def session_clock_partial(request: HttpRequest, job_uuid: uuid_lib.UUID) -> HttpResponse:
+    """htmx: a session's time left, idle countdown and cost so far (jobs/_session_clock.html)."""
+    try:
+        session = selectors.session_get_for_user(user=cast(User, request.user), job_uuid=job_uuid)
+    except NotFound as exc:
+        raise Http404(exc.detail) from None
+    clock = selectors.session_clock(session=session)
+    return render(request, "jobs/_session_clock.html", {"job": session.job, "clock": clock})
 
 
 @require_POST

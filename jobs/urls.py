@@ -41,6 +41,11 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("jobs/<uuid:job_uuid>/cancel/", views.job_cancel_view, name="job-cancel"),
     path("jobs/<uuid:job_uuid>/log/", views.job_log_partial, name="job-log"),
     path("jobs/<uuid:job_uuid>/status/", views.job_status_partial, name="job-status"),
+    path(
+        "jobs/<uuid:job_uuid>/session-clock/",
+        session_views.session_clock_partial,
+        name="session-clock",
+    ),
     path("jobs/<uuid:job_uuid>/results/", views.job_results_partial, name="job-results"),
     path(
         "jobs/<uuid:job_uuid>/results/<path:path>",
