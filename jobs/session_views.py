@@ -123,7 +123,7 @@ def session_list(request: HttpRequest) -> HttpResponse:
         form = SessionStartForm(user=user)
     sessions = (
         Session.objects.filter(job__user=user, job__kind=Job.Kind.SESSION)
-        .select_related("job", "job__project", "job__cluster", "app")
+        .select_related("job", "job__project__session_settings", "job__cluster", "app")
         .order_by("-job__created_at")[:50]
     )
     rows = [(session, selectors.session_clock(session=session)) for session in sessions]

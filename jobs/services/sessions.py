@@ -276,9 +276,13 @@ def idle_ceiling_minutes() -> int:
 
 def project_idle_minutes(*, project: Project) -> int:
     """The project's idle limit as its managers set it, else SESSIONS_IDLE_MINUTES (30)."""
-    row = ProjectSessionSettings.objects.filter(project=project).only("idle_minutes").first()
+    row: ProjectSessionSettings | None
+    if Project.session_settings.is_cached(project):  # select_related: no query (None: no row)
+        row = getattr(project, "session_settings", None)
+    else:
+        row = ProjectSessionSettings.objects.filter(project=project).only("idle_minutes").first()
     if row is not None:
-        return row.idle_minutes
+        return int(row.idle_minutes)
     return int(getattr(settings, "SESSIONS_IDLE_MINUTES", DEFAULT_IDLE_MINUTES))
 
 

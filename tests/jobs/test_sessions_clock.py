@@ -110,3 +110,14 @@ def test_the_clock_partial_refreshes_the_figures(client, alice, running_session)
 def test_mallory_gets_a_404_for_the_clock(client, mallory, running_session):
     client.force_login(mallory)
     assert client.get(f"/jobs/{running_session.job.uuid}/session-clock/").status_code == 404
+
+
+def test_the_sessions_page_uses_the_projects_own_idle_limit(
+    client, alice, tenant, running_session, django_assert_max_num_queries
+):
+    project_idle_limit_set(actor=alice, project=tenant.project, idle_minutes=12)
+    client.force_login(alice)
+    client.get("/interactive/")  # warm per-process caches (rates, content types)
+    with django_assert_max_num_queries(20):
+        page = client.get("/interactive/").content.decode()
+    assert "12 minutes" in page
