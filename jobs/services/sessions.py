@@ -353,7 +353,7 @@ def sessions_stop_idle(*, now: datetime | None = None) -> list[Job]:
     now = now or timezone.now()
     stopped: list[Job] = []
     candidates = Session.objects.select_related(
-        "job", "job__cluster", "job__user", "job__project", "app"
+        "job", "job__cluster", "job__user", "job__project__session_settings", "app"
     ).filter(job__kind=Job.Kind.SESSION, job__state=Job.State.RUNNING)
     for session in candidates:
         job = session.job
