@@ -77,3 +77,9 @@ class InvalidAccountSetting(DomainError):
     """A project account setting (name, GPU cap) the scheduler would refuse; nothing pushed."""
 
     code = "invalid"
+
+
+class InvalidIdleLimit(DomainError):
+    """A project's session idle limit is not a whole number of minutes within the maximum."""
+
+    code = "invalid"

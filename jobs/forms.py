@@ -145,3 +145,9 @@ class SessionStartForm(forms.Form):
         for optional in ("gpu_type", "partition"):
             data[optional] = data.get(optional) or ""
         return data
+
+
+class ProjectIdleLimitForm(forms.Form):
+    """A project's session idle limit (the service checks the maximum)."""
+
+    idle_minutes = forms.IntegerField(min_value=1, label="Idle limit (minutes)")

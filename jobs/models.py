@@ -446,4 +446,30 @@ class Session(models.Model):
         return f"{self.host}:{self.port}" if self.host and self.port else ""
 
 
+class ProjectSessionSettings(models.Model):
+    """A project's own rules for its interactive sessions, set by its managers: how long a
+    session may sit idle before it is stopped (never above a cluster's maximum, which still
+    caps it per cluster). No row: the portal's default (SESSIONS_IDLE_MINUTES)."""
+
+    project = models.OneToOneField(
+        Project, on_delete=models.CASCADE, related_name="session_settings"
+    )
+    idle_minutes = models.PositiveIntegerField()
+    updated_at = models.DateTimeField(default=timezone.now)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        verbose_name_plural = "project session settings"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(idle_minutes__gte=1), name="project_session_idle_positive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project} sessions: idle {self.idle_minutes} min"
+
+
 from jobs.storage.models import ProjectStorage  # noqa: E402,F401  (registers the model)

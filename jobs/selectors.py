@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import uuid as uuid_lib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
+from django.utils import timezone
 
 from accounts.models import Project, ProjectMember, User
 from jobs.exceptions import AccessRequestNotFound, InvalidJob, JobNotFound
-from jobs.models import ClusterAccessRequest, ClusterAccount, Job, JobEvent, JobTemplate
+from jobs.models import (
+    ClusterAccessRequest,
+    ClusterAccount,
+    Job,
+    JobEvent,
+    JobTemplate,
+    Session,
+)
 from quotas.models import Cluster
 from quotas.policy import is_facility_admin
+from quotas.services.rates import Usage, cached_rates_at, cost_of
 
 LIST_FIELDS = (
     "id",
@@ -376,3 +388,64 @@ def job_get_for_staff(*, user: User, job_uuid: uuid_lib.UUID | str) -> Job:
     if job is None:
         raise JobNotFound("No such job")
     return job
+
+
+@dataclass(frozen=True)
+class SessionClock:
+    """A session's live figures at `now`: seconds until its time limit ends it and until it
+    counts as idle (None when it is not running), and what it has cost so far in SU."""
+
+    running: bool
+    time_left_seconds: int | None
+    idle_left_seconds: int | None
+    idle_minutes: int
+    cost_so_far: Decimal
+    now: datetime
+
+
+def session_clock(*, session: Session, now: datetime | None = None) -> SessionClock:
+    """Time left = start + time limit − now; idle countdown = last activity (or start) + the
+    project's idle limit − now; cost so far = the job's rates (as at its start) × its
+    resources × the time it has run (its charge once it is settled)."""
+    from jobs.services.sessions import idle_limit
+
+    now = now or timezone.now()
+    job = session.job
+    limit = idle_limit(job.cluster, project=job.project)
+    idle_minutes = int(limit.total_seconds() // 60)
+    if job.is_final:
+        cost = job.charged_cost if job.charged_cost is not None else Decimal(0)
+        return SessionClock(False, None, None, idle_minutes, cost, now)
+    if job.state != Job.State.RUNNING or job.started_at is None:
+        return SessionClock(False, None, None, idle_minutes, Decimal(0), now)
+    end = job.started_at + timedelta(minutes=job.time_limit_minutes)
+    ran = max(0, int((min(now, end) - job.started_at).total_seconds()))
+    usage = Usage(
+        seconds=ran,
+        gpus=job.gpus,
+        gpu_type=job.gpu_type,
+        cpus=job.cpus,
+        memory_mb=job.memory_mb,
+        tasks=job.array_size or 1,
+    )
+    rates = cached_rates_at(cluster=job.cluster, at=job.started_at)
+    cost = cost_of(cluster=job.cluster, usage=usage, rates=rates).total
+    last = max(session.last_activity_at or job.started_at, job.started_at)
+    return SessionClock(
+        running=True,
+        time_left_seconds=max(0, int((end - now).total_seconds())),
+        idle_left_seconds=max(0, int((last + limit - now).total_seconds())),
+        idle_minutes=idle_minutes,
+        cost_so_far=cost,
+        now=now,
+    )
+
+
+def session_get_for_user(*, user: User, job_uuid: uuid_lib.UUID | str) -> Session:
+    """The session of a job the user may see (with what session_clock reads), or JobNotFound."""
+    job = job_get_for_user(user=user, job_uuid=job_uuid)
+    session = Session.objects.select_related("app").filter(job=job).first()
+    if session is None:
+        raise JobNotFound("No such session")
+    session.job = job
+    return session

@@ -15,12 +15,19 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.models import User
+from accounts.selectors import can_manage_project, project_get_for_user
 from jobs import selectors
 from jobs.api import JobDetailSerializer, render_job
 from jobs.exceptions import JobNotFound
 from jobs.models import Job, Session, SessionApp
 from jobs.selectors import resolve_cluster, resolve_project
-from jobs.services.sessions import session_share, session_start
+from jobs.services.sessions import (
+    idle_ceiling_minutes,
+    project_idle_limit_set,
+    project_idle_minutes,
+    session_share,
+    session_start,
+)
 from portal.api import StrictFieldsMixin
 
 
@@ -157,3 +164,49 @@ class SessionShareView(APIView):
         shared = serializer.validated_data["shared"]
         session = session_share(user=_user(request), session=session, shared=shared)
         return Response(render_session(job, session))
+
+
+class ProjectSessionSettingsSerializer(serializers.Serializer[Any]):
+    idle_minutes = serializers.IntegerField(
+        help_text="minutes a session may sit idle before it is stopped (each cluster's "
+        "max_session_idle_minutes still caps it there)"
+    )
+    max_idle_minutes = serializers.IntegerField(read_only=True)
+    can_manage = serializers.BooleanField(read_only=True)
+
+
+class ProjectSessionSettingsUpdateSerializer(StrictFieldsMixin, serializers.Serializer[Any]):
+    idle_minutes = serializers.IntegerField()
+
+
+def render_session_settings(user: User, project: Any) -> dict[str, Any]:
+    return {
+        "idle_minutes": project_idle_minutes(project=project),
+        "max_idle_minutes": idle_ceiling_minutes(),
+        "can_manage": can_manage_project(user, project),
+    }
+
+
+class ProjectSessionSettingsView(APIView):
+    """GET: the project's session idle limit (members). PUT {"idle_minutes": n}: its managers
+    set it; above the maximum → 400 naming idle_minutes, nothing saved."""
+
+    @extend_schema(responses=ProjectSessionSettingsSerializer)
+    def get(self, request: Request, uuid: str) -> Response:
+        project = project_get_for_user(_user(request), uuid)
+        return Response(render_session_settings(_user(request), project))
+
+    @extend_schema(
+        request=ProjectSessionSettingsUpdateSerializer,
+        responses=ProjectSessionSettingsSerializer,
+    )
+    def put(self, request: Request, uuid: str) -> Response:
+        project = project_get_for_user(_user(request), uuid)
+        serializer = ProjectSessionSettingsUpdateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        project_idle_limit_set(
+            actor=_user(request),
+            project=project,
+            idle_minutes=serializer.validated_data["idle_minutes"],
+        )
+        return Response(render_session_settings(_user(request), project))

@@ -25,17 +25,21 @@ from django.shortcuts import redirect, render
 from django.utils.crypto import constant_time_compare
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
 
 from accounts.models import User
-from jobs.forms import SessionStartForm
+from accounts.selectors import project_get_for_user
+from jobs import selectors
+from jobs.forms import ProjectIdleLimitForm, SessionStartForm
 from jobs.models import Job, Session
 from jobs.services.sessions import (
+    project_idle_limit_set,
     session_locate,
     session_may_open,
     session_start,
     session_touch,
 )
-from portal.errors import DomainError
+from portal.errors import DomainError, NotFound
 
 SESSION_PATH_RE = re.compile(r"^/sessions/([0-9a-fA-F-]{32,36})(?:/|$)")
 
@@ -119,7 +123,44 @@ def session_list(request: HttpRequest) -> HttpResponse:
         form = SessionStartForm(user=user)
     sessions = (
         Session.objects.filter(job__user=user, job__kind=Job.Kind.SESSION)
-        .select_related("job", "job__project", "job__cluster", "app")
+        .select_related("job", "job__project__session_settings", "job__cluster", "app")
         .order_by("-job__created_at")[:50]
     )
-    return render(request, "jobs/sessions.html", {"form": form, "sessions": sessions})
+    rows = [(session, selectors.session_clock(session=session)) for session in sessions]
+    return render(request, "jobs/sessions.html", {"form": form, "rows": rows})
+
+
+@never_cache
+@login_required
+def session_clock_partial(request: HttpRequest, job_uuid: uuid_lib.UUID) -> HttpResponse:
+    """htmx: a session's time left, idle countdown and cost so far (jobs/_session_clock.html)."""
+    try:
+        session = selectors.session_get_for_user(user=cast(User, request.user), job_uuid=job_uuid)
+    except NotFound as exc:
+        raise Http404(exc.detail) from None
+    clock = selectors.session_clock(session=session)
+    return render(request, "jobs/_session_clock.html", {"job": session.job, "clock": clock})
+
+
+@require_POST
+@login_required
+def project_idle_limit(request: HttpRequest, uuid: uuid_lib.UUID) -> HttpResponse:
+    """A project manager sets the project's session idle limit (the form on the project page)."""
+    user = cast(User, request.user)
+    try:
+        project = project_get_for_user(user, uuid)
+    except NotFound as exc:
+        raise Http404(exc.detail) from None
+    form = ProjectIdleLimitForm(request.POST)
+    if form.is_valid():
+        try:
+            project_idle_limit_set(
+                actor=user, project=project, idle_minutes=form.cleaned_data["idle_minutes"]
+            )
+        except DomainError as exc:
+            messages.error(request, exc.detail)
+        else:
+            messages.success(request, "The idle limit of this project's sessions is saved.")
+    else:
+        messages.error(request, "The idle limit must be a whole number of minutes, at least 1.")
+    return redirect("accounts:project_detail", uuid=project.uuid)

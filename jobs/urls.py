@@ -25,6 +25,11 @@ urlpatterns: list[URLPattern | URLResolver] = [
         access_views.access_reject,
         name="access-reject",
     ),
+    path(
+        "projects/<uuid:uuid>/session-idle-limit/",
+        session_views.project_idle_limit,
+        name="project-session-idle-limit",
+    ),
     path("interactive/", session_views.session_list, name="session-list"),
     path("sessions-auth/", session_views.session_auth, name="session-auth"),
     path("sessions/<uuid:job_uuid>/", session_views.session_page, name="session-page"),
@@ -36,6 +41,11 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("jobs/<uuid:job_uuid>/cancel/", views.job_cancel_view, name="job-cancel"),
     path("jobs/<uuid:job_uuid>/log/", views.job_log_partial, name="job-log"),
     path("jobs/<uuid:job_uuid>/status/", views.job_status_partial, name="job-status"),
+    path(
+        "jobs/<uuid:job_uuid>/session-clock/",
+        session_views.session_clock_partial,
+        name="session-clock",
+    ),
     path("jobs/<uuid:job_uuid>/results/", views.job_results_partial, name="job-results"),
     path(
         "jobs/<uuid:job_uuid>/results/<path:path>",
@@ -110,6 +120,11 @@ api_urlpatterns: list[URLPattern | URLResolver] = [
         "jobs/<uuid:job_uuid>/results/<path:path>",
         api.JobResultDownloadView.as_view(),
         name="api-job-result-download",
+    ),
+    path(
+        "projects/<str:uuid>/session-settings/",
+        session_api.ProjectSessionSettingsView.as_view(),
+        name="api-project-session-settings",
     ),
     path("sessions/", session_api.SessionListView.as_view(), name="api-session-list"),
     path("sessions/apps/", session_api.SessionAppListView.as_view(), name="api-session-apps"),

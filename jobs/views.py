@@ -341,6 +341,9 @@ def job_detail(request: HttpRequest, job_uuid: uuid_lib.UUID) -> HttpResponse:
             "show_stderr": job.state in FAILED_STATES and bool(stderr["text"]),
         }
     )
+    if job.kind == Job.Kind.SESSION:
+        session = selectors.session_get_for_user(user=_user(request), job_uuid=job.uuid)
+        context["clock"] = selectors.session_clock(session=session)
     return render(request, "jobs/detail.html", context)
 
 

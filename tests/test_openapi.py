@@ -21,6 +21,8 @@ STABLE_OPERATIONS = [
     ("get", "/api/v1/projects/"),
     ("post", "/api/v1/projects/"),
     ("get", "/api/v1/projects/{uuid}/members/"),
+    ("get", "/api/v1/projects/{uuid}/session-settings/"),
+    ("put", "/api/v1/projects/{uuid}/session-settings/"),
     ("post", "/api/v1/projects/{uuid}/members/"),
     ("get", "/api/v1/clusters/"),
     ("post", "/api/v1/jobs/estimate/"),

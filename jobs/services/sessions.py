@@ -27,16 +27,17 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import Project, ProjectMember, User
+from accounts.selectors import can_manage_project
 from jobs.backends import get_backend
 from jobs.backends.base import BackendError, BackendUnavailable
 from jobs.drafts import JobDraft
-from jobs.exceptions import InvalidJob, JobNotFound
-from jobs.models import Job, JobEvent, Session, SessionApp
+from jobs.exceptions import InvalidIdleLimit, InvalidJob, JobNotFound
+from jobs.models import Job, JobEvent, ProjectSessionSettings, Session, SessionApp
 from jobs.notifications import notify_session_stopped_idle
 from jobs.services.cancel import job_cancel
 from jobs.services.specs import job_ref
 from jobs.services.submit import job_submit
-from portal.errors import DomainError
+from portal.errors import DomainError, PermissionDenied
 from quotas.models import Cluster
 
 logger = logging.getLogger(__name__)
@@ -257,13 +258,77 @@ def session_touch(*, session: Session) -> None:
     ).update(last_activity_at=now)
 
 
-def idle_limit(cluster: Cluster) -> timedelta:
-    """SESSIONS_IDLE_MINUTES (default 30), never above the cluster's max_session_idle_minutes."""
-    minutes = int(getattr(settings, "SESSIONS_IDLE_MINUTES", DEFAULT_IDLE_MINUTES))
+# With no cluster declaring max_session_idle_minutes, a project may not ask for more than a day.
+IDLE_CEILING_MINUTES = 24 * 60
+
+
+def _cluster_ceiling(cluster: Cluster) -> int | None:
     ceiling = cluster.options.get("max_session_idle_minutes") if cluster.options else None
     if isinstance(ceiling, int) and not isinstance(ceiling, bool) and ceiling > 0:
+        return ceiling
+    return None
+
+
+def idle_ceiling_minutes() -> int:
+    """The most a project may set: the largest maximum an enabled cluster declares (each
+    cluster still caps its own sessions at its own maximum), or IDLE_CEILING_MINUTES."""
+    ceilings = [
+        c for c in map(_cluster_ceiling, Cluster.objects.filter(enabled=True)) if c is not None
+    ]
+    return max(ceilings) if ceilings else IDLE_CEILING_MINUTES
+
+
+def project_idle_minutes(*, project: Project) -> int:
+    """The project's idle limit as its managers set it, else SESSIONS_IDLE_MINUTES (30)."""
+    row: ProjectSessionSettings | None
+    if Project.session_settings.is_cached(project):  # select_related: no query (None: no row)
+        row = getattr(project, "session_settings", None)
+    else:
+        row = ProjectSessionSettings.objects.filter(project=project).only("idle_minutes").first()
+    if row is not None:
+        return int(row.idle_minutes)
+    return int(getattr(settings, "SESSIONS_IDLE_MINUTES", DEFAULT_IDLE_MINUTES))
+
+
+def idle_limit(cluster: Cluster, *, project: Project | None = None) -> timedelta:
+    """The project's idle limit (default SESSIONS_IDLE_MINUTES, 30), never above the
+    cluster's max_session_idle_minutes."""
+    if project is not None:
+        minutes = project_idle_minutes(project=project)
+    else:
+        minutes = int(getattr(settings, "SESSIONS_IDLE_MINUTES", DEFAULT_IDLE_MINUTES))
+    ceiling = _cluster_ceiling(cluster)
+    if ceiling is not None:
         minutes = min(minutes, ceiling)
     return timedelta(minutes=minutes)
+
+
+@transaction.atomic
+def project_idle_limit_set(
+    *, actor: User, project: Project, idle_minutes: int
+) -> ProjectSessionSettings:
+    """A project manager sets how long the project's sessions may sit idle (1 minute up to
+    the clusters' maximum, idle_ceiling_minutes). Anyone else: PermissionDenied."""
+    if not can_manage_project(actor, project):
+        raise PermissionDenied(
+            f"Only the PI or a manager of project '{project.name}' may set its idle limit"
+        )
+    ceiling = idle_ceiling_minutes()
+    if isinstance(idle_minutes, bool) or not isinstance(idle_minutes, int) or idle_minutes < 1:
+        raise InvalidIdleLimit(
+            "The idle limit must be a whole number of minutes, at least 1.", field="idle_minutes"
+        )
+    if idle_minutes > ceiling:
+        raise InvalidIdleLimit(
+            f"An idle limit of {idle_minutes} minutes is above the maximum of {ceiling} minutes.",
+            field="idle_minutes",
+            maximum=ceiling,
+        )
+    row, _ = ProjectSessionSettings.objects.update_or_create(
+        project=project,
+        defaults={"idle_minutes": idle_minutes, "updated_by": actor, "updated_at": timezone.now()},
+    )
+    return row
 
 
 def app_reports_busy(*, session: Session) -> bool:
@@ -292,12 +357,12 @@ def sessions_stop_idle(*, now: datetime | None = None) -> list[Job]:
     now = now or timezone.now()
     stopped: list[Job] = []
     candidates = Session.objects.select_related(
-        "job", "job__cluster", "job__user", "job__project", "app"
+        "job", "job__cluster", "job__user", "job__project__session_settings", "app"
     ).filter(job__kind=Job.Kind.SESSION, job__state=Job.State.RUNNING)
     for session in candidates:
         job = session.job
         since = session.last_activity_at or job.started_at or job.created_at
-        if now - since <= idle_limit(job.cluster):
+        if now - since <= idle_limit(job.cluster, project=job.project):
             continue
         if app_reports_busy(session=session):
             Session.objects.filter(pk=session.pk).update(last_activity_at=now)
