@@ -14,8 +14,8 @@ from django.urls import reverse
 from playwright.sync_api import Page, expect
 
 from accounts.models import User
-from jobs.models import ClusterAccount
 from jobs.drafts import JobDraft
+from jobs.models import ClusterAccount
 from jobs.services import job_submit
 from quotas.models import Allocation, AllocationRequest, Cluster
 from quotas.policy import REVIEWERS_GROUP
