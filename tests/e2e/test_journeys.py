@@ -44,7 +44,14 @@ from jobs.provisioning import Identity, get_provisioner
 from quotas.models import Allocation, AllocationRequest, Cluster, Trial
 from quotas.policy import REVIEWERS_GROUP
 from tests import factories
-from tests.e2e.conftest import Browser, SidewaysScroll, screenshot, sign_in, verified
+from tests.e2e.conftest import (
+    OVERFLOW_TAG,
+    Browser,
+    SidewaysScroll,
+    screenshot,
+    sign_in,
+    verified,
+)
 from tests.jobs.slurm.conftest import (  # noqa: F401 (fixtures used here)
     SlurmSite,
     _drop_accounts,
@@ -145,7 +152,14 @@ def _sign_up(page: Page, live_server: Any, *, email: str, username: str) -> User
     page.locator("input[name=username]").fill(username)
     page.locator("input[name=password1]").fill(PASSPHRASE)
     page.locator("input[name=password2]").fill(PASSPHRASE)
-    page.locator("main form button[type=submit]").click()
+    # Wait for the page's sideways-scroll report too (sent 50 ms after its load event): going
+    # on to the emailed link at once would leave the page unmeasured.
+    with page.expect_console_message(
+        lambda m: (
+            m.text.startswith(f"{OVERFLOW_TAG} ") and m.text.endswith("/accounts/confirm-email/")
+        )
+    ):
+        page.locator("main form button[type=submit]").click()
     page.wait_for_url("**/accounts/confirm-email/")
     sent = [m for m in mail.outbox if m.to == [email]]
     assert len(sent) == 1
