@@ -119,11 +119,14 @@ class SessionStartForm(forms.Form):
     cluster: forms.ModelChoiceField[Cluster] = forms.ModelChoiceField(
         queryset=None, to_field_name="name"
     )
-    gpus = forms.IntegerField(initial=0)
-    gpu_type = forms.CharField(required=False, max_length=64)
-    cpus = forms.IntegerField(initial=1)
-    memory_mb = forms.IntegerField(initial=4096, label="Memory (MB)")
-    time_limit_minutes = forms.IntegerField(initial=120, label="Time limit (minutes)")
+    # The same resource defaults as a job's (jobs.drafts), written once.
+    gpus = forms.IntegerField(initial=DEFAULT.gpus, label="GPUs")
+    gpu_type = forms.CharField(required=False, max_length=64, label="GPU type")
+    cpus = forms.IntegerField(initial=DEFAULT.cpus, label="CPUs")
+    memory_mb = forms.IntegerField(initial=DEFAULT.memory_mb, label="Memory (MB)")
+    time_limit_minutes = forms.IntegerField(
+        initial=DEFAULT.time_limit_minutes, label="Time limit (minutes)"
+    )
     partition = forms.CharField(required=False, max_length=64)
     shared_with_managers = forms.BooleanField(
         required=False, label="Let the project's PI and managers open it too"
