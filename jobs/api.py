@@ -21,7 +21,7 @@ from jobs import selectors, services
 from jobs.drafts import JobDraft
 from jobs.exceptions import InvalidJob
 from jobs.models import Job, JobEvent, JobTemplate
-from jobs.selectors import resolve_cluster, resolve_project
+from jobs.selectors import resolve_cluster, resolve_project, resolve_target
 from portal.api import CursorPagination, ResultsPagination, StrictFieldsMixin, ValuesRenderer
 from portal.ids import uuid_prefix_range
 from portal.sql import PreparedValues
@@ -55,7 +55,7 @@ class _Target(serializers.Serializer[Any]):
 
     def target(self, user: User) -> tuple[Project, Cluster]:
         data = self.validated_data
-        return resolve_project(user, data["project"]), resolve_cluster(data["cluster"])
+        return resolve_target(user, data["project"], data["cluster"])
 
 
 class JobRequestSerializer(StrictFieldsMixin, _Target, _DraftFields):

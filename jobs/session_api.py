@@ -20,7 +20,7 @@ from jobs import selectors
 from jobs.api import JobDetailSerializer, render_job
 from jobs.exceptions import JobNotFound
 from jobs.models import Job, Session, SessionApp
-from jobs.selectors import resolve_cluster, resolve_project
+from jobs.selectors import resolve_target
 from jobs.services.sessions import (
     idle_ceiling_minutes,
     project_idle_limit_set,
@@ -127,8 +127,7 @@ class SessionListView(APIView):
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
         user = _user(request)
-        data["project"] = resolve_project(user, data["project"])
-        data["cluster"] = resolve_cluster(data["cluster"])
+        data["project"], data["cluster"] = resolve_target(user, data["project"], data["cluster"])
         key = request.headers.get("Idempotency-Key", "").strip()
         job = session_start(user=user, idempotency_key=key, **data)
         replay = not hasattr(job, "submit_events")

@@ -9,6 +9,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 from decimal import Decimal
+from typing import Any
 
 from django.db import IntegrityError, connection, transaction
 from django.db.models.sql import InsertQuery
@@ -34,6 +35,7 @@ from quotas.services import (
 )
 from quotas.services import estimate as quota_estimate
 from quotas.services.batch import bulk_set
+from quotas.services.ledger import hold_ctes, placed_hold
 
 logger = logging.getLogger(__name__)
 
@@ -107,46 +109,100 @@ def _new_job(
     )
 
 
+def _job_insert(job: Job, *, hold_from: str = "") -> tuple[str, list[Any]]:
+    """The new job's INSERT as Django compiles it for job.save (RETURNING its id); with
+    `hold_from`, the name of a CTE returning the new hold's `id`, as INSERT ... SELECT ... FROM
+    that CTE: the job is stored with that hold, and not at all when there is none."""
+    meta = Job._meta
+    fields = [f for f in meta.local_concrete_fields if f is not meta.auto_field]
+    query = InsertQuery(Job)
+    query.insert_values(fields, [job])
+    compiler = query.get_compiler(using=connection.alias)
+    compiler.returning_fields = [meta.pk]
+    ((sql, params),) = compiler.as_sql()
+    if not hold_from:
+        return sql, list(params)
+    head, _, rest = sql.partition(" VALUES (")
+    values, _, returning = rest.rpartition(") RETURNING ")
+    placeholders = values.split(", ")
+    if placeholders != ["%s"] * len(fields) or len(params) != len(fields):
+        raise RuntimeError(f"Unexpected INSERT of a job: {sql}")
+    at = fields.index(meta.get_field("hold"))
+    placeholders[at] = f"{hold_from}.id"
+    params = [*params[:at], *params[at + 1 :]]
+    select = ", ".join(placeholders)
+    return f"{head} SELECT {select} FROM {hold_from} RETURNING {returning}", params  # noqa: S608
+
+
+def _event_insert(event: JobEvent) -> tuple[str, list[Any]]:
+    """The first event's INSERT, reading the job's id from a CTE named `job`."""
+    sql = f"""INSERT INTO {JobEvent._meta.db_table}
+        (job_id, created_at, from_state, to_state, message, actor_id)
+        SELECT id, %s, %s, %s, %s, %s FROM job"""  # noqa: S608 (every value is a parameter)
+    values = [event.created_at, event.from_state, event.to_state, event.message, event.actor_id]
+    return sql, values
+
+
+def _saved(*instances: Any) -> None:
+    for instance in instances:
+        instance._state.adding = False
+        instance._state.db = connection.alias
+
+
 def _insert_job_and_event(job: Job, event: JobEvent) -> None:
-    """Insert a new job and its first event: on PostgreSQL in ONE statement (the job's INSERT,
-    compiled by Django as job.save would, in a WITH whose row the event's INSERT reads), else
-    as two saves. Both get their ids; no signal is sent for either (none is connected)."""
+    """Insert a new job and its first event: on PostgreSQL in ONE statement (the job's INSERT
+    in a WITH whose row the event's INSERT reads), else as two saves. Both get their ids; no
+    signal is sent for either (none is connected)."""
     if connection.vendor != "postgresql":
         job.save(force_insert=True)
         event.job = job
         event.save(force_insert=True)
         return
-    meta = Job._meta
-    query = InsertQuery(Job)
-    query.insert_values([f for f in meta.local_concrete_fields if f is not meta.auto_field], [job])
-    compiler = query.get_compiler(using=connection.alias)
-    compiler.returning_fields = [meta.pk]
-    ((job_sql, job_params),) = compiler.as_sql()
-    events = JobEvent._meta.db_table
-    sql = f"""
-        WITH job AS ({job_sql})
-        INSERT INTO {events} (job_id, created_at, from_state, to_state, message, actor_id)
-        SELECT id, %s, %s, %s, %s, %s FROM job
-        RETURNING job_id, id
-    """  # noqa: S608 (the job's INSERT as Django compiles it; every value is a parameter)
-    params = (
-        *job_params,
-        event.created_at,
-        event.from_state,
-        event.to_state,
-        event.message,
-        event.actor_id,
-    )
+    job_sql, job_params = _job_insert(job)
+    event_sql, event_params = _event_insert(event)
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(
+            f"WITH job AS ({job_sql}) {event_sql} RETURNING job_id, id",
+            [*job_params, *event_params],
+        )
         job.pk, event.pk = cursor.fetchone()
-    for saved in (job, event):
-        saved._state.adding = False
-        saved._state.db = connection.alias
+    _saved(job, event)
     event.job = job
 
 
-@transaction.atomic
+def _insert_held_job_and_event(
+    job: Job, event: JobEvent, *, user: User, project: Project, cluster: Cluster, amount: Decimal
+) -> bool:
+    """The common paid submission in ONE statement on PostgreSQL, outside any transaction of
+    its own: the hold and its ledger entry (quotas' hold_ctes), the job stored with that hold,
+    and its first event. False, with nothing written, when no allocation covered it at once
+    (the caller then takes the general path, which explains a refusal)."""
+    now = timezone.now()
+    key = f"job:{job.uuid}"
+    ctes, params, value = hold_ctes(
+        actor=user, project=project, cluster=cluster, amount=amount, key=key,
+        job_uuid=job.uuid, memo=f"Job {job.name}", now=now, fresh_key=True,
+    )  # fmt: skip
+    event.message = _submitted(value)
+    job_sql, job_params = _job_insert(job, hold_from="hold")
+    event_sql, event_params = _event_insert(event)
+    sql = f"""WITH {ctes}, job AS ({job_sql}), event AS ({event_sql} RETURNING id)
+        SELECT (SELECT id FROM hold), (SELECT allocation_id FROM hold),
+               (SELECT id FROM job), (SELECT id FROM event)"""  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, *job_params, *event_params])
+        hold_id, allocation_id, job.pk, event.pk = cursor.fetchone()
+    if hold_id is None:
+        return False
+    job.hold = placed_hold(
+        hold_id=hold_id, allocation_id=allocation_id, cluster=cluster, value=value, key=key,
+        job_uuid=job.uuid, now=now,
+    )  # fmt: skip
+    _saved(job, event)
+    event.job = job
+    return True
+
+
 def job_submit(
     *,
     user: User,
@@ -156,7 +212,10 @@ def job_submit(
     idempotency_key: str = "",
 ) -> Job:
     """Validate the draft against the cluster, hold the estimate, create the job (pending) and
-    forward it after commit. The same user + idempotency key returns the first job."""
+    forward it after commit. The same user + idempotency key returns the first job.
+
+    The common case (a paid job, no idempotency key, PostgreSQL) writes the hold, the job and
+    its event in one statement; the rest in one transaction (_store_job)."""
     idempotency_key = (idempotency_key or "").strip()
     if len(idempotency_key) > 200:
         raise InvalidJob("Idempotency-Key must be at most 200 characters", field="idempotency_key")
@@ -168,49 +227,62 @@ def job_submit(
     request = validate_job(project=project, cluster=cluster, draft=draft)
     _check_with_backend(request, cluster_user=account.username)
     cost = _estimate(request, rates=cached_rates_at(cluster=cluster))
-    job_uuid = uuid.uuid4()
-    hold = None
-    message = _submitted(ZERO)
-    if cost.total > 0:
-        # The hold first, so the job is stored with it in one INSERT.
-        hold = ledger_hold(
-            actor=user,
-            project=project,
-            cluster=cluster,
-            amount=cost.total,
-            key=f"job:{job_uuid}",
-            job_uuid=job_uuid,
-            memo=f"Job {request.name}",
-        )
-        message = _submitted(hold.amount)
     job = _new_job(
         request,
-        job_uuid=job_uuid,
+        job_uuid=uuid.uuid4(),
         user=user,
         account=account,
         cost=cost,
-        hold=hold,
+        hold=None,
         idempotency_key=idempotency_key,
     )
-    event = JobEvent(job=job, from_state="", to_state=Job.State.PENDING, message=message)
-    if idempotency_key:
-        try:
-            with transaction.atomic():
-                _insert_job_and_event(job, event)
-        except IntegrityError:
-            # A concurrent request with the same key won the race: answer with its job, and
-            # roll back our hold with the rest of this submission.
-            first = Job.objects.filter(user=user, idempotency_key=idempotency_key).first()
-            if first is None:
-                raise
-            transaction.set_rollback(True)
-            return first
-    else:
-        _insert_job_and_event(job, event)
+    event = JobEvent(job=job, from_state="", to_state=Job.State.PENDING, message=_submitted(ZERO))
+    at_once = cost.total > 0 and not idempotency_key and connection.vendor == "postgresql"
+    if not (
+        at_once
+        and _insert_held_job_and_event(
+            job, event, user=user, project=project, cluster=cluster, amount=cost.total
+        )
+    ):
+        stored = _store_job(job, event, user=user, project=project, cluster=cluster)
+        if stored is not job:
+            return stored  # the first job of this idempotency key
     # The 201 answer is built from these, without re-reading the job's events.
     job.submit_events = [event]
     cluster_id = cluster.pk
     transaction.on_commit(lambda: queue.forward_cluster(cluster_id))
+    return job
+
+
+@transaction.atomic
+def _store_job(job: Job, event: JobEvent, *, user: User, project: Project, cluster: Cluster) -> Job:
+    """Hold the job's estimate (ledger_hold: a refusal explained) and store the job and its
+    event, in one transaction. A concurrent request with the same idempotency key that won the
+    race answers instead: its job is returned, and our hold rolls back."""
+    if job.estimated_cost > 0:
+        # The hold first, so the job is stored with it in one INSERT.
+        job.hold = ledger_hold(
+            actor=user,
+            project=project,
+            cluster=cluster,
+            amount=job.estimated_cost,
+            key=f"job:{job.uuid}",
+            job_uuid=job.uuid,
+            memo=f"Job {job.name}",
+        )
+        event.message = _submitted(job.hold.amount)
+    if not job.idempotency_key:
+        _insert_job_and_event(job, event)
+        return job
+    try:
+        with transaction.atomic():
+            _insert_job_and_event(job, event)
+    except IntegrityError:
+        first = Job.objects.filter(user=user, idempotency_key=job.idempotency_key).first()
+        if first is None:
+            raise
+        transaction.set_rollback(True)
+        return first
     return job
 
 

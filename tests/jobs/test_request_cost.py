@@ -36,9 +36,9 @@ from tests import factories
 # The figures reached (token cached, as for any client that polls): raise them only knowingly.
 ME_STATEMENTS = 2  # organizations, projects
 JOB_PAGE_STATEMENTS = 2  # the caller's project ids, the page
-# project, cluster, BEGIN, checks, rates (cached per process, read here), the hold in one
-# statement (no savepoint), the job and its event in one statement, COMMIT
-SUBMIT_STATEMENTS = 8
+# project and cluster, checks, rates (cached per process, read here), then the hold, its
+# entry, the job and its event in one statement (no transaction of its own)
+SUBMIT_STATEMENTS = 4
 
 BODY = {
     "cluster": "sim",

@@ -7,7 +7,7 @@ import pytest
 
 from accounts.models import Membership, ProjectMember
 from jobs.exceptions import InvalidJob
-from jobs.selectors import resolve_cluster, resolve_project
+from jobs.selectors import resolve_cluster, resolve_project, resolve_target
 from tests import factories
 
 
@@ -40,3 +40,44 @@ def test_a_cluster_is_named_by_name_or_uuid_and_an_unknown_one_is_refused(cluste
     with pytest.raises(InvalidJob, match="Unknown cluster 'nowhere'") as refused:
         resolve_cluster("nowhere")
     assert refused.value.field == "cluster"
+
+
+# --- resolve_target: both in one statement, for the submit path ---------------------------
+
+
+def test_resolve_target_answers_as_the_two_resolvers_do_in_one_statement(
+    bob, tenant, cluster, django_assert_num_queries
+):
+    cluster.options = {"gpu_types": ["h100"], "max_time_minutes": 90}
+    cluster.save()
+    for project_ref in (str(tenant.project.uuid), "folding"):
+        for cluster_ref in ("sim", str(cluster.uuid)):
+            with django_assert_num_queries(1):
+                project, found = resolve_target(bob, project_ref, cluster_ref)
+            assert project == tenant.project and found == cluster
+            assert project.organization == tenant.project.organization
+            assert project.name == tenant.project.name and project.slug == "folding"
+            assert found.options == {"gpu_types": ["h100"], "max_time_minutes": 90}
+            assert found.kind == cluster.kind and found.enabled is True
+
+
+def test_resolve_target_names_the_project_first_then_the_cluster(bob, mallory, tenant, cluster):
+    with pytest.raises(InvalidJob, match="Unknown project 'nope'") as refused:
+        resolve_target(bob, "nope", "nowhere")
+    assert refused.value.field == "project"
+    with pytest.raises(InvalidJob, match="Unknown project"):
+        resolve_target(mallory, str(tenant.project.uuid), "sim")
+    with pytest.raises(InvalidJob, match="Unknown cluster 'nowhere'") as refused:
+        resolve_target(bob, "folding", "nowhere")
+    assert refused.value.field == "cluster"
+
+
+def test_resolve_target_refuses_an_ambiguous_slug_and_sees_managed_projects(alice, tenant, cluster):
+    other_org = factories.OrganizationFactory(name="Other Lab", slug="other-lab")
+    Membership.objects.create(organization=other_org, user=alice, role=Membership.Role.OWNER)
+    twin = factories.ProjectFactory(organization=other_org, name="Folding too", slug="folding")
+
+    with pytest.raises(InvalidJob, match="Project slug 'folding' is ambiguous"):
+        resolve_target(alice, "folding", "sim")
+    # An organization owner who is not a project member still names it (as resolve_project).
+    assert resolve_target(alice, str(twin.uuid), "sim") == (twin, cluster)

@@ -19,8 +19,10 @@ from accounts.authentication import UserRateThrottle
 from jobs.models import Job, JobEvent
 from jobs.services import jobs_forward_batch, jobs_record_forwarded
 from quotas.exceptions import InsufficientQuota
-from quotas.models import Hold, Rate
-from quotas.services import ledger_hold, rate_create
+from quotas.models import Allocation, Hold, LedgerEntry, Rate
+from quotas.reconcile import reconcile_ledger
+from quotas.services import ledger_credit, ledger_hold, rate_create
+from tests import factories
 
 pytestmark = pytest.mark.django_db
 
@@ -176,3 +178,88 @@ def test_a_submission_that_loses_an_idempotency_race_returns_the_winner_and_keep
     assert loser.pk == winner["job"].pk
     assert Job.objects.filter(idempotency_key="same").count() == 1
     assert list(Hold.objects.values_list("job_uuid", flat=True)) == [loser.uuid]
+
+
+# --- the paid submission in one statement ---------------------------------------------------
+
+
+def test_a_paid_submission_writes_its_hold_entry_job_and_event_in_one_statement(
+    submit, sim_cluster, allocation
+):
+    with CaptureQueriesContext(connection) as queries:
+        job = submit(sim_cluster, name="at-once")
+    writes = [q["sql"] for q in queries.captured_queries if "INSERT" in q["sql"]]
+
+    assert len(writes) == 1 and not any(q["sql"] == "BEGIN" for q in queries.captured_queries)
+    stored = Job.objects.select_related("hold").get(pk=job.pk)
+    assert stored.hold is not None and stored.hold.pk == job.hold.pk
+    assert stored.hold.key == f"job:{job.uuid}" and stored.hold.job_uuid == job.uuid
+    assert stored.hold.amount == job.estimated_cost > 0
+    assert LedgerEntry.objects.get(hold=stored.hold).amount == job.estimated_cost
+    assert list(JobEvent.objects.filter(job=job).values_list("message", flat=True)) == [
+        f"Submitted; {job.estimated_cost} SU held"
+    ]
+    allocation.refresh_from_db()
+    assert allocation.held == job.estimated_cost
+    assert reconcile_ledger().ok
+
+
+def test_a_paid_submission_takes_the_earliest_ending_allocation_that_covers_it(
+    submit, sim_cluster, tenant, allocation
+):
+    soon = factories.AllocationFactory(
+        project=tenant.project,
+        clusters=[sim_cluster],
+        ends_at=allocation.ends_at - timedelta(days=1),
+    )
+    ledger_credit(actor=None, allocation=soon, amount=Decimal("1"), key="soon-credit")
+
+    small = submit(sim_cluster, name="small", gpus=0, cpus=1, time_limit_minutes=60)
+    large = submit(sim_cluster, name="large", gpus=4, time_limit_minutes=60)
+
+    assert small.hold.allocation_id == soon.pk  # ends first and covers 0.11 SU
+    assert large.hold.allocation_id == allocation.pk  # 8.04 SU: only the later one covers it
+    assert reconcile_ledger().ok
+
+
+def test_a_submission_no_allocation_covers_is_refused_with_nothing_written(
+    submit, sim_cluster, allocation
+):
+    jobs_before, entries_before = Job.objects.count(), LedgerEntry.objects.count()
+
+    with pytest.raises(InsufficientQuota, match="short by"):
+        submit(sim_cluster, name="too-big", gpus=8, gpu_type="h100", time_limit_minutes=20160)
+
+    assert (Job.objects.count(), LedgerEntry.objects.count()) == (jobs_before, entries_before)
+    assert not Hold.objects.exists()
+    allocation.refresh_from_db()
+    assert allocation.held == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_submissions_never_hold_more_than_the_allocation_has(submit, sim_cluster):
+    # 1000 SU; each job holds 2 SU/h100-hour x 8 GPUs x 10 h + CPU and memory (about 161 SU):
+    # six fit, and sixteen threads race for them.
+    outcomes: list[str] = []
+
+    def one(i: int) -> None:
+        try:
+            submit(sim_cluster, name=f"race-{i}", gpus=8, gpu_type="h100", time_limit_minutes=600)
+            outcomes.append("held")
+        except InsufficientQuota:
+            outcomes.append("refused")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    held = Job.objects.filter(name__startswith="race-")
+    assert outcomes.count("held") == held.count() == Hold.objects.count()
+    assert outcomes.count("refused") == 16 - held.count() > 0
+    allocation = Allocation.objects.get()
+    assert allocation.held == sum(job.estimated_cost for job in held) <= allocation.credited
+    assert reconcile_ledger().ok

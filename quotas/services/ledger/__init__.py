@@ -21,7 +21,13 @@ from quotas.services.ledger.direct import (
     ledger_charge_direct,
     ledger_charge_direct_many,
 )
-from quotas.services.ledger.holds import eligible_allocations, ledger_hold, ledger_hold_many
+from quotas.services.ledger.holds import (
+    eligible_allocations,
+    hold_ctes,
+    ledger_hold,
+    ledger_hold_many,
+    placed_hold,
+)
 from quotas.services.ledger.settlement import SettledHold, ledger_settle, ledger_settle_many
 from quotas.services.ledger.thresholds import THRESHOLDS, usage_percent
 
@@ -30,6 +36,7 @@ __all__ = [
     "DirectCharge",
     "SettledHold",
     "eligible_allocations",
+    "hold_ctes",
     "ledger_adjust",
     "ledger_charge_direct",
     "ledger_charge_direct_many",
@@ -40,5 +47,6 @@ __all__ = [
     "ledger_refund",
     "ledger_settle",
     "ledger_settle_many",
+    "placed_hold",
     "usage_percent",
 ]

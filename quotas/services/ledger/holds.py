@@ -176,89 +176,78 @@ def _place_hold(
     return hold
 
 
-def _place_hold_one_statement(
+def hold_ctes(
     *,
     actor: User | None,
     project: Project,
     cluster: Cluster,
-    value: Decimal,
+    amount: Decimal,
     key: str,
     job_uuid: uuid.UUID | None,
     memo: str,
     now: datetime,
-) -> Hold | None:
-    """The common case of ledger_hold in ONE round trip (PostgreSQL) and without a savepoint:
-    a conditional UPDATE of the earliest-ending active allocation that covers `value`
-    (re-checked on the row's current version, so the last SU is never taken twice), the hold
-    and its ledger entry (the rows insert_holds writes) inserted by the same statement.
-
-    A key that exists already updates nothing and answers its hold; a key inserted by a
-    concurrent transaction meanwhile is skipped (ON CONFLICT waits for it to commit), the
-    balance moved for it is given back and the winner's hold answered. None when no row was
-    updated (nothing covers it, or a concurrent hold took the balance): the caller then walks
-    the candidates one by one and explains a refusal."""
+    fresh_key: bool = False,
+) -> tuple[str, list[Any], Decimal]:
+    """The common case of a hold as common table expressions, for ONE statement that the caller
+    finishes (ledger_hold; a job's submission adds the job that reads `hold`): `existing` (a
+    hold with this key), `chosen` (the earliest-ending active allocation that covers `value`,
+    its `held` moved by a conditional UPDATE re-checked on the row's current version, so the
+    last SU is never taken twice; nothing when the key exists), `hold` (id, allocation_id:
+    the new hold, skipped by ON CONFLICT when a concurrent transaction inserted the key
+    meanwhile; with `fresh_key`, a key just made up by the caller, such a clash fails the
+    statement instead) and `entry` (its `hold` ledger entry): the rows insert_holds writes.
+    Returns the SQL after WITH, its parameters in order, and the amount as held (InvalidAmount
+    when it is not a positive amount of SU)."""
+    value = positive_amount(amount)
     allocations, link = Allocation._meta.db_table, Allocation.clusters.through._meta.db_table
     holds, entries = Hold._meta.db_table, LedgerEntry._meta.db_table
+    active = Allocation.Status.ACTIVE.value
     sql = f"""
-        WITH existing AS (
-            SELECT id FROM {holds} WHERE key = %(key)s
+        existing AS (
+            SELECT id FROM {holds} WHERE key = %s
         ), chosen AS (
-            UPDATE {allocations} SET held = held + %(value)s
+            UPDATE {allocations} SET held = held + %s
             WHERE id = (
                 SELECT a.id FROM {allocations} a JOIN {link} l ON l.allocation_id = a.id
-                WHERE a.project_id = %(project)s AND l.cluster_id = %(cluster)s
-                  AND a.status = %(active)s AND a.starts_at <= %(now)s AND a.ends_at > %(now)s
-                  AND a.credited >= a.held + a.charged + %(value)s
+                WHERE a.project_id = %s AND l.cluster_id = %s
+                  AND a.status = %s AND a.starts_at <= %s AND a.ends_at > %s
+                  AND a.credited >= a.held + a.charged + %s
                 ORDER BY a.ends_at, a.id LIMIT 1
             )
-              AND status = %(active)s AND ends_at > %(now)s
-              AND credited >= held + charged + %(value)s
+              AND status = %s AND ends_at > %s
+              AND credited >= held + charged + %s
               AND NOT EXISTS (SELECT 1 FROM existing)
             RETURNING id
         ), hold AS (
             INSERT INTO {holds} (allocation_id, cluster_id, amount, charged, released, state,
                                  job_uuid, key, created_at, settled_at)
-            SELECT id, %(cluster)s, %(value)s, 0, 0, %(open)s, %(job_uuid)s, %(key)s, %(now)s,
-                   NULL
+            SELECT id, %s, %s, 0, 0, %s, %s, %s, %s, NULL
             FROM chosen
-            ON CONFLICT (key) DO NOTHING
+            {"" if fresh_key else "ON CONFLICT (key) DO NOTHING"}
             RETURNING id, allocation_id
         ), entry AS (
             INSERT INTO {entries} (allocation_id, kind, amount, cluster_id, hold_id, actor_id,
                                    memo, job_uuid, idempotency_key, created_at)
-            SELECT allocation_id, %(kind)s, %(value)s, %(cluster)s, id, %(actor)s, %(memo)s,
-                   %(job_uuid)s, %(entry_key)s, %(now)s
+            SELECT allocation_id, %s, %s, %s, id, %s, %s, %s, %s, %s
             FROM hold
-        )
-        SELECT (SELECT id FROM hold), (SELECT allocation_id FROM hold),
-               (SELECT id FROM chosen), (SELECT id FROM existing)
-    """  # noqa: S608 (table names from the models; every value is a parameter)
-    params: dict[str, Any] = {
-        "value": value,
-        "project": project.pk,
-        "cluster": cluster.pk,
-        "active": Allocation.Status.ACTIVE.value,
-        "now": now,
-        "open": Hold.State.OPEN.value,
-        "job_uuid": job_uuid,
-        "key": key,
-        "kind": LedgerEntry.Kind.HOLD.value,
-        "actor": actor.pk if actor is not None else None,
-        "memo": memo,
-        "entry_key": f"{key}:hold",
-    }
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        hold_id, allocation_id, updated_id, existing_id = cursor.fetchone()
-    if existing_id is not None:
-        return Hold.objects.get(pk=existing_id)
-    if hold_id is None:
-        if updated_id is None:
-            return None
-        # A concurrent call with the same key committed its hold first: give back what this
-        # one moved, and answer with that hold.
-        Allocation.objects.filter(pk=updated_id).update(held=F("held") - value)
-        return Hold.objects.get(key=key)
+        )"""  # noqa: S608 (table names from the models; every value is a parameter)
+    params = [
+        key,
+        value,
+        project.pk, cluster.pk, active, now, now, value,
+        active, now, value,
+        cluster.pk, value, Hold.State.OPEN.value, job_uuid, key, now,
+        LedgerEntry.Kind.HOLD.value, value, cluster.pk, actor.pk if actor else None, memo,
+        job_uuid, f"{key}:hold", now,
+    ]  # fmt: skip
+    return sql, params, value
+
+
+def placed_hold(
+    *, hold_id: int, allocation_id: int, cluster: Cluster, value: Decimal, key: str,
+    job_uuid: uuid.UUID | None, now: datetime,
+) -> Hold:  # fmt: skip
+    """The Hold that hold_ctes inserted, as a saved instance (no read back)."""
     hold = Hold(
         pk=hold_id,
         allocation_id=allocation_id,
@@ -271,6 +260,48 @@ def _place_hold_one_statement(
     hold._state.adding = False
     hold._state.db = connection.alias
     return hold
+
+
+def _place_hold_one_statement(
+    *,
+    actor: User | None,
+    project: Project,
+    cluster: Cluster,
+    value: Decimal,
+    key: str,
+    job_uuid: uuid.UUID | None,
+    memo: str,
+    now: datetime,
+) -> Hold | None:
+    """ledger_hold's common case in ONE round trip (PostgreSQL) and without a savepoint (see
+    hold_ctes). A key that exists already updates nothing and answers its hold; a key that a
+    concurrent transaction inserted meanwhile gives back the balance moved for it and answers
+    the winner's hold. None when no row was updated (nothing covers it, or a concurrent hold
+    took the balance): the caller then walks the candidates one by one and explains a
+    refusal."""
+    ctes, params, _ = hold_ctes(
+        actor=actor, project=project, cluster=cluster, amount=value, key=key,
+        job_uuid=job_uuid, memo=memo, now=now,
+    )  # fmt: skip
+    sql = f"""WITH {ctes}
+        SELECT (SELECT id FROM hold), (SELECT allocation_id FROM hold),
+               (SELECT id FROM chosen), (SELECT id FROM existing)"""  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        hold_id, allocation_id, updated_id, existing_id = cursor.fetchone()
+    if existing_id is not None:
+        return Hold.objects.get(pk=existing_id)
+    if hold_id is None:
+        if updated_id is None:
+            return None
+        # A concurrent call with the same key committed its hold first: give back what this
+        # one moved, and answer with that hold.
+        Allocation.objects.filter(pk=updated_id).update(held=F("held") - value)
+        return Hold.objects.get(key=key)
+    return placed_hold(
+        hold_id=hold_id, allocation_id=allocation_id, cluster=cluster, value=value, key=key,
+        job_uuid=job_uuid, now=now,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
