@@ -61,9 +61,10 @@ Behaviour worth knowing:
   the pods (ttl_seconds_after_finished); results live on the volume.
 - A script goes into ConfigMap gpuc-<uuid>-script before the Job is created (so a Job found
   after a lost answer can still start), then the Job is made its owner for garbage collection.
-- Interactive sessions (a JobSpec whose env carries GPUC_SESSION_PORT, set by
-  jobs.services.sessions): before the Job, a Secret gpuc-<uuid>-session holds the app's
-  secret (made here, 64 hex digits; a retry keeps the first), handed to the pod as
+- Interactive sessions (a JobSpec with a session_port, which the portal sets for a job of
+  kind session, never from its env; the Job is labelled gpu-commons/session, which poll reads
+  back): before the Job, a Secret gpuc-<uuid>-session holds the app's secret (made here, 64
+  hex digits; a retry keeps the first), handed to the pod as
   $GPUC_SESSION_TOKEN by secretKeyRef; the pod gets $GPUC_SESSION_FIXED_PORT (the app's port,
   or 8888 for apps that pick one: a pod has its own IP), a containerPort, an emptyDir as the
   wrapper's $GPUC_JOB_DIR (so session.json is never a result) and runs the wrapper with bash.

@@ -270,6 +270,29 @@ def test_a_cpu_job_asks_for_no_gpu_and_portal_variables_cannot_be_overridden():
     assert "nodeSelector" not in manifest["spec"]["template"]["spec"]
 
 
+def test_only_the_portals_session_port_makes_a_session_never_a_variable_in_the_env():
+    forged = build_job_manifest(_spec(env={"GPUC_SESSION_PORT": "9000"}), OPTIONS, "gpuc-f")
+    session = build_job_manifest(_spec(session_port=9000), OPTIONS, "gpuc-f")
+
+    assert "gpu-commons/session" not in forged["metadata"]["labels"]
+    container = forged["spec"]["template"]["spec"]["containers"][0]
+    assert "ports" not in container
+    assert container["command"][0] == "/bin/sh"
+    assert not {"GPUC_SESSION_PORT", "GPUC_SESSION_FIXED_PORT", "GPUC_SESSION_TOKEN"} & {
+        item["name"] for item in container["env"]
+    }
+    assert session["metadata"]["labels"]["gpu-commons/session"] == "true"
+    ports = session["spec"]["template"]["spec"]["containers"][0]["ports"]
+    assert [p["containerPort"] for p in ports] == [9000]
+
+
+def test_a_session_whose_app_picks_its_port_listens_on_8888_in_its_pod():
+    manifest = build_job_manifest(_spec(session_port=0), OPTIONS, "gpuc-f")
+
+    ports = manifest["spec"]["template"]["spec"]["containers"][0]["ports"]
+    assert [p["containerPort"] for p in ports] == [8888]
+
+
 # --- states ----------------------------------------------------------------------------------
 
 

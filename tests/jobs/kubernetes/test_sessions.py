@@ -18,7 +18,7 @@ from jobs.backends.kubernetes import KubernetesBackend
 from jobs.models import Job, Session, SessionApp
 from jobs.services import cluster_sync, job_forward
 from jobs.services.sessions import session_locate
-from jobs.services.specs import job_ref, job_spec
+from jobs.services.specs import SPEC_RELATED, job_ref, job_spec
 from quotas.models import Allocation, Cluster
 from tests.jobs.session_apps import jupyterlab_app  # noqa: F401 (autouse)
 from tests.k8s_server import FakeKubernetes
@@ -238,6 +238,48 @@ def test_a_batch_job_gets_no_service_and_no_secret(
     assert Job.objects.get(uuid=response.json()["id"]).state == Job.State.COMPLETED
     assert k8s.services == {} and k8s.secrets == {}
     assert not k8s.calls(path=rf"/api/v1/namespaces/{NAMESPACE}/(services|secrets).*")
+
+
+def test_a_session_is_known_by_its_kind_and_app_and_its_env_stays_empty(
+    api_alice, body, notebook, k8s: FakeKubernetes, django_assert_num_queries
+):
+    job = _start(api_alice, body)
+    stored = Job.objects.select_related(*SPEC_RELATED).get(pk=job.pk)
+
+    with django_assert_num_queries(0):
+        spec = job_spec(stored)
+
+    assert job.env == {}
+    assert (spec.session_port, dict(spec.env)) == (9000, {})
+
+
+def test_a_batch_job_stored_with_the_old_session_marker_in_its_env_runs_as_a_batch_job(
+    api_alice, k8s_allocation, tenant, k8s: FakeKubernetes, k8s_cluster: Cluster
+):
+    response = api_alice.post(
+        "/api/v1/jobs/",
+        {
+            "project": "folding",
+            "cluster": "kube",
+            "name": "train",
+            "script": "sleep 60",
+            "time_limit_minutes": 60,
+        },
+        format="json",
+    )
+    assert response.status_code == HTTPStatus.CREATED, response.json()
+    # As a job submitted before GPUC_* names were refused could have been stored.
+    job = Job.objects.get(uuid=response.json()["id"])
+    Job.objects.filter(pk=job.pk).update(env={"GPUC_SESSION_PORT": "9000"})
+
+    job_forward(job_id=job.pk)
+
+    kube_job = k8s.jobs[(NAMESPACE, f"gpuc-{job.uuid}")]
+    assert "gpu-commons/session" not in kube_job["metadata"]["labels"]
+    container = kube_job["spec"]["template"]["spec"]["containers"][0]
+    assert "ports" not in container
+    assert "GPUC_SESSION_PORT" not in {item["name"] for item in container["env"]}
+    assert k8s.services == {} and k8s.secrets == {}
 
 
 def test_mallory_cannot_see_a_kubernetes_session(
