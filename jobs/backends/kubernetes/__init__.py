@@ -70,9 +70,11 @@ Behaviour worth knowing:
   wrapper's $GPUC_JOB_DIR (so session.json is never a result) and runs the wrapper with bash.
   After the Job, a ClusterIP Service gpuc-<uuid> owned by the Job selects the pod by its
   managed-by and uuid labels on that port; 409 is success when it carries the job's uuid.
-  read_session_file answers {host: gpuc-<uuid>.<namespace>.svc, port, token} from the
-  Service and the Secret (FileNotFoundError while either is missing), so the portal's proxy
-  must resolve cluster DNS (run it in the cluster). cancel() deletes both; poll() deletes
+  read_session_file answers {host: the Service's cluster IP, port, token} from the Service
+  and the Secret (FileNotFoundError while either is missing), so the portal's proxy must run
+  where the cluster's Service IPs route: on a node or in a pod (README, Interactive
+  sessions). An IPv6-only Service gives gpuc-<uuid>.<namespace>.svc instead, which nginx
+  reaches only with a `resolver` line. cancel() deletes both; poll() deletes
   both once a session's Job has ended (the Job's ownership of the Service is the net).
 - A Job that disappears before it finished (deleted, or the foreground deletion completed
   before the sync saw it) reads as cancelled at the API server's time (its Date header).

@@ -336,7 +336,7 @@ class KubernetesBackend(ComputeBackend):
 
     def read_session_file(self, ref: JobRef) -> bytes:
         """Where the session listens and its secret, in the shape the Slurm and local wrappers
-        write session.json: host = the Service's cluster DNS name, port = its session port,
+        write session.json: host = the Service's cluster IP, port = its session port,
         token = the Secret's. FileNotFoundError while either is missing."""
         from kubernetes.client.exceptions import ApiException
 
@@ -368,8 +368,7 @@ class KubernetesBackend(ComputeBackend):
             token = base64.b64decode((secret.get("data") or {})[SESSION_TOKEN_KEY]).decode()
         except (KeyError, TypeError, ValueError, binascii.Error) as exc:
             raise BackendError(f"Secret {namespace}/{name} holds no token.") from exc
-        host = service_host(service_name(ref.uuid), namespace)
-        return json.dumps({"host": host, "port": port, "token": token}).encode()
+        return json.dumps({"host": service_host(service), "port": port, "token": token}).encode()
 
     def _delete_session(self, namespace: str, job_uuid: uuid.UUID) -> None:
         """Delete a session's Service and Secret (404: already gone, or not a session)."""

@@ -21,6 +21,7 @@ from jobs.backends.kubernetes.objects import (
     parse_quantity,
     parse_stream,
     pod_exit_info,
+    service_host,
     status_from_job,
     usage_from_job,
 )
@@ -291,6 +292,21 @@ def test_a_session_whose_app_picks_its_port_listens_on_8888_in_its_pod():
 
     ports = manifest["spec"]["template"]["spec"]["containers"][0]["ports"]
     assert [p["containerPort"] for p in ports] == [8888]
+
+
+def test_the_proxy_reaches_a_session_at_its_services_ipv4_cluster_ip_else_its_dns_name():
+    meta = {"name": "gpuc-x", "namespace": "gpuc-f"}
+
+    dual = {
+        "metadata": meta,
+        "spec": {"clusterIP": "fd00::7", "clusterIPs": ["fd00::7", "10.0.0.7"]},
+    }
+    ipv6 = {"metadata": meta, "spec": {"clusterIP": "fd00::7", "clusterIPs": ["fd00::7"]}}
+
+    assert service_host({"metadata": meta, "spec": {"clusterIP": "10.96.0.12"}}) == "10.96.0.12"
+    assert service_host(dual) == "10.0.0.7"
+    assert service_host(ipv6) == "gpuc-x.gpuc-f.svc"
+    assert service_host({"metadata": meta, "spec": {"clusterIP": "None"}}) == "gpuc-x.gpuc-f.svc"
 
 
 # --- states ----------------------------------------------------------------------------------

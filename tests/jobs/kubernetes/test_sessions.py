@@ -106,7 +106,7 @@ def test_a_session_runs_as_a_pod_with_a_service_selecting_it_on_the_session_port
     assert [p["metadata"]["labels"][UUID_LABEL] for p in pods] == [str(job.uuid)]
 
 
-def test_a_running_session_reports_the_services_dns_name_and_the_secret_to_the_proxy_only(
+def test_a_running_session_reports_the_services_cluster_ip_and_the_secret_to_the_proxy_only(
     api_alice, body, notebook, k8s: FakeKubernetes, k8s_cluster: Cluster, alice, settings
 ):
     settings.SESSIONS_PROXY_SECRET = SECRET
@@ -118,7 +118,10 @@ def test_a_running_session_reports_the_services_dns_name_and_the_secret_to_the_p
 
     session = session_locate(session=Session.objects.select_related("job").get(job=job))
 
-    assert (session.host, session.port) == (f"gpuc-{job.uuid}.{NAMESPACE}.svc", 9000)
+    cluster_ip = k8s.services[(NAMESPACE, f"gpuc-{job.uuid}")]["spec"]["clusterIP"]
+    assert cluster_ip.startswith("10.96.")
+    # An address, not a name: nginx proxies to it without a resolver.
+    assert (session.host, session.port) == (cluster_ip, 9000)
     assert session.token == _secret_token(k8s, job)
     owner = Client()
     owner.force_login(alice)
@@ -130,7 +133,7 @@ def test_a_running_session_reports_the_services_dns_name_and_the_secret_to_the_p
         },
     )
     assert auth.status_code == HTTPStatus.OK
-    assert auth["X-Session-Upstream"] == f"gpuc-{job.uuid}.{NAMESPACE}.svc:9000"
+    assert auth["X-Session-Upstream"] == f"{cluster_ip}:9000"
     answer = api_alice.get(f"/api/v1/sessions/{job.uuid}/")
     assert answer.status_code == HTTPStatus.OK
     assert session.token not in answer.content.decode()
