@@ -219,10 +219,9 @@ def test_a_session_that_ends_by_itself_has_its_service_and_secret_deleted_by_the
     assert k8s.services == {} and k8s.secrets == {}
 
 
-def test_a_batch_job_gets_no_service_and_no_secret(
-    api_alice, k8s_allocation, tenant, k8s: FakeKubernetes, k8s_cluster: Cluster
-):
-    response = api_alice.post(
+def _submit_batch_job(api: Any) -> Job:
+    """A plain batch job on the Kubernetes cluster, submitted and not yet forwarded."""
+    response = api.post(
         "/api/v1/jobs/",
         {
             "project": "folding",
@@ -234,11 +233,19 @@ def test_a_batch_job_gets_no_service_and_no_secret(
         format="json",
     )
     assert response.status_code == HTTPStatus.CREATED, response.json()
-    job_forward(job_id=Job.objects.get(uuid=response.json()["id"]).pk)
+    return Job.objects.get(uuid=response.json()["id"])
+
+
+def test_a_batch_job_gets_no_service_and_no_secret(
+    api_alice, k8s_allocation, tenant, k8s: FakeKubernetes, k8s_cluster: Cluster
+):
+    job = _submit_batch_job(api_alice)
+    job_forward(job_id=job.pk)
     k8s.advance(120)
     cluster_sync(cluster=k8s_cluster)
 
-    assert Job.objects.get(uuid=response.json()["id"]).state == Job.State.COMPLETED
+    job.refresh_from_db()
+    assert job.state == Job.State.COMPLETED
     assert k8s.services == {} and k8s.secrets == {}
     assert not k8s.calls(path=rf"/api/v1/namespaces/{NAMESPACE}/(services|secrets).*")
 
@@ -259,20 +266,8 @@ def test_a_session_is_known_by_its_kind_and_app_and_its_env_stays_empty(
 def test_a_batch_job_stored_with_the_old_session_marker_in_its_env_runs_as_a_batch_job(
     api_alice, k8s_allocation, tenant, k8s: FakeKubernetes, k8s_cluster: Cluster
 ):
-    response = api_alice.post(
-        "/api/v1/jobs/",
-        {
-            "project": "folding",
-            "cluster": "kube",
-            "name": "train",
-            "script": "sleep 60",
-            "time_limit_minutes": 60,
-        },
-        format="json",
-    )
-    assert response.status_code == HTTPStatus.CREATED, response.json()
+    job = _submit_batch_job(api_alice)
     # As a job submitted before GPUC_* names were refused could have been stored.
-    job = Job.objects.get(uuid=response.json()["id"])
     Job.objects.filter(pk=job.pk).update(env={"GPUC_SESSION_PORT": "9000"})
 
     job_forward(job_id=job.pk)
