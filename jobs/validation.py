@@ -28,6 +28,9 @@ from quotas.models import Allocation, Cluster
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# The portal's own variables ($GPUC_JOB_DIR, $GPUC_PROJECT_DIR, a session's $GPUC_SESSION_*):
+# a job may not set or override them (case-sensitive, as environment names are).
+RESERVED_ENV_PREFIX = "GPUC_"
 CLUSTER_USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 MAX_ENV_VARS = 256
 MAX_ENV_BYTES = 64 * 1024
@@ -370,6 +373,12 @@ def _env(name: str, value: Any, checking: _Checking) -> dict[str, str]:
             raise InvalidJob(
                 f"env name {key!r} is not an identifier (letters, digits and '_', "
                 "not starting with a digit)",
+                field=name,
+            )
+        if key.startswith(RESERVED_ENV_PREFIX):
+            raise InvalidJob(
+                f"env name {key} is reserved: names starting with {RESERVED_ENV_PREFIX} "
+                "are set by the portal",
                 field=name,
             )
         if not isinstance(item, str) or "\x00" in item:

@@ -52,6 +52,9 @@ class JobSpec:
     # The project's scheduler account (SchedulerAccount.name) on clusters that manage them;
     # empty: the cluster's default. Never another project's account.
     account: str = ""
+    # An interactive session's app port (0: the app picks one), set by the portal from the job's
+    # kind, never from its env; None for a batch job.
+    session_port: int | None = None
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ No network calls here."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -42,6 +42,25 @@ class Option:
             When.TRUTHY: not value,
         }[self.when]
         return [] if skip or self.ok(value) else [self.problem]
+
+
+def never_stored(keys: Iterable[str], problem: str) -> Check:
+    """A secret never sits in the options (which the admin and the database show): `problem`
+    when any of `keys` is there."""
+    keys = tuple(keys)
+    return lambda options: [problem] if any(key in options for key in keys) else []
+
+
+def exactly_one(keys: Iterable[str], problem: str) -> Check:
+    """Exactly one of `keys` is given; else `problem`, a format string of `got` (the ones
+    given, or "none")."""
+    keys = tuple(keys)
+
+    def check(options: Mapping[str, Any]) -> list[str]:
+        given = [key for key in keys if options.get(key)]
+        return [] if len(given) == 1 else [problem.format(got=", ".join(given) or "none")]
+
+    return check
 
 
 def problems(checks: Iterable[Check], options: Mapping[str, Any]) -> list[str]:
@@ -96,3 +115,26 @@ def refusals(
 ) -> list[tuple[str, str]]:
     """(field, message) of every rule the spec breaks, in the table's order."""
     return [found for check in checks for found in check(spec, options, cluster)]
+
+
+def is_command(value: Any) -> bool:
+    """An argument list: a sequence of strings, not a string itself."""
+    return (
+        not isinstance(value, str | bytes)
+        and isinstance(value, Sequence)
+        and all(isinstance(part, str) for part in value)
+    )
+
+
+# The rules every backend that runs a script or a command applies alike (its SPEC_CHECKS).
+SCRIPT_OR_COMMAND = Refuse(
+    "command",
+    lambda spec, _: is_command(spec.command) and spec.script and spec.command,
+    "Give either a script or a command, not both.",
+)
+AT_LEAST_ONE_CPU = Refuse("cpus", lambda spec, _: spec.cpus < 1, "A job needs at least 1 CPU.")
+AT_LEAST_ONE_MINUTE = Refuse(
+    "time_limit_minutes",
+    lambda spec, _: spec.time_limit_minutes < 1,
+    "The time limit must be at least 1 minute.",
+)

@@ -23,7 +23,7 @@ from jobs.backends import get_backend
 from jobs.backends.base import AccountUnknown, BackendError, BackendUnavailable
 from jobs.models import Job, JobEvent
 from jobs.services.scheduler_accounts import account_settling
-from jobs.services.specs import job_spec
+from jobs.services.specs import SPEC_RELATED, job_spec
 from quotas.models import ZERO
 from quotas.services import ledger_settle
 from quotas.services.batch import bulk_insert, bulk_set
@@ -73,7 +73,7 @@ def job_forward(*, job_id: int) -> Job:
     claimed = Job.objects.filter(pk=job_id, state=Job.State.PENDING).update(
         state=Job.State.SUBMITTING, updated_at=now
     )
-    job = Job.objects.select_related("cluster", "project__organization").get(pk=job_id)
+    job = Job.objects.select_related(*SPEC_RELATED).get(pk=job_id)
     if not claimed:
         return job  # someone else forwarded it (or it was cancelled)
     try:
@@ -135,7 +135,7 @@ def jobs_forward_batch(
         if not ids:
             return 0
         Job.objects.filter(pk__in=ids).update(state=Job.State.SUBMITTING, updated_at=now)
-    jobs = list(Job.objects.select_related("cluster", "project__organization").filter(pk__in=ids))
+    jobs = list(Job.objects.select_related(*SPEC_RELATED).filter(pk__in=ids))
     if not jobs:
         return len(ids)
     cluster = jobs[0].cluster

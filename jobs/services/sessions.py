@@ -159,11 +159,11 @@ def session_start(
             cpus=cpus,
             memory_mb=memory_mb,
             time_limit_minutes=time_limit_minutes,
-            # Marks the job as a session for backends that build its network (Kubernetes).
-            env={"GPUC_SESSION_PORT": str(session_app.port)},
         ),
         idempotency_key=idempotency_key,
     )
+    # The kind marks the job as a session for backends that build its network (Kubernetes:
+    # JobSpec.session_port); the user's env never does (GPUC_* names are the portal's).
     if job.kind != Job.Kind.SESSION:
         Job.objects.filter(pk=job.pk).update(kind=Job.Kind.SESSION)
         job.kind = Job.Kind.SESSION

@@ -9,11 +9,13 @@ import uuid
 from accounts.models import Project
 from jobs.backends.base import JobRef, JobSpec
 from jobs.drafts import JobDraft
-from jobs.models import Job
+from jobs.models import Job, Session
 from jobs.services.account_names import job_account, qualified_project
 
 # The uuid of a spec that is only checked, never submitted.
 UNSUBMITTED = uuid.UUID(int=0)
+# What job_spec reads beyond the job's row: select_related(*SPEC_RELATED) saves the queries.
+SPEC_RELATED = ("cluster", "project__organization", "session__app")
 
 
 def backend_spec(
@@ -23,6 +25,7 @@ def backend_spec(
     job_uuid: uuid.UUID = UNSUBMITTED,
     cluster_user: str = "",
     account: str = "",
+    session_port: int | None = None,
 ) -> JobSpec:
     """The backend's JobSpec of a draft (a checked JobRequest, or JobDraft.of(a stored job))."""
     values = draft.values()
@@ -32,8 +35,20 @@ def backend_spec(
         project=qualified_project(project),
         cluster_user=cluster_user,
         account=account,
+        session_port=session_port,
         **values,
     )
+
+
+def job_session_port(job: Job) -> int | None:
+    """The port of a session's app (the portal's own mark of a session: the job's kind, never
+    its env); None for a batch job."""
+    if job.kind != Job.Kind.SESSION:
+        return None
+    try:
+        return job.session.app.port
+    except Session.DoesNotExist:
+        return None
 
 
 def job_spec(job: Job) -> JobSpec:
@@ -45,6 +60,7 @@ def job_spec(job: Job) -> JobSpec:
         job_uuid=job.uuid,
         cluster_user=job.cluster_username,
         account=job_account(job.cluster, job.project),
+        session_port=job_session_port(job),
     )
 
 

@@ -286,6 +286,25 @@ def test_submitting_beyond_the_allocation_exits_4_and_creates_nothing(
     assert allocation.held == 0
 
 
+def test_submitting_with_a_gpuc_variable_is_refused_by_the_server_naming_it(
+    gpuc: Gpuc, local: Cluster, tmp_path: Path
+) -> None:
+    script = _script(tmp_path, "echo hi")
+
+    run = gpuc(
+        "submit", script, "-p", "folding", "-c", "local", "--time", "1",
+        "--env", "GPUC_SESSION_PORT=8888",
+    )  # fmt: skip
+
+    assert run.code == 1
+    assert run.out == ""
+    assert run.err.startswith(
+        "error: env name GPUC_SESSION_PORT is reserved: names starting with GPUC_ are set by "
+        "the portal"
+    )
+    assert not Job.objects.exists()
+
+
 def test_the_same_idempotency_key_returns_the_same_job(
     gpuc: Gpuc, local: Cluster, tmp_path: Path
 ) -> None:

@@ -152,6 +152,33 @@ def test_bad_input_is_a_400_naming_the_field_and_nothing_is_held_or_sent(
     assert sim.state.jobs == {}
 
 
+@pytest.mark.parametrize("name", ["GPUC_SESSION_PORT", "GPUC_PROJECT_DIR", "GPUC_"])
+def test_an_env_name_starting_with_gpuc_is_a_400_naming_it_as_reserved_for_the_portal(
+    api_alice, body, sim, allocation, name
+):
+    response = api_alice.post("/api/v1/jobs/", {**body, "env": {name: "8888"}}, format="json")
+
+    assert response.status_code == HTTPStatus.BAD_REQUEST, response.json()
+    assert response.json()["field"] == "env"
+    assert response.json()["detail"] == (
+        f"env name {name} is reserved: names starting with GPUC_ are set by the portal"
+    )
+    estimate = api_alice.post("/api/v1/jobs/estimate/", {**body, "env": {name: "1"}}, format="json")
+    assert estimate.status_code == HTTPStatus.BAD_REQUEST
+    assert "reserved" in estimate.json()["detail"]
+    allocation.refresh_from_db()
+    assert allocation.held == 0
+    assert not Job.objects.exists()
+    assert sim.state.jobs == {}
+
+
+def test_the_reserved_prefix_is_case_sensitive_as_environment_names_are(api_alice, body):
+    response = api_alice.post("/api/v1/jobs/", {**body, "env": {"gpuc_seed": "7"}}, format="json")
+
+    assert response.status_code == HTTPStatus.CREATED, response.json()
+    assert Job.objects.get().env == {"gpuc_seed": "7"}
+
+
 def test_a_missing_gpu_type_defaults_to_the_clusters_first(api_alice, body):
     response = api_alice.post("/api/v1/jobs/", body, format="json")
     assert response.json()["gpu_type"] == "h100"

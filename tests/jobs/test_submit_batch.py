@@ -85,6 +85,21 @@ def test_one_invalid_job_rejects_the_whole_batch_naming_its_index_and_field(
     assert allocation.held == 0
 
 
+def test_a_reserved_env_name_in_one_job_rejects_the_batch_naming_the_job_and_variable(
+    api_alice, batch, allocation
+):
+    body = batch(3)
+    body["jobs"][2]["env"] = {"GPUC_SESSION_PORT": "8888"}
+
+    response = api_alice.post(URL, body, format="json")
+
+    assert response.status_code == HTTPStatus.BAD_REQUEST
+    assert response.json()["field"] == "jobs[2].env"
+    assert "GPUC_SESSION_PORT is reserved" in response.json()["detail"]
+    assert not Job.objects.exists()
+    assert not Hold.objects.exists()
+
+
 def test_a_malformed_or_unknown_field_names_the_job_it_is_in(api_alice, batch):
     body = batch(3)
     body["jobs"][2]["colour"] = "red"

@@ -82,6 +82,18 @@ def test_the_submit_form_shows_the_services_error_on_the_field(
     assert not Job.objects.exists()
 
 
+def test_the_submit_form_refuses_an_env_name_reserved_for_the_portal(
+    web_alice, tenant, sim_cluster, allocation, accounts
+):
+    response = web_alice.post("/jobs/new/", _form(tenant, env="GPUC_PROJECT_DIR=/etc\n"))
+
+    assert response.status_code == HTTPStatus.OK  # the form again, with the error on env
+    assert (
+        "env name GPUC_PROJECT_DIR is reserved: names starting with GPUC_ are set by the portal"
+    ) in response.content.decode()
+    assert not Job.objects.exists()
+
+
 def test_the_live_estimate_follows_the_fields(web_alice, tenant, sim_cluster, allocation):
     response = web_alice.post("/jobs/estimate/", _form(tenant, gpus="2", time_limit_minutes="60"))
     assert response.status_code == HTTPStatus.OK

@@ -61,17 +61,20 @@ Behaviour worth knowing:
   the pods (ttl_seconds_after_finished); results live on the volume.
 - A script goes into ConfigMap gpuc-<uuid>-script before the Job is created (so a Job found
   after a lost answer can still start), then the Job is made its owner for garbage collection.
-- Interactive sessions (a JobSpec whose env carries GPUC_SESSION_PORT, set by
-  jobs.services.sessions): before the Job, a Secret gpuc-<uuid>-session holds the app's
-  secret (made here, 64 hex digits; a retry keeps the first), handed to the pod as
+- Interactive sessions (a JobSpec with a session_port, which the portal sets for a job of
+  kind session, never from its env; the Job is labelled gpu-commons/session, which poll reads
+  back): before the Job, a Secret gpuc-<uuid>-session holds the app's secret (made here, 64
+  hex digits; a retry keeps the first), handed to the pod as
   $GPUC_SESSION_TOKEN by secretKeyRef; the pod gets $GPUC_SESSION_FIXED_PORT (the app's port,
   or 8888 for apps that pick one: a pod has its own IP), a containerPort, an emptyDir as the
   wrapper's $GPUC_JOB_DIR (so session.json is never a result) and runs the wrapper with bash.
   After the Job, a ClusterIP Service gpuc-<uuid> owned by the Job selects the pod by its
   managed-by and uuid labels on that port; 409 is success when it carries the job's uuid.
-  read_session_file answers {host: gpuc-<uuid>.<namespace>.svc, port, token} from the
-  Service and the Secret (FileNotFoundError while either is missing), so the portal's proxy
-  must resolve cluster DNS (run it in the cluster). cancel() deletes both; poll() deletes
+  read_session_file answers {host: the Service's cluster IP, port, token} from the Service
+  and the Secret (FileNotFoundError while either is missing), so the portal's proxy must run
+  where the cluster's Service IPs route: on a node or in a pod (README, Interactive
+  sessions). An IPv6-only Service gives gpuc-<uuid>.<namespace>.svc instead, which nginx
+  reaches only with a `resolver` line. cancel() deletes both; poll() deletes
   both once a session's Job has ended (the Job's ownership of the Service is the net).
 - A Job that disappears before it finished (deleted, or the foreground deletion completed
   before the sync saw it) reads as cancelled at the API server's time (its Date header).

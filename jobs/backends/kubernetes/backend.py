@@ -221,6 +221,20 @@ class KubernetesBackend(ComputeBackend):
         body = json.loads(response.data or b"{}")
         return body, _server_time(response.headers.get("Date"))
 
+    def _send(
+        self, call: Callable[..., Any], *args: Any, allow: Collection[int] = (), **kwargs: Any
+    ) -> Any | None:
+        """One raw API call with the cluster's timeouts (inside _calling); None when Kubernetes
+        answers a status in `allow` (409: an earlier attempt made it, 404: already gone)."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return call(*args, _preload_content=False, _request_timeout=self._timeout, **kwargs)
+        except ApiException as exc:
+            if exc.status in allow:
+                return None
+            raise
+
     def _namespace(self, project: str) -> str:
         return project_namespace(self.options, project)
 
@@ -268,20 +282,12 @@ class KubernetesBackend(ComputeBackend):
         """The app's secret, made here (never in the Job, the script or the portal's DB until
         the proxy asks); a retry keeps the first one (409)."""
         from kubernetes import client
-        from kubernetes.client.exceptions import ApiException
 
-        body = build_session_secret(spec, namespace, secrets.token_hex(32))
+        body = client.V1Secret.from_dict(
+            build_session_secret(spec, namespace, secrets.token_hex(32))
+        )
         with self._calling("store the session's secret"):
-            try:
-                self._core().create_namespaced_secret(
-                    namespace,
-                    client.V1Secret.from_dict(body),
-                    _preload_content=False,
-                    _request_timeout=self._timeout,
-                )
-            except ApiException as exc:
-                if exc.status != 409:  # stored by an earlier attempt
-                    raise
+            self._send(self._core().create_namespaced_secret, namespace, body, allow=(409,))
 
     def _create_service(
         self, namespace: str, spec: JobSpec, port: int, job: Mapping[str, Any]
@@ -289,43 +295,23 @@ class KubernetesBackend(ComputeBackend):
         """The ClusterIP Service selecting the session's pod, owned by its Job; 409 (an
         earlier attempt made it) is success when it carries this job's uuid."""
         from kubernetes import client
-        from kubernetes.client.exceptions import ApiException
 
-        meta = job.get("metadata") or {}
-        owner = {
-            "apiVersion": "batch/v1",
-            "kind": "Job",
-            "name": meta.get("name", job_name(spec.uuid)),
-            "uid": meta.get("uid", ""),
-        }
-        body = build_service_manifest(spec, namespace, port, owner)
+        owner = _owner(job, spec.uuid)
+        body = client.V1Service.from_dict(build_service_manifest(spec, namespace, port, owner))
         with self._calling("create the session's Service"):
-            try:
-                self._core().create_namespaced_service(
-                    namespace,
-                    client.V1Service.from_dict(body),
-                    _preload_content=False,
-                    _request_timeout=self._timeout,
-                )
-            except ApiException as exc:
-                if exc.status != 409:
-                    raise
+            created = self._send(
+                self._core().create_namespaced_service, namespace, body, allow=(409,)
+            )
+            if created is None:  # 409
                 self._read_service(namespace, spec.uuid)  # refuses someone else's Service
 
     def _read_service(self, namespace: str, job_uuid: uuid.UUID) -> dict[str, Any]:
         """The session's Service; FileNotFoundError when it is not there."""
-        from kubernetes.client.exceptions import ApiException
-
         name = service_name(job_uuid)
-        response = None
         with self._calling("read the session's Service"):
-            try:
-                response = self._core().read_namespaced_service(
-                    name, namespace, _preload_content=False, _request_timeout=self._timeout
-                )
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise
+            response = self._send(
+                self._core().read_namespaced_service, name, namespace, allow=(404,)
+            )
         if response is None:  # raised here: _calling takes an OSError for a network failure
             raise FileNotFoundError(f"Service {namespace}/{name}")
         service, _ = self._json(response)
@@ -336,10 +322,8 @@ class KubernetesBackend(ComputeBackend):
 
     def read_session_file(self, ref: JobRef) -> bytes:
         """Where the session listens and its secret, in the shape the Slurm and local wrappers
-        write session.json: host = the Service's cluster DNS name, port = its session port,
+        write session.json: host = the Service's cluster IP, port = its session port,
         token = the Secret's. FileNotFoundError while either is missing."""
-        from kubernetes.client.exceptions import ApiException
-
         namespace, _ = split_backend_id(ref.backend_id)
         service = self._read_service(namespace, ref.uuid)
         ports = (service.get("spec") or {}).get("ports") or []
@@ -350,15 +334,10 @@ class KubernetesBackend(ComputeBackend):
         if not isinstance(port, int):
             raise FileNotFoundError(f"Service {namespace}/{service_name(ref.uuid)} has no port")
         name = session_secret_name(ref.uuid)
-        response = None
         with self._calling("read the session's secret"):
-            try:
-                response = self._core().read_namespaced_secret(
-                    name, namespace, _preload_content=False, _request_timeout=self._timeout
-                )
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise
+            response = self._send(
+                self._core().read_namespaced_secret, name, namespace, allow=(404,)
+            )
         if response is None:
             raise FileNotFoundError(f"Secret {namespace}/{name}")
         secret, _ = self._json(response)
@@ -368,38 +347,31 @@ class KubernetesBackend(ComputeBackend):
             token = base64.b64decode((secret.get("data") or {})[SESSION_TOKEN_KEY]).decode()
         except (KeyError, TypeError, ValueError, binascii.Error) as exc:
             raise BackendError(f"Secret {namespace}/{name} holds no token.") from exc
-        host = service_host(service_name(ref.uuid), namespace)
-        return json.dumps({"host": host, "port": port, "token": token}).encode()
+        return json.dumps({"host": service_host(service), "port": port, "token": token}).encode()
 
     def _delete_session(self, namespace: str, job_uuid: uuid.UUID) -> None:
         """Delete a session's Service and Secret (404: already gone, or not a session)."""
-        from kubernetes.client.exceptions import ApiException
-
         core = self._core()
         with self._calling("delete the session's Service"):
-            for delete, name in (
-                (core.delete_namespaced_service, service_name(job_uuid)),
-                (core.delete_namespaced_secret, session_secret_name(job_uuid)),
-            ):
-                try:
-                    delete(name, namespace, _preload_content=False, _request_timeout=self._timeout)
-                except ApiException as exc:
-                    if exc.status != 404:
-                        raise
+            self._send(
+                core.delete_namespaced_service, service_name(job_uuid), namespace, allow=(404,)
+            )
+            self._send(
+                core.delete_namespaced_secret,
+                session_secret_name(job_uuid),
+                namespace,
+                allow=(404,),
+            )
 
     def _create_job(self, namespace: str, manifest: dict[str, Any]) -> dict[str, Any] | None:
         """The created Job; {} when it already exists (409); None when the namespace is gone."""
         from kubernetes import client
         from kubernetes.client.exceptions import ApiException
 
+        body = client.V1Job.from_dict(manifest)
         with self._calling("create the Job"):
             try:
-                response = self._batch().create_namespaced_job(
-                    namespace,
-                    client.V1Job.from_dict(manifest),
-                    _preload_content=False,
-                    _request_timeout=self._timeout,
-                )
+                response = self._send(self._batch().create_namespaced_job, namespace, body)
             except ApiException as exc:
                 if exc.status == 409:
                     return {}
@@ -411,9 +383,7 @@ class KubernetesBackend(ComputeBackend):
 
     def _existing_job(self, namespace: str, name: str, job_uuid: uuid.UUID) -> dict[str, Any]:
         with self._calling("read the existing Job"):
-            response = self._batch().read_namespaced_job(
-                name, namespace, _preload_content=False, _request_timeout=self._timeout
-            )
+            response = self._send(self._batch().read_namespaced_job, name, namespace)
         job, _ = self._json(response)
         owner = (job.get("metadata", {}).get("labels") or {}).get(UUID_LABEL)
         if owner != str(job_uuid):
@@ -423,7 +393,6 @@ class KubernetesBackend(ComputeBackend):
     def _create_script(self, namespace: str, spec: JobSpec) -> None:
         """The script as a ConfigMap the pod mounts and runs with /bin/sh."""
         from kubernetes import client
-        from kubernetes.client.exceptions import ApiException
 
         body = {
             "apiVersion": "v1",
@@ -435,36 +404,23 @@ class KubernetesBackend(ComputeBackend):
             },
             "data": {SCRIPT_KEY: spec.script},
         }
-        with self._calling("store the job script"):
-            try:
-                self._core().create_namespaced_config_map(
-                    namespace,
-                    client.V1ConfigMap.from_dict(body),
-                    _preload_content=False,
-                    _request_timeout=self._timeout,
-                )
-            except ApiException as exc:
-                if exc.status != 409:  # already stored by an earlier attempt
-                    raise
+        config_map = client.V1ConfigMap.from_dict(body)
+        with self._calling("store the job script"):  # 409: stored by an earlier attempt
+            self._send(
+                self._core().create_namespaced_config_map, namespace, config_map, allow=(409,)
+            )
 
     def _adopt_script(self, namespace: str, spec: JobSpec, job: Mapping[str, Any]) -> None:
         """Make the Job own its script, so the garbage collector removes both together (TTL,
         cancel). Best effort: a script left unowned is small, labelled, and harmless."""
-        meta = job.get("metadata") or {}
-        owner = {
-            "apiVersion": "batch/v1",
-            "kind": "Job",
-            "name": meta.get("name", job_name(spec.uuid)),
-            "uid": meta.get("uid", ""),
-        }
+        patch = {"metadata": {"ownerReferences": [_owner(job, spec.uuid)]}}
         try:
             with self._calling("attach the script to its Job"):
-                self._core().patch_namespaced_config_map(
+                self._send(
+                    self._core().patch_namespaced_config_map,
                     script_configmap_name(spec.uuid),
                     namespace,
-                    {"metadata": {"ownerReferences": [owner]}},
-                    _preload_content=False,
-                    _request_timeout=self._timeout,
+                    patch,
                 )
         except (BackendError, BackendUnavailable):
             logger.warning("Script of job %s left without an owner", spec.uuid, exc_info=True)
@@ -477,32 +433,20 @@ class KubernetesBackend(ComputeBackend):
         if self.options.get("namespace") or namespace in self._namespaces_ready:
             return
         from kubernetes import client
-        from kubernetes.client.exceptions import ApiException
 
         core = self._core()
         with self._calling("set up the project namespace"):
-            try:
-                response = core.read_namespace(
-                    namespace, _preload_content=False, _request_timeout=self._timeout
-                )
+            response = self._send(core.read_namespace, namespace, allow=(404,))
+            if response is None:  # not there: make it (409: someone else just did)
+                body = client.V1Namespace.from_dict(namespace_manifest(namespace, project))
+                self._send(core.create_namespace, body, allow=(409,))
+            else:
                 existing, _ = self._json(response)
                 labels = existing.get("metadata", {}).get("labels") or {}
                 if labels.get(MANAGED_BY_LABEL) != MANAGER:
                     raise BackendError(
                         f"Namespace {namespace} exists and is not managed by GPU Commons."
                     )
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise
-                try:
-                    core.create_namespace(
-                        client.V1Namespace.from_dict(namespace_manifest(namespace, project)),
-                        _preload_content=False,
-                        _request_timeout=self._timeout,
-                    )
-                except ApiException as create_exc:
-                    if create_exc.status != 409:  # someone else just made it
-                        raise
         if default_quota and self.options.get("gpu_quota") is not None:
             # Only when missing: the pushed quota (push_accounts) is never overwritten here.
             self._write_quota(
@@ -522,35 +466,25 @@ class KubernetesBackend(ComputeBackend):
         gone since), else create it (if someone made it meanwhile, replace it only with
         `replace`: the submit path never overwrites a pushed quota)."""
         from kubernetes import client
-        from kubernetes.client.exceptions import ApiException
 
         core = self._core()
         body = client.V1ResourceQuota.from_dict(quota_manifest(namespace, hard))
 
-        def put() -> None:
+        def put(allow: Collection[int] = ()) -> Any | None:
             # No resourceVersion: the object is the portal's alone, so the replace is
             # unconditional (the wanted quota wins over any hand edit).
-            core.replace_namespaced_resource_quota(
-                QUOTA_NAME, namespace, body, _preload_content=False, _request_timeout=self._timeout
+            return self._send(
+                core.replace_namespaced_resource_quota, QUOTA_NAME, namespace, body, allow=allow
             )
 
         with self._calling(f"set the ResourceQuota of namespace {namespace}"):
-            if exists:
-                try:
-                    put()
-                    return
-                except ApiException as exc:
-                    if exc.status != 404:
-                        raise
-            try:
-                core.create_namespaced_resource_quota(
-                    namespace, body, _preload_content=False, _request_timeout=self._timeout
-                )
-            except ApiException as exc:
-                if exc.status != 409:
-                    raise
-                if replace or exists:
-                    put()
+            if exists and put(allow=(404,)) is not None:
+                return
+            created = self._send(
+                core.create_namespaced_resource_quota, namespace, body, allow=(409,)
+            )
+            if created is None and (replace or exists):
+                put()
 
     # -- project accounts (namespaces and their quota) --------------------------------------
 
@@ -829,31 +763,22 @@ class KubernetesBackend(ComputeBackend):
     def cancel(self, ref: JobRef) -> None:
         """Delete the Job with foreground propagation (its pods go first) and its script."""
         from kubernetes import client
-        from kubernetes.client.exceptions import ApiException
 
         namespace, name = split_backend_id(ref.backend_id)
-        with self._calling("delete the Job"):
-            try:
-                self._batch().delete_namespaced_job(
-                    name,
-                    namespace,
-                    body=client.V1DeleteOptions(propagation_policy="Foreground"),
-                    _preload_content=False,
-                    _request_timeout=self._timeout,
-                )
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise
-            try:
-                self._core().delete_namespaced_config_map(
-                    script_configmap_name(ref.uuid),
-                    namespace,
-                    _preload_content=False,
-                    _request_timeout=self._timeout,
-                )
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise
+        with self._calling("delete the Job"):  # 404: already gone
+            self._send(
+                self._batch().delete_namespaced_job,
+                name,
+                namespace,
+                body=client.V1DeleteOptions(propagation_policy="Foreground"),
+                allow=(404,),
+            )
+            self._send(
+                self._core().delete_namespaced_config_map,
+                script_configmap_name(ref.uuid),
+                namespace,
+                allow=(404,),
+            )
         self._delete_session(namespace, ref.uuid)
         with self._lock:
             self._snapshot = None
@@ -862,8 +787,6 @@ class KubernetesBackend(ComputeBackend):
 
     def read_log(self, ref: JobRef, stream: str, offset: int, limit: int) -> LogChunk:
         """The pod's log (stdout and stderr merged by Kubernetes), sliced on the portal side."""
-        from kubernetes.client.exceptions import ApiException
-
         kind, index = parse_stream(stream)
         if kind == "stderr":  # Kubernetes keeps one stream per container: stderr is in stdout
             return LogChunk(b"", 0, True)
@@ -883,22 +806,18 @@ class KubernetesBackend(ComputeBackend):
             return LogChunk(b"", 0, False)
         terminated = phase in ("Succeeded", "Failed")
         limit_bytes = offset + limit + 1 if offset >= 0 else None
-        try:
-            with self._calling("read the log"):
-                response = self._core().read_namespaced_pod_log(
-                    pod["metadata"]["name"],
-                    namespace,
-                    container=CONTAINER,
-                    limit_bytes=limit_bytes,
-                    _preload_content=False,
-                    _request_timeout=self._timeout,
-                )
-                full = response.data or b""
-        except BackendError as exc:
-            cause = exc.__cause__
-            if isinstance(cause, ApiException) and cause.status in (400, 404):
-                return LogChunk(b"", max(offset, 0), terminated)  # not started or pod gone
-            raise
+        with self._calling("read the log"):
+            response = self._send(
+                self._core().read_namespaced_pod_log,
+                pod["metadata"]["name"],
+                namespace,
+                container=CONTAINER,
+                limit_bytes=limit_bytes,
+                allow=(400, 404),
+            )
+            if response is None:  # not started or pod gone
+                return LogChunk(b"", max(offset, 0), terminated)
+            full = response.data or b""
         start = offset if offset >= 0 else max(0, len(full) + offset)
         if start > len(full):  # past the end: say where the end is, like the other backends
             return LogChunk(b"", len(full), terminated)
@@ -907,17 +826,10 @@ class KubernetesBackend(ComputeBackend):
         return LogChunk(data, start + len(data), terminated and reached_end)
 
     def _job_finished(self, namespace: str, name: str) -> bool:
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            with self._calling("read the Job"):
-                response = self._batch().read_namespaced_job(
-                    name, namespace, _preload_content=False, _request_timeout=self._timeout
-                )
-        except BackendError as exc:
-            if isinstance(exc.__cause__, ApiException) and exc.__cause__.status == 404:
-                return True
-            raise
+        with self._calling("read the Job"):
+            response = self._send(self._batch().read_namespaced_job, name, namespace, allow=(404,))
+        if response is None:
+            return True
         job, now = self._json(response)
         return status_from_job(job, now=now).state not in ("queued", "running")
 
@@ -936,6 +848,17 @@ class KubernetesBackend(ComputeBackend):
     def open_result(self, ref: JobRef, path: str) -> BinaryIO:
         """Open one result file; refuses absolute paths, `..` and links anywhere on the way."""
         return files.open_file(self._results_root(), [str(ref.uuid), *files.result_parts(path)])
+
+
+def _owner(job: Mapping[str, Any], job_uuid: uuid.UUID) -> dict[str, str]:
+    """The ownerReference to a created Job, so the garbage collector removes what it owns."""
+    meta = job.get("metadata") or {}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "name": meta.get("name", job_name(job_uuid)),
+        "uid": meta.get("uid", ""),
+    }
 
 
 def _pod_index(pod: Mapping[str, Any]) -> int | None:

@@ -3,8 +3,10 @@ Pods back into portal states and usage. Pure functions over dicts in the API's o
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
+import ipaddress
 import math
 import re
 import uuid
@@ -73,12 +75,12 @@ def script_configmap_name(job_uuid: uuid.UUID) -> str:
 
 
 # --- interactive sessions ----------------------------------------------------------------
-# A portal job whose env carries GPUC_SESSION_PORT (set by jobs.services.sessions) is a
-# session: its pod gets the port and the app's secret (GPUC_SESSION_TOKEN, from a Secret the
-# backend makes, never in the Job or the script), and a ClusterIP Service gpuc-<uuid> selects
-# the pod by its uuid label on that port. The portal's proxy reaches <svc>.<namespace>.svc.
+# A JobSpec with a session_port (the portal sets it for a job of kind session, never from the
+# job's env) is a session: its pod gets the port and the app's secret (GPUC_SESSION_TOKEN,
+# from a Secret the backend makes, never in the Job or the script), and a ClusterIP Service
+# gpuc-<uuid> selects the pod by its uuid label on that port. The portal's proxy reaches the
+# Service's cluster IP (service_host). The Job carries SESSION_LABEL, which poll reads back.
 
-SESSION_PORT_ENV = "GPUC_SESSION_PORT"
 SESSION_FIXED_PORT_ENV = "GPUC_SESSION_FIXED_PORT"  # the wrapper listens there, not at random
 SESSION_LABEL = "gpu-commons/session"
 SESSION_TOKEN_KEY = "token"  # noqa: S105 (the key in the Secret, not a secret)
@@ -89,10 +91,9 @@ DEFAULT_SESSION_PORT = 8888  # for apps that pick a free port: a pod has its own
 
 def session_port(spec: JobSpec) -> int | None:
     """The port a session's app listens on in its pod; None for a batch job."""
-    raw = spec.env.get(SESSION_PORT_ENV)
-    if raw is None or not str(raw).isdigit():
+    port = spec.session_port
+    if port is None:
         return None
-    port = int(raw)
     if port == 0:
         return DEFAULT_SESSION_PORT
     return port if 0 < port < 65536 else None
@@ -107,9 +108,17 @@ def session_secret_name(job_uuid: uuid.UUID) -> str:
     return f"gpuc-{job_uuid}-session"
 
 
-def service_host(name: str, namespace: str) -> str:
-    """The Service's cluster DNS name, as the portal's proxy reaches it."""
-    return f"{name}.{namespace}.svc"
+def service_host(service: Mapping[str, Any]) -> str:
+    """Where the portal's proxy reaches a session's Service: its IPv4 cluster IP (nginx proxies
+    to a variable upstream, which it would resolve only through a `resolver` it is not given),
+    else, on an IPv6-only cluster, its cluster DNS name <name>.<namespace>.svc."""
+    spec = service.get("spec") or {}
+    for address in [spec.get("clusterIP"), *(spec.get("clusterIPs") or [])]:
+        with contextlib.suppress(ValueError):
+            if isinstance(ipaddress.ip_address(str(address)), ipaddress.IPv4Address):
+                return str(address)
+    meta = service.get("metadata") or {}
+    return f"{meta.get('name', '')}.{meta.get('namespace', '')}.svc"
 
 
 def build_service_manifest(
@@ -276,6 +285,8 @@ def build_job_manifest(spec: JobSpec, options: Mapping[str, Any], namespace: str
     if spec.gpus:
         amounts[gpu_resource] = str(spec.gpus)
 
+    # The portal refuses GPUC_* names in a job's env; a job stored before it did keeps them
+    # here, and they never reach the pod (nor override the portal's own).
     env: list[dict[str, Any]] = [
         {"name": k, "value": str(v)} for k, v in spec.env.items() if not k.startswith("GPUC_")
     ]

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +20,18 @@ from jobs.backends.kubernetes.objects import (
     parse_array,
 )
 from jobs.backends.rules import (
+    AT_LEAST_ONE_CPU,
+    AT_LEAST_ONE_MINUTE,
+    SCRIPT_OR_COMMAND,
     Check,
     Option,
     Refuse,
     SpecCheck,
     When,
+    exactly_one,
+    is_command,
     is_positive_int,
+    never_stored,
     problems,
     refusals,
 )
@@ -50,22 +56,6 @@ def _is_absolute(value: Any) -> bool:
 def _matches(pattern: re.Pattern[str]) -> Callable[[Any], bool]:
     """The value, as text, matches (options read from JSON may be of any type)."""
     return lambda value: bool(pattern.match(str(value)))
-
-
-def _no_stored_token(options: Mapping[str, Any]) -> list[str]:
-    if "token" in options:
-        return ["Never store a token in the cluster options: name it with token_env or token_file."]
-    return []
-
-
-def _one_connection(options: Mapping[str, Any]) -> list[str]:
-    sources = [key for key in _CONNECTION_KEYS if options.get(key)]
-    if len(sources) == 1:
-        return []
-    return [
-        "Give exactly one way to authenticate: token_env, token_file, kubeconfig or "
-        f"in_cluster (got {', '.join(sources) or 'none'})."
-    ]
 
 
 def _host(options: Mapping[str, Any]) -> list[str]:
@@ -148,8 +138,15 @@ def _results(options: Mapping[str, Any]) -> list[str]:
 
 
 CHECKS: tuple[Check, ...] = (
-    _no_stored_token,
-    _one_connection,
+    never_stored(
+        ["token"],
+        "Never store a token in the cluster options: name it with token_env or token_file.",
+    ),
+    exactly_one(
+        _CONNECTION_KEYS,
+        "Give exactly one way to authenticate: token_env, token_file, kubeconfig or "
+        "in_cluster (got {got}).",
+    ),
     _host,
     Option(
         "ca_file", _is_absolute, "ca_file must be an absolute path to a CA bundle.", When.TRUTHY
@@ -246,15 +243,6 @@ def _image_message(spec: JobSpec, options: Mapping[str, Any], cluster: str) -> s
     return f"Image {_image(spec, options)} is not allowed on cluster {cluster} (allowed: {shown})."
 
 
-def _command_ok(spec: JobSpec) -> bool:
-    command: Any = spec.command
-    return (
-        not isinstance(command, str | bytes)
-        and isinstance(command, Sequence)
-        and all(isinstance(part, str) for part in command)
-    )
-
-
 def _gpu_type_refused(spec: JobSpec, options: Mapping[str, Any]) -> bool:
     gpu_types = options.get("gpu_types") or []
     return bool(spec.gpu_type and gpu_types and spec.gpu_type not in gpu_types)
@@ -307,21 +295,13 @@ SPEC_CHECKS: tuple[SpecCheck, ...] = (
     Refuse("image", _image_refused, _image_message),
     Refuse(
         "command",
-        lambda spec, _: not _command_ok(spec),
+        lambda spec, _: not is_command(spec.command),
         "command must be a list of strings.",
     ),
-    Refuse(
-        "command",
-        lambda spec, _: _command_ok(spec) and spec.script and spec.command,
-        "Give either a script or a command, not both.",
-    ),
+    SCRIPT_OR_COMMAND,
     *(_over(field, option) for field, option in _LIMITS.items()),
-    Refuse("cpus", lambda spec, _: spec.cpus < 1, "A job needs at least 1 CPU."),
-    Refuse(
-        "time_limit_minutes",
-        lambda spec, _: spec.time_limit_minutes < 1,
-        "The time limit must be at least 1 minute.",
-    ),
+    AT_LEAST_ONE_CPU,
+    AT_LEAST_ONE_MINUTE,
     Refuse(
         "gpu_type",
         _gpu_type_refused,

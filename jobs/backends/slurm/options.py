@@ -10,13 +10,18 @@ from typing import Any
 
 from jobs.backends.base import JobSpec
 from jobs.backends.rules import (
+    AT_LEAST_ONE_CPU,
+    AT_LEAST_ONE_MINUTE,
+    SCRIPT_OR_COMMAND,
     Check,
     Option,
     Refuse,
     SpecCheck,
     When,
+    exactly_one,
     is_positive_int,
     is_positive_number,
+    never_stored,
     problems,
     refusals,
     whole_in,
@@ -100,25 +105,6 @@ def _api_version(options: Mapping[str, Any]) -> list[str]:
     return [problem] if problem else []
 
 
-def _no_stored_key(options: Mapping[str, Any]) -> list[str]:
-    if "jwt_key" in options or "token" in options:
-        return [
-            "Never store the JWT key in the cluster options: name it with jwt_key_file or "
-            "jwt_key_env."
-        ]
-    return []
-
-
-def _one_key_source(options: Mapping[str, Any]) -> list[str]:
-    sources = [key for key in ("jwt_key_file", "jwt_key_env") if options.get(key)]
-    if len(sources) == 1:
-        return []
-    return [
-        "Give exactly one of jwt_key_file (the slurm.conf jwt_key path) or jwt_key_env "
-        f"(an environment variable holding the key in base64); got {', '.join(sources) or 'none'}."
-    ]
-
-
 def _partitions(options: Mapping[str, Any]) -> list[str]:
     partitions = options.get("partitions")
     if partitions is None:
@@ -155,8 +141,15 @@ CHECKS: tuple[Check, ...] = (
         When.ALWAYS,
     ),
     _api_version,
-    _no_stored_key,
-    _one_key_source,
+    never_stored(
+        ["jwt_key", "token"],
+        "Never store the JWT key in the cluster options: name it with jwt_key_file or jwt_key_env.",
+    ),
+    exactly_one(
+        ["jwt_key_file", "jwt_key_env"],
+        "Give exactly one of jwt_key_file (the slurm.conf jwt_key path) or jwt_key_env "
+        "(an environment variable holding the key in base64); got {got}.",
+    ),
     Option(
         "jwt_key_file",
         lambda v: isinstance(v, str) and v.startswith("/"),
@@ -229,11 +222,7 @@ SPEC_CHECKS: tuple[SpecCheck, ...] = (
         lambda spec, _: spec.image,
         "Cluster {cluster} runs batch scripts; container images are not supported.",
     ),
-    Refuse(
-        "command",
-        lambda spec, _: spec.script and spec.command,
-        "Give either a script or a command, not both.",
-    ),
+    SCRIPT_OR_COMMAND,
     Refuse(
         "script",
         lambda spec, _: not spec.script.strip() and not spec.command,
@@ -258,17 +247,13 @@ SPEC_CHECKS: tuple[SpecCheck, ...] = (
         lambda spec, _: spec.partition and not NAME_RE.match(spec.partition),
         "partition must be a Slurm partition name.",
     ),
-    Refuse("cpus", lambda spec, _: spec.cpus < 1, "A job needs at least 1 CPU."),
+    AT_LEAST_ONE_CPU,
     Refuse(
         "memory_mb",
         lambda spec, _: spec.memory_mb < 1,
         "A job needs some memory (memory_mb at least 1).",
     ),
-    Refuse(
-        "time_limit_minutes",
-        lambda spec, _: spec.time_limit_minutes < 1,
-        "The time limit must be at least 1 minute.",
-    ),
+    AT_LEAST_ONE_MINUTE,
     Refuse(
         "gpu_type",
         lambda spec, _: spec.gpus and spec.gpu_type and not GRES_RE.match(spec.gpu_type),

@@ -21,6 +21,7 @@ from jobs.backends.kubernetes.objects import (
     parse_quantity,
     parse_stream,
     pod_exit_info,
+    service_host,
     status_from_job,
     usage_from_job,
 )
@@ -268,6 +269,44 @@ def test_a_cpu_job_asks_for_no_gpu_and_portal_variables_cannot_be_overridden():
     assert env["GPUC_JOB_UUID"] == str(UUID)
     assert env["SEED"] == "7"
     assert "nodeSelector" not in manifest["spec"]["template"]["spec"]
+
+
+def test_only_the_portals_session_port_makes_a_session_never_a_variable_in_the_env():
+    forged = build_job_manifest(_spec(env={"GPUC_SESSION_PORT": "9000"}), OPTIONS, "gpuc-f")
+    session = build_job_manifest(_spec(session_port=9000), OPTIONS, "gpuc-f")
+
+    assert "gpu-commons/session" not in forged["metadata"]["labels"]
+    container = forged["spec"]["template"]["spec"]["containers"][0]
+    assert "ports" not in container
+    assert container["command"][0] == "/bin/sh"
+    assert not {"GPUC_SESSION_PORT", "GPUC_SESSION_FIXED_PORT", "GPUC_SESSION_TOKEN"} & {
+        item["name"] for item in container["env"]
+    }
+    assert session["metadata"]["labels"]["gpu-commons/session"] == "true"
+    ports = session["spec"]["template"]["spec"]["containers"][0]["ports"]
+    assert [p["containerPort"] for p in ports] == [9000]
+
+
+def test_a_session_whose_app_picks_its_port_listens_on_8888_in_its_pod():
+    manifest = build_job_manifest(_spec(session_port=0), OPTIONS, "gpuc-f")
+
+    ports = manifest["spec"]["template"]["spec"]["containers"][0]["ports"]
+    assert [p["containerPort"] for p in ports] == [8888]
+
+
+def test_the_proxy_reaches_a_session_at_its_services_ipv4_cluster_ip_else_its_dns_name():
+    meta = {"name": "gpuc-x", "namespace": "gpuc-f"}
+
+    dual = {
+        "metadata": meta,
+        "spec": {"clusterIP": "fd00::7", "clusterIPs": ["fd00::7", "10.0.0.7"]},
+    }
+    ipv6 = {"metadata": meta, "spec": {"clusterIP": "fd00::7", "clusterIPs": ["fd00::7"]}}
+
+    assert service_host({"metadata": meta, "spec": {"clusterIP": "10.96.0.12"}}) == "10.96.0.12"
+    assert service_host(dual) == "10.0.0.7"
+    assert service_host(ipv6) == "gpuc-x.gpuc-f.svc"
+    assert service_host({"metadata": meta, "spec": {"clusterIP": "None"}}) == "gpuc-x.gpuc-f.svc"
 
 
 # --- states ----------------------------------------------------------------------------------

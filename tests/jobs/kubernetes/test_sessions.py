@@ -18,7 +18,7 @@ from jobs.backends.kubernetes import KubernetesBackend
 from jobs.models import Job, Session, SessionApp
 from jobs.services import cluster_sync, job_forward
 from jobs.services.sessions import session_locate
-from jobs.services.specs import job_ref, job_spec
+from jobs.services.specs import SPEC_RELATED, job_ref, job_spec
 from quotas.models import Allocation, Cluster
 from tests.jobs.session_apps import jupyterlab_app  # noqa: F401 (autouse)
 from tests.k8s_server import FakeKubernetes
@@ -106,7 +106,7 @@ def test_a_session_runs_as_a_pod_with_a_service_selecting_it_on_the_session_port
     assert [p["metadata"]["labels"][UUID_LABEL] for p in pods] == [str(job.uuid)]
 
 
-def test_a_running_session_reports_the_services_dns_name_and_the_secret_to_the_proxy_only(
+def test_a_running_session_reports_the_services_cluster_ip_and_the_secret_to_the_proxy_only(
     api_alice, body, notebook, k8s: FakeKubernetes, k8s_cluster: Cluster, alice, settings
 ):
     settings.SESSIONS_PROXY_SECRET = SECRET
@@ -118,7 +118,10 @@ def test_a_running_session_reports_the_services_dns_name_and_the_secret_to_the_p
 
     session = session_locate(session=Session.objects.select_related("job").get(job=job))
 
-    assert (session.host, session.port) == (f"gpuc-{job.uuid}.{NAMESPACE}.svc", 9000)
+    cluster_ip = k8s.services[(NAMESPACE, f"gpuc-{job.uuid}")]["spec"]["clusterIP"]
+    assert cluster_ip.startswith("10.96.")
+    # An address, not a name: nginx proxies to it without a resolver.
+    assert (session.host, session.port) == (cluster_ip, 9000)
     assert session.token == _secret_token(k8s, job)
     owner = Client()
     owner.force_login(alice)
@@ -130,7 +133,7 @@ def test_a_running_session_reports_the_services_dns_name_and_the_secret_to_the_p
         },
     )
     assert auth.status_code == HTTPStatus.OK
-    assert auth["X-Session-Upstream"] == f"gpuc-{job.uuid}.{NAMESPACE}.svc:9000"
+    assert auth["X-Session-Upstream"] == f"{cluster_ip}:9000"
     answer = api_alice.get(f"/api/v1/sessions/{job.uuid}/")
     assert answer.status_code == HTTPStatus.OK
     assert session.token not in answer.content.decode()
@@ -216,10 +219,9 @@ def test_a_session_that_ends_by_itself_has_its_service_and_secret_deleted_by_the
     assert k8s.services == {} and k8s.secrets == {}
 
 
-def test_a_batch_job_gets_no_service_and_no_secret(
-    api_alice, k8s_allocation, tenant, k8s: FakeKubernetes, k8s_cluster: Cluster
-):
-    response = api_alice.post(
+def _submit_batch_job(api: Any) -> Job:
+    """A plain batch job on the Kubernetes cluster, submitted and not yet forwarded."""
+    response = api.post(
         "/api/v1/jobs/",
         {
             "project": "folding",
@@ -231,13 +233,51 @@ def test_a_batch_job_gets_no_service_and_no_secret(
         format="json",
     )
     assert response.status_code == HTTPStatus.CREATED, response.json()
-    job_forward(job_id=Job.objects.get(uuid=response.json()["id"]).pk)
+    return Job.objects.get(uuid=response.json()["id"])
+
+
+def test_a_batch_job_gets_no_service_and_no_secret(
+    api_alice, k8s_allocation, tenant, k8s: FakeKubernetes, k8s_cluster: Cluster
+):
+    job = _submit_batch_job(api_alice)
+    job_forward(job_id=job.pk)
     k8s.advance(120)
     cluster_sync(cluster=k8s_cluster)
 
-    assert Job.objects.get(uuid=response.json()["id"]).state == Job.State.COMPLETED
+    job.refresh_from_db()
+    assert job.state == Job.State.COMPLETED
     assert k8s.services == {} and k8s.secrets == {}
     assert not k8s.calls(path=rf"/api/v1/namespaces/{NAMESPACE}/(services|secrets).*")
+
+
+def test_a_session_is_known_by_its_kind_and_app_and_its_env_stays_empty(
+    api_alice, body, notebook, k8s: FakeKubernetes, django_assert_num_queries
+):
+    job = _start(api_alice, body)
+    stored = Job.objects.select_related(*SPEC_RELATED).get(pk=job.pk)
+
+    with django_assert_num_queries(0):
+        spec = job_spec(stored)
+
+    assert job.env == {}
+    assert (spec.session_port, dict(spec.env)) == (9000, {})
+
+
+def test_a_batch_job_stored_with_the_old_session_marker_in_its_env_runs_as_a_batch_job(
+    api_alice, k8s_allocation, tenant, k8s: FakeKubernetes, k8s_cluster: Cluster
+):
+    job = _submit_batch_job(api_alice)
+    # As a job submitted before GPUC_* names were refused could have been stored.
+    Job.objects.filter(pk=job.pk).update(env={"GPUC_SESSION_PORT": "9000"})
+
+    job_forward(job_id=job.pk)
+
+    kube_job = k8s.jobs[(NAMESPACE, f"gpuc-{job.uuid}")]
+    assert "gpu-commons/session" not in kube_job["metadata"]["labels"]
+    container = kube_job["spec"]["template"]["spec"]["containers"][0]
+    assert "ports" not in container
+    assert "GPUC_SESSION_PORT" not in {item["name"] for item in container["env"]}
+    assert k8s.services == {} and k8s.secrets == {}
 
 
 def test_mallory_cannot_see_a_kubernetes_session(
