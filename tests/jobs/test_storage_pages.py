@@ -16,16 +16,6 @@ FILES = 2500
 
 
 @pytest.fixture
-def files_url(tenant, local_cluster) -> str:
-    return f"/api/v1/projects/{tenant.project.uuid}/files/"
-
-
-@pytest.fixture
-def folder(local_cluster, tmp_path) -> Path:
-    return tmp_path / "jobs" / "projects" / "vision-lab.folding"
-
-
-@pytest.fixture
 def big(folder: Path) -> list[str]:
     """A folder of 2,500 files (written as a job would), named in an order unlike creation's."""
     (folder / "many").mkdir(parents=True)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import threading
 from http import HTTPStatus
-from pathlib import Path
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -20,16 +19,6 @@ from jobs.storage.exceptions import StorageQuotaExceeded
 from jobs.storage.models import ProjectStorage, ProjectStorageUsage
 from jobs.storage.selectors import storage_project_for_user
 from jobs.storage.tasks import storage_recount_all_task
-
-
-@pytest.fixture
-def files_url(tenant, local_cluster) -> str:
-    return f"/api/v1/projects/{tenant.project.uuid}/files/"
-
-
-@pytest.fixture
-def folder(local_cluster, tmp_path) -> Path:
-    return tmp_path / "jobs" / "projects" / "vision-lab.folding"
 
 
 def _upload(api, files_url: str, name: str, data: bytes):
