@@ -472,4 +472,4 @@ class ProjectSessionSettings(models.Model):
         return f"{self.project} sessions: idle {self.idle_minutes} min"
 
 
-from jobs.storage.models import ProjectStorage  # noqa: E402,F401  (registers the model)
+from jobs.storage.models import ProjectStorage, ProjectStorageUsage  # noqa: E402,F401  (registers the models)

@@ -10,4 +10,4 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
 app = Celery("portal")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks(["accounts", "quotas", "quotas.billing", "jobs"])
+app.autodiscover_tasks(["accounts", "quotas", "quotas.billing", "jobs", "jobs.storage"])

@@ -41,6 +41,13 @@ class Conflict(DomainError):
     code = "conflict"
 
 
+class TooLarge(DomainError):
+    """The request would store more than a limit allows (a file's size, a quota): 413."""
+
+    status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+    code = "too_large"
+
+
 class PermissionDenied(DomainError):
     status = HTTPStatus.FORBIDDEN
     code = "permission_denied"

@@ -405,6 +405,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "jobs.tasks.forward_pending_task",
         "schedule": timedelta(seconds=JOBS_FORWARD_SWEEP_SECONDS),
     },
+    "jobs-storage-recount": {
+        "task": "jobs.storage.tasks.storage_recount_all_task",
+        "schedule": timedelta(minutes=env.int("GPUC_STORAGE_RECOUNT_INTERVAL_MINUTES", default=60)),
+    },
     "quotas-daily-expiry": {
         "task": "quotas.tasks.allocations_expire_task",
         "schedule": crontab(hour=0, minute=10),

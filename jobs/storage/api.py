@@ -10,14 +10,21 @@ from typing import Any, cast
 from django.http import FileResponse, HttpRequest, QueryDict
 from django.utils.datastructures import MultiValueDict
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_view,
+)
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.utils.urls import replace_query_param
 from rest_framework.views import APIView
 
 from accounts.models import User
-from jobs.storage import fs, selectors, services, uploads
+from jobs.storage import fs, paging, selectors, services, uploads
+from jobs.storage.usage import usage_row
 from portal.api import StrictFieldsMixin
 
 CLUSTER_PARAM = OpenApiParameter(
@@ -47,6 +54,14 @@ class FolderSerializer(serializers.Serializer[Any]):
     usage_bytes = serializers.IntegerField()
     max_upload_bytes = serializers.IntegerField()
     entries = EntrySerializer(many=True)
+    next = serializers.URLField(
+        allow_null=True, help_text="The next page of entries (by name), or null: the last page."
+    )
+    previous = serializers.URLField(allow_null=True, help_text="The page before, or null.")
+    usage_counted_at = serializers.DateTimeField(
+        help_text="When the folder was last measured on disk: usage_bytes adds the portal's "
+        "writes and deletes since, not what jobs wrote (recounted hourly)."
+    )
 
 
 class PathRequestSerializer(StrictFieldsMixin, serializers.Serializer[Any]):
@@ -98,27 +113,54 @@ def _valid(serializer_class: type[serializers.Serializer[Any]], request: Request
     return serializer.validated_data
 
 
+PAGE_PARAMS = [
+    OpenApiParameter(
+        "page_size",
+        int,
+        description=f"Entries per page, 1 to {paging.MAX_PAGE_SIZE} "
+        f"(default {paging.API_PAGE_SIZE})",
+    ),
+    OpenApiParameter("cursor", str, description="The page to show: from a next or previous link"),
+]
+
+
+def _page_link(request: Request, cursor: str | None) -> str | None:
+    return replace_query_param(request.build_absolute_uri(), "cursor", cursor) if cursor else None
+
+
 class FileListView(APIView):
     @extend_schema(
-        parameters=[CLUSTER_PARAM, PATH_PARAM],
+        parameters=[CLUSTER_PARAM, PATH_PARAM, *PAGE_PARAMS],
         responses=FolderSerializer,
-        summary="List a folder of the project's storage, with the quota and its usage",
+        summary="List a folder of the project's storage by name, a page at a time (next and "
+        "previous links), with the quota and its usage",
     )
     def get(self, request: Request, uuid: str) -> Response:
         folder = _folder(request, uuid, request.query_params.get("cluster"))
-        path = request.query_params.get("path", "")
-        entries = services.storage_list(user=_user(request), folder=folder, path=path)
+        page_size = paging.page_size_parse(request.query_params.get("page_size"))
+        listing = services.storage_list(
+            user=_user(request),
+            folder=folder,
+            path=request.query_params.get("path", ""),
+            cursor=request.query_params.get("cursor", ""),
+            page_size=page_size,
+        )
         clusters = selectors.storage_clusters(project=folder.project)
+        usage = usage_row(folder=folder)
         return Response(
             {
                 "project": str(folder.project.uuid),
                 "cluster": folder.cluster.name,
                 "clusters": [c.name for c in clusters],
-                "path": "/".join(fs.clean_path(path, allow_root=True)),
+                "path": listing.path,
                 "quota_bytes": selectors.storage_quota_bytes(project=folder.project),
-                "usage_bytes": services.storage_usage(folder=folder),
+                "usage_bytes": usage.used_bytes,
                 "max_upload_bytes": services.max_upload_bytes(),
-                "entries": [_entry(e) for e in entries],
+                "entries": [_entry(e) for e in listing.entries],
+                # (added since: after the keys clients already read)
+                "next": _page_link(request, listing.next_cursor),
+                "previous": _page_link(request, listing.previous_cursor),
+                "usage_counted_at": serializers.DateTimeField().to_representation(usage.counted_at),
             }
         )
 
@@ -177,64 +219,87 @@ class FileUploadView(APIView):
     def post(self, request: Request, uuid: str) -> Response:
         folder = _folder(request, uuid, request.query_params.get("cluster"))
         directory = request.query_params.get("path", "")
-        parts = services._parts(directory, allow_root=True)
+        parts = services.path_parts(directory, allow_root=True)
         entry = uploads.receive(request=request._request, folder=folder, directory="/".join(parts))
         return Response(_entry(entry), status=HTTPStatus.CREATED)
 
 
-class FileMkdirView(APIView):
-    @extend_schema(
+# A POST naming the folder (and a path in it) in its body: the body is checked with `body`, the
+# caller's folder found, then `act` runs one service and gives the answer. (A comment, not a
+# docstring: the schema would show a docstring as each operation's description.)
+class _FolderAction(APIView):
+    body: type[serializers.Serializer[Any]]
+    status = HTTPStatus.OK
+
+    def act(self, user: User, folder: services.Folder, data: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def post(self, request: Request, uuid: str) -> Response:
+        data = _valid(self.body, request)
+        folder = _folder(request, uuid, data.get("cluster"))
+        return Response(self.act(_user(request), folder, data), status=self.status)
+
+
+@extend_schema_view(
+    post=extend_schema(
         request=PathRequestSerializer,
         responses={HTTPStatus.CREATED: EntrySerializer},
         summary="Make a folder",
     )
-    def post(self, request: Request, uuid: str) -> Response:
-        data = _valid(PathRequestSerializer, request)
-        folder = _folder(request, uuid, data.get("cluster"))
-        entry = services.storage_mkdir(user=_user(request), folder=folder, path=data["path"])
-        return Response(_entry(entry), status=HTTPStatus.CREATED)
+)
+class FileMkdirView(_FolderAction):
+    body = PathRequestSerializer
+    status = HTTPStatus.CREATED
+
+    def act(self, user: User, folder: services.Folder, data: dict[str, Any]) -> Any:
+        return _entry(services.storage_mkdir(user=user, folder=folder, path=data["path"]))
 
 
-class FileRenameView(APIView):
-    @extend_schema(
+@extend_schema_view(
+    post=extend_schema(
         request=RenameRequestSerializer,
         responses=EntrySerializer,
         summary="Rename or move a file or folder",
     )
-    def post(self, request: Request, uuid: str) -> Response:
-        data = _valid(RenameRequestSerializer, request)
-        folder = _folder(request, uuid, data.get("cluster"))
-        entry = services.storage_rename(
-            user=_user(request), folder=folder, path=data["path"], new_path=data["new_path"]
+)
+class FileRenameView(_FolderAction):
+    body = RenameRequestSerializer
+
+    def act(self, user: User, folder: services.Folder, data: dict[str, Any]) -> Any:
+        path, new_path = data["path"], data["new_path"]
+        return _entry(
+            services.storage_rename(user=user, folder=folder, path=path, new_path=new_path)
         )
-        return Response(_entry(entry))
 
 
-class FileDeleteView(APIView):
-    @extend_schema(
+@extend_schema_view(
+    post=extend_schema(
         request=DeleteRequestSerializer,
         responses={HTTPStatus.NO_CONTENT: None},
         summary="Delete a file, or a folder (with everything in it when recursive)",
     )
-    def post(self, request: Request, uuid: str) -> Response:
-        data = _valid(DeleteRequestSerializer, request)
-        folder = _folder(request, uuid, data.get("cluster"))
-        services.storage_delete(
-            user=_user(request), folder=folder, path=data["path"], recursive=data["recursive"]
-        )
-        return Response(status=HTTPStatus.NO_CONTENT)
+)
+class FileDeleteView(_FolderAction):
+    body = DeleteRequestSerializer
+    status = HTTPStatus.NO_CONTENT
+
+    def act(self, user: User, folder: services.Folder, data: dict[str, Any]) -> Any:
+        path, recursive = data["path"], data["recursive"]
+        services.storage_delete(user=user, folder=folder, path=path, recursive=recursive)
 
 
-class FileCopyResultsView(APIView):
-    @extend_schema(
+@extend_schema_view(
+    post=extend_schema(
         request=CopyResultsRequestSerializer,
         responses={HTTPStatus.CREATED: CopyResultsSerializer},
         summary="Copy a job's result files into the project's storage",
     )
-    def post(self, request: Request, uuid: str) -> Response:
-        data = _valid(CopyResultsRequestSerializer, request)
-        folder = _folder(request, uuid, data.get("cluster"))
-        copied = services.storage_copy_results(
-            user=_user(request), folder=folder, job_uuid=data["job"], path=data.get("path") or ""
-        )
-        return Response({"copied": [_entry(e) for e in copied]}, status=HTTPStatus.CREATED)
+)
+class FileCopyResultsView(_FolderAction):
+    body = CopyResultsRequestSerializer
+    status = HTTPStatus.CREATED
+
+    def act(self, user: User, folder: services.Folder, data: dict[str, Any]) -> Any:
+        job, path = data["job"], data.get("path") or ""
+        copied = services.storage_copy_results(user=user, folder=folder, job_uuid=job, path=path)
+        return {"copied": [_entry(e) for e in copied]}

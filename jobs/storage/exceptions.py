@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from http import HTTPStatus
-
-from portal.errors import DomainError, NotFound
+from portal.errors import DomainError, NotFound, TooLarge
 
 
 class InvalidPath(DomainError):
@@ -19,24 +17,28 @@ class InvalidUpload(DomainError):
     code = "invalid_upload"
 
 
-class FileTooLarge(DomainError):
-    status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+class FileTooLarge(TooLarge):
     code = "file_too_large"
 
 
-class StorageQuotaExceeded(DomainError):
-    status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+class StorageQuotaExceeded(TooLarge):
     code = "storage_quota_exceeded"
 
 
 class StorageNotFound(NotFound):
-    code = "not_found"
+    """No such project (to the caller), job, file or folder."""
 
 
 class NoProjectStorage(DomainError):
     """The cluster keeps no project folders (or none the portal can reach)."""
 
     code = "no_project_storage"
+
+
+class InvalidPage(DomainError):
+    """A listing's page_size or cursor that is not one it takes (the detail says which)."""
+
+    code = "invalid"
 
 
 class InvalidStorageQuota(DomainError):

@@ -10,6 +10,7 @@ path the caller gave.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import errno
 import os
@@ -125,47 +126,72 @@ def _kind(mode: int) -> str:
     return "other"
 
 
+def _entry(fd: int, parts: Sequence[str], name: str) -> Entry:
+    info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+    kind = _kind(info.st_mode)
+    return Entry(
+        name=name,
+        path="/".join([*parts, name]),
+        kind=kind,
+        size=info.st_size if kind == "file" else 0,
+        modified=datetime.fromtimestamp(info.st_mtime, tz=UTC),
+    )
+
+
 def list_dir(root: str, parts: Sequence[str]) -> list[Entry]:
     """The folder's entries (links and special files shown as such, never followed)."""
+    return list_page(root, parts, limit=None).entries
+
+
+@dataclass(frozen=True)
+class Page:
+    """Entries of a folder by name, and whether names come before or after them."""
+
+    entries: list[Entry]
+    more_before: bool
+    more_after: bool
+
+
+def list_page(
+    root: str,
+    parts: Sequence[str],
+    *,
+    limit: int | None,
+    after: str | None = None,
+    before: str | None = None,
+) -> Page:
+    """Up to `limit` entries by name (code point order): the first ones after the name `after`,
+    or the last ones before the name `before`. Only the entries shown are stat()ed, so a page
+    of a folder of 100,000 files costs one directory read and a sort, not 100,000 stats."""
     fd = _open_dir(root, parts)
-    entries = []
     try:
-        for name in sorted(os.listdir(fd)):
-            if name.startswith(TEMP_PREFIX):
-                continue
-            try:
-                info = os.stat(name, dir_fd=fd, follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            kind = _kind(info.st_mode)
-            entries.append(
-                Entry(
-                    name=name,
-                    path="/".join([*parts, name]),
-                    kind=kind,
-                    size=info.st_size if kind == "file" else 0,
-                    modified=datetime.fromtimestamp(info.st_mtime, tz=UTC),
-                )
-            )
+        names = sorted(n for n in os.listdir(fd) if not n.startswith(TEMP_PREFIX))
+        start = bisect.bisect_right(names, after) if after is not None else 0
+        stop = bisect.bisect_left(names, before) if before is not None else len(names)
+        # Backwards for a page before a name: its last entries are the ones next to it.
+        window = names[start:stop] if before is None else names[start:stop][::-1]
+        entries: list[Entry] = []
+        taken = 0
+        for name in window:
+            if limit is not None and len(entries) == limit:
+                break
+            taken += 1
+            with contextlib.suppress(FileNotFoundError):  # (deleted since the listing)
+                entries.append(_entry(fd, parts, name))
     finally:
         os.close(fd)
-    return entries
+    rest = taken < len(window)
+    if before is not None:
+        return Page(entries[::-1], more_before=rest, more_after=stop < len(names))
+    return Page(entries, more_before=start > 0, more_after=rest)
 
 
 def stat_entry(root: str, parts: Sequence[str]) -> Entry:
     fd = _open_dir(root, parts[:-1])
     try:
-        info = os.stat(parts[-1], dir_fd=fd, follow_symlinks=False)
+        return _entry(fd, parts[:-1], parts[-1])
     finally:
         os.close(fd)
-    kind = _kind(info.st_mode)
-    return Entry(
-        name=parts[-1],
-        path="/".join(parts),
-        kind=kind,
-        size=info.st_size if kind == "file" else 0,
-        modified=datetime.fromtimestamp(info.st_mtime, tz=UTC),
-    )
 
 
 def open_read(root: str, parts: Sequence[str]) -> BinaryIO:
@@ -182,13 +208,15 @@ def open_read(root: str, parts: Sequence[str]) -> BinaryIO:
 
 
 def usage(root: str) -> int:
-    """Bytes held by regular files under the project folder (uploads in progress included),
-    counted without following any link."""
+    """Bytes held by regular files under the project folder (uploads in progress left out),
+    counted without following any link: a walk of the whole folder."""
     total = 0
     fd = _open_dir(root, [])
     try:
         for _, _, filenames, dirfd in os.fwalk(".", dir_fd=fd, follow_symlinks=False):
             for name in filenames:
+                if name.startswith(TEMP_PREFIX):
+                    continue
                 try:
                     info = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
                 except OSError:
@@ -232,22 +260,28 @@ def rename(root: str, source: Sequence[str], target: Sequence[str]) -> None:
         os.close(src)
 
 
-def _remove_tree(parent: int, name: str) -> None:
-    """Delete parent/name and everything under it, never following a link."""
+def _remove_tree(parent: int, name: str) -> int:
+    """Delete parent/name and everything under it, never following a link; the bytes of the
+    regular files removed (uploads in progress left out, as usage() does)."""
     info = os.stat(name, dir_fd=parent, follow_symlinks=False)
     if not stat.S_ISDIR(info.st_mode):
         os.unlink(name, dir_fd=parent)
-        return
+        counted = stat.S_ISREG(info.st_mode) and not name.startswith(TEMP_PREFIX)
+        return info.st_size if counted else 0
+    freed = 0
     fd = os.open(name, _DIR_OPEN, dir_fd=parent)
     try:
         for child in os.listdir(fd):
-            _remove_tree(fd, child)
+            freed += _remove_tree(fd, child)
     finally:
         os.close(fd)
     os.rmdir(name, dir_fd=parent)
+    return freed
 
 
-def delete(root: str, parts: Sequence[str], *, recursive: bool) -> None:
+def delete(root: str, parts: Sequence[str], *, recursive: bool) -> int:
+    """Delete a file, link or empty folder (or, recursive, a folder and all in it); the bytes
+    of the regular files removed."""
     fd = _open_dir(root, parts[:-1])
     try:
         info = os.stat(parts[-1], dir_fd=fd, follow_symlinks=False)
@@ -260,8 +294,8 @@ def delete(root: str, parts: Sequence[str], *, recursive: bool) -> None:
                         f"Folder {_shown(parts)!r} is not empty: delete it with recursive"
                     ) from None
                 raise
-        else:
-            _remove_tree(fd, parts[-1])
+            return 0
+        return _remove_tree(fd, parts[-1])
     finally:
         os.close(fd)
 

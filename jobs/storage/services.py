@@ -21,7 +21,7 @@ from jobs.models import Job
 from jobs.selectors import job_get_for_user
 from jobs.services.account_names import qualified_project
 from jobs.services.files import job_open_result, job_results
-from jobs.storage import fs
+from jobs.storage import fs, paging
 from jobs.storage.exceptions import (
     FileTooLarge,
     InvalidPath,
@@ -30,8 +30,9 @@ from jobs.storage.exceptions import (
     StorageNotFound,
     StorageQuotaExceeded,
 )
-from jobs.storage.models import ProjectStorage
+from jobs.storage.models import ProjectStorage, ProjectStorageUsage
 from jobs.storage.selectors import storage_clusters, storage_quota_bytes
+from jobs.storage.usage import storage_recount, usage_change, usage_locked, usage_row
 from quotas.models import Cluster
 from quotas.policy import is_facility_admin
 
@@ -45,7 +46,8 @@ class Folder:
     root: str
 
 
-def _parts(path: str, *, allow_root: bool = False) -> list[str]:
+def path_parts(path: str, *, allow_root: bool = False) -> list[str]:
+    """The components of a path inside the folder; InvalidPath naming it otherwise."""
     try:
         return fs.clean_path(path, allow_root=allow_root)
     except fs.BadPath as exc:
@@ -92,33 +94,62 @@ def storage_folder(*, user: User, project: Project, cluster: str | None = None) 
     else:
         names = ", ".join(c.name for c in clusters)
         raise NoProjectStorage(f"Name the cluster: one of {names}", field="cluster")
-    storage_root = get_backend(chosen).project_storage_root()
+    return storage_folder_on(project=project, cluster=chosen)
+
+
+def storage_folder_on(*, project: Project, cluster: Cluster) -> Folder:
+    """The project's folder on a cluster that keeps project folders, created when missing."""
+    storage_root = get_backend(cluster).project_storage_root()
     if storage_root is None:  # (storage_clusters kept only clusters with one)
-        raise NoProjectStorage(f"Cluster {chosen.name} keeps no project folders", field="cluster")
+        raise NoProjectStorage(f"Cluster {cluster.name} keeps no project folders", field="cluster")
     try:
         root = fs.ensure_root(storage_root, qualified_project(project))
     except (OSError, PathRefused) as exc:
         raise NoProjectStorage(
-            f"The project folder on {chosen.name} cannot be used: {exc}", field="cluster"
+            f"The project folder on {cluster.name} cannot be used: {exc}", field="cluster"
         ) from None
-    return Folder(project=project, cluster=chosen, root=root)
+    return Folder(project=project, cluster=cluster, root=root)
 
 
 def storage_usage(*, folder: Folder) -> int:
-    return fs.usage(folder.root)
+    """The bytes the folder holds, as kept (see jobs.storage.usage): no walk of the folder."""
+    return usage_row(folder=folder).used_bytes
 
 
-def storage_list(*, user: User, folder: Folder, path: str = "") -> list[fs.Entry]:
-    parts = _parts(path, allow_root=True)
+@dataclass(frozen=True)
+class Listing:
+    """One page of a folder, by name; the cursors of the pages around it (None: none)."""
+
+    path: str
+    entries: list[fs.Entry]
+    next_cursor: str | None
+    previous_cursor: str | None
+
+
+def storage_list(
+    *, user: User, folder: Folder, path: str = "", cursor: str = "", page_size: int
+) -> Listing:
+    """A page of `page_size` entries of a folder, from the start or where `cursor` says."""
+    parts = path_parts(path, allow_root=True)
+    position = paging.cursor_decode(cursor)
     try:
-        return fs.list_dir(folder.root, parts)
+        page = fs.list_page(
+            folder.root, parts, limit=page_size, after=position.after, before=position.before
+        )
     except (OSError, fs.BadPath) as exc:
         raise _fs_errors(path, exc) from None
+    first, last = (page.entries[0].name, page.entries[-1].name) if page.entries else ("", "")
+    return Listing(
+        path="/".join(parts),
+        entries=page.entries,
+        next_cursor=paging.cursor_encode(after=last) if page.more_after and last else None,
+        previous_cursor=paging.cursor_encode(before=first) if page.more_before and first else None,
+    )
 
 
 def storage_open(*, user: User, folder: Folder, path: str) -> tuple[BinaryIO, fs.Entry]:
     """A regular file of the folder, open for streaming, and its entry."""
-    parts = _parts(path)
+    parts = path_parts(path)
     try:
         handle = fs.open_read(folder.root, parts)
         return handle, fs.stat_entry(folder.root, parts)
@@ -127,7 +158,7 @@ def storage_open(*, user: User, folder: Folder, path: str) -> tuple[BinaryIO, fs
 
 
 def storage_mkdir(*, user: User, folder: Folder, path: str) -> fs.Entry:
-    parts = _parts(path)
+    parts = path_parts(path)
     try:
         fs.make_dir(folder.root, parts)
         return fs.stat_entry(folder.root, parts)
@@ -136,7 +167,7 @@ def storage_mkdir(*, user: User, folder: Folder, path: str) -> fs.Entry:
 
 
 def storage_rename(*, user: User, folder: Folder, path: str, new_path: str) -> fs.Entry:
-    source = _parts(path)
+    source = path_parts(path)
     try:
         target = fs.clean_path(new_path)
     except fs.BadPath as exc:
@@ -153,9 +184,11 @@ def storage_rename(*, user: User, folder: Folder, path: str, new_path: str) -> f
 
 
 def storage_delete(*, user: User, folder: Folder, path: str, recursive: bool = False) -> None:
-    parts = _parts(path)
+    """Delete a file or folder; the bytes freed leave the folder's usage in the same step."""
+    parts = path_parts(path)
     try:
-        fs.delete(folder.root, parts, recursive=recursive)
+        with usage_locked(folder=folder) as row:
+            usage_change(row=row, delta=-fs.delete(folder.root, parts, recursive=recursive))
     except (OSError, fs.BadPath) as exc:
         raise _fs_errors(path, exc) from None
 
@@ -167,17 +200,18 @@ def max_upload_bytes() -> int:
 class Upload:
     """One file being written into a folder: a temporary file beside its target, checked
     against the per-file limit and the quota at every chunk, renamed into place by finish()
-    after a last quota check under the project's storage lock; discard() leaves nothing."""
+    after a last quota check under the lock of the folder's usage row, which it then adds its
+    bytes to (jobs.storage.usage); discard() leaves nothing."""
 
     def __init__(self, *, folder: Folder, path: str, expected_size: int | None = None) -> None:
         self.folder = folder
         self.path = path
-        self.parts = _parts(path)
+        self.parts = path_parts(path)
         self.limit = max_upload_bytes()
         self.quota = storage_quota_bytes(project=folder.project)
         if expected_size is not None:
             self._check(expected_size, usage=None)
-        self.usage_at_start = fs.usage(folder.root)
+        self.usage_at_start = storage_usage(folder=folder)
         try:
             self.temp = fs.TempFile(folder.root, self.parts)
         except (OSError, fs.BadPath) as exc:
@@ -209,18 +243,17 @@ class Upload:
 
     def finish(self) -> fs.Entry:
         try:
-            with transaction.atomic():
-                # One finisher per project at a time: the quota holds under concurrent uploads
-                # (the walk counts every upload in progress, this one included).
-                Project.objects.select_for_update().filter(pk=self.folder.project.pk).first()
+            # One finisher per folder at a time: the quota holds under concurrent uploads
+            # (each is checked against what the others that finished first stored).
+            with usage_locked(folder=self.folder) as row:
                 self.quota = storage_quota_bytes(project=self.folder.project)
-                used = fs.usage(self.folder.root)
                 try:
                     replaced = fs.stat_entry(self.folder.root, self.parts).size
                 except (OSError, fs.BadPath):
                     replaced = 0
-                self._check(self.temp.size, usage=used - self.temp.size - replaced)
+                self._check(self.temp.size, usage=row.used_bytes - replaced)
                 self.temp.commit()
+                usage_change(row=row, delta=self.temp.size - replaced)
             return fs.stat_entry(self.folder.root, self.parts)
         except (OSError, fs.BadPath) as exc:
             self.temp.discard()
@@ -256,7 +289,7 @@ def storage_copy_results(
     if job.project_id != folder.project.id:
         raise StorageNotFound("No such job in this project")
     target = path or f"results/{job.name or 'job'}-{str(job.uuid)[:8]}"
-    base = _parts(target)
+    base = path_parts(target)
     results = job_results(user=user, job=job)
     copied = []
     for result in results:
@@ -343,3 +376,14 @@ def storage_quota_set(*, actor: User, project: Project, quota_bytes: int) -> Pro
         project=project, defaults={"quota_bytes": quota_bytes}
     )
     return row
+
+
+def storage_recount_usage(*, usage_id: int) -> int | None:
+    """Recount one folder's usage from disk (see jobs.storage.usage.storage_recount); None when
+    its cluster no longer keeps project folders."""
+    row = ProjectStorageUsage.objects.select_related("project", "cluster").get(pk=usage_id)
+    try:
+        folder = storage_folder_on(project=row.project, cluster=row.cluster)
+    except NoProjectStorage:
+        return None
+    return storage_recount(folder=folder).used_bytes

@@ -4,6 +4,7 @@ bar), new folders, renames and deletes go from static/js/files.js to the REST AP
 from __future__ import annotations
 
 import uuid as uuid_lib
+from http import HTTPStatus
 from typing import cast
 from urllib.parse import urlencode
 
@@ -16,8 +17,8 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accounts.models import User
 from jobs.models import Job
-from jobs.storage import fs, selectors, services
-from jobs.storage.exceptions import StorageNotFound
+from jobs.storage import fs, paging, selectors, services
+from jobs.storage.exceptions import InvalidPage, StorageNotFound
 from portal.errors import DomainError
 
 
@@ -31,25 +32,45 @@ def project_files(request: HttpRequest, uuid: uuid_lib.UUID) -> HttpResponse:
         raise Http404("No such project") from None
     path = request.GET.get("path", "")
     context: dict[str, object] = {"project": project, "path": path, "entries": [], "error": ""}
+    status = HTTPStatus.OK
     try:
         folder = services.storage_folder(
             user=user, project=project, cluster=request.GET.get("cluster") or None
         )
-        parts = fs.clean_path(path, allow_root=True) if path else []
+        listing = services.storage_list(
+            user=user,
+            folder=folder,
+            path=path,
+            cursor=request.GET.get("cursor", ""),
+            page_size=paging.WEB_PAGE_SIZE,
+        )
+        parts = listing.path.split("/") if listing.path else []
+        quota = selectors.storage_quota_bytes(project=project)
+        usage = services.storage_usage(folder=folder)
+        here = {"cluster": folder.cluster.name, "path": listing.path}
         context.update(
             folder=folder,
-            entries=services.storage_list(user=user, folder=folder, path=path),
+            entries=listing.entries,
+            next_query=urlencode({**here, "cursor": listing.next_cursor})
+            if listing.next_cursor
+            else "",
+            previous_query=urlencode({**here, "cursor": listing.previous_cursor})
+            if listing.previous_cursor
+            else "",
             crumbs=[("/".join(parts[: i + 1]), part) for i, part in enumerate(parts)],
-            path="/".join(parts),
+            path=listing.path,
             clusters=selectors.storage_clusters(project=project),
-            quota_bytes=selectors.storage_quota_bytes(project=project),
-            usage_bytes=(usage := services.storage_usage(folder=folder)),
-            free_bytes=max(0, selectors.storage_quota_bytes(project=project) - usage),
+            quota_bytes=quota,
+            usage_bytes=usage,
+            free_bytes=max(0, quota - usage),
             max_upload_bytes=services.max_upload_bytes(),
         )
+    except InvalidPage as exc:
+        context["error"] = str(exc)
+        status = HTTPStatus.BAD_REQUEST
     except (DomainError, fs.BadPath) as exc:
         context["error"] = str(exc)
-    return render(request, "jobs/storage/files.html", context)
+    return render(request, "jobs/storage/files.html", context, status=status)
 
 
 @login_required

@@ -81,6 +81,12 @@ def _positive_int(minimum: int) -> Callable[[str], int]:
 # --- the parser ------------------------------------------------------------------------
 
 
+def _add_storage_flags(parser: argparse.ArgumentParser) -> None:
+    """Which project folder: ls-files and cp take the same two flags."""
+    parser.add_argument("--project", "-p", help="project uuid, slug or org/slug")
+    parser.add_argument("--cluster", "-c", help="cluster name (optional with storage on one)")
+
+
 def _add_job_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("script", metavar="SCRIPT_FILE", help="batch script ('-' reads stdin)")
     parser.add_argument(
@@ -238,8 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
         usage="gpuc ls-files [:PATH] [-p PROJECT] [-c CLUSTER] [--json]",
     )
     p.add_argument("path", nargs="?", metavar=":PATH", help="a folder (default: the top)")
-    p.add_argument("--project", "-p", help="project uuid, slug or org/slug")
-    p.add_argument("--cluster", "-c", help="cluster name (optional with storage on one)")
+    _add_storage_flags(p)
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser(
@@ -249,8 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("source", metavar="SOURCE")
     p.add_argument("target", metavar="TARGET")
-    p.add_argument("--project", "-p", help="project uuid, slug or org/slug")
-    p.add_argument("--cluster", "-c", help="cluster name (optional with storage on one)")
+    _add_storage_flags(p)
 
     p = sub.add_parser(
         "session",

@@ -199,28 +199,35 @@ class Client:
     ) -> Any:
         return _json(self.request("POST", path, body=body, headers=headers, retries=retries))
 
-    def paginate(
-        self, path: str, params: dict[str, Any] | None = None, limit: int | None = None
-    ) -> Iterator[dict[str, Any]]:
-        """Items of a cursor-paginated (or plain list) endpoint, following `next` up to limit.
+    def pages(self, path: str, params: dict[str, Any] | None = None) -> Iterator[Any]:
+        """Each page of a cursor-paginated endpoint (one for a plain list), following `next`.
 
         Only the cursor's query string is taken from `next`, so the token never goes to another
         host and a proxy that rewrites scheme or host does not matter.
         """
         params = dict(params or {})
-        count = 0
         while True:
             page = self.get(path, params)
+            yield page
+            following = page.get("next") if isinstance(page, dict) else None
+            if not following:
+                return
+            params = dict(parse_qsl(urlsplit(following).query, keep_blank_values=True))
+
+    def paginate(
+        self, path: str, params: dict[str, Any] | None = None, limit: int | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Items of a cursor-paginated (or plain list) endpoint, up to limit."""
+        count = 0
+        for page in self.pages(path, params):
             items = page.get("results", []) if isinstance(page, dict) else page
             for item in items:
                 if limit is not None and count >= limit:
                     return
                 yield item
                 count += 1
-            following = page.get("next") if isinstance(page, dict) else None
-            if not following or (limit is not None and count >= limit):
+            if limit is not None and count >= limit:
                 return
-            params = dict(parse_qsl(urlsplit(following).query, keep_blank_values=True))
 
 
 def _pause(attempt: int, failure: str) -> None:

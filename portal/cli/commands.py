@@ -4,10 +4,8 @@ prints the answer (a table, or JSON with --json)."""
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
-import tempfile
 import time
 import uuid
 from decimal import Decimal
@@ -15,16 +13,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import requests
-
 from portal.cli.client import (
     EXIT_ERROR,
     EXIT_OK,
     EXIT_USAGE,
     Client,
     CliError,
-    failure_reason,
 )
+from portal.cli.download import save_download
 from portal.cli.output import (
     duration,
     megabytes,
@@ -351,36 +347,8 @@ def _results_get(client: Client, job_id: str, path: str, output: str | None) -> 
     response = client.request(
         "GET", f"jobs/{job_id}/results/{quote(path.lstrip('/'))}", stream=True
     )
-    with response:
-        if output == "-":
-            for block in response.iter_content(64 * 1024):
-                sys.stdout.buffer.write(block)
-            sys.stdout.buffer.flush()
-            return EXIT_OK
-        target = Path(output or Path(path).name or "result")
-        fd, tmp = tempfile.mkstemp(dir=target.parent.absolute(), prefix=f".{target.name}.")
-        size = 0
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                for block in response.iter_content(64 * 1024):
-                    handle.write(block)
-                    size += len(block)
-            os.chmod(tmp, 0o644 & ~_umask())
-            os.replace(tmp, target)
-        except requests.RequestException as exc:
-            Path(tmp).unlink(missing_ok=True)
-            raise CliError(f"download of {path} broke off: {failure_reason(exc)}") from None
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    print(f"{target} ({size} bytes)", file=sys.stderr)
-    return EXIT_OK
-
-
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
+    target = None if output == "-" else Path(output or Path(path).name or "result")
+    return save_download(response, target, what=path)
 
 
 def cmd_balance(args: argparse.Namespace, client: Client) -> int:

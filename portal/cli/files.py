@@ -7,9 +7,7 @@ and downloads are written to a temporary file renamed into place when complete."
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -17,10 +15,9 @@ from typing import Any, BinaryIO
 import requests
 
 from portal.cli.client import EXIT_OK, EXIT_USAGE, Client, CliError, _api_error, failure_reason
+from portal.cli.download import BLOCK, save_download
 from portal.cli.output import print_json, print_table, when
 from portal.cli.resolve import default_for, resolve_project
-
-BLOCK = 1024 * 1024
 
 
 def _where(client: Client, args: argparse.Namespace) -> tuple[str, dict[str, str]]:
@@ -38,7 +35,9 @@ def _where(client: Client, args: argparse.Namespace) -> tuple[str, dict[str, str
 def cmd_ls_files(args: argparse.Namespace, client: Client) -> int:
     base, params = _where(client, args)
     path = (args.path or "").lstrip(":")
-    listing = client.get(base, {**params, "path": path})
+    pages = list(client.pages(base, {**params, "path": path}))
+    listing = {k: v for k, v in pages[0].items() if k not in ("next", "previous")}
+    listing["entries"] = [entry for page in pages for entry in page.get("entries", [])]
     if args.json:
         print_json(listing)
         return EXIT_OK
@@ -48,7 +47,7 @@ def cmd_ls_files(args: argparse.Namespace, client: Client) -> int:
             e.get("size", "") if e.get("kind") == "file" else e.get("kind", ""),
             when(e.get("modified")),
         )
-        for e in listing.get("entries", [])
+        for e in listing["entries"]
     ]
     print_table(("NAME", "BYTES", "MODIFIED"), rows)
     print(
@@ -103,8 +102,9 @@ def _upload(client: Client, base: str, params: dict[str, str], source: str, targ
     directory, _, name = target.rpartition("/")
     name = name or local.name
     size = local.stat().st_size
-    # Refused here rather than half-way through sending it (the portal would refuse it too).
-    listing = client.get(base, {**params, "path": directory})
+    # Refused here rather than half-way through sending it (the portal would refuse it too);
+    # one entry is enough to learn the quota and the usage.
+    listing = client.get(base, {**params, "path": directory, "page_size": 1})
     room = int(listing.get("quota_bytes", 0)) - int(listing.get("usage_bytes", 0))
     if size > int(listing.get("max_upload_bytes", size)):
         raise CliError(
@@ -140,31 +140,10 @@ def _download(client: Client, base: str, params: dict[str, str], source: str, ta
         "GET", base + "download/", params={**params, "path": source}, stream=True
     )
     name = source.rstrip("/").rpartition("/")[2] or "download"
-    destination = Path(target)
-    if target == "-":
-        with response:
-            for block in response.iter_content(BLOCK):
-                sys.stdout.buffer.write(block)
-        sys.stdout.buffer.flush()
-        return EXIT_OK
-    if destination.is_dir() or target.endswith("/"):
+    destination = None if target == "-" else Path(target)
+    if destination is not None and (destination.is_dir() or target.endswith("/")):
         destination = destination / name
-    fd, tmp = tempfile.mkstemp(dir=destination.parent.absolute(), prefix=f".{destination.name}.")
-    size = 0
-    try:
-        with response, os.fdopen(fd, "wb") as handle:
-            for block in response.iter_content(BLOCK):
-                handle.write(block)
-                size += len(block)
-        os.replace(tmp, destination)
-    except requests.RequestException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise CliError(f"download of :{source} broke off: {failure_reason(exc)}") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    print(f"{destination} ({size} bytes)", file=sys.stderr)
-    return EXIT_OK
+    return save_download(response, destination, what=f":{source}")
 
 
 def cmd_cp(args: argparse.Namespace, client: Client) -> int:

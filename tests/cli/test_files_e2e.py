@@ -80,3 +80,55 @@ def test_gpuc_cp_refuses_a_file_over_the_quota_before_sending_it(
 
     assert run.code == 1
     assert "does not fit in the project's storage: 100 of 100 bytes are free" in run.err
+
+
+def test_gpuc_ls_files_follows_the_pages_of_a_folder_of_2500_files(
+    gpuc: Gpuc,  # noqa: F811
+    local: Any,  # noqa: F811
+    tenant: Any,
+    tmp_path: Path,
+) -> None:
+    import json
+
+    folder = tmp_path / "jobs" / "projects" / "vision-lab.folding" / "many"
+    folder.mkdir(parents=True)
+    names = sorted(f"f-{(i * 7919) % 2500:05d}.txt" for i in range(2500))
+    for name in names:
+        (folder / name).write_bytes(b"x")
+    project = ["-p", str(tenant.project.uuid)]
+
+    table = gpuc("ls-files", ":many", *project)
+    as_json = gpuc("ls-files", ":many", *project, "--json")
+
+    assert table.code == 0, table.err
+    listed = [line.split()[0] for line in table.out.splitlines()[1:]]
+    assert listed == names
+    assert as_json.code == 0, as_json.err
+    body = json.loads(as_json.out)
+    assert [e["name"] for e in body["entries"]] == names
+    assert "next" not in body and "previous" not in body
+    assert body["path"] == "many"
+
+
+def test_gpuc_cp_saves_a_download_readable_as_the_umask_allows(
+    gpuc: Gpuc,  # noqa: F811
+    local: Any,  # noqa: F811
+    tenant: Any,
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "notes.txt"
+    source.write_text("notes")
+    project = ["-p", str(tenant.project.uuid)]
+    assert gpuc("cp", source, ":", *project).code == 0
+    back = tmp_path / "back"
+    back.mkdir()
+    umask = os.umask(0o022)
+    try:
+        down = gpuc("cp", ":notes.txt", f"{back}/", *project)
+    finally:
+        os.umask(umask)
+
+    assert down.code == 0, down.err
+    assert (back / "notes.txt").read_text() == "notes"
+    assert (back / "notes.txt").stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in back.iterdir()] == ["notes.txt"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -62,6 +63,18 @@ def local_cluster(db: None, tmp_path, settings, tenant, alice: User, bob: User) 
     ClusterAccount.objects.create(user=alice, cluster=c, username="alice", uid=1001)
     ClusterAccount.objects.create(user=bob, cluster=c, username="bob", uid=1002)
     return c
+
+
+@pytest.fixture
+def files_url(tenant, local_cluster) -> str:
+    return f"/api/v1/projects/{tenant.project.uuid}/files/"
+
+
+@pytest.fixture
+def folder(local_cluster, tmp_path) -> Path:
+    """The project's folder on the local cluster, as the portal makes it on
+    first use (storage tests)."""
+    return tmp_path / "jobs" / "projects" / "vision-lab.folding"
 
 
 @pytest.fixture

@@ -25,17 +25,6 @@ from tests import factories
 BOUNDARY = "gpucBoundary7MA4YWxk"
 
 
-@pytest.fixture
-def files_url(tenant, local_cluster) -> str:
-    return f"/api/v1/projects/{tenant.project.uuid}/files/"
-
-
-@pytest.fixture
-def folder(local_cluster, tmp_path) -> Path:
-    """The project's folder on the local cluster, as the portal made it on first use."""
-    return tmp_path / "jobs" / "projects" / "vision-lab.folding"
-
-
 def _upload(api, files_url: str, name: str, data: bytes, path: str = ""):
     query = f"?cluster=local&path={path}" if path else "?cluster=local"
     return api.post(
