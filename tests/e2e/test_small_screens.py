@@ -3,6 +3,7 @@ the phone the navigation folds behind a Menu button (CSS only) that opens it."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import date
 from decimal import Decimal
 from http import HTTPStatus
@@ -173,3 +174,31 @@ def test_every_staff_page_in_the_menu_fits_390_px(
 
     assert _fits(_widths(page, urls, PHONE["width"]), PHONE["width"]) == {}
     assert _fits(_widths(page, urls, DESKTOP["width"]), DESKTOP["width"]) == {}
+
+
+# A path segment with no place to break: an error page that echoes it must still fit.
+UNBROKEN = "a-requested-path-with-no-place-to-break-" * 12
+
+
+@pytest.mark.urls("tests.urls_failing")
+def test_the_error_pages_fit_390_px_however_long_what_they_echo(
+    browser: Browser, alice: User, tenant: Any
+) -> None:
+    pages = {
+        f"/{UNBROKEN}/": HTTPStatus.NOT_FOUND,
+        f"/projects/{uuid.uuid4()}/": HTTPStatus.NOT_FOUND,  # raised by a view (Http404)
+        f"/jobs/?{UNBROKEN}=%00": HTTPStatus.BAD_REQUEST,  # the 400 page names the parameter
+        "/_test/forbidden/": HTTPStatus.FORBIDDEN,
+        "/_test/boom/": HTTPStatus.INTERNAL_SERVER_ERROR,
+    }
+    anonymous = browser()
+    member = browser()
+    sign_in(member, verified(alice).username)
+
+    for page in (anonymous, member):
+        seen = _widths(page, list(pages), PHONE["width"])
+        assert {url: status for url, (status, _) in seen.items()} == pages
+        assert {url: px for url, (_, px) in seen.items() if px > PHONE["width"]} == {}
+    member.goto(f"/{UNBROKEN}/")
+    expect(member.locator("h1")).to_have_text("Page not found")
+    screenshot(member, "phone-404")
