@@ -15,9 +15,7 @@ from django.urls import reverse
 from playwright.sync_api import Page, expect
 
 from accounts.models import User
-from jobs.drafts import JobDraft
 from jobs.models import ClusterAccount
-from jobs.services import job_submit
 from quotas.models import Allocation, AllocationRequest, Cluster
 from quotas.policy import REVIEWERS_GROUP
 from tests import factories
@@ -62,18 +60,11 @@ def tenant_with_everything(
 ) -> dict[str, str]:
     """Alice's project with a job, a grant request and a cluster account: the detail pages."""
     ClusterAccount.objects.create(user=alice, cluster=cluster, username="alice", uid=1001)
-    job = job_submit(
+    job = factories.submitted_job(
         user=alice,
         project=tenant.project,
         cluster=cluster,
-        draft=JobDraft(
-            name="a-job-with-a-rather-long-name-that-should-wrap-on-a-phone-screen",
-            script="echo hi\n",
-            gpus=1,
-            cpus=1,
-            memory_mb=1024,
-            time_limit_minutes=60,
-        ),
+        name="a-job-with-a-rather-long-name-that-should-wrap-on-a-phone-screen",
     )
     request = AllocationRequest.objects.create(
         project=tenant.project,
