@@ -4,7 +4,6 @@ real-Slurm path is in tests/jobs/slurm/test_direct.py."""
 
 from __future__ import annotations
 
-import threading
 import uuid
 from datetime import timedelta
 from decimal import Decimal
@@ -29,6 +28,7 @@ from quotas.models import Allocation, Hold, LedgerEntry, Rate
 from quotas.reconcile import reconcile_ledger
 from quotas.services import ledger_credit
 from tests import factories
+from tests.concurrency import at_once
 from tests.jobs.test_views import _signed_in
 
 ACCOUNT = "gpuc-folding"
@@ -296,25 +296,8 @@ def test_two_concurrent_recordings_import_and_charge_once(cluster, allocation, p
     if connection.vendor != "postgresql":
         pytest.skip("row locks need PostgreSQL")
     records = [record(str(i), seconds=60 * (i + 1)) for i in range(20)]
-    barrier = threading.Barrier(2)
-    errors: list[BaseException] = []
+    at_once(lambda: direct_jobs_record(cluster=cluster, records=records))
 
-    def run() -> None:
-        try:
-            barrier.wait()
-            direct_jobs_record(cluster=cluster, records=records)
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-
-    assert errors == []
     assert Job.objects.filter(origin=Job.Origin.DIRECT).count() == 20
     assert Hold.objects.count() == 20
     assert LedgerEntry.objects.filter(kind="charge").count() == 20
