@@ -21,7 +21,7 @@ from portal.security import csp_header, permissions_policy_header
 from quotas.models import Allocation
 from quotas.services import allocation_request_create
 from tests import factories
-from tests.accounts.conftest import can_sign_in
+from tests.conftest import signed_in
 
 pytestmark = pytest.mark.django_db
 
@@ -131,13 +131,6 @@ def everything(alice: User, tenant, cluster, allocation: Allocation) -> dict[str
     return {"job": job, "allocation": allocation, "request": request}
 
 
-def _signed_in(user: User) -> Client:
-    can_sign_in(user)
-    client = Client()
-    client.force_login(user)
-    return client
-
-
 def _pages(tenant, everything) -> list[str]:
     return [
         "/",
@@ -169,7 +162,7 @@ def _pages(tenant, everything) -> list[str]:
 
 
 def test_no_page_needs_inline_script_or_style(alice, tenant, everything):
-    client = _signed_in(alice)
+    client = signed_in(alice)
     new_token = client.post("/settings/tokens/", {"name": "cli", "scope": "read"}, follow=True)
     responses: dict[str, object] = {"/settings/tokens/ (new token)": new_token}
     for path in _pages(tenant, everything):

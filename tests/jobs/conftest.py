@@ -6,6 +6,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.test import Client
 
 from accounts.models import User
 from jobs.backends import get_backend
@@ -14,6 +15,7 @@ from jobs.models import ClusterAccount, Job
 from quotas.models import Allocation, Cluster, Rate
 from quotas.services import ledger_credit
 from tests import factories
+from tests.conftest import signed_in
 
 
 @pytest.fixture
@@ -72,3 +74,13 @@ def submit(alice: User, tenant, allocation: Allocation, accounts: None):
         )
 
     return _submit
+
+
+@pytest.fixture
+def web_alice(alice: User) -> Client:
+    return signed_in(alice)
+
+
+@pytest.fixture
+def web_mallory(mallory: User, mallory_tenant: Any) -> Client:
+    return signed_in(mallory)

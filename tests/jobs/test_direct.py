@@ -29,7 +29,7 @@ from quotas.reconcile import reconcile_ledger
 from quotas.services import ledger_credit
 from tests import factories
 from tests.concurrency import at_once
-from tests.jobs.test_views import _signed_in
+from tests.conftest import signed_in
 
 ACCOUNT = "gpuc-folding"
 
@@ -309,7 +309,7 @@ def test_direct_jobs_show_on_the_list_and_page_as_submitted_outside_the_portal(
 ):
     direct_jobs_record(cluster=cluster, records=[record(user="postdoc7")])
     job = Job.objects.get(backend_id="4242")
-    web = _signed_in(alice)
+    web = signed_in(alice)
 
     listing = web.get("/jobs/?origin=direct")
     page = web.get(f"/jobs/{job.uuid}/")
@@ -356,7 +356,7 @@ def test_staff_find_the_uncovered_direct_jobs_in_the_admin(cluster, allocation, 
     big = record("big", gpus=1, cpus=0, memory_mb=0, seconds=600 * 3600)  # 1200 SU
     direct_jobs_record(cluster=cluster, records=[record("fine"), big])
     staff = factories.UserFactory(username="staff", is_staff=True, is_superuser=True)
-    web = _signed_in(staff)
+    web = signed_in(staff)
 
     uncovered = web.get("/django-admin/jobs/job/?origin=direct&uncovered=yes")
 
