@@ -4,10 +4,13 @@ mallory is an outsider with a tenant of her own."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
 import pytest
+from allauth.account.models import EmailAddress
+from django.test import Client
 from rest_framework.test import APIClient
 
 from accounts.models import Membership, Organization, Project, ProjectMember, User
@@ -113,6 +116,35 @@ def allocation(tenant: Tenant, cluster: Cluster, alice: User) -> Allocation:
     )
     alloc.refresh_from_db()
     return alloc
+
+
+def verify_email(user: User) -> EmailAddress:
+    address, _ = EmailAddress.objects.update_or_create(
+        user=user, email=user.email, defaults={"verified": True, "primary": True}
+    )
+    return address
+
+
+def can_sign_in(user: User) -> User:
+    """Give the user the factories' password (the factory does not save it) and a verified email."""
+    user.set_password(factories.PASSWORD)
+    user.save(update_fields=["password"])
+    verify_email(user)
+    return user
+
+
+def signed_in(user: User) -> Client:
+    """A Django test client signed in as the user (email verified)."""
+    can_sign_in(user)
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def web() -> Callable[[User], Client]:
+    """signed_in, as a fixture: web(user) is a test client signed in as the user."""
+    return signed_in
 
 
 def _api_client(user: User | None) -> APIClient:

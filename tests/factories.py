@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 import factory
 from django.utils import timezone
 
 from accounts.models import Membership, Organization, Project, ProjectMember, User
+from jobs.drafts import JobDraft
+from jobs.models import Job
+from jobs.services import job_submit
 from quotas.models import Allocation, Cluster, Rate
 
 PASSWORD = "correct horse battery staple"
@@ -96,3 +100,14 @@ class AllocationFactory(factory.django.DjangoModelFactory):
     def clusters(self, create: bool, extracted: list[Cluster] | None, **kwargs: object) -> None:
         if create and extracted:
             self.clusters.set(extracted)
+
+
+def submitted_job(
+    *, user: User, project: Project, cluster: Cluster, idempotency_key: str = "", **fields: Any
+) -> Job:
+    """A job submitted through jobs.services.job_submit (estimate held, forwarding queued):
+    "train", `echo hi`, one GPU, one CPU, 1 GiB for an hour, unless `fields` say otherwise."""
+    draft = JobDraft(**{"name": "train", "script": "echo hi\n", "gpus": 1, **fields})
+    return job_submit(
+        user=user, project=project, cluster=cluster, draft=draft, idempotency_key=idempotency_key
+    )

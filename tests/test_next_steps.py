@@ -13,7 +13,7 @@ from django.test import Client
 from accounts.models import Membership, Organization, ProjectMember
 from jobs.models import ClusterAccount
 from tests import factories
-from tests.accounts.conftest import verify_email
+from tests.conftest import verify_email
 
 pytestmark = pytest.mark.django_db
 

@@ -16,13 +16,12 @@ from rest_framework.test import APIClient
 
 from accounts import services as account_services
 from accounts.models import User
-from jobs.drafts import JobDraft
 from jobs.models import ClusterAccount
-from jobs.services import job_submit
 from portal.security import csp_header, permissions_policy_header
 from quotas.models import Allocation
 from quotas.services import allocation_request_create
-from tests.accounts.conftest import can_sign_in
+from tests import factories
+from tests.conftest import signed_in
 
 pytestmark = pytest.mark.django_db
 
@@ -117,19 +116,7 @@ def everything(alice: User, tenant, cluster, allocation: Allocation) -> dict[str
     alice.is_staff = alice.is_superuser = True
     alice.save(update_fields=["is_staff", "is_superuser"])
     ClusterAccount.objects.create(user=alice, cluster=cluster, username="alice", uid=1001)
-    job = job_submit(
-        user=alice,
-        project=tenant.project,
-        cluster=cluster,
-        draft=JobDraft(
-            name="train",
-            script="echo hi\n",
-            gpus=1,
-            cpus=1,
-            memory_mb=1024,
-            time_limit_minutes=60,
-        ),
-    )
+    job = factories.submitted_job(user=alice, project=tenant.project, cluster=cluster)
     today = timezone.localdate()
     request = allocation_request_create(
         actor=alice,
@@ -142,13 +129,6 @@ def everything(alice: User, tenant, cluster, allocation: Allocation) -> dict[str
         justification="science",
     )
     return {"job": job, "allocation": allocation, "request": request}
-
-
-def _signed_in(user: User) -> Client:
-    can_sign_in(user)
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def _pages(tenant, everything) -> list[str]:
@@ -182,7 +162,7 @@ def _pages(tenant, everything) -> list[str]:
 
 
 def test_no_page_needs_inline_script_or_style(alice, tenant, everything):
-    client = _signed_in(alice)
+    client = signed_in(alice)
     new_token = client.post("/settings/tokens/", {"name": "cli", "scope": "read"}, follow=True)
     responses: dict[str, object] = {"/settings/tokens/ (new token)": new_token}
     for path in _pages(tenant, everything):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.urls import path
 from rest_framework.request import Request
@@ -23,8 +24,13 @@ def failing_page(request: HttpRequest) -> HttpResponse:
     raise RuntimeError("boom in a page")
 
 
+def forbidden_page(request: HttpRequest) -> HttpResponse:
+    raise PermissionDenied("not for you")
+
+
 urlpatterns = [
     path("api/v1/_test/boom/", FailingApiView.as_view()),
     path("_test/boom/", failing_page),
+    path("_test/forbidden/", forbidden_page),
     *urlpatterns,
 ]

@@ -18,7 +18,8 @@ from django.test import Client
 from accounts import services
 from accounts.models import User
 from tests import factories
-from tests.accounts.conftest import PASSWORD, can_sign_in
+from tests.conftest import can_sign_in
+from tests.factories import PASSWORD
 
 pytestmark = pytest.mark.django_db
 

@@ -213,7 +213,7 @@ def test_an_owner_invites_by_email_and_the_invitee_accepts_with_the_token(
 ):
     from django.core import mail
 
-    from tests.accounts.conftest import verify_email
+    from tests.conftest import verify_email
 
     with django_capture_on_commit_callbacks(execute=True):
         response = api_alice.post(

@@ -17,7 +17,8 @@ from django.test import Client
 
 from accounts.models import User
 from portal import settings as portal_settings
-from tests.accounts.conftest import PASSWORD, can_sign_in
+from tests.conftest import can_sign_in
+from tests.factories import PASSWORD
 
 pytestmark = pytest.mark.django_db
 

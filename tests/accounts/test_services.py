@@ -25,7 +25,7 @@ from accounts.exceptions import (
 from accounts.models import ApiToken, Invitation, Membership, Organization, ProjectMember
 from portal.errors import NotFound
 from tests import factories
-from tests.accounts.conftest import verify_email
+from tests.conftest import verify_email
 
 pytestmark = pytest.mark.django_db
 

@@ -9,8 +9,8 @@ from accounts.models import Organization
 from quotas.billing.models import BillingAccount, Purchase
 from quotas.services.trials import trial_start
 from tests import factories
-from tests.accounts.conftest import verify_email
 from tests.billing.helpers import open_postpaid
+from tests.conftest import verify_email
 
 
 def _login(client, user) -> None:

@@ -1,4 +1,5 @@
-"""A tiny real HTTP server speaking the API's shape, for the CLI's client-side tests."""
+"""The CLI's fixtures: a tiny real HTTP server speaking the API's shape for its client-side
+tests, and `gpuc` signed in as alice against the real API (live_server) for the end-to-end ones."""
 
 from __future__ import annotations
 
@@ -6,12 +7,21 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
+
+from accounts.models import User
+from accounts.services import api_token_create
+from jobs.models import ClusterAccount
+from portal import cli
+from quotas.models import Cluster, Rate
+from quotas.services import ledger_credit
+from tests import factories
 
 TOKEN = "gpuc_test_secret"
 
@@ -127,3 +137,51 @@ def logged_in(api: FakeApi, config_file: Path, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("GPUC_URL", api.url)
     monkeypatch.setenv("GPUC_TOKEN", TOKEN)
     return api
+
+
+class Run(NamedTuple):
+    """What one `gpuc` command did: its exit code and what it printed."""
+
+    code: int
+    out: str
+    err: str
+
+
+Gpuc = Callable[..., Run]
+
+
+@pytest.fixture
+def run_gpuc(capsys: pytest.CaptureFixture[str]) -> Gpuc:
+    """Run `gpuc` (cli.main) with the configuration the test has set up."""
+
+    def run(*argv: object) -> Run:
+        code = cli.main([str(a) for a in argv])
+        captured = capsys.readouterr()
+        return Run(code, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture
+def gpuc(live_server: Any, alice: User, config_file: Path, run_gpuc: Gpuc) -> Gpuc:
+    """Run `gpuc` as alice: logged in through `gpuc login` with a token made by the service."""
+    _, raw = api_token_create(actor=alice, name="cli")
+    assert run_gpuc("login", "--url", live_server.url, "--token", raw).code == 0
+    return run_gpuc
+
+
+@pytest.fixture
+def local(tmp_path: Path, settings: Any, tenant: Any, alice: User) -> Cluster:
+    """A local-backend cluster priced at 3600 SU per CPU-hour (1 SU per CPU-second),
+    with 1000 SU for alice's project and a cluster account for alice."""
+    settings.GPUC_LOCAL_BACKEND_ENABLED = True
+    cluster = factories.ClusterFactory(
+        name="local", kind=Cluster.Kind.LOCAL, options={"root": str(tmp_path / "jobs")}
+    )
+    factories.RateFactory(
+        cluster=cluster, resource=Rate.Resource.CPU_HOUR, su_per_unit=Decimal(3600)
+    )
+    allocation = factories.AllocationFactory(project=tenant.project, clusters=[cluster])
+    ledger_credit(actor=None, allocation=allocation, amount=Decimal(1000), key="cli-e2e")
+    ClusterAccount.objects.create(user=alice, cluster=cluster, username="alice", uid=1001)
+    return cluster

@@ -12,11 +12,10 @@ import pytest
 from celery.contrib.testing.worker import start_worker
 
 from accounts.models import User
-from accounts.services import api_token_create
 from jobs.models import ClusterAccessRequest, ClusterAccount
-from portal import cli
 from portal.celery import app as celery_app
 from quotas.models import Allocation, Cluster
+from tests.cli.conftest import Gpuc
 from tests.ldap_site import Corner
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.ldap]
@@ -41,31 +40,15 @@ def directory_cluster(cluster: Cluster, allocation: Allocation, ldap_corner: Cor
     return cluster
 
 
-def _gpuc(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = cli.main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 def test_gpuc_access_request_is_provisioned_by_a_real_worker_and_listed(
-    live_server: Any,
+    gpuc: Gpuc,
     alice: User,
     tenant: Any,
     directory_cluster: Cluster,
     ldap_corner: Corner,
     worker: None,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setenv("GPUC_CONFIG", str(tmp_path / "gpuc.json"))
-    for name in ("GPUC_URL", "GPUC_TOKEN", "GPUC_PROJECT", "GPUC_CLUSTER"):
-        monkeypatch.delenv(name, raising=False)
-    _, raw = api_token_create(actor=alice, name="cli")
-    assert cli.main(["login", "--url", live_server.url, "--token", raw]) == 0
-    capsys.readouterr()
-
-    code, out, err = _gpuc(capsys, "access", "request", "-c", "sim", "-p", "folding")
+    code, out, err = gpuc("access", "request", "-c", "sim", "-p", "folding")
 
     assert (code, err) == (0, "")
     assert "alice@sim  approved" in out
@@ -77,7 +60,7 @@ def test_gpuc_access_request_is_provisioned_by_a_real_worker_and_listed(
     assert request.state == ClusterAccessRequest.State.PROVISIONED
     assert list(ldap_corner.entries()) == ["alice"]
 
-    code, out, _ = _gpuc(capsys, "access", "ls")
+    code, out, _ = gpuc("access", "ls")
     assert code == 0
     assert out.splitlines()[0].split() == [
         "ID",
@@ -90,20 +73,20 @@ def test_gpuc_access_request_is_provisioned_by_a_real_worker_and_listed(
     ]
     assert "sim" in out and "alice" in out and "provisioned" in out
 
-    code, _, err = _gpuc(capsys, "access", "request", "-c", "sim", "-p", "folding")
+    code, _, err = gpuc("access", "request", "-c", "sim", "-p", "folding")
     assert code == 1
     assert "already have the account alice" in err
 
 
 def test_gpuc_access_request_without_a_cluster_is_a_usage_error(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    run_gpuc: Gpuc, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("GPUC_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("GPUC_TOKEN", "gpuc_x_y")
     monkeypatch.setenv("GPUC_CONFIG", str(tmp_path / "none.json"))
     monkeypatch.delenv("GPUC_CLUSTER", raising=False)
 
-    code, _, err = _gpuc(capsys, "access", "request", "-p", "folding")
+    code, _, err = run_gpuc("access", "request", "-p", "folding")
 
     assert code == 2
     assert "give --cluster (or set a default: 'gpuc config set cluster" in err

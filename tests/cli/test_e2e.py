@@ -7,8 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -18,41 +17,13 @@ from celery.contrib.testing.worker import start_worker
 
 from accounts.models import User
 from accounts.services import api_token_create
-from jobs.models import ClusterAccount, Job
+from jobs.models import Job
 from portal import cli
 from portal.celery import app as celery_app
-from quotas.models import Allocation, Cluster, Rate
-from quotas.services import ledger_credit
-from tests import factories
+from quotas.models import Allocation, Cluster
+from tests.cli.conftest import Gpuc
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-
-Gpuc = Callable[..., Run]
-
-
-@pytest.fixture
-def local(tmp_path: Path, settings: Any, tenant: Any, alice: User) -> Cluster:
-    """A local-backend cluster priced at 3600 SU per CPU-hour (1 SU per CPU-second),
-    with 1000 SU for alice's project and a cluster account for alice."""
-    settings.GPUC_LOCAL_BACKEND_ENABLED = True
-    cluster = factories.ClusterFactory(
-        name="local", kind=Cluster.Kind.LOCAL, options={"root": str(tmp_path / "jobs")}
-    )
-    factories.RateFactory(
-        cluster=cluster, resource=Rate.Resource.CPU_HOUR, su_per_unit=Decimal(3600)
-    )
-    allocation = factories.AllocationFactory(project=tenant.project, clusters=[cluster])
-    ledger_credit(actor=None, allocation=allocation, amount=Decimal(1000), key="cli-e2e")
-    ClusterAccount.objects.create(user=alice, cluster=cluster, username="alice", uid=1001)
-    return cluster
 
 
 @pytest.fixture
@@ -76,30 +47,6 @@ def celery_worker(local: Cluster) -> Iterator[None]:
     celery_app.control.purge()
 
 
-@pytest.fixture
-def gpuc(
-    live_server: Any,
-    alice: User,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> Gpuc:
-    """Run `gpuc` as alice: logged in through `gpuc login` with a token made by the service."""
-    monkeypatch.setenv("GPUC_CONFIG", str(tmp_path / "gpuc.json"))
-    for name in ("GPUC_URL", "GPUC_TOKEN", "GPUC_PROJECT", "GPUC_CLUSTER"):
-        monkeypatch.delenv(name, raising=False)
-    _, raw = api_token_create(actor=alice, name="cli")
-    assert cli.main(["login", "--url", live_server.url, "--token", raw]) == 0
-    capsys.readouterr()
-
-    def run(*argv: str) -> Run:
-        code = cli.main([str(a) for a in argv])
-        captured = capsys.readouterr()
-        return Run(code, captured.out, captured.err)
-
-    return run
-
-
 def _script(tmp_path: Path, body: str) -> Path:
     path = tmp_path / "job.sh"
     path.write_text(f"#!/bin/bash\n{body}\n")
@@ -117,9 +64,9 @@ def _wait_for_state(job: Job, states: set[str], timeout: float = 30) -> None:
 
 
 def test_login_stores_the_verified_token_and_whoami_lists_the_project(
-    gpuc: Gpuc, tmp_path: Path, tenant: Any
+    gpuc: Gpuc, config_file: Path, tenant: Any
 ) -> None:
-    stored = json.loads((tmp_path / "gpuc.json").read_text())
+    stored = json.loads(config_file.read_text())
     run = gpuc("whoami")
 
     assert run.code == 0
@@ -129,15 +76,15 @@ def test_login_stores_the_verified_token_and_whoami_lists_the_project(
 
 
 def test_login_with_a_wrong_token_fails_and_keeps_the_old_login(
-    gpuc: Gpuc, live_server: Any, tmp_path: Path
+    gpuc: Gpuc, live_server: Any, config_file: Path
 ) -> None:
-    before = (tmp_path / "gpuc.json").read_text()
+    before = config_file.read_text()
 
     run = gpuc("login", "--url", live_server.url, "--token", "gpuc_deadbeef_wrong")
 
     assert run.code == 1
     assert run.err.startswith("error: Invalid API token")
-    assert (tmp_path / "gpuc.json").read_text() == before
+    assert config_file.read_text() == before
 
 
 def test_balance_shows_the_projects_allocation(gpuc: Gpuc, local: Cluster) -> None:

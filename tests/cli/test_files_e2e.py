@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
-from tests.cli.test_e2e import Gpuc, gpuc, local  # noqa: F401 (fixtures)
+from tests.cli.conftest import Gpuc
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_gpuc_cp_uploads_lists_and_downloads_a_file(
-    gpuc: Gpuc,  # noqa: F811
-    local: Any,  # noqa: F811
+    gpuc: Gpuc,
+    local: Any,
     tenant: Any,
     tmp_path: Path,
 ) -> None:
@@ -46,8 +46,8 @@ def test_gpuc_cp_uploads_lists_and_downloads_a_file(
 
 
 def test_gpuc_cp_names_a_refused_path_and_needs_one_remote_side(
-    gpuc: Gpuc,  # noqa: F811
-    local: Any,  # noqa: F811
+    gpuc: Gpuc,
+    local: Any,
     tenant: Any,
     tmp_path: Path,
 ) -> None:
@@ -65,8 +65,8 @@ def test_gpuc_cp_names_a_refused_path_and_needs_one_remote_side(
 
 
 def test_gpuc_cp_refuses_a_file_over_the_quota_before_sending_it(
-    gpuc: Gpuc,  # noqa: F811
-    local: Any,  # noqa: F811
+    gpuc: Gpuc,
+    local: Any,
     tenant: Any,
     tmp_path: Path,
 ) -> None:

@@ -2,42 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from accounts.models import User
-from accounts.services import api_token_create
 from jobs.models import ClusterAccount, Job
-from portal import cli
 from quotas.models import Hold
 from tests.jobs.session_apps import jupyterlab_app  # noqa: F401 (autouse)
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def gpuc(
-    live_server: Any,
-    alice: User,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> Any:
-    monkeypatch.setenv("GPUC_CONFIG", str(tmp_path / "gpuc.json"))
-    for name in ("GPUC_URL", "GPUC_TOKEN", "GPUC_PROJECT", "GPUC_CLUSTER"):
-        monkeypatch.delenv(name, raising=False)
-    _, raw = api_token_create(actor=alice, name="cli")
-    assert cli.main(["login", "--url", live_server.url, "--token", raw]) == 0
-    capsys.readouterr()
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        code = cli.main(list(argv))
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return run
 
 
 @pytest.fixture

@@ -20,9 +20,7 @@ from django.utils import timezone
 from playwright.sync_api import Page, expect
 
 from accounts.models import User
-from jobs.drafts import JobDraft
 from jobs.models import ClusterAccount, Job
-from jobs.services import job_submit
 from quotas.models import Allocation, AllocationRequest, Cluster, LedgerEntry
 from quotas.policy import REVIEWERS_GROUP
 from quotas.services import ledger_hold, ledger_settle
@@ -253,18 +251,8 @@ def test_mallory_signed_in_gets_404_pages_for_the_job_and_project_urls_alice_can
     purge_broker: None,
 ) -> None:
     ClusterAccount.objects.create(user=alice, cluster=cluster, username="alice", uid=1001)
-    job = job_submit(
-        user=alice,
-        project=tenant.project,
-        cluster=cluster,
-        draft=JobDraft(
-            name="secret-training",
-            script="echo hi\n",
-            gpus=1,
-            cpus=1,
-            memory_mb=1024,
-            time_limit_minutes=60,
-        ),
+    job = factories.submitted_job(
+        user=alice, project=tenant.project, cluster=cluster, name="secret-training"
     )
     urls = [
         f"/jobs/{job.uuid}/",
@@ -321,19 +309,17 @@ def test_the_dashboard_charts_the_su_charged_on_each_of_the_last_30_days(
         )
     ClusterAccount.objects.create(user=alice, cluster=cluster, username="alice", uid=1001)
     for name, gpus in [("fold-large", 4), ("fold-small", 1)]:
-        job_submit(
+        factories.submitted_job(
             user=alice,
             project=tenant.project,
             cluster=cluster,
-            draft=JobDraft(
-                name=name,
-                script="python fold.py\n",
-                gpus=gpus,
-                gpu_type="h100",
-                cpus=8,
-                memory_mb=65536,
-                time_limit_minutes=120,
-            ),
+            name=name,
+            script="python fold.py\n",
+            gpus=gpus,
+            gpu_type="h100",
+            cpus=8,
+            memory_mb=65536,
+            time_limit_minutes=120,
         )
     allocation.refresh_from_db()
     page = browser()
@@ -378,18 +364,8 @@ def test_under_the_content_security_policy_api_docs_admin_2fa_tokens_and_cancel_
     alice.is_staff = alice.is_superuser = True
     alice.save(update_fields=["is_staff", "is_superuser"])
     ClusterAccount.objects.create(user=alice, cluster=cluster, username="alice", uid=1001)
-    job = job_submit(
-        user=alice,
-        project=tenant.project,
-        cluster=cluster,
-        draft=JobDraft(
-            name="to-cancel",
-            script="echo hi\n",
-            gpus=1,
-            cpus=1,
-            memory_mb=1024,
-            time_limit_minutes=60,
-        ),
+    job = factories.submitted_job(
+        user=alice, project=tenant.project, cluster=cluster, name="to-cancel"
     )
     page = browser()
     sign_in(page, verified(alice).username)

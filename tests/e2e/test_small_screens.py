@@ -3,6 +3,7 @@ the phone the navigation folds behind a Menu button (CSS only) that opens it."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import date
 from decimal import Decimal
 from http import HTTPStatus
@@ -14,9 +15,7 @@ from django.urls import reverse
 from playwright.sync_api import Page, expect
 
 from accounts.models import User
-from jobs.drafts import JobDraft
 from jobs.models import ClusterAccount
-from jobs.services import job_submit
 from quotas.models import Allocation, AllocationRequest, Cluster
 from quotas.policy import REVIEWERS_GROUP
 from tests import factories
@@ -61,18 +60,11 @@ def tenant_with_everything(
 ) -> dict[str, str]:
     """Alice's project with a job, a grant request and a cluster account: the detail pages."""
     ClusterAccount.objects.create(user=alice, cluster=cluster, username="alice", uid=1001)
-    job = job_submit(
+    job = factories.submitted_job(
         user=alice,
         project=tenant.project,
         cluster=cluster,
-        draft=JobDraft(
-            name="a-job-with-a-rather-long-name-that-should-wrap-on-a-phone-screen",
-            script="echo hi\n",
-            gpus=1,
-            cpus=1,
-            memory_mb=1024,
-            time_limit_minutes=60,
-        ),
+        name="a-job-with-a-rather-long-name-that-should-wrap-on-a-phone-screen",
     )
     request = AllocationRequest.objects.create(
         project=tenant.project,
@@ -173,3 +165,32 @@ def test_every_staff_page_in_the_menu_fits_390_px(
 
     assert _fits(_widths(page, urls, PHONE["width"]), PHONE["width"]) == {}
     assert _fits(_widths(page, urls, DESKTOP["width"]), DESKTOP["width"]) == {}
+
+
+# A path segment with no place to break: an error page that echoes it must still fit.
+UNBROKEN = "a-requested-path-with-no-place-to-break-" * 12
+
+
+@pytest.mark.urls("tests.urls_failing")
+def test_the_error_pages_fit_390_px_however_long_what_they_echo(
+    browser: Browser, alice: User, tenant: Any
+) -> None:
+    pages = {
+        f"/{UNBROKEN}/": HTTPStatus.NOT_FOUND,
+        f"/jobs/?{UNBROKEN}=%00": HTTPStatus.BAD_REQUEST,  # the 400 page names the parameter
+        "/_test/forbidden/": HTTPStatus.FORBIDDEN,
+        "/_test/boom/": HTTPStatus.INTERNAL_SERVER_ERROR,
+    }
+    # a view's own Http404 (an anonymous visitor is sent to sign in instead)
+    members_pages = {**pages, f"/projects/{uuid.uuid4()}/": HTTPStatus.NOT_FOUND}
+    anonymous = browser()
+    member = browser()
+    sign_in(member, verified(alice).username)
+
+    for page, expected in ((anonymous, pages), (member, members_pages)):
+        seen = _widths(page, list(expected), PHONE["width"])
+        assert {url: status for url, (status, _) in seen.items()} == expected
+        assert {url: px for url, (_, px) in seen.items() if px > PHONE["width"]} == {}
+    member.goto(f"/{UNBROKEN}/")
+    expect(member.locator("h1")).to_have_text("Page not found")
+    screenshot(member, "phone-404")

@@ -7,16 +7,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.test import Client
 
 from accounts.models import User
 from jobs.backends import get_backend
 from jobs.backends.simulated import SimulatedBackend
-from jobs.drafts import JobDraft
 from jobs.models import ClusterAccount, Job
-from jobs.services import job_submit
 from quotas.models import Allocation, Cluster, Rate
 from quotas.services import ledger_credit
 from tests import factories
+from tests.conftest import signed_in
 
 
 @pytest.fixture
@@ -81,24 +81,19 @@ def folder(local_cluster, tmp_path) -> Path:
 def submit(alice: User, tenant, allocation: Allocation, accounts: None):
     """Submit a job as alice on the given cluster (default: the simulated one)."""
 
-    def _submit(cluster: Cluster, **fields: Any) -> Job:
-        data: dict[str, Any] = {
-            "name": "train",
-            "script": "echo hi\n",
-            "gpus": 1,
-            "cpus": 1,
-            "memory_mb": 1024,
-            "time_limit_minutes": 60,
-        }
-        data.update(fields)
-        user = data.pop("user", alice)
-        key = data.pop("idempotency_key", "")
-        return job_submit(
-            user=user,
-            project=tenant.project,
-            cluster=cluster,
-            draft=JobDraft(**data),
-            idempotency_key=key,
+    def _submit(cluster: Cluster, *, user: User | None = None, **fields: Any) -> Job:
+        return factories.submitted_job(
+            user=user or alice, project=tenant.project, cluster=cluster, **fields
         )
 
     return _submit
+
+
+@pytest.fixture
+def web_alice(alice: User) -> Client:
+    return signed_in(alice)
+
+
+@pytest.fixture
+def web_mallory(mallory: User, mallory_tenant: Any) -> Client:
+    return signed_in(mallory)

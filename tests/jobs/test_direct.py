@@ -4,7 +4,6 @@ real-Slurm path is in tests/jobs/slurm/test_direct.py."""
 
 from __future__ import annotations
 
-import threading
 import uuid
 from datetime import timedelta
 from decimal import Decimal
@@ -29,7 +28,8 @@ from quotas.models import Allocation, Hold, LedgerEntry, Rate
 from quotas.reconcile import reconcile_ledger
 from quotas.services import ledger_credit
 from tests import factories
-from tests.jobs.test_views import _signed_in
+from tests.concurrency import at_once
+from tests.conftest import signed_in
 
 ACCOUNT = "gpuc-folding"
 
@@ -296,25 +296,8 @@ def test_two_concurrent_recordings_import_and_charge_once(cluster, allocation, p
     if connection.vendor != "postgresql":
         pytest.skip("row locks need PostgreSQL")
     records = [record(str(i), seconds=60 * (i + 1)) for i in range(20)]
-    barrier = threading.Barrier(2)
-    errors: list[BaseException] = []
+    at_once(lambda: direct_jobs_record(cluster=cluster, records=records))
 
-    def run() -> None:
-        try:
-            barrier.wait()
-            direct_jobs_record(cluster=cluster, records=records)
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-
-    assert errors == []
     assert Job.objects.filter(origin=Job.Origin.DIRECT).count() == 20
     assert Hold.objects.count() == 20
     assert LedgerEntry.objects.filter(kind="charge").count() == 20
@@ -326,7 +309,7 @@ def test_direct_jobs_show_on_the_list_and_page_as_submitted_outside_the_portal(
 ):
     direct_jobs_record(cluster=cluster, records=[record(user="postdoc7")])
     job = Job.objects.get(backend_id="4242")
-    web = _signed_in(alice)
+    web = signed_in(alice)
 
     listing = web.get("/jobs/?origin=direct")
     page = web.get(f"/jobs/{job.uuid}/")
@@ -373,7 +356,7 @@ def test_staff_find_the_uncovered_direct_jobs_in_the_admin(cluster, allocation, 
     big = record("big", gpus=1, cpus=0, memory_mb=0, seconds=600 * 3600)  # 1200 SU
     direct_jobs_record(cluster=cluster, records=[record("fine"), big])
     staff = factories.UserFactory(username="staff", is_staff=True, is_superuser=True)
-    web = _signed_in(staff)
+    web = signed_in(staff)
 
     uncovered = web.get("/django-admin/jobs/job/?origin=direct&uncovered=yes")
 

@@ -7,33 +7,11 @@ from decimal import Decimal
 from http import HTTPStatus
 
 import pytest
-from allauth.account.models import EmailAddress
-from django.test import Client
 
 from jobs.models import Job
 from jobs.services import cluster_sync, job_forward
 from quotas.services import ledger_adjust
 from tests import factories
-
-
-def _signed_in(user) -> Client:
-    EmailAddress.objects.get_or_create(
-        user=user, email=user.email, defaults={"verified": True, "primary": True}
-    )
-    user.refresh_from_db()
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-@pytest.fixture
-def web_alice(alice) -> Client:
-    return _signed_in(alice)
-
-
-@pytest.fixture
-def web_mallory(mallory, mallory_tenant) -> Client:
-    return _signed_in(mallory)
 
 
 @pytest.fixture

@@ -250,6 +250,19 @@ def test_a_session_file_as_the_wrapper_writes_it_is_read():
     assert (info.host, info.port, info.token) == ("10.1.2.3", 8888, TOKEN)
 
 
+def _session_form(tenant, **fields: object) -> dict[str, object]:
+    """The start-a-session form: JupyterLab, no GPU, 1 CPU, 1 GiB, for the given fields."""
+    return {
+        "app": "jupyterlab",
+        "project": str(tenant.project.uuid),
+        "cluster": "sim",
+        "gpus": 0,
+        "cpus": 1,
+        "memory_mb": 1024,
+        **fields,
+    }
+
+
 def test_a_member_starts_a_session_from_the_web(
     client, alice, tenant, sim_cluster, allocation, accounts
 ):
@@ -258,18 +271,7 @@ def test_a_member_starts_a_session_from_the_web(
     assert page.status_code == HTTPStatus.OK
     assert "Start a session" in page.content.decode()
 
-    response = client.post(
-        "/interactive/",
-        {
-            "app": "jupyterlab",
-            "project": str(tenant.project.uuid),
-            "cluster": "sim",
-            "gpus": 0,
-            "cpus": 1,
-            "memory_mb": 1024,
-            "time_limit_minutes": 30,
-        },
-    )
+    response = client.post("/interactive/", _session_form(tenant, time_limit_minutes=30))
 
     assert response.status_code == HTTPStatus.FOUND, response.content.decode()[-2000:]
     job = Job.objects.get(kind=Job.Kind.SESSION)
@@ -282,18 +284,7 @@ def test_a_session_asked_for_too_long_on_the_web_is_refused_with_nothing_held(
     client, alice, tenant, sim_cluster, allocation, accounts
 ):
     client.force_login(alice)
-    response = client.post(
-        "/interactive/",
-        {
-            "app": "jupyterlab",
-            "project": str(tenant.project.uuid),
-            "cluster": "sim",
-            "gpus": 0,
-            "cpus": 1,
-            "memory_mb": 1024,
-            "time_limit_minutes": 10**6,
-        },
-    )
+    response = client.post("/interactive/", _session_form(tenant, time_limit_minutes=10**6))
     assert response.status_code == HTTPStatus.OK
     assert "at most" in response.content.decode()
     assert not Job.objects.exists()

@@ -11,31 +11,22 @@ from django.utils import timezone
 
 from jobs.models import Job, Session
 from jobs.selectors import session_clock
-from jobs.services import cluster_sync, job_forward
-from jobs.services.sessions import project_idle_limit_set, session_start
+from jobs.services.sessions import project_idle_limit_set
+from tests.jobs import session_apps
 from tests.jobs.session_apps import jupyterlab_app  # noqa: F401 (autouse)
 
 
 @pytest.fixture
 def running_session(alice, tenant, sim_cluster, allocation, accounts) -> Session:
-    sim_cluster.options = {**sim_cluster.options, "default_duration_seconds": 10**6}
-    sim_cluster.save()
-    job = session_start(
+    return session_apps.running_session(
         user=alice,
         project=tenant.project,
         cluster=sim_cluster,
-        app="jupyterlab",
-        time_limit_minutes=120,
         gpus=1,
         gpu_type="h100",
         cpus=2,
         memory_mb=4096,
     )
-    job_forward(job_id=job.pk)
-    cluster_sync(cluster=sim_cluster)
-    session = Session.objects.select_related("job", "job__cluster", "job__project").get(job=job)
-    assert session.job.state == Job.State.RUNNING
-    return session
 
 
 def test_the_clock_counts_time_left_idle_and_cost_from_the_jobs_rates(running_session):

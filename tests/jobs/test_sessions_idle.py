@@ -13,29 +13,16 @@ import pytest
 from django.utils import timezone
 
 from jobs.models import Job, Session
-from jobs.services import cluster_sync, job_forward
-from jobs.services.sessions import idle_limit, session_start, sessions_stop_idle
+from jobs.services import cluster_sync
+from jobs.services.sessions import idle_limit, sessions_stop_idle
 from quotas.models import Hold
+from tests.jobs import session_apps
 from tests.jobs.session_apps import jupyterlab_app  # noqa: F401 (autouse)
 
 
 @pytest.fixture
 def running_session(alice, tenant, sim_cluster, allocation, accounts) -> Session:
-    # A session runs until stopped (the simulated app would otherwise end after 60 s).
-    sim_cluster.options = {**sim_cluster.options, "default_duration_seconds": 10**6}
-    sim_cluster.save()
-    job = session_start(
-        user=alice,
-        project=tenant.project,
-        cluster=sim_cluster,
-        app="jupyterlab",
-        time_limit_minutes=120,
-    )
-    job_forward(job_id=job.pk)
-    cluster_sync(cluster=sim_cluster)
-    job.refresh_from_db()
-    assert job.state == Job.State.RUNNING
-    return Session.objects.select_related("job").get(job=job)
+    return session_apps.running_session(user=alice, project=tenant.project, cluster=sim_cluster)
 
 
 def test_a_session_idle_past_the_limit_is_stopped_charged_and_the_rest_released(

@@ -9,17 +9,19 @@ import pytest
 from django.utils import timezone
 
 from jobs.models import Job, ProjectSessionSettings, Session
-from jobs.services import cluster_sync, job_forward
+from jobs.services import cluster_sync
 from jobs.services.sessions import (
     idle_limit,
     project_idle_limit_set,
-    session_start,
     sessions_stop_idle,
 )
 from portal.errors import PermissionDenied
 from quotas.models import Cluster
 from tests import factories
-from tests.jobs.session_apps import jupyterlab_app  # noqa: F401 (autouse)
+from tests.jobs.session_apps import (
+    jupyterlab_app,  # noqa: F401 (autouse)
+    running_session,
+)
 
 
 def _url(project) -> str:
@@ -120,17 +122,7 @@ def test_mallory_cannot_post_the_web_form(client, mallory, tenant):
 def test_the_culler_stops_a_session_idle_past_its_projects_limit(
     alice, tenant, sim, sim_cluster, allocation, accounts
 ):
-    sim_cluster.options = {**sim_cluster.options, "default_duration_seconds": 10**6}
-    sim_cluster.save()
-    job = session_start(
-        user=alice,
-        project=tenant.project,
-        cluster=sim_cluster,
-        app="jupyterlab",
-        time_limit_minutes=120,
-    )
-    job_forward(job_id=job.pk)
-    cluster_sync(cluster=sim_cluster)
+    job = running_session(user=alice, project=tenant.project, cluster=sim_cluster).job
     Session.objects.filter(job=job).update(last_activity_at=timezone.now() - timedelta(minutes=8))
     assert sessions_stop_idle() == []  # the default 30 minutes have not passed
 

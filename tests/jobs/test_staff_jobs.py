@@ -8,7 +8,6 @@ from datetime import timedelta
 from http import HTTPStatus
 
 import pytest
-from allauth.account.models import EmailAddress
 from django.contrib.auth.models import Group
 from django.test import Client
 from django.utils import timezone
@@ -18,16 +17,7 @@ from jobs.services import cluster_sync, job_forward
 from quotas.models import LedgerEntry
 from quotas.policy import FACILITY_ADMINS_GROUP
 from tests import factories
-
-
-def _signed_in(user) -> Client:
-    EmailAddress.objects.get_or_create(
-        user=user, email=user.email, defaults={"verified": True, "primary": True}
-    )
-    user.refresh_from_db()
-    client = Client()
-    client.force_login(user)
-    return client
+from tests.conftest import signed_in
 
 
 @pytest.fixture
@@ -42,7 +32,7 @@ def dave(db):
 
 @pytest.fixture
 def staff(dave) -> Client:
-    return _signed_in(dave)
+    return signed_in(dave)
 
 
 @pytest.fixture
@@ -115,7 +105,7 @@ def test_the_job_page_says_how_long_the_job_ran_in_words(alice, job):
         elapsed_seconds=725,
     )
 
-    html = _signed_in(alice).get(f"/jobs/{job.uuid}/").content.decode()
+    html = signed_in(alice).get(f"/jobs/{job.uuid}/").content.decode()
 
     assert "ran 12 min 5 s" in html and "for 12 min 5 s" in html
     assert "725 s" not in html
@@ -171,7 +161,7 @@ def test_staff_cancel_a_pending_job_and_its_hold_is_released(staff, dave, job, a
 def test_the_owner_sees_who_cancelled_on_their_job_page(staff, job, alice):
     staff.post(f"/manage/jobs/{job.uuid}/cancel/")
 
-    page = _signed_in(alice).get(f"/jobs/{job.uuid}/").content.decode()
+    page = signed_in(alice).get(f"/jobs/{job.uuid}/").content.decode()
 
     assert "Cancelled by facility staff before it reached the cluster" in page
     assert "by dave" in page
@@ -183,7 +173,7 @@ def test_a_ledger_entry_links_to_its_job_for_staff_and_for_the_tenant(
     assert LedgerEntry.objects.filter(job_uuid=job.uuid).exists()
 
     staff_page = staff.get(f"/manage/allocations/{allocation.uuid}/").content.decode()
-    tenant_page = _signed_in(alice).get(f"/allocations/{allocation.uuid}/").content.decode()
+    tenant_page = signed_in(alice).get(f"/allocations/{allocation.uuid}/").content.decode()
 
     assert f'href="/manage/jobs/{job.uuid}/"' in staff_page
     assert f'href="/jobs/{job.uuid}/"' in tenant_page
@@ -193,7 +183,7 @@ def test_the_staff_people_and_job_pages_are_404_for_everyone_else(
     alice, bob, mallory, mallory_tenant, job
 ):
     for user in (alice, bob, mallory):
-        client = _signed_in(user)
+        client = signed_in(user)
         for url in (
             "/manage/?q=alice",
             "/manage/users/alice/",

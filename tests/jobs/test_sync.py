@@ -16,6 +16,7 @@ from jobs.models import Job, JobEvent
 from jobs.services import cluster_sync, job_forward
 from quotas.models import Hold, LedgerEntry
 from quotas.reconcile import reconcile_ledger
+from tests.concurrency import at_once
 
 
 class CountingBackend(SimulatedBackend):
@@ -145,25 +146,8 @@ def test_two_syncs_racing_finalise_every_job_exactly_once(request):
     cluster_sync(cluster=sim_cluster)
     backend.advance(100)
 
-    barrier = threading.Barrier(2)
-    errors: list[BaseException] = []
+    at_once(lambda: cluster_sync(cluster=sim_cluster))
 
-    def run() -> None:
-        try:
-            barrier.wait()
-            cluster_sync(cluster=sim_cluster)
-        except BaseException as exc:  # surfaced below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-
-    assert errors == []
     assert Job.objects.filter(state="completed", finalized_at__isnull=False).count() == 40
     charges = LedgerEntry.objects.filter(kind=LedgerEntry.Kind.CHARGE)
     assert charges.count() == 40
@@ -210,25 +194,11 @@ def test_two_syncs_that_read_the_same_finished_jobs_finalise_each_exactly_once(r
     assert (ended.transitions, ended.finalized) == (30, 0)
 
     AccountingLagBackend.barrier = threading.Barrier(2)
-    finalized: list[int] = []
-    errors: list[BaseException] = []
+    try:
+        finalized = at_once(lambda: cluster_sync(cluster=sim_cluster).finalized)
+    finally:
+        AccountingLagBackend.barrier = None
 
-    def run() -> None:
-        try:
-            finalized.append(cluster_sync(cluster=sim_cluster).finalized)
-        except BaseException as exc:  # surfaced below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    AccountingLagBackend.barrier = None
-
-    assert errors == []
     assert len(finalized) == 2  # both read the finished jobs and asked for their usage
     assert sum(finalized) == 30
     assert Job.objects.filter(state="completed", finalized_at__isnull=False).count() == 30

@@ -7,9 +7,7 @@ from decimal import Decimal
 from http import HTTPStatus
 
 import pytest
-from allauth.account.models import EmailAddress
 from django.db import connection
-from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from accounts.models import Membership, ProjectMember
@@ -17,26 +15,7 @@ from jobs.models import ClusterAccessRequest, ClusterAccount, Job, JobTemplate
 from jobs.services import cluster_sync, job_forward
 from quotas.models import AllocationRequest
 from tests import factories
-
-
-def _signed_in(user) -> Client:
-    EmailAddress.objects.get_or_create(
-        user=user, email=user.email, defaults={"verified": True, "primary": True}
-    )
-    user.refresh_from_db()  # the factory's set_password is not saved: sign in as stored
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-@pytest.fixture
-def web_alice(alice) -> Client:
-    return _signed_in(alice)
-
-
-@pytest.fixture
-def web_mallory(mallory, mallory_tenant) -> Client:
-    return _signed_in(mallory)
+from tests.conftest import signed_in
 
 
 def _form(tenant, **fields):
@@ -310,7 +289,7 @@ def test_an_org_admin_outside_the_project_sees_its_funding_but_not_its_jobs(
     Membership.objects.create(organization=tenant.org, user=carol, role=Membership.Role.ADMIN)
     submit(sim_cluster, name="private-job", gpus=0)
 
-    page = _signed_in(carol).get(f"/projects/{tenant.project.uuid}/")
+    page = signed_in(carol).get(f"/projects/{tenant.project.uuid}/")
 
     assert page.status_code == HTTPStatus.OK
     html = page.content.decode()

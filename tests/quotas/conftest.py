@@ -3,14 +3,12 @@ ledger back as the reconcile rules see it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import Group
-from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -56,21 +54,6 @@ def api_dave(dave: User) -> APIClient:
     client = APIClient()
     client.force_authenticate(dave)
     return client
-
-
-@pytest.fixture
-def web() -> Callable[[User], Client]:
-    """A Django test client signed in as the user."""
-
-    def login(user: User) -> Client:
-        # The factory sets the password without saving it: save it, or the session's auth
-        # hash would not match the stored (empty) password and the client would be logged out.
-        user.save(update_fields=["password"])
-        client = Client()
-        client.force_login(user)
-        return client
-
-    return login
 
 
 def ledger_sums(allocation: Allocation) -> tuple[Decimal, Decimal, Decimal]:

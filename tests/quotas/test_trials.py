@@ -16,7 +16,7 @@ from quotas.exceptions import EmailNotVerified, TrialAlreadyUsed, TrialUnavailab
 from quotas.models import Allocation, LedgerEntry, Trial
 from quotas.services.trials import trial_start
 from tests import factories
-from tests.accounts.conftest import verify_email
+from tests.conftest import verify_email
 from tests.quotas.conftest import assert_reconciles
 
 pytestmark = pytest.mark.django_db

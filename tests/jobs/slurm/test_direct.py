@@ -31,7 +31,7 @@ from jobs.services import (
     job_submit,
 )
 from quotas.models import Allocation, Cluster, Hold, LedgerEntry
-from tests.conftest import Tenant
+from tests.conftest import Tenant, signed_in
 from tests.jobs.slurm.conftest import (
     ALICE_UNIX,
     CPU_SU_PER_HOUR,
@@ -44,7 +44,6 @@ from tests.jobs.slurm.conftest import (
     sacct_field,
     sync_until,
 )
-from tests.jobs.test_views import _signed_in
 
 pytestmark = pytest.mark.slurm
 
@@ -194,7 +193,7 @@ def test_a_direct_sbatch_job_is_found_within_two_ticks_and_charged_exactly_once(
     assert (slurm_allocation.charged, slurm_allocation.held) == (job.charged_cost, 0)
     assert "Ledger OK" in _reconcile()
 
-    web = _signed_in(alice)
+    web = signed_in(alice)
     listing = web.get("/jobs/").content.decode()
     page = web.get(f"/jobs/{job.uuid}/").content.decode()
     assert f"/jobs/{job.uuid}/" in listing and "submitted outside the portal" in listing
