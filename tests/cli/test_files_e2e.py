@@ -83,8 +83,8 @@ def test_gpuc_cp_refuses_a_file_over_the_quota_before_sending_it(
 
 
 def test_gpuc_ls_files_follows_the_pages_of_a_folder_of_2500_files(
-    gpuc: Gpuc,  # noqa: F811
-    local: Any,  # noqa: F811
+    gpuc: Gpuc,
+    local: Any,
     tenant: Any,
     tmp_path: Path,
 ) -> None:
@@ -111,8 +111,8 @@ def test_gpuc_ls_files_follows_the_pages_of_a_folder_of_2500_files(
 
 
 def test_gpuc_cp_saves_a_download_readable_as_the_umask_allows(
-    gpuc: Gpuc,  # noqa: F811
-    local: Any,  # noqa: F811
+    gpuc: Gpuc,
+    local: Any,
     tenant: Any,
     tmp_path: Path,
 ) -> None:
