@@ -155,6 +155,7 @@ def run_gpuc(capsys: pytest.CaptureFixture[str]) -> Gpuc:
     """Run `gpuc` (cli.main) with the configuration the test has set up."""
 
     def run(*argv: object) -> Run:
+        capsys.readouterr()  # only this command's output
         code = cli.main([str(a) for a in argv])
         captured = capsys.readouterr()
         return Run(code, captured.out, captured.err)

@@ -41,12 +41,14 @@ def directory_cluster(cluster: Cluster, allocation: Allocation, ldap_corner: Cor
 
 
 def test_gpuc_access_request_is_provisioned_by_a_real_worker_and_listed(
-    gpuc: Gpuc,
-    alice: User,
-    tenant: Any,
+    # The worker first: Celery's log handlers bind to the stderr of the moment, which must be
+    # pytest's own, not the capture that `gpuc` (capsys) opens and closes with this test.
+    worker: None,
     directory_cluster: Cluster,
     ldap_corner: Corner,
-    worker: None,
+    alice: User,
+    tenant: Any,
+    gpuc: Gpuc,
 ) -> None:
     code, out, err = gpuc("access", "request", "-c", "sim", "-p", "folding")
 
