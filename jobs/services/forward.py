@@ -11,10 +11,10 @@ import uuid
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -122,19 +122,9 @@ def jobs_forward_batch(
     `lost_before` (the sweep's recovery): claim instead the pending jobs of every attempt not
     touched since then; those tried before are first looked up by uuid in one backend call,
     and only the ones the cluster does not know are submitted."""
-    now = timezone.now()
-    pending = Job.objects.select_for_update(skip_locked=True).filter(
-        cluster_id=cluster_id, state=Job.State.PENDING
-    )
-    if lost_before is None:
-        pending = pending.filter(forward_attempts=0)
-    else:
-        pending = pending.filter(updated_at__lt=lost_before)
-    with transaction.atomic():
-        ids = list(pending.order_by("pk").values_list("pk", flat=True)[:limit])
-        if not ids:
-            return 0
-        Job.objects.filter(pk__in=ids).update(state=Job.State.SUBMITTING, updated_at=now)
+    ids = _claim(cluster_id=cluster_id, limit=limit, lost_before=lost_before)
+    if not ids:
+        return 0
     jobs = list(Job.objects.select_related(*SPEC_RELATED).filter(pk__in=ids))
     if not jobs:
         return len(ids)
@@ -178,6 +168,40 @@ def jobs_forward_batch(
     return len(ids)
 
 
+def _claim(*, cluster_id: int, limit: int, lost_before: datetime | None) -> list[int]:
+    """Move up to `limit` of the cluster's pending jobs (first attempts, or with `lost_before`
+    those untouched since then) to submitting and return their ids; rows another forwarder
+    holds are skipped. On PostgreSQL ONE statement (the claim is a single UPDATE whose
+    subquery locks with SKIP LOCKED), else a locking read and an UPDATE in a transaction."""
+    now, pending = timezone.now(), Job.State.PENDING
+    if connection.vendor == "postgresql":
+        which = "forward_attempts = 0" if lost_before is None else "updated_at < %s"
+        table = Job._meta.db_table
+        sql = f"""
+            UPDATE {table} SET state = %s, updated_at = %s
+            WHERE state = %s AND id IN (
+                SELECT id FROM {table} WHERE cluster_id = %s AND state = %s AND {which}
+                ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED
+            )
+            RETURNING id"""  # noqa: S608 (the table from the model; every value is a parameter)
+        params: list[Any] = [Job.State.SUBMITTING, now, pending, cluster_id, pending]
+        params += [limit] if lost_before is None else [lost_before, limit]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return sorted(row[0] for row in cursor.fetchall())
+    claimable = Job.objects.select_for_update(skip_locked=True).filter(
+        cluster_id=cluster_id, state=pending
+    )
+    if lost_before is None:
+        claimable = claimable.filter(forward_attempts=0)
+    else:
+        claimable = claimable.filter(updated_at__lt=lost_before)
+    with transaction.atomic():
+        ids = list(claimable.order_by("pk").values_list("pk", flat=True)[:limit])
+        Job.objects.filter(pk__in=ids).update(state=Job.State.SUBMITTING, updated_at=now)
+    return ids
+
+
 def _account_waiting(job: Job, exc: Exception) -> str:
     """Why a refusal of the job's account is not final yet ("" = it is, or another error):
     the portal has just set the account or user up and the cluster may not know it yet."""
@@ -217,16 +241,62 @@ def _forward_failed(job_id: int, exc: Exception, *, retry: bool = True, reason: 
         queue.forward_retry(job_id)
 
 
-@transaction.atomic
 def jobs_record_forwarded(done: Sequence[tuple[Job, str]], *, found: Collection[int] = ()) -> None:
-    """Record the backend ids of many forwarded jobs (as _record_forwarded does for one): one
-    locking read, one UPDATE from arrays of values and one INSERT of events (a CASE over
-    hundreds of ids costs more than the submissions). `found`: pks of the jobs found on the
-    cluster rather than submitted."""
+    """Record the backend ids of many forwarded jobs (as _record_forwarded does for one): the
+    jobs still submitting (or pending) become queued with their backend id, each with its
+    event. On PostgreSQL ONE statement (rows locked in id order, updated from arrays, events
+    inserted from what was updated), else three in a transaction. `found`: pks of the jobs
+    found on the cluster rather than submitted."""
     if not done:
         return
     now = timezone.now()
     backend_ids = {job.pk: backend_id for job, backend_id in done}
+    if connection.vendor == "postgresql":
+        _record_forwarded_at_once(backend_ids, found=found, now=now)
+    else:
+        _record_forwarded_portable(backend_ids, found=found, now=now)
+
+
+def _record_forwarded_at_once(
+    backend_ids: dict[int, str], *, found: Collection[int], now: datetime
+) -> None:
+    jobs, events = Job._meta.db_table, JobEvent._meta.db_table
+    sql = f"""
+        WITH v AS (
+            SELECT * FROM UNNEST(%s::bigint[], %s::text[]) AS v(id, backend_id)
+        ), locked AS MATERIALIZED (
+            SELECT j.id FROM {jobs} j JOIN v ON v.id = j.id
+            WHERE j.state IN (%s, %s) ORDER BY j.id FOR UPDATE OF j
+        ), done AS (
+            UPDATE {jobs} j
+            SET state = %s, backend_id = v.backend_id, submitted_at = %s, state_reason = '',
+                updated_at = %s
+            FROM v JOIN locked ON locked.id = v.id
+            WHERE j.id = v.id AND j.state IN (%s, %s)
+            RETURNING j.id, v.backend_id
+        )
+        INSERT INTO {events} (job_id, from_state, to_state, message, created_at, actor_id)
+        SELECT id, %s, %s,
+               CASE WHEN id = ANY(%s::bigint[]) THEN 'Found on' ELSE 'Submitted to' END
+               || ' the cluster as ' || backend_id,
+               %s, NULL
+        FROM done"""  # noqa: S608 (tables from the models; every value is a parameter)
+    forwardable = [Job.State.SUBMITTING, Job.State.PENDING]
+    params: list[Any] = [
+        list(backend_ids), list(backend_ids.values()),
+        *forwardable,
+        Job.State.QUEUED, now, now,
+        *forwardable,
+        Job.State.SUBMITTING, Job.State.QUEUED, [pk for pk in found if pk in backend_ids], now,
+    ]  # fmt: skip
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+@transaction.atomic
+def _record_forwarded_portable(
+    backend_ids: dict[int, str], *, found: Collection[int], now: datetime
+) -> None:
     ids = list(
         Job.objects.select_for_update()
         .filter(pk__in=backend_ids, state__in=(Job.State.SUBMITTING, Job.State.PENDING))

@@ -263,3 +263,45 @@ def test_concurrent_submissions_never_hold_more_than_the_allocation_has(submit, 
     allocation = Allocation.objects.get()
     assert allocation.held == sum(job.estimated_cost for job in held) <= allocation.credited
     assert reconcile_ledger().ok
+
+
+@pytest.mark.parametrize("size", [1, 20])
+def test_forwarding_a_batch_takes_three_statements_whatever_its_size(submit, sim_cluster, size):
+    jobs = [submit(sim_cluster, name=f"counted-{i}") for i in range(size)]
+
+    with CaptureQueriesContext(connection) as queries:
+        assert jobs_forward_batch(cluster_id=sim_cluster.pk) == size
+
+    # the claim, the jobs' rows, the record (jobs queued and their events)
+    assert len(queries.captured_queries) == 3, [q["sql"][:60] for q in queries]
+    assert Job.objects.filter(pk__in=[j.pk for j in jobs], state=Job.State.QUEUED).count() == size
+    assert JobEvent.objects.filter(job__in=jobs, to_state=Job.State.QUEUED).count() == size
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_skips_the_jobs_another_forwarder_holds(submit, sim_cluster):
+    held, free = submit(sim_cluster, name="held"), submit(sim_cluster, name="free")
+    locked, release = threading.Event(), threading.Event()
+
+    def other_forwarder() -> None:
+        try:
+            with transaction.atomic():
+                Job.objects.select_for_update().get(pk=held.pk)
+                locked.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=other_forwarder)
+    thread.start()
+    assert locked.wait(10)
+    try:
+        assert jobs_forward_batch(cluster_id=sim_cluster.pk) == 1
+    finally:
+        release.set()
+        thread.join()
+
+    held.refresh_from_db()
+    free.refresh_from_db()
+    assert (held.state, free.state) == (Job.State.PENDING, Job.State.QUEUED)
+    assert jobs_forward_batch(cluster_id=sim_cluster.pk) == 1  # its turn, once free
