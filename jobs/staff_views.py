@@ -11,27 +11,27 @@ import uuid as uuid_lib
 from typing import Any
 
 from django.contrib import messages
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts.models import Membership, ProjectMember, User
 from jobs import selectors, services
 from jobs.backends.base import BackendError, BackendUnavailable
-from jobs.exceptions import InvalidAccountSetting, JobNotFound
+from jobs.exceptions import InvalidAccountSetting
 from jobs.models import ClusterAccount, Job, SchedulerAccount
 from jobs.pages import job_cancel_flash, keyset_page, log_tabs, query_choice
 from portal.users import acting_user
+from portal.web import visible
 from quotas.models import Cluster
 from quotas.services import staff_roles_of
 from quotas.staff_views import facility_admin_required
 
 
 def _staff_job(request: HttpRequest, job_uuid: uuid_lib.UUID) -> Job:
-    try:
-        return selectors.job_get_for_staff(user=acting_user(request), job_uuid=job_uuid)
-    except JobNotFound:
-        raise Http404("No such job") from None
+    return visible(
+        lambda: selectors.job_get_for_staff(user=acting_user(request), job_uuid=job_uuid)
+    )
 
 
 @facility_admin_required

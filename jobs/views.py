@@ -25,15 +25,13 @@ from jobs.pages import job_cancel_flash, keyset_page, log_tabs, query_choice
 from jobs.validation import ABSOLUTE, DEFAULTS
 from portal.errors import DomainError
 from portal.users import acting_user as _user
+from portal.web import visible
 from quotas.models import Allocation, Cluster
 from quotas.selectors import allocations_for_user
 
 
 def _job(request: HttpRequest, job_uuid: uuid_lib.UUID) -> Job:
-    try:
-        return selectors.job_get_for_user(user=_user(request), job_uuid=job_uuid)
-    except JobNotFound:
-        raise Http404("No such job") from None
+    return visible(lambda: selectors.job_get_for_user(user=_user(request), job_uuid=job_uuid))
 
 
 @login_required
