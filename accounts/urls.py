@@ -5,44 +5,37 @@ from __future__ import annotations
 from django.urls import URLPattern, URLResolver, include, path
 
 from accounts import api, views
+from portal.routing import under
 
 _pages: list[URLPattern | URLResolver] = [
     path("organizations/", views.organization_list, name="organization_list"),
     path("organizations/new/", views.organization_create, name="organization_create"),
-    path("organizations/<uuid:uuid>/", views.organization_detail, name="organization_detail"),
-    path(
-        "organizations/<uuid:uuid>/invite/",
-        views.organization_invite,
-        name="organization_invite",
-    ),
-    path(
-        "organizations/<uuid:uuid>/invitations/<uuid:invitation_uuid>/revoke/",
-        views.invitation_revoke,
-        name="invitation_revoke",
-    ),
-    path(
-        "organizations/<uuid:uuid>/members/<int:user_id>/role/",
-        views.organization_member_role,
-        name="organization_member_role",
-    ),
-    path(
-        "organizations/<uuid:uuid>/members/<int:user_id>/remove/",
-        views.organization_member_remove,
-        name="organization_member_remove",
+    under(
+        "organizations/<uuid:uuid>/",
+        path("", views.organization_detail, name="organization_detail"),
+        path("invite/", views.organization_invite, name="organization_invite"),
+        path(
+            "invitations/<uuid:invitation_uuid>/revoke/",
+            views.invitation_revoke,
+            name="invitation_revoke",
+        ),
+        under(
+            "members/<int:user_id>/",
+            path("role/", views.organization_member_role, name="organization_member_role"),
+            path("remove/", views.organization_member_remove, name="organization_member_remove"),
+        ),
     ),
     path("projects/", views.project_list, name="project_list"),
     path("projects/new/", views.project_create, name="project_create"),
-    path("projects/<uuid:uuid>/", views.project_detail, name="project_detail"),
-    path("projects/<uuid:uuid>/members/add/", views.project_member_add, name="project_member_add"),
-    path(
-        "projects/<uuid:uuid>/members/<int:user_id>/role/",
-        views.project_member_role,
-        name="project_member_role",
-    ),
-    path(
-        "projects/<uuid:uuid>/members/<int:user_id>/remove/",
-        views.project_member_remove,
-        name="project_member_remove",
+    under(
+        "projects/<uuid:uuid>/",
+        path("", views.project_detail, name="project_detail"),
+        path("members/add/", views.project_member_add, name="project_member_add"),
+        under(
+            "members/<int:user_id>/",
+            path("role/", views.project_member_role, name="project_member_role"),
+            path("remove/", views.project_member_remove, name="project_member_remove"),
+        ),
     ),
     path("invitations/", views.invitation_open, name="invitation_open"),
     path("invitations/pending/", views.invitation_accept, name="invitation_accept"),
@@ -57,43 +50,41 @@ urlpatterns: list[URLPattern | URLResolver] = [path("", include((_pages, "accoun
 api_urlpatterns: list[URLPattern | URLResolver] = [
     path("me/", api.MeView.as_view(), name="api-me"),
     path("organizations/", api.OrganizationListView.as_view(), name="api-organization-list"),
-    path(
+    under(
         "organizations/<str:uuid>/",
-        api.OrganizationDetailView.as_view(),
-        name="api-organization-detail",
-    ),
-    path(
-        "organizations/<str:uuid>/members/",
-        api.OrganizationMemberListView.as_view(),
-        name="api-organization-member-list",
-    ),
-    path(
-        "organizations/<str:uuid>/members/<int:user_id>/",
-        api.OrganizationMemberDetailView.as_view(),
-        name="api-organization-member-detail",
-    ),
-    path(
-        "organizations/<str:uuid>/invitations/",
-        api.OrganizationInvitationListView.as_view(),
-        name="api-organization-invitation-list",
-    ),
-    path(
-        "organizations/<str:uuid>/invitations/<str:invitation_uuid>/",
-        api.OrganizationInvitationDetailView.as_view(),
-        name="api-organization-invitation-detail",
+        path("", api.OrganizationDetailView.as_view(), name="api-organization-detail"),
+        path(
+            "members/",
+            api.OrganizationMemberListView.as_view(),
+            name="api-organization-member-list",
+        ),
+        path(
+            "members/<int:user_id>/",
+            api.OrganizationMemberDetailView.as_view(),
+            name="api-organization-member-detail",
+        ),
+        path(
+            "invitations/",
+            api.OrganizationInvitationListView.as_view(),
+            name="api-organization-invitation-list",
+        ),
+        path(
+            "invitations/<str:invitation_uuid>/",
+            api.OrganizationInvitationDetailView.as_view(),
+            name="api-organization-invitation-detail",
+        ),
     ),
     path("invitations/accept/", api.InvitationAcceptView.as_view(), name="api-invitation-accept"),
     path("projects/", api.ProjectListView.as_view(), name="api-project-list"),
-    path("projects/<str:uuid>/", api.ProjectDetailView.as_view(), name="api-project-detail"),
-    path(
-        "projects/<str:uuid>/members/",
-        api.ProjectMemberListView.as_view(),
-        name="api-project-member-list",
-    ),
-    path(
-        "projects/<str:uuid>/members/<int:user_id>/",
-        api.ProjectMemberDetailView.as_view(),
-        name="api-project-member-detail",
+    under(
+        "projects/<str:uuid>/",
+        path("", api.ProjectDetailView.as_view(), name="api-project-detail"),
+        path("members/", api.ProjectMemberListView.as_view(), name="api-project-member-list"),
+        path(
+            "members/<int:user_id>/",
+            api.ProjectMemberDetailView.as_view(),
+            name="api-project-member-detail",
+        ),
     ),
     path("tokens/", api.ApiTokenListView.as_view(), name="api-token-list"),
     path("tokens/<str:uuid>/", api.ApiTokenDetailView.as_view(), name="api-token-detail"),

@@ -11,29 +11,27 @@ import uuid as uuid_lib
 from typing import Any
 
 from django.contrib import messages
-from django.db.models import Q
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts.models import Membership, ProjectMember, User
 from jobs import selectors, services
 from jobs.backends.base import BackendError, BackendUnavailable
-from jobs.exceptions import InvalidAccountSetting, JobNotFound
+from jobs.exceptions import InvalidAccountSetting
 from jobs.models import ClusterAccount, Job, SchedulerAccount
-from jobs.views import FAILED_STATES, LOG_TAIL_BYTES, PAGE_SIZE, decode_cursor, encode_cursor
-from portal.errors import DomainError
+from jobs.pages import job_cancel_flash, keyset_page, log_tabs, query_choice
 from portal.users import acting_user
+from portal.web import visible
 from quotas.models import Cluster
 from quotas.services import staff_roles_of
 from quotas.staff_views import facility_admin_required
 
 
 def _staff_job(request: HttpRequest, job_uuid: uuid_lib.UUID) -> Job:
-    try:
-        return selectors.job_get_for_staff(user=acting_user(request), job_uuid=job_uuid)
-    except JobNotFound:
-        raise Http404("No such job") from None
+    return visible(
+        lambda: selectors.job_get_for_staff(user=acting_user(request), job_uuid=job_uuid)
+    )
 
 
 @facility_admin_required
@@ -67,9 +65,7 @@ def manage_user(request: HttpRequest, username: str) -> HttpResponse:
 @require_GET
 def manage_job_list(request: HttpRequest) -> HttpResponse:
     """Any tenant's jobs, newest first, by person, project, organization and state."""
-    state = request.GET.get("state") or None
-    if state not in Job.State.values:
-        state = None
+    state = query_choice(request, "state", Job.State.values)
     current = {
         "user": request.GET.get("user", "").strip(),
         "project": request.GET.get("project", "").strip(),
@@ -83,19 +79,11 @@ def manage_job_list(request: HttpRequest) -> HttpResponse:
         organization=current["organization"] or None,
         state=state,
     )
-    if (cursor := decode_cursor(request.GET.get("cursor", ""))) is not None:
-        stamp, pk = cursor
-        qs = qs.filter(Q(created_at__lt=stamp) | Q(created_at=stamp, id__lt=pk))
-    jobs = list(qs[: PAGE_SIZE + 1])
-    params = request.GET.copy()
-    params.pop("cursor", None)
     return render(
         request,
         "jobs/manage/job_list.html",
         {
-            "jobs": jobs[:PAGE_SIZE],
-            "next_cursor": encode_cursor(jobs[PAGE_SIZE - 1]) if len(jobs) > PAGE_SIZE else "",
-            "filter_query": params.urlencode(),
+            **keyset_page(request, qs),
             "states": Job.State.choices,
             "current": current,
         },
@@ -108,27 +96,10 @@ def manage_job_detail(request: HttpRequest, job_uuid: uuid_lib.UUID) -> HttpResp
     """One job of any tenant, read-only: state, why it failed, timeline, the ends of its
     stdout and stderr, its script; and a cancel button while it runs."""
     job = _staff_job(request, job_uuid)
-    tails: list[dict[str, Any]] = []
-    for stream in ("stdout", "stderr"):
-        try:
-            log = services.job_read_log(
-                user=acting_user(request), job=job, stream=stream, offset=-LOG_TAIL_BYTES
-            )
-        except DomainError as exc:
-            tails.append({"stream": stream, "text": "", "error": exc.detail})
-        else:
-            tails.append(
-                {"stream": stream, "text": log.data.decode("utf-8", "replace"), "error": ""}
-            )
     return render(
         request,
         "jobs/manage/job.html",
-        {
-            "job": job,
-            "events": selectors.job_events(job=job),
-            "tabs": tails,
-            "show_stderr": job.state in FAILED_STATES and bool(tails[1]["text"]),
-        },
+        {"job": job, "events": selectors.job_events(job=job), **log_tabs(request, job)},
     )
 
 
@@ -137,16 +108,11 @@ def manage_job_detail(request: HttpRequest, job_uuid: uuid_lib.UUID) -> HttpResp
 def manage_job_cancel(request: HttpRequest, job_uuid: uuid_lib.UUID) -> HttpResponse:
     """Cancel any tenant's job through the owner's cancel service; the timeline names the
     staff member."""
-    job = _staff_job(request, job_uuid)
-    try:
-        job = services.job_cancel(user=acting_user(request), job=job)
-    except DomainError as exc:
-        messages.error(request, exc.detail)
-    else:
-        if job.state == Job.State.CANCELLED:
-            messages.success(request, "Job cancelled; its owner sees who did on the job's page.")
-        else:
-            messages.info(request, "Cancellation requested; the cluster is stopping the job.")
+    job = job_cancel_flash(
+        request,
+        _staff_job(request, job_uuid),
+        cancelled="Job cancelled; its owner sees who did on the job's page.",
+    )
     return redirect("manage-job-detail", job_uuid=job.uuid)
 
 

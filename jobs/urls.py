@@ -5,25 +5,24 @@ from django.urls import URLPattern, URLResolver, path
 from jobs import access_api, access_views, api, session_api, session_views, staff_views, views
 from jobs.storage import api as storage_api
 from jobs.storage import views as storage_views
+from portal.routing import under
 
 urlpatterns: list[URLPattern | URLResolver] = [
-    path("projects/<uuid:uuid>/files/", storage_views.project_files, name="project-files"),
-    path(
-        "projects/<uuid:uuid>/files/copy-results/<uuid:job_uuid>/",
-        storage_views.project_files_copy_results,
-        name="project-files-copy-results",
+    under(
+        "projects/<uuid:uuid>/files/",
+        path("", storage_views.project_files, name="project-files"),
+        path(
+            "copy-results/<uuid:job_uuid>/",
+            storage_views.project_files_copy_results,
+            name="project-files-copy-results",
+        ),
     ),
     path("access/", access_views.access_list, name="access-list"),
     path("manage/access/", access_views.access_manage, name="access-manage"),
-    path(
-        "manage/access/<uuid:request_uuid>/approve/",
-        access_views.access_approve,
-        name="access-approve",
-    ),
-    path(
-        "manage/access/<uuid:request_uuid>/reject/",
-        access_views.access_reject,
-        name="access-reject",
+    under(
+        "manage/access/<uuid:request_uuid>/",
+        path("approve/", access_views.access_approve, name="access-approve"),
+        path("reject/", access_views.access_reject, name="access-reject"),
     ),
     path(
         "projects/<uuid:uuid>/session-idle-limit/",
@@ -32,33 +31,30 @@ urlpatterns: list[URLPattern | URLResolver] = [
     ),
     path("interactive/", session_views.session_list, name="session-list"),
     path("sessions-auth/", session_views.session_auth, name="session-auth"),
-    path("sessions/<uuid:job_uuid>/", session_views.session_page, name="session-page"),
-    path("sessions/<uuid:job_uuid>/<path:path>", session_views.session_page),
+    under(
+        "sessions/<uuid:job_uuid>/",
+        path("", session_views.session_page, name="session-page"),
+        path("<path:path>", session_views.session_page),
+    ),
     path("jobs/", views.job_list, name="job-list"),
     path("jobs/new/", views.job_submit_view, name="job-submit"),
     path("jobs/estimate/", views.job_estimate_partial, name="job-estimate"),
-    path("jobs/<uuid:job_uuid>/", views.job_detail, name="job-detail"),
-    path("jobs/<uuid:job_uuid>/cancel/", views.job_cancel_view, name="job-cancel"),
-    path("jobs/<uuid:job_uuid>/log/", views.job_log_partial, name="job-log"),
-    path("jobs/<uuid:job_uuid>/status/", views.job_status_partial, name="job-status"),
-    path(
-        "jobs/<uuid:job_uuid>/session-clock/",
-        session_views.session_clock_partial,
-        name="session-clock",
-    ),
-    path("jobs/<uuid:job_uuid>/results/", views.job_results_partial, name="job-results"),
-    path(
-        "jobs/<uuid:job_uuid>/results/<path:path>",
-        views.job_result_download,
-        name="job-result-download",
+    under(
+        "jobs/<uuid:job_uuid>/",
+        path("", views.job_detail, name="job-detail"),
+        path("cancel/", views.job_cancel_view, name="job-cancel"),
+        path("log/", views.job_log_partial, name="job-log"),
+        path("status/", views.job_status_partial, name="job-status"),
+        path("session-clock/", session_views.session_clock_partial, name="session-clock"),
+        path("results/", views.job_results_partial, name="job-results"),
+        path("results/<path:path>", views.job_result_download, name="job-result-download"),
     ),
     path("manage/users/<str:username>/", staff_views.manage_user, name="manage-user"),
     path("manage/jobs/", staff_views.manage_job_list, name="manage-job-list"),
-    path("manage/jobs/<uuid:job_uuid>/", staff_views.manage_job_detail, name="manage-job-detail"),
-    path(
-        "manage/jobs/<uuid:job_uuid>/cancel/",
-        staff_views.manage_job_cancel,
-        name="manage-job-cancel",
+    under(
+        "manage/jobs/<uuid:job_uuid>/",
+        path("", staff_views.manage_job_detail, name="manage-job-detail"),
+        path("cancel/", staff_views.manage_job_cancel, name="manage-job-cancel"),
     ),
     path(
         "manage/accounts/",
@@ -78,48 +74,34 @@ urlpatterns: list[URLPattern | URLResolver] = [
 ]
 
 api_urlpatterns: list[URLPattern | URLResolver] = [
-    path("projects/<str:uuid>/files/", storage_api.FileListView.as_view(), name="api-files"),
-    path(
-        "projects/<str:uuid>/files/download/",
-        storage_api.FileDownloadView.as_view(),
-        name="api-files-download",
-    ),
-    path(
-        "projects/<str:uuid>/files/upload/",
-        storage_api.FileUploadView.as_view(),
-        name="api-files-upload",
-    ),
-    path(
-        "projects/<str:uuid>/files/mkdir/",
-        storage_api.FileMkdirView.as_view(),
-        name="api-files-mkdir",
-    ),
-    path(
-        "projects/<str:uuid>/files/rename/",
-        storage_api.FileRenameView.as_view(),
-        name="api-files-rename",
-    ),
-    path(
-        "projects/<str:uuid>/files/delete/",
-        storage_api.FileDeleteView.as_view(),
-        name="api-files-delete",
-    ),
-    path(
-        "projects/<str:uuid>/files/copy-results/",
-        storage_api.FileCopyResultsView.as_view(),
-        name="api-files-copy-results",
+    under(
+        "projects/<str:uuid>/files/",
+        path("", storage_api.FileListView.as_view(), name="api-files"),
+        path("download/", storage_api.FileDownloadView.as_view(), name="api-files-download"),
+        path("upload/", storage_api.FileUploadView.as_view(), name="api-files-upload"),
+        path("mkdir/", storage_api.FileMkdirView.as_view(), name="api-files-mkdir"),
+        path("rename/", storage_api.FileRenameView.as_view(), name="api-files-rename"),
+        path("delete/", storage_api.FileDeleteView.as_view(), name="api-files-delete"),
+        path(
+            "copy-results/",
+            storage_api.FileCopyResultsView.as_view(),
+            name="api-files-copy-results",
+        ),
     ),
     path("jobs/", api.JobListView.as_view(), name="api-job-list"),
     path("jobs/estimate/", api.JobEstimateView.as_view(), name="api-job-estimate"),
     path("jobs/batch/", api.JobBatchView.as_view(), name="api-job-batch"),
-    path("jobs/<uuid:job_uuid>/", api.JobDetailView.as_view(), name="api-job-detail"),
-    path("jobs/<uuid:job_uuid>/cancel/", api.JobCancelView.as_view(), name="api-job-cancel"),
-    path("jobs/<uuid:job_uuid>/log/", api.JobLogView.as_view(), name="api-job-log"),
-    path("jobs/<uuid:job_uuid>/results/", api.JobResultsView.as_view(), name="api-job-results"),
-    path(
-        "jobs/<uuid:job_uuid>/results/<path:path>",
-        api.JobResultDownloadView.as_view(),
-        name="api-job-result-download",
+    under(
+        "jobs/<uuid:job_uuid>/",
+        path("", api.JobDetailView.as_view(), name="api-job-detail"),
+        path("cancel/", api.JobCancelView.as_view(), name="api-job-cancel"),
+        path("log/", api.JobLogView.as_view(), name="api-job-log"),
+        path("results/", api.JobResultsView.as_view(), name="api-job-results"),
+        path(
+            "results/<path:path>",
+            api.JobResultDownloadView.as_view(),
+            name="api-job-result-download",
+        ),
     ),
     path(
         "projects/<str:uuid>/session-settings/",
@@ -128,11 +110,10 @@ api_urlpatterns: list[URLPattern | URLResolver] = [
     ),
     path("sessions/", session_api.SessionListView.as_view(), name="api-session-list"),
     path("sessions/apps/", session_api.SessionAppListView.as_view(), name="api-session-apps"),
-    path("sessions/<uuid:job_uuid>/", session_api.SessionDetailView.as_view(), name="api-session"),
-    path(
-        "sessions/<uuid:job_uuid>/share/",
-        session_api.SessionShareView.as_view(),
-        name="api-session-share",
+    under(
+        "sessions/<uuid:job_uuid>/",
+        path("", session_api.SessionDetailView.as_view(), name="api-session"),
+        path("share/", session_api.SessionShareView.as_view(), name="api-session-share"),
     ),
     path("job-templates/", api.JobTemplateListView.as_view(), name="api-job-templates"),
     path(
@@ -140,19 +121,18 @@ api_urlpatterns: list[URLPattern | URLResolver] = [
         access_api.AccessRequestListView.as_view(),
         name="api-access-requests",
     ),
-    path(
+    under(
         "cluster-access-requests/<uuid:request_uuid>/",
-        access_api.AccessRequestDetailView.as_view(),
-        name="api-access-request",
-    ),
-    path(
-        "cluster-access-requests/<uuid:request_uuid>/approve/",
-        access_api.AccessRequestApproveView.as_view(),
-        name="api-access-request-approve",
-    ),
-    path(
-        "cluster-access-requests/<uuid:request_uuid>/reject/",
-        access_api.AccessRequestRejectView.as_view(),
-        name="api-access-request-reject",
+        path("", access_api.AccessRequestDetailView.as_view(), name="api-access-request"),
+        path(
+            "approve/",
+            access_api.AccessRequestApproveView.as_view(),
+            name="api-access-request-approve",
+        ),
+        path(
+            "reject/",
+            access_api.AccessRequestRejectView.as_view(),
+            name="api-access-request-reject",
+        ),
     ),
 ]

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import base64
 import os
 import uuid as uuid_lib
-from datetime import datetime
 from decimal import Decimal
 from http import HTTPStatus
 from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db.models import F, Q, QuerySet
+from django.db.models import F, QuerySet
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -23,47 +21,25 @@ from jobs.backends.base import ResultFile
 from jobs.exceptions import JobNotFound, NoClusterAccount
 from jobs.forms import JobSubmitForm
 from jobs.models import Job
+from jobs.pages import job_cancel_flash, keyset_page, log_tabs, query_choice
 from jobs.validation import ABSOLUTE, DEFAULTS
 from portal.errors import DomainError
 from portal.users import acting_user as _user
+from portal.web import visible
 from quotas.models import Allocation, Cluster
 from quotas.selectors import allocations_for_user
 
-PAGE_SIZE = 50
-LOG_TAIL_BYTES = 64 * 1024
-FAILED_STATES = (Job.State.FAILED, Job.State.TIMEOUT, Job.State.NODE_FAIL, Job.State.REJECTED)
-
 
 def _job(request: HttpRequest, job_uuid: uuid_lib.UUID) -> Job:
-    try:
-        return selectors.job_get_for_user(user=_user(request), job_uuid=job_uuid)
-    except JobNotFound:
-        raise Http404("No such job") from None
-
-
-def encode_cursor(job: Job) -> str:
-    raw = f"{job.created_at.isoformat()}|{job.pk}".encode()
-    return base64.urlsafe_b64encode(raw).decode()
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, int] | None:
-    try:
-        stamp, _, pk = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
-        return datetime.fromisoformat(stamp), int(pk)
-    except (ValueError, UnicodeDecodeError):
-        return None
+    return visible(lambda: selectors.job_get_for_user(user=_user(request), job_uuid=job_uuid))
 
 
 @login_required
 @require_GET
 def job_list(request: HttpRequest) -> HttpResponse:
     """Filters (project, state, cluster, origin, name) and keyset pages of 50, newest first."""
-    state = request.GET.get("state") or None
-    if state not in Job.State.values:
-        state = None
-    origin = request.GET.get("origin") or None
-    if origin not in Job.Origin.values:
-        origin = None
+    state = query_choice(request, "state", Job.State.values)
+    origin = query_choice(request, "origin", Job.Origin.values)
     qs = selectors.job_list_for_user(
         user=_user(request),
         project=request.GET.get("project") or None,
@@ -72,20 +48,11 @@ def job_list(request: HttpRequest) -> HttpResponse:
         origin=origin,
         name=request.GET.get("name", "").strip() or None,
     ).order_by("-created_at", "-id")
-    if (cursor := decode_cursor(request.GET.get("cursor", ""))) is not None:
-        stamp, pk = cursor
-        qs = qs.filter(Q(created_at__lt=stamp) | Q(created_at=stamp, id__lt=pk))
-    jobs = list(qs[: PAGE_SIZE + 1])
-    next_cursor = encode_cursor(jobs[PAGE_SIZE - 1]) if len(jobs) > PAGE_SIZE else ""
-    params = request.GET.copy()
-    params.pop("cursor", None)
     return render(
         request,
         "jobs/list.html",
         {
-            "jobs": jobs[:PAGE_SIZE],
-            "next_cursor": next_cursor,
-            "filter_query": params.urlencode(),
+            **keyset_page(request, qs),
             "projects": selectors.projects_for_user(user=_user(request)),
             "clusters": selectors.clusters_for_user(user=_user(request)),
             "states": Job.State.choices,
@@ -309,38 +276,16 @@ def _status_context(request: HttpRequest, job: Job) -> dict[str, Any]:
     }
 
 
-def _log_tail(request: HttpRequest, job: Job, stream: str) -> dict[str, Any]:
-    """The last LOG_TAIL_BYTES of one stream, for the job page's tabs."""
-    try:
-        log = services.job_read_log(
-            user=_user(request), job=job, stream=stream, offset=-LOG_TAIL_BYTES
-        )
-    except DomainError as exc:
-        return {"stream": stream, "log": None, "text": "", "error": exc.detail}
-    return {
-        "stream": stream,
-        "log": log,
-        "text": log.data.decode("utf-8", "replace"),
-        "error": "",
-    }
-
-
 @login_required
 @require_GET
 def job_detail(request: HttpRequest, job_uuid: uuid_lib.UUID) -> HttpResponse:
     job = _job(request, job_uuid)
-    context = _status_context(request, job)
-    stdout, stderr = _log_tail(request, job, "stdout"), _log_tail(request, job, "stderr")
-    context.update(
-        {
-            "stderr": stderr,
-            "tabs": [stdout, stderr],
-            # "(live)" only while the job runs: before, there is nothing; after, it is final.
-            "live": job.state == Job.State.RUNNING,
-            # A failed job opens on what it said on stderr.
-            "show_stderr": job.state in FAILED_STATES and bool(stderr["text"]),
-        }
-    )
+    context = {
+        **_status_context(request, job),
+        **log_tabs(request, job),
+        # "(live)" only while the job runs: before, there is nothing; after, it is final.
+        "live": job.state == Job.State.RUNNING,
+    }
     if job.kind == Job.Kind.SESSION:
         session = selectors.session_get_for_user(user=_user(request), job_uuid=job.uuid)
         context["clock"] = selectors.session_clock(session=session)
@@ -396,16 +341,7 @@ def job_results_partial(request: HttpRequest, job_uuid: uuid_lib.UUID) -> HttpRe
 @login_required
 @require_POST
 def job_cancel_view(request: HttpRequest, job_uuid: uuid_lib.UUID) -> HttpResponse:
-    job = _job(request, job_uuid)
-    try:
-        job = services.job_cancel(user=_user(request), job=job)
-    except DomainError as exc:
-        messages.error(request, exc.detail)
-    else:
-        if job.state == Job.State.CANCELLED:
-            messages.success(request, "Job cancelled.")
-        else:
-            messages.info(request, "Cancellation requested; the cluster is stopping the job.")
+    job = job_cancel_flash(request, _job(request, job_uuid), cancelled="Job cancelled.")
     return redirect("job-detail", job_uuid=job.uuid)
 
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from django.urls import URLPattern, URLResolver, include, path
 
+from portal.routing import under
 from quotas.billing import api, views
 
 _pages: list[URLPattern | URLResolver] = [
     path("billing/", views.billing_home, name="home"),
-    path("billing/<uuid:org_uuid>/", views.billing_page, name="page"),
-    path("billing/<uuid:org_uuid>/checkout/", views.billing_checkout, name="checkout"),
+    under(
+        "billing/<uuid:org_uuid>/",
+        path("", views.billing_page, name="page"),
+        path("checkout/", views.billing_checkout, name="checkout"),
+    ),
     path("billing/stripe/webhook/", views.stripe_webhook, name="stripe-webhook"),
 ]
 
@@ -23,14 +27,13 @@ api_urlpatterns: list[URLPattern | URLResolver] = [
         api.BillingOrganizationListView.as_view(),
         name="api-billing-organization-list",
     ),
-    path(
+    under(
         "billing/organizations/<str:uuid>/",
-        api.BillingOrganizationDetailView.as_view(),
-        name="api-billing-organization-detail",
-    ),
-    path(
-        "billing/organizations/<str:uuid>/invoices/",
-        api.InvoiceListView.as_view(),
-        name="api-billing-invoice-list",
+        path(
+            "",
+            api.BillingOrganizationDetailView.as_view(),
+            name="api-billing-organization-detail",
+        ),
+        path("invoices/", api.InvoiceListView.as_view(), name="api-billing-invoice-list"),
     ),
 ]
