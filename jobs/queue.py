@@ -106,3 +106,10 @@ def access_revoke(user_id: int) -> None:
     from jobs.tasks import cluster_access_revoke_task
 
     cluster_access_revoke_task.delay(user_id)
+
+
+def storage_recount(usage_id: int) -> None:
+    """A recount of one project folder's usage from disk (the hourly sweep queues one each)."""
+    from jobs.storage.tasks import storage_recount_task
+
+    storage_recount_task.delay(usage_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from jobs import queue
 from jobs.storage import services
 from jobs.storage.models import ProjectStorageUsage
 
@@ -19,5 +20,5 @@ def storage_recount_all_task() -> int:
     """Queue a recount of every folder the portal keeps a usage for (one task each)."""
     ids = list(ProjectStorageUsage.objects.order_by("pk").values_list("pk", flat=True))
     for usage_id in ids:
-        storage_recount_task.delay(usage_id)
+        queue.storage_recount(usage_id)
     return len(ids)
