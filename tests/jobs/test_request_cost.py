@@ -448,3 +448,18 @@ def test_the_job_page_read_from_compiled_statements_answers_what_the_orm_answers
             JobSerializer(expected[:page_size], many=True).data
         ), query
         assert (response.json()["next"] is not None) == (expected.count() > page_size), query
+
+
+def test_a_statement_a_connection_repeats_is_prepared_by_postgresql(alice, tenant):
+    # portal.settings binds parameters on the server and lets psycopg prepare a statement run a
+    # fifth time on a connection: the polled requests then skip PostgreSQL's parse and plan.
+    client, _ = _bearer(alice)
+    for _ in range(6):
+        assert client.get("/api/v1/me/").status_code == HTTPStatus.OK
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        prepared = [row[0] for row in cursor.fetchall()]
+
+    assert connection.settings_dict["OPTIONS"]["server_side_binding"] is True
+    assert any("accounts_organization" in sql for sql in prepared), prepared
