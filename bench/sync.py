@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import secrets
 import sys
 import time
 import uuid
@@ -24,6 +25,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+# Production settings, as in bench/api.py and bench/submit.py: with DEBUG on, Django logs every
+# query with its parameters spelled out, which for a sync's array-bound batches costs more CPU
+# than the sync itself.
+os.environ.setdefault("DJANGO_DEBUG", "false")
+if os.environ["DJANGO_DEBUG"].lower() in ("false", "0", "no", "off"):
+    os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(64))
 
 import django
 

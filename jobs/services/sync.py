@@ -100,7 +100,7 @@ def cluster_sync(*, cluster: Cluster) -> SyncResult:
         ).values_list("pk", "uuid", "backend_id", "cluster_username", "state", "missing_since")
     )
     if active:
-        refs = [JobRef(uuid=u, backend_id=b, cluster_user=cu) for _, u, b, cu, _, _ in active if b]
+        refs = [JobRef(u, b, cu) for _, u, b, cu, _, _ in active if b]
         result.backend_calls += 1
         # BackendUnavailable propagates from here: only an answered poll marks jobs missing.
         statuses = backend.poll(refs)
@@ -165,12 +165,12 @@ def _record_missing(missing: Sequence[int], reported_again: Sequence[int], now: 
     again: one UPDATE each (per MISSING_BATCH jobs), never one per job."""
     for batch in _chunks(missing, MISSING_BATCH):
         Job.objects.filter(
-            pk__in=batch,
+            pk__any=batch,
             state__in=(Job.State.QUEUED, Job.State.RUNNING),
             missing_since__isnull=True,
         ).update(missing_since=now, updated_at=now)
     for batch in _chunks(reported_again, MISSING_BATCH):
-        Job.objects.filter(pk__in=batch, missing_since__isnull=False).update(
+        Job.objects.filter(pk__any=batch, missing_since__isnull=False).update(
             missing_since=None, updated_at=now
         )
 
@@ -203,7 +203,7 @@ def _end_lost_batch(cluster: Cluster, ids: Sequence[int], cutoff: datetime, book
     rows = (
         Job.objects.select_for_update()
         .filter(
-            pk__in=ids,
+            pk__any=ids,
             state__in=(Job.State.QUEUED, Job.State.RUNNING),
             finalized_at__isnull=True,
             missing_since__lte=cutoff,
@@ -259,7 +259,7 @@ def _claim(ids: Sequence[int], *fields: str) -> dict[int, tuple[Any, ...]]:
     stale statistics it scanned that whole index for every batch)."""
     rows = (
         Job.objects.select_for_update()
-        .filter(pk__in=ids)
+        .filter(pk__any=ids)
         .order_by("pk")
         .values_list("pk", "finalized_at", *fields)
     )
@@ -412,7 +412,9 @@ def _finalize_finished(
         if job.pk not in ends  # moved by a concurrent sync meanwhile: its claim says so
     ]
     for chunk in _chunks(list(ends), MISSING_BATCH):
-        finished += map(_Ended._make, Job.objects.filter(pk__in=chunk).values_list(*_Ended._fields))
+        finished += map(
+            _Ended._make, Job.objects.filter(pk__any=chunk).values_list(*_Ended._fields)
+        )
     if not finished:
         return 0
     refs = _usage_refs([job for job in finished if job.backend_id])

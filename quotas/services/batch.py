@@ -8,7 +8,9 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
+from django.core.exceptions import EmptyResultSet
 from django.db import connection, models
+from django.db.models.lookups import Lookup
 
 _BATCH = 5000
 # Values of these fields need no preparation: str (or a TextChoices member), int, Decimal, UUID
@@ -201,3 +203,29 @@ def bulk_insert(
         )
         with connection.cursor() as cursor:
             cursor.execute(sql, fixed_params + params)
+
+
+class AnyOf(Lookup[Sequence[int]]):
+    """`pk__any=ids`: an integer column is one of `ids`, bound on PostgreSQL as ONE array
+    parameter (`= ANY(%s::bigint[])`) instead of `IN` with one placeholder per value, which
+    Django prepares value by value and PostgreSQL parses anew for every batch size: most of a
+    sync batch's lookup cost. Elsewhere (SQLite) the plain `IN`. Registered on IntegerField
+    (and so on every integer primary and foreign key) by the quotas app."""
+
+    lookup_name = "any"
+    prepare_rhs = False
+
+    def get_prep_lookup(self) -> list[int]:
+        return [int(value) for value in self.rhs]
+
+    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, tuple[str | int, ...]]:
+        if not self.rhs:
+            raise EmptyResultSet
+        lhs, params = self.process_lhs(compiler, connection)
+        return f"{lhs} IN ({', '.join(['%s'] * len(self.rhs))})", (*params, *self.rhs)
+
+    def as_postgresql(self, compiler: Any, connection: Any) -> tuple[str, tuple[str | int, ...]]:
+        if not self.rhs:
+            raise EmptyResultSet
+        lhs, params = self.process_lhs(compiler, connection)
+        return f"{lhs} = ANY(%s::bigint[])", (*params, _literal(list(self.rhs), numeric=True))

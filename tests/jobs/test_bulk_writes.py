@@ -6,6 +6,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from jobs.models import Job, JobEvent
@@ -85,3 +87,30 @@ def test_text_with_quotes_backslashes_braces_and_nulls_and_shared_constants_arri
     assert job.exit_code is None
     assert job.usage == {"note": "{a,b}", "cost": "1.5000"}
     assert (job.finalized_at, job.charged_cost) == (now, Decimal("1.5000"))
+
+
+def test_pk_any_finds_what_pk_in_finds_with_one_array_parameter(submit, sim_cluster):
+    jobs = [submit(sim_cluster, name=f"j{i}") for i in range(3)]
+    wanted = [jobs[0].pk, jobs[2].pk, 10**9]  # one id no row has
+    with CaptureQueriesContext(connection) as queries:
+        found = sorted(Job.objects.filter(pk__any=wanted).values_list("pk", flat=True))
+        many = Job.objects.filter(pk__any=list(range(1, 5001))).count()
+    assert found == sorted(Job.objects.filter(pk__in=wanted).values_list("pk", flat=True))
+    assert found == [jobs[0].pk, jobs[2].pk]
+    assert many == len([j for j in jobs if j.pk <= 5000])
+    # 5,000 ids are one parameter, not 5,000 placeholders
+    assert all(" = ANY(" in q["sql"] and " IN (" not in q["sql"] for q in queries.captured_queries)
+
+
+def test_pk_any_of_nothing_matches_nothing_without_a_query(db, django_assert_num_queries):
+    with django_assert_num_queries(0):
+        assert list(Job.objects.filter(pk__any=[])) == []
+
+
+def test_pk_any_off_postgresql_is_a_plain_in(submit, sim_cluster):
+    job = submit(sim_cluster)
+    query = Job.objects.filter(pk__any=[job.pk, 7]).query
+    compiler = query.get_compiler(using="default")
+    lookup = query.where.children[0]
+    sql, params = batch.AnyOf.as_sql(lookup, compiler, connection)  # what SQLite compiles
+    assert sql.endswith(" IN (%s, %s)") and list(params) == [job.pk, 7]

@@ -130,7 +130,7 @@ def ledger_settle_many(
     # (by another sync, a cancel) is seen here under its lock and left alone.
     rows = list(
         Hold.objects.select_for_update(no_key=True)
-        .filter(pk__in=list(actuals))
+        .filter(pk__any=list(actuals))
         .order_by("pk")
         .values_list(
             "pk", "allocation_id", "state", "amount", "charged", "released", "cluster_id",
