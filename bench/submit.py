@@ -609,7 +609,7 @@ def main() -> None:
         print(
             f"  (c) portal API     : {portal:8.1f} submissions/s (until every job has a Slurm id)"
         )
-        print(f"  portal / slurmrestd = {portal / rest:.2f}  (goal >= 0.5)")
+        print(f"  portal / slurmrestd = {portal / rest:.2f}  (goal >= 0.25)")
         print(f"  portal / sbatch     = {portal / sbatch:.2f}  (goal >= 1)")
         if args.batch:
             batched = statistics.median(rates["batch"])

@@ -204,6 +204,30 @@ def test_a_paid_submission_writes_its_hold_entry_job_and_event_in_one_statement(
     assert reconcile_ledger().ok
 
 
+def test_the_one_statement_has_few_enough_parameters_for_psycopg_to_cache_its_conversion(
+    submit, sim_cluster, allocation
+):
+    from psycopg._queries import MAX_CACHED_STATEMENT_PARAMS  # 50 in psycopg 3.2 and 3.3
+
+    seen: list[tuple[str, object]] = []
+
+    def spy(execute, sql, params, many, context):
+        seen.append((sql, params))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(spy):
+        job = submit(sim_cluster, name="cached", env={"A": "1"})
+    ((sql, params),) = [(sql, params) for sql, params in seen if "INSERT" in sql]
+
+    # Named, each value once (hold_ctes'), the job's and the event's None written as NULL:
+    # psycopg re-parsed the 68 positional parameters of this statement on every request.
+    assert isinstance(params, dict) and len(params) <= MAX_CACHED_STATEMENT_PARAMS
+    assert "%s" not in sql and "NULL" in sql
+    stored = Job.objects.get(pk=job.pk)
+    assert stored.env == {"A": "1"} and stored.started_at is None and stored.ended_at is None
+    assert stored.hold_id == job.hold.pk and reconcile_ledger().ok
+
+
 def test_a_paid_submission_takes_the_earliest_ending_allocation_that_covers_it(
     submit, sim_cluster, tenant, allocation
 ):

@@ -187,7 +187,7 @@ def hold_ctes(
     memo: str,
     now: datetime,
     fresh_key: bool = False,
-) -> tuple[str, list[Any], Decimal]:
+) -> tuple[str, dict[str, Any], Decimal]:
     """The common case of a hold as common table expressions, for ONE statement that the caller
     finishes (ledger_hold; a job's submission adds the job that reads `hold`): `existing` (a
     hold with this key), `chosen` (the earliest-ending active allocation that covers `value`,
@@ -196,50 +196,58 @@ def hold_ctes(
     the new hold, skipped by ON CONFLICT when a concurrent transaction inserted the key
     meanwhile; with `fresh_key`, a key just made up by the caller, such a clash fails the
     statement instead) and `entry` (its `hold` ledger entry): the rows insert_holds writes.
-    Returns the SQL after WITH, its parameters in order, and the amount as held (InvalidAmount
-    when it is not a positive amount of SU)."""
+    Returns the SQL after WITH, its parameters by name (each value once: a statement of at most
+    50 parameters keeps its conversion cached in psycopg), and the amount as held
+    (InvalidAmount when it is not a positive amount of SU)."""
     value = positive_amount(amount)
     allocations, link = Allocation._meta.db_table, Allocation.clusters.through._meta.db_table
     holds, entries = Hold._meta.db_table, LedgerEntry._meta.db_table
     active = Allocation.Status.ACTIVE.value
     sql = f"""
         existing AS (
-            SELECT id FROM {holds} WHERE key = %s
+            SELECT id FROM {holds} WHERE key = %(key)s
         ), chosen AS (
-            UPDATE {allocations} SET held = held + %s
+            UPDATE {allocations} SET held = held + %(value)s
             WHERE id = (
                 SELECT a.id FROM {allocations} a JOIN {link} l ON l.allocation_id = a.id
-                WHERE a.project_id = %s AND l.cluster_id = %s
-                  AND a.status = %s AND a.starts_at <= %s AND a.ends_at > %s
-                  AND a.credited >= a.held + a.charged + %s
+                WHERE a.project_id = %(project)s AND l.cluster_id = %(cluster)s
+                  AND a.status = %(active)s AND a.starts_at <= %(now)s AND a.ends_at > %(now)s
+                  AND a.credited >= a.held + a.charged + %(value)s
                 ORDER BY a.ends_at, a.id LIMIT 1
             )
-              AND status = %s AND ends_at > %s
-              AND credited >= held + charged + %s
+              AND status = %(active)s AND ends_at > %(now)s
+              AND credited >= held + charged + %(value)s
               AND NOT EXISTS (SELECT 1 FROM existing)
             RETURNING id
         ), hold AS (
             INSERT INTO {holds} (allocation_id, cluster_id, amount, charged, released, state,
                                  job_uuid, key, created_at, settled_at)
-            SELECT id, %s, %s, 0, 0, %s, %s, %s, %s, NULL
+            SELECT id, %(cluster)s, %(value)s, 0, 0, %(open)s, %(job_uuid)s, %(key)s, %(now)s,
+                   NULL
             FROM chosen
             {"" if fresh_key else "ON CONFLICT (key) DO NOTHING"}
             RETURNING id, allocation_id
         ), entry AS (
             INSERT INTO {entries} (allocation_id, kind, amount, cluster_id, hold_id, actor_id,
                                    memo, job_uuid, idempotency_key, created_at)
-            SELECT allocation_id, %s, %s, %s, id, %s, %s, %s, %s, %s
+            SELECT allocation_id, %(kind)s, %(value)s, %(cluster)s, id, %(actor)s, %(memo)s,
+                   %(job_uuid)s, %(entry_key)s, %(now)s
             FROM hold
         )"""  # noqa: S608 (table names from the models; every value is a parameter)
-    params = [
-        key,
-        value,
-        project.pk, cluster.pk, active, now, now, value,
-        active, now, value,
-        cluster.pk, value, Hold.State.OPEN.value, job_uuid, key, now,
-        LedgerEntry.Kind.HOLD.value, value, cluster.pk, actor.pk if actor else None, memo,
-        job_uuid, f"{key}:hold", now,
-    ]  # fmt: skip
+    params = {
+        "key": key,
+        "value": value,
+        "project": project.pk,
+        "cluster": cluster.pk,
+        "active": active,
+        "now": now,
+        "open": Hold.State.OPEN.value,
+        "job_uuid": job_uuid,
+        "kind": LedgerEntry.Kind.HOLD.value,
+        "actor": actor.pk if actor else None,
+        "memo": memo,
+        "entry_key": f"{key}:hold",
+    }
     return sql, params, value
 
 
