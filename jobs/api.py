@@ -21,7 +21,13 @@ from jobs import selectors, services
 from jobs.drafts import JobDraft
 from jobs.exceptions import InvalidJob
 from jobs.models import Job, JobEvent, JobTemplate
-from jobs.selectors import resolve_cluster, resolve_project, resolve_target
+from jobs.selectors import (
+    SubmitTarget,
+    resolve_cluster,
+    resolve_project,
+    resolve_submit_target,
+    resolve_target,
+)
 from portal.api import CursorPagination, ResultsPagination, StrictFieldsMixin, ValuesRenderer
 from portal.ids import uuid_prefix_range
 from portal.sql import PreparedValues
@@ -56,6 +62,11 @@ class _Target(serializers.Serializer[Any]):
     def target(self, user: User) -> tuple[Project, Cluster]:
         data = self.validated_data
         return resolve_target(user, data["project"], data["cluster"])
+
+    def submit_target(self, user: User) -> SubmitTarget:
+        """The target and what the submit access check reads, in one statement."""
+        data = self.validated_data
+        return resolve_submit_target(user, data["project"], data["cluster"])
 
 
 class JobRequestSerializer(StrictFieldsMixin, _Target, _DraftFields):
@@ -335,12 +346,13 @@ class JobListView(APIView):
     def post(self, request: Request) -> Response:
         serializer = JobRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        project, cluster = serializer.target(_user(request))
+        project, cluster, access = serializer.submit_target(_user(request))
         job = services.job_submit(
             user=_user(request),
             project=project,
             cluster=cluster,
             draft=serializer.draft(),
+            access=access,
             idempotency_key=request.headers.get("Idempotency-Key", "").strip(),
         )
         # A new job is answered from memory (its project, cluster, user, hold and event are
@@ -389,12 +401,13 @@ class JobBatchView(APIView):
         user = _user(request)
         serializer = JobBatchRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        project, cluster = serializer.target(user)
+        project, cluster, access = serializer.submit_target(user)
         jobs = services.job_submit_many(
             user=user,
             project=project,
             cluster=cluster,
             drafts=[JobDraft.from_data(job) for job in serializer.validated_data["jobs"]],
+            access=access,
             idempotency_key=request.headers.get("Idempotency-Key", "").strip(),
         )
         replay = not hasattr(jobs[0], "submit_events")

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from django.core.exceptions import ValidationError
 from django.db import connection
@@ -25,7 +25,8 @@ from jobs.models import (
     JobTemplate,
     Session,
 )
-from quotas.models import Cluster
+from jobs.validation import SubmitAccess
+from quotas.models import Allocation, Cluster
 from quotas.policy import is_facility_admin
 from quotas.services.rates import Usage, cached_rates_at, cost_of
 
@@ -317,6 +318,28 @@ def resolve_target(user: User, project: str, cluster: str) -> tuple[Project, Clu
     them (elsewhere, as the SQLite development default, the two resolvers)."""
     if not user.is_authenticated or connection.vendor != "postgresql":
         return resolve_project(user, project), resolve_cluster(cluster)
+    target, cluster_obj, _ = _resolve(user, project, cluster, with_access=False)
+    return target, cluster_obj
+
+
+class SubmitTarget(NamedTuple):
+    project: Project
+    cluster: Cluster
+    access: SubmitAccess | None  # None: job_submit reads it (off PostgreSQL)
+
+
+def resolve_submit_target(user: User, project: str, cluster: str) -> SubmitTarget:
+    """resolve_target and, in the same statement, what check_submit_access decides on (the
+    user's membership, the project's allocation on the cluster, the user's cluster account):
+    a submission reads who and where in one round trip."""
+    if not user.is_authenticated or connection.vendor != "postgresql":
+        return SubmitTarget(*resolve_target(user, project, cluster), None)
+    return SubmitTarget(*_resolve(user, project, cluster, with_access=True))
+
+
+def _resolve(
+    user: User, project: str, cluster: str, *, with_access: bool
+) -> tuple[Project, Cluster, SubmitAccess | None]:
     p_by, p_value = _uuid_or(project, "slug")
     c_by, c_value = _uuid_or(cluster, "name")
     projects, orgs, clusters = (
@@ -329,6 +352,21 @@ def resolve_target(user: User, project: str, cluster: str) -> tuple[Project, Clu
         + [f'o."{f.column}"' for f in orgs]
         + [f'c."{f.column}"' for f in clusters]
     )
+    params: list[Any] = [p_value, user.pk, user.pk, list(ORG_MANAGER_ROLES), c_value]
+    access_columns = account_join = ""
+    if with_access:  # as validation.read_submit_access reads them
+        link = Allocation.clusters.through._meta.db_table
+        access_columns = f""",
+            EXISTS(SELECT 1 FROM {ProjectMember._meta.db_table} m
+                   WHERE m.project_id = p.id AND m.user_id = %s),
+            EXISTS(SELECT 1 FROM {Allocation._meta.db_table} a
+                   JOIN {link} l ON l.allocation_id = a.id
+                   WHERE a.project_id = p.id AND l.cluster_id = c.id),
+            acc.id, acc.username, acc.uid"""  # noqa: S608 (names from the models)
+        account_join = f"""
+        LEFT JOIN {ClusterAccount._meta.db_table} acc
+               ON acc.user_id = %s AND acc.cluster_id = c.id"""
+        params += [user.pk, user.pk]
     sql = f"""
         WITH p AS (
             SELECT p.* FROM {Project._meta.db_table} p
@@ -342,22 +380,27 @@ def resolve_target(user: User, project: str, cluster: str) -> tuple[Project, Clu
         ), c AS (
             SELECT * FROM {Cluster._meta.db_table} WHERE "{c_by}" = %s ORDER BY id LIMIT 1
         )
-        SELECT {columns}
+        SELECT {columns}{access_columns}
         FROM (SELECT 1) one
         LEFT JOIN p ON true
         LEFT JOIN {Organization._meta.db_table} o ON o.id = p.organization_id
-        LEFT JOIN c ON true
+        LEFT JOIN c ON true{account_join}
     """  # noqa: S608 (table and column names from the models; every value is a parameter)
     with connection.cursor() as cursor:
-        cursor.execute(sql, [p_value, user.pk, user.pk, list(ORG_MANAGER_ROLES), c_value])
+        cursor.execute(sql, params)
         rows = cursor.fetchall()
     row = _the_one([row for row in rows if row[0] is not None], project)
-    n_p, n_o = len(projects), len(orgs)
+    n_p, n_o, n_c = len(projects), len(orgs), len(clusters)
     if row[n_p + n_o] is None:
         raise InvalidJob(f"Unknown cluster '{cluster}'", field="cluster")
     target = _instance(Project, projects, row[:n_p])
     target.organization = _instance(Organization, orgs, row[n_p : n_p + n_o])
-    return target, _instance(Cluster, clusters, row[n_p + n_o :])
+    found = _instance(Cluster, clusters, row[n_p + n_o : n_p + n_o + n_c])
+    access = None
+    if with_access:
+        member, allocated, account_id, username, uid = row[n_p + n_o + n_c :]
+        access = SubmitAccess(bool(member), bool(allocated), account_id, username or "", uid)
+    return target, found, access
 
 
 def _uuid_or(value: str, column: str) -> tuple[str, Any]:

@@ -184,9 +184,22 @@ def _check_usable(
         )
 
 
-def check_submit_access(*, user: User, project: Project, cluster: Cluster) -> ClusterAccount:
-    """check_cluster_usable then check_cluster_account (same checks, same order, same errors)
-    in ONE query: membership, allocation and the cluster account are read together."""
+@dataclass(frozen=True)
+class SubmitAccess:
+    """What check_submit_access decides on: whether the user is a member of the project and
+    the project has an allocation on the cluster, and the user's account there (None: none).
+    Read by read_submit_access, or with the project and cluster themselves in one statement
+    (jobs.selectors.resolve_submit_target)."""
+
+    member: bool
+    allocated: bool
+    account_id: int | None
+    username: str  # "" without an account
+    uid: int | None
+
+
+def read_submit_access(*, user: User, project: Project, cluster: Cluster) -> SubmitAccess:
+    """Membership, allocation and the cluster account in ONE query."""
     # Plain SQL: this runs on every submission and the ORM's compilation of three subqueries
     # cost more than the query itself.
     member_t, alloc_t, link_t, account_t = (
@@ -207,12 +220,22 @@ def check_submit_access(*, user: User, project: Project, cluster: Cluster) -> Cl
             [project.pk, user.pk, project.pk, cluster.pk, user.pk, cluster.pk],
         )
         member, allocated, account_id, username, uid = cursor.fetchone()
-    _check_usable(project, cluster, member=lambda: bool(member), allocated=lambda: bool(allocated))
+    return SubmitAccess(bool(member), bool(allocated), account_id, username or "", uid)
+
+
+def check_submit_access(
+    *, user: User, project: Project, cluster: Cluster, access: SubmitAccess | None = None
+) -> ClusterAccount:
+    """check_cluster_usable then check_cluster_account (same checks, same order, same errors)
+    on what read_submit_access reads, or on `access` when the caller read it already."""
+    known = access or read_submit_access(user=user, project=project, cluster=cluster)
+    _check_usable(project, cluster, member=lambda: known.member, allocated=lambda: known.allocated)
     account = None
-    if account_id is not None:
+    if known.account_id is not None:
         account = ClusterAccount(
-            pk=account_id, user=user, cluster=cluster, username=username, uid=uid
-        )
+            pk=known.account_id, user=user, cluster=cluster, username=known.username,
+            uid=known.uid,
+        )  # fmt: skip
     return _check_account(account, cluster)
 
 

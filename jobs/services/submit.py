@@ -22,7 +22,13 @@ from jobs.drafts import JobDraft
 from jobs.exceptions import InvalidJob
 from jobs.models import ClusterAccount, Job, JobEvent
 from jobs.services.specs import backend_spec
-from jobs.validation import JobRequest, check_cluster_usable, check_submit_access, validate_job
+from jobs.validation import (
+    JobRequest,
+    SubmitAccess,
+    check_cluster_usable,
+    check_submit_access,
+    validate_job,
+)
 from quotas.exceptions import InsufficientQuota, InsufficientQuotaForBatch
 from quotas.models import ZERO, Cluster, Hold
 from quotas.services import (
@@ -229,9 +235,12 @@ def job_submit(
     cluster: Cluster,
     draft: JobDraft,
     idempotency_key: str = "",
+    access: SubmitAccess | None = None,
 ) -> Job:
     """Validate the draft against the cluster, hold the estimate, create the job (pending) and
-    forward it after commit. The same user + idempotency key returns the first job.
+    forward it after commit. The same user + idempotency key returns the first job. `access`:
+    what the access check decides on, when the caller read it with the project and cluster
+    (jobs.selectors.resolve_submit_target); else it is read here.
 
     The common case (a paid job, no idempotency key, PostgreSQL) writes the hold, the job and
     its event in one statement; the rest in one transaction (_store_job)."""
@@ -242,7 +251,7 @@ def job_submit(
         first := Job.objects.filter(user=user, idempotency_key=idempotency_key).first()
     ):
         return first
-    account = check_submit_access(user=user, project=project, cluster=cluster)
+    account = check_submit_access(user=user, project=project, cluster=cluster, access=access)
     request = validate_job(project=project, cluster=cluster, draft=draft)
     _check_with_backend(request, cluster_user=account.username)
     cost = _estimate(request, rates=cached_rates_at(cluster=cluster))
@@ -329,6 +338,7 @@ def job_submit_many(
     cluster: Cluster,
     drafts: Sequence[JobDraft],
     idempotency_key: str = "",
+    access: SubmitAccess | None = None,
 ) -> list[Job]:
     """Submit up to BATCH_MAX jobs at once, all or nothing: each is checked as job_submit
     checks it (a 400 names `jobs[i].<field>`), jobs and events are inserted in bulk, each job
@@ -339,7 +349,8 @@ def job_submit_many(
     Idempotency: job i of a batch stores "batch:<key>:<i>" as its idempotency key, so the same
     user + key returns the first batch's jobs in order. Two concurrent batches with one key
     race on the (user, idempotency_key) unique constraint: the loser rolls back and answers
-    with the winner's jobs. New jobs carry `submit_events`; replayed ones do not."""
+    with the winner's jobs. New jobs carry `submit_events`; replayed ones do not. `access`: as
+    for job_submit."""
     idempotency_key = (idempotency_key or "").strip()
     if len(idempotency_key) > BATCH_KEY_MAX:
         raise InvalidJob(
@@ -352,7 +363,7 @@ def job_submit_many(
         raise InvalidJob("A batch needs at least one job", field="jobs")
     if len(drafts) > BATCH_MAX:
         raise InvalidJob(f"A batch holds at most {BATCH_MAX} jobs", field="jobs")
-    account = check_submit_access(user=user, project=project, cluster=cluster)
+    account = check_submit_access(user=user, project=project, cluster=cluster, access=access)
     requests = _check_batch(drafts, project=project, cluster=cluster, account=account)
     job_uuids = [uuid.uuid4() for _ in requests]
     # Jobs and events first, holds last: placing the holds locks the project's allocation rows

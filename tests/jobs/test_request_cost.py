@@ -36,9 +36,10 @@ from tests import factories
 # The figures reached (token cached, as for any client that polls): raise them only knowingly.
 ME_STATEMENTS = 2  # organizations, projects
 JOB_PAGE_STATEMENTS = 2  # the caller's project ids, the page
-# project and cluster, checks, rates (cached per process, read here), then the hold, its
-# entry, the job and its event in one statement (no transaction of its own)
-SUBMIT_STATEMENTS = 4
+# project, cluster and what the access check reads in one statement, rates (cached per
+# process, read here), then the hold, its entry, the job and its event in one statement (no
+# transaction of its own)
+SUBMIT_STATEMENTS = 3
 
 BODY = {
     "cluster": "sim",

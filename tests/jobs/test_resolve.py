@@ -6,8 +6,15 @@ from __future__ import annotations
 import pytest
 
 from accounts.models import Membership, ProjectMember
-from jobs.exceptions import InvalidJob
-from jobs.selectors import resolve_cluster, resolve_project, resolve_target
+from jobs.exceptions import ClusterNotUsable, InvalidJob
+from jobs.models import ClusterAccount
+from jobs.selectors import (
+    resolve_cluster,
+    resolve_project,
+    resolve_submit_target,
+    resolve_target,
+)
+from jobs.validation import SubmitAccess, check_submit_access, read_submit_access
 from tests import factories
 
 
@@ -81,3 +88,57 @@ def test_resolve_target_refuses_an_ambiguous_slug_and_sees_managed_projects(alic
         resolve_target(alice, "folding", "sim")
     # An organization owner who is not a project member still names it (as resolve_project).
     assert resolve_target(alice, str(twin.uuid), "sim") == (twin, cluster)
+
+
+# --- resolve_submit_target: the target and what the access check reads, in one statement ----
+
+
+def test_resolve_submit_target_reads_what_the_access_check_reads_in_the_same_statement(
+    alice, bob, tenant, cluster, allocation, accounts, django_assert_num_queries
+):
+    other_org = factories.OrganizationFactory(name="Other Lab", slug="other-lab")
+    Membership.objects.create(organization=other_org, user=alice, role=Membership.Role.OWNER)
+    managed = factories.ProjectFactory(organization=other_org, name="Managed", slug="managed")
+    carol = factories.UserFactory(username="carol")
+    ProjectMember.objects.create(project=tenant.project, user=carol, role=ProjectMember.Role.MEMBER)
+    cases = [
+        (bob, "folding"),  # a member with an account, the project funded on the cluster
+        (alice, str(managed.uuid)),  # an owner, no member, no allocation
+        (carol, "folding"),  # a member without a cluster account
+    ]
+    for user, project_ref in cases:
+        with django_assert_num_queries(1):
+            project, found, access = resolve_submit_target(user, project_ref, "sim")
+        assert (project, found) == resolve_target(user, project_ref, "sim")
+        assert access == read_submit_access(user=user, project=project, cluster=found)
+    assert resolve_submit_target(bob, "folding", "sim").access == SubmitAccess(
+        member=True,
+        allocated=True,
+        account_id=ClusterAccount.objects.get(user=bob, cluster=cluster).pk,
+        username=ClusterAccount.objects.get(user=bob, cluster=cluster).username,
+        uid=ClusterAccount.objects.get(user=bob, cluster=cluster).uid,
+    )
+    access = resolve_submit_target(alice, str(managed.uuid), "sim").access
+    assert access is not None and not access.member and not access.allocated
+
+
+def test_the_access_check_refuses_the_same_way_on_what_resolve_submit_target_read(
+    alice, tenant, cluster, allocation, accounts
+):
+    other_org = factories.OrganizationFactory(name="Other Lab", slug="other-lab")
+    Membership.objects.create(organization=other_org, user=alice, role=Membership.Role.OWNER)
+    managed = factories.ProjectFactory(organization=other_org, name="Managed", slug="managed")
+    carol = factories.UserFactory(username="carol")
+    ProjectMember.objects.create(project=tenant.project, user=carol, role=ProjectMember.Role.MEMBER)
+
+    for user, project_ref, refusal in (
+        (alice, str(managed.uuid), "You are not a member of this project"),
+        (carol, "folding", "You have no account on cluster sim yet"),
+    ):
+        project, found, access = resolve_submit_target(user, project_ref, "sim")
+        answers = []
+        for known in (access, None):  # read with the target, or by the check itself
+            with pytest.raises((InvalidJob, ClusterNotUsable), match=refusal) as refused:
+                check_submit_access(user=user, project=project, cluster=found, access=known)
+            answers.append((type(refused.value), str(refused.value), refused.value.field))
+        assert answers[0] == answers[1]
