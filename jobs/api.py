@@ -28,7 +28,13 @@ from jobs.selectors import (
     resolve_submit_target,
     resolve_target,
 )
-from portal.api import CursorPagination, ResultsPagination, StrictFieldsMixin, ValuesRenderer
+from portal.api import (
+    CursorPagination,
+    FlatFieldsMixin,
+    ResultsPagination,
+    StrictFieldsMixin,
+    ValuesRenderer,
+)
 from portal.ids import uuid_prefix_range
 from portal.sql import PreparedValues
 from portal.users import acting_user as _user
@@ -69,7 +75,7 @@ class _Target(serializers.Serializer[Any]):
         return resolve_submit_target(user, data["project"], data["cluster"])
 
 
-class JobRequestSerializer(StrictFieldsMixin, _Target, _DraftFields):
+class JobRequestSerializer(FlatFieldsMixin, StrictFieldsMixin, _Target, _DraftFields):
     """The body of POST jobs/ and jobs/estimate/ (types only; the service checks the rest)."""
 
     def draft(self) -> JobDraft:

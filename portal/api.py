@@ -3,8 +3,10 @@ paginations (cursor pages, and one page of results)."""
 
 from __future__ import annotations
 
+import copy
 import datetime
 import decimal
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -185,6 +187,24 @@ class StrictFieldsMixin:
         return super().to_internal_value(data)  # type: ignore[misc]
 
 
+class FlatFieldsMixin:
+    """For a request serializer of flat fields only (no nested serializer, no field with a
+    child): its fields are shallow copies of the declared ones, not DRF's deep copies, which
+    rebuild every field, validators and all, for every request (a tenth of a single submit's
+    CPU). A flat field holds nothing a request changes but what bind() sets on the copy."""
+
+    _declared_fields: dict[str, Any]
+
+    def get_fields(self) -> dict[str, Any]:
+        return {name: copy.copy(field) for name, field in self._declared_fields.items()}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name, field in getattr(cls, "_declared_fields", {}).items():
+            if isinstance(field, serializers.BaseSerializer) or hasattr(field, "child"):
+                raise TypeError(f"{cls.__name__}.{name} is not a flat field")
+
+
 class _Context:
     """What DRF's fields read from the thread's state on every value, read once per rendering."""
 
@@ -290,7 +310,7 @@ class ValuesRenderer:
                 plan.append((name, prefix + str(field.source).replace(".", "__"), field))
         return plan
 
-    @property
+    @functools.cached_property
     def keys(self) -> list[str]:
         """The row keys to read with `.values(*keys)` (all but those of `sources`)."""
         keys: list[str] = []
