@@ -187,8 +187,10 @@ ALLOCATION_ROWS = ValuesRenderer(
     AllocationSerializer, sources={"clusters": "clusters", "available": "available"}
 )
 VISIBLE_PROJECT = PreparedValues(selectors.visible_project_ids)
-PROJECT_ALLOCATIONS = PreparedValues(
-    lambda **filters: selectors.project_allocations(**filters).values(*ALLOCATION_ROWS.keys, "pk")
+VISIBLE_PROJECT_ALLOCATIONS = PreparedValues(
+    lambda **filters: selectors.visible_project_allocations(**filters).values(
+        *ALLOCATION_ROWS.keys, "pk", "project_id"
+    )
 )
 PROJECT_ALLOCATION_CLUSTERS = PreparedValues(selectors.project_allocation_cluster_names)
 
@@ -197,21 +199,23 @@ def _project_allocation_rows(
     user_id: int, project: str, status: str | None
 ) -> tuple[list[dict[str, Any]], dict[int, list[str]]]:
     """One project's allocations (polled by scripts) from statements compiled once
-    (portal.sql): the project if the caller may see it, its allocations, their clusters.
+    (portal.sql): the allocations of the project if the caller may see it, then their clusters
+    (a third statement only when there are none: is the project there at all, or a 404?).
     Its allocations are those allocations_for_user lets the caller see, whoever they are."""
     key = as_uuid(project)
-    found = VISIBLE_PROJECT.rows({"user_id": user_id, "project_uuid": key}) if key else []
-    if not found:
+    if key is None:
         raise NotFound("Project not found", field="project")
-    project_id = found[0]["pk"]
-    params: dict[str, Any] = {"project_id": project_id}
+    params: dict[str, Any] = {"user_id": user_id, "project_uuid": key}
     if status:
         params["status"] = status
-    rows = PROJECT_ALLOCATIONS.rows(params)
+    rows = VISIBLE_PROJECT_ALLOCATIONS.rows(params)
+    if not rows:
+        if not VISIBLE_PROJECT.rows({"user_id": user_id, "project_uuid": key}):
+            raise NotFound("Project not found", field="project")
+        return [], {}
     clusters: dict[int, list[str]] = {}
-    if rows:
-        for pair in PROJECT_ALLOCATION_CLUSTERS.rows({"project_id": project_id}):
-            clusters.setdefault(pair["allocation_id"], []).append(pair["cluster__name"])
+    for pair in PROJECT_ALLOCATION_CLUSTERS.rows({"project_id": rows[0]["project_id"]}):
+        clusters.setdefault(pair["allocation_id"], []).append(pair["cluster__name"])
     return rows, {pk: sorted(names) for pk, names in clusters.items()}
 
 

@@ -156,9 +156,15 @@ def visible_project_ids(*, user_id: int, project_uuid: Any) -> QuerySet[Project,
     return visible_projects(User(pk=user_id)).filter(uuid=project_uuid).values("pk")
 
 
-def project_allocations(*, project_id: int, status: str | None = None) -> QuerySet[Allocation]:
-    """The allocations of a project the caller may see, soonest-ending first."""
-    qs = Allocation.objects.filter(project_id=project_id)
+def visible_project_allocations(
+    *, user_id: int, project_uuid: Any, status: str | None = None
+) -> QuerySet[Allocation]:
+    """The allocations of the project with this uuid when the user with this id may see them
+    (visible_project_ids' rule), soonest-ending first; none when the project is not visible
+    (visible_project_ids then tells a 404 from a project without allocations)."""
+    qs = Allocation.objects.filter(
+        project__in=visible_projects(User(pk=user_id)).filter(uuid=project_uuid).values("pk")
+    )
     if status:
         qs = qs.filter(status=status)
     return qs.order_by("ends_at", "id")

@@ -334,7 +334,7 @@ def test_tokens_are_not_cached_in_a_cache_that_other_processes_cannot_see(alice,
     assert client.get("/api/v1/me/").status_code == HTTPStatus.UNAUTHORIZED
 
 
-ALLOCATION_STATEMENTS = 3  # the project (if visible), its allocations, their clusters
+ALLOCATION_STATEMENTS = 2  # the visible project's allocations, their clusters
 
 
 @pytest.mark.parametrize("size", [0, 4])
@@ -464,3 +464,28 @@ def test_a_statement_a_connection_repeats_is_prepared_by_postgresql(alice, tenan
 
     assert connection.settings_dict["OPTIONS"]["server_side_binding"] is True
     assert any("accounts_organization" in sql for sql in prepared), prepared
+
+
+def test_a_project_without_allocations_lists_none_and_an_invisible_or_unknown_one_is_a_404(
+    alice, tenant, sim_cluster, allocation
+):
+    bare = factories.ProjectFactory(organization=tenant.org, name="Bare", slug="bare")
+    ProjectMember.objects.create(project=bare, user=alice, role=ProjectMember.Role.MEMBER)
+    stranger = factories.ProjectFactory(
+        organization=factories.OrganizationFactory(name="Elsewhere", slug="elsewhere"),
+        name="Theirs",
+        slug="theirs",
+    )
+    factories.AllocationFactory(project=stranger, clusters=[sim_cluster])
+    client, _ = _bearer(alice)
+
+    empty = client.get(f"/api/v1/allocations/?project={bare.uuid}")
+    assert empty.status_code == HTTPStatus.OK and empty.json()["results"] == []
+    for project in (stranger.uuid, "9f1c3a52-0000-4000-8000-000000000000", "not-a-uuid"):
+        response = client.get(f"/api/v1/allocations/?project={project}")
+        assert response.status_code == HTTPStatus.NOT_FOUND
+        assert response.json()["detail"] == "Project not found"
+    only_active = client.get(f"/api/v1/allocations/?project={tenant.project.uuid}&status=active")
+    assert [row["uuid"] for row in only_active.json()["results"]] == [str(allocation.uuid)]
+    suspended = client.get(f"/api/v1/allocations/?project={tenant.project.uuid}&status=suspended")
+    assert suspended.status_code == HTTPStatus.OK and suspended.json()["results"] == []
