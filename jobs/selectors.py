@@ -25,8 +25,8 @@ from jobs.models import (
     JobTemplate,
     Session,
 )
-from jobs.validation import SubmitAccess
-from quotas.models import Allocation, Cluster
+from jobs.validation import SubmitAccess, submit_access_sql
+from quotas.models import Cluster
 from quotas.policy import is_facility_admin
 from quotas.services.rates import Usage, cached_rates_at, cost_of
 
@@ -354,18 +354,9 @@ def _resolve(
     )
     params: list[Any] = [p_value, user.pk, user.pk, list(ORG_MANAGER_ROLES), c_value]
     access_columns = account_join = ""
-    if with_access:  # as validation.read_submit_access reads them
-        link = Allocation.clusters.through._meta.db_table
-        access_columns = f""",
-            EXISTS(SELECT 1 FROM {ProjectMember._meta.db_table} m
-                   WHERE m.project_id = p.id AND m.user_id = %s),
-            EXISTS(SELECT 1 FROM {Allocation._meta.db_table} a
-                   JOIN {link} l ON l.allocation_id = a.id
-                   WHERE a.project_id = p.id AND l.cluster_id = c.id),
-            acc.id, acc.username, acc.uid"""  # noqa: S608 (names from the models)
-        account_join = f"""
-        LEFT JOIN {ClusterAccount._meta.db_table} acc
-               ON acc.user_id = %s AND acc.cluster_id = c.id"""
+    if with_access:  # validation.read_submit_access's columns, for this project and cluster
+        access_columns, account_join = submit_access_sql(project_id="p.id", cluster_id="c.id")
+        access_columns = "," + access_columns
         params += [user.pk, user.pk]
     sql = f"""
         WITH p AS (
@@ -396,10 +387,7 @@ def _resolve(
     target = _instance(Project, projects, row[:n_p])
     target.organization = _instance(Organization, orgs, row[n_p : n_p + n_o])
     found = _instance(Cluster, clusters, row[n_p + n_o : n_p + n_o + n_c])
-    access = None
-    if with_access:
-        member, allocated, account_id, username, uid = row[n_p + n_o + n_c :]
-        access = SubmitAccess(bool(member), bool(allocated), account_id, username or "", uid)
+    access = SubmitAccess.from_row(row[n_p + n_o + n_c :]) if with_access else None
     return target, found, access
 
 

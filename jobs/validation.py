@@ -197,30 +197,48 @@ class SubmitAccess:
     username: str  # "" without an account
     uid: int | None
 
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> SubmitAccess:
+        """From the five columns of submit_access_sql."""
+        member, allocated, account_id, username, uid = row
+        return cls(bool(member), bool(allocated), account_id, username or "", uid)
 
-def read_submit_access(*, user: User, project: Project, cluster: Cluster) -> SubmitAccess:
-    """Membership, allocation and the cluster account in ONE query."""
-    # Plain SQL: this runs on every submission and the ORM's compilation of three subqueries
-    # cost more than the query itself.
+
+def submit_access_sql(*, project_id: str, cluster_id: str) -> tuple[str, str]:
+    """What check_submit_access decides on, as SQL to put in a statement where `project_id`
+    and `cluster_id` are expressions: five select-list columns (membership, an allocation of
+    the project on the cluster, the user's account there: SubmitAccess.from_row reads them) and
+    the LEFT JOIN of that account. Each takes the user's id as its one parameter, placed where
+    it stands in the statement (the columns' in the select list, the join's in FROM). Plain
+    SQL: this runs on every submission, and the ORM's compilation of these subqueries cost
+    more than running them."""
     member_t, alloc_t, link_t, account_t = (
         ProjectMember._meta.db_table,
         Allocation._meta.db_table,
         Allocation.clusters.through._meta.db_table,
         ClusterAccount._meta.db_table,
     )
+    columns = f"""
+        EXISTS(SELECT 1 FROM {member_t} m
+               WHERE m.project_id = {project_id} AND m.user_id = %s),
+        EXISTS(SELECT 1 FROM {alloc_t} a JOIN {link_t} l ON l.allocation_id = a.id
+               WHERE a.project_id = {project_id} AND l.cluster_id = {cluster_id}),
+        acc.id, acc.username, acc.uid"""  # noqa: S608 (names from the models and the caller)
+    join = f"""
+        LEFT JOIN {account_t} acc ON acc.user_id = %s AND acc.cluster_id = {cluster_id}"""
+    return columns, join
+
+
+def read_submit_access(*, user: User, project: Project, cluster: Cluster) -> SubmitAccess:
+    """Membership, allocation and the cluster account in ONE query."""
+    columns, join = submit_access_sql(project_id="t.project_id", cluster_id="t.cluster_id")
     with connection.cursor() as cursor:
         cursor.execute(
-            f"""SELECT
-                EXISTS(SELECT 1 FROM {member_t} WHERE project_id = %s AND user_id = %s),
-                EXISTS(SELECT 1 FROM {alloc_t} a JOIN {link_t} l ON l.allocation_id = a.id
-                       WHERE a.project_id = %s AND l.cluster_id = %s),
-                a.id, a.username, a.uid
-            FROM (SELECT 1) one
-            LEFT JOIN {account_t} a ON a.user_id = %s AND a.cluster_id = %s""",  # noqa: S608
-            [project.pk, user.pk, project.pk, cluster.pk, user.pk, cluster.pk],
+            f"SELECT {columns} FROM (SELECT CAST(%s AS BIGINT) AS project_id, "  # noqa: S608
+            f"CAST(%s AS BIGINT) AS cluster_id) t {join}",
+            [user.pk, project.pk, cluster.pk, user.pk],  # in the order they stand
         )
-        member, allocated, account_id, username, uid = cursor.fetchone()
-    return SubmitAccess(bool(member), bool(allocated), account_id, username or "", uid)
+        return SubmitAccess.from_row(cursor.fetchone())
 
 
 def check_submit_access(

@@ -222,7 +222,8 @@ def test_the_one_statement_has_few_enough_parameters_for_psycopg_to_cache_its_co
     # Named, each value once (hold_ctes'), the job's and the event's None written as NULL:
     # psycopg re-parsed the 68 positional parameters of this statement on every request.
     assert isinstance(params, dict) and len(params) <= MAX_CACHED_STATEMENT_PARAMS
-    assert "%s" not in sql and "NULL" in sql
+    assert "%s" not in sql and None not in params.values()  # the Nones went in as NULL
+    assert sql.count("NULL") > 1  # the hold's own settled_at NULL and the job's
     stored = Job.objects.get(pk=job.pk)
     assert stored.env == {"A": "1"} and stored.started_at is None and stored.ended_at is None
     assert stored.hold_id == job.hold.pk and reconcile_ledger().ok
