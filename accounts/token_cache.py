@@ -41,6 +41,8 @@ GENERATION_KEY = "gpuc:api-token-generation"
 _local: dict[str, tuple[float, Any, ApiToken]] = {}
 _local_lock = threading.Lock()
 LOCAL_MAX = 10_000
+# Per process: token hash -> when (monotonic) to ask the shared cache again whether to touch.
+_touch_asked: dict[str, float] = {}
 
 
 def _key(token_hash: str) -> str:
@@ -126,7 +128,17 @@ def token_lookup(token_hash: str) -> ApiToken | None:
 
 
 def claim_touch(token: ApiToken) -> bool:
-    """True for the one request per TOUCH_SECONDS that should write the token's last_used_at."""
+    """True for the one request per TOUCH_SECONDS that should write the token's last_used_at.
+
+    A process asks the shared cache at most once per ENTRY_SECONDS per token (its kept copy of
+    the token still carries the old last_used_at, so every request would ask again): a token in
+    use is touched within TOUCH_SECONDS + ENTRY_SECONDS, never more than once per minute."""
+    now = time.monotonic()
+    if _touch_asked.get(token.token_hash, 0.0) > now:
+        return False
+    if len(_touch_asked) >= LOCAL_MAX:
+        _touch_asked.clear()
+    _touch_asked[token.token_hash] = now + ENTRY_SECONDS
     return bool(cache.add(f"gpuc:api-token-touched:{token.token_hash}", 1, TOUCH_SECONDS))
 
 

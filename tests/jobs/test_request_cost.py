@@ -489,3 +489,35 @@ def test_a_project_without_allocations_lists_none_and_an_invisible_or_unknown_on
     assert [row["uuid"] for row in only_active.json()["results"]] == [str(allocation.uuid)]
     suspended = client.get(f"/api/v1/allocations/?project={tenant.project.uuid}&status=suspended")
     assert suspended.status_code == HTTPStatus.OK and suspended.json()["results"] == []
+
+
+def test_a_token_in_use_is_touched_once_a_minute_and_the_cache_asked_once_per_entry(
+    alice, tenant, monkeypatch
+):
+    client, raw = _bearer(alice)
+    token_hash = hash_token(raw)
+    asked: list[str] = []
+    add = token_cache.cache.add
+
+    def counting_add(key: str, *args: Any, **kwargs: Any) -> bool:
+        asked.append(key)
+        return add(key, *args, **kwargs)
+
+    monkeypatch.setattr(token_cache.cache, "add", counting_add)
+    touched = f"gpuc:api-token-touched:{token_hash}"
+
+    assert client.get("/api/v1/me/").status_code == HTTPStatus.OK
+    first = ApiToken.objects.get(token_hash=token_hash).last_used_at
+    assert first is not None and timezone.now() - first < timedelta(seconds=5)
+    assert asked.count(touched) == 1
+
+    # The kept copy still says "never used"; the process does not ask again for a while.
+    for _ in range(5):
+        assert client.get("/api/v1/me/").status_code == HTTPStatus.OK
+    assert asked.count(touched) == 1
+
+    # ENTRY_SECONDS later it asks once; another request wrote within the minute, so no write.
+    token_cache._touch_asked[token_hash] = 0.0
+    assert client.get("/api/v1/me/").status_code == HTTPStatus.OK
+    assert asked.count(touched) == 2
+    assert ApiToken.objects.get(token_hash=token_hash).last_used_at == first
