@@ -5,6 +5,7 @@ cluster)."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections.abc import Sequence
@@ -12,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Field
 from django.db.models.sql import InsertQuery
 from django.utils import timezone
 
@@ -118,26 +120,41 @@ def _new_job(
 def _job_insert(job: Job, *, hold_from: str = "") -> tuple[str, list[Any]]:
     """The new job's INSERT as Django compiles it for job.save (RETURNING its id); with
     `hold_from`, the name of a CTE returning the new hold's `id`, as INSERT ... SELECT ... FROM
-    that CTE: the job is stored with that hold, and not at all when there is none."""
+    that CTE: the job is stored with that hold, and not at all when there is none. The text is
+    compiled once per process; each job's values are prepared as the compiler prepares them
+    (pre_save, then get_db_prep_save)."""
+    sql, fields = _job_insert_sql(connection.alias, hold_from)
+    values = [field.pre_save(job, True) for field in fields]
+    if any(hasattr(value, "resolve_expression") for value in values):
+        raise RuntimeError(f"A job's INSERT takes plain values, not expressions: {values}")
+    return sql, [
+        field.get_db_prep_save(value, connection=connection)
+        for field, value in zip(fields, values, strict=True)
+    ]
+
+
+@functools.cache
+def _job_insert_sql(alias: str, hold_from: str) -> tuple[str, tuple[Field[Any, Any], ...]]:
+    """(the INSERT's text, the fields whose values it takes, in order) for _job_insert."""
     meta = Job._meta
-    fields = [f for f in meta.local_concrete_fields if f is not meta.auto_field]
+    fields = tuple(f for f in meta.local_concrete_fields if f is not meta.auto_field)
     query = InsertQuery(Job)
-    query.insert_values(fields, [job])
-    compiler = query.get_compiler(using=connection.alias)
+    query.insert_values(fields, [Job()])
+    compiler = query.get_compiler(using=alias)
     compiler.returning_fields = [meta.pk]
-    ((sql, params),) = compiler.as_sql()
-    if not hold_from:
-        return sql, list(params)
+    ((sql, _),) = compiler.as_sql()
     head, _, rest = sql.partition(" VALUES (")
     values, _, returning = rest.rpartition(") RETURNING ")
     placeholders = values.split(", ")
-    if placeholders != ["%s"] * len(fields) or len(params) != len(fields):
+    if placeholders != ["%s"] * len(fields):
         raise RuntimeError(f"Unexpected INSERT of a job: {sql}")
+    if not hold_from:
+        return sql, fields
     at = fields.index(meta.get_field("hold"))
     placeholders[at] = f"{hold_from}.id"
-    params = [*params[:at], *params[at + 1 :]]
     select = ", ".join(placeholders)
-    return f"{head} SELECT {select} FROM {hold_from} RETURNING {returning}", params  # noqa: S608
+    sql = f"{head} SELECT {select} FROM {hold_from} RETURNING {returning}"  # noqa: S608
+    return sql, fields[:at] + fields[at + 1 :]
 
 
 def _event_insert(event: JobEvent) -> tuple[str, list[Any]]:

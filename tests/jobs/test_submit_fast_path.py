@@ -330,3 +330,56 @@ def test_a_claim_skips_the_jobs_another_forwarder_holds(submit, sim_cluster):
     free.refresh_from_db()
     assert (held.state, free.state) == (Job.State.PENDING, Job.State.QUEUED)
     assert jobs_forward_batch(cluster_id=sim_cluster.pk) == 1  # its turn, once free
+
+
+@pytest.mark.parametrize("hold_from", ["", "hold"])
+def test_the_job_insert_compiled_once_per_process_matches_what_django_compiles_for_each_job(
+    sim_cluster, tenant, alice, hold_from
+):
+    from django.db.models.sql import InsertQuery
+
+    from jobs.services.submit import _job_insert
+
+    fields = [f for f in Job._meta.local_concrete_fields if f is not Job._meta.auto_field]
+    at_hold = fields.index(Job._meta.get_field("hold"))
+
+    def django_compiles(job: Job) -> tuple[str, list[object]]:
+        query = InsertQuery(Job)
+        query.insert_values(fields, [job])
+        compiler = query.get_compiler(using=connection.alias)
+        compiler.returning_fields = [Job._meta.pk]
+        ((sql, params),) = compiler.as_sql()
+        if not hold_from:
+            return sql, list(params)
+        # INSERT ... SELECT ..., hold.id, ... FROM hold: the hold's value comes from the CTE.
+        head, _, rest = sql.partition(" VALUES (")
+        values, _, returning = rest.rpartition(") RETURNING ")
+        placeholders = values.split(", ")
+        placeholders[at_hold] = "hold.id"
+        sql = f"{head} SELECT {', '.join(placeholders)} FROM hold RETURNING {returning}"  # noqa: S608 (compiled text)
+        return sql, [*params[:at_hold], *params[at_hold + 1 :]]
+
+    jobs = [
+        Job(project=tenant.project, user=alice, cluster=sim_cluster, name="a", script="true"),
+        Job(
+            project=tenant.project, user=None, cluster=sim_cluster, name="b", image="busybox",
+            command=["sh", "-c", "echo hi"], env={"A": "1"}, gpus=2, gpu_type="h100",
+            time_limit_minutes=90, estimated_cost=Decimal("1.2500"), exit_code=3,
+            started_at=timezone.now(), origin=Job.Origin.DIRECT,
+        ),
+    ]  # fmt: skip
+    names = [f.name for f in fields if not (hold_from and f.name == "hold")]
+    stamp = names.index("updated_at")  # auto_now stamps it at each compile: compared apart
+    for job in jobs:
+        sql, params = _job_insert(job, hold_from=hold_from)
+        expected_sql, expected = django_compiles(job)
+
+        assert sql == expected_sql
+        mine, django = _plain(params), _plain(expected)
+        assert mine[:stamp] + mine[stamp + 1 :] == django[:stamp] + django[stamp + 1 :]
+        assert [type(v) for v in params] == [type(v) for v in expected]
+
+
+def _plain(params: list[object]) -> list[object]:
+    """psycopg's Jsonb wrappers compare by identity: their objects instead."""
+    return [getattr(value, "obj", value) for value in params]
