@@ -17,3 +17,12 @@ keepalive = 5
 accesslog = "-"
 errorlog = "-"
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+
+def post_worker_init(worker: object) -> None:
+    """The application is loaded: move everything allocated so far (modules, settings, URL
+    patterns) out of the garbage collector's view. A full collection then walks only what
+    requests allocate, instead of the ~200,000 objects of Django and the app each time."""
+    import gc
+
+    gc.freeze()
