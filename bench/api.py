@@ -10,6 +10,10 @@ gunicorn configuration (deploy/gunicorn.conf.py, `--procs` gthread workers), loa
   GET  /api/v1/allocations/?project=<uuid>      goal >= 0.3 x
   POST /api/v1/jobs/                            single submissions on the simulated backend
 
+Each HTTP figure is printed with how wrk's kept-alive connections were spread over the gunicorn
+workers half-way through the run ([8+8], [16+0]): gunicorn's workers share one listening socket
+and the first to wake accepts, so a run can land on one worker, and one core, by chance.
+
 Before the HTTP runs it measures each endpoint in-process (Django's test client, no HTTP): CPU
 milliseconds and SQL statements per request, the figures to iterate on when the machine is busy.
 
@@ -37,6 +41,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from io import StringIO
 from pathlib import Path
 from typing import Any
@@ -267,6 +272,39 @@ def run_wrk(
     return float(match.group(1))
 
 
+def connection_spread(port: int, procs: int) -> str:
+    """How the load's kept-alive connections are spread over the gunicorn workers right now,
+    busiest first ("8+8", "16+0"; "?" without iproute2's ss). wrk opens all its connections at
+    once and whichever worker wakes first accepts them: a run whose connections all went to one
+    worker is served by one core."""
+    ss = shutil.which("ss")
+    if ss is None:
+        return "?"
+    out = subprocess.run(
+        [ss, "-tnpH", "state", "established", f"( sport = :{port} )"],
+        capture_output=True, text=True, check=False,
+    ).stdout  # fmt: skip
+    counts = sorted(Counter(re.findall(r"pid=(\d+)", out)).values(), reverse=True)
+    counts += [0] * (procs - len(counts))
+    return "+".join(str(count) for count in counts)
+
+
+def measured(load: Any, url: str, label: str, body: Any, token: str | None, args: Any) -> Any:
+    """(requests per second, the connections' spread over the workers half-way through)."""
+    method, path = label.split(" ", 1)
+    spread: list[str] = []
+    port = int(url.rsplit(":", 1)[1])
+    sampler = threading.Timer(
+        args.duration / 2, lambda: spread.append(connection_spread(port, args.procs))
+    )
+    sampler.start()
+    try:
+        rate = load(url, method, path, body, token, args)
+    finally:
+        sampler.cancel()
+    return rate, spread[0] if spread else "?"
+
+
 def run_python(
     url: str, method: str, path: str, body: Any, token: str | None, args: argparse.Namespace
 ) -> float:
@@ -334,29 +372,33 @@ def main() -> None:
         connections.close_all()
 
         token = world["token"]
-        rates: dict[str, float] = {}
+        rates: dict[str, tuple[float, str]] = {}
         server, url = start_gunicorn("bench.bare_settings", args.procs, args.gthreads)
         try:
             check(url, "GET", "/bare/", None, None)
-            rates["bare"] = load(url, "GET", "/bare/", None, None, args)
+            rates["bare"] = measured(load, url, "GET /bare/", None, None, args)
         finally:
             stop(server)
         server, url = start_gunicorn("portal.settings", args.procs, args.gthreads)
         try:
             for label, method, path, body in endpoints(world):
                 check(url, method, path, body, token)
-                rates[label] = load(url, method, path, body, token, args)
+                rates[label] = measured(load, url, f"{method} {path}", body, token, args)
         finally:
             stop(server)
-        bare = rates["bare"]
-        print(f"  over HTTP (load average {os.getloadavg()[0]:.1f}):")
-        print(f"    {'bare DRF view':28s} {bare:8.0f} req/s")
+        bare, spread = rates["bare"]
+        print(
+            f"  over HTTP (load average {os.getloadavg()[0]:.1f}; [connections per gunicorn "
+            "worker half-way through each run])"
+        )
+        print(f"    {'bare DRF view':28s} {bare:8.0f} req/s  [{spread}]")
         for label, method, path, _ in endpoints(world):
-            ratio = rates[label] / bare
+            rate, spread = rates[label]
+            ratio = rate / bare
             goal = GOALS.get(label)
             verdict = f"goal >= {goal} x: {'met' if ratio >= goal else 'NOT met'}" if goal else ""
             name = f"{method} {path.split('?')[0]}"
-            print(f"    {name:28s} {rates[label]:8.0f} req/s  {ratio:5.3f} x bare  {verdict}")
+            print(f"    {name:28s} {rate:8.0f} req/s  {ratio:5.3f} x bare  [{spread}]  {verdict}")
     finally:
         connections.close_all()
         connection.creation.destroy_test_db(old_name, verbosity=0)
