@@ -289,9 +289,10 @@ def connection_spread(port: int, procs: int) -> str:
     return "+".join(str(count) for count in counts)
 
 
-def measured(load: Any, url: str, label: str, body: Any, token: str | None, args: Any) -> Any:
+def measured(
+    load: Any, url: str, method: str, path: str, body: Any, token: str | None, args: Any
+) -> tuple[float, str]:
     """(requests per second, the connections' spread over the workers half-way through)."""
-    method, path = label.split(" ", 1)
     spread: list[str] = []
     port = int(url.rsplit(":", 1)[1])
     sampler = threading.Timer(
@@ -376,14 +377,14 @@ def main() -> None:
         server, url = start_gunicorn("bench.bare_settings", args.procs, args.gthreads)
         try:
             check(url, "GET", "/bare/", None, None)
-            rates["bare"] = measured(load, url, "GET /bare/", None, None, args)
+            rates["bare"] = measured(load, url, "GET", "/bare/", None, None, args)
         finally:
             stop(server)
         server, url = start_gunicorn("portal.settings", args.procs, args.gthreads)
         try:
             for label, method, path, body in endpoints(world):
                 check(url, method, path, body, token)
-                rates[label] = measured(load, url, f"{method} {path}", body, token, args)
+                rates[label] = measured(load, url, method, path, body, token, args)
         finally:
             stop(server)
         bare, spread = rates["bare"]

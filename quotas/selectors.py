@@ -163,7 +163,7 @@ def visible_project_allocations(
     (visible_project_ids' rule), soonest-ending first; none when the project is not visible
     (visible_project_ids then tells a 404 from a project without allocations)."""
     qs = Allocation.objects.filter(
-        project__in=visible_projects(User(pk=user_id)).filter(uuid=project_uuid).values("pk")
+        project__in=visible_project_ids(user_id=user_id, project_uuid=project_uuid)
     )
     if status:
         qs = qs.filter(status=status)

@@ -12,12 +12,14 @@ from types import SimpleNamespace
 
 import pytest
 from django.db import connection, transaction
+from django.db.models.sql import InsertQuery
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts.authentication import UserRateThrottle
 from jobs.models import Job, JobEvent
 from jobs.services import jobs_forward_batch, jobs_record_forwarded
+from jobs.services.submit import _job_insert
 from quotas.exceptions import InsufficientQuota
 from quotas.models import Allocation, Hold, LedgerEntry, Rate
 from quotas.reconcile import reconcile_ledger
@@ -336,10 +338,6 @@ def test_a_claim_skips_the_jobs_another_forwarder_holds(submit, sim_cluster):
 def test_the_job_insert_compiled_once_per_process_matches_what_django_compiles_for_each_job(
     sim_cluster, tenant, alice, hold_from
 ):
-    from django.db.models.sql import InsertQuery
-
-    from jobs.services.submit import _job_insert
-
     fields = [f for f in Job._meta.local_concrete_fields if f is not Job._meta.auto_field]
     at_hold = fields.index(Job._meta.get_field("hold"))
 
