@@ -8,12 +8,23 @@ from __future__ import annotations
 import functools
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any
 
-from django.db import IntegrityError, connection, transaction
-from django.db.models import Field
+from django.db import IntegrityError, connection, connections, transaction
+from django.db.models import (
+    BigIntegerField,
+    CharField,
+    Field,
+    ForeignKey,
+    IntegerField,
+    OneToOneField,
+    PositiveIntegerField,
+    SmallIntegerField,
+    TextField,
+)
+from django.db.models.fields import AutoFieldMixin
 from django.db.models.sql import InsertQuery
 from django.utils import timezone
 
@@ -122,20 +133,59 @@ def _job_insert(job: Job, *, hold_from: str = "") -> tuple[str, list[Any]]:
     `hold_from`, the name of a CTE returning the new hold's `id`, as INSERT ... SELECT ... FROM
     that CTE: the job is stored with that hold, and not at all when there is none. The text is
     compiled once per process; each job's values are prepared as the compiler prepares them
-    (pre_save, then get_db_prep_save)."""
-    sql, fields = _job_insert_sql(connection.alias, hold_from)
-    values = [field.pre_save(job, True) for field in fields]
-    if any(hasattr(value, "resolve_expression") for value in values):
-        raise RuntimeError(f"A job's INSERT takes plain values, not expressions: {values}")
-    return sql, [
-        field.get_db_prep_save(value, connection=connection)
-        for field, value in zip(fields, values, strict=True)
-    ]
+    (pre_save, then get_db_prep_save), a plain value of a plain field (_as_is) directly."""
+    sql, fields, as_is = _job_insert_sql(connection.alias, hold_from)
+    params: list[Any] = []
+    for field, plain in zip(fields, as_is, strict=True):
+        if plain is not None:
+            kind, adapt = plain
+            value = getattr(job, field.attname)
+            if value is None:
+                params.append(None)
+                continue
+            if type(value) is int if kind is int else isinstance(value, str):
+                params.append(adapt(value) if adapt else value)
+                continue
+        value = field.pre_save(job, True)
+        if hasattr(value, "resolve_expression"):
+            raise RuntimeError(f"A job's INSERT takes plain values, not expressions: {value!r}")
+        params.append(field.get_db_prep_save(value, connection=connection))
+    return sql, params
+
+
+# (the value's type, what the field makes of such a value for the database, or None: as it is)
+_Plain = tuple[type, Callable[[Any], Any] | None]
+
+
+def _as_is(field: Field[Any, Any], alias: str) -> _Plain | None:
+    """How get_db_prep_save prepares a plain value of this field, for the field classes whose
+    pre_save only reads the attribute and whose preparation of a str (text fields) or an int
+    (integer fields and foreign keys to an auto id) is known: the text as it is, the integer
+    through the backend's integer adapter (psycopg's Int4 and the like on PostgreSQL). None:
+    the field's own methods prepare every value."""
+    ops = connections[alias].ops
+    kind = type(field)
+    if kind in (CharField, TextField):
+        return str, None
+    if kind in (IntegerField, PositiveIntegerField, BigIntegerField, SmallIntegerField):
+        internal = field.get_internal_type()
+        return int, lambda value: ops.adapt_integerfield_value(value, internal)
+    keys = (ForeignKey, OneToOneField)
+    if (
+        isinstance(field, ForeignKey)
+        and kind in keys
+        and isinstance(field.target_field, AutoFieldMixin)
+    ):
+        return int, None
+    return None
 
 
 @functools.cache
-def _job_insert_sql(alias: str, hold_from: str) -> tuple[str, tuple[Field[Any, Any], ...]]:
-    """(the INSERT's text, the fields whose values it takes, in order) for _job_insert."""
+def _job_insert_sql(
+    alias: str, hold_from: str
+) -> tuple[str, tuple[Field[Any, Any], ...], tuple[_Plain | None, ...]]:
+    """(the INSERT's text, the fields whose values it takes, in order, and how each prepares a
+    plain value) for _job_insert."""
     meta = Job._meta
     fields = tuple(f for f in meta.local_concrete_fields if f is not meta.auto_field)
     query = InsertQuery(Job)
@@ -148,13 +198,13 @@ def _job_insert_sql(alias: str, hold_from: str) -> tuple[str, tuple[Field[Any, A
     placeholders = values.split(", ")
     if placeholders != ["%s"] * len(fields):
         raise RuntimeError(f"Unexpected INSERT of a job: {sql}")
-    if not hold_from:
-        return sql, fields
-    at = fields.index(meta.get_field("hold"))
-    placeholders[at] = f"{hold_from}.id"
-    select = ", ".join(placeholders)
-    sql = f"{head} SELECT {select} FROM {hold_from} RETURNING {returning}"  # noqa: S608
-    return sql, fields[:at] + fields[at + 1 :]
+    if hold_from:
+        at = fields.index(meta.get_field("hold"))
+        placeholders[at] = f"{hold_from}.id"
+        select = ", ".join(placeholders)
+        sql = f"{head} SELECT {select} FROM {hold_from} RETURNING {returning}"  # noqa: S608
+        fields = fields[:at] + fields[at + 1 :]
+    return sql, fields, tuple(_as_is(field, alias) for field in fields)
 
 
 def _event_insert(event: JobEvent) -> tuple[str, list[Any]]:
