@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import uuid as uuid_lib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from django.core.exceptions import ValidationError
 from django.db import connection
@@ -342,23 +343,40 @@ def _resolve(
 ) -> tuple[Project, Cluster, SubmitAccess | None]:
     p_by, p_value = _uuid_or(project, "slug")
     c_by, c_value = _uuid_or(cluster, "name")
-    projects, orgs, clusters = (
-        Project._meta.concrete_fields,
-        Organization._meta.concrete_fields,
-        Cluster._meta.concrete_fields,
-    )
-    columns = ", ".join(
-        [f'p."{f.column}"' for f in projects]
-        + [f'o."{f.column}"' for f in orgs]
-        + [f'c."{f.column}"' for f in clusters]
-    )
+    sql = _resolve_sql(p_by, c_by, with_access)
     params: list[Any] = [p_value, user.pk, user.pk, list(ORG_MANAGER_ROLES), c_value]
+    if with_access:
+        params += [user.pk, user.pk]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    row = _the_one([row for row in rows if row[0] is not None], project)
+    projects, orgs, clusters = _row_of(Project), _row_of(Organization), _row_of(Cluster)
+    n_p, n_o, n_c = len(projects.fields), len(orgs.fields), len(clusters.fields)
+    if row[n_p + n_o] is None:
+        raise InvalidJob(f"Unknown cluster '{cluster}'", field="cluster")
+    target = projects.instance(row[:n_p])
+    target.organization = orgs.instance(row[n_p : n_p + n_o])
+    found = clusters.instance(row[n_p + n_o : n_p + n_o + n_c])
+    access = SubmitAccess.from_row(row[n_p + n_o + n_c :]) if with_access else None
+    return target, found, access
+
+
+@functools.cache
+def _resolve_sql(p_by: str, c_by: str, with_access: bool) -> str:
+    """_resolve's statement for a project named by `p_by` and a cluster by `c_by` (composed
+    once per process): the project's, its organization's and the cluster's columns, then, with
+    `with_access`, validation.read_submit_access's."""
+    columns = ", ".join(
+        [f'p."{f.column}"' for f in Project._meta.concrete_fields]
+        + [f'o."{f.column}"' for f in Organization._meta.concrete_fields]
+        + [f'c."{f.column}"' for f in Cluster._meta.concrete_fields]
+    )
     access_columns = account_join = ""
-    if with_access:  # validation.read_submit_access's columns, for this project and cluster
+    if with_access:
         access_columns, account_join = submit_access_sql(project_id="p.id", cluster_id="c.id")
         access_columns = "," + access_columns
-        params += [user.pk, user.pk]
-    sql = f"""
+    return f"""
         WITH p AS (
             SELECT p.* FROM {Project._meta.db_table} p
             WHERE p."{p_by}" = %s
@@ -377,18 +395,6 @@ def _resolve(
         LEFT JOIN {Organization._meta.db_table} o ON o.id = p.organization_id
         LEFT JOIN c ON true{account_join}
     """  # noqa: S608 (table and column names from the models; every value is a parameter)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
-    row = _the_one([row for row in rows if row[0] is not None], project)
-    n_p, n_o, n_c = len(projects), len(orgs), len(clusters)
-    if row[n_p + n_o] is None:
-        raise InvalidJob(f"Unknown cluster '{cluster}'", field="cluster")
-    target = _instance(Project, projects, row[:n_p])
-    target.organization = _instance(Organization, orgs, row[n_p : n_p + n_o])
-    found = _instance(Cluster, clusters, row[n_p + n_o : n_p + n_o + n_c])
-    access = SubmitAccess.from_row(row[n_p + n_o + n_c :]) if with_access else None
-    return target, found, access
 
 
 def _uuid_or(value: str, column: str) -> tuple[str, Any]:
@@ -399,14 +405,36 @@ def _uuid_or(value: str, column: str) -> tuple[str, Any]:
         return column, value
 
 
-def _instance(model: type[M], fields: Sequence[Any], values: Sequence[Any]) -> M:
-    """A model instance from a plain row, its fields' converters applied (JSON, ...)."""
-    converted = []
-    for field, value in zip(fields, values, strict=True):
-        for converter in field.get_db_converters(connection):
-            value = converter(value, None, connection)
-        converted.append(value)
-    return model.from_db(connection.alias, [f.attname for f in fields], converted)
+class _Row(Generic[M]):
+    """A model's concrete fields as a plain row holds them, and their database converters
+    (JSON, ...), looked up once per process and database vendor."""
+
+    def __init__(self, model: type[M]) -> None:
+        self.model = model
+        self.fields = model._meta.concrete_fields
+        self.attnames = [f.attname for f in self.fields]
+        self.converters = [
+            (i, converters)
+            for i, f in enumerate(self.fields)
+            if (converters := f.get_db_converters(connection))
+        ]
+
+    def instance(self, values: Sequence[Any]) -> M:
+        """A model instance from the row, its fields' converters applied."""
+        converted = list(values)
+        for i, converters in self.converters:
+            for converter in converters:
+                converted[i] = converter(converted[i], None, connection)
+        return self.model.from_db(connection.alias, self.attnames, converted)
+
+
+@functools.cache
+def _row_of_vendor(model: type[Model], vendor: str) -> _Row[Any]:
+    return _Row(model)
+
+
+def _row_of(model: type[M]) -> _Row[M]:
+    return _row_of_vendor(model, connection.vendor)
 
 
 def project_is_member(*, user: User, project: Project) -> bool:
