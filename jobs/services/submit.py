@@ -10,12 +10,15 @@ import logging
 import uuid
 from collections.abc import Callable, Sequence
 from decimal import Decimal
+from types import NoneType
 from typing import Any
 
 from django.db import IntegrityError, connection, connections, transaction
 from django.db.models import (
     BigIntegerField,
     CharField,
+    DateTimeField,
+    DecimalField,
     Field,
     ForeignKey,
     IntegerField,
@@ -143,7 +146,7 @@ def _job_insert(job: Job, *, hold_from: str = "") -> tuple[str, list[Any]]:
             if value is None:
                 params.append(None)
                 continue
-            if type(value) is int if kind is int else isinstance(value, str):
+            if (kind is str and isinstance(value, str)) or (kind is int and type(value) is int):
                 params.append(adapt(value) if adapt else value)
                 continue
         value = field.pre_save(job, True)
@@ -161,8 +164,9 @@ def _as_is(field: Field[Any, Any], alias: str) -> _Plain | None:
     """How get_db_prep_save prepares a plain value of this field, for the field classes whose
     pre_save only reads the attribute and whose preparation of a str (text fields) or an int
     (integer fields and foreign keys to an auto id) is known: the text as it is, the integer
-    through the backend's integer adapter (psycopg's Int4 and the like on PostgreSQL). None:
-    the field's own methods prepare every value."""
+    through the backend's integer adapter (psycopg's Int4 and the like on PostgreSQL). A None
+    of these, and of a date-time (not stamped on save) or decimal field, is NULL. None: the
+    field's own methods prepare every value."""
     ops = connections[alias].ops
     kind = type(field)
     if kind in (CharField, TextField):
@@ -170,6 +174,9 @@ def _as_is(field: Field[Any, Any], alias: str) -> _Plain | None:
     if kind in (IntegerField, PositiveIntegerField, BigIntegerField, SmallIntegerField):
         internal = field.get_internal_type()
         return int, lambda value: ops.adapt_integerfield_value(value, internal)
+    stamped = isinstance(field, DateTimeField) and (field.auto_now or field.auto_now_add)
+    if kind is DecimalField or (kind is DateTimeField and not stamped):
+        return NoneType, None  # only None is plain
     keys = (ForeignKey, OneToOneField)
     if (
         isinstance(field, ForeignKey)
