@@ -31,6 +31,7 @@ from jobs.selectors import (
 from portal.api import (
     CursorPagination,
     FlatFieldsMixin,
+    PlainFieldsMixin,
     ResultsPagination,
     StrictFieldsMixin,
     ValuesRenderer,
@@ -75,8 +76,11 @@ class _Target(serializers.Serializer[Any]):
         return resolve_submit_target(user, data["project"], data["cluster"])
 
 
-class JobRequestSerializer(FlatFieldsMixin, StrictFieldsMixin, _Target, _DraftFields):
-    """The body of POST jobs/ and jobs/estimate/ (types only; the service checks the rest)."""
+class JobRequestSerializer(
+    PlainFieldsMixin, FlatFieldsMixin, StrictFieldsMixin, _Target, _DraftFields
+):
+    """The body of POST jobs/ and jobs/estimate/ (types only; the service checks the rest; a
+    plainly valid body without DRF's per-field run: PlainFieldsMixin)."""
 
     def draft(self) -> JobDraft:
         return JobDraft.from_data(self.validated_data)
@@ -370,7 +374,7 @@ class JobListView(APIView):
         return Response(render_job(job), status=status)
 
 
-class BatchJobSerializer(StrictFieldsMixin, _DraftFields):
+class BatchJobSerializer(PlainFieldsMixin, StrictFieldsMixin, _DraftFields):
     """One job of POST jobs/batch/ (types only; the service checks the rest)."""
 
 
