@@ -227,19 +227,33 @@ def _named(sql: str, params: Sequence[Any], *, prefix: str) -> tuple[str, dict[s
     """A statement's positional placeholders as named ones (`prefix` and the position), to join
     a statement written with named ones (hold_ctes); a None is written as NULL. Fewer parameters
     than positions: psycopg keeps the conversion of a statement of at most 50 parameters
-    cached, and re-parsed the submission's 68 on every request."""
+    cached, and re-parsed the submission's 68 on every request. The text is composed once per
+    statement and set of NULL positions."""
+    nulls = tuple(i for i, value in enumerate(params) if value is None)
+    text, names = _named_text(sql, len(params), nulls, prefix)
+    return text, {
+        name: value for name, value in zip(names, params, strict=True) if value is not None
+    }
+
+
+@functools.lru_cache(maxsize=256)
+def _named_text(
+    sql: str, count: int, nulls: tuple[int, ...], prefix: str
+) -> tuple[str, tuple[str, ...]]:
+    """(_named's text, the parameter name of each position: "" for a NULL)."""
     parts = sql.split("%s")
-    if len(parts) != len(params) + 1:
-        raise RuntimeError(f"{len(params)} parameters for {len(parts) - 1} placeholders: {sql}")
-    out, named = [parts[0]], {}
-    for i, (value, rest) in enumerate(zip(params, parts[1:], strict=True)):
-        if value is None:
+    if len(parts) != count + 1:
+        raise RuntimeError(f"{count} parameters for {len(parts) - 1} placeholders: {sql}")
+    out, names = [parts[0]], []
+    for i, rest in enumerate(parts[1:]):
+        if i in nulls:
+            names.append("")
             out.append("NULL")
         else:
-            named[f"{prefix}{i}"] = value
+            names.append(f"{prefix}{i}")
             out.append(f"%({prefix}{i})s")
         out.append(rest)
-    return "".join(out), named
+    return "".join(out), tuple(names)
 
 
 def _saved(*instances: Any) -> None:
