@@ -8,6 +8,7 @@ import datetime
 import decimal
 import functools
 import re
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -337,9 +338,13 @@ class PlainFieldsMixin:
 
 
 class _Context:
-    """What DRF's fields read from the thread's state on every value, read once per rendering."""
+    """What DRF's fields read from the thread's state on every value, read once per rendering
+    (reset() starts the next rendering)."""
 
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
         self._timezone: Any = _UNSET
         self.decimal: dict[int | None, decimal.Context] = {}
 
@@ -425,6 +430,7 @@ class ValuesRenderer:
         self.serializer_class = serializer_class
         self.sources = sources or {}
         self._plan: list[tuple[str, str, Any]] | None = None
+        self._local = threading.local()
 
     def _build(self, fields: Any, prefix: str) -> list[tuple[str, str, Any]]:
         plan = []
@@ -488,8 +494,20 @@ class ValuesRenderer:
                 out.append((name, key, None if field is None else _converter(field, context), None))
         return out
 
+    def _compiled(self) -> list[tuple[str, str, Any, Any]]:
+        """The plan's converters, built once per thread; the context they read is reset for
+        each rendering, so that each reads the current time zone and decimal context afresh."""
+        local = self._local
+        compiled = getattr(local, "compiled", None)
+        if compiled is None:
+            local.context = _Context()
+            local.compiled = compiled = self._converters(self.plan, local.context)
+        else:
+            local.context.reset()
+        return compiled
+
     def render(self, rows: Any) -> list[dict[str, Any]]:
-        plan = self._converters(self.plan)
+        plan = self._compiled()
         return [self._row(plan, row) for row in rows]
 
     def render_object(self, obj: Any, **computed: Any) -> dict[str, Any]:
@@ -503,4 +521,4 @@ class ValuesRenderer:
                 if value is None:
                     break
             row[key] = value
-        return self._row(self._converters(self.plan), row)
+        return self._row(self._compiled(), row)

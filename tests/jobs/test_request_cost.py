@@ -24,7 +24,7 @@ from accounts.authentication import UserRateThrottle, hash_token
 from accounts.models import ApiToken, Membership, ProjectMember, User
 from accounts.services import api_token_create, api_token_revoke, user_set_active
 from accounts.token_cache import TOMBSTONE, _key
-from jobs.api import JobDetailSerializer, JobSerializer
+from jobs.api import JOB_ROWS, JobDetailSerializer, JobSerializer
 from jobs.models import ClusterAccount, Job, JobEvent
 from jobs.selectors import job_get_for_user, job_list_for_user
 from portal import middleware
@@ -175,6 +175,25 @@ def test_the_job_page_answers_byte_for_byte_what_the_serializer_answers(
     assert len(expected) == len(variants)
     assert _json(response.json()["results"]) == _json(expected)
     assert _json(response.data["results"]) == _json(expected)
+
+
+def test_a_renderer_reads_the_current_time_zone_afresh_for_each_rendering(
+    alice, tenant, sim_cluster
+):
+    """Its converters are built once per thread; what they read of the thread's state is not
+    kept from one rendering to the next."""
+    Job.objects.create(
+        project=tenant.project, cluster=sim_cluster, user=alice, name="j", script="true",
+        started_at=timezone.now(),
+    )  # fmt: skip
+    rows = job_list_for_user(user=alice)
+
+    for zone in ("Europe/Paris", "UTC", "America/New_York"):
+        with timezone.override(zone):
+            rendered = JOB_ROWS.render(rows.values(*JOB_ROWS.keys))
+            expected = JobSerializer(rows, many=True).data
+        assert _json(rendered) == _json(expected)
+        assert rendered[0]["started_at"] == expected[0]["started_at"]
 
 
 def test_allocations_answer_byte_for_byte_what_the_serializer_answers(
