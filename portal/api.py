@@ -22,7 +22,7 @@ from django.core.validators import (
 )
 from django.http import Http404
 from django.utils import timezone as django_timezone
-from rest_framework import ISO_8601, pagination, parsers, serializers
+from rest_framework import ISO_8601, negotiation, pagination, parsers, serializers
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.fields import empty
 from rest_framework.response import Response
@@ -126,6 +126,26 @@ class JSONParser(parsers.JSONParser):
                 code="invalid_character",
             )
         return data
+
+
+class ContentNegotiation(negotiation.DefaultContentNegotiation):
+    """DRF's, answering what scripts send (no Accept header, `*/*` or `application/json`, no
+    format override) without parsing it: the first renderer when it renders JSON, with the media
+    type DRF's own choice would give. Anything else, DRF decides."""
+
+    def select_renderer(
+        self, request: Any, renderers: Any, format_suffix: Any = None
+    ) -> tuple[Any, str]:
+        accept = request.META.get("HTTP_ACCEPT", "*/*")
+        if (
+            accept in ("*/*", "application/json")
+            and not format_suffix
+            and renderers
+            and renderers[0].media_type == "application/json"
+            and self.settings.URL_FORMAT_OVERRIDE not in request.query_params
+        ):
+            return renderers[0], "application/json"
+        return super().select_renderer(request, renderers, format_suffix)  # type: ignore[no-any-return]
 
 
 class CursorPagination(pagination.CursorPagination):

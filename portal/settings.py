@@ -322,6 +322,7 @@ REST_FRAMEWORK = {
         "accounts.authentication.TokenScopePermission",
     ],
     "DEFAULT_PARSER_CLASSES": ["portal.api.JSONParser"],  # refuses NUL characters
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "portal.api.ContentNegotiation",
     "DEFAULT_SCHEMA_CLASS": "portal.schema.AutoSchema",  # documents every error answer
     "DEFAULT_PAGINATION_CLASS": "portal.api.CursorPagination",
     "PAGE_SIZE": 50,
