@@ -23,13 +23,15 @@ import copy
 import threading
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.core.cache import cache
+from django.db.models import Model
 
 from accounts.models import ApiToken
 
+M = TypeVar("M", bound=Model)
 ENTRY_SECONDS = 5
 # Longer than any request between reading a row and adding its entry.
 TOMBSTONE_SECONDS = 60
@@ -97,10 +99,20 @@ def local_lookup(token_hash: str, counter: Any = None) -> tuple[ApiToken | None,
 
 def _copy(token: ApiToken) -> ApiToken:
     """A copy for one request (as an unpickled cache entry is): the kept one is shared."""
-    user = copy.copy(token.user)
-    token = copy.copy(token)
-    token.user = user
+    token = _shallow(token)
+    token.user = _shallow(token.user)
     return token
+
+
+def _shallow(instance: M) -> M:
+    """What copy.copy makes of a model instance (its own state and cache of related objects,
+    the same field values), without the pickle protocol's detour through the app registry."""
+    clone = instance.__class__.__new__(instance.__class__)
+    values = instance.__dict__.copy()
+    state = values["_state"] = copy.copy(instance._state)
+    state.fields_cache = instance._state.fields_cache.copy()
+    clone.__dict__.update(values)
+    return clone
 
 
 def token_lookup(token_hash: str) -> ApiToken | None:

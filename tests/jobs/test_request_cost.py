@@ -371,6 +371,21 @@ def test_a_project_s_allocations_take_a_constant_small_number_of_statements(
     assert len(client.get(path).json()["results"]) == 1 + size
 
 
+def test_each_request_gets_its_own_copy_of_the_token_and_user_this_process_keeps(alice):
+    token, _ = api_token_create(actor=alice, name="kept")
+    token = ApiToken.objects.select_related("user").get(pk=token.pk)
+    first = token_cache._copy(token)
+    first.user.first_name = "changed by a request"
+    first.user._state.fields_cache["leak"] = object()
+    second = token_cache._copy(token)
+
+    assert first is not token and first.user is not token.user
+    assert (second.pk, second.user.pk, second.user_id) == (token.pk, alice.pk, alice.pk)
+    assert second.user.first_name == token.user.first_name != "changed by a request"
+    assert "leak" not in token.user._state.fields_cache
+    assert second.user._state.db == token.user._state.db and not second.user._state.adding
+
+
 def test_a_token_this_process_keeps_is_refused_once_another_process_revokes_it(alice, tenant):
     client, raw = _bearer(alice)
     assert client.get("/api/v1/me/").status_code == HTTPStatus.OK
