@@ -350,10 +350,8 @@ class PlainFieldsMixin:
 
     def run_validation(self, data: Any = empty) -> Any:
         values = self.plain_values(data)
-        if values is None:
-            return super().run_validation(data)  # type: ignore[misc]
-        if self.validators:  # type: ignore[attr-defined]
-            self.run_validators(values)  # type: ignore[attr-defined]
+        if values is None or self.validators:  # type: ignore[attr-defined]
+            return super().run_validation(data)  # type: ignore[misc]  # DRF decides
         return values
 
 
