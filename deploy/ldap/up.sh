@@ -112,7 +112,8 @@ fi
 
 if ! pid_alive; then
     say "starting slapd on $URL"
-    "$SLAPD" -f "$CONF" -h "$URL" -u openldap -g openldap >>"$LOG" 2>&1 9>&-
+    # From /: the caller's directory (a CI clone, deleted after its run) is no daemon's.
+    (cd / && "$SLAPD" -f "$CONF" -h "$URL" -u openldap -g openldap) >>"$LOG" 2>&1 9>&-
     for _ in $(seq 100); do answers && break; sleep 0.1; done
     answers || die "slapd did not answer on $URL (see $LOG)"
 fi

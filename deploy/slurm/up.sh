@@ -148,13 +148,17 @@ wait_for() {  # SECONDS DESCRIPTION LOGFILE CMD...  (CMD silences itself)
 
 # spawn CMD... : run CMD with no inherited file descriptors other than 0-2,
 # which the caller redirects (daemons must not keep a caller's pipe open, or
-# e.g. `out=$(up.sh)` in CI would wait for them; fd 9 holds our lock).
+# e.g. `out=$(up.sh)` in CI would wait for them; fd 9 holds our lock), from /:
+# the caller's directory (a CI clone, deleted after its run) must not be a
+# daemon's working directory (slurmrestd 22.05 dies at its next job submission
+# when getcwd fails).
 spawn() {
     (
         for fd in /proc/$BASHPID/fd/*; do
             fd=${fd##*/}
             if [ "$fd" -gt 2 ]; then eval "exec $fd>&-" 2>/dev/null || true; fi
         done
+        cd /
         exec "$@"
     )
 }
@@ -164,6 +168,7 @@ spawn_bg() {  # like spawn, in the background, without a waiting parent shell
             fd=${fd##*/}
             if [ "$fd" -gt 2 ]; then eval "exec $fd>&-" 2>/dev/null || true; fi
         done
+        cd /
         exec "$@"
     ) &
 }
@@ -501,6 +506,13 @@ launch_restd() {
 start_restd() {
     start_once "slurmrestd on 127.0.0.1:$REST_PORT" "$RUN/slurmrestd.pid" slurmrestd launch_restd
 }
+# One started (before this script started daemons from /) in a directory since deleted
+# answers every GET but dies at its next job submission: replace it.
+if pid_alive "$RUN/slurmrestd.pid" slurmrestd &&
+    [[ "$(readlink "/proc/$(tr -dc '0-9' < "$RUN/slurmrestd.pid")/cwd")" == *" (deleted)" ]]; then
+    say "slurmrestd runs in a deleted directory: restarting it"
+    stop_pidfile "$RUN/slurmrestd.pid" slurmrestd
+fi
 if ! pid_alive "$RUN/slurmrestd.pid" slurmrestd; then
     start_restd
     wait_for 30 "slurmrestd" "$LOG/slurmrestd.log" rest_ok
