@@ -407,7 +407,7 @@ def _uuid_or(value: str, column: str) -> tuple[str, Any]:
 
 class _Row(Generic[M]):
     """A model's concrete fields as a plain row holds them, and their database converters
-    (JSON, ...), looked up once per process and database vendor."""
+    (JSON, ...), looked up once per process (_resolve runs on PostgreSQL only)."""
 
     def __init__(self, model: type[M]) -> None:
         self.model = model
@@ -429,12 +429,8 @@ class _Row(Generic[M]):
 
 
 @functools.cache
-def _row_of_vendor(model: type[Model], vendor: str) -> _Row[Any]:
-    return _Row(model)
-
-
 def _row_of(model: type[M]) -> _Row[M]:
-    return _row_of_vendor(model, connection.vendor)
+    return _Row(model)
 
 
 def project_is_member(*, user: User, project: Project) -> bool:

@@ -12,6 +12,7 @@ from rest_framework import exceptions
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 from rest_framework.request import Request
+from rest_framework.settings import api_settings
 from rest_framework.test import APIRequestFactory
 
 from portal.api import ContentNegotiation
@@ -49,6 +50,7 @@ def test_the_choice_is_drfs(accept, query, order):
 
 
 def test_the_api_answers_json_to_a_script_and_the_browsable_page_to_a_browser(client, alice):
+    assert api_settings.DEFAULT_CONTENT_NEGOTIATION_CLASS is ContentNegotiation  # the one in use
     client.force_login(alice)
 
     script = client.get("/api/v1/me/")

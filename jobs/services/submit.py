@@ -177,13 +177,8 @@ def _as_is(field: Field[Any, Any], alias: str) -> _Plain | None:
     stamped = isinstance(field, DateTimeField) and (field.auto_now or field.auto_now_add)
     if kind is DecimalField or (kind is DateTimeField and not stamped):
         return NoneType, None  # only None is plain
-    keys = (ForeignKey, OneToOneField)
-    if (
-        isinstance(field, ForeignKey)
-        and kind in keys
-        and isinstance(field.target_field, AutoFieldMixin)
-    ):
-        return int, None
+    if isinstance(field, ForeignKey) and kind in (ForeignKey, OneToOneField):
+        return (int, None) if isinstance(field.target_field, AutoFieldMixin) else None
     return None
 
 
