@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from allauth.account.models import EmailAddress
@@ -31,6 +32,29 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
     if os.environ.get("CI") and connection.vendor != "postgresql":
         pytest.exit("CI must run the suite on PostgreSQL (set DATABASE_URL)", returncode=1)
+
+
+# The one skip CI accepts: a behaviour a Slurm version lacks (slurm/conftest.refusing_slurm).
+CI_ACCEPTED_SKIP = "not on this Slurm version: "
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    outcome = yield
+    refuse_skip_in_ci(outcome.get_result())
+
+
+def refuse_skip_in_ci(report: Any) -> None:
+    """In CI nothing is skipped: a test that needs PostgreSQL, Slurm, LDAP, nginx, JupyterLab,
+    Chromium or root fails there instead, whichever marker or fixture skipped it."""
+    if not os.environ.get("CI") or not report.skipped or hasattr(report, "wasxfail"):
+        return
+    longrepr = report.longrepr
+    reason = str(longrepr[2] if isinstance(longrepr, tuple) else longrepr)
+    if reason.removeprefix("Skipped: ").startswith(CI_ACCEPTED_SKIP):
+        return
+    report.outcome = "failed"
+    report.longrepr = f"skipped under CI, where every test must run: {reason}"
 
 
 @pytest.fixture(autouse=True)
