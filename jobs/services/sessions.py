@@ -58,9 +58,15 @@ GPUC_SESSION_TOKEN=${{GPUC_SESSION_TOKEN:-$(od -An -N32 -tx1 /dev/urandom | tr -
 GPUC_SESSION_PORT={port}
 GPUC_SESSION_PORT=${{GPUC_SESSION_FIXED_PORT:-$GPUC_SESSION_PORT}}
 if [ "$GPUC_SESSION_PORT" = 0 ]; then
+    # A port below the kernel's range for the local ends of outgoing connections (any
+    # connection on the node may take one of those at any moment) that no socket of the node
+    # uses, listening on whatever address or connected.
+    read -r first _ < /proc/sys/net/ipv4/ip_local_port_range || first=32768
+    [ "$first" -gt 12000 ] 2>/dev/null || first=32768
     for _ in $(seq 200); do
-        candidate=$(( 20000 + RANDOM % 40000 ))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$candidate") 2>/dev/null; then
+        candidate=$(( 10000 + RANDOM % (first - 10000) ))
+        if ! grep -qi ":$(printf '%04X' "$candidate") " /proc/net/tcp /proc/net/tcp6 2>/dev/null
+        then
             GPUC_SESSION_PORT=$candidate
             break
         fi

@@ -4,7 +4,11 @@ and the app's secret absent from every answer."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import uuid
 from http import HTTPStatus
+from pathlib import Path
 
 import pytest
 from django.test import Client
@@ -87,6 +91,24 @@ def test_the_script_fills_the_template_with_shell_variables_only():
     assert 'serve --port="$GPUC_SESSION_PORT" --base="$GPUC_SESSION_BASE_URL"' in script
     assert '--t="$GPUC_SESSION_TOKEN"' in script
     assert "GPUC_SESSION_PORT=0\n" in script  # the wrapper picks a free port
+
+
+def test_the_wrapper_picks_a_port_below_the_range_of_outgoing_connections(tmp_path: Path):
+    """The wrapper, run by bash as on a node, writes a port that no outgoing connection can be
+    holding (a port from that range was taken by one in CI: the app could not listen)."""
+    first = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    script = tmp_path / "script"
+    script.write_text(session_script(app=SessionApp(slug="demo", name="Demo", command="true")))
+    ports = set()
+    for _ in range(30):
+        job_dir = tmp_path / uuid.uuid4().hex
+        job_dir.mkdir()
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(job_dir), "GPUC_JOB_DIR": str(job_dir)}
+        env["GPUC_JOB_UUID"] = job_dir.name
+        subprocess.run(["/bin/bash", str(script)], env=env, check=True, timeout=30)  # noqa: S603
+        ports.add(json.loads((job_dir / "session.json").read_text())["port"])
+    assert all(10000 <= port < first for port in ports), sorted(ports)
+    assert len(ports) > 20  # picked at random, not one fixed port
 
 
 @pytest.mark.parametrize(
