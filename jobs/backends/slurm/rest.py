@@ -210,7 +210,12 @@ class SlurmRest:
             body = jsonlib.loads(response.data)
         except ValueError:
             body = None
-        errors = [(n, m) for n, m in _errors(body) if n not in ok_errnos]
+        told = _errors(body)
+        errors = [(n, m) for n, m in told if n not in ok_errnos]
+        if told and not errors and isinstance(body, dict):
+            # Only errors the caller expects, whatever the status: slurmrestd 22.05 answers the
+            # cancel of a job slurmctld has already forgotten with HTTP 500 and errno 2017.
+            return body
         if errors:
             errnos = tuple(n for n, _ in errors)
             message = "; ".join(m for _, m in errors)

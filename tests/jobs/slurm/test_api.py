@@ -301,6 +301,16 @@ def test_cancelling_a_running_job_ends_it_cancelled_and_charges_its_run_time(
     assert log["data"] == "started\n"
 
 
+@both_slurms
+def test_cancelling_a_job_slurmctld_no_longer_knows_is_done_not_an_outage(slurm_site):
+    """A job slurmctld forgot (MinJobAge after its end, or never had): nothing is left to stop.
+    slurmrestd 22.05 answers that cancel with HTTP 500 and errno 2017, which once made the
+    portal answer "Cluster did not answer" (a session job whose app had failed at start)."""
+    backend = SlurmBackend(name="forgotten", options=slurm_site.options())
+
+    backend.cancel(JobRef(uuid=uuid.uuid4(), backend_id="99999999", cluster_user=ALICE_UNIX))
+
+
 def test_a_job_past_its_time_limit_ends_in_timeout_and_is_charged_up_to_its_limit(
     api_alice, slurm_cluster, slurm_allocation
 ):
