@@ -398,6 +398,10 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 4
 CELERY_TASK_IGNORE_RESULT = True
+# Celery's Django fixup closes the worker's database connections around every task unless this
+# is set; portal.celery.keep_usable_connections applies DB_CONN_MAX_AGE instead (0: closed
+# after each task, as before).
+CELERY_DB_REUSE_MAX = 2**62
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
     "jobs-sync-all-clusters": {
