@@ -22,6 +22,7 @@ from jobs import queue
 from jobs.backends import get_backend
 from jobs.backends.base import AccountUnknown, BackendError, BackendUnavailable
 from jobs.models import Job, JobEvent
+from jobs.selectors import jobs_to_forward
 from jobs.services.scheduler_accounts import account_settling
 from jobs.services.specs import SPEC_RELATED, job_spec
 from quotas.models import ZERO
@@ -125,7 +126,7 @@ def jobs_forward_batch(
     ids = _claim(cluster_id=cluster_id, limit=limit, lost_before=lost_before)
     if not ids:
         return 0
-    jobs = list(Job.objects.select_related(*SPEC_RELATED).filter(pk__in=ids))
+    jobs = jobs_to_forward(ids)
     if not jobs:
         return len(ids)
     cluster = jobs[0].cluster
