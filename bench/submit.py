@@ -4,8 +4,9 @@
   (a) raw slurmrestd: POST /slurm/v0.0.38/job/submit, `--workers` client threads;
   (b) raw sbatch: `runuser -u <user> -- sbatch ...` (argv list), `--workers` at a time;
   (c) the portal: POST /api/v1/jobs/ with a bearer token, over HTTP from `--workers` client
-      threads to gunicorn started with deploy/gunicorn.conf.py (`--api-procs` gthread workers,
-      warmed up with a few estimates first), until every job has a Slurm id. Forwarding runs
+      threads to gunicorn started with deploy/gunicorn.conf.py (`--api-procs` gthread workers;
+      before the first round a few real submissions, forwarded and cancelled, and before each
+      round a few estimates warm it up), until every job has a Slurm id. Forwarding runs
       in a real Celery worker (`--forward celery`, the production path: the API commits and
       queues). With `--server client` the API runs in forked processes through Django's test
       client instead (no HTTP; `--forward eager` then forwards in the request thread after
@@ -520,6 +521,34 @@ def _post_forked(
     return started, api_done, api_cpu, cpu_before, worker_before
 
 
+def _payload(cluster: Cluster) -> dict[str, Any]:
+    return {
+        "project": "bench",
+        "cluster": cluster.name,
+        "name": NAME,
+        "script": "true\n",
+        "cpus": 1,
+        "memory_mb": 64,
+        "time_limit_minutes": 1,
+    }
+
+
+def warm_portal(url: str, token: str, cluster: Cluster, workers: int, batch: int) -> None:
+    """Before the first round: a few real submissions, single and batched, forwarded to Slurm
+    and cancelled. The API processes and the Celery worker then hold their connections (to
+    PostgreSQL, the broker, slurmrestd) with their statements prepared, as in a portal that has
+    been up a while; without it the first round ran about a fifth slower than the next two."""
+    last_pk = Job.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+    payload = _payload(cluster)
+    requests = _requests(payload, workers * 10, 0) + _requests(payload, 2 * batch, batch)
+    HttpClients(url, token, workers).post_all(requests)
+    deadline = time.monotonic() + 120
+    while Job.objects.filter(pk__gt=last_pk, backend_id="").exists():
+        if time.monotonic() > deadline:
+            raise SystemExit("the warm-up submissions did not reach Slurm within 120 s")
+        time.sleep(0.1)
+
+
 def bench_portal(
     n: int,
     workers: int,
@@ -533,15 +562,7 @@ def bench_portal(
     """`workers` client threads POST n jobs (one per POST, or `batch` per POST to jobs/batch/)
     over HTTP to the gunicorn at `server`, or (no server) through Django's test client in
     `procs` forked API processes; the clock stops when every job has its Slurm id."""
-    payload = {
-        "project": "bench",
-        "cluster": cluster.name,
-        "name": NAME,
-        "script": "true\n",
-        "cpus": 1,
-        "memory_mb": 64,
-        "time_limit_minutes": 1,
-    }
+    payload = _payload(cluster)
     # This phase's jobs are the ones after the newest so far: the polls below read only them
     # (one range of the primary key), not the whole history.
     last_pk = Job.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
@@ -656,6 +677,8 @@ def main() -> None:
             + f"), forwarding by {args.forward}; load average {os.getloadavg()[0]:.1f}"
             + (f"; batch POSTs of {args.batch}" if args.batch else "")
         )
+        if url:
+            warm_portal(url, token, cluster, args.workers, args.batch or 50)
         rates: dict[str, list[float]] = {"rest": [], "sbatch": [], "portal": [], "batch": []}
         for round_no in range(1, args.rounds + 1):
             cancel_bench_jobs()
