@@ -65,9 +65,11 @@ def test_the_batch_read_is_what_select_related_reads(jobs):
 def test_a_batch_job_has_no_session_and_asking_reads_nothing(jobs):
     [job] = jobs_to_forward([jobs[0].pk])
 
-    with CaptureQueriesContext(connection) as asked:
-        with pytest.raises(Job.session.RelatedObjectDoesNotExist):
-            _ = job.session
+    with (
+        CaptureQueriesContext(connection) as asked,
+        pytest.raises(Job.session.RelatedObjectDoesNotExist),
+    ):
+        _ = job.session
 
     assert asked.captured_queries == []
     assert jobs_to_forward([]) == []
