@@ -90,7 +90,6 @@ django.setup()
 
 from django.conf import settings  # noqa: E402
 from django.db import connection, connections, transaction  # noqa: E402
-from django.db.models import F  # noqa: E402
 from django.test import Client  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
@@ -98,8 +97,8 @@ from accounts.models import Organization, Project, ProjectMember, User  # noqa: 
 from accounts.services import api_token_create  # noqa: E402
 from jobs.backends.slurm.rest import SlurmRest  # noqa: E402
 from jobs.models import ClusterAccount, Job, JobEvent  # noqa: E402
-from quotas.models import Allocation, Cluster, Hold, LedgerEntry, Rate  # noqa: E402
-from quotas.services import ledger_credit, ledger_settle_many  # noqa: E402
+from quotas.models import Allocation, Cluster, Rate  # noqa: E402
+from quotas.services import ledger_charge_direct_many, ledger_credit  # noqa: E402
 
 HISTORY_BATCH = 2000
 
@@ -225,9 +224,9 @@ def make_world(history: int) -> tuple[Cluster, str]:
 
 
 def add_history(allocation: Allocation, *, user: User, cluster: Cluster, count: int) -> None:
-    """`count` finished jobs of the tenant, each with one event and its hold charged through
-    the ledger (ledger_settle_many), as on a portal that has been in use; then ANALYZE, as
-    autovacuum does after such a load.
+    """`count` finished jobs of the tenant, each with one event and its hold charged at once
+    (ledger_charge_direct_many: the settled hold, its hold and charge entries, the counters),
+    as on a portal that has been in use; then ANALYZE, as autovacuum does after such a load.
 
     Without a history every table a submission writes starts empty, and PostgreSQL plans the
     foreign-key checks of each connection's first submissions (jobs -> holds, entries -> holds,
@@ -237,32 +236,19 @@ def add_history(allocation: Allocation, *, user: User, cluster: Cluster, count: 
     was slower than the one before (in-process: 1.2 -> 1.9 ms of PostgreSQL CPU per POST
     over 2,000 POSTs)."""
     amount = Decimal("0.0167")  # 1 CPU for 1 minute at 1 SU per CPU-hour
-    now = timezone.now()
+    project, now = allocation.project, timezone.now()
     for start in range(0, count, HISTORY_BATCH):
-        size = min(HISTORY_BATCH, count - start)
-        uuids = [uuid.uuid4() for _ in range(size)]
-        holds = Hold.objects.bulk_create(
-            Hold(allocation=allocation, cluster=cluster, amount=amount, key=f"job:{u}", job_uuid=u)
-            for u in uuids
+        uuids = [uuid.uuid4() for _ in range(min(HISTORY_BATCH, count - start))]
+        charges = ledger_charge_direct_many(
+            actor=None,
+            cluster=cluster,
+            charges=[(project, amount, f"job:{u}", u, "history") for u in uuids],
         )
-        LedgerEntry.objects.bulk_create(
-            LedgerEntry(
-                allocation=allocation,
-                kind=LedgerEntry.Kind.HOLD,
-                amount=amount,
-                cluster=cluster,
-                hold=hold,
-                job_uuid=hold.job_uuid,
-                idempotency_key=f"{hold.key}:hold",
-            )
-            for hold in holds
-        )
-        Allocation.objects.filter(pk=allocation.pk).update(held=F("held") + amount * size)
         ended = now - timedelta(seconds=count - start)
         jobs = Job.objects.bulk_create(
             Job(
-                uuid=hold.job_uuid,
-                project=allocation.project,
+                uuid=job_uuid,
+                project=project,
                 user=user,
                 cluster=cluster,
                 name="history",
@@ -281,10 +267,10 @@ def add_history(allocation: Allocation, *, user: User, cluster: Cluster, count: 
                 exit_code=0,
                 elapsed_seconds=1,
                 estimated_cost=amount,
-                charged_cost=amount,
-                hold=hold,
+                charged_cost=charge.charged,
+                hold=charge.holds[0],
             )
-            for i, hold in enumerate(holds)
+            for i, (job_uuid, charge) in enumerate(zip(uuids, charges, strict=True))
         )
         JobEvent.objects.bulk_create(
             JobEvent(
@@ -296,7 +282,6 @@ def add_history(allocation: Allocation, *, user: User, cluster: Cluster, count: 
             )
             for job in jobs
         )
-        ledger_settle_many(actor=None, settlements=[(hold, amount) for hold in holds])
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
 

@@ -8,9 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from allauth.account.models import EmailAddress
+from django.db import connection
 from django.test import Client
 from rest_framework.test import APIClient
 
@@ -32,6 +34,14 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
     if os.environ.get("CI") and connection.vendor != "postgresql":
         pytest.exit("CI must run the suite on PostgreSQL (set DATABASE_URL)", returncode=1)
+
+
+def database_url() -> str:
+    """DATABASE_URL of the test database, for the portal processes a test starts (gunicorn, a
+    Celery worker)."""
+    db = connection.settings_dict
+    auth = quote(db["USER"] or "postgres") + (f":{quote(db['PASSWORD'])}" if db["PASSWORD"] else "")
+    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
 # The one skip CI accepts: a behaviour a Slurm version lacks (slurm/conftest.refusing_slurm).

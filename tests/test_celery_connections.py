@@ -13,7 +13,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 from django.conf import settings
@@ -21,6 +20,7 @@ from django.db import connection
 
 from jobs.tasks import sync_all_clusters_task
 from portal.celery import app as celery_app
+from tests.conftest import database_url
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -32,15 +32,11 @@ class Worker:
     named `name` in pg_stat_activity."""
 
     def __init__(self, folder: Path, *, max_age: int) -> None:
-        db = connection.settings_dict
-        auth = quote(db["USER"]) + (f":{quote(db['PASSWORD'])}" if db["PASSWORD"] else "")
         self.name = f"gpuc-test-worker-{uuid.uuid4().hex[:8]}"
         self.log = folder / "worker.log"
-        host, port = db["HOST"] or "127.0.0.1", db["PORT"] or 5432
         env = {
             **os.environ,
-            "DATABASE_URL": f"postgres://{auth}@{host}:{port}/{db['NAME']}"
-            f"?application_name={self.name}",
+            "DATABASE_URL": f"{database_url()}?application_name={self.name}",
             "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
             "DB_CONN_MAX_AGE": str(max_age),
             "PYTHONPATH": str(ROOT),
@@ -91,7 +87,7 @@ class Worker:
 
 
 @pytest.fixture
-def worker_of(tmp_path: Path) -> Iterator[type[Worker]]:
+def worker_of(tmp_path: Path) -> Iterator[Callable[[int], Worker]]:
     started: list[Worker] = []
     celery_app.control.purge()
 
@@ -100,7 +96,7 @@ def worker_of(tmp_path: Path) -> Iterator[type[Worker]]:
         started.append(worker)
         return worker
 
-    yield start  # type: ignore[misc]
+    yield start
     for worker in started:
         worker.stop()
     celery_app.control.purge()

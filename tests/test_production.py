@@ -30,6 +30,7 @@ from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.db import connection
 
 from tests import factories
+from tests.conftest import database_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 MANAGE = [sys.executable, str(BASE_DIR / "manage.py")]
@@ -49,15 +50,6 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _database_url() -> str:
-    db = connection.settings_dict
-    user = db["USER"] or "postgres"
-    password = f":{db['PASSWORD']}" if db["PASSWORD"] else ""
-    return (
-        f"postgres://{user}{password}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-    )
-
-
 @pytest.fixture(scope="module")
 def static_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("static")
@@ -72,7 +64,7 @@ def production_env(static_root: Path, tmp_path: Path) -> dict[str, str]:
         DJANGO_DEBUG="false",
         SECRET_KEY=secrets.token_urlsafe(64),
         ALLOWED_HOSTS="127.0.0.1,localhost",
-        DATABASE_URL=_database_url(),
+        DATABASE_URL=database_url(),
         STATIC_ROOT=str(static_root),
         GPUC_VAR_DIR=str(tmp_path / "var"),
         GUNICORN_WORKERS="1",

@@ -93,22 +93,38 @@ def test_the_script_fills_the_template_with_shell_variables_only():
     assert "GPUC_SESSION_PORT=0\n" in script  # the wrapper picks a free port
 
 
-def test_the_wrapper_picks_a_port_below_the_range_of_outgoing_connections(tmp_path: Path):
-    """The wrapper, run by bash as on a node, writes a port that no outgoing connection can be
-    holding (a port from that range was taken by one in CI: the app could not listen)."""
-    first = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+def _wrapper_port(tmp_path: Path, path: str = "/usr/bin:/bin") -> int:
+    """The port the session wrapper, run by bash as on a node, writes to session.json."""
     script = tmp_path / "script"
     script.write_text(session_script(app=SessionApp(slug="demo", name="Demo", command="true")))
-    ports = set()
-    for _ in range(30):
-        job_dir = tmp_path / uuid.uuid4().hex
-        job_dir.mkdir()
-        env = {"PATH": "/usr/bin:/bin", "HOME": str(job_dir), "GPUC_JOB_DIR": str(job_dir)}
-        env["GPUC_JOB_UUID"] = job_dir.name
-        subprocess.run(["/bin/bash", str(script)], env=env, check=True, timeout=30)  # noqa: S603
-        ports.add(json.loads((job_dir / "session.json").read_text())["port"])
+    job_dir = tmp_path / uuid.uuid4().hex
+    job_dir.mkdir()
+    env = {"PATH": path, "HOME": str(job_dir), "GPUC_JOB_DIR": str(job_dir)}
+    env["GPUC_JOB_UUID"] = job_dir.name
+    subprocess.run(["/bin/bash", str(script)], env=env, check=True, timeout=30)  # noqa: S603
+    return int(json.loads((job_dir / "session.json").read_text())["port"])
+
+
+def test_the_wrapper_picks_a_port_below_the_range_of_outgoing_connections(tmp_path: Path):
+    """A port no outgoing connection can be holding (a port from that range was taken by one
+    in CI: the app could not listen)."""
+    first = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+
+    ports = {_wrapper_port(tmp_path) for _ in range(30)}
+
     assert all(10000 <= port < first for port in ports), sorted(ports)
     assert len(ports) > 20  # picked at random, not one fixed port
+
+
+def test_the_wrapper_passes_over_every_port_the_nodes_sockets_table_lists(tmp_path: Path):
+    """Told by the sockets table (a grep that finds every port) that all are held, it takes
+    none of its 200 draws."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "grep").write_text("#!/bin/sh\nexit 0\n")
+    (fake / "grep").chmod(0o755)
+
+    assert _wrapper_port(tmp_path, path=f"{fake}:/usr/bin:/bin") == 0
 
 
 @pytest.mark.parametrize(

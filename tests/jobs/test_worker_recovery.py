@@ -16,16 +16,15 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 from django.conf import settings
-from django.db import connection
 
 from jobs.drafts import JobDraft
 from jobs.models import Job, JobEvent
 from jobs.services import job_submit_many
 from portal.celery import app as celery_app
+from tests.conftest import database_url
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -35,17 +34,11 @@ BOUND_SECONDS = 90.0
 DEAD_BROKER = "redis://127.0.0.1:8417/0"  # nothing listens there (a port of our own range)
 
 
-def _database_url() -> str:
-    db = connection.settings_dict
-    auth = quote(db["USER"]) + (f":{quote(db['PASSWORD'])}" if db["PASSWORD"] else "")
-    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
 def _env(broker: str) -> dict[str, str]:
     """The environment of a portal process on the test database (not the dev one)."""
     return {
         **os.environ,
-        "DATABASE_URL": _database_url(),
+        "DATABASE_URL": database_url(),
         "CELERY_BROKER_URL": broker,
         "GPUC_LOCAL_BACKEND_ENABLED": "true",
         "PYTHONPATH": str(ROOT),
