@@ -15,6 +15,9 @@ timeout = 60
 graceful_timeout = 30
 keepalive = 5
 accesslog = "-"
+# gunicorn's logger, writing the same lines with only the atoms the format names (about a tenth
+# of a small API request's CPU went into building every header and environ entry as an atom).
+logger_class = "portal.access_log.AccessLogger"
 errorlog = "-"
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 

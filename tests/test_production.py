@@ -135,7 +135,7 @@ def gunicorn(
         [str(GUNICORN), "-c", "deploy/gunicorn.conf.py", "portal.wsgi"],
         env=env,
         cwd=BASE_DIR,
-        stdout=subprocess.DEVNULL,
+        stdout=(tmp_path / "gunicorn.out").open("w"),  # the access log (accesslog "-")
         stderr=errors.open("w"),
         start_new_session=True,
     )
@@ -214,3 +214,19 @@ def test_gunicorn_in_production_mode_serves_sign_in_dashboard_api_docs_and_hashe
     assert static.status == HTTPStatus.OK
     assert "max-age=315360000" in static.headers["Cache-Control"]
     assert static_body
+
+
+def test_gunicorn_writes_an_access_log_line_per_request(gunicorn, tmp_path):
+    """In the Common Log Format gunicorn writes by default (portal.access_log.AccessLogger)."""
+    response, _ = gunicorn.request("GET", "/api/docs/?from=test")
+    line = re.compile(
+        r'127\.0\.0\.1 - - \[[^]]+\] "GET /api/docs/\?from=test HTTP/1\.1" 200 \d+ "-" "[^"]*"'
+    )
+    deadline = time.monotonic() + 10  # the worker writes the line after the answer
+    while not any(
+        map(line.fullmatch, lines := (tmp_path / "gunicorn.out").read_text().splitlines())
+    ):
+        assert time.monotonic() < deadline, lines
+        time.sleep(0.05)
+
+    assert response.status == HTTPStatus.OK
