@@ -11,6 +11,10 @@ workers = int(os.environ.get("GUNICORN_WORKERS", multiprocessing.cpu_count() * 2
 # workers x threads must stay under PostgreSQL's max_connections.
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 worker_class = "gthread"
+# Each worker listens on its own socket (SO_REUSEPORT) and the kernel spreads new connections
+# over them. On one shared socket the first worker to wake accepts them: a script's kept-alive
+# connections could all land on one worker, one core, while the other idled.
+reuse_port = True
 timeout = 60
 graceful_timeout = 30
 keepalive = 5

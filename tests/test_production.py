@@ -56,7 +56,12 @@ def static_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def production_env(static_root: Path, tmp_path: Path) -> dict[str, str]:
+def gunicorn_workers() -> int:
+    return 1
+
+
+@pytest.fixture
+def production_env(static_root: Path, tmp_path: Path, gunicorn_workers: int) -> dict[str, str]:
     if connection.vendor != "postgresql":
         pytest.skip("the production smoke test serves the PostgreSQL test database")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "GUNICORN_"))}
@@ -67,7 +72,7 @@ def production_env(static_root: Path, tmp_path: Path) -> dict[str, str]:
         DATABASE_URL=database_url(),
         STATIC_ROOT=str(static_root),
         GPUC_VAR_DIR=str(tmp_path / "var"),
-        GUNICORN_WORKERS="1",
+        GUNICORN_WORKERS=str(gunicorn_workers),
         GUNICORN_THREADS="2",
     )
     return env
@@ -229,4 +234,25 @@ def test_gunicorn_writes_an_access_log_line_per_request(gunicorn, tmp_path):
         assert time.monotonic() < deadline, lines
         time.sleep(0.05)
 
+    assert response.status == HTTPStatus.OK
+
+
+def _listening(port: int) -> int:
+    """How many sockets listen on 127.0.0.1:`port` (the kernel's table of TCP sockets)."""
+    local = f"0100007F:{port:04X}"
+    rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return sum(1 for row in rows if row.split()[1] == local and row.split()[3] == "0A")
+
+
+@pytest.mark.parametrize("gunicorn_workers", [2])
+def test_each_gunicorn_worker_listens_on_its_own_socket(gunicorn_workers, gunicorn):
+    """reuse_port: the kernel spreads new connections over the workers' sockets. On one shared
+    socket, the first worker to wake took a script's kept-alive connections, often all of them."""
+    deadline = time.monotonic() + STARTUP_SECONDS  # the second worker may still be booting
+    while (listening := _listening(gunicorn.port)) < gunicorn_workers:
+        assert time.monotonic() < deadline, f"{listening} listening sockets"
+        time.sleep(0.1)
+    response, _ = gunicorn.request("GET", "/healthz")
+
+    assert listening == gunicorn_workers
     assert response.status == HTTPStatus.OK
