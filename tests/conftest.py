@@ -4,6 +4,7 @@ mallory is an outsider with a tenant of her own."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -42,6 +43,26 @@ def database_url() -> str:
     db = connection.settings_dict
     auth = quote(db["USER"] or "postgres") + (f":{quote(db['PASSWORD'])}" if db["PASSWORD"] else "")
     return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+def wait_until(
+    predicate: Callable[[], Any],
+    *,
+    timeout: float = 60,
+    what: str | Callable[[], str] = "",
+    every: float = 0.5,
+) -> Any:
+    """predicate()'s first true value, asked every `every` seconds; the test fails after
+    `timeout` seconds, naming `what` (a text, or a function that tells the state then)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            told = what() if callable(what) else what
+            pytest.fail(f"timed out after {timeout} s waiting for {told or predicate}")
+        time.sleep(every)
 
 
 # The one skip CI accepts: a behaviour a Slurm version lacks (slurm/conftest.refusing_slurm).

@@ -5,7 +5,6 @@ environ entries, from atoms limited to what the format names."""
 from __future__ import annotations
 
 import datetime
-import logging
 from types import SimpleNamespace
 from typing import Any
 
@@ -99,4 +98,3 @@ def test_the_production_configuration_names_this_logger():
     cfg.set("logger_class", namespace["logger_class"])
 
     assert cfg.logger_class is AccessLogger
-    assert logging.getLogger("gunicorn.access")  # gunicorn's own logger names stay in use

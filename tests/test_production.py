@@ -30,7 +30,7 @@ from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.db import connection
 
 from tests import factories
-from tests.conftest import database_url
+from tests.conftest import database_url, wait_until
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 MANAGE = [sys.executable, str(BASE_DIR / "manage.py")]
@@ -227,32 +227,34 @@ def test_gunicorn_writes_an_access_log_line_per_request(gunicorn, tmp_path):
     line = re.compile(
         r'127\.0\.0\.1 - - \[[^]]+\] "GET /api/docs/\?from=test HTTP/1\.1" 200 \d+ "-" "[^"]*"'
     )
-    deadline = time.monotonic() + 10  # the worker writes the line after the answer
-    while not any(
-        map(line.fullmatch, lines := (tmp_path / "gunicorn.out").read_text().splitlines())
-    ):
-        assert time.monotonic() < deadline, lines
-        time.sleep(0.05)
+    log = tmp_path / "gunicorn.out"
 
+    # The worker writes the line after the answer.
+    wait_until(
+        lambda: any(map(line.fullmatch, log.read_text().splitlines())),
+        timeout=10, every=0.05, what=log.read_text,
+    )  # fmt: skip
     assert response.status == HTTPStatus.OK
 
 
 def _listening(port: int) -> int:
     """How many sockets listen on 127.0.0.1:`port` (the kernel's table of TCP sockets)."""
     local = f"0100007F:{port:04X}"
-    rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
-    return sum(1 for row in rows if row.split()[1] == local and row.split()[3] == "0A")
+    rows = [row.split() for row in Path("/proc/net/tcp").read_text().splitlines()[1:]]
+    return sum(1 for row in rows if row[1] == local and row[3] == "0A")
 
 
 @pytest.mark.parametrize("gunicorn_workers", [2])
 def test_each_gunicorn_worker_listens_on_its_own_socket(gunicorn_workers, gunicorn):
     """reuse_port: the kernel spreads new connections over the workers' sockets. On one shared
     socket, the first worker to wake took a script's kept-alive connections, often all of them."""
-    deadline = time.monotonic() + STARTUP_SECONDS  # the second worker may still be booting
-    while (listening := _listening(gunicorn.port)) < gunicorn_workers:
-        assert time.monotonic() < deadline, f"{listening} listening sockets"
-        time.sleep(0.1)
+    # The second worker may still be booting.
+    wait_until(
+        lambda: _listening(gunicorn.port) >= gunicorn_workers,
+        timeout=STARTUP_SECONDS, every=0.1,
+        what=lambda: f"{gunicorn_workers} listening sockets, not {_listening(gunicorn.port)}",
+    )  # fmt: skip
     response, _ = gunicorn.request("GET", "/healthz")
 
-    assert listening == gunicorn_workers
+    assert _listening(gunicorn.port) == gunicorn_workers
     assert response.status == HTTPStatus.OK

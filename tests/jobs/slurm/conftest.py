@@ -476,20 +476,6 @@ def squeue_state(site: SlurmSite, job_id: str) -> tuple[str, str]:
     return state, reason
 
 
-def wait_until(
-    predicate: Callable[[], Any], *, timeout: float = 60, what: str | Callable[[], str] = ""
-) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            told = what() if callable(what) else what
-            pytest.fail(f"timed out after {timeout} s waiting for {told or predicate}")
-        time.sleep(0.5)
-
-
 def slurm_associations(site: SlurmSite, account: str) -> list[dict[str, Any]]:
     """The associations slurmdbd holds for `account` (read with the test's own client)."""
     body = site.rest().call(

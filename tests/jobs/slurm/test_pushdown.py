@@ -17,7 +17,7 @@ from quotas.models import Allocation, Cluster
 from quotas.policy import FACILITY_ADMINS_GROUP
 from quotas.services import ledger_credit
 from tests import factories
-from tests.conftest import Tenant
+from tests.conftest import Tenant, wait_until
 from tests.jobs.slurm.conftest import (
     ALICE_UNIX,
     SlurmSite,
@@ -25,7 +25,6 @@ from tests.jobs.slurm.conftest import (
     project_allocation,
     sbatch,
     squeue_state,
-    wait_until,
 )
 
 pytestmark = pytest.mark.slurm

@@ -32,8 +32,8 @@ from jobs.models import Job, Session
 from jobs.services import cluster_sync, job_cancel, job_forward
 from jobs.services.sessions import app_reports_busy, sessions_stop_idle
 from quotas.models import Allocation, Cluster
+from tests.conftest import wait_until
 from tests.jobs.session_apps import jupyterlab_app  # noqa: F401 (autouse)
-from tests.jobs.slurm.conftest import wait_until
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 JUPYTERLAB = (
