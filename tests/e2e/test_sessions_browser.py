@@ -14,13 +14,13 @@ from accounts.models import User
 from jobs.models import Job
 from jobs.services import cluster_sync, job_cancel, job_forward
 from quotas.models import Allocation, Cluster
+from tests.conftest import wait_until
 from tests.e2e.conftest import Browser, screenshot, sign_in, verified
 from tests.jobs.session_apps import jupyterlab_app  # noqa: F401 (autouse)
 from tests.jobs.slurm.conftest import (  # noqa: F401 (fixtures)
     slurm_allocation,
     slurm_cluster,
     slurm_site,
-    wait_until,
 )
 from tests.jobs.slurm.test_sessions import Proxy, proxy  # noqa: F401 (fixture)
 
