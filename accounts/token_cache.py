@@ -30,6 +30,7 @@ from django.core.cache import cache
 from django.db.models import Model
 
 from accounts.models import ApiToken
+from portal.cache import redis_client
 
 M = TypeVar("M", bound=Model)
 ENTRY_SECONDS = 5
@@ -58,14 +59,6 @@ def _shared() -> bool:
     return not backend.endswith(("LocMemCache", "DummyCache"))
 
 
-def _redis_client(key: str) -> Any:
-    """The Redis client of Django's Redis cache for this key, or None for another backend."""
-    client_of = getattr(getattr(cache, "_cache", None), "get_client", None)
-    if client_of is None or not hasattr(cache, "make_and_validate_key"):
-        return None
-    return client_of(cache.make_and_validate_key(key), write=True)
-
-
 def local_lookup(token_hash: str, counter: Any = None) -> tuple[ApiToken | None, int | None]:
     """(this process's copy of the token if the revocation generation has not moved since it
     was read, the value of `counter` after an increment) in one Redis round trip.
@@ -79,7 +72,7 @@ def local_lookup(token_hash: str, counter: Any = None) -> tuple[ApiToken | None,
     if expires < time.monotonic():
         _local.pop(token_hash, None)
         return None, None
-    client = _redis_client(GENERATION_KEY)
+    client = redis_client(GENERATION_KEY)
     if client is None:
         return None, None
     named = counter(token.user_id) if counter is not None else None
@@ -120,7 +113,7 @@ def token_lookup(token_hash: str) -> ApiToken | None:
     if not _shared():
         return ApiToken.objects.select_related("user").filter(token_hash=token_hash).first()
     key = _key(token_hash)
-    client = _redis_client(key)
+    client = redis_client(key)
     # The generation before the entry: a revocation after this read shows in the copy's check.
     generation = cache.get(GENERATION_KEY) if client is not None else None
     cached: Any = cache.get(key)

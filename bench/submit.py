@@ -573,7 +573,7 @@ def bench_portal(
             break
         if time.monotonic() > deadline:
             raise SystemExit(f"only {forwarded} of {n} portal jobs reached Slurm in time")
-        time.sleep(0.02)
+        time.sleep(0.005)  # the clock stops within 5 ms of the last Slurm id
     elapsed = time.perf_counter() - started
     # One batch of the forwarder stamps all its jobs with the same submitted_at.
     stamps = ours.values_list("submitted_at", flat=True)

@@ -14,6 +14,8 @@ import logging
 from django.conf import settings
 from django.core.cache import cache
 
+from portal.cache import redis_client
+
 logger = logging.getLogger(__name__)
 
 FORWARD_DEBOUNCE_KEY = "jobs:forward:{cluster_id}"
@@ -25,20 +27,43 @@ FORWARD_RETRY_SECONDS = 2
 
 def forward_cluster(cluster_id: int, *, coalesce: bool = True) -> None:
     """Queue one "forward this cluster's pending jobs" task, unless one is queued and not yet
-    started: many submissions within a few milliseconds share one task. The task deletes the
-    key before it claims, so a job committed after that either is claimed by it or queues a new
-    task (see forward_cluster_task). `coalesce`: the task first waits a moment for more."""
+    started: many submissions within a few milliseconds share one task. Each call counts one
+    submission on the cluster's key, which the waiting task watches (forward_submissions); the
+    task deletes the key before it claims, so a job committed later is either claimed by it or
+    queues a task of its own (see forward_cluster_task). `coalesce`: the task first waits a
+    moment for more."""
     from jobs.tasks import forward_cluster_task
 
     try:
-        if _shared_cache() and not cache.add(
-            FORWARD_DEBOUNCE_KEY.format(cluster_id=cluster_id), 1, FORWARD_DEBOUNCE_SECONDS
-        ):
+        if _shared_cache() and not _count_submission(cluster_id):
             return
         forward_cluster_task.delay(cluster_id, coalesce=coalesce)
     except Exception:
         # The job stays pending and forward_pending_task picks it up.
         logger.exception("Could not queue forwarding on cluster %s", cluster_id)
+
+
+def _count_submission(cluster_id: int) -> bool:
+    """One more submission on the cluster's key; True when this call created the key (no
+    forwarding task is queued and not yet started). On Redis in one round trip: the key is
+    made with its expiry if missing, then incremented."""
+    key = FORWARD_DEBOUNCE_KEY.format(cluster_id=cluster_id)
+    client = redis_client(key)
+    if client is None:  # another shared cache: no count (the task waits its whole moment)
+        return bool(cache.add(key, "queued", FORWARD_DEBOUNCE_SECONDS))
+    full_key = cache.make_and_validate_key(key)
+    pipe = client.pipeline(transaction=False)
+    pipe.set(full_key, 0, nx=True, ex=FORWARD_DEBOUNCE_SECONDS)
+    pipe.incr(full_key)
+    created, _ = pipe.execute()
+    return bool(created)
+
+
+def forward_submissions(*, cluster_id: int) -> int | None:
+    """How many submissions the cluster's key has counted since it was made (None: no key, or
+    a cache that does not count)."""
+    count = cache.get(FORWARD_DEBOUNCE_KEY.format(cluster_id=cluster_id))
+    return count if isinstance(count, int) else None
 
 
 def forward_debounce_clear(*, cluster_id: int) -> None:

@@ -25,7 +25,11 @@ logger = logging.getLogger(__name__)
 # lookup per cluster, however long the cluster stays down.
 FORWARD_QUICK_RETRIES = 4
 SYNC_LOCK_SECONDS = 120
+# A forwarding task waits at most this long for more submissions to join it, and forwards
+# once none has come for FORWARD_QUIET_SECONDS: a stream is sent in batches, a lone
+# submission a moment after it arrived.
 FORWARD_COALESCE_SECONDS = 0.05
+FORWARD_QUIET_SECONDS = 0.01
 
 
 @shared_task(bind=True, acks_late=True, max_retries=FORWARD_QUICK_RETRIES)
@@ -44,14 +48,14 @@ def forward_job_task(self: Task[[int], None], job_id: int) -> None:
 def forward_cluster_task(cluster_id: int, coalesce: bool = True, recover: bool = False) -> int:
     """Forward a cluster's pending jobs in batches (queued, debounced, by job_submit).
 
-    A moment's wait first (`coalesce`; a batch submission skips it) lets the submissions of
-    the next few milliseconds join this task; then the debounce key is cleared BEFORE
-    claiming, so a job committed later is either claimed here or queues a task of its own. A
-    lost task costs nothing but time: forward_pending_task recovers jobs left pending or
-    submitting for JOBS_LOST_FORWARD_SECONDS. `recover` (from that sweep): take the jobs of
+    A moment's wait first (`coalesce`, _coalesce; a batch submission skips it) lets the
+    submissions that follow close behind join this task; then the debounce key is cleared
+    BEFORE claiming, so a job committed later is either claimed here or queues a task of its
+    own. A lost task costs nothing but time: forward_pending_task recovers jobs left pending
+    or submitting for JOBS_LOST_FORWARD_SECONDS. `recover` (from that sweep): take the jobs of
     every attempt left untouched that long instead of the first attempts."""
     if coalesce and not forward_cluster_task.request.is_eager:
-        time.sleep(FORWARD_COALESCE_SECONDS)
+        _coalesce(cluster_id)
     queue.forward_debounce_clear(cluster_id=cluster_id)
     lost_before = timezone.now() - services.lost_forward_after() if recover else None
     total = 0
@@ -62,6 +66,22 @@ def forward_cluster_task(cluster_id: int, coalesce: bool = True, recover: bool =
         if claimed < services.FORWARD_BATCH:
             break
     return total
+
+
+def _coalesce(cluster_id: int) -> None:
+    """Wait while the cluster's submissions keep coming (its count moves), for at most
+    FORWARD_COALESCE_SECONDS; where nothing counts them, that whole time."""
+    deadline = time.monotonic() + FORWARD_COALESCE_SECONDS
+    seen = queue.forward_submissions(cluster_id=cluster_id)
+    if seen is None:
+        time.sleep(FORWARD_COALESCE_SECONDS)
+        return
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(FORWARD_QUIET_SECONDS, left))
+        count = queue.forward_submissions(cluster_id=cluster_id)
+        if count == seen:
+            return
+        seen = count
 
 
 @shared_task

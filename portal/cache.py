@@ -1,0 +1,17 @@
+"""The Redis client behind Django's default cache, for what the cache API cannot say in one
+round trip (a counter with its expiry, several commands in one pipeline)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.cache import cache
+
+
+def redis_client(key: str) -> Any:
+    """The Redis client of Django's Redis cache for this key (its full key:
+    `cache.make_and_validate_key(key)`), or None for another cache backend."""
+    client_of = getattr(getattr(cache, "_cache", None), "get_client", None)
+    if client_of is None or not hasattr(cache, "make_and_validate_key"):
+        return None
+    return client_of(cache.make_and_validate_key(key), write=True)
