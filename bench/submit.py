@@ -162,11 +162,15 @@ def bench_rest(n: int, workers: int) -> float:
         answer = rest.call("POST", "/slurm/v0.0.38/job/submit", user=USER, json=body) or {}
         return int(answer["job_id"])
 
+    usage = CpuSince()
     started = time.perf_counter()
     with ThreadPoolExecutor(workers) as pool:
         ids = list(pool.map(submit, range(n)))
     elapsed = time.perf_counter() - started
+    used, own, machine = usage.per_job(n)
     assert len(set(ids)) == n
+    groups = {"the bench's client": own, "slurmrestd*": used.get("slurmrestd", 0.0)}
+    print(cpu_report("slurmrestd", groups | _slurm_side(used), machine))
     return n / elapsed
 
 
@@ -187,11 +191,15 @@ def bench_sbatch(n: int, workers: int) -> float:
         out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=60)
         return int(out.stdout.strip().split(";")[0])
 
+    usage = CpuSince()
     started = time.perf_counter()
     with ThreadPoolExecutor(workers) as pool:
         ids = list(pool.map(submit, range(n)))
     elapsed = time.perf_counter() - started
+    used, own, machine = usage.per_job(n)
     assert len(set(ids)) == n
+    groups = {"runuser+sbatch (with the bench's threads)": own, "munged*": used.get("munged", 0.0)}
+    print(cpu_report("sbatch", groups | _slurm_side(used), machine))
     return n / elapsed
 
 
@@ -445,6 +453,52 @@ def cpu_seconds(pids: set[int] | None = None) -> dict[str, float]:
     return totals
 
 
+def machine_seconds() -> tuple[float, float]:
+    """(busy, idle) CPU seconds of the whole machine so far, from /proc/stat (idle counts
+    iowait too)."""
+    line = Path("/proc/stat").read_text().split("\n", 1)[0]
+    user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in line.split()[1:9])
+    tick = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq + steal) / tick, (idle + iowait) / tick
+
+
+class CpuSince:
+    """The CPU used from its making to `per_job`, per job: by command name (every process),
+    by this bench process (with the children it has waited for) and machine-wide, so that each
+    method shows what its submissions cost the machine, not only what reaches Slurm."""
+
+    def __init__(self) -> None:
+        self.commands = cpu_seconds()
+        self.bench = sum(cpu_seconds({os.getpid()}).values())
+        self.machine = machine_seconds()
+
+    def per_job(self, n: int) -> tuple[dict[str, float], float, str]:
+        """(ms by command name, ms of this process, "the machine: ... busy, ... idle")."""
+        commands, bench, machine = cpu_seconds(), cpu_seconds({os.getpid()}), machine_seconds()
+        used = {k: (v - self.commands.get(k, 0.0)) * 1000 / n for k, v in commands.items()}
+        busy, idle = (
+            (after - before) * 1000 / n for before, after in zip(self.machine, machine, strict=True)
+        )
+        own = (sum(bench.values()) - self.bench) * 1000 / n
+        return used, own, f"the machine {busy:.1f} ms busy, {idle:.1f} ms idle per job"
+
+
+def cpu_report(label: str, groups: dict[str, float], machine: str) -> str:
+    return (
+        f"      {label}: CPU per job: "
+        + ", ".join(f"{name} {ms:.1f} ms" for name, ms in groups.items())
+        + f" (*machine-wide); {machine}"
+    )
+
+
+def _slurm_side(used: dict[str, float]) -> dict[str, float]:
+    """What Slurm itself spent (slurmctld, and the accounting: slurmdbd and its MariaDB)."""
+    return {
+        "slurmctld*": used.get("slurmctld", 0.0),
+        "slurmdbd+mariadbd*": used.get("slurmdbd", 0.0) + used.get("mariadbd", 0.0),
+    }
+
+
 def _process_cpu() -> float:
     """CPU seconds of this process (all its threads)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -472,7 +526,7 @@ def _post_forked(
     payload: dict[str, Any],
     batch: int,
     worker_pid: int | None,
-) -> tuple[float, float, Any, dict[str, float], float]:
+) -> tuple[float, float, Any, CpuSince, float]:
     """The test-client path: `procs` forked API processes (like gunicorn --preload workers,
     warmed up before the clock) share `workers` threads. Returns (clock start, seconds until
     the last answer, their CPU seconds, machine CPU counters and the worker's at the start)."""
@@ -494,7 +548,7 @@ def _post_forked(
     for child in children:
         child.start()
     ready.wait()  # every API process has warmed up
-    cpu_before = cpu_seconds()
+    usage = CpuSince()
     worker_before = sum(cpu_seconds({worker_pid}).values()) if worker_pid else 0.0
     ready.wait()
     started = time.perf_counter()
@@ -503,7 +557,7 @@ def _post_forked(
     api_done = time.perf_counter() - started
     if any(child.exitcode for child in children):
         raise SystemExit("an API process failed")
-    return started, api_done, api_cpu, cpu_before, worker_before
+    return started, api_done, api_cpu, usage, worker_before
 
 
 def _payload(cluster: Cluster) -> dict[str, Any]:
@@ -556,14 +610,14 @@ def bench_portal(
     if server:
         clients = HttpClients(server, token, workers)
         clients.warm_up(payload)
-        cpu_before = cpu_seconds()
+        usage = CpuSince()
         worker_before = sum(cpu_seconds({worker_pid}).values()) if worker_pid else 0.0
         started = time.perf_counter()
         clients.post_all(_requests(payload, n, batch))
         api_done = time.perf_counter() - started
         api_cpu = None
     else:
-        started, api_done, api_cpu, cpu_before, worker_before = _post_forked(
+        started, api_done, api_cpu, usage, worker_before = _post_forked(
             n, workers, procs, token, payload, batch, worker_pid
         )
     deadline = time.monotonic() + 300
@@ -575,31 +629,33 @@ def bench_portal(
             raise SystemExit(f"only {forwarded} of {n} portal jobs reached Slurm in time")
         time.sleep(0.005)  # the clock stops within 5 ms of the last Slurm id
     elapsed = time.perf_counter() - started
+    used, own, machine = usage.per_job(n)
+    worker_ms = (
+        (sum(cpu_seconds({worker_pid}).values()) - worker_before) * 1000 / n if worker_pid else 0.0
+    )
     # One batch of the forwarder stamps all its jobs with the same submitted_at.
     stamps = ours.values_list("submitted_at", flat=True)
     batches = len(set(stamps))
     rejected = ours.filter(state=Job.State.REJECTED).count()
     assert rejected == 0, f"{rejected} portal jobs were rejected"
-    cpu = cpu_seconds()
-    used = {k: (cpu[k] - cpu_before.get(k, 0.0)) * 1000 / n for k in cpu}
     groups = {
         "API processes": (
             api_cpu.value * 1000 / n if api_cpu is not None else used.get("gunicorn", 0.0)
         ),
-        "Celery worker": (sum(cpu_seconds({worker_pid}).values()) - worker_before) * 1000 / n
-        if worker_pid
-        else 0.0,
+        "Celery worker": worker_ms,
         "PostgreSQL*": used.get("postgres", 0.0),
-        "slurmrestd+slurmctld*": used.get("slurmrestd", 0.0) + used.get("slurmctld", 0.0),
+        "Redis*": used.get("redis-server", 0.0),
+        "slurmrestd*": used.get("slurmrestd", 0.0),
+        **_slurm_side(used),
     }
+    if server:  # forked API processes would count in this process
+        groups["the bench's client"] = own
+    label = "portal batch" if batch else "portal"
     what = f"{n} jobs in batch POSTs of {batch}" if batch else f"{n} POSTs"
     print(
-        f"      portal{' batch' if batch else ''}: {procs} API processes answered all {what} "
-        f"in {api_done:.2f} s; "
+        f"      {label}: {procs} API processes answered all {what} in {api_done:.2f} s; "
         f"every job had its Slurm id at {elapsed:.2f} s ({batches} forwarding batches)\n"
-        "      CPU per portal job: "
-        + ", ".join(f"{name} {ms:.1f} ms" for name, ms in groups.items())
-        + " (*machine-wide)"
+        + cpu_report(label, groups, machine)
     )
     return n / elapsed
 
