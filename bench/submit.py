@@ -20,6 +20,10 @@ medians compared. The portal's tenant starts with `--history` finished jobs (20,
 portal in use has, and the bench database is analysed after loading them (add_history says
 why: with empty tables on a server with autovacuum off, each round ran slower than the last).
 
+Each method also prints its CPU per job by process and the whole machine's busy and idle time
+per job (/proc/stat): the machine is shared by everything measured, so a method's rate is
+about what each of its submissions costs the machine.
+
 Goals: portal >= 0.5 x raw slurmrestd and >= 1 x raw sbatch. Every job is trivial (`true`, 1
 CPU, 64 MB, 1 minute) and all bench jobs are cancelled at the end (and between phases), so the
 cluster is left idle. Creates a throw-away database next to DATABASE_URL's
