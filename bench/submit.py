@@ -24,10 +24,10 @@ Each method also prints its CPU per job by process and the whole machine's busy 
 per job (/proc/stat): the machine is shared by everything measured, so a method's rate is
 about what each of its submissions costs the machine.
 
-Goals: portal >= 0.5 x raw slurmrestd and >= 1 x raw sbatch. Every job is trivial (`true`, 1
-CPU, 64 MB, 1 minute) and all bench jobs are cancelled at the end (and between phases), so the
-cluster is left idle. Creates a throw-away database next to DATABASE_URL's
-(<name>_bench_submit).
+Goals: single-job POSTs >= 0.25 x raw slurmrestd and >= 1 x raw sbatch; batch POSTs >= 0.5 x
+and >= 1 x (as printed). Every job is trivial (`true`, 1 CPU, 64 MB, 1 minute) and all bench
+jobs are cancelled at the end (and between phases), so the cluster is left idle. Creates a
+throw-away database next to DATABASE_URL's (<name>_bench_submit).
 
     python bench/submit.py [--jobs 200] [--rounds 3] [--workers 4] [--api-procs 2]
                            [--server gunicorn|client] [--forward celery|eager] [--batch 50]
