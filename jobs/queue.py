@@ -45,14 +45,15 @@ def forward_cluster(cluster_id: int, *, coalesce: bool = True) -> None:
 
 def _count_submission(cluster_id: int) -> bool:
     """One more submission on the cluster's key; True when this call created the key (no
-    forwarding task is queued and not yet started). On Redis in one round trip: the key is
-    made with its expiry if missing, then incremented."""
+    forwarding task is queued and not yet started). On Redis in one round trip and one
+    MULTI/EXEC: the key is made with its expiry if missing, then incremented, with no task's
+    delete in between (which would leave the INCR a key without expiry and no task queued)."""
     key = FORWARD_DEBOUNCE_KEY.format(cluster_id=cluster_id)
     client = redis_client(key)
     if client is None:  # another shared cache: no count (the task waits its whole moment)
         return bool(cache.add(key, "queued", FORWARD_DEBOUNCE_SECONDS))
     full_key = cache.make_and_validate_key(key)
-    pipe = client.pipeline(transaction=False)
+    pipe = client.pipeline(transaction=True)
     pipe.set(full_key, 0, nx=True, ex=FORWARD_DEBOUNCE_SECONDS)
     pipe.incr(full_key)
     created, _ = pipe.execute()
