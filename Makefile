@@ -9,7 +9,7 @@ TEST_ENV := DATABASE_URL=$${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:543
 	CELERY_BROKER_URL=$${TEST_BROKER_URL:-redis://127.0.0.1:6379/14} \
 	CACHE_URL=$${TEST_CACHE_URL:-redis://127.0.0.1:6379/15}
 
-.PHONY: install run test lint fmt typecheck services-up slurm-up slurm-down ldap-up browser-up sessions-up bench clean
+.PHONY: install run test lint fmt typecheck services-up slurm-up slurm-down ldap-up browser-up sessions-up bench-up bench clean
 
 $(BIN)/activate: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -68,13 +68,18 @@ sessions-up:
 ldap-up:
 	bash deploy/ldap/up.sh
 
+## make bench-up: Debian's wrk, bench/api.py's load generator.
+bench-up:
+	bash deploy/bench-up.sh
+
 slurm-down:
 	bash deploy/slurm/down.sh
 
 ## make bench: every benchmark, printing its figures (needs services-up and slurm-up).
-bench: install services-up slurm-up sessions-up
+bench: install services-up slurm-up sessions-up bench-up
 	$(TEST_ENV) $(BIN)/python bench/ledger.py
 	$(TEST_ENV) $(BIN)/python bench/joblist.py
+	$(TEST_ENV) $(BIN)/python bench/api.py
 	$(TEST_ENV) $(BIN)/python bench/sync.py
 	$(TEST_ENV) $(BIN)/python bench/submit.py
 	$(TEST_ENV) $(BIN)/python bench/sessions.py
