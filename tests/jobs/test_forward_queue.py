@@ -117,3 +117,18 @@ def test_without_a_count_the_task_waits_its_whole_moment(cluster_id, clock):
     tasks._coalesce(cluster_id)
 
     assert clock.slept == [tasks.FORWARD_COALESCE_SECONDS]
+
+
+def test_on_a_cache_without_redis_the_first_submission_still_queues_alone_uncounted(
+    cluster_id, settings, tmp_path
+):
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(tmp_path),
+        }
+    }
+
+    assert queue._count_submission(cluster_id) is True
+    assert queue._count_submission(cluster_id) is False
+    assert queue.forward_submissions(cluster_id=cluster_id) is None  # the task waits it all
