@@ -68,9 +68,10 @@ sessions-up:
 ldap-up:
 	bash deploy/ldap/up.sh
 
-## make bench-up: Debian's wrk, bench/api.py's load generator.
+## make bench-up: Debian's wrk, bench/api.py's load generator (without it the bench falls back
+## to Python client threads, which take a share of the CPU they measure).
 bench-up:
-	bash deploy/bench-up.sh
+	bash deploy/apt-install.sh wrk
 
 slurm-down:
 	bash deploy/slurm/down.sh

@@ -13,6 +13,7 @@ from rest_framework.request import Request
 
 from accounts.models import ApiToken, User
 from accounts.token_cache import claim_touch, local_lookup, token_lookup
+from portal.cache import redis_client
 
 TOKEN_PREFIX = "gpuc_"  # noqa: S105 (a public prefix, not a secret)
 # An authentication scheme is an RFC 9110 token.
@@ -142,11 +143,10 @@ class UserRateThrottle(throttling.UserRateThrottle):
 
     def _count(self, key: str) -> int:
         timeout = self.duration + 1
-        client_of = getattr(getattr(self.cache, "_cache", None), "get_client", None)
-        if client_of is not None and hasattr(self.cache, "make_and_validate_key"):
-            # django.core.cache.backends.redis.RedisCache
+        client = redis_client(key, self.cache)
+        if client is not None:
             full_key = self.cache.make_and_validate_key(key)
-            pipe = client_of(full_key, write=True).pipeline(transaction=False)
+            pipe = client.pipeline(transaction=False)
             pipe.incr(full_key)
             pipe.expire(full_key, timeout)
             return int(pipe.execute()[0])

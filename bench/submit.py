@@ -171,9 +171,9 @@ def bench_rest(n: int, workers: int) -> float:
     with ThreadPoolExecutor(workers) as pool:
         ids = list(pool.map(submit, range(n)))
     elapsed = time.perf_counter() - started
-    used, own, machine = usage.per_job(n)
+    used, named, machine = usage.per_job(n)
     assert len(set(ids)) == n
-    groups = {"the bench's client": own, "slurmrestd*": used.get("slurmrestd", 0.0)}
+    groups = {"the bench's client": named["bench"], "slurmrestd*": used.get("slurmrestd", 0.0)}
     print(cpu_report("slurmrestd", groups | _slurm_side(used), machine))
     return n / elapsed
 
@@ -200,9 +200,12 @@ def bench_sbatch(n: int, workers: int) -> float:
     with ThreadPoolExecutor(workers) as pool:
         ids = list(pool.map(submit, range(n)))
     elapsed = time.perf_counter() - started
-    used, own, machine = usage.per_job(n)
+    used, named, machine = usage.per_job(n)
     assert len(set(ids)) == n
-    groups = {"runuser+sbatch (with the bench's threads)": own, "munged*": used.get("munged", 0.0)}
+    groups = {
+        "runuser+sbatch (with the bench's threads)": named["bench"],
+        "munged*": used.get("munged", 0.0),
+    }
     print(cpu_report("sbatch", groups | _slurm_side(used), machine))
     return n / elapsed
 
@@ -468,23 +471,28 @@ def machine_seconds() -> tuple[float, float]:
 
 class CpuSince:
     """The CPU used from its making to `per_job`, per job: by command name (every process),
-    by this bench process (with the children it has waited for) and machine-wide, so that each
-    method shows what its submissions cost the machine, not only what reaches Slurm."""
+    by this bench process ("bench", with the children it has waited for) and the Celery
+    worker ("worker", given its pid), and machine-wide, so that each method shows what its
+    submissions cost the machine, not only what reaches Slurm."""
 
-    def __init__(self) -> None:
+    def __init__(self, worker_pid: int | None = None) -> None:
+        self.pids = {"bench": os.getpid(), **({"worker": worker_pid} if worker_pid else {})}
         self.commands = cpu_seconds()
-        self.bench = sum(cpu_seconds({os.getpid()}).values())
+        self.processes = self._processes()
         self.machine = machine_seconds()
 
-    def per_job(self, n: int) -> tuple[dict[str, float], float, str]:
-        """(ms by command name, ms of this process, "the machine: ... busy, ... idle")."""
-        commands, bench, machine = cpu_seconds(), cpu_seconds({os.getpid()}), machine_seconds()
+    def _processes(self) -> dict[str, float]:
+        return {name: sum(cpu_seconds({pid}).values()) for name, pid in self.pids.items()}
+
+    def per_job(self, n: int) -> tuple[dict[str, float], dict[str, float], str]:
+        """(ms by command name, ms by named process, "the machine ... busy, ... idle")."""
+        commands, processes, machine = cpu_seconds(), self._processes(), machine_seconds()
         used = {k: (v - self.commands.get(k, 0.0)) * 1000 / n for k, v in commands.items()}
+        named = {k: (v - self.processes[k]) * 1000 / n for k, v in processes.items()}
         busy, idle = (
             (after - before) * 1000 / n for before, after in zip(self.machine, machine, strict=True)
         )
-        own = (sum(bench.values()) - self.bench) * 1000 / n
-        return used, own, f"the machine {busy:.1f} ms busy, {idle:.1f} ms idle per job"
+        return used, named, f"the machine {busy:.1f} ms busy, {idle:.1f} ms idle per job"
 
 
 def cpu_report(label: str, groups: dict[str, float], machine: str) -> str:
@@ -530,10 +538,10 @@ def _post_forked(
     payload: dict[str, Any],
     batch: int,
     worker_pid: int | None,
-) -> tuple[float, float, Any, CpuSince, float]:
+) -> tuple[float, float, Any, CpuSince]:
     """The test-client path: `procs` forked API processes (like gunicorn --preload workers,
     warmed up before the clock) share `workers` threads. Returns (clock start, seconds until
-    the last answer, their CPU seconds, machine CPU counters and the worker's at the start)."""
+    the last answer, their CPU seconds, the CPU counters from the start: CpuSince)."""
     warm_up(token, payload, batch)
     connections.close_all()  # children open their own connections
     context = multiprocessing.get_context("fork")
@@ -552,8 +560,7 @@ def _post_forked(
     for child in children:
         child.start()
     ready.wait()  # every API process has warmed up
-    usage = CpuSince()
-    worker_before = sum(cpu_seconds({worker_pid}).values()) if worker_pid else 0.0
+    usage = CpuSince(worker_pid)
     ready.wait()
     started = time.perf_counter()
     for child in children:
@@ -561,7 +568,7 @@ def _post_forked(
     api_done = time.perf_counter() - started
     if any(child.exitcode for child in children):
         raise SystemExit("an API process failed")
-    return started, api_done, api_cpu, usage, worker_before
+    return started, api_done, api_cpu, usage
 
 
 def _payload(cluster: Cluster) -> dict[str, Any]:
@@ -614,14 +621,13 @@ def bench_portal(
     if server:
         clients = HttpClients(server, token, workers)
         clients.warm_up(payload)
-        usage = CpuSince()
-        worker_before = sum(cpu_seconds({worker_pid}).values()) if worker_pid else 0.0
+        usage = CpuSince(worker_pid)
         started = time.perf_counter()
         clients.post_all(_requests(payload, n, batch))
         api_done = time.perf_counter() - started
         api_cpu = None
     else:
-        started, api_done, api_cpu, usage, worker_before = _post_forked(
+        started, api_done, api_cpu, usage = _post_forked(
             n, workers, procs, token, payload, batch, worker_pid
         )
     deadline = time.monotonic() + 300
@@ -633,10 +639,7 @@ def bench_portal(
             raise SystemExit(f"only {forwarded} of {n} portal jobs reached Slurm in time")
         time.sleep(0.005)  # the clock stops within 5 ms of the last Slurm id
     elapsed = time.perf_counter() - started
-    used, own, machine = usage.per_job(n)
-    worker_ms = (
-        (sum(cpu_seconds({worker_pid}).values()) - worker_before) * 1000 / n if worker_pid else 0.0
-    )
+    used, named, machine = usage.per_job(n)
     # One batch of the forwarder stamps all its jobs with the same submitted_at.
     stamps = ours.values_list("submitted_at", flat=True)
     batches = len(set(stamps))
@@ -646,14 +649,14 @@ def bench_portal(
         "API processes": (
             api_cpu.value * 1000 / n if api_cpu is not None else used.get("gunicorn", 0.0)
         ),
-        "Celery worker": worker_ms,
+        "Celery worker": named.get("worker", 0.0),
         "PostgreSQL*": used.get("postgres", 0.0),
         "Redis*": used.get("redis-server", 0.0),
         "slurmrestd*": used.get("slurmrestd", 0.0),
         **_slurm_side(used),
     }
     if server:  # forked API processes would count in this process
-        groups["the bench's client"] = own
+        groups["the bench's client"] = named["bench"]
     label = "portal batch" if batch else "portal"
     what = f"{n} jobs in batch POSTs of {batch}" if batch else f"{n} POSTs"
     print(

@@ -8,12 +8,5 @@ if [ -x /usr/bin/chromium ]; then
   exit 0
 fi
 
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-export DEBIAN_FRONTEND=noninteractive
-echo "installing chromium"
-if ! $SUDO apt-get install -y --no-install-recommends chromium; then
-  $SUDO apt-get update
-  $SUDO apt-get install -y --no-install-recommends chromium
-fi
+bash "$(dirname "$0")/apt-install.sh" chromium
 echo "chromium: $(/usr/bin/chromium --version)"
