@@ -293,7 +293,10 @@ class Hold(models.Model):
         OPEN = "open", "Open"
         SETTLED = "settled", "Settled"
 
-    allocation = models.ForeignKey(Allocation, on_delete=models.PROTECT, related_name="holds")
+    # No index of its own: (allocation, state) below leads with it.
+    allocation = models.ForeignKey(
+        Allocation, on_delete=models.PROTECT, related_name="holds", db_index=False
+    )
     cluster = models.ForeignKey(
         Cluster, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
@@ -302,13 +305,16 @@ class Hold(models.Model):
     released = models.DecimalField(**SU, default=ZERO)
     state = models.CharField(max_length=8, choices=State.choices, default=State.OPEN)
     job_uuid = models.UUIDField(null=True, blank=True, db_index=True)
-    key = models.CharField(max_length=200, unique=True)
+    key = models.CharField(max_length=200)  # unique: hold_unique_key
     created_at = models.DateTimeField(default=timezone.now)
     settled_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [models.Index(fields=["allocation", "state"])]
         constraints = [
+            # A constraint, not unique=True: on PostgreSQL that would add a second,
+            # varchar_pattern_ops index for LIKE queries nothing runs (migration 0007).
+            models.UniqueConstraint(fields=["key"], name="hold_unique_key"),
             models.CheckConstraint(condition=Q(amount__gt=0), name="hold_amount_positive"),
             models.CheckConstraint(
                 condition=Q(amount__gte=F("charged") + F("released") - SU_SLACK),
@@ -332,7 +338,10 @@ class LedgerEntry(models.Model):
         EXPIRE = "expire", "Expire"
         ADJUSTMENT = "adjustment", "Adjustment"
 
-    allocation = models.ForeignKey(Allocation, on_delete=models.PROTECT, related_name="ledger")
+    # No index of its own: ledger_alloc_kind_time leads with it.
+    allocation = models.ForeignKey(
+        Allocation, on_delete=models.PROTECT, related_name="ledger", db_index=False
+    )
     kind = models.CharField(max_length=16, choices=Kind.choices)
     amount = models.DecimalField(**SU)
     # Where the SU were spent (hold, release, charge, expire-after-release); null otherwise.
@@ -347,7 +356,7 @@ class LedgerEntry(models.Model):
     )
     memo = models.CharField(max_length=500, blank=True)
     job_uuid = models.UUIDField(null=True, blank=True, db_index=True)
-    idempotency_key = models.CharField(max_length=200, unique=True)
+    idempotency_key = models.CharField(max_length=200)  # unique: ledger_unique_idempotency_key
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:
@@ -360,6 +369,9 @@ class LedgerEntry(models.Model):
             models.Index(fields=["kind", "created_at"], name="ledger_kind_time"),
         ]
         constraints = [
+            models.UniqueConstraint(
+                fields=["idempotency_key"], name="ledger_unique_idempotency_key"
+            ),
             models.CheckConstraint(
                 condition=Q(kind="adjustment") | Q(amount__gt=0), name="ledger_amount_positive"
             ),
