@@ -13,7 +13,7 @@ from rest_framework.request import Request
 
 from accounts.models import ApiToken, User
 from accounts.token_cache import claim_touch, local_lookup, token_lookup
-from portal.cache import redis_client
+from portal.cache import redis_key
 
 TOKEN_PREFIX = "gpuc_"  # noqa: S105 (a public prefix, not a secret)
 # An authentication scheme is an RFC 9110 token.
@@ -143,12 +143,11 @@ class UserRateThrottle(throttling.UserRateThrottle):
 
     def _count(self, key: str) -> int:
         timeout = self.duration + 1
-        client = redis_client(key, self.cache)
-        if client is not None:
-            full_key = self.cache.make_and_validate_key(key)
-            pipe = client.pipeline(transaction=False)
-            pipe.incr(full_key)
-            pipe.expire(full_key, timeout)
+        counter = redis_key(key, self.cache)
+        if counter is not None:
+            pipe = counter.client.pipeline(transaction=False)
+            pipe.incr(counter.name)
+            pipe.expire(counter.name, timeout)
             return int(pipe.execute()[0])
         if self.cache.add(key, 1, timeout):
             return 1

@@ -30,7 +30,7 @@ from django.core.cache import cache
 from django.db.models import Model
 
 from accounts.models import ApiToken
-from portal.cache import redis_client
+from portal.cache import redis_key
 
 M = TypeVar("M", bound=Model)
 ENTRY_SECONDS = 5
@@ -72,12 +72,12 @@ def local_lookup(token_hash: str, counter: Any = None) -> tuple[ApiToken | None,
     if expires < time.monotonic():
         _local.pop(token_hash, None)
         return None, None
-    client = redis_client(GENERATION_KEY)
-    if client is None:
+    shared = redis_key(GENERATION_KEY)
+    if shared is None:
         return None, None
     named = counter(token.user_id) if counter is not None else None
-    pipe = client.pipeline(transaction=False)
-    pipe.get(cache.make_and_validate_key(GENERATION_KEY))
+    pipe = shared.client.pipeline(transaction=False)
+    pipe.get(shared.name)
     if named is not None:
         full_key = cache.make_and_validate_key(named[0])
         pipe.incr(full_key)
@@ -113,9 +113,9 @@ def token_lookup(token_hash: str) -> ApiToken | None:
     if not _shared():
         return ApiToken.objects.select_related("user").filter(token_hash=token_hash).first()
     key = _key(token_hash)
-    client = redis_client(key)
+    on_redis = redis_key(key) is not None
     # The generation before the entry: a revocation after this read shows in the copy's check.
-    generation = cache.get(GENERATION_KEY) if client is not None else None
+    generation = cache.get(GENERATION_KEY) if on_redis else None
     cached: Any = cache.get(key)
     if isinstance(cached, ApiToken):
         token: ApiToken | None = cached
@@ -124,7 +124,7 @@ def token_lookup(token_hash: str) -> ApiToken | None:
         token = ApiToken.objects.select_related("user").filter(token_hash=token_hash).first()
         # Kept only where no tombstone says it was just revoked (and maybe not yet committed).
         keep = token is not None and cached is None and bool(cache.add(key, token, ENTRY_SECONDS))
-    if client is not None and keep and token is not None:
+    if on_redis and keep and token is not None:
         with _local_lock:
             if len(_local) >= LOCAL_MAX:
                 _local.clear()

@@ -52,6 +52,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from decimal import Decimal
@@ -166,16 +167,7 @@ def bench_rest(n: int, workers: int) -> float:
         answer = rest.call("POST", "/slurm/v0.0.38/job/submit", user=USER, json=body) or {}
         return int(answer["job_id"])
 
-    usage = CpuSince()
-    started = time.perf_counter()
-    with ThreadPoolExecutor(workers) as pool:
-        ids = list(pool.map(submit, range(n)))
-    elapsed = time.perf_counter() - started
-    used, named, machine = usage.per_job(n)
-    assert len(set(ids)) == n
-    groups = {"the bench's client": named["bench"], "slurmrestd*": used.get("slurmrestd", 0.0)}
-    print(cpu_report("slurmrestd", groups | _slurm_side(used), machine))
-    return n / elapsed
+    return _submissions_per_second("slurmrestd", submit, n, workers, "the bench's client")
 
 
 # --- (b) raw sbatch ---------------------------------------------------------------------------
@@ -195,6 +187,23 @@ def bench_sbatch(n: int, workers: int) -> float:
         out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=60)
         return int(out.stdout.strip().split(";")[0])
 
+    return _submissions_per_second(
+        "sbatch", submit, n, workers, "runuser+sbatch (with the bench's threads)", "munged"
+    )
+
+
+def _submissions_per_second(
+    label: str,
+    submit: Callable[[int], int],
+    n: int,
+    workers: int,
+    client: str,
+    daemon: str | None = None,
+) -> float:
+    """`submit` 0..n-1 (each returns its Slurm job id) from `workers` threads: the rate, and
+    the CPU per job printed: this process as `client`, `daemon` (the one the method talks to;
+    default the label), Slurm and the machine."""
+    daemon = daemon or label
     usage = CpuSince()
     started = time.perf_counter()
     with ThreadPoolExecutor(workers) as pool:
@@ -202,11 +211,8 @@ def bench_sbatch(n: int, workers: int) -> float:
     elapsed = time.perf_counter() - started
     used, named, machine = usage.per_job(n)
     assert len(set(ids)) == n
-    groups = {
-        "runuser+sbatch (with the bench's threads)": named["bench"],
-        "munged*": used.get("munged", 0.0),
-    }
-    print(cpu_report("sbatch", groups | _slurm_side(used), machine))
+    groups = {client: named["bench"], f"{daemon}*": used.get(daemon, 0.0)}
+    print(cpu_report(label, groups | _slurm_side(used), machine))
     return n / elapsed
 
 
@@ -440,22 +446,24 @@ def _post_jobs(
         connections.close_all()
 
 
-def cpu_seconds(pids: set[int] | None = None) -> dict[str, float]:
-    """CPU seconds used so far, summed by command name, of `pids` or of every process
-    (children that exited count for their parent, e.g. PostgreSQL backends for the
-    postmaster)."""
-    tick = os.sysconf("SC_CLK_TCK")
+def _process_seconds(stat: Path) -> tuple[str, float]:
+    """(command name, CPU seconds used so far) of the process of this /proc/<pid>/stat, its
+    children that exited included (e.g. PostgreSQL backends count for the postmaster);
+    ("", 0.0) when it is gone."""
+    try:
+        text = stat.read_text()
+    except OSError:
+        return "", 0.0
+    fields = text[text.rindex(")") + 2 :].split()
+    used = sum(int(v) for v in fields[11:15])  # utime stime cutime cstime
+    return text[text.index("(") + 1 : text.rindex(")")], used / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU seconds used so far by every process, summed by command name."""
     totals: dict[str, float] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
-        if pids is not None and int(stat.parent.name) not in pids:
-            continue
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        comm = text[text.index("(") + 1 : text.rindex(")")]
-        fields = text[text.rindex(")") + 2 :].split()
-        used = sum(int(v) for v in fields[11:15]) / tick  # utime stime cutime cstime
+        comm, used = _process_seconds(stat)
         totals[comm] = totals.get(comm, 0.0) + used
     return totals
 
@@ -482,7 +490,9 @@ class CpuSince:
         self.machine = machine_seconds()
 
     def _processes(self) -> dict[str, float]:
-        return {name: sum(cpu_seconds({pid}).values()) for name, pid in self.pids.items()}
+        return {
+            name: _process_seconds(Path(f"/proc/{pid}/stat"))[1] for name, pid in self.pids.items()
+        }
 
     def per_job(self, n: int) -> tuple[dict[str, float], dict[str, float], str]:
         """(ms by command name, ms by named process, "the machine ... busy, ... idle")."""

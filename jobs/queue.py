@@ -14,7 +14,7 @@ import logging
 from django.conf import settings
 from django.core.cache import cache
 
-from portal.cache import redis_client
+from portal.cache import redis_key
 
 logger = logging.getLogger(__name__)
 
@@ -49,13 +49,12 @@ def _count_submission(cluster_id: int) -> bool:
     MULTI/EXEC: the key is made with its expiry if missing, then incremented, with no task's
     delete in between (which would leave the INCR a key without expiry and no task queued)."""
     key = FORWARD_DEBOUNCE_KEY.format(cluster_id=cluster_id)
-    client = redis_client(key)
-    if client is None:  # another shared cache: no count (the task waits its whole moment)
+    counter = redis_key(key)
+    if counter is None:  # another shared cache: no count (the task waits its whole moment)
         return bool(cache.add(key, "queued", FORWARD_DEBOUNCE_SECONDS))
-    full_key = cache.make_and_validate_key(key)
-    pipe = client.pipeline(transaction=True)
-    pipe.set(full_key, 0, nx=True, ex=FORWARD_DEBOUNCE_SECONDS)
-    pipe.incr(full_key)
+    pipe = counter.client.pipeline(transaction=True)
+    pipe.set(counter.name, 0, nx=True, ex=FORWARD_DEBOUNCE_SECONDS)
+    pipe.incr(counter.name)
     created, _ = pipe.execute()
     return bool(created)
 

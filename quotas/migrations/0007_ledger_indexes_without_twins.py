@@ -19,23 +19,16 @@ from django.db import migrations, models
 
 
 class UniqueFieldToConstraint(migrations.operations.base.Operation):
-    """`model.field` loses unique=True and gains UniqueConstraint(fields=[field], name=name)."""
+    """`model.field` becomes `new_field` (the same field without unique=True) and is unique
+    through UniqueConstraint(fields=[field], name=name)."""
 
-    reversible = True
-
-    def __init__(self, model_name: str, field: str, name: str) -> None:
+    def __init__(self, model_name: str, field: str, new_field: models.Field, name: str) -> None:
         self.model_name, self.field, self.name = model_name, field, name
-        self.alter = migrations.AlterField(
-            model_name=model_name, name=field, field=models.CharField(max_length=200)
-        )
+        self.alter = migrations.AlterField(model_name=model_name, name=field, field=new_field)
         self.add = migrations.AddConstraint(
             model_name=model_name,
             constraint=models.UniqueConstraint(fields=[field], name=name),
         )
-
-    def deconstruct(self) -> tuple[str, list[Any], dict[str, Any]]:
-        kwargs = {"model_name": self.model_name, "field": self.field, "name": self.name}
-        return self.__class__.__name__, [], kwargs
 
     def describe(self) -> str:
         return f"Unique {self.model_name}.{self.field} as the constraint {self.name}"
@@ -44,19 +37,17 @@ class UniqueFieldToConstraint(migrations.operations.base.Operation):
         self.alter.state_forwards(app_label, state)
         self.add.state_forwards(app_label, state)
 
-    def _table_and_column(self, app_label: str, state: Any) -> tuple[str, str]:
+    def _table_column_twin(self, app_label: str, schema_editor: Any, state: Any) -> tuple[str, ...]:
+        """The table, the column and the name Django gives its varchar_pattern_ops twin."""
         model = state.apps.get_model(app_label, self.model_name)
-        return model._meta.db_table, model._meta.get_field(self.field).column
+        table, column = model._meta.db_table, model._meta.get_field(self.field).column
+        return table, column, schema_editor._create_index_name(table, [column], suffix="_like")
 
-    def _unique_names(self, schema_editor: Any, table: str, column: str) -> list[str]:
-        connection = schema_editor.connection
-        with connection.cursor() as cursor:
-            constraints = connection.introspection.get_constraints(cursor, table)
-        return [
-            name
-            for name, info in constraints.items()
-            if info["unique"] and not info["primary_key"] and info["columns"] == [column]
-        ]
+    def _rename(self, schema_editor: Any, table: str, old: str, new: str) -> None:
+        quote = schema_editor.quote_name
+        schema_editor.execute(
+            f"ALTER TABLE {quote(table)} RENAME CONSTRAINT {quote(old)} TO {quote(new)}"
+        )
 
     def database_forwards(
         self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any
@@ -67,14 +58,17 @@ class UniqueFieldToConstraint(migrations.operations.base.Operation):
             self.alter.database_forwards(app_label, schema_editor, from_state, middle)
             self.add.database_forwards(app_label, schema_editor, middle, to_state)
             return
-        table, column = self._table_and_column(app_label, from_state)
-        (current,) = self._unique_names(schema_editor, table, column)
-        quote = schema_editor.quote_name
-        schema_editor.execute(
-            f"ALTER TABLE {quote(table)} RENAME CONSTRAINT {quote(current)} TO {quote(self.name)}"
+        table, column, twin = self._table_column_twin(app_label, schema_editor, from_state)
+        connection = schema_editor.connection
+        with connection.cursor() as cursor:
+            constraints = connection.introspection.get_constraints(cursor, table)
+        (current,) = (
+            name
+            for name, info in constraints.items()
+            if info["unique"] and not info["primary_key"] and info["columns"] == [column]
         )
-        like = schema_editor._create_index_name(table, [column], suffix="_like")
-        schema_editor.execute(f"DROP INDEX IF EXISTS {quote(like)}")
+        self._rename(schema_editor, table, current, self.name)
+        schema_editor.execute(f"DROP INDEX IF EXISTS {schema_editor.quote_name(twin)}")
 
     def database_backwards(
         self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any
@@ -85,15 +79,12 @@ class UniqueFieldToConstraint(migrations.operations.base.Operation):
             self.add.database_backwards(app_label, schema_editor, from_state, middle)
             self.alter.database_backwards(app_label, schema_editor, middle, to_state)
             return
-        table, column = self._table_and_column(app_label, from_state)
-        quote = schema_editor.quote_name
+        table, column, twin = self._table_column_twin(app_label, schema_editor, from_state)
         unique = schema_editor._create_index_name(table, [column], suffix="_uniq")
+        self._rename(schema_editor, table, self.name, unique)
+        quote = schema_editor.quote_name
         schema_editor.execute(
-            f"ALTER TABLE {quote(table)} RENAME CONSTRAINT {quote(self.name)} TO {quote(unique)}"
-        )
-        like = schema_editor._create_index_name(table, [column], suffix="_like")
-        schema_editor.execute(
-            f"CREATE INDEX {quote(like)} ON {quote(table)} ({quote(column)} varchar_pattern_ops)"
+            f"CREATE INDEX {quote(twin)} ON {quote(table)} ({quote(column)} varchar_pattern_ops)"
         )
 
 
@@ -123,8 +114,16 @@ class Migration(migrations.Migration):
                 to="quotas.allocation",
             ),
         ),
-        UniqueFieldToConstraint(model_name="hold", field="key", name="hold_unique_key"),
         UniqueFieldToConstraint(
-            model_name="ledgerentry", field="idempotency_key", name="ledger_unique_idempotency_key"
+            model_name="hold",
+            field="key",
+            new_field=models.CharField(max_length=200),
+            name="hold_unique_key",
+        ),
+        UniqueFieldToConstraint(
+            model_name="ledgerentry",
+            field="idempotency_key",
+            new_field=models.CharField(max_length=200),
+            name="ledger_unique_idempotency_key",
         ),
     ]

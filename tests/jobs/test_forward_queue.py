@@ -11,10 +11,9 @@ from typing import Any
 
 import pytest
 from django.conf import settings
-from django.core.cache import cache
 
 from jobs import queue, tasks
-from portal.cache import redis_client
+from portal.cache import redis_key
 
 needs_redis = pytest.mark.skipif(
     "redis" not in settings.CACHES["default"]["BACKEND"].lower(),
@@ -72,7 +71,9 @@ def test_submissions_close_together_queue_one_task_and_are_counted(cluster_id, q
     assert queue.forward_submissions(cluster_id=cluster_id) == 3
     key = queue.FORWARD_DEBOUNCE_KEY.format(cluster_id=cluster_id)
     # A task that is lost blocks new ones only until the key expires.
-    ttl = redis_client(key).ttl(cache.make_and_validate_key(key))
+    counter = redis_key(key)
+    assert counter is not None
+    ttl = counter.client.ttl(counter.name)
     assert 0 < ttl <= queue.FORWARD_DEBOUNCE_SECONDS
 
     queue.forward_debounce_clear(cluster_id=cluster_id)  # the task starts its claim
