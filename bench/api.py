@@ -41,7 +41,6 @@ import tempfile
 import threading
 import time
 import uuid
-from collections import Counter
 from io import StringIO
 from pathlib import Path
 from typing import Any
@@ -68,6 +67,7 @@ from django.test.utils import CaptureQueriesContext, override_settings  # noqa: 
 from django.utils import timezone  # noqa: E402
 
 from accounts.models import Organization, Project, ProjectMember, User  # noqa: E402
+from bench.spread import connection_spread  # noqa: E402
 from jobs.models import Job  # noqa: E402
 from quotas.models import Cluster  # noqa: E402
 
@@ -270,23 +270,6 @@ def run_wrk(
     if not match:
         raise SystemExit(f"wrk printed no rate:\n{out}")
     return float(match.group(1))
-
-
-def connection_spread(port: int, procs: int) -> str:
-    """How the load's kept-alive connections are spread over the gunicorn workers right now,
-    busiest first ("8+8", "16+0"; "?" without iproute2's ss). wrk opens all its connections at
-    once and whichever worker wakes first accepts them: a run whose connections all went to one
-    worker is served by one core."""
-    ss = shutil.which("ss")
-    if ss is None:
-        return "?"
-    out = subprocess.run(
-        [ss, "-tnpH", "state", "established", f"( sport = :{port} )"],
-        capture_output=True, text=True, check=False,
-    ).stdout  # fmt: skip
-    counts = sorted(Counter(re.findall(r"pid=(\d+)", out)).values(), reverse=True)
-    counts += [0] * (procs - len(counts))
-    return "+".join(str(count) for count in counts)
 
 
 def measured(

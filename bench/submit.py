@@ -22,7 +22,8 @@ why: with empty tables on a server with autovacuum off, each round ran slower th
 
 Each method also prints its CPU per job by process and the whole machine's busy and idle time
 per job (/proc/stat): the machine is shared by everything measured, so a method's rate is
-about what each of its submissions costs the machine.
+about what each of its submissions costs the machine. Each portal round over HTTP also prints
+how the clients' connections landed on the gunicorn workers ([2+2], [3+1]; bench/spread.py).
 
 Goals: single-job POSTs >= 0.25 x raw slurmrestd and >= 1 x raw sbatch; batch POSTs >= 0.5 x
 and >= 1 x (as printed). Every job is trivial (`true`, 1 CPU, 64 MB, 1 minute) and all bench
@@ -100,6 +101,7 @@ from django.utils import timezone  # noqa: E402
 
 from accounts.models import Organization, Project, ProjectMember, User  # noqa: E402
 from accounts.services import api_token_create  # noqa: E402
+from bench.spread import connection_spread  # noqa: E402
 from jobs.backends.slurm.rest import SlurmRest  # noqa: E402
 from jobs.models import ClusterAccount, Job, JobEvent  # noqa: E402
 from quotas.models import Allocation, Cluster, Rate  # noqa: E402
@@ -365,7 +367,8 @@ class HttpClients:
 
     def __init__(self, url: str, token: str, threads: int) -> None:
         host, port = url.removeprefix("http://").rsplit(":", 1)
-        self.pool = urllib3.HTTPConnectionPool(host, int(port), maxsize=threads)
+        self.port = int(port)
+        self.pool = urllib3.HTTPConnectionPool(host, self.port, maxsize=threads)
         self.threads = threads
         self.headers = {
             "Authorization": f"Bearer {token}",
@@ -650,6 +653,9 @@ def bench_portal(
         time.sleep(0.005)  # the clock stops within 5 ms of the last Slurm id
     elapsed = time.perf_counter() - started
     used, named, machine = usage.per_job(n)
+    spread = ""
+    if server:  # after the clock: the clients' kept-alive connections are still open
+        spread = f"; connections per gunicorn worker [{connection_spread(clients.port, procs)}]"
     # One batch of the forwarder stamps all its jobs with the same submitted_at.
     stamps = ours.values_list("submitted_at", flat=True)
     batches = len(set(stamps))
@@ -671,7 +677,7 @@ def bench_portal(
     what = f"{n} jobs in batch POSTs of {batch}" if batch else f"{n} POSTs"
     print(
         f"      {label}: {procs} API processes answered all {what} in {api_done:.2f} s; "
-        f"every job had its Slurm id at {elapsed:.2f} s ({batches} forwarding batches)\n"
+        f"every job had its Slurm id at {elapsed:.2f} s ({batches} forwarding batches){spread}\n"
         + cpu_report(label, groups, machine)
     )
     return n / elapsed
