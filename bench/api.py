@@ -11,8 +11,8 @@ gunicorn configuration (deploy/gunicorn.conf.py, `--procs` gthread workers), loa
   POST /api/v1/jobs/                            single submissions on the simulated backend
 
 Each HTTP figure is printed with how wrk's kept-alive connections were spread over the gunicorn
-workers half-way through the run ([8+8], [16+0]): gunicorn's workers share one listening socket
-and the first to wake accepts, so a run can land on one worker, and one core, by chance.
+workers half-way through the run ([8+8], [16+0]; bench/spread.py says why they can land
+unevenly).
 
 Before the HTTP runs it measures each endpoint in-process (Django's test client, no HTTP): CPU
 milliseconds and SQL statements per request, the figures to iterate on when the machine is busy.

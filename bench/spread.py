@@ -3,9 +3,9 @@ bench/submit.py).
 
 gunicorn's workers each listen on their own socket (deploy/gunicorn.conf.py: reuse_port) and
 the kernel hashes each new connection to one of them, so a few long-lived connections can land
-unevenly: 4 connections over 2 workers go 2+2 only 6 times in 16. A worker's threads share one
-interpreter lock, so a round whose connections went 3+1 or 4+0 is served by about one core
-while the other waits: a figure is read with its spread."""
+unevenly: 4 connections over 2 workers go 2+2 only 6 times in 16, and a worker's threads share
+one interpreter lock. The benches print the spread with each figure so that a reader can tell
+a run served unevenly from one that was not."""
 
 from __future__ import annotations
 

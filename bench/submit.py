@@ -367,8 +367,7 @@ class HttpClients:
 
     def __init__(self, url: str, token: str, threads: int) -> None:
         host, port = url.removeprefix("http://").rsplit(":", 1)
-        self.port = int(port)
-        self.pool = urllib3.HTTPConnectionPool(host, self.port, maxsize=threads)
+        self.pool = urllib3.HTTPConnectionPool(host, int(port), maxsize=threads)
         self.threads = threads
         self.headers = {
             "Authorization": f"Bearer {token}",
@@ -655,7 +654,8 @@ def bench_portal(
     used, named, machine = usage.per_job(n)
     spread = ""
     if server:  # after the clock: the clients' kept-alive connections are still open
-        spread = f"; connections per gunicorn worker [{connection_spread(clients.port, procs)}]"
+        landed = connection_spread(clients.pool.port, procs)
+        spread = f"; connections per gunicorn worker [{landed}]"
     # One batch of the forwarder stamps all its jobs with the same submitted_at.
     stamps = ours.values_list("submitted_at", flat=True)
     batches = len(set(stamps))
